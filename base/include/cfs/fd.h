@@ -1,0 +1,69 @@
+// RAII owners for file descriptors and memory mappings.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace cfs {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// open(2)/openat(2) that throws SystemError naming the path.
+UniqueFd open_file(const std::string& path, int flags, unsigned mode = 0);
+UniqueFd open_at(int dirfd, const std::string& path, int flags, unsigned mode = 0);
+
+// Read exactly buf.size() bytes at offset, or throw (short read = error naming what).
+void pread_exact(int fd, std::span<std::byte> buf, uint64_t offset, const std::string& what);
+// Write all of data, retrying on short writes and EINTR.
+void write_all(int fd, std::span<const std::byte> data, const std::string& what);
+// Read a whole file into memory.
+std::string read_file(const std::string& path);
+std::string read_fd(int fd, const std::string& what);
+
+// A read-only private mapping of a whole file (empty files map to an empty span).
+class MappedFile {
+ public:
+  MappedFile() = default;
+  static MappedFile map(int fd, const std::string& what);
+  static MappedFile open(const std::string& path);
+  MappedFile(MappedFile&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  std::span<const std::byte> bytes() const noexcept {
+    return {static_cast<const std::byte*>(data_), size_};
+  }
+
+ private:
+  MappedFile(void* data, size_t size) : data_(data), size_(size) {}
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace cfs

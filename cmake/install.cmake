@@ -1,0 +1,22 @@
+# Install the libraries with headers, a pkg-config file and a CMake package config, so other
+# programs can use find_package(cfs) / pkg-config cfs.
+include(CMakePackageConfigHelpers)
+
+set(CFS_INSTALL_LIBS cfs_base cfs_erofs)
+install(TARGETS ${CFS_INSTALL_LIBS} EXPORT cfsTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(DIRECTORY base/include/ erofs/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT cfsTargets NAMESPACE cfs:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfs)
+
+configure_package_config_file(cmake/cfsConfig.cmake.in
+  ${CMAKE_CURRENT_BINARY_DIR}/cfsConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfs)
+write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/cfsConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfsConfig.cmake
+  ${CMAKE_CURRENT_BINARY_DIR}/cfsConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfs)
+
+configure_file(cmake/cfs.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,66 @@
+// composefs-dump(5): the text form of a composefs tree, one line per inode:
+//   PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST [KEY=VALUE ...]
+// Parsing canonicalises (directory size 0, hardlink metadata taken from the target,
+// xattrs sorted) and every rejection names the file, the line and the reason.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "cfs/erofs/tree.h"
+#include "cfs/output.h"
+
+namespace cfs::erofs {
+
+// Symlink target limits: cfs's own limit (XFS's) and the C tools' (PATH_MAX - 1).
+inline constexpr size_t kSymlinkMaxCfs = 1024;
+inline constexpr size_t kSymlinkMaxCompat = 4095;
+inline constexpr size_t kInlineContentMax = 5000;  // C LCFS_INLINE_CONTENT_MAX
+inline constexpr size_t kPathMax = 4096;
+inline constexpr size_t kNameMax = 255;
+inline constexpr size_t kXattrNameMax = 255;
+inline constexpr size_t kXattrValueMax = 65535;
+inline constexpr size_t kXattrLineMax = 65535;  // bytes of the xattr part of one line
+
+struct DumpfileParseOptions {
+  // Strict rules (the C tools' CFS_PARSE_STRICT): final newline required, symlink SIZE must
+  // equal the target length, no CONTENT on symlinks, RDEV 0 on non-devices.
+  bool strict = false;
+  size_t max_symlink = kSymlinkMaxCfs;
+};
+
+// Incremental parser: feed lines (without the trailing '\n') in order, then finish().
+class DumpfileParser {
+ public:
+  DumpfileParser(std::string filename, DumpfileParseOptions options = {});
+  ~DumpfileParser();
+  DumpfileParser(DumpfileParser&&) noexcept;
+
+  void parse_line(std::string_view line);
+  // final_newline: whether the input ended with '\n' (checked in strict mode).
+  Tree finish(bool final_newline = true);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+Tree parse_dumpfile(std::string_view text, std::string filename,
+                    const DumpfileParseOptions& options = {});
+// Reads from fd until EOF, streaming line by line.
+Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions& options = {});
+
+// Writes the tree as a dumpfile: DFS pre-order over sorted children, hardlinks after the
+// first occurrence as '@' lines carrying the target's fields, C-compatible escaping.
+// Directory SIZE is inode.size as stored (the reader fills in the EROFS directory size,
+// the parser 0); directory NLINK is always 2 + subdirectories.
+void write_dumpfile(const Tree& tree, OutputSink& out);
+std::string dumpfile_to_string(const Tree& tree);
+
+// Escaping as the C tools write it. xattr=true also escapes '='.
+void append_escaped(std::string& out, std::string_view bytes, bool xattr);
+// Field escaping: empty -> "-", exactly "-" -> "\x2d".
+void append_field(std::string& out, std::string_view bytes);
+
+}  // namespace cfs::erofs

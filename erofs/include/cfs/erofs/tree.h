@@ -1,0 +1,98 @@
+// The in-memory filesystem tree that every cfs producer (dumpfile parser, directory scan,
+// OCI layer merge) builds and every consumer (EROFS writer, dumpfile writer) reads.
+//
+// Hardlinks are shared inodes: several Dirents hold the same InodePtr. Directories own
+// their children sorted by name (bytewise), never containing "." or "..".
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cfs/digest.h"
+
+namespace cfs::erofs {
+
+struct Xattr {
+  std::string name;   // full name, e.g. "user.foo" (arbitrary bytes, no NUL)
+  std::string value;  // arbitrary bytes
+  friend bool operator==(const Xattr&, const Xattr&) = default;
+};
+
+struct Inode;
+using InodePtr = std::shared_ptr<Inode>;
+
+struct Dirent {
+  std::string name;
+  InodePtr inode;
+};
+
+struct Inode {
+  uint32_t mode = 0;  // st_mode: file type bits + permissions
+  uint32_t nlink = 1; // stored as given for non-directories; directories are recomputed
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t rdev = 0;  // character/block devices only
+  uint64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t size = 0;  // regular files: data size; symlinks: target length; directories: unused
+  // Symlink target, or for externally stored regular files the backing path relative to
+  // the object directory ("ab/cdef…"). Empty otherwise.
+  std::string payload;
+  // Regular files stored inline in the image.
+  std::optional<std::string> content;
+  // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
+  std::optional<Digest> digest;
+  std::vector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
+  std::vector<Dirent> children;  // directories only; sorted by name
+
+  uint32_t type() const noexcept { return mode & S_IFMT; }
+  bool is_dir() const noexcept { return type() == S_IFDIR; }
+  bool is_reg() const noexcept { return type() == S_IFREG; }
+  bool is_symlink() const noexcept { return type() == S_IFLNK; }
+  bool is_device() const noexcept { return type() == S_IFCHR || type() == S_IFBLK; }
+  // An overlay whiteout in the source tree: a character device with rdev 0.
+  bool is_whiteout() const noexcept { return type() == S_IFCHR && rdev == 0; }
+  // A regular file whose data lives outside the image (in the object store).
+  bool is_external() const noexcept { return is_reg() && !content && size > 0; }
+
+  // Child lookup by name (binary search), nullptr if absent.
+  Inode* find(std::string_view name) const;
+  // Insert or replace the child called name, keeping children sorted. Returns the inode.
+  const InodePtr& set_child(std::string name, InodePtr inode);
+  // Remove a child; returns false if absent.
+  bool remove_child(std::string_view name);
+
+  const Xattr* find_xattr(std::string_view name) const;
+  // Set (replace) an xattr, keeping xattrs sorted.
+  void set_xattr(std::string name, std::string value);
+  bool remove_xattr(std::string_view name);
+  void sort_xattrs();
+};
+
+InodePtr make_inode(uint32_t mode);
+
+// A whole filesystem tree; root is always a directory.
+struct Tree {
+  InodePtr root = make_inode(S_IFDIR | 0755);
+
+  // Resolve an absolute path ("/", "/a/b"); nullptr if any component is missing.
+  Inode* lookup(std::string_view path) const;
+};
+
+// Depth-first pre-order walk over sorted children. The callback gets the absolute path of
+// each entry ("/" for the root), the inode, and whether this is the first time the inode
+// is seen (false for later hardlinks to it).
+using WalkFn = std::function<void(const std::string& path, const Inode& inode, bool first_visit)>;
+void walk(const Tree& tree, const WalkFn& fn);
+
+// Directory nlink as composefs computes it: 2 + number of subdirectories.
+uint32_t directory_nlink(const Inode& dir);
+
+}  // namespace cfs::erofs

@@ -1,0 +1,33 @@
+// The composefs EROFS writer: byte-identical to C mkcomposefs 1.0.8 for format V0 and V1.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cfs/digest.h"
+#include "cfs/erofs/tree.h"
+#include "cfs/output.h"
+
+namespace cfs::erofs {
+
+inline constexpr uint32_t kFormatVersionMax = 1;
+
+struct WriterOptions {
+  // The format version starts at min_version and is raised to 1 (if max_version allows)
+  // when the tree holds an overlay whiteout (chr 0/0), exactly as mkcomposefs does.
+  uint32_t min_version = 0;
+  uint32_t max_version = 1;
+};
+
+struct WriteResult {
+  uint32_t version = 0;  // format version written
+  uint64_t size = 0;     // image bytes
+  Digest digest;         // fs-verity SHA-256 of the image: the composefs image id
+};
+
+// Streams the image to out. The tree is not modified. Throws cfs::Error for trees that
+// cannot be represented (hardlinked directories, invalid types, oversized xattrs...).
+WriteResult write_image(const Tree& tree, OutputSink& out, const WriterOptions& options = {});
+std::string image_to_string(const Tree& tree, const WriterOptions& options = {});
+
+}  // namespace cfs::erofs

@@ -1,0 +1,7 @@
+// cfsctl entry point (placeholder until the CLI lands).
+#include <cstdio>
+
+int main() {
+  std::puts("cfsctl");
+  return 0;
+}
