@@ -102,8 +102,9 @@ void walk_dir(const Inode& dir, std::string& path, std::unordered_set<const Inod
     if (path.size() > 1) path += '/';
     path += d.name;
     // An inode referenced once cannot have been seen before; skip the set for it.
-    bool first = d.inode.use_count() == 1 || seen.insert(d.inode.get()).second;
-    fn(path, *d.inode, first);
+    bool shared = d.inode.use_count() > 1;
+    bool first = !shared || seen.insert(d.inode.get()).second;
+    fn(WalkEntry{path, *d.inode, first, shared});
     if (d.inode->is_dir() && first) walk_dir(*d.inode, path, seen, fn);
     path.resize(old);
   }
@@ -114,7 +115,7 @@ void walk(const Tree& tree, const WalkFn& fn) {
   std::unordered_set<const Inode*> seen;
   std::string path = "/";
   seen.insert(tree.root.get());
-  fn(path, *tree.root, true);
+  fn(WalkEntry{path, *tree.root, true, false});
   walk_dir(*tree.root, path, seen, fn);
 }
 

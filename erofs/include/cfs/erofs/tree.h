@@ -34,8 +34,8 @@ struct Dirent {
 };
 
 struct Inode {
-  uint32_t mode = 0;  // st_mode: file type bits + permissions
-  uint32_t nlink = 1; // stored as given for non-directories; directories are recomputed
+  uint32_t mode = 0;   // st_mode: file type bits + permissions
+  uint32_t nlink = 1;  // stored as given for non-directories; directories are recomputed
   uint32_t uid = 0;
   uint32_t gid = 0;
   uint64_t rdev = 0;  // character/block devices only
@@ -86,10 +86,14 @@ struct Tree {
   Inode* lookup(std::string_view path) const;
 };
 
-// Depth-first pre-order walk over sorted children. The callback gets the absolute path of
-// each entry ("/" for the root), the inode, and whether this is the first time the inode
-// is seen (false for later hardlinks to it).
-using WalkFn = std::function<void(const std::string& path, const Inode& inode, bool first_visit)>;
+// Depth-first pre-order walk over sorted children (the dumpfile order).
+struct WalkEntry {
+  const std::string& path;  // absolute, "/" for the root
+  const Inode& inode;
+  bool first_visit;  // false for the second and later dirents of a hardlinked inode
+  bool shared;       // the inode is referenced by more than one dirent (a hardlink)
+};
+using WalkFn = std::function<void(const WalkEntry&)>;
 void walk(const Tree& tree, const WalkFn& fn);
 
 // Directory nlink as composefs computes it: 2 + number of subdirectories.

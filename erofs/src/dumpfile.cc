@@ -1,0 +1,569 @@
+// composefs-dump(5) parser and writer.
+#include "cfs/erofs/dumpfile.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstring>
+#include <unordered_map>
+
+#include "cfs/error.h"
+#include "cfs/fd.h"
+
+namespace cfs::erofs {
+
+namespace {
+
+constexpr uint32_t kValidTypes[] = {S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO};
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool is_graph(unsigned char c) {
+  return c > 0x20 && c < 0x7f;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Escaping
+
+void append_escaped(std::string& out, std::string_view bytes, bool xattr) {
+  static constexpr char digits[] = "0123456789abcdef";
+  for (unsigned char c : bytes) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      default:
+        break;
+    }
+    if (is_graph(c) && !(xattr && c == '=')) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+}
+
+void append_field(std::string& out, std::string_view bytes) {
+  if (bytes.empty()) {
+    out += '-';
+  } else if (bytes == "-") {
+    out += "\\x2d";
+  } else {
+    append_escaped(out, bytes, false);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser
+
+struct DumpfileParser::State {
+  std::string filename;
+  DumpfileParseOptions options;
+  size_t lineno = 0;
+  Tree tree;
+  bool have_root = false;
+
+  // The directory the previous entry was added to: consecutive lines usually share it.
+  std::string cached_dir_path;
+  Inode* cached_dir = nullptr;
+
+  struct PendingLink {
+    Inode* parent;
+    std::string name;
+    std::string path;
+    std::string target;
+    size_t lineno;
+  };
+  std::vector<PendingLink> links;
+  std::unordered_map<const Inode*, size_t> placeholders;  // placeholder inode -> links index
+
+  [[noreturn]] void fail(const std::string& reason) const { fail_at(lineno, reason); }
+  [[noreturn]] void fail_at(size_t line, const std::string& reason) const {
+    throw Error(filename + ":" + std::to_string(line) + ": " + reason);
+  }
+
+  // Unescapes a field; '-' means empty when dash_is_empty.
+  std::string unescape(std::string_view field, const char* what, bool dash_is_empty) const {
+    if (dash_is_empty && field == "-") return {};
+    std::string out;
+    out.reserve(field.size());
+    for (size_t i = 0; i < field.size(); i++) {
+      char c = field[i];
+      if (c == '\0') fail(std::string("NUL byte in ") + what);
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (++i >= field.size()) fail(std::string("unterminated escape in ") + what);
+      switch (field[i]) {
+        case '\\':
+          out += '\\';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'x': {
+          int hi = i + 1 < field.size() ? hex_digit(field[i + 1]) : -1;
+          int lo = i + 2 < field.size() ? hex_digit(field[i + 2]) : -1;
+          if (hi < 0 || lo < 0) fail(std::string("invalid \\x escape in ") + what);
+          out += static_cast<char>(hi << 4 | lo);
+          i += 2;
+          break;
+        }
+        default:
+          fail(std::string("invalid escape '\\") + field[i] + "' in " + what);
+      }
+    }
+    return out;
+  }
+
+  template <typename T>
+  T number(std::string_view field, const char* what, int base = 10) const {
+    T value{};
+    auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), value, base);
+    if (field.empty() || ec != std::errc() || end != field.data() + field.size())
+      fail(std::string("invalid ") + what + " '" + std::string(field.substr(0, 64)) + "'");
+    return value;
+  }
+
+  Inode* lookup_dir(std::string_view dir_path) {
+    if (cached_dir && dir_path == cached_dir_path) return cached_dir;
+    Inode* dir = tree.lookup(dir_path);
+    if (!dir) fail("parent directory '" + std::string(dir_path) + "' does not exist");
+    if (!dir->is_dir()) fail("parent '" + std::string(dir_path) + "' is not a directory");
+    cached_dir_path.assign(dir_path);
+    cached_dir = dir;
+    return dir;
+  }
+
+  // Canonicalises an absolute path: repeated '/' collapse, '.' and '..' are rejected.
+  std::string canonical_path(const std::string& raw) const {
+    if (raw.empty() || raw[0] != '/') fail("path '" + raw.substr(0, 256) + "' is not absolute");
+    if (raw.size() > kPathMax) fail("path longer than " + std::to_string(kPathMax) + " bytes");
+    std::string out;
+    out.reserve(raw.size());
+    size_t pos = 0;
+    while (pos < raw.size()) {
+      while (pos < raw.size() && raw[pos] == '/') pos++;
+      size_t end = raw.find('/', pos);
+      if (end == std::string::npos) end = raw.size();
+      if (end == pos) break;
+      std::string_view name(raw.data() + pos, end - pos);
+      if (name == "." || name == "..")
+        fail("path '" + raw + "' has a '" + std::string(name) + "' component");
+      if (name.size() > kNameMax)
+        fail("name '" + std::string(name.substr(0, 32)) + "...' longer than 255 bytes");
+      out += '/';
+      out += name;
+      pos = end;
+    }
+    return out.empty() ? "/" : out;
+  }
+
+  void parse_xattrs(Inode& inode, std::string_view rest) {
+    if (rest.size() > kXattrLineMax)
+      fail("xattrs of one entry exceed " + std::to_string(kXattrLineMax) + " bytes");
+    size_t budget = 0;
+    while (!rest.empty()) {
+      size_t sp = rest.find(' ');
+      std::string_view field = rest.substr(0, sp);
+      rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+      if (field.empty()) {
+        if (options.strict) fail("empty xattr field (double space)");
+        continue;
+      }
+      size_t eq = field.find('=');
+      if (eq == std::string_view::npos)
+        fail("xattr '" + std::string(field.substr(0, 64)) + "' has no '='");
+      std::string key = unescape(field.substr(0, eq), "xattr name", false);
+      std::string value = unescape(field.substr(eq + 1), "xattr value", false);
+      if (key.empty()) fail("empty xattr name");
+      if (key.size() > kXattrNameMax)
+        fail("xattr name '" + key.substr(0, 32) + "...' longer than 255 bytes");
+      if (key.find('\0') != std::string::npos) fail("xattr name contains a NUL byte");
+      if (value.size() > kXattrValueMax)
+        fail("xattr '" + key + "' value longer than " + std::to_string(kXattrValueMax) + " bytes");
+      budget += 7 + key.size() + value.size();
+      if (budget + 12 > 32767) fail("xattrs of one entry exceed the 32767-byte inode budget");
+      inode.set_xattr(std::move(key), std::move(value));  // later duplicates replace
+    }
+  }
+
+  void parse_line(std::string_view line) {
+    lineno++;
+    if (line.empty()) {
+      if (options.strict) fail("empty line");
+      return;
+    }
+    std::string_view fields[11];
+    std::string_view rest = line;
+    for (int i = 0; i < 11; i++) {
+      size_t sp = rest.find(' ');
+      if (sp == std::string_view::npos) {
+        // The C parser treats missing trailing CONTENT/DIGEST as '-'; only strict mode refuses.
+        if (i < 10 && (options.strict || i < 8))
+          fail("expected 11 fields, found " + std::to_string(i + 1));
+        fields[i] = rest;
+        for (int j = i + 1; j < 11; j++) fields[j] = "-";
+        rest = {};
+        break;
+      } else {
+        fields[i] = rest.substr(0, sp);
+        rest = rest.substr(sp + 1);
+      }
+    }
+
+    std::string path = canonical_path(unescape(fields[0], "path", false));
+    std::string_view mode_field = fields[2];
+    bool hardlink = !mode_field.empty() && mode_field[0] == '@';
+    if (hardlink) mode_field.remove_prefix(1);
+
+    if (!have_root) {
+      if (path != "/") fail("the first entry must be the root directory '/'");
+    } else if (path == "/") {
+      fail("duplicate root directory entry");
+    }
+
+    if (hardlink) {
+      if (path == "/") fail("the root cannot be a hardlink");
+      std::string target = unescape(fields[8], "hardlink target", true);
+      if (target.empty()) fail("hardlink without a target path");
+      target = canonical_path(target);
+      add_placeholder(path, std::move(target));
+      return;
+    }
+
+    auto mode = number<uint32_t>(mode_field, "mode", 8);
+    uint32_t type = mode & S_IFMT;
+    if (std::find(std::begin(kValidTypes), std::end(kValidTypes), type) == std::end(kValidTypes))
+      fail("mode " + std::string(mode_field) + " has no valid file type");
+    if (mode & ~(S_IFMT | 07777)) {
+      // EROFS stores 16 mode bits; the C tools silently drop the rest.
+      if (options.strict)
+        fail("mode " + std::string(mode_field) + " has bits beyond the file type");
+      mode &= S_IFMT | 07777;
+    }
+    InodePtr inode = make_inode(mode);
+    inode->size = number<uint64_t>(fields[1], "size");
+    inode->nlink = number<uint32_t>(fields[3], "nlink");
+    inode->uid = number<uint32_t>(fields[4], "uid");
+    inode->gid = number<uint32_t>(fields[5], "gid");
+    inode->rdev = number<uint64_t>(fields[6], "rdev");
+    size_t dot = fields[7].find('.');
+    if (dot == std::string_view::npos)
+      fail("mtime '" + std::string(fields[7]) + "' is not SEC.NSEC");
+    inode->mtime_sec = number<uint64_t>(fields[7].substr(0, dot), "mtime seconds");
+    inode->mtime_nsec = number<uint32_t>(fields[7].substr(dot + 1), "mtime nanoseconds");
+    if (inode->mtime_nsec >= 1000000000u && options.strict) fail("mtime nanoseconds out of range");
+
+    std::string payload = unescape(fields[8], "payload", true);
+    bool has_content = fields[9] != "-";
+    std::string content = unescape(fields[9], "content", true);
+    std::string_view digest_field = fields[10];
+
+    if (!inode->is_device() && inode->rdev != 0) {
+      if (options.strict) fail("rdev set on a non-device entry");
+      inode->rdev = 0;
+    }
+
+    switch (type) {
+      case S_IFDIR:
+        inode->size = 0;
+        inode->nlink = 2;
+        break;
+      case S_IFLNK:
+        if (payload.empty()) fail("symlink without a target");
+        if (payload.size() > options.max_symlink)
+          fail("symlink target longer than " + std::to_string(options.max_symlink) + " bytes");
+        if (options.strict && inode->size != payload.size())
+          fail("symlink size " + std::to_string(inode->size) + " differs from target length " +
+               std::to_string(payload.size()));
+        if (options.strict && has_content) fail("symlink with inline content");
+        inode->size = payload.size();
+        inode->payload = std::move(payload);
+        break;
+      case S_IFREG:
+        if (has_content) {
+          if (content.size() > kInlineContentMax)
+            fail("inline content longer than " + std::to_string(kInlineContentMax) + " bytes");
+          if (content.size() != inode->size)
+            fail("inline content length " + std::to_string(content.size()) + " differs from size " +
+                 std::to_string(inode->size));
+          inode->content = std::move(content);
+        } else if (inode->size > 0) {
+          inode->payload = std::move(payload);
+          if (digest_field != "-") {
+            auto digest = Digest::from_hex(digest_field);
+            if (digest) {
+              inode->digest = *digest;
+            } else if (options.strict) {
+              fail("invalid digest '" + std::string(digest_field.substr(0, 130)) + "'");
+            }
+          }
+        }
+        break;
+      default:
+        if (options.strict && has_content) fail("inline content on a non-regular file");
+        break;
+    }
+
+    parse_xattrs(*inode, rest);
+
+    if (path == "/") {
+      if (type != S_IFDIR) fail("the root entry must be a directory");
+      tree.root = std::move(inode);
+      have_root = true;
+      cached_dir = nullptr;
+      return;
+    }
+    insert(path, std::move(inode));
+  }
+
+  std::pair<std::string_view, std::string_view> split(const std::string& path) const {
+    size_t slash = path.rfind('/');
+    std::string_view dir(path.data(), slash == 0 ? 1 : slash);
+    return {dir, std::string_view(path).substr(slash + 1)};
+  }
+
+  Inode* insert(const std::string& path, InodePtr inode) {
+    auto [dir_path, name] = split(path);
+    Inode* dir = lookup_dir(dir_path);
+    if (!dir->children.empty() && std::string_view(dir->children.back().name) >= name &&
+        dir->find(name))
+      fail("duplicate entry '" + path + "'");
+    Inode* raw = inode.get();
+    dir->set_child(std::string(name), std::move(inode));
+    return raw;
+  }
+
+  void add_placeholder(const std::string& path, std::string target) {
+    // The placeholder keeps the name's place (and duplicate detection) until finish().
+    Inode* placeholder = insert(path, make_inode(S_IFREG));
+    auto [dir_path, name] = split(path);
+    placeholders.emplace(placeholder, links.size());
+    links.push_back({cached_dir, std::string(name), path, std::move(target), lineno});
+  }
+
+  // Returns the dirent slot holding path's inode, nullptr if missing.
+  InodePtr* lookup_slot(const std::string& path) {
+    Inode* dir = tree.root.get();
+    InodePtr* slot = &tree.root;
+    size_t pos = 1;
+    while (pos < path.size()) {
+      size_t end = path.find('/', pos);
+      if (end == std::string::npos) end = path.size();
+      if (!dir || !dir->is_dir()) return nullptr;
+      std::string_view name(path.data() + pos, end - pos);
+      auto it = std::lower_bound(dir->children.begin(), dir->children.end(), name,
+                                 [](const Dirent& d, std::string_view n) { return d.name < n; });
+      if (it == dir->children.end() || it->name != name) return nullptr;
+      slot = &it->inode;
+      dir = slot->get();
+      pos = end + 1;
+    }
+    return slot;
+  }
+
+  void resolve_links() {
+    std::vector<uint8_t> state(links.size(), 0);  // 0 todo, 1 in progress, 2 done
+    for (size_t i = 0; i < links.size(); i++) resolve(i, state);
+  }
+
+  void resolve(size_t i, std::vector<uint8_t>& state) {
+    if (state[i] == 2) return;
+    const PendingLink& link = links[i];
+    if (state[i] == 1) fail_at(link.lineno, "hardlink cycle through '" + link.path + "'");
+    state[i] = 1;
+    if (link.target == link.path)
+      fail_at(link.lineno, "hardlink '" + link.path + "' points to itself");
+    InodePtr* target = lookup_slot(link.target);
+    if (!target)
+      fail_at(link.lineno,
+              "hardlink target '" + link.target + "' of '" + link.path + "' does not exist");
+    if (auto it = placeholders.find(target->get()); it != placeholders.end()) {
+      resolve(it->second, state);
+      target = lookup_slot(link.target);
+    }
+    if ((*target)->is_dir())
+      fail_at(link.lineno,
+              "hardlink '" + link.path + "' points to directory '" + link.target + "'");
+    InodePtr shared = *target;
+    InodePtr* slot = lookup_slot(link.path);
+    *slot = std::move(shared);
+    state[i] = 2;
+  }
+};
+
+DumpfileParser::DumpfileParser(std::string filename, DumpfileParseOptions options)
+    : state_(std::make_unique<State>()) {
+  state_->filename = std::move(filename);
+  state_->options = options;
+}
+DumpfileParser::~DumpfileParser() = default;
+DumpfileParser::DumpfileParser(DumpfileParser&&) noexcept = default;
+
+void DumpfileParser::parse_line(std::string_view line) {
+  state_->parse_line(line);
+}
+
+Tree DumpfileParser::finish(bool final_newline) {
+  State& s = *state_;
+  if (!s.have_root) s.fail_at(s.lineno, "no root directory entry");
+  if (s.options.strict && !final_newline) s.fail_at(s.lineno, "missing newline at end of file");
+  s.resolve_links();
+  return std::move(s.tree);
+}
+
+Tree parse_dumpfile(std::string_view text, std::string filename,
+                    const DumpfileParseOptions& options) {
+  DumpfileParser parser(std::move(filename), options);
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    if (nl == std::string_view::npos) {
+      parser.parse_line(text);
+      return parser.finish(false);
+    }
+    parser.parse_line(text.substr(0, nl));
+    text.remove_prefix(nl + 1);
+  }
+  return parser.finish(true);
+}
+
+Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions& options) {
+  DumpfileParser parser(filename, options);
+  std::string buf;
+  std::vector<char> chunk(1 << 20);
+  size_t start = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, chunk.data(), chunk.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(filename);
+    }
+    if (n == 0) break;
+    buf.erase(0, start);
+    start = 0;
+    buf.append(chunk.data(), static_cast<size_t>(n));
+    for (;;) {
+      size_t nl = buf.find('\n', start);
+      if (nl == std::string::npos) break;
+      parser.parse_line(std::string_view(buf).substr(start, nl - start));
+      start = nl + 1;
+    }
+  }
+  if (start < buf.size()) {
+    parser.parse_line(std::string_view(buf).substr(start));
+    return parser.finish(false);
+  }
+  return parser.finish(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+
+namespace {
+
+void append_number(std::string& out, uint64_t v, int base = 10) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
+  out.append(buf, end);
+}
+
+void append_entry(std::string& out, std::string_view path, const Inode& inode,
+                  const std::string* hardlink_target) {
+  append_escaped(out, path, false);
+  out += ' ';
+  append_number(out, inode.is_symlink() ? inode.payload.size() : inode.size);
+  out += ' ';
+  if (hardlink_target) out += '@';
+  append_number(out, inode.mode, 8);
+  out += ' ';
+  append_number(out, inode.is_dir() ? directory_nlink(inode) : inode.nlink);
+  out += ' ';
+  append_number(out, inode.uid);
+  out += ' ';
+  append_number(out, inode.gid);
+  out += ' ';
+  append_number(out, inode.is_device() ? inode.rdev : 0);
+  out += ' ';
+  append_number(out, inode.mtime_sec);
+  out += '.';
+  append_number(out, inode.mtime_nsec);
+  out += ' ';
+  if (hardlink_target) {
+    append_field(out, *hardlink_target);
+    out += " - -";
+  } else {
+    append_field(out, inode.is_symlink() || inode.is_external() ? inode.payload : std::string());
+    out += ' ';
+    append_field(out, inode.is_reg() && inode.content ? *inode.content : std::string());
+    out += ' ';
+    if (inode.is_external() && inode.digest) {
+      out += inode.digest->hex();
+    } else {
+      out += '-';
+    }
+  }
+  for (const Xattr& x : inode.xattrs) {
+    out += ' ';
+    append_escaped(out, x.name, true);
+    out += '=';
+    append_escaped(out, x.value, true);
+  }
+  out += '\n';
+}
+
+}  // namespace
+
+void write_dumpfile(const Tree& tree, OutputSink& out) {
+  std::string buf;
+  std::unordered_map<const Inode*, std::string> first_path;  // hardlinked inodes only
+  walk(tree, [&](const WalkEntry& e) {
+    const std::string* target = nullptr;
+    if (e.shared) {
+      if (e.first_visit) {
+        first_path.emplace(&e.inode, e.path);
+      } else {
+        target = &first_path.at(&e.inode);
+      }
+    }
+    append_entry(buf, e.path, e.inode, target);
+    if (buf.size() >= (1 << 20)) {
+      out.write(buf);
+      buf.clear();
+    }
+  });
+  out.write(buf);
+}
+
+std::string dumpfile_to_string(const Tree& tree) {
+  StringSink sink;
+  write_dumpfile(tree, sink);
+  return std::move(sink.str());
+}
+
+}  // namespace cfs::erofs

@@ -1,0 +1,89 @@
+#include "testdata.h"
+
+#include <openssl/evp.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "cfs/digest.h"
+#include "cfs/fd.h"
+
+namespace cfs::test {
+
+std::string vectors_dir() {
+  return std::string(CFS_TESTDATA) + "/composefs-c";
+}
+
+std::string read_vector(const std::string& name) {
+  std::string path = name.starts_with("/") ? name : vectors_dir() + "/" + name;
+  if (!name.ends_with(".gz")) return cfs::read_file(path);
+  gzFile gz = gzopen(path.c_str(), "rb");
+  if (!gz) throw std::runtime_error("cannot open " + path);
+  std::string out;
+  char buf[65536];
+  int n;
+  while ((n = gzread(gz, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  gzclose(gz);
+  if (n < 0) throw std::runtime_error("cannot decompress " + path);
+  return out;
+}
+
+std::vector<VectorRow> load_vectors() {
+  std::vector<VectorRow> rows;
+  std::istringstream in(cfs::read_file(vectors_dir() + "/VECTORS"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    VectorRow row;
+    int strict = 0;
+    fields >> row.asset >> row.min_version >> row.max_version >> row.fsverity >> row.sha256 >>
+        strict;
+    row.strict = strict != 0;
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return cfs::to_hex({md, len});
+}
+
+TempDir::TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "cfs-test-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_file(const std::string& path, std::string_view data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+int run(const std::string& command, std::string* out) {
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed: " + command);
+  std::string output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output.append(buf, n);
+  int status = pclose(p);
+  if (out) *out = std::move(output);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace cfs::test

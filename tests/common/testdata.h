@@ -1,0 +1,46 @@
+// Shared helpers for tests: the composefs C reference vectors and temp directories.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cfs::test {
+
+// Directory holding the composefs C vectors (tests/data/composefs-c).
+std::string vectors_dir();
+// Reads a test data file; *.gz files are decompressed.
+std::string read_vector(const std::string& name);
+
+struct VectorRow {
+  std::string asset;
+  uint32_t min_version;
+  uint32_t max_version;
+  std::string fsverity;  // hex
+  std::string sha256;    // hex
+  bool strict;
+};
+std::vector<VectorRow> load_vectors();
+
+std::string sha256_hex(std::string_view data);
+
+// A temporary directory removed (recursively, after unmounting nothing) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, std::string_view data);
+
+// Runs a shell command, returns its exit status; output captured into *out if given.
+int run(const std::string& command, std::string* out = nullptr);
+
+}  // namespace cfs::test
