@@ -1,0 +1,34 @@
+#!/bin/sh
+# The full cfs test suite: installs dependencies (as root), builds, runs every test,
+# then builds the libFuzzer targets and runs each briefly.
+#   ./tools/test.sh            everything
+#   CFS_TEST_QUICK=1 ./tools/test.sh   skip the fuzzing and VM stages
+set -eu
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+if [ "$(id -u)" = 0 ]; then
+  ./tools/setup-deps.sh
+else
+  ./tools/setup-deps.sh || { echo "test.sh: install the missing packages (run as root)" >&2; exit 1; }
+fi
+
+echo "== build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C build -j"$jobs"
+
+echo "== unit, integration and privileged tests"
+ctest --test-dir build -j"$jobs" --output-on-failure --timeout 900
+
+if [ "${CFS_TEST_QUICK:-0}" = 1 ]; then
+  echo "test.sh: quick mode, skipping fuzzing"
+  exit 0
+fi
+
+echo "== fuzzing (short runs)"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCFS_BUILD_FUZZERS=ON -DCFS_BUILD_TESTS=OFF \
+  -DCFS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C build-fuzz -j"$jobs"
+./tests/run-fuzzers.sh build-fuzz "${CFS_FUZZ_SECONDS:-30}"
+
+echo "test.sh: all tests passed"
