@@ -188,13 +188,14 @@ inline constexpr size_t xattr_ibody_size(uint16_t icount) {
 }
 
 // ---- directories --------------------------------------------------------------------------
-struct Dirent {
+// Named DiskDirent so it can coexist with the tree's Dirent (tree.h) in one translation unit.
+struct DiskDirent {
   le64 nid;
   le16 nameoff;
   uint8_t file_type;
   uint8_t reserved;
 };
-static_assert(sizeof(Dirent) == 12);
+static_assert(sizeof(DiskDirent) == 12);
 
 enum FileType : uint8_t {
   kFtUnknown = 0,
