@@ -1,0 +1,23 @@
+#!/bin/sh
+# install_test.sh SOURCE_DIR BUILD_DIR: installs cfs into a scratch prefix, then builds a
+# consumer program against it twice, with find_package(cfs) and with pkg-config.
+set -eu
+src=$1
+build=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+test -f "$work/prefix/include/cfs/erofs/dumpfile.h"
+test -f "$work/prefix/lib/pkgconfig/cfs.pc"
+
+cmake -S "$src/tests/install/consumer" -B "$work/cm" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+ninja -C "$work/cm" >/dev/null
+printf '/ 0 40755 2 0 0 0 0.0 - - -\n/a 1 100644 1 0 0 0 1.5 - x -\n' >"$work/in.dump"
+"$work/cm/consumer" <"$work/in.dump" >"$work/out.dump"
+cmp "$work/in.dump" "$work/out.dump"
+
+flags=$(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs --static cfs)
+# shellcheck disable=SC2086
+g++ -std=c++20 -o "$work/pc-consumer" "$src/tests/install/consumer/consumer.cc" $flags
+"$work/pc-consumer" <"$work/in.dump" | cmp - "$work/in.dump"
+echo "install test: find_package and pkg-config consumers work"
