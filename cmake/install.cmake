@@ -2,11 +2,11 @@
 # programs can use find_package(cfs) / pkg-config cfs.
 include(CMakePackageConfigHelpers)
 
-set(CFS_INSTALL_LIBS cfs_base cfs_erofs)
+set(CFS_INSTALL_LIBS cfs_base cfs_erofs cfs_store)
 install(TARGETS ${CFS_INSTALL_LIBS} EXPORT cfsTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY base/include/ erofs/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY base/include/ erofs/include/ store/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT cfsTargets NAMESPACE cfs:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfs)
 
 configure_package_config_file(cmake/cfsConfig.cmake.in

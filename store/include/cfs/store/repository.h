@@ -1,0 +1,156 @@
+// A composefs repository: content-addressed objects plus the symlink namespaces that name
+// images and splitstreams, on-disk compatible with composefs-rs.
+//
+//   meta.json                    format version, algorithm, feature flags (meta.h)
+//   objects/XX/<rest>            files named by their fs-verity digest (XX = first byte)
+//   images/<hex>                 -> ../objects/XX/<rest>     an EROFS image
+//   images/refs/<name…>          -> relative link to images/<hex>
+//   streams/<content-id>         -> ../objects/XX/<rest>     a splitstream
+//   streams/refs/<name…>         -> relative link to streams/<content-id>
+//
+// Secure repositories (meta.json has fs-verity) keep fs-verity on every object and trust
+// only the kernel's measurement; insecure ones (init --insecure, or filesystems without
+// fs-verity) compute digests in userspace.
+//
+// Durability (see store/README.md): an object's name appears only after its data is on
+// stable storage, and an image, stream or ref symlink appears only after every object it
+// needs (and that object's name) is on stable storage. Nothing is ever visible half-written.
+//
+// A Repository holds the repository lock (lock.h) for its lifetime. It is not thread-safe:
+// use one per thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cfs/digest.h"
+#include "cfs/fd.h"
+#include "cfs/output.h"
+#include "cfs/store/lock.h"
+#include "cfs/store/meta.h"
+#include "cfs/store/splitstream.h"
+
+namespace cfs::store {
+
+struct InitOptions {
+  HashAlgorithm algorithm = HashAlgorithm::sha512;
+  // Skip fs-verity: objects are named by userspace digests and nothing is kernel-checked.
+  bool insecure = false;
+};
+
+struct ImageInfo {
+  Digest id;
+  std::vector<std::string> refs;  // names below images/refs/ that resolve to this image
+  uint64_t size = 0;              // bytes of the image object (0 if the object is missing)
+};
+
+struct StreamInfo {
+  std::string content_id;
+  Digest object;
+  std::vector<std::string> refs;
+};
+
+class Repository;
+
+// Streams bytes into a new object. Nothing is visible until commit(); an ObjectWriter
+// destroyed without commit() leaves no trace. Must not outlive its Repository.
+class ObjectWriter : public OutputSink {
+ public:
+  ObjectWriter(ObjectWriter&&) noexcept;
+  ObjectWriter& operator=(ObjectWriter&&) = delete;
+  ~ObjectWriter() override;
+
+  using OutputSink::write;
+  void write(std::span<const std::byte> data) override;
+  // Finishes the object and returns its id. The object is readable through the repository
+  // at once and reaches its final name, durably, at the next Repository::sync() (which every
+  // image, stream and ref operation performs first).
+  Digest commit();
+
+ private:
+  friend class Repository;
+  struct State;
+  explicit ObjectWriter(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+class Repository {
+ public:
+  // Creates a repository at path (the directory is created if missing; it must not already
+  // hold meta.json) and opens it. Without insecure, fs-verity is enabled on meta.json and the
+  // call fails if the filesystem cannot do that.
+  static Repository init(const std::string& path, const InitOptions& options);
+  // Opens an existing repository, waiting for the lock. A directory with objects/ but no
+  // meta.json (an old composefs-rs repository) is opened with the algorithm inferred from
+  // its object names.
+  static Repository open(const std::string& path, LockMode lock = LockMode::shared);
+
+  Repository(Repository&&) noexcept;
+  Repository& operator=(Repository&&) noexcept;
+  // Links objects written since the last sync (without the final durability barrier).
+  ~Repository();
+
+  const std::string& path() const noexcept;
+  int dirfd() const noexcept;
+  const RepoMeta& meta() const noexcept;
+  HashAlgorithm algorithm() const noexcept;
+  bool secure() const noexcept;
+  bool has_meta() const noexcept;  // false for inferred legacy repositories
+  // False when the filesystem is read-only, the directory is not writable or meta.json
+  // lists read-only-compatible features this implementation does not know.
+  bool writable() const noexcept;
+  // Converts the held lock (garbage collection takes LockMode::exclusive).
+  void relock(LockMode mode);
+
+  // ---- objects (objects/XX/<rest>)
+  ObjectWriter write_object();
+  Digest ensure_object(std::span<const std::byte> data);
+  // Copies fd (from its current offset to EOF) into the store.
+  Digest ensure_object_from_fd(int fd, const std::string& what);
+  bool has_object(const Digest& id) const;
+  // Opens an object read-only. In secure repositories the kernel's fs-verity measurement
+  // must equal id, or this throws.
+  UniqueFd open_object(const Digest& id) const;
+  // Makes every committed object visible under its final name and durable (one syncfs for
+  // the data before linking, one after).
+  void sync();
+
+  // ---- images (images/<hex>, images/refs/<name>)
+  // Publishes an already stored EROFS object as images/<hex>.
+  void link_image(const Digest& image);
+  void set_image_ref(std::string_view name, const Digest& image);
+  // name: the image id in hex or a ref name below images/refs/. nullopt if unknown.
+  std::optional<Digest> resolve_image(std::string_view name) const;
+  // Opens the image object (verified in secure mode); throws naming the image if unknown.
+  UniqueFd open_image(std::string_view name) const;
+  std::vector<ImageInfo> list_images() const;
+
+  // ---- splitstreams (streams/<content-id>, streams/refs/<name>)
+  // Stores the splitstream as an object and links streams/<content_id> to it (replacing an
+  // older stream of that id), plus streams/refs/<ref> if given. Returns the object id.
+  Digest write_stream(SplitStreamWriter& writer, std::string_view content_id,
+                      std::optional<std::string_view> ref = std::nullopt);
+  void set_stream_ref(std::string_view name, std::string_view content_id);
+  // Object id of a stream by content id or ref name; nullopt if unknown.
+  std::optional<Digest> resolve_stream(std::string_view name) const;
+  SplitStreamReader open_stream(std::string_view name) const;
+  // Writes the reassembled stream to out, checking each object and the total size.
+  void cat_stream(std::string_view name, OutputSink& out) const;
+  std::vector<StreamInfo> list_streams() const;
+
+ private:
+  friend class ObjectWriter;
+  struct State;
+  explicit Repository(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// Relative path of an object from the repository root: "objects/ab/cdef…".
+std::string object_repo_path(const Digest& id);
+
+}  // namespace cfs::store
