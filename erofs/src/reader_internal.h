@@ -1,0 +1,55 @@
+// Private helpers shared by the reader's translation units.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "cfs/error.h"
+
+namespace cfs::erofs::detail {
+
+// A format violation found at one inode; validate() re-throws it with the path instead of
+// the nid. The message (what()) is complete on its own for lazy-API callers.
+class InodeError : public cfs::Error {
+ public:
+  InodeError(const std::string& message, uint64_t nid, std::string rule)
+      : cfs::Error(message), nid_(nid), rule_(std::move(rule)) {}
+  uint64_t nid() const noexcept { return nid_; }
+  const std::string& rule() const noexcept { return rule_; }
+
+ private:
+  uint64_t nid_;
+  std::string rule_;
+};
+
+template <typename T>
+T load_le(std::span<const std::byte> bytes, size_t offset) {
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); i++)
+    v |= static_cast<T>(std::to_integer<uint8_t>(bytes[offset + i])) << (8 * i);
+  return v;
+}
+
+inline std::string_view as_chars(std::span<const std::byte> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// Names and values from a hostile image can hold any byte: show them printable.
+std::string printable(std::string_view bytes);
+
+inline constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
+inline constexpr std::string_view kOverlayEscapedPrefix = "trusted.overlay.overlay.";
+inline constexpr std::string_view kRedirectXattr = "trusted.overlay.redirect";
+inline constexpr std::string_view kMetacopyXattr = "trusted.overlay.metacopy";
+inline constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
+inline constexpr std::string_view kEscapedWhiteout = "trusted.overlay.overlay.whiteout";
+inline constexpr std::string_view kEscapedWhiteouts = "trusted.overlay.overlay.whiteouts";
+inline constexpr std::string_view kEscapedOpaque = "trusted.overlay.overlay.opaque";
+inline constexpr std::string_view kUserWhiteout = "user.overlay.whiteout";
+inline constexpr std::string_view kUserWhiteouts = "user.overlay.whiteouts";
+inline constexpr std::string_view kUserOpaque = "user.overlay.opaque";
+
+}  // namespace cfs::erofs::detail

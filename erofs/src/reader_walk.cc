@@ -1,0 +1,692 @@
+// The strict whole-image walk behind Image::validate(), to_tree() and objects().
+//
+// Directories are visited breadth-first from an explicit queue (no recursion), every
+// inode is checked once, on its first reference. Memory is a few bits per 32-byte inode
+// slot and 4096-byte block of the image plus one small record per directory, so it is
+// bounded by the image size whatever the image claims.
+#include <xxhash.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "cfs/erofs/reader.h"
+#include "cfs/error.h"
+#include "reader_internal.h"
+
+namespace cfs::erofs {
+
+using detail::InodeError;
+using detail::printable;
+
+namespace {
+
+constexpr uint32_t kMaxDepth = 2048;  // deeper trees cannot be walked with PATH_MAX paths
+constexpr uint32_t kDirMark = UINT32_MAX;
+constexpr uint32_t kMaxRefs = UINT32_MAX - 1;
+constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);
+constexpr uint64_t kSlotsPerBlock = kBlockSize / kInodeSlotSize;
+
+uint8_t file_type_of(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return kFtRegFile;
+    case S_IFDIR:
+      return kFtDir;
+    case S_IFCHR:
+      return kFtChrdev;
+    case S_IFBLK:
+      return kFtBlkdev;
+    case S_IFIFO:
+      return kFtFifo;
+    case S_IFSOCK:
+      return kFtSock;
+    case S_IFLNK:
+      return kFtSymlink;
+    default:
+      return kFtUnknown;
+  }
+}
+
+bool is_lower_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+// The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
+// of a non-data-only lower layer.
+bool is_root_stub(std::string_view name, const InodeInfo& inode) {
+  return inode.type() == S_IFCHR && inode.rdev == 0 && name.size() == 2 && is_lower_hex(name[0]) &&
+         is_lower_hex(name[1]);
+}
+
+// "/ab/" + 62 (sha256) or 126 (sha512) lowercase hex digits.
+bool is_object_redirect(std::string_view v) {
+  if (v.size() != 4 + 62 && v.size() != 4 + 126) return false;
+  if (v[0] != '/' || v[3] != '/') return false;
+  for (size_t i = 1; i < v.size(); i++)
+    if (i != 3 && !is_lower_hex(v[i])) return false;
+  return true;
+}
+
+// "/" + a relative path whose components are all real names.
+bool is_safe_relative_redirect(std::string_view v) {
+  if (v.size() < 2 || v[0] != '/' || v.size() > kPathMax) return false;
+  std::string_view rest = v.substr(1);
+  while (true) {
+    size_t slash = rest.find('/');
+    std::string_view comp = rest.substr(0, slash);
+    if (comp.empty() || comp == "." || comp == ".." || comp.find('\0') != comp.npos) return false;
+    if (slash == rest.npos) return true;
+    rest = rest.substr(slash + 1);
+  }
+}
+
+// Full-name comparison of two stored xattrs without building the names.
+int compare_names(const XattrView& a, const XattrView& b) {
+  std::string_view ap = a.prefix(), bp = b.prefix();
+  auto at = [&](size_t i) {
+    return static_cast<unsigned char>(i < ap.size() ? ap[i] : a.suffix[i - ap.size()]);
+  };
+  auto bt = [&](size_t i) {
+    return static_cast<unsigned char>(i < bp.size() ? bp[i] : b.suffix[i - bp.size()]);
+  };
+  size_t alen = ap.size() + a.suffix.size(), blen = bp.size() + b.suffix.size();
+  for (size_t i = 0; i < std::min(alen, blen); i++)
+    if (at(i) != bt(i)) return at(i) < bt(i) ? -1 : 1;
+  return alen < blen ? -1 : alen > blen ? 1 : 0;
+}
+
+bool name_starts_with(const XattrView& x, std::string_view prefix) {
+  std::string_view p = x.prefix();
+  if (prefix.size() <= p.size()) return p.starts_with(prefix);
+  return prefix.starts_with(p) && x.suffix.starts_with(prefix.substr(p.size()));
+}
+
+}  // namespace
+
+// Declared a friend of Image so it can reach the superblock fields it checks.
+class ImageWalker {
+ public:
+  struct Visitor {
+    virtual ~Visitor() = default;
+    virtual void begin_dir(uint32_t /*dir_index*/, const InodeInfo& /*dir*/) {}
+    // One named entry other than "." and "..", in on-disk order. first: the first
+    // reference to this inode; child_dir_index: the queue index when child is a directory.
+    virtual void entry(uint32_t /*dir_index*/, std::string_view /*name*/,
+                       const InodeInfo& /*child*/, bool /*first*/, uint32_t /*child_dir_index*/) {}
+    virtual void end_dir(uint32_t /*dir_index*/, const InodeInfo& /*dir*/) {}
+  };
+
+  ImageWalker(const Image& image, Visitor* visitor)
+      : image_(image),
+        visitor_(visitor),
+        refs_(image.bytes().size() / kInodeSlotSize, 0),
+        slot_used_(refs_.size(), false),
+        block_used_((image.bytes().size() + kBlockSize - 1) / kBlockSize, false) {
+    // The composefs header and the superblock occupy the first slots.
+    for (uint64_t s = 0; s < kFirstInodeOffset / kInodeSlotSize && s < slot_used_.size(); s++)
+      slot_used_[s] = true;
+  }
+
+  void walk();
+
+ private:
+  struct DirRecord {
+    uint64_t nid;
+    uint64_t parent_nid;
+    uint32_t parent_index;
+    uint32_t depth;
+    std::string_view name;
+  };
+
+  std::string dir_path(uint32_t index) const;
+  std::string entry_path(uint32_t dir_index, std::string_view name) const;
+  [[noreturn]] void fail(const std::string& path, const std::string& rule) const {
+    throw Error(image_.name() + ": " + path + ": " + rule);
+  }
+  void process_dir(uint32_t index);
+  void check_inode(const InodeInfo& info, uint32_t dir_index, std::string_view name);
+  void check_xattrs(const InodeInfo& info, uint32_t dir_index);
+  void claim_slots(const InodeInfo& info, uint64_t end);
+  void claim_blocks(const InodeInfo& info, uint64_t first, uint64_t count);
+  void check_chunk_map(const InodeInfo& info, uint64_t& inline_len);
+  void check_link_counts();
+  std::string find_path_of(uint64_t nid) const;
+
+  const Image& image_;
+  Visitor* visitor_;
+  std::vector<uint32_t> refs_;  // per inode slot: dirent references, kDirMark for directories
+  std::vector<bool> slot_used_;
+  std::vector<bool> block_used_;
+  std::vector<DirRecord> dirs_;
+  std::vector<XattrView> xattr_scratch_;
+  uint64_t inodes_seen_ = 0;
+};
+
+std::string ImageWalker::dir_path(uint32_t index) const {
+  if (index == 0) return "/";
+  std::vector<std::string_view> parts;
+  for (uint32_t i = index; i != 0; i = dirs_[i].parent_index) parts.push_back(dirs_[i].name);
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    path += '/';
+    path += printable(*it);
+  }
+  return path;
+}
+
+std::string ImageWalker::entry_path(uint32_t dir_index, std::string_view name) const {
+  std::string path = dir_path(dir_index);
+  if (path.size() > 1) path += '/';
+  path += printable(name);
+  return path;
+}
+
+void ImageWalker::walk() {
+  uint64_t root = image_.root_nid();
+  if (root >= refs_.size()) fail("/", "root nid beyond the image");
+  refs_[root] = kDirMark;
+  dirs_.push_back({root, root, 0, 0, {}});
+  inodes_seen_ = 1;
+  try {
+    check_inode(image_.inode(root), 0, {});
+  } catch (const InodeError& e) {
+    fail("/", e.rule());
+  }
+  for (uint32_t i = 0; i < dirs_.size(); i++) process_dir(i);
+  check_link_counts();
+  if (inodes_seen_ != image_.inode_count())
+    fail("/", "superblock counts " + std::to_string(image_.inode_count()) + " inodes but " +
+                  std::to_string(inodes_seen_) + " are reachable");
+}
+
+void ImageWalker::process_dir(uint32_t index) {
+  const DirRecord rec = dirs_[index];
+  std::string_view current;  // the entry being checked, for error paths
+  bool in_entry = false;
+  try {
+    InodeInfo dir = image_.inode(rec.nid);
+    if (visitor_) visitor_->begin_dir(index, dir);
+    bool seen_dot = false, seen_dotdot = false;
+    uint32_t subdirs = 0;
+    std::string_view prev;
+    bool has_prev = false;
+    DirCursor cursor = image_.dirents(dir);
+    DirEntry e;
+    while (cursor.next(e)) {
+      current = e.name;
+      in_entry = true;
+      if (e.name.size() > kNameMax) fail(entry_path(index, e.name), "name longer than 255 bytes");
+      if (e.name.find('/') != e.name.npos || e.name.find('\0') != e.name.npos)
+        fail(entry_path(index, e.name), "name contains '/' or NUL");
+      if (has_prev && !(prev < e.name)) {
+        if (prev == e.name) fail(entry_path(index, e.name), "duplicate name in directory");
+        fail(entry_path(index, e.name), "directory entries not sorted ('" + printable(e.name) +
+                                            "' after '" + printable(prev) + "')");
+      }
+      prev = e.name;
+      has_prev = true;
+      if (e.name == "." || e.name == "..") {
+        bool dot = e.name == ".";
+        uint64_t want = dot ? rec.nid : rec.parent_nid;
+        if (e.nid != want)
+          fail(entry_path(index, e.name), std::string("dirent '") + std::string(e.name) +
+                                              "' points to nid " + std::to_string(e.nid) +
+                                              ", expected " +
+                                              (dot ? "the directory itself" : "its parent") +
+                                              " (nid " + std::to_string(want) + ")");
+        if (e.file_type != kFtDir)
+          fail(entry_path(index, e.name),
+               "dirent type " + std::to_string(e.file_type) + ", expected directory (2)");
+        (dot ? seen_dot : seen_dotdot) = true;
+        continue;
+      }
+      InodeInfo child = image_.inode(e.nid);
+      uint8_t want_type = file_type_of(child.mode);
+      if (e.file_type != want_type)
+        fail(entry_path(index, e.name), "dirent type " + std::to_string(e.file_type) +
+                                            " does not match the inode's type " +
+                                            std::to_string(want_type));
+      uint32_t& refs = refs_[e.nid];
+      if (child.is_dir()) {
+        if (refs != 0)
+          fail(entry_path(index, e.name),
+               "directory nid " + std::to_string(e.nid) +
+                   " is reachable twice (hardlinked directory or cycle)");
+        if (rec.depth + 1 > kMaxDepth)
+          fail(entry_path(index, e.name),
+               "directory nesting deeper than " + std::to_string(kMaxDepth));
+        refs = kDirMark;
+        inodes_seen_++;
+        subdirs++;
+        if (dirs_.size() >= UINT32_MAX) fail(entry_path(index, e.name), "too many directories");
+        uint32_t child_index = static_cast<uint32_t>(dirs_.size());
+        dirs_.push_back({e.nid, rec.nid, index, rec.depth + 1, e.name});
+        check_inode(child, index, e.name);
+        if (visitor_) visitor_->entry(index, e.name, child, true, child_index);
+      } else {
+        bool first = refs == 0;
+        if (refs < kMaxRefs) refs++;
+        if (first) {
+          inodes_seen_++;
+          check_inode(child, index, e.name);
+        }
+        if (visitor_) visitor_->entry(index, e.name, child, first, 0);
+      }
+      in_entry = false;
+    }
+    in_entry = false;
+    if (!seen_dot) fail(dir_path(index), "directory has no '.' entry");
+    if (!seen_dotdot) fail(dir_path(index), "directory has no '..' entry");
+    if (dir.nlink != 2 + uint64_t{subdirs})
+      fail(dir_path(index), "directory nlink " + std::to_string(dir.nlink) + ", expected " +
+                                std::to_string(2 + uint64_t{subdirs}) + " (2 + subdirectories)");
+    if (visitor_) visitor_->end_dir(index, dir);
+  } catch (const InodeError& e) {
+    std::string path = in_entry ? entry_path(index, current) : dir_path(index);
+    fail(path, e.rule() + " (inode " + std::to_string(e.nid()) + ")");
+  }
+}
+
+void ImageWalker::claim_slots(const InodeInfo& info, uint64_t end) {
+  uint64_t first = info.nid;
+  uint64_t last = (end + kInodeSlotSize - 1) / kInodeSlotSize;  // exclusive
+  if (last > slot_used_.size()) image_.fail(info.nid, "inode extends beyond the image");
+  for (uint64_t s = first; s < last; s++) {
+    if (slot_used_[s]) image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
+    if (block_used_[s / kSlotsPerBlock])
+      image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(s / kSlotsPerBlock));
+    slot_used_[s] = true;
+  }
+}
+
+void ImageWalker::claim_blocks(const InodeInfo& info, uint64_t first, uint64_t count) {
+  // inode() already checked the range lies inside the image.
+  for (uint64_t b = first; b < first + count; b++) {
+    if (b >= image_.blocks_)
+      image_.fail(info.nid, "data block " + std::to_string(b) +
+                                " beyond the superblock block count " +
+                                std::to_string(image_.blocks_));
+    if (block_used_[b]) image_.fail(info.nid, "data block " + std::to_string(b) + " is used twice");
+    for (uint64_t s = b * kSlotsPerBlock; s < (b + 1) * kSlotsPerBlock; s++)
+      if (slot_used_[s])
+        image_.fail(info.nid, "data block " + std::to_string(b) +
+                                  " overlaps inode metadata or the superblock");
+    block_used_[b] = true;
+  }
+}
+
+// External files carry a chunk map of holes (EROFS_NULL_ADDR): their data comes from the
+// overlay redirect, never from the image.
+void ImageWalker::check_chunk_map(const InodeInfo& info, uint64_t& inline_len) {
+  if (info.size == 0) image_.fail(info.nid, "chunk-based file of size 0");
+  uint32_t chunkbits = kBlockSizeBits + (info.raw_u & kChunkFormatBlkbitsMask);
+  uint64_t count = ((info.size - 1) >> chunkbits) + 1;
+  uint64_t bytes = count * 4;
+  uint64_t in_block = info.tail_offset % kBlockSize;
+  if (in_block + bytes > kBlockSize) {
+    // mkcomposefs moves a map that cannot share the inode's block (files over ~8 PiB)
+    // out of line, where the kernel never looks; it only has to fit that one block.
+    if (bytes > kBlockSize)
+      image_.fail(info.nid,
+                  "chunk map of " + std::to_string(count) + " entries does not fit a block");
+    inline_len = 0;
+    return;
+  }
+  auto map = image_.slice(info.tail_offset, bytes, info.nid, "chunk map");
+  for (uint64_t i = 0; i < count; i++) {
+    uint32_t addr = detail::load_le<uint32_t>(map, i * 4);
+    if (addr != kNullAddr)
+      image_.fail(info.nid, "chunk " + std::to_string(i) + " maps to block " +
+                                std::to_string(addr) +
+                                "; external files must be holes backed by the redirect");
+  }
+  inline_len = bytes;
+}
+
+void ImageWalker::check_inode(const InodeInfo& info, uint32_t dir_index, std::string_view name) {
+  const ReaderOptions& opt = image_.options();
+  uint64_t off = info.nid * kInodeSlotSize;
+  if (off < kFirstInodeOffset)
+    image_.fail(info.nid, "inode overlaps the composefs header or superblock");
+
+  uint64_t inline_len = 0;
+  uint64_t flat_blocks = 0;
+  switch (info.type()) {
+    case S_IFDIR:
+      if (info.size == 0) image_.fail(info.nid, "directory of size 0");
+      break;
+    case S_IFREG:
+      if (info.layout == DataLayout::chunk_based) {
+        check_chunk_map(info, inline_len);
+      } else if (info.size > kInlineContentMax) {
+        image_.fail(info.nid, "inline file data of " + std::to_string(info.size) +
+                                  " bytes exceeds " + std::to_string(kInlineContentMax));
+      }
+      break;
+    case S_IFLNK: {
+      if (info.size == 0 || info.size > opt.max_symlink)
+        image_.fail(info.nid, "symlink target length " + std::to_string(info.size) +
+                                  " outside 1.." + std::to_string(opt.max_symlink));
+      std::string_view target = image_.symlink_target(info);
+      if (target.find('\0') != target.npos)
+        image_.fail(info.nid, "symlink target contains a NUL byte");
+      // Kernels before 6.12 reject fast symlinks whose inode and target straddle blocks.
+      if (info.layout == DataLayout::flat_inline &&
+          off / kBlockSize != (info.tail_offset + info.size - 1) / kBlockSize)
+        image_.fail(info.nid, "symlink inode and inline target cross a block boundary");
+      break;
+    }
+    default:
+      if (info.size != 0)
+        image_.fail(info.nid, "special file with size " + std::to_string(info.size));
+      if (info.layout != DataLayout::flat_plain)
+        image_.fail(info.nid, "special file with a data layout other than flat");
+      if (info.type() == S_IFCHR && info.rdev == 0) {
+        if (dir_index != 0 || !is_root_stub(name, info))
+          image_.fail(info.nid,
+                      "overlay whiteout (character device 0/0) outside the root's 00-ff stubs");
+        if (info.nlink != 1)
+          image_.fail(info.nid, "root whiteout stub with nlink " + std::to_string(info.nlink));
+      }
+      break;
+  }
+  if (info.layout == DataLayout::flat_inline) {
+    inline_len = info.size % kBlockSize;
+    if (info.tail_offset % kBlockSize + inline_len > kBlockSize)
+      image_.fail(info.nid, "inline data crosses a block boundary");
+  }
+  if (info.layout != DataLayout::chunk_based &&
+      (info.is_dir() || info.is_reg() || info.is_symlink()))
+    flat_blocks = info.layout == DataLayout::flat_inline
+                      ? info.size / kBlockSize
+                      : info.size / kBlockSize + (info.size % kBlockSize != 0);
+
+  uint64_t end = info.tail_offset + inline_len;
+  if (end > image_.blocks_ * kBlockSize)
+    image_.fail(info.nid, "inode extends beyond the superblock block count");
+  claim_slots(info, end);
+  claim_blocks(info, info.raw_u, flat_blocks);
+  check_xattrs(info, dir_index);
+}
+
+void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
+  const ReaderOptions& opt = image_.options();
+  auto& list = xattr_scratch_;
+  list.clear();
+  uint32_t filter = 0;
+  if (info.xattr_size > 0)
+    filter = detail::load_le<uint32_t>(
+        image_.slice(info.xattr_offset, sizeof(XattrIbodyHeader), info.nid, "xattr header"), 0);
+  (void)dir_index;
+  bool is_root = info.nid == image_.root_nid();
+  bool has_metacopy = false;
+  std::optional<std::string_view> redirect;
+  XattrCursor cursor = image_.xattrs(info);
+  XattrView x;
+  while (cursor.next(x)) {
+    size_t full_len = x.prefix().size() + x.suffix.size();
+    if (full_len > kXattrNameMax)
+      image_.fail(info.nid, "xattr name longer than 255 bytes: " + printable(x.name()));
+    if (x.suffix.find('\0') != x.suffix.npos)
+      image_.fail(info.nid, "xattr name contains NUL: " + printable(x.name()));
+    if (image_.xattr_filter_) {
+      uint32_t bit = XXH32(x.suffix.data(), x.suffix.size(), kXattrFilterSeed + x.name_index) &
+                     (kXattrFilterBits - 1);
+      if (filter & (1u << bit))
+        image_.fail(info.nid, "xattr name filter hides " + printable(x.name()));
+    }
+    if (name_starts_with(x, detail::kOverlayPrefix) &&
+        !name_starts_with(x, detail::kOverlayEscapedPrefix)) {
+      if (x.name_is(detail::kRedirectXattr)) {
+        if (!info.is_external())
+          image_.fail(info.nid,
+                      "trusted.overlay.redirect on an inode that is not an external file");
+        redirect = x.value;
+      } else if (x.name_is(detail::kMetacopyXattr)) {
+        if (!info.is_external())
+          image_.fail(info.nid,
+                      "trusted.overlay.metacopy on an inode that is not an external file");
+        has_metacopy = true;
+      } else if (!(is_root && x.name_is(detail::kOpaqueXattr) && x.value == "y")) {
+        image_.fail(info.nid, "unexpected overlay xattr " + printable(x.name()) +
+                                  " (only redirect, metacopy and the root's opaque=y are "
+                                  "stored unescaped)");
+      }
+    }
+    list.push_back(x);
+  }
+  if (list.size() > 1) {
+    std::sort(list.begin(), list.end(),
+              [](const XattrView& a, const XattrView& b) { return compare_names(a, b) < 0; });
+    for (size_t i = 1; i < list.size(); i++)
+      if (compare_names(list[i - 1], list[i]) == 0)
+        image_.fail(info.nid, "duplicate xattr " + printable(list[i].name()));
+  }
+  if (info.is_external()) {
+    if (!has_metacopy) image_.fail(info.nid, "external file without trusted.overlay.metacopy");
+    std::optional<Digest> digest = image_.metacopy_digest(info);
+    if (redirect) {
+      if (opt.object_redirects_only) {
+        if (!is_object_redirect(*redirect))
+          image_.fail(info.nid, "redirect '" + printable(*redirect) +
+                                    "' is not an object path \"/xx/<hex digest>\"");
+        if (digest && digest->object_path() != redirect->substr(1))
+          image_.fail(info.nid, "redirect '" + printable(*redirect) +
+                                    "' does not name the metacopy digest's object " +
+                                    digest->object_path());
+      } else if (!is_safe_relative_redirect(*redirect)) {
+        image_.fail(info.nid, "redirect '" + printable(*redirect) +
+                                  "' is not a relative path below the object directory");
+      }
+    }
+  }
+}
+
+void ImageWalker::check_link_counts() {
+  for (uint64_t nid = 0; nid < refs_.size(); nid++) {
+    uint32_t refs = refs_[nid];
+    if (refs == 0 || refs == kDirMark) continue;
+    InodeInfo info = image_.inode(nid);
+    if (info.nlink != refs)
+      fail(find_path_of(nid), "nlink " + std::to_string(info.nlink) + " but " +
+                                  std::to_string(refs) + " directory entries refer to inode " +
+                                  std::to_string(nid));
+  }
+}
+
+std::string ImageWalker::find_path_of(uint64_t nid) const {
+  for (uint32_t i = 0; i < dirs_.size(); i++) {
+    DirCursor cursor = image_.dirents(image_.inode(dirs_[i].nid));
+    DirEntry e;
+    while (cursor.next(e))
+      if (e.nid == nid && e.name != "." && e.name != "..") return entry_path(i, e.name);
+  }
+  return "inode " + std::to_string(nid);
+}
+
+// ---- public entry points -------------------------------------------------------------------
+
+void Image::validate() const {
+  ImageWalker walker(*this, nullptr);
+  walker.walk();
+}
+
+namespace {
+
+class TreeBuilder : public ImageWalker::Visitor {
+ public:
+  explicit TreeBuilder(const Image& image)
+      : image_(image), budget_(32 * uint64_t{image.bytes().size()} + (64u << 20)) {}
+
+  void begin_dir(uint32_t index, const InodeInfo& dir) override {
+    if (index == 0) {
+      fill_stat(*tree_.root, dir);
+      dirs_.push_back(tree_.root.get());
+    }
+    dir_has_whiteout_ = false;
+  }
+
+  void entry(uint32_t dir_index, std::string_view name, const InodeInfo& child, bool first,
+             uint32_t child_dir_index) override {
+    if (dir_index == 0 && is_root_stub(name, child)) return;
+    InodePtr inode;
+    if (first) {
+      inode = make_inode(child.mode);
+      fill_stat(*inode, child);
+      if (!child.is_dir()) {
+        map_xattrs(child, *inode, false);
+        if (child.nlink > 1) links_.emplace(child.nid, inode);
+      } else {
+        if (dirs_.size() <= child_dir_index) dirs_.resize(child_dir_index + 1, nullptr);
+        dirs_[child_dir_index] = inode.get();
+      }
+    } else {
+      auto it = links_.find(child.nid);
+      if (it == links_.end())
+        throw Error(image_.name() + ": inode " + std::to_string(child.nid) +
+                    ": hardlink target missing");
+      inode = it->second;
+    }
+    if (inode->is_whiteout()) dir_has_whiteout_ = true;
+    charge(name.size());
+    dirs_[dir_index]->children.push_back({std::string(name), std::move(inode)});
+  }
+
+  void end_dir(uint32_t index, const InodeInfo& dir) override {
+    map_xattrs(dir, *dirs_[index], dir_has_whiteout_);
+  }
+
+  Tree take() { return std::move(tree_); }
+
+ private:
+  void charge(uint64_t bytes) {
+    if (bytes > budget_)
+      throw Error(image_.name() + ": decoded tree exceeds " +
+                  std::to_string(32 * uint64_t{image_.bytes().size()} + (64u << 20)) +
+                  " bytes (xattrs or data shared implausibly often)");
+    budget_ -= bytes;
+  }
+
+  void fill_stat(Inode& out, const InodeInfo& in) {
+    out.mode = in.mode;
+    out.nlink = in.nlink;
+    out.uid = in.uid;
+    out.gid = in.gid;
+    out.mtime_sec = in.mtime_sec;
+    out.mtime_nsec = in.mtime_nsec;
+    out.rdev = (in.type() == S_IFCHR || in.type() == S_IFBLK) ? in.rdev : 0;
+    switch (in.type()) {
+      case S_IFDIR:
+        out.size = in.size;
+        break;
+      case S_IFLNK:
+        out.payload = std::string(image_.symlink_target(in));
+        out.size = out.payload.size();
+        charge(out.payload.size());
+        break;
+      case S_IFREG:
+        out.size = in.size;
+        if (in.is_external()) {
+          if (auto r = image_.redirect(in)) out.payload = std::string(r->substr(1));
+          out.digest = image_.metacopy_digest(in);
+          charge(out.payload.size());
+        } else if (in.size > 0) {
+          charge(in.size);
+          std::string content(in.size, '\0');
+          size_t got = image_.read(in, 0, std::as_writable_bytes(std::span(content)));
+          if (got != content.size()) image_.fail(in.nid, "short inline data");
+          out.content = std::move(content);
+        }
+        break;
+      default:
+        out.size = 0;
+        break;
+    }
+  }
+
+  // The reverse of the writer's overlay xattr rewrite (composefs-c.md §2.1 step 3), dropping
+  // the markers only where the writer itself would put them back, so that writing the
+  // tree again reproduces the image.
+  void map_xattrs(const InodeInfo& in, Inode& out, bool has_whiteout_child) {
+    bool whiteout = false, user_whiteout = false;
+    XattrCursor cursor = image_.xattrs(in);
+    XattrView x;
+    while (cursor.next(x)) {
+      charge(x.prefix().size() + x.suffix.size() + x.value.size());
+      if (x.name_is(detail::kRedirectXattr) || x.name_is(detail::kMetacopyXattr)) continue;
+      if (in.is_reg() && in.size == 0 && x.value.empty() && x.name_is(detail::kEscapedWhiteout)) {
+        whiteout = true;
+        continue;
+      }
+      if (in.is_reg() && in.size == 0 && x.value.empty() && x.name_is(detail::kUserWhiteout)) {
+        user_whiteout = true;
+        continue;
+      }
+      if (has_whiteout_child) {
+        if (x.value.empty() &&
+            (x.name_is(detail::kEscapedWhiteouts) || x.name_is(detail::kUserWhiteouts)))
+          continue;
+        if (image_.format_version() >= 1 && x.value == "x" &&
+            (x.name_is(detail::kEscapedOpaque) || x.name_is(detail::kUserOpaque)))
+          continue;
+      }
+      std::string name = x.name();
+      if (name.starts_with(detail::kOverlayEscapedPrefix)) {
+        name.erase(detail::kOverlayPrefix.size(),
+                   detail::kOverlayEscapedPrefix.size() - detail::kOverlayPrefix.size());
+      } else if (name.starts_with(detail::kOverlayPrefix)) {
+        continue;  // the writer's own (root opaque); it adds them again
+      }
+      out.xattrs.push_back({std::move(name), std::string(x.value)});
+    }
+    if (user_whiteout && !whiteout) out.xattrs.push_back({std::string(detail::kUserWhiteout), ""});
+    if (whiteout) {
+      out.mode = S_IFCHR | (out.mode & ~S_IFMT);
+      out.rdev = 0;
+      out.size = 0;
+      out.content.reset();
+    }
+    out.sort_xattrs();
+  }
+
+  const Image& image_;
+  Tree tree_;
+  std::vector<Inode*> dirs_;  // by walker directory index
+  std::unordered_map<uint64_t, InodePtr> links_;
+  bool dir_has_whiteout_ = false;
+  uint64_t budget_;
+};
+
+class ObjectCollector : public ImageWalker::Visitor {
+ public:
+  explicit ObjectCollector(const Image& image) : image_(image) {}
+  void entry(uint32_t, std::string_view, const InodeInfo& child, bool first, uint32_t) override {
+    if (!first || !child.is_external()) return;
+    if (auto r = image_.redirect(child)) objects.emplace_back(r->substr(1));
+  }
+  std::vector<std::string> objects;
+
+ private:
+  const Image& image_;
+};
+
+}  // namespace
+
+Tree Image::to_tree() const {
+  TreeBuilder builder(*this);
+  ImageWalker walker(*this, &builder);
+  walker.walk();
+  return builder.take();
+}
+
+std::vector<std::string> Image::objects() const {
+  ObjectCollector collector(*this);
+  ImageWalker walker(*this, &collector);
+  walker.walk();
+  auto& v = collector.objects;
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return std::move(v);
+}
+
+}  // namespace cfs::erofs
