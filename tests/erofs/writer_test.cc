@@ -1,0 +1,418 @@
+#include "cfs/erofs/writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "cfs/erofs/dumpfile.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "testdata.h"
+
+namespace cfs::erofs {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The C-compatible parse mode the drop-in mkcomposefs uses for --from-file.
+DumpfileParseOptions compat() { return {.strict = false, .max_symlink = kSymlinkMaxCompat}; }
+
+std::string verity_hex(std::string_view image) { return fsverity_digest(image).hex(); }
+
+Tree root_only() {
+  Tree t;
+  t.root = make_inode(S_IFDIR | 0755);
+  return t;
+}
+
+std::string write_error(const Tree& tree) {
+  try {
+    image_to_string(tree);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// ---- hand vectors from composefs-c.md §6 (digests produced by mkcomposefs 1.0.8) ----------
+
+TEST(ErofsWriter, RootOnly) {
+  Tree t = root_only();
+  std::string image = image_to_string(t);
+  EXPECT_EQ(image.size(), 16384u);
+  EXPECT_EQ(verity_hex(image), "8f589e8f57ecb88823736b0d857ddca1e1068a23e264fad164b28f7038eb3682");
+}
+
+TEST(ErofsWriter, InlineFile) {
+  Tree t = root_only();
+  auto f = make_inode(S_IFREG | 0644);
+  f->size = 6;
+  f->content = "hello\n";
+  t.root->set_child("hello", f);
+  std::string image = image_to_string(t);
+  EXPECT_EQ(verity_hex(image), "9a49aef2f62e29c4e856df146915099142be57928bbca1f6945c5b8f95800556");
+}
+
+TEST(ErofsWriter, ExternalFileWithDigest) {
+  Tree t = root_only();
+  auto f = make_inode(S_IFREG | 0644);
+  f->size = 100000;
+  f->payload = "01/23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  f->digest = Digest::from_hex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  t.root->set_child("ext", f);
+  std::string image = image_to_string(t);
+  EXPECT_EQ(verity_hex(image), "341efab043259c82d7eeb853a3b4c8932ecf0a8d22a912b58ba6782c78187b5a");
+}
+
+TEST(ErofsWriter, WhiteoutRaisesVersion) {
+  Tree t = root_only();
+  t.root->set_child("wh", make_inode(S_IFCHR | 0644));
+  StringSink sink;
+  WriteResult r = write_image(t, sink);
+  EXPECT_EQ(r.version, 1u);
+  EXPECT_EQ(r.size, sink.str().size());
+  EXPECT_EQ(r.digest.hex(), "7470c92de2d37d9315817ca2988d4fafe04b235401018faf302c127eb2486685");
+  EXPECT_EQ(verity_hex(sink.str()), r.digest.hex());
+
+  // max_version 0 keeps format 0 (no opaque markers), so the bytes differ.
+  WriteResult v0 = write_image(t, sink, {.min_version = 0, .max_version = 0});
+  EXPECT_EQ(v0.version, 0u);
+  EXPECT_NE(v0.digest, r.digest);
+}
+
+// ---- the composefs C reference vectors ---------------------------------------------------
+
+struct BuiltVector {
+  test::VectorRow row;
+  Tree tree;
+  std::string image;
+  WriteResult result;
+};
+
+std::vector<BuiltVector> build_all_vectors() {
+  std::vector<BuiltVector> out;
+  for (const auto& row : test::load_vectors()) {
+    BuiltVector v{row, parse_dumpfile(test::read_vector(row.asset), row.asset, compat()), {}, {}};
+    StringSink sink;
+    v.result = write_image(v.tree, sink, {.min_version = row.min_version, .max_version = row.max_version});
+    v.image = std::move(sink.str());
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+const std::vector<BuiltVector>& all_vectors() {
+  static const std::vector<BuiltVector> vectors = build_all_vectors();
+  return vectors;
+}
+
+TEST(ErofsWriter, AllReferenceVectorsAreByteIdentical) {
+  ASSERT_EQ(all_vectors().size(), 14u);
+  for (const auto& v : all_vectors()) {
+    SCOPED_TRACE(v.row.asset);
+    EXPECT_EQ(v.result.digest.hex(), v.row.fsverity);
+    EXPECT_EQ(verity_hex(v.image), v.row.fsverity);
+    EXPECT_EQ(test::sha256_hex(v.image), v.row.sha256);
+    EXPECT_EQ(v.result.size, v.image.size());
+    EXPECT_EQ(v.image.size() % 4096, 0u);
+  }
+}
+
+TEST(ErofsWriter, DoesNotModifyTheTree) {
+  for (const char* asset : {"special.dump", "config-with-hard-link.dump.gz"}) {
+    SCOPED_TRACE(asset);
+    Tree t = parse_dumpfile(test::read_vector(asset), asset, compat());
+    std::string before = dumpfile_to_string(t);
+    std::string first = image_to_string(t);
+    EXPECT_EQ(dumpfile_to_string(t), before);
+    EXPECT_EQ(image_to_string(t), first);
+  }
+}
+
+TEST(ErofsWriter, StreamsToAFileIdentically) {
+  const auto& v = all_vectors().front();
+  test::TempDir dir;
+  std::string path = dir / "image";
+  {
+    UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    FdSink sink(fd.get(), path);
+    WriteResult r = write_image(v.tree, sink, {.min_version = v.row.min_version, .max_version = v.row.max_version});
+    sink.flush();
+    EXPECT_EQ(r.digest, v.result.digest);
+  }
+  EXPECT_EQ(read_file(path), v.image);
+}
+
+TEST(ErofsWriter, FsckErofsAcceptsEveryImage) {
+  if (test::run("command -v fsck.erofs >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "fsck.erofs (erofs-utils) is not installed";
+  test::TempDir dir;
+  for (const auto& v : all_vectors()) {
+    SCOPED_TRACE(v.row.asset);
+    std::string path = dir / "image";
+    test::write_file(path, v.image);
+    std::string output;
+    EXPECT_EQ(test::run("fsck.erofs " + path + " 2>&1", &output), 0) << output;
+  }
+}
+
+// ---- kernel mount -------------------------------------------------------------------------
+
+// Unmounts (lazily, so a failed assertion never leaves a busy mount behind) on scope exit.
+class ErofsMount {
+ public:
+  ErofsMount(const std::string& image, const std::string& dir) : dir_(dir) {
+    if (::mount(image.c_str(), dir.c_str(), "erofs", MS_RDONLY, nullptr) != 0) error_ = errno;
+  }
+  ~ErofsMount() {
+    if (error_ == 0) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  ErofsMount(const ErofsMount&) = delete;
+  ErofsMount& operator=(const ErofsMount&) = delete;
+  int error() const { return error_; }
+
+ private:
+  std::string dir_;
+  int error_ = 0;
+};
+
+std::map<std::string, std::string> user_xattrs_of(const std::string& path) {
+  std::map<std::string, std::string> out;
+  std::string names(65536, '\0');
+  ssize_t n = llistxattr(path.c_str(), names.data(), names.size());
+  if (n < 0) throw_errno("llistxattr " + path);
+  for (size_t pos = 0; pos < static_cast<size_t>(n);) {
+    std::string name(names.data() + pos);
+    pos += name.size() + 1;
+    if (!name.starts_with("user.")) continue;
+    std::string value(65536, '\0');
+    ssize_t len = lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+    if (len < 0) throw_errno("lgetxattr " + path + " " + name);
+    value.resize(static_cast<size_t>(len));
+    out[name] = value;
+  }
+  return out;
+}
+
+// Compares what the kernel shows with the source tree; returns the number of entries seen.
+size_t check_mounted_tree(const Tree& tree, const std::string& mnt) {
+  size_t checked = 0;
+  std::map<const Inode*, ino_t> inode_numbers;
+  walk(tree, [&](const WalkEntry& e) {
+    SCOPED_TRACE(e.path);
+    const Inode& in = e.inode;
+    const std::string path = mnt + e.path;
+    struct stat st {};
+    ASSERT_EQ(lstat(path.c_str(), &st), 0) << strerror(errno);
+    checked++;
+    auto [it, fresh] = inode_numbers.emplace(&in, st.st_ino);
+    if (!fresh) {
+      EXPECT_EQ(it->second, st.st_ino) << "hardlinks must share an inode";
+    }
+
+    const bool whiteout = in.is_whiteout();
+    const uint32_t expected_type = whiteout ? S_IFREG : in.type();
+    EXPECT_EQ(st.st_mode & S_IFMT, expected_type);
+    EXPECT_EQ(st.st_mode & 07777, in.mode & 07777);
+    EXPECT_EQ(st.st_uid, in.uid);
+    EXPECT_EQ(st.st_gid, in.gid);
+    EXPECT_EQ(static_cast<uint64_t>(st.st_mtim.tv_sec), in.mtime_sec);
+    EXPECT_EQ(static_cast<uint32_t>(st.st_mtim.tv_nsec), in.mtime_nsec);
+    EXPECT_EQ(st.st_nlink, in.is_dir() ? directory_nlink(in) : in.nlink);
+    if (in.is_reg() && !whiteout) {
+      EXPECT_EQ(static_cast<uint64_t>(st.st_size), in.size);
+      if (in.content) {
+        EXPECT_EQ(read_file(path), *in.content);
+      }
+    } else if (in.is_symlink()) {
+      std::string target(8192, '\0');
+      ssize_t n = readlink(path.c_str(), target.data(), target.size());
+      ASSERT_GE(n, 0);
+      target.resize(static_cast<size_t>(n));
+      EXPECT_EQ(target, in.payload);
+    } else if (in.is_device() && !whiteout) {
+      // The image stores the low 32 bits of the dumpfile's st_rdev (old 16-bit encoding in
+      // the vectors); the kernel decodes them with new_decode_dev.
+      const uint32_t raw = static_cast<uint32_t>(in.rdev);
+      EXPECT_EQ(major(st.st_rdev), (raw & 0xfff00) >> 8);
+      EXPECT_EQ(minor(st.st_rdev), (raw & 0xff) | ((raw >> 12) & 0xfff00));
+    }
+
+    std::map<std::string, std::string> expected;
+    for (const Xattr& x : in.xattrs)
+      if (x.name.starts_with("user.")) expected[x.name] = x.value;
+    if (whiteout) expected["user.overlay.whiteout"] = "";
+    std::map<std::string, std::string> actual = user_xattrs_of(path);
+    for (const char* marker : {"user.overlay.whiteouts", "user.overlay.opaque"})
+      if (in.is_dir() && !expected.contains(marker)) actual.erase(marker);
+    EXPECT_EQ(actual, expected);
+  });
+  return checked;
+}
+
+TEST(ErofsWriter, KernelMountShowsTheSourceTree) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting EROFS needs root";
+  test::TempDir dir;
+  const std::string mnt = dir / "mnt";
+  ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
+  for (const auto& v : all_vectors()) {
+    SCOPED_TRACE(v.row.asset);
+    const std::string image = dir / "image";
+    test::write_file(image, v.image);
+    ErofsMount m(image, mnt);
+    if (m.error() == ENODEV || m.error() == ENOTBLK)
+      GTEST_SKIP() << "kernel lacks file-backed EROFS: " << strerror(m.error());
+    ASSERT_EQ(m.error(), 0) << "mount -t erofs: " << strerror(m.error());
+    size_t seen = check_mounted_tree(v.tree, mnt);
+    EXPECT_GT(seen, 0u);
+    // The 256 whiteout stubs that hide the object store's 00..ff directories.
+    struct stat st {};
+    for (const char* stub : {"00", "7f", "ff"}) {
+      const std::string p = mnt + "/" + stub;
+      if (v.tree.root->find(stub)) continue;
+      ASSERT_EQ(lstat(p.c_str(), &st), 0) << stub;
+      EXPECT_TRUE(S_ISCHR(st.st_mode));
+      EXPECT_EQ(st.st_rdev, 0u);
+    }
+  }
+}
+
+// ---- rejected trees ------------------------------------------------------------------------
+
+TEST(ErofsWriter, RejectsHardlinkedDirectories) {
+  Tree t = root_only();
+  auto d = make_inode(S_IFDIR | 0755);
+  t.root->set_child("a", d);
+  t.root->set_child("b", d);
+  EXPECT_THAT(write_error(t), HasSubstr("/b: directories cannot be hardlinked"));
+
+  Tree loop = root_only();
+  auto sub = make_inode(S_IFDIR | 0755);
+  loop.root->set_child("sub", sub);
+  sub->set_child("up", loop.root);
+  EXPECT_THAT(write_error(loop), HasSubstr("/sub/up: directories cannot be hardlinked"));
+}
+
+TEST(ErofsWriter, RejectsInvalidModes) {
+  Tree t = root_only();
+  t.root->set_child("bad", make_inode(0644));
+  EXPECT_THAT(write_error(t), HasSubstr("/bad: invalid file type"));
+
+  Tree file_root;
+  file_root.root = make_inode(S_IFREG | 0644);
+  EXPECT_THAT(write_error(file_root), HasSubstr("/: the root must be a directory"));
+
+  Tree children = root_only();
+  auto f = children.root->set_child("f", make_inode(S_IFREG | 0644));
+  f->children.push_back({"x", make_inode(S_IFREG | 0644)});
+  EXPECT_THAT(write_error(children), HasSubstr("/f: only directories can have children"));
+}
+
+TEST(ErofsWriter, RejectsBadNamesAndOrder) {
+  Tree t = root_only();
+  t.root->children.push_back({"b", make_inode(S_IFREG | 0644)});
+  t.root->children.push_back({"a", make_inode(S_IFREG | 0644)});
+  EXPECT_THAT(write_error(t), HasSubstr("/a: directory entries are not sorted"));
+
+  for (const char* name : {".", "..", "a/b", ""}) {
+    Tree u = root_only();
+    u.root->children.push_back({name, make_inode(S_IFREG | 0644)});
+    EXPECT_THAT(write_error(u), HasSubstr("composefs image: /")) << name;
+  }
+}
+
+TEST(ErofsWriter, RejectsXattrsBeyondLimits) {
+  auto with_xattr = [](std::string name, std::string value) {
+    Tree t = root_only();
+    auto f = t.root->set_child("f", make_inode(S_IFREG | 0644));
+    f->xattrs.push_back({std::move(name), std::move(value)});
+    return t;
+  };
+  EXPECT_THAT(write_error(with_xattr("", "v")), HasSubstr("/f: xattr name"));
+  EXPECT_THAT(write_error(with_xattr("user." + std::string(251, 'k'), "v")),
+              HasSubstr("/f: xattr name"));
+  EXPECT_EQ(write_error(with_xattr("user." + std::string(250, 'k'), "v")), "");
+  EXPECT_THAT(write_error(with_xattr("user.big", std::string(65536, 'v'))),
+              HasSubstr("/f: value of xattr 'user.big' is longer than 65535 bytes"));
+  // 65535 bytes is a valid value but exceeds the C library's 32767-byte budget per inode.
+  EXPECT_THAT(write_error(with_xattr("user.big", std::string(65535, 'v'))),
+              HasSubstr("/f: xattrs exceed the 32767-byte limit"));
+  EXPECT_EQ(write_error(with_xattr("user.big", std::string(32767 - 12 - 7 - 8, 'v'))), "");
+  EXPECT_THAT(write_error(with_xattr("user.big", std::string(32767 - 12 - 7 - 7, 'v'))),
+              HasSubstr("limit"));
+}
+
+TEST(ErofsWriter, RejectsFilesNeedingTooManyChunks) {
+  Tree t = parse_dumpfile(test::read_vector("should-fail-too-big.dump"), "too-big", compat());
+  try {
+    image_to_string(t);
+    FAIL() << "accepted";
+  } catch (const SystemError& e) {
+    EXPECT_EQ(e.code(), EFBIG);
+    EXPECT_THAT(e.what(), HasSubstr("/bigfile: file size 9500000000000000"));
+  }
+}
+
+TEST(ErofsWriter, RejectsInconsistentInlineContent) {
+  Tree t = root_only();
+  auto f = t.root->set_child("f", make_inode(S_IFREG | 0644));
+  f->size = 3;
+  f->content = "ab";
+  EXPECT_THAT(write_error(t), HasSubstr("/f: inline content is 2 bytes"));
+  f->size = 6000;
+  f->content = std::string(6000, 'x');
+  EXPECT_THAT(write_error(t), HasSubstr("exceeds the maximum of 5000"));
+}
+
+TEST(ErofsWriter, RejectsUnsupportedVersions) {
+  Tree t = root_only();
+  EXPECT_THROW(image_to_string(t, {.min_version = 2, .max_version = 2}), Error);
+}
+
+// Where a hardlinked inode is first met in DFS order decides its BFS slot; every dirent
+// must point at that one inode.
+TEST(ErofsWriter, HardlinksShareOneInode) {
+  Tree t = root_only();
+  auto f = make_inode(S_IFREG | 0600);
+  f->nlink = 3;
+  f->size = 5;
+  f->content = "hello";
+  auto a = t.root->set_child("a", make_inode(S_IFDIR | 0755));
+  a->set_child("deep", f);
+  t.root->set_child("z", f);
+  t.root->set_child("b", f);
+  std::string first = image_to_string(t);
+  std::string dump = dumpfile_to_string(t);
+  Tree reparsed = parse_dumpfile(dump, "round", compat());
+  EXPECT_EQ(image_to_string(reparsed), first);
+}
+
+TEST(ErofsWriter, WritesTheDeveloperImageQuickly) {
+  const std::string text = test::read_vector("cs9-x86_64-developer.dump.gz");
+  Tree t = parse_dumpfile(text, "cs9-developer", compat());
+  auto start = std::chrono::steady_clock::now();
+  StringSink sink;
+  WriteResult r = write_image(t, sink);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - start)
+                .count();
+  EXPECT_EQ(r.digest.hex(), "c2891b9a6ce8f676ce63aeaeb7df329695db705d5d1a6a8160f8ed3ec188c5ba");
+  RecordProperty("write_ms", static_cast<int>(ms));
+  std::printf("cs9-x86_64-developer: %zu bytes written in %lld ms\n", sink.str().size(),
+              static_cast<long long>(ms));
+}
+
+}  // namespace
+}  // namespace cfs::erofs
