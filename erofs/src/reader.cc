@@ -231,7 +231,12 @@ void Image::parse_superblock() {
   build_time_nsec_ = sb.build_time_nsec;
   xattr_filter_ = (sb.feature_compat & kFeatureCompatXattrFilter) && sb.xattr_filter_reserved == 0;
 
-  InodeInfo root_inode = inode(root_nid_);
+  InodeInfo root_inode;
+  try {
+    root_inode = inode(root_nid_);
+  } catch (const InodeError& e) {
+    bad("/", e.rule() + " (inode " + std::to_string(e.nid()) + ")");
+  }
   if (!root_inode.is_dir())
     bad(where, "root inode " + std::to_string(root_nid_) + " is not a directory");
 }
