@@ -35,7 +35,9 @@ constexpr size_t kXattrBudgetMax = 65535 / 2;  // LCFS_INODE_EXTERNAL_XATTR_MAX
 constexpr size_t kSymlinkMax = 4095;           // PATH_MAX - 1
 constexpr size_t kMaxShared = kMaxSharedXattrsPerInode;
 
-constexpr uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
+constexpr uint64_t round_up(uint64_t v, uint64_t align) {
+  return (v + align - 1) / align * align;
+}
 
 // ---- names the overlay rewrite uses ------------------------------------------------------
 constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
@@ -67,7 +69,9 @@ constexpr std::array<char, 512> kStubNames = [] {
   }
   return names;
 }();
-std::string_view stub_name(uint32_t i) { return {kStubNames.data() + 2 * i, 2}; }
+std::string_view stub_name(uint32_t i) {
+  return {kStubNames.data() + 2 * i, 2};
+}
 
 // ---- two-piece byte strings ----------------------------------------------------------------
 // Rewritten xattr names and generated values are concatenations of a literal and a tree
@@ -98,6 +102,7 @@ struct Bytes2 {
 
 // Bytewise (unsigned) comparison of the concatenations, as strcmp/memcmp order them.
 int compare(const Bytes2& a, const Bytes2& b) noexcept {
+  if (a.tail.empty() && b.tail.empty()) return a.head.compare(b.head);
   std::string_view as[2] = {a.head, a.tail};
   std::string_view bs[2] = {b.head, b.tail};
   size_t ai = 0, bi = 0, ao = 0, bo = 0;
@@ -130,7 +135,7 @@ enum : uint16_t {
   kSrcOpaqueUser,
   kSrcRootOpaque,
 };
-constexpr size_t kMaxUserXattrs = kSrcMetacopy;
+constexpr size_t kMaxUserXattrs = kSrcMetacopy;  // leaves room for the generated ones in 16 bits
 
 struct XattrView {
   Bytes2 name;
@@ -174,25 +179,40 @@ uint64_t hash_pair(const XattrView& x, std::vector<char>& scratch) {
 // ---- per-inode records ------------------------------------------------------------------------
 enum RecordFlags : uint8_t {
   kRoot = 1,
-  kWhiteout = 2,          // a chr 0/0 in the tree, written as an escaped overlay whiteout
-  kWhiteoutParent = 4,    // holds a whiteout: gets the whiteouts (and v1 opaque) markers
+  kWhiteout = 2,        // a chr 0/0 in the tree, written as an escaped overlay whiteout
+  kWhiteoutParent = 4,  // holds a whiteout: gets the whiteouts (and v1 opaque) markers
   kCompact = 8,
-  kStub = 16,             // one of the 00..ff whiteouts added to the root
+  kStub = 16,          // one of the 00..ff whiteouts added to the root
+  kLinkChildren = 32,  // a directory with a later occurrence of a hardlinked inode
 };
 
+// Everything the layout and emit passes need besides the inode itself, so that they touch
+// the (cache-unfriendly) tree as little as possible.
 struct Record {
   const Inode* inode = nullptr;  // nullptr for stubs
   uint32_t parent = 0;
   uint32_t first_child = 0;  // record index of the first non-hardlink child (BFS: contiguous)
   uint32_t nid = 0;
   uint32_t n_blocks = 0;
+  uint32_t nlink = 0;
   uint16_t tail = 0;
   uint16_t ipad = 0;
   uint16_t xattr_size = 0;
+  uint16_t n_pairs = 0;  // xattrs after the rewrite; their PairRefs follow the previous record's
   uint8_t flags = 0;
   uint8_t stub = 0;
+  uint8_t file_type = 0;
 };
-static_assert(sizeof(Record) <= 32);
+static_assert(sizeof(Record) <= 40);
+
+// One xattr of one record, in the record's sorted order: where its (name, value) pair sits
+// in the counting table, its inline entry size and its name-filter bit.
+struct PairRef {
+  uint32_t slot;
+  uint32_t size_and_bit;  // entry size << 5 | filter bit
+  uint32_t entry_size() const noexcept { return size_and_bit >> 5; }
+  uint32_t filter_bit() const noexcept { return size_and_bit & 31; }
+};
 
 struct SharedInode {
   const Dirent* primary = nullptr;  // first occurrence in DFS pre-order
@@ -208,19 +228,27 @@ struct Entry {
   const Dirent* dirent;
 };
 
-constexpr std::array<Entry, 2> kDotEntries = {{{".", Entry::kDot, 0, nullptr},
-                                               {"..", Entry::kDotDot, 0, nullptr}}};
+constexpr std::array<Entry, 2> kDotEntries = {
+    {{".", Entry::kDot, 0, nullptr}, {"..", Entry::kDotDot, 0, nullptr}}};
 
 uint8_t file_type_of(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFREG: return kFtRegFile;
-    case S_IFDIR: return kFtDir;
-    case S_IFCHR: return kFtChrdev;
-    case S_IFBLK: return kFtBlkdev;
-    case S_IFIFO: return kFtFifo;
-    case S_IFSOCK: return kFtSock;
-    case S_IFLNK: return kFtSymlink;
-    default: return kFtUnknown;
+    case S_IFREG:
+      return kFtRegFile;
+    case S_IFDIR:
+      return kFtDir;
+    case S_IFCHR:
+      return kFtChrdev;
+    case S_IFBLK:
+      return kFtBlkdev;
+    case S_IFIFO:
+      return kFtFifo;
+    case S_IFSOCK:
+      return kFtSock;
+    case S_IFLNK:
+      return kFtSymlink;
+    default:
+      return kFtUnknown;
   }
 }
 
@@ -334,14 +362,16 @@ class ImageWriter {
       case S_IFBLK:
       case S_IFCHR:
       case S_IFSOCK:
-      case S_IFIFO: break;
+      case S_IFIFO:
+        break;
       default: {
         char mode[16];
         std::snprintf(mode, sizeof mode, "0%o", inode.mode);
         fail(path, std::string("invalid file type in mode ") + mode);
       }
     }
-    if (!inode.is_dir() && !inode.children.empty()) fail(path, "only directories can have children");
+    if (!inode.is_dir() && !inode.children.empty())
+      fail(path, "only directories can have children");
     if (inode.is_reg()) {
       if (inode.content) {
         if (inode.content->size() != inode.size)
@@ -353,8 +383,7 @@ class ImageWriter {
       } else if (inode.size > 0) {
         if (chunking(inode.size).count > kMaxChunks)
           throw SystemError(EFBIG, "composefs image: " + path + ": file size " +
-                                       std::to_string(inode.size) +
-                                       " needs more than 1024 chunks");
+                                       std::to_string(inode.size) + " needs more than 1024 chunks");
         if (inode.payload.size() >= kPathMax || inode.payload.find('\0') != std::string::npos)
           fail(path, "backing path is longer than 4095 bytes or contains a NUL byte");
       }
@@ -369,8 +398,7 @@ class ImageWriter {
     for (const Xattr& x : inode.xattrs) {
       if (x.name.empty() || x.name.size() > kXattrNameMax)
         fail(path, "xattr name '" + x.name + "' must be 1 to 255 bytes");
-      if (x.name.find('\0') != std::string::npos)
-        fail(path, "xattr name contains a NUL byte");
+      if (x.name.find('\0') != std::string::npos) fail(path, "xattr name contains a NUL byte");
       if (x.value.size() > kXattrValueMax)
         fail(path, "value of xattr '" + x.name + "' is longer than 65535 bytes");
     }
@@ -438,8 +466,8 @@ class ImageWriter {
   // merged (bytewise) with "." and "..", and for the root the missing 00..ff stubs.
   template <typename Fn>
   void for_each_entry(const Inode& dir, bool is_root, Fn&& fn) const {
-    std::span<const Entry> extras = is_root ? std::span<const Entry>(root_extras_)
-                                            : std::span<const Entry>(kDotEntries);
+    std::span<const Entry> extras =
+        is_root ? std::span<const Entry>(root_extras_) : std::span<const Entry>(kDotEntries);
     const auto& children = dir.children;
     size_t ci = 0, ei = 0;
     while (ci < children.size() || ei < extras.size()) {
@@ -469,43 +497,71 @@ class ImageWriter {
 
     count_table_.assign(pair_bound_ * 10 / 7 + 64, CountSlot{});
     min_mtime_ = {root.mtime_sec, root.mtime_nsec};
-    records_.push_back(Record{.inode = &root, .flags = kRoot});
+    records_.push_back(Record{.inode = &root, .flags = kRoot, .file_type = kFtDir});
     std::vector<XattrView> xattrs;
     for (size_t i = 0; i < records_.size(); i++) {
       const Record rec = records_[i];
       if (rec.inode && rec.inode->is_dir()) {
         const bool is_root = i == 0;
         const auto parent = static_cast<uint32_t>(i);
-        bool whiteout_child = false;
+        uint8_t dir_flags = 0;
+        uint64_t nlink = 2;
         records_[i].first_child = checked_index(records_.size());
         for_each_entry(*rec.inode, is_root, [&](const Entry& e) {
           if (e.kind == Entry::kStubEntry) {
-            records_.push_back(Record{.parent = parent, .flags = kStub, .stub = e.stub});
-          } else if (e.kind == Entry::kChild && is_primary(*e.dirent)) {
+            records_.push_back(Record{.parent = parent,
+                                      .nlink = 1,
+                                      .flags = kStub,
+                                      .stub = e.stub,
+                                      .file_type = kFtChrdev});
+          } else if (e.kind == Entry::kChild) {
             const Inode* child = e.dirent->inode.get();
+            nlink += child->is_dir();
+            if (!is_primary(*e.dirent)) {
+              dir_flags |= kLinkChildren;
+              return;
+            }
             uint8_t flags = 0;
+            uint8_t type = file_type_of(child->mode);
             if (child->is_whiteout()) {
               flags = kWhiteout;
-              whiteout_child = true;
+              type = kFtRegFile;
+              dir_flags |= kWhiteoutParent;
             }
             if (e.dirent->inode.use_count() > 1)
               shared_.find(child)->second.record = checked_index(records_.size());
-            records_.push_back(Record{.inode = child, .parent = parent, .flags = flags});
+            records_.push_back(Record{.inode = child,
+                                      .parent = parent,
+                                      .nlink = child->nlink,
+                                      .flags = flags,
+                                      .file_type = type});
           }
         });
-        if (whiteout_child) records_[i].flags |= kWhiteoutParent;
+        records_[i].flags |= dir_flags;
+        records_[i].nlink = static_cast<uint32_t>(std::min<uint64_t>(nlink, UINT32_MAX));
       }
       if (rec.inode) {
         std::pair<uint64_t, uint32_t> mtime{rec.inode->mtime_sec, rec.inode->mtime_nsec};
         min_mtime_ = std::min(min_mtime_, mtime);
       }
       collect_xattrs(static_cast<uint32_t>(i), xattrs);
+      records_[i].n_pairs = static_cast<uint16_t>(xattrs.size());
       for (const XattrView& x : xattrs) {
-        count_pair(static_cast<uint32_t>(i), x);
+        const XattrKey key = xattr_key(x.name);
+        const size_t entry_size =
+            round_up(sizeof(XattrEntry) + key.suffix.size() + x.value.size(), 4);
+        pairs_.push_back({count_pair(static_cast<uint32_t>(i), x),
+                          static_cast<uint32_t>(entry_size << 5) | filter_bit(key)});
         if (equal(x.name, {kAclAccessName, {}}) || equal(x.name, {kAclDefaultName, {}}))
           has_acl_ = true;
       }
     }
+  }
+
+  static uint32_t filter_bit(const XattrKey& key) {
+    std::array<char, 2 * kXattrNameMax> buf;
+    const size_t n = key.suffix.copy_to(buf.data());
+    return XXH32(buf.data(), n, kXattrFilterSeed + key.index) & (kXattrFilterBits - 1);
   }
 
   uint32_t checked_index(size_t n) const {
@@ -535,14 +591,22 @@ class ImageWriter {
         std::string_view bytes(reinterpret_cast<const char*>(d.bytes().data()), d.size());
         return {{kMetacopyName, {}}, {{header, 4}, bytes}, source};
       }
-      case kSrcRedirect: return {{kRedirectName, {}}, {"/", owner.payload}, source};
-      case kSrcWhiteoutEscaped: return {{kEscapedWhiteoutName, {}}, {}, source};
-      case kSrcWhiteoutUser: return {{kUserWhiteoutName, {}}, {}, source};
-      case kSrcWhiteoutsEscaped: return {{kEscapedWhiteoutsName, {}}, {}, source};
-      case kSrcWhiteoutsUser: return {{kUserWhiteoutsName, {}}, {}, source};
-      case kSrcOpaqueEscaped: return {{kEscapedOpaqueName, {}}, {"x", {}}, source};
-      case kSrcOpaqueUser: return {{kUserOpaqueName, {}}, {"x", {}}, source};
-      default: return {{kOpaqueName, {}}, {"y", {}}, source};
+      case kSrcRedirect:
+        return {{kRedirectName, {}}, {"/", owner.payload}, source};
+      case kSrcWhiteoutEscaped:
+        return {{kEscapedWhiteoutName, {}}, {}, source};
+      case kSrcWhiteoutUser:
+        return {{kUserWhiteoutName, {}}, {}, source};
+      case kSrcWhiteoutsEscaped:
+        return {{kEscapedWhiteoutsName, {}}, {}, source};
+      case kSrcWhiteoutsUser:
+        return {{kUserWhiteoutsName, {}}, {}, source};
+      case kSrcOpaqueEscaped:
+        return {{kEscapedOpaqueName, {}}, {"x", {}}, source};
+      case kSrcOpaqueUser:
+        return {{kUserOpaqueName, {}}, {"x", {}}, source};
+      default:
+        return {{kOpaqueName, {}}, {"y", {}}, source};
     }
   }
 
@@ -587,10 +651,14 @@ class ImageWriter {
       if (!budget.add(inode.xattrs[i].name.size(), inode.xattrs[i].value.size()))
         fail(record_path(r), "xattrs exceed the 32767-byte limit per inode");
     }
-    auto set = [&](uint16_t source) {
+    // Sets (adds or replaces) a generated xattr. Only the whiteout markers can meet an
+    // existing name: user trusted.overlay.* xattrs were escaped, so the metacopy, redirect
+    // and opaque=y names are always new.
+    auto set = [&](uint16_t source, bool may_exist = true) {
       XattrView x = generated_xattr(inode, source);
-      auto it = std::find_if(out.begin(), out.end(),
-                             [&](const XattrView& e) { return equal(e.name, x.name); });
+      auto it = may_exist ? std::find_if(out.begin(), out.end(),
+                                         [&](const XattrView& e) { return equal(e.name, x.name); })
+                          : out.end();
       if (it != out.end()) {
         budget.remove(*it);
         out.erase(it);
@@ -600,8 +668,8 @@ class ImageWriter {
       out.push_back(x);
     };
     if (inode.is_external()) {
-      set(kSrcMetacopy);
-      if (!inode.payload.empty()) set(kSrcRedirect);
+      set(kSrcMetacopy, false);
+      if (!inode.payload.empty()) set(kSrcRedirect, false);
     }
     if (rec.flags & kWhiteout) {
       set(kSrcWhiteoutEscaped);
@@ -615,10 +683,9 @@ class ImageWriter {
         set(kSrcOpaqueUser);
       }
     }
-    if (rec.flags & kRoot) set(kSrcRootOpaque);
-    std::sort(out.begin(), out.end(), [](const XattrView& a, const XattrView& b) {
-      return compare(a.name, b.name) < 0;
-    });
+    if (rec.flags & kRoot) set(kSrcRootOpaque, false);
+    std::sort(out.begin(), out.end(),
+              [](const XattrView& a, const XattrView& b) { return compare(a.name, b.name) < 0; });
     for (size_t i = 1; i < out.size(); i++)
       if (equal(out[i - 1].name, out[i].name))
         fail(record_path(r), "duplicate xattr name after escaping overlay xattrs");
@@ -637,20 +704,20 @@ class ImageWriter {
     return static_cast<size_t>((static_cast<unsigned __int128>(hash) * capacity) >> 64);
   }
 
-  void count_pair(uint32_t record, const XattrView& x) {
+  uint32_t count_pair(uint32_t record, const XattrView& x) {
     const uint64_t hash = hash_pair(x, scratch_);
     const size_t cap = count_table_.size();
     for (size_t i = slot_for(hash, cap);; i = i + 1 == cap ? 0 : i + 1) {
       CountSlot& slot = count_table_[i];
       if (slot.hash == 0) {
         slot = {hash, record, x.source, 1};
-        return;
+        return static_cast<uint32_t>(i);
       }
       if (slot.hash == hash) {
         XattrView other = resolve(slot.record, slot.source);
         if (equal(other.name, x.name) && equal(other.value, x.value)) {
           slot.count = 2;
-          return;
+          return static_cast<uint32_t>(i);
         }
       }
     }
@@ -658,15 +725,17 @@ class ImageWriter {
 
   // ---- shared xattr table ---------------------------------------------------------------
   struct SharedXattr {
-    uint64_t hash;
     XattrView xattr;
+    uint32_t slot;    // in the counting table
     uint32_t offset;  // bytes from the start of the shared table
   };
 
   void build_shared_table() {
-    for (const CountSlot& slot : count_table_)
-      if (slot.count > 1) shared_xattrs_.push_back({slot.hash, resolve(slot.record, slot.source), 0});
-    std::vector<CountSlot>().swap(count_table_);
+    for (size_t i = 0; i < count_table_.size(); i++) {
+      const CountSlot& slot = count_table_[i];
+      if (slot.count > 1)
+        shared_xattrs_.push_back({resolve(slot.record, slot.source), static_cast<uint32_t>(i), 0});
+    }
 
     // Name descending, then value length descending, then value bytes descending.
     std::sort(shared_xattrs_.begin(), shared_xattrs_.end(),
@@ -685,50 +754,29 @@ class ImageWriter {
         throw Error("composefs image: shared xattr table is larger than 4 GiB");
     }
     shared_size_ = offset;
-
-    shared_lookup_.assign(std::bit_ceil(shared_xattrs_.size() * 2 + 2), UINT32_MAX);
-    for (uint32_t k = 0; k < shared_xattrs_.size(); k++) {
-      size_t mask = shared_lookup_.size() - 1;
-      size_t i = shared_xattrs_[k].hash & mask;
-      while (shared_lookup_[i] != UINT32_MAX) i = (i + 1) & mask;
-      shared_lookup_[i] = k;
-    }
+    // From here on a shared slot's record field holds its index in shared_xattrs_.
+    for (uint32_t k = 0; k < shared_xattrs_.size(); k++)
+      count_table_[shared_xattrs_[k].slot].record = k;
   }
 
-  // Index into shared_xattrs_, or -1 if the pair is stored inline.
-  int64_t find_shared(const XattrView& x) {
-    if (shared_xattrs_.empty()) return -1;
-    const uint64_t hash = hash_pair(x, scratch_);
-    const size_t mask = shared_lookup_.size() - 1;
-    for (size_t i = hash & mask; shared_lookup_[i] != UINT32_MAX; i = (i + 1) & mask) {
-      const SharedXattr& s = shared_xattrs_[shared_lookup_[i]];
-      if (s.hash == hash && equal(s.xattr.name, x.name) && equal(s.xattr.value, x.value))
-        return shared_lookup_[i];
-    }
-    return -1;
-  }
-
-  // For each of the record's xattrs: shared index (first kMaxShared only) or -1 = inline.
-  void classify_xattrs(const std::vector<XattrView>& xattrs, std::vector<int64_t>& shared) {
+  // Shared index of each of the record's pairs (only the first kMaxShared shared ones;
+  // the rest are stored inline), -1 for inline ones. Returns the xattr body size.
+  size_t classify_pairs(std::span<const PairRef> pairs, std::vector<int64_t>& shared) const {
     shared.clear();
+    if (pairs.empty()) return 0;
     size_t n_shared = 0;
-    for (const XattrView& x : xattrs) {
-      int64_t s = find_shared(x);
-      if (s >= 0 && n_shared < kMaxShared) {
+    size_t size = sizeof(XattrIbodyHeader);
+    for (const PairRef& p : pairs) {
+      const CountSlot& slot = count_table_[p.slot];
+      if (slot.count > 1 && n_shared < kMaxShared) {
         n_shared++;
-        shared.push_back(s);
+        shared.push_back(slot.record);
+        size += sizeof(uint32_t);
       } else {
         shared.push_back(-1);
+        size += p.entry_size();
       }
     }
-  }
-
-  static size_t xattr_body_size(const std::vector<XattrView>& xattrs,
-                                const std::vector<int64_t>& shared) {
-    if (xattrs.empty()) return 0;
-    size_t size = sizeof(XattrIbodyHeader);
-    for (size_t i = 0; i < xattrs.size(); i++)
-      size += shared[i] >= 0 ? sizeof(uint32_t) : xattr_entry_size(xattrs[i]);
     return size;
   }
 
@@ -739,17 +787,7 @@ class ImageWriter {
     return rec.inode->mode;
   }
 
-  static uint32_t dir_nlink(const Inode& dir) {
-    uint64_t n = 2;
-    for (const Dirent& d : dir.children) n += d.inode->is_dir();
-    return static_cast<uint32_t>(std::min<uint64_t>(n, UINT32_MAX));
-  }
-
-  uint32_t nlink_of(const Record& rec) const {
-    if (rec.flags & kStub) return 1;
-    if (rec.inode->is_dir()) return dir_nlink(*rec.inode);
-    return rec.inode->nlink;
-  }
+  static uint32_t nlink_of(const Record& rec) { return rec.nlink; }
 
   // st_size as the C writer sees it after the rewrite (directories: the EROFS size).
   uint64_t size_of(const Record& rec) const {
@@ -835,18 +873,19 @@ class ImageWriter {
   }
 
   void compute_layout() {
-    std::vector<XattrView> xattrs;
     std::vector<int64_t> shared;
     uint64_t pos = kSuperblockOffset + sizeof(Superblock);
+    size_t pair_cursor = 0;
     for (size_t i = 0; i < records_.size(); i++) {
       Record& rec = records_[i];
       compute_sizes(rec, i == 0);
       if (fits_compact(rec)) rec.flags |= kCompact;
-      const uint64_t inode_size = (rec.flags & kCompact) ? sizeof(InodeCompact) : sizeof(InodeExtended);
+      const uint64_t inode_size =
+          (rec.flags & kCompact) ? sizeof(InodeCompact) : sizeof(InodeExtended);
 
-      collect_xattrs(static_cast<uint32_t>(i), xattrs);
-      classify_xattrs(xattrs, shared);
-      const size_t xattr_size = xattr_body_size(xattrs, shared);
+      const size_t xattr_size =
+          classify_pairs(std::span(pairs_).subspan(pair_cursor, rec.n_pairs), shared);
+      pair_cursor += rec.n_pairs;
       if (xattr_size > UINT16_MAX) fail(record_path(rec), "xattrs are too large");
       rec.xattr_size = static_cast<uint16_t>(xattr_size);
 
@@ -915,10 +954,17 @@ class ImageWriter {
     uint64_t next_block = data_start_;
     std::vector<XattrView> xattrs;
     std::vector<int64_t> shared;
+    size_t pair_cursor = 0;
     for (size_t i = 0; i < records_.size(); i++) {
-      collect_xattrs(static_cast<uint32_t>(i), xattrs);
-      classify_xattrs(xattrs, shared);
-      emit_inode(out, static_cast<uint32_t>(i), xattrs, shared, next_block);
+      const Record& rec = records_[i];
+      const auto pairs = std::span(pairs_).subspan(pair_cursor, rec.n_pairs);
+      pair_cursor += rec.n_pairs;
+      classify_pairs(pairs, shared);
+      xattrs.clear();
+      // The bytes are needed only for xattrs stored inline.
+      if (std::find(shared.begin(), shared.end(), -1) != shared.end())
+        collect_xattrs(static_cast<uint32_t>(i), xattrs);
+      emit_inode(out, static_cast<uint32_t>(i), pairs, xattrs, shared, next_block);
     }
     out.align(kSlot);
     for (const SharedXattr& s : shared_xattrs_) emit_xattr_entry(out, s.xattr);
@@ -926,8 +972,9 @@ class ImageWriter {
     for (size_t i = 0; i < records_.size(); i++) emit_data_blocks(out, static_cast<uint32_t>(i));
   }
 
-  void emit_inode(Emitter& out, uint32_t r, const std::vector<XattrView>& xattrs,
-                  const std::vector<int64_t>& shared, uint64_t& next_block) {
+  void emit_inode(Emitter& out, uint32_t r, std::span<const PairRef> pairs,
+                  const std::vector<XattrView>& xattrs, const std::vector<int64_t>& shared,
+                  uint64_t& next_block) {
     const Record& rec = records_[r];
     const Inode& attrs = owner_of(rec);
     const uint32_t mode = mode_of(rec);
@@ -952,7 +999,8 @@ class ImageWriter {
       i_u = (i_u & 0xffff0000u) | (c.bits - kBlockSizeBits);
     }
 
-    const size_t icount = rec.xattr_size == 0 ? 0 : (rec.xattr_size - sizeof(XattrIbodyHeader)) / 4 + 1;
+    const size_t icount =
+        rec.xattr_size == 0 ? 0 : (rec.xattr_size - sizeof(XattrIbodyHeader)) / 4 + 1;
     const uint64_t size = size_of(rec);
     const uint64_t ino = r;
     if (rec.flags & kCompact) {
@@ -983,9 +1031,11 @@ class ImageWriter {
       out.put_struct(in);
     }
 
-    if (!xattrs.empty()) {
+    if (!pairs.empty()) {
       XattrIbodyHeader h{};
-      h.h_name_filter = name_filter(xattrs);
+      uint32_t bits = 0;
+      for (const PairRef& p : pairs) bits |= 1u << p.filter_bit();
+      h.h_name_filter = ~bits;
       size_t n_shared = 0;
       for (int64_t s : shared) n_shared += s >= 0;
       h.h_shared_count = static_cast<uint8_t>(n_shared);
@@ -995,7 +1045,7 @@ class ImageWriter {
         le32 id = static_cast<uint32_t>((inodes_end_ % kBlock + shared_xattrs_[s].offset) / 4);
         out.put_struct(id);
       }
-      for (size_t i = 0; i < xattrs.size(); i++)
+      for (size_t i = 0; i < shared.size(); i++)
         if (shared[i] < 0) emit_xattr_entry(out, xattrs[i]);
     }
 
@@ -1010,18 +1060,6 @@ class ImageWriter {
       const std::string& content = *rec.inode->content;
       out.put(std::string_view(content).substr(content.size() - rec.tail));
     }
-  }
-
-  static uint32_t name_filter(const std::vector<XattrView>& xattrs) {
-    uint32_t bits = 0;
-    std::array<char, 2 * kXattrNameMax> buf;
-    for (const XattrView& x : xattrs) {
-      const XattrKey key = xattr_key(x.name);
-      const size_t n = key.suffix.copy_to(buf.data());
-      const uint32_t h = XXH32(buf.data(), n, kXattrFilterSeed + key.index);
-      bits |= 1u << (h & (kXattrFilterBits - 1));
-    }
-    return ~bits;
   }
 
   static void emit_xattr_entry(Emitter& out, const XattrView& x) {
@@ -1047,8 +1085,8 @@ class ImageWriter {
     uint8_t file_type;
   };
 
-  uint32_t record_of(const Dirent& d, uint32_t& next_primary) const {
-    if (is_primary(d)) return next_primary++;
+  uint32_t record_of(const Dirent& d, bool all_primary, uint32_t& next_primary) const {
+    if (all_primary || is_primary(d)) return next_primary++;
     return shared_.find(d.inode.get())->second.record;
   }
 
@@ -1056,17 +1094,25 @@ class ImageWriter {
   void emit_dirents(Emitter& out, uint32_t r, bool blocks) {
     const Record& rec = records_[r];
     uint32_t next_primary = rec.first_child;
+    const bool all_primary = !(rec.flags & kLinkChildren);
     entries_.clear();
     for_each_entry(*rec.inode, r == 0, [&](const Entry& e) {
       uint32_t target = r;
       switch (e.kind) {
-        case Entry::kChild: target = record_of(*e.dirent, next_primary); break;
-        case Entry::kStubEntry: target = next_primary++; break;
-        case Entry::kDot: break;
-        case Entry::kDotDot: target = rec.parent; break;
+        case Entry::kChild:
+          target = record_of(*e.dirent, all_primary, next_primary);
+          break;
+        case Entry::kStubEntry:
+          target = next_primary++;
+          break;
+        case Entry::kDot:
+          break;
+        case Entry::kDotDot:
+          target = rec.parent;
+          break;
       }
       const Record& t = records_[target];
-      entries_.push_back({e.name, t.nid, file_type_of(mode_of(t))});
+      entries_.push_back({e.name, t.nid, t.file_type});
     });
 
     size_t first = 0, cur = 0, full_blocks = 0;
@@ -1134,7 +1180,7 @@ class ImageWriter {
   std::vector<Record> records_;
   std::vector<CountSlot> count_table_;
   std::vector<SharedXattr> shared_xattrs_;
-  std::vector<uint32_t> shared_lookup_;
+  std::vector<PairRef> pairs_;
   std::vector<char> scratch_;
   std::vector<OutEntry> entries_;
   uint64_t shared_size_ = 0;

@@ -27,9 +27,13 @@ namespace {
 using ::testing::HasSubstr;
 
 // The C-compatible parse mode the drop-in mkcomposefs uses for --from-file.
-DumpfileParseOptions compat() { return {.strict = false, .max_symlink = kSymlinkMaxCompat}; }
+DumpfileParseOptions compat() {
+  return {.strict = false, .max_symlink = kSymlinkMaxCompat};
+}
 
-std::string verity_hex(std::string_view image) { return fsverity_digest(image).hex(); }
+std::string verity_hex(std::string_view image) {
+  return fsverity_digest(image).hex();
+}
 
 Tree root_only() {
   Tree t;
@@ -106,7 +110,8 @@ std::vector<BuiltVector> build_all_vectors() {
   for (const auto& row : test::load_vectors()) {
     BuiltVector v{row, parse_dumpfile(test::read_vector(row.asset), row.asset, compat()), {}, {}};
     StringSink sink;
-    v.result = write_image(v.tree, sink, {.min_version = row.min_version, .max_version = row.max_version});
+    v.result =
+        write_image(v.tree, sink, {.min_version = row.min_version, .max_version = row.max_version});
     v.image = std::move(sink.str());
     out.push_back(std::move(v));
   }
@@ -148,7 +153,8 @@ TEST(ErofsWriter, StreamsToAFileIdentically) {
   {
     UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     FdSink sink(fd.get(), path);
-    WriteResult r = write_image(v.tree, sink, {.min_version = v.row.min_version, .max_version = v.row.max_version});
+    WriteResult r = write_image(
+        v.tree, sink, {.min_version = v.row.min_version, .max_version = v.row.max_version});
     sink.flush();
     EXPECT_EQ(r.digest, v.result.digest);
   }
@@ -412,8 +418,8 @@ TEST(ErofsWriter, WritesTheDeveloperImageQuickly) {
   auto start = std::chrono::steady_clock::now();
   StringSink sink;
   WriteResult r = write_image(t, sink);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - start)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                 .count();
   EXPECT_EQ(r.digest.hex(), "c2891b9a6ce8f676ce63aeaeb7df329695db705d5d1a6a8160f8ed3ec188c5ba");
   RecordProperty("write_ms", static_cast<int>(ms));
