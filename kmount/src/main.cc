@@ -1,0 +1,168 @@
+// cfs-mount: privileged kernel mounts of composefs images; also the mount.composefs helper
+// (selected by argv[0]) and `cfs-mount setup-root`, the initramfs step.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cfs/error.h"
+#include "cfs/kmount/mount.h"
+#include "cfs/kmount/options.h"
+#include "cfs/kmount/repo.h"
+#include "cfs/kmount/setup_root.h"
+
+namespace {
+
+using namespace cfs::kmount;
+
+int run_mount(int argc, char** argv) {
+  CLI::App app{"Mount a composefs image with the kernel (EROFS + overlayfs)", "cfs-mount"};
+  std::string image, target, repo, digest_hex, verity_text, upperdir, workdir, idmap;
+  std::vector<std::string> basedirs;
+  bool writable = false, verbose = false;
+  app.add_option("IMAGE", image,
+                 "image file, or with --repo an image id (hex) or a ref below images/refs/")
+      ->required();
+  app.add_option("MOUNTPOINT", target, "existing directory to mount on")->required();
+  app.add_option("--repo", repo, "composefs repository: images/ and objects/");
+  app.add_option("--basedir", basedirs, "object directory (repeatable)");
+  app.add_option("--digest", digest_hex, "expected fs-verity digest of the image (hex)");
+  app.add_option("--verity", verity_text, "overlayfs fs-verity checking: require, try or off");
+  app.add_option("--upperdir", upperdir, "overlay upper directory (with --workdir)");
+  app.add_option("--workdir", workdir, "overlay work directory (with --upperdir)");
+  app.add_flag("--rw", writable, "mount writable (needs --upperdir and --workdir)");
+  app.add_option("--idmap", idmap, "idmap the image through this user namespace file");
+  app.add_flag("-v,--verbose", verbose, "print how the mount was made");
+  app.footer(
+      "Subcommand: cfs-mount setup-root [--cmdline FILE] [--sysroot DIR] [--config FILE]\n"
+      "Test overrides (environment): CFS_MOUNT_FORCE_TIER=fd|string|legacy-dataonly|"
+      "legacy-lower, CFS_MOUNT_FORCE_LOOP=1, CFS_MOUNT_FORCE_ATTACHED=1");
+  CLI11_PARSE(app, argc, argv);
+
+  MountOptions options;
+  options.overrides = KernelOverrides::from_environment();
+  options.object_dirs = basedirs;
+  options.upperdir = upperdir;
+  options.workdir = workdir;
+  options.writable = writable;
+  options.idmap_userns = idmap;
+  if (!digest_hex.empty()) {
+    options.expected_digest = cfs::Digest::from_hex(digest_hex);
+    if (!options.expected_digest)
+      throw cfs::Error("--digest " + digest_hex + ": not a sha256 or sha512 digest in hex");
+  }
+  std::optional<VerityMode> verity;
+  if (!verity_text.empty()) {
+    verity = parse_verity_mode(verity_text);
+    if (!verity) throw cfs::Error("--verity " + verity_text + ": expected require, try or off");
+  }
+
+  std::string image_path = image;
+  if (!repo.empty()) {
+    options.object_dirs.insert(options.object_dirs.begin(), repo + "/objects");
+    if (image.find('/') == std::string::npos) {
+      RepoImage resolved = resolve_repo_image(repo, image);
+      image_path = resolved.image_path;
+      if (options.expected_digest && *options.expected_digest != resolved.id)
+        throw cfs::Error("--digest " + digest_hex + " contradicts the image id " +
+                         resolved.id.hex());
+      options.expected_digest = resolved.id;
+    }
+    if (repository_is_secure(repo)) {
+      if (verity && *verity != VerityMode::require)
+        throw cfs::Error(repo +
+                         ": a secure repository (fs-verity on meta.json) is mounted with "
+                         "--verity require only");
+      verity = VerityMode::require;
+    }
+  }
+  options.verity = verity.value_or(VerityMode::off);
+
+  MountReport report = mount_image(image_path, target, options);
+  if (verbose) std::cout << image_path << " on " << target << ": " << report.summary() << "\n";
+  return 0;
+}
+
+// mount(8) calls: mount.composefs SOURCE TARGET [-sfnv] [-N namespace] [-o OPTIONS] [-t TYPE]
+int run_helper(int argc, char** argv) {
+  std::vector<std::string> positional;
+  std::string opts;
+  bool verbose = false, fake = false;
+  for (int i = 1; i < argc; i++) {
+    std::string_view arg = argv[i];
+    if ((arg == "-o" || arg == "-t" || arg == "-N") && i + 1 < argc) {
+      if (arg == "-o") opts += (opts.empty() ? "" : ",") + std::string(argv[i + 1]);
+      if (arg == "-t" && std::string_view(argv[i + 1]) != "composefs")
+        throw cfs::Error(std::string("mount.composefs: unexpected filesystem type ") + argv[i + 1]);
+      if (arg == "-N") throw cfs::Error("mount.composefs: -N (namespace) is not supported");
+      i++;
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      for (char c : arg.substr(1)) {
+        if (c == 'v')
+          verbose = true;
+        else if (c == 'f')
+          fake = true;
+        else if (c != 's' && c != 'n')
+          throw cfs::Error(std::string("mount.composefs: unknown flag -") + c);
+      }
+    } else {
+      positional.emplace_back(arg);
+    }
+  }
+  if (positional.size() != 2)
+    throw cfs::Error(
+        "usage: mount.composefs IMAGE MOUNTPOINT -o basedir=DIR[,digest=HEX,verity,"
+        "tryverity,upperdir=D,workdir=W,idmap=NS,ro,rw]");
+  MountOptions options;
+  options.overrides = KernelOverrides::from_environment();
+  apply_composefs_options(opts, &options);
+  if (fake) return 0;
+  MountReport report = mount_image(positional[0], positional[1], options);
+  if (verbose)
+    std::cout << positional[0] << " on " << positional[1] << ": " << report.summary() << "\n";
+  return 0;
+}
+
+int run_setup_root(int argc, char** argv) {
+  CLI::App app{
+      "Initramfs step: mount the composefs image named on the kernel command line as "
+      "the new root on the sysroot, with /etc and /var from its state directory",
+      "cfs-mount setup-root"};
+  SetupRootOptions options;
+  app.add_option("--cmdline", options.cmdline_file, "kernel command line file")
+      ->capture_default_str();
+  app.add_option("--sysroot", options.sysroot, "physical root filesystem")->capture_default_str();
+  app.add_option("--config", options.config_file, "configuration (TOML subset)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  options.overrides = KernelOverrides::from_environment();
+  try {
+    setup_root(options, [](std::string_view line) {
+      std::cout << "composefs-setup-root: " << line << std::endl;
+    });
+  } catch (const cfs::Error& e) {
+    std::cerr << "composefs-setup-root: FAILED: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string name = std::filesystem::path(argv[0]).filename().string();
+  try {
+    if (name == "mount.composefs") return run_helper(argc, argv);
+    if (argc > 1 && std::string_view(argv[1]) == "setup-root")
+      return run_setup_root(argc - 1, argv + 1);
+    return run_mount(argc, argv);
+  } catch (const cfs::Error& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 1;
+  }
+}

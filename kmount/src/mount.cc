@@ -1,0 +1,400 @@
+#include "cfs/kmount/mount.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "cfs/erofs/format.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "cfs/kmount/verity.h"
+#include "kernel.h"
+
+namespace cfs::kmount {
+
+using detail::fd_path;
+using detail::FsContext;
+using detail::LoopDevice;
+using detail::MountApiError;
+using detail::TemporaryAttachment;
+
+std::string_view to_string(VerityMode mode) {
+  switch (mode) {
+    case VerityMode::off:
+      return "off";
+    case VerityMode::attempt:
+      return "try";
+    case VerityMode::require:
+      return "require";
+  }
+  return "?";
+}
+
+std::optional<VerityMode> parse_verity_mode(std::string_view text) {
+  if (text == "off") return VerityMode::off;
+  if (text == "try") return VerityMode::attempt;
+  if (text == "require") return VerityMode::require;
+  return std::nullopt;
+}
+
+std::string_view to_string(OverlayTier tier) {
+  switch (tier) {
+    case OverlayTier::fd:
+      return "fd";
+    case OverlayTier::string:
+      return "string";
+    case OverlayTier::legacy_dataonly:
+      return "legacy-dataonly";
+    case OverlayTier::legacy_lower:
+      return "legacy-lower";
+  }
+  return "?";
+}
+
+std::optional<OverlayTier> parse_overlay_tier(std::string_view text) {
+  for (OverlayTier t : {OverlayTier::fd, OverlayTier::string, OverlayTier::legacy_dataonly,
+                        OverlayTier::legacy_lower})
+    if (text == to_string(t)) return t;
+  return std::nullopt;
+}
+
+std::string_view to_string(DigestCheck check) {
+  switch (check) {
+    case DigestCheck::none:
+      return "none";
+    case DigestCheck::kernel:
+      return "kernel";
+    case DigestCheck::userspace:
+      return "userspace";
+  }
+  return "?";
+}
+
+KernelOverrides KernelOverrides::from_environment() {
+  KernelOverrides o;
+  auto flag = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && std::string_view(v) != "0";
+  };
+  if (const char* tier = std::getenv("CFS_MOUNT_FORCE_TIER"); tier && *tier) {
+    o.force_tier = parse_overlay_tier(tier);
+    if (!o.force_tier)
+      throw Error(std::string("CFS_MOUNT_FORCE_TIER=") + tier +
+                  ": unknown tier (fd, string, legacy-dataonly, legacy-lower)");
+  }
+  o.force_loop = flag("CFS_MOUNT_FORCE_LOOP");
+  o.force_attached = flag("CFS_MOUNT_FORCE_ATTACHED");
+  return o;
+}
+
+std::string MountReport::summary() const {
+  std::string s = "tier=" + std::string(to_string(tier)) + " erofs=" + erofs_source +
+                  (erofs_attached ? "(attached)" : "(detached)") +
+                  " digest-check=" + std::string(to_string(digest_check)) +
+                  " verity=" + (verity_applied ? "require" : "off");
+  for (const std::string& f : fallbacks) s += "\n  fallback: " + f;
+  return s;
+}
+
+namespace {
+
+// The tier cannot work on this kernel (a layer parameter or the whole API was refused); the
+// next tier is tried.
+class TierUnsupported : public Error {
+ public:
+  using Error::Error;
+};
+
+UniqueFd open_directory(const std::string& path, const std::string& role) {
+  UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) throw Error(path + ": " + role + " does not exist");
+    if (errno == ENOTDIR) throw Error(path + ": " + role + " is not a directory");
+    throw_errno(path + ": " + role);
+  }
+  return fd;
+}
+
+struct ImageFile {
+  UniqueFd fd;
+  bool block_device = false;
+  bool has_acl = true;  // plain EROFS images (no composefs header) keep ACL support
+};
+
+ImageFile open_image(const std::string& path) {
+  ImageFile image;
+  image.fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!image.fd) {
+    if (errno == ENOENT) throw Error(path + ": no such image file");
+    throw_errno(path + ": cannot open the image");
+  }
+  struct stat st {};
+  if (::fstat(image.fd.get(), &st) < 0) throw_errno(path);
+  image.block_device = S_ISBLK(st.st_mode);
+  if (!image.block_device && !S_ISREG(st.st_mode))
+    throw Error(path + ": not a regular file or block device");
+  constexpr uint64_t min_size = erofs::kSuperblockOffset + sizeof(erofs::Superblock);
+  if (!image.block_device && static_cast<uint64_t>(st.st_size) < min_size)
+    throw Error(path + ": too small for an EROFS image (" + std::to_string(st.st_size) + " bytes)");
+  erofs::Superblock sb;
+  pread_exact(image.fd.get(), {reinterpret_cast<std::byte*>(&sb), sizeof sb},
+              erofs::kSuperblockOffset, path + ": EROFS superblock");
+  if (sb.magic != erofs::kErofsMagic)
+    throw Error(path + ": not an EROFS image (superblock magic " + std::to_string(sb.magic.get()) +
+                ", expected " + std::to_string(erofs::kErofsMagic) + ")");
+  erofs::ComposefsHeader header;
+  pread_exact(image.fd.get(), {reinterpret_cast<std::byte*>(&header), sizeof header}, 0,
+              path + ": composefs header");
+  if (header.magic == erofs::kComposefsMagic)
+    image.has_acl = (header.flags & erofs::kComposefsFlagHasAcl) != 0;
+  return image;
+}
+
+// The EROFS layer: a detached mount, possibly on a loop device, possibly attached to a
+// temporary directory for kernels that refuse detached layers.
+struct ErofsLayer {
+  std::optional<LoopDevice> loop;
+  UniqueFd mount;
+  std::unique_ptr<TemporaryAttachment> attachment;
+
+  void attach(MountReport& report) {
+    if (attachment) return;
+    attachment = std::make_unique<TemporaryAttachment>(mount.get(), "erofs");
+    report.erofs_attached = true;
+  }
+};
+
+UniqueFd create_erofs(const std::string& source, bool has_acl) {
+  FsContext ctx("erofs");
+  // Read-only must be requested before the superblock is created: block devices opened for
+  // writing would fail on a read-only loop device (EACCES).
+  ctx.set_flag("ro");
+  ctx.set_string("source", source);
+  if (!has_acl) {
+    try {
+      ctx.set_flag("noacl");  // saves ACL lookups; absent when the kernel lacks EROFS ACLs
+    } catch (const MountApiError&) {
+    }
+  }
+  ctx.create();
+  return ctx.mount(MOUNT_ATTR_RDONLY);
+}
+
+ErofsLayer mount_erofs(const std::string& path, const ImageFile& image, const MountOptions& options,
+                       MountReport& report) {
+  ErofsLayer layer;
+  // The fd, not the path: the file that was digest-checked is the file that gets mounted.
+  std::string source = fd_path(image.fd.get());
+  if (image.block_device) {
+    layer.mount = create_erofs(source, image.has_acl);
+    report.erofs_source = "block-device";
+  } else {
+    if (!options.overrides.force_loop) {
+      try {
+        layer.mount = create_erofs(source, image.has_acl);
+        report.erofs_source = "file";
+      } catch (const MountApiError& e) {
+        // ENOTBLK: no file-backed EROFS (before 6.12 or CONFIG_EROFS_FS_BACKED_BY_FILE off).
+        if (e.code() != ENOTBLK) throw Error(path + ": cannot mount the EROFS image: " + e.what());
+        report.fallbacks.push_back("file-backed EROFS unavailable (" + std::string(e.what()) +
+                                   "); using a loop device");
+      }
+    }
+    if (!layer.mount) {
+      layer.loop = LoopDevice::bind(image.fd.get(), path);
+      try {
+        layer.mount = create_erofs(layer.loop->path(), image.has_acl);
+      } catch (const MountApiError& e) {
+        throw Error(path + ": cannot mount the EROFS image from " + layer.loop->path() + ": " +
+                    e.what());
+      }
+      report.erofs_source = layer.loop->path();
+    }
+  }
+  if (!options.idmap_userns.empty()) {
+    UniqueFd userns = open_file(options.idmap_userns, O_RDONLY | O_CLOEXEC);
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_IDMAP;
+    attr.userns_fd = static_cast<uint64_t>(userns.get());
+    if (::mount_setattr(layer.mount.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+      throw_errno(options.idmap_userns + ": cannot idmap the EROFS layer");
+  }
+  return layer;
+}
+
+struct Layers {
+  int erofs = -1;
+  std::vector<UniqueFd> objects;
+  UniqueFd upper;
+  UniqueFd work;
+};
+
+void require_overlay_verity(FsContext& ctx, const MountOptions& options, MountReport& report) {
+  if (options.verity == VerityMode::off) return;
+  try {
+    ctx.set_string("verity", "require");
+    report.verity_applied = true;
+  } catch (const MountApiError& e) {
+    if (options.verity == VerityMode::require)
+      throw Error(std::string("overlayfs cannot enforce fs-verity here (verity= needs Linux "
+                              "6.6+): ") +
+                  e.what());
+    report.fallbacks.push_back("overlayfs has no verity= option; mounting without it");
+  }
+}
+
+UniqueFd create_overlay(OverlayTier tier, const Layers& layers, const MountOptions& options,
+                        MountReport& report) {
+  report.verity_applied = false;
+  std::optional<FsContext> ctx;
+  try {
+    ctx.emplace("overlay");
+  } catch (const MountApiError& e) {
+    if (e.code() == ENOSYS) throw TierUnsupported(e.what());
+    throw;
+  }
+  ctx->set_string("source", "composefs");
+  // The layer parameters decide whether this tier exists on the running kernel.
+  try {
+    if (tier == OverlayTier::fd) {
+      ctx->set_fd("lowerdir+", layers.erofs);
+      for (const UniqueFd& o : layers.objects) ctx->set_fd("datadir+", o.get());
+    } else {
+      ctx->set_string("lowerdir+", fd_path(layers.erofs));
+      for (const UniqueFd& o : layers.objects) ctx->set_string("datadir+", fd_path(o.get()));
+    }
+  } catch (const MountApiError& e) {
+    throw TierUnsupported(e.what());
+  }
+  ctx->set_string("metacopy", "on");
+  ctx->set_string("redirect_dir", "on");
+  require_overlay_verity(*ctx, options, report);
+  if (layers.upper) {
+    if (tier == OverlayTier::fd) {
+      ctx->set_fd("upperdir", layers.upper.get());
+      ctx->set_fd("workdir", layers.work.get());
+    } else {
+      ctx->set_string("upperdir", fd_path(layers.upper.get()));
+      ctx->set_string("workdir", fd_path(layers.work.get()));
+    }
+  }
+  ctx->create();
+  return ctx->mount(options.writable ? 0 : MOUNT_ATTR_RDONLY);
+}
+
+void mount_overlay_legacy(OverlayTier tier, const Layers& layers, const MountOptions& options,
+                          int target_fd, MountReport& report) {
+  std::string separator = tier == OverlayTier::legacy_dataonly ? "::" : ":";
+  // Every path is a /proc/self/fd name, so nothing in it needs escaping.
+  std::string data = "metacopy=on,redirect_dir=on,lowerdir=" + fd_path(layers.erofs);
+  for (const UniqueFd& o : layers.objects) data += separator + fd_path(o.get());
+  if (layers.upper)
+    data += ",upperdir=" + fd_path(layers.upper.get()) + ",workdir=" + fd_path(layers.work.get());
+  unsigned long flags = (options.writable ? 0 : MS_RDONLY) | MS_SILENT;
+  std::string target = fd_path(target_fd);
+  auto attempt = [&](const std::string& opts) {
+    return ::mount("composefs", target.c_str(), "overlay", flags, opts.c_str()) == 0 ? 0 : errno;
+  };
+  report.verity_applied = false;
+  int code = 0;
+  if (options.verity != VerityMode::off) {
+    code = attempt(data + ",verity=require");
+    if (code == 0) {
+      report.verity_applied = true;
+      return;
+    }
+    if (options.verity == VerityMode::require || code != EINVAL)
+      throw TierUnsupported(
+          "mount(2) overlay with verity=require: " + std::string(std::strerror(code)) +
+          " (verity= needs Linux 6.6+; see dmesg)");
+    report.fallbacks.push_back(std::string(to_string(tier)) +
+                               ": verity=require refused; retrying without it");
+  }
+  code = attempt(data);
+  if (code == 0) return;
+  std::string what =
+      "mount(2) overlay " + std::string(to_string(tier)) + ": " + std::strerror(code);
+  if (tier == OverlayTier::legacy_dataonly && code == EINVAL)
+    throw TierUnsupported(what + " (data-only lowers need Linux 6.5+)");
+  throw Error(what + " (see dmesg for the kernel's reason)");
+}
+
+bool is_legacy(OverlayTier tier) {
+  return tier == OverlayTier::legacy_dataonly || tier == OverlayTier::legacy_lower;
+}
+
+}  // namespace
+
+MountReport mount_image(const std::string& image, const std::string& target,
+                        const MountOptions& options) {
+  if (options.upperdir.empty() != options.workdir.empty())
+    throw Error("an upper directory needs a work directory and vice versa");
+  if (options.writable && options.upperdir.empty())
+    throw Error(target + ": a writable mount needs an upper and a work directory");
+
+  // Everything that can be checked without mounting is checked first.
+  UniqueFd target_fd = open_directory(target, "mount point");
+  Layers layers;
+  for (const std::string& dir : options.object_dirs)
+    layers.objects.push_back(open_directory(dir, "object directory"));
+  if (!options.upperdir.empty()) {
+    layers.upper = open_directory(options.upperdir, "upper directory");
+    layers.work = open_directory(options.workdir, "work directory");
+  }
+  ImageFile file = open_image(image);
+
+  MountReport report;
+  if (options.expected_digest)
+    report.digest_check = check_digest(file.fd.get(), *options.expected_digest,
+                                       options.verity == VerityMode::require, image);
+
+  ErofsLayer erofs = mount_erofs(image, file, options, report);
+  layers.erofs = erofs.mount.get();
+
+  std::vector<OverlayTier> tiers = {OverlayTier::fd, OverlayTier::string,
+                                    OverlayTier::legacy_dataonly, OverlayTier::legacy_lower};
+  if (options.overrides.force_tier) tiers = {*options.overrides.force_tier};
+  std::vector<std::string> refusals;
+  for (OverlayTier tier : tiers) {
+    report.tier = tier;
+    try {
+      // mount(2) names layers by path and kernels before 6.15 only accept layers that are
+      // attached in the caller's namespace, so the legacy tiers always attach.
+      if (is_legacy(tier) || options.overrides.force_attached) erofs.attach(report);
+      if (is_legacy(tier)) {
+        mount_overlay_legacy(tier, layers, options, target_fd.get(), report);
+        return report;
+      }
+      UniqueFd overlay;
+      try {
+        overlay = create_overlay(tier, layers, options, report);
+      } catch (const MountApiError& e) {
+        if (e.stage() != MountApiError::Stage::create || e.code() != EINVAL || erofs.attachment)
+          throw;
+        // Before 6.15 overlayfs refuses detached layers; attach the EROFS and try again.
+        report.fallbacks.push_back(std::string(to_string(tier)) +
+                                   ": detached EROFS layer refused (" + e.what() +
+                                   "); attaching it temporarily");
+        erofs.attach(report);
+        overlay = create_overlay(tier, layers, options, report);
+      }
+      detail::attach_mount(overlay.get(), target_fd.get(), target);
+      return report;
+    } catch (const TierUnsupported& e) {
+      refusals.push_back(std::string(to_string(tier)) + ": " + e.what());
+      report.fallbacks.push_back(refusals.back());
+    } catch (const Error& e) {
+      throw Error(image + ": cannot mount on " + target + ": " + e.what());
+    }
+  }
+  std::string message = image + ": no overlayfs mount method works on this kernel";
+  for (const std::string& r : refusals) message += "\n  " + r;
+  throw Error(message);
+}
+
+}  // namespace cfs::kmount

@@ -1,0 +1,324 @@
+#include "cfs/kmount/setup_root.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
+
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "kernel.h"
+
+namespace cfs::kmount {
+
+using detail::fd_path;
+
+std::string_view to_string(StateMount mode) {
+  switch (mode) {
+    case StateMount::none:
+      return "none";
+    case StateMount::bind:
+      return "bind";
+    case StateMount::overlay:
+      return "overlay";
+    case StateMount::transient:
+      return "transient";
+  }
+  return "?";
+}
+
+namespace {
+
+std::optional<StateMount> parse_state_mount(std::string_view text) {
+  for (StateMount m :
+       {StateMount::none, StateMount::bind, StateMount::overlay, StateMount::transient})
+    if (text == to_string(m)) return m;
+  return std::nullopt;
+}
+
+// Kernel command-line words: separated by whitespace, double quotes group and are dropped.
+std::vector<std::string> cmdline_words(std::string_view cmdline) {
+  std::vector<std::string> words;
+  std::string word;
+  bool quoted = false, in_word = false;
+  for (char c : cmdline) {
+    if (c == '"') {
+      quoted = !quoted;
+      in_word = true;
+    } else if (!quoted && std::isspace(static_cast<unsigned char>(c))) {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::vector<BootImage> parse_kernel_cmdline(std::string_view cmdline) {
+  std::vector<BootImage> images;
+  for (const std::string& word : cmdline_words(cmdline)) {
+    size_t eq = word.find('=');
+    if (eq == std::string::npos) continue;
+    std::string_view key = std::string_view(word).substr(0, eq);
+    std::string_view value = std::string_view(word).substr(eq + 1);
+    if (key != "composefs" && key != "composefs.digest") continue;
+    BootImage image;
+    if (value.starts_with('?')) {
+      image.insecure = true;
+      value.remove_prefix(1);
+    }
+    auto bad = [&](const std::string& why) {
+      return Error("kernel command line: " + word + ": " + why);
+    };
+    std::optional<Digest> digest;
+    if (key == "composefs") {
+      digest = Digest::from_hex(value);
+      if (!digest) throw bad("expected 64 or 128 hex digits");
+    } else {
+      // <format>-<algorithm>-<log2 block size>:<hex>, e.g. v1-sha256-12:...
+      size_t colon = value.find(':');
+      if (colon == std::string_view::npos) throw bad("expected v1-sha256-12:<hex>");
+      std::string_view spec = value.substr(0, colon);
+      std::optional<HashAlgorithm> alg;
+      for (std::string_view version : {"v1-", "v2-"}) {
+        if (!spec.starts_with(version)) continue;
+        std::string_view rest = spec.substr(version.size());
+        if (rest == "sha256-12") alg = HashAlgorithm::sha256;
+        if (rest == "sha512-12") alg = HashAlgorithm::sha512;
+      }
+      if (!alg)
+        throw bad("unknown digest kind " + std::string(spec) + " (v1-sha256-12, v1-sha512-12)");
+      digest = Digest::from_hex(value.substr(colon + 1), *alg);
+      if (!digest)
+        throw bad("expected " + std::to_string(2 * digest_size(*alg)) + " hex digits after ':'");
+    }
+    image.digest = *digest;
+    images.push_back(image);
+  }
+  return images;
+}
+
+SetupRootConfig parse_setup_root_config(std::string_view text, const std::string& what) {
+  SetupRootConfig config;
+  std::string section;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    line_no++;
+    auto bad = [&](const std::string& why) {
+      return Error(what + ":" + std::to_string(line_no) + ": " + why);
+    };
+    if (size_t hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      if (line.back() != ']') throw bad("unterminated section header");
+      section = std::string(trim(line.substr(1, line.size() - 2)));
+      if (section != "etc" && section != "var" && section != "root")
+        throw bad("unknown section [" + section + "] (expected [root], [etc], [var])");
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos) throw bad("expected key = value");
+    std::string key(trim(line.substr(0, eq)));
+    std::string_view value = trim(line.substr(eq + 1));
+    bool quoted = value.size() >= 2 && value.front() == '"' && value.back() == '"';
+    if (quoted) value = value.substr(1, value.size() - 2);
+    if (section.empty()) throw bad(key + " outside of a section");
+    if (key == "transient") {
+      if (quoted || (value != "true" && value != "false"))
+        throw bad("transient must be true or false");
+      if (section == "root") {
+        if (value == "true") throw bad("[root] transient = true is not supported by cfs-mount");
+        continue;
+      }
+      StateMount& target = section == "etc" ? config.etc : config.var;
+      if (value == "true") target = StateMount::transient;
+    } else if (key == "mount" && section != "root") {
+      if (!quoted) throw bad("mount takes a quoted string");
+      std::optional<StateMount> mode = parse_state_mount(value);
+      if (!mode)
+        throw bad("mount = \"" + std::string(value) +
+                  "\": expected none, bind, overlay or transient");
+      (section == "etc" ? config.etc : config.var) = *mode;
+    } else {
+      throw bad("unknown key " + key + " in [" + section + "]");
+    }
+  }
+  return config;
+}
+
+namespace {
+
+void make_dirs(const std::string& path, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) throw Error(path + ": cannot create the state directory: " + ec.message());
+  if (::chmod(path.c_str(), mode) < 0) throw_errno(path);
+}
+
+// State directories are opened before the new root hides the old sysroot.
+struct StateDirs {
+  UniqueFd dir;    // bind source
+  UniqueFd upper;  // overlay layers
+  UniqueFd work;
+};
+
+StateDirs prepare_state(const std::string& state, const std::string& name, StateMount mode) {
+  StateDirs dirs;
+  std::string base = state + "/" + name;
+  if (mode == StateMount::bind) {
+    make_dirs(base, 0755);
+    dirs.dir = open_file(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  } else if (mode == StateMount::overlay) {
+    make_dirs(base + "/upper", 0755);
+    make_dirs(base + "/work", 0700);
+    dirs.upper = open_file(base + "/upper", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    dirs.work = open_file(base + "/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
+  return dirs;
+}
+
+UniqueFd open_mountpoint(int root_fd, const std::string& name) {
+  UniqueFd fd(::openat(root_fd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) throw_errno("the image's /" + name + " (needed as a mount point)");
+  return fd;
+}
+
+void mount_overlay_on(int target_fd, const std::string& lower, const std::string& upper,
+                      const std::string& work, const std::string& label) {
+  detail::FsContext ctx("overlay");
+  ctx.set_string("source", label);
+  // Plain "lowerdir": one lower, understood by every overlayfs with the mount API.
+  ctx.set_string("lowerdir", lower);
+  ctx.set_string("upperdir", upper);
+  ctx.set_string("workdir", work);
+  ctx.create();
+  UniqueFd m = ctx.mount(0);
+  detail::attach_mount(m.get(), target_fd, label);
+}
+
+void mount_state(int root_fd, const std::string& name, StateMount mode, StateDirs& dirs,
+                 const std::function<void(std::string_view)>& log, const std::string& state) {
+  if (mode == StateMount::none) {
+    log("/" + name + ": as in the image");
+    return;
+  }
+  UniqueFd target = open_mountpoint(root_fd, name);
+  if (mode == StateMount::bind) {
+    UniqueFd tree(
+        ::open_tree(dirs.dir.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+    if (!tree) throw_errno(state + "/" + name + ": cannot clone for a bind mount");
+    detail::attach_mount(tree.get(), target.get(), "/" + name);
+    log("/" + name + ": bind mount of " + state + "/" + name);
+  } else if (mode == StateMount::overlay) {
+    mount_overlay_on(target.get(), fd_path(target.get()), fd_path(dirs.upper.get()),
+                     fd_path(dirs.work.get()), "composefs-" + name);
+    log("/" + name + ": overlay, changes in " + state + "/" + name + "/upper");
+  } else {
+    // The tmpfs goes on the mount point first; the image's directory stays reachable through
+    // the fd opened above, and the overlay then covers the tmpfs.
+    detail::FsContext tmpfs("tmpfs");
+    tmpfs.set_string("source", "composefs-" + name);
+    tmpfs.set_string("mode", "0755");
+    tmpfs.create();
+    UniqueFd tmp = tmpfs.mount(0);
+    if (::mkdirat(tmp.get(), "upper", 0755) < 0 || ::mkdirat(tmp.get(), "work", 0700) < 0)
+      throw_errno("tmpfs for /" + name);
+    UniqueFd upper(::openat(tmp.get(), "upper", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd work(::openat(tmp.get(), "work", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!upper || !work) throw_errno("tmpfs for /" + name);
+    detail::attach_mount(tmp.get(), target.get(), "/" + name + " (tmpfs)");
+    mount_overlay_on(target.get(), fd_path(target.get()), fd_path(upper.get()), fd_path(work.get()),
+                     "composefs-" + name);
+    log("/" + name + ": transient overlay (changes are lost at reboot)");
+  }
+}
+
+}  // namespace
+
+void setup_root(const SetupRootOptions& options, const std::function<void(std::string_view)>& log) {
+  const std::string& sysroot = options.sysroot;
+  std::string cmdline = read_file(options.cmdline_file);
+  std::vector<BootImage> candidates = parse_kernel_cmdline(cmdline);
+  if (candidates.empty())
+    throw Error(options.cmdline_file +
+                ": no composefs.digest= or composefs= argument on the kernel command line");
+
+  SetupRootConfig config;
+  if (::access(options.config_file.c_str(), F_OK) == 0) {
+    config = parse_setup_root_config(read_file(options.config_file), options.config_file);
+    log("config " + options.config_file + ": etc=" + std::string(to_string(config.etc)) +
+        " var=" + std::string(to_string(config.var)));
+  } else {
+    log("no " + options.config_file + "; defaults etc=overlay var=bind");
+  }
+
+  std::string repo = sysroot + "/composefs";
+  const BootImage* chosen = nullptr;
+  for (const BootImage& c : candidates) {
+    if (::access((repo + "/images/" + c.digest.hex()).c_str(), F_OK) == 0) {
+      chosen = &c;
+      break;
+    }
+    log("image " + c.digest.hex() + " not in " + repo + "/images; trying the next one");
+  }
+  if (!chosen)
+    throw Error(repo + "/images: none of the images named on the kernel command line exists");
+  std::string hex = chosen->digest.hex();
+  log("image " + hex +
+      (chosen->insecure ? " (insecure: no verity enforcement)" : " (verity required)"));
+
+  std::string state = sysroot + "/state/deploy/" + hex;
+  StateDirs etc = prepare_state(state, "etc", config.etc);
+  StateDirs var = prepare_state(state, "var", config.var);
+  UniqueFd old_root(
+      ::open_tree(AT_FDCWD, sysroot.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+  if (!old_root) throw_errno(sysroot + ": cannot clone the physical root");
+
+  MountOptions mount;
+  mount.object_dirs = {repo + "/objects"};
+  mount.expected_digest = chosen->digest;
+  mount.verity = chosen->insecure ? VerityMode::off : VerityMode::require;
+  mount.overrides = options.overrides;
+  // The composefs root goes on top of the sysroot; the physical root stays underneath and is
+  // re-exposed at <new root>/sysroot.
+  MountReport report = mount_image(repo + "/images/" + hex, sysroot, mount);
+  log("mounted " + hex + " on " + sysroot + ": " + report.summary());
+  try {
+    UniqueFd root = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    mount_state(root.get(), "etc", config.etc, etc, log, state);
+    mount_state(root.get(), "var", config.var, var, log, state);
+    UniqueFd sysroot_dir(
+        ::openat(root.get(), "sysroot", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (sysroot_dir) {
+      detail::attach_mount(old_root.get(), sysroot_dir.get(), sysroot + "/sysroot");
+      log("physical root available at /sysroot in the new root");
+    } else {
+      log("the image has no /sysroot directory; the physical root is not exposed in it");
+    }
+  } catch (const Error& e) {
+    ::umount2(sysroot.c_str(), MNT_DETACH);
+    throw Error(std::string(e.what()) + " (new root on " + sysroot + " taken down again)");
+  }
+  log("new root ready on " + sysroot);
+}
+
+}  // namespace cfs::kmount
