@@ -14,6 +14,7 @@
 #include "cfs/error.h"
 #include "cfs/fsverity.h"
 #include "cfs/store/refs.h"
+#include "entries.h"
 #include "fsutil.h"
 #include "paths.h"
 #include "verity.h"
@@ -226,27 +227,11 @@ struct Repository::State {
     return out;
   }
 
-  // Resolves a repository-relative symlink chain below prefix to "<prefix><entry>".
   std::optional<std::string> resolve_ref(const std::string& link) const {
-    std::string current = link;
-    for (int depth = 0; depth < 8; ++depth) {
-      auto target = detail::read_link_at(dir.get(), current);
-      if (!target) return std::nullopt;
-      auto next = detail::resolve_link_target(current, *target);
-      if (!next) return std::nullopt;
-      if (next->find("/refs/") == std::string::npos) return next;
-      current = *next;
-    }
-    return std::nullopt;
+    return detail::resolve_ref_chain(dir.get(), link);
   }
-
-  // images/<hex> or streams/<id> -> the object id its symlink names.
   std::optional<Digest> entry_object(const std::string& entry) const {
-    auto target = detail::read_link_at(dir.get(), entry);
-    if (!target) return std::nullopt;
-    auto resolved = detail::resolve_link_target(entry, *target);
-    if (!resolved) return std::nullopt;
-    return detail::digest_from_object_path(*resolved, meta.algorithm);
+    return detail::entry_object(dir.get(), entry, meta.algorithm);
   }
 
   void set_ref(const std::string& namespace_dir, std::string_view name,
@@ -261,23 +246,9 @@ struct Repository::State {
     detail::syncfs_or_throw(dir.get(), path);
   }
 
-  // name -> (ref name list) for every symlink below <namespace_dir>/refs.
-  void walk_refs(
-      const std::string& namespace_dir,
-      const std::function<void(const std::string& ref_name, const std::string& link)>& fn) const {
-    std::function<void(const std::string&, const std::string&)> walk =
-        [&](const std::string& rel_dir, const std::string& prefix) {
-          UniqueFd d = detail::open_dir_if_exists(dir.get(), rel_dir, what(rel_dir));
-          if (!d) return;
-          detail::for_each_entry(
-              d.get(), what(rel_dir), [&](const std::string& name, unsigned char reported) {
-                if (name.starts_with(".")) return;
-                auto type = detail::entry_type(d.get(), name, reported, what(join(rel_dir, name)));
-                if (type == DT_DIR) walk(join(rel_dir, name), prefix + name + "/");
-                if (type == DT_LNK) fn(prefix + name, join(rel_dir, name));
-              });
-        };
-    walk(namespace_dir + "/refs", "");
+  void walk_refs(const std::string& ns,
+                 const std::function<void(const std::string&, const std::string&)>& fn) const {
+    detail::walk_refs(dir.get(), path, ns, fn);
   }
 };
 
@@ -398,9 +369,6 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
   lock_directory(dir.get(), LockMode::exclusive, path);
   if (detail::lstat_at(dir.get(), "meta.json", join(path, "meta.json")))
     throw Error(path + ": already a repository (meta.json exists)");
-  for (const char* sub : {"objects", "images", "images/refs", "streams", "streams/refs"})
-    detail::make_dir_at(dir.get(), sub, 0755, join(path, sub));
-
   RepoMeta meta;
   meta.algorithm = options.algorithm;
   const std::string text = meta.to_json();
@@ -423,6 +391,10 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
     }
     fd = std::move(ro);
   }
+  // meta.json appears last: a directory that has it is a complete repository.
+  for (const char* sub : {"objects", "images", "images/refs", "streams", "streams/refs"})
+    detail::make_dir_at(dir.get(), sub, 0755, join(path, sub));
+  detail::syncfs_or_throw(dir.get(), path);
   bool linked = temp_name.empty() ? link_tmpfile(fd.get(), dir.get(), "meta.json", what)
                                   : rename_noreplace(dir.get(), temp_name, "meta.json", what);
   if (!linked) {
@@ -506,6 +478,9 @@ bool Repository::has_meta() const noexcept {
 }
 bool Repository::writable() const noexcept {
   return state_->writable;
+}
+void Repository::require_writable() const {
+  state_->require_writable();
 }
 
 void Repository::relock(LockMode mode) {

@@ -1,6 +1,199 @@
-// Repository commands (to be implemented with the store).
+// Repository commands: init, create-image, images, cat, fsck, gc. Thin wrappers over
+// cfs_store; every rule lives in the library.
+#include <unistd.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cfs/error.h"
+#include "cfs/output.h"
+#include "cfs/store/fsck.h"
+#include "cfs/store/gc.h"
+#include "cfs/store/images.h"
+#include "cfs/store/repository.h"
 #include "commands.h"
 
 namespace cfs::cli {
-void register_repo_commands(CLI::App&, GlobalOptions&) {}
+
+namespace {
+
+const std::string& require_repo(const GlobalOptions& global, const char* command) {
+  if (global.repo.empty())
+    throw Error(std::string(command) + ": no repository given (use --repo DIR)");
+  return global.repo;
+}
+
+void print(const std::string& text) {
+  FdSink out(STDOUT_FILENO, "stdout");
+  out.write(text);
+  out.flush();
+}
+
+struct InitArgs {
+  std::string path;
+  std::string hash = "sha512";
+  bool insecure = false;
+};
+
+void run_init(const InitArgs& args, const GlobalOptions& global) {
+  std::string path = !args.path.empty() ? args.path : require_repo(global, "init");
+  store::InitOptions options;
+  auto alg = parse_algorithm_name(args.hash);
+  if (!alg) throw Error("init: unknown hash '" + args.hash + "' (use sha256 or sha512)");
+  options.algorithm = *alg;
+  options.insecure = args.insecure;
+  store::Repository repo = store::Repository::init(path, options);
+  print("Initialized " + std::string(repo.secure() ? "secure" : "insecure") + " " +
+        repo.meta().algorithm_string() + " repository in " + path + "\n");
+}
+
+struct CreateImageArgs {
+  std::string source;
+  std::string name;
+  std::string positional_name;
+};
+
+void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) {
+  if (!args.name.empty() && !args.positional_name.empty())
+    throw Error("create-image: give the name once (NAME or --name)");
+  const std::string& name = args.name.empty() ? args.positional_name : args.name;
+  store::Repository repo = store::Repository::open(require_repo(global, "create-image"));
+  std::optional<std::string_view> ref;
+  if (!name.empty()) ref = name;
+  store::CreateImageResult result = store::create_image(repo, args.source, ref);
+  print(result.id.hex() + "\n");
+}
+
+void run_images(bool json, const GlobalOptions& global) {
+  store::Repository repo = store::Repository::open(require_repo(global, "images"));
+  auto images = repo.list_images();
+  std::string out;
+  if (json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& image : images)
+      list.push_back({{"id", image.id.hex()}, {"size", image.size}, {"refs", image.refs}});
+    out = list.dump(2) + "\n";
+  } else {
+    for (const auto& image : images) {
+      out += image.id.hex();
+      for (const auto& ref : image.refs) out += " " + ref;
+      out += "\n";
+    }
+  }
+  print(out);
+}
+
+void run_cat(const std::string& name, const GlobalOptions& global) {
+  store::Repository repo = store::Repository::open(require_repo(global, "cat"));
+  FdSink out(STDOUT_FILENO, "stdout");
+  repo.cat_stream(name, out);
+}
+
+void run_fsck(bool json, const GlobalOptions& global) {
+  store::Repository repo = store::Repository::open(require_repo(global, "fsck"));
+  store::FsckReport r = store::fsck(repo);
+  if (json) {
+    nlohmann::ordered_json j;
+    j["ok"] = r.ok();
+    j["has_metadata"] = r.has_metadata;
+    j["objects_checked"] = r.objects_checked;
+    j["objects_corrupted"] = r.objects_corrupted;
+    j["streams_checked"] = r.streams_checked;
+    j["streams_corrupted"] = r.streams_corrupted;
+    j["images_checked"] = r.images_checked;
+    j["images_corrupted"] = r.images_corrupted;
+    j["broken_links"] = r.broken_links;
+    j["missing_objects"] = r.missing_objects;
+    j["errors"] = r.errors;
+    print(j.dump(2) + "\n");
+    return;
+  }
+  auto line = [](const char* what, uint64_t checked, uint64_t bad) {
+    return std::string(what) + ": " + std::to_string(checked) + " checked, " + std::to_string(bad) +
+           " corrupted\n";
+  };
+  std::string out = std::string("meta.json: ") + (r.has_metadata ? "ok" : "absent") + "\n";
+  out += line("objects", r.objects_checked, r.objects_corrupted);
+  out += line("streams", r.streams_checked, r.streams_corrupted);
+  out += line("images", r.images_checked, r.images_corrupted);
+  out += "broken symlinks: " + std::to_string(r.broken_links) + "\n";
+  out += "missing objects: " + std::to_string(r.missing_objects) + "\n";
+  if (r.ok()) {
+    out += "status: ok\n";
+    print(out);
+    return;
+  }
+  out += "status: " + std::to_string(r.errors.size()) + " error(s)\n";
+  for (const auto& e : r.errors) out += "  - " + e + "\n";
+  print(out);
+  throw CLI::RuntimeError(1);
+}
+
+void run_gc(bool dry_run, const GlobalOptions& global) {
+  store::Repository repo = store::Repository::open(require_repo(global, "gc"));
+  store::GcResult r = store::collect_garbage(repo, {dry_run});
+  const char* verb = dry_run ? "would be removed" : "removed";
+  std::string out;
+  out += "Objects: " + std::to_string(r.objects_removed) + " " + verb + " (" +
+         std::to_string(r.bytes_freed) + " bytes), " + std::to_string(r.objects_kept) + " kept\n";
+  out += "Images: " + std::to_string(r.images_removed) + " " + verb + "\n";
+  out += "Streams: " + std::to_string(r.streams_removed) + " " + verb + "\n";
+  out += "Broken refs: " + std::to_string(r.refs_pruned) + " " + verb + "\n";
+  out += "Temporary files: " + std::to_string(r.temp_files_removed) + " " + verb + "\n";
+  print(out);
+}
+
+}  // namespace
+
+void register_repo_commands(CLI::App& app, GlobalOptions& global) {
+  auto init = std::make_shared<InitArgs>();
+  CLI::App* init_cmd = app.add_subcommand(
+      "init",
+      "Create a repository at --repo DIR (or PATH). Secure repositories need fs-verity on the "
+      "filesystem; --insecure makes one that names objects by userspace digests instead.");
+  init_cmd->add_option("PATH", init->path, "Repository directory (default: --repo)");
+  init_cmd->add_option("--hash", init->hash, "fs-verity hash: sha256 or sha512 (default)")
+      ->check(CLI::IsMember({"sha256", "sha512"}));
+  init_cmd->add_flag("--insecure", init->insecure, "Do not require fs-verity");
+  init_cmd->callback([init, &global] { run_init(*init, global); });
+
+  auto create = std::make_shared<CreateImageArgs>();
+  CLI::App* create_cmd = app.add_subcommand(
+      "create-image",
+      "Store the files of directory SRC as objects and a composefs image (EROFS V1) of it; "
+      "prints the image id. With a NAME the image is also named images/refs/NAME.");
+  create_cmd->add_option("SRC", create->source, "Source directory")->required();
+  create_cmd->add_option("NAME", create->positional_name, "Ref name for the image");
+  create_cmd->add_option("--name", create->name, "Ref name for the image");
+  create_cmd->callback([create, &global] { run_create_image(*create, global); });
+
+  auto images_json = std::make_shared<bool>(false);
+  CLI::App* images_cmd = app.add_subcommand("images", "List the repository's images and refs");
+  images_cmd->add_flag("--json", *images_json, "JSON output");
+  images_cmd->callback([images_json, &global] { run_images(*images_json, global); });
+
+  auto cat_name = std::make_shared<std::string>();
+  CLI::App* cat_cmd = app.add_subcommand(
+      "cat", "Write the content of a stream (content id or ref below streams/refs) to stdout");
+  cat_cmd->add_option("NAME", *cat_name, "Stream name")->required();
+  cat_cmd->callback([cat_name, &global] { run_cat(*cat_name, global); });
+
+  auto fsck_json = std::make_shared<bool>(false);
+  CLI::App* fsck_cmd = app.add_subcommand(
+      "fsck",
+      "Check every object's digest, every stream and image, and every ref; exits 1 on "
+      "problems (with --json: always 0, see \"ok\")");
+  fsck_cmd->add_flag("--json", *fsck_json, "JSON output");
+  fsck_cmd->callback([fsck_json, &global] { run_fsck(*fsck_json, global); });
+
+  auto gc_dry_run = std::make_shared<bool>(false);
+  CLI::App* gc_cmd = app.add_subcommand(
+      "gc",
+      "Remove images, streams and objects that no ref below images/refs or streams/refs "
+      "reaches");
+  gc_cmd->add_flag("--dry-run", *gc_dry_run, "Only report what would be removed");
+  gc_cmd->callback([gc_dry_run, &global] { run_gc(*gc_dry_run, global); });
+}
+
 }  // namespace cfs::cli

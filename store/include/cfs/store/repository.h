@@ -104,6 +104,8 @@ class Repository {
   // False when the filesystem is read-only, the directory is not writable or meta.json
   // lists read-only-compatible features this implementation does not know.
   bool writable() const noexcept;
+  // Throws cfs::Error explaining why the repository is read-only, if it is.
+  void require_writable() const;
   // Converts the held lock (garbage collection takes LockMode::exclusive).
   void relock(LockMode mode);
 

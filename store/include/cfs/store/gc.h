@@ -1,0 +1,39 @@
+// Garbage collection. Roots are the named refs: images/refs/** and streams/refs/**. From
+// them the collector marks images (and every object their files point to), streams (their
+// object refs, and their stream refs / named refs, following any that are streams or images
+// themselves), then removes every image entry, stream entry and object that was not marked,
+// plus broken refs and temporary files left by interrupted commands.
+//
+// Removal order keeps the repository consistent if the collector is interrupted: unreached
+// names go first, objects after, so no surviving name ever points at a removed object.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cfs/store/repository.h"
+
+namespace cfs::store {
+
+struct GcOptions {
+  bool dry_run = false;  // report what would be removed; change nothing
+};
+
+struct GcResult {
+  uint64_t objects_removed = 0;
+  uint64_t bytes_freed = 0;  // sum of the removed objects' sizes
+  uint64_t objects_kept = 0;
+  uint64_t images_removed = 0;
+  uint64_t streams_removed = 0;
+  uint64_t refs_pruned = 0;  // broken refs below images/refs and streams/refs
+  uint64_t temp_files_removed = 0;
+};
+
+// Takes the exclusive repository lock for the collection (not for a dry run) and returns
+// to the shared lock afterwards. Other Repository objects of the same process must not be
+// open on this repository, or this waits forever. Refuses to delete anything (throws) if a
+// reachable image or stream cannot be read, since its references would be unknown.
+GcResult collect_garbage(Repository& repo, const GcOptions& options = {});
+
+}  // namespace cfs::store

@@ -1,0 +1,46 @@
+// Composefs images in a repository: building one from a directory (create-image), computing
+// an image id without storing anything (compute-id), and reading a stored image back.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cfs/digest.h"
+#include "cfs/erofs/reader.h"
+#include "cfs/erofs/scan.h"
+#include "cfs/store/repository.h"
+
+namespace cfs::store {
+
+// Repositories store EROFS format V1 images, as composefs-rs does for new repositories.
+inline constexpr uint32_t kRepositoryErofsVersion = 1;
+
+struct CreateImageResult {
+  Digest id;
+  uint64_t files_stored = 0;  // regular files written (or found) as objects
+  uint64_t bytes_stored = 0;  // their total size
+  uint64_t image_size = 0;
+};
+
+// Scans src, stores every external file as an object, writes the EROFS image as an object,
+// links images/<id> and, with ref, images/refs/<ref>. Throws (naming the path) on unreadable
+// sources or files that change while being read; the repository stays consistent.
+CreateImageResult create_image(Repository& repo, const std::string& src,
+                               std::optional<std::string_view> ref = std::nullopt,
+                               const erofs::ScanOptions& options = {});
+
+// The id create_image would print for src in a repository using alg; stores nothing.
+Digest compute_image_id(const std::string& src, HashAlgorithm alg,
+                        const erofs::ScanOptions& options = {});
+
+// Opens a stored image (by id or ref) with the strict reader.
+erofs::Image open_image_reader(const Repository& repo, std::string_view name);
+
+// The objects an image's files point to (its trusted.overlay.redirect targets), validated
+// by the strict reader. Throws if the image is malformed or names objects of another
+// algorithm than alg.
+std::vector<Digest> image_objects(const erofs::Image& image, HashAlgorithm alg);
+
+}  // namespace cfs::store

@@ -1,0 +1,217 @@
+#include "cfs/store/gc.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "cfs/error.h"
+#include "cfs/store/images.h"
+#include "entries.h"
+#include "fsutil.h"
+
+namespace cfs::store {
+
+using detail::join;
+
+namespace {
+
+class Collector {
+ public:
+  Collector(Repository& repo) : repo_(repo), dirfd_(repo.dirfd()), alg_(repo.algorithm()) {}
+
+  void index() {
+    detail::for_each_namespace_entry(dirfd_, repo_.path(), "images", [&](const std::string& name) {
+      if (auto id = Digest::from_hex(name, alg_)) image_entries_.insert(*id);
+    });
+    detail::for_each_namespace_entry(dirfd_, repo_.path(), "streams", [&](const std::string& name) {
+      auto object = detail::entry_object(dirfd_, "streams/" + name, alg_);
+      stream_entries_.emplace(name, object);
+      if (object) streams_by_object_[*object].push_back(name);
+    });
+  }
+
+  void mark_roots() {
+    detail::walk_refs(
+        dirfd_, repo_.path(), "images", [&](const std::string&, const std::string& link) {
+          auto entry = detail::resolve_ref_chain(dirfd_, link);
+          if (!entry || !entry->starts_with("images/")) return;
+          if (auto id = Digest::from_hex(entry->substr(7), alg_); id && image_entries_.count(*id))
+            mark_image(*id);
+        });
+    detail::walk_refs(dirfd_, repo_.path(), "streams",
+                      [&](const std::string&, const std::string& link) {
+                        auto entry = detail::resolve_ref_chain(dirfd_, link);
+                        if (!entry || !entry->starts_with("streams/")) return;
+                        mark_stream_entry(entry->substr(8));
+                      });
+    drain();
+    // An image entry whose object is live for another reason (e.g. a stream's named ref
+    // points to it) stays, so its files must stay too.
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (const Digest& id : image_entries_) {
+        if (live_.count(id) && !live_images_.count(id)) {
+          mark_image(id);
+          changed = true;
+        }
+      }
+      drain();
+    }
+  }
+
+  GcResult sweep(bool dry_run) {
+    GcResult result;
+    // 1. Names first: after this no surviving name points at anything about to go.
+    for (const Digest& id : image_entries_) {
+      if (live_images_.count(id)) continue;
+      ++result.images_removed;
+      if (!dry_run) unlink_rel("images/" + id.hex());
+    }
+    for (const auto& [name, object] : stream_entries_) {
+      if (live_streams_.count(name)) continue;
+      ++result.streams_removed;
+      if (!dry_run) unlink_rel("streams/" + name);
+    }
+    for (const char* ns : {"images", "streams"}) {
+      detail::walk_refs(dirfd_, repo_.path(), ns, [&](const std::string&, const std::string& link) {
+        auto entry = detail::resolve_ref_chain(dirfd_, link);
+        bool ok = entry && detail::stat_at(dirfd_, *entry, join(repo_.path(), *entry)).has_value();
+        if (ok) return;
+        ++result.refs_pruned;
+        if (!dry_run) unlink_rel(link);
+      });
+    }
+    // 2. Objects.
+    const std::string objects_what = join(repo_.path(), "objects");
+    UniqueFd objects = detail::open_dir_at(dirfd_, "objects", objects_what);
+    detail::for_each_entry(objects.get(), objects_what, [&](const std::string& sub, unsigned char) {
+      if (sub.starts_with(".tmp-")) {
+        // Left by an interrupted writer (named-temp fallback); nobody else holds the lock.
+        ++result.temp_files_removed;
+        if (!dry_run) ::unlinkat(objects.get(), sub.c_str(), 0);
+        return;
+      }
+      if (sub.size() != 2) return;
+      const std::string sub_what = join(objects_what, sub);
+      UniqueFd dir = detail::open_dir_if_exists(objects.get(), sub, sub_what);
+      if (!dir) return;
+      detail::for_each_entry(dir.get(), sub_what, [&](const std::string& name, unsigned char) {
+        auto id = Digest::from_object_path(sub + "/" + name);
+        if (!id || id->algorithm() != alg_) return;  // not ours to judge; fsck reports it
+        if (live_.count(*id)) {
+          ++result.objects_kept;
+          return;
+        }
+        auto st = detail::lstat_at(dir.get(), name, join(sub_what, name));
+        if (!st) return;
+        ++result.objects_removed;
+        result.bytes_freed += static_cast<uint64_t>(st->st_size);
+        if (!dry_run && ::unlinkat(dir.get(), name.c_str(), 0) < 0 && errno != ENOENT)
+          throw_errno(join(sub_what, name) + ": removing");
+      });
+    });
+    // 3. Temporary symlinks from interrupted ref updates.
+    for (const char* ns : {"images", "streams", "images/refs", "streams/refs"}) {
+      UniqueFd dir = detail::open_dir_if_exists(dirfd_, ns, join(repo_.path(), ns));
+      if (!dir) continue;
+      detail::for_each_entry(dir.get(), join(repo_.path(), ns),
+                             [&](const std::string& name, unsigned char) {
+                               if (!name.starts_with(".symlink-")) return;
+                               ++result.temp_files_removed;
+                               if (!dry_run) ::unlinkat(dir.get(), name.c_str(), 0);
+                             });
+    }
+    if (!dry_run) detail::syncfs_or_throw(dirfd_, repo_.path());
+    return result;
+  }
+
+ private:
+  void mark_image(const Digest& id) {
+    if (!live_images_.insert(id).second) return;
+    live_.insert(id);
+    if (!repo_.has_object(id)) return;  // fsck reports it; nothing to follow
+    erofs::Image image = open_image_reader(repo_, id.hex());
+    for (const Digest& object : image_objects(image, alg_)) live_.insert(object);
+  }
+
+  void mark_stream_entry(const std::string& name) {
+    if (!live_streams_.insert(name).second) return;
+    auto it = stream_entries_.find(name);
+    if (it != stream_entries_.end() && it->second) queue_.push_back(*it->second);
+  }
+
+  // Follows every edge from stream objects until no new stream is reached.
+  void drain() {
+    while (!queue_.empty()) {
+      Digest object = queue_.back();
+      queue_.pop_back();
+      if (!walked_streams_.insert(object).second) continue;
+      live_.insert(object);
+      if (!repo_.has_object(object)) continue;
+      UniqueFd fd = repo_.open_object(object);
+      SplitStreamReader reader =
+          SplitStreamReader::from_fd(fd.get(), alg_, join(repo_.path(), object_repo_path(object)));
+      for (const Digest& ref : reader.object_refs()) live_.insert(ref);
+      for (const Digest& ref : reader.stream_refs()) mark_edge(ref);
+      for (const NamedRef& ref : reader.named_refs()) mark_edge(ref.target);
+    }
+  }
+
+  // A stream ref / named ref target: an object, maybe a stream or an image.
+  void mark_edge(const Digest& target) {
+    live_.insert(target);
+    if (auto it = streams_by_object_.find(target); it != streams_by_object_.end())
+      for (const std::string& name : it->second) mark_stream_entry(name);
+    if (image_entries_.count(target)) mark_image(target);
+  }
+
+  void unlink_rel(const std::string& rel) {
+    if (::unlinkat(dirfd_, rel.c_str(), 0) < 0 && errno != ENOENT)
+      throw_errno(join(repo_.path(), rel) + ": removing");
+  }
+
+  Repository& repo_;
+  int dirfd_;
+  HashAlgorithm alg_;
+  std::set<Digest> image_entries_;
+  std::map<std::string, std::optional<Digest>> stream_entries_;
+  std::unordered_map<Digest, std::vector<std::string>> streams_by_object_;
+  std::unordered_set<Digest> live_;
+  std::unordered_set<Digest> live_images_;
+  std::set<std::string> live_streams_;
+  std::unordered_set<Digest> walked_streams_;
+  std::vector<Digest> queue_;
+};
+
+}  // namespace
+
+GcResult collect_garbage(Repository& repo, const GcOptions& options) {
+  if (!options.dry_run) {
+    repo.require_writable();
+    repo.sync();  // our own pending objects must not look unreferenced
+    repo.relock(LockMode::exclusive);
+  }
+  struct Relock {
+    Repository& repo;
+    bool active;
+    ~Relock() {
+      if (active) {
+        try {
+          repo.relock(LockMode::shared);
+        } catch (const std::exception&) {
+          // Still holding the exclusive lock is safe, just less concurrent.
+        }
+      }
+    }
+  } relock{repo, !options.dry_run};
+  Collector collector(repo);
+  collector.index();
+  collector.mark_roots();
+  return collector.sweep(options.dry_run);
+}
+
+}  // namespace cfs::store
