@@ -1,0 +1,571 @@
+// End-to-end tests of the built command-line tools: mkcomposefs and composefs-info (the
+// C-compatible drop-ins) and the cfsctl image commands, run as a user would run them.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cfs/erofs/reader.h"
+#include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "testdata.h"
+
+namespace cfs::test {
+// Names the vector in gtest messages instead of dumping the struct's bytes.
+void PrintTo(const VectorRow& row, std::ostream* os) {
+  *os << row.asset;
+}
+}  // namespace cfs::test
+
+namespace {
+
+namespace fs = std::filesystem;
+using cfs::test::TempDir;
+
+const std::string kBin = CFS_BINDIR;
+
+struct RunResult {
+  int status = -1;  // exit code, or -1 if killed by a signal
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& arg) {
+  std::string q = "'";
+  for (char c : arg) {
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
+  }
+  return q + "'";
+}
+
+// Runs a shell command line with the given stdin, capturing stdout and stderr.
+RunResult run(const std::string& command, const std::string& input = "") {
+  TempDir io;
+  { std::ofstream(io / "in", std::ios::binary) << input; }
+  // bash for pipefail: a failing producer in a pipeline must fail the test.
+  std::string line = "bash -o pipefail -c " + quote(command) + " <" + quote(io / "in") + " >" +
+                     quote(io / "out") + " 2>" + quote(io / "err");
+  int raw = std::system(line.c_str());
+  RunResult r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = cfs::read_file(io / "out");
+  r.err = cfs::read_file(io / "err");
+  return r;
+}
+
+std::string tool(const std::string& name) {
+  return quote(kBin + "/" + name);
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary);
+  f << data;
+  ASSERT_TRUE(f.good()) << path;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+// ---- reference vectors ----------------------------------------------------------------
+
+class VectorTest : public ::testing::TestWithParam<cfs::test::VectorRow> {};
+
+std::string strict_env(bool strict) {
+  return strict ? "CFS_PARSE_STRICT=1 " : "env -u CFS_PARSE_STRICT ";
+}
+
+std::string version_args(const cfs::test::VectorRow& row) {
+  return " --min-version=" + std::to_string(row.min_version) +
+         " --max-version=" + std::to_string(row.max_version);
+}
+
+TEST_P(VectorTest, MkcomposefsFromFileMatchesCDigests) {
+  const auto& row = GetParam();
+  TempDir tmp;
+  write_file(tmp / "in.dump", cfs::test::read_vector(row.asset));
+  RunResult r =
+      run(strict_env(row.strict) + tool("mkcomposefs") + version_args(row) +
+          " --print-digest --from-file " + quote(tmp / "in.dump") + " " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, row.fsverity + "\n");
+  EXPECT_EQ(cfs::test::sha256_hex(cfs::read_file(tmp / "out.cfs")), row.sha256);
+
+  // --print-digest-only writes nothing and prints the same digest; measure-file agrees.
+  r = run(strict_env(row.strict) + tool("mkcomposefs") + version_args(row) +
+              " --print-digest-only --from-file -",
+          cfs::test::read_vector(row.asset));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, row.fsverity + "\n");
+  r = run(tool("composefs-info") + " measure-file " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, row.fsverity + "\n");
+}
+
+TEST_P(VectorTest, InfoDumpRoundTripIsByteIdentical) {
+  const auto& row = GetParam();
+  TempDir tmp;
+  write_file(tmp / "in.dump", cfs::test::read_vector(row.asset));
+  RunResult r = run(strict_env(row.strict) + tool("mkcomposefs") + version_args(row) +
+                    " --from-file " + quote(tmp / "in.dump") + " " + quote(tmp / "a.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  // Through a pipe, as the C test suite does it; the dump is always strict-clean.
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "a.cfs") + " | " + "CFS_PARSE_STRICT=1 " +
+          tool("mkcomposefs") + version_args(row) + " --from-file - " + quote(tmp / "b.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(cfs::read_file(tmp / "a.cfs"), cfs::read_file(tmp / "b.cfs"));
+}
+
+std::string vector_name(const ::testing::TestParamInfo<cfs::test::VectorRow>& info) {
+  std::string name = info.param.asset;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Vectors, VectorTest, ::testing::ValuesIn(cfs::test::load_vectors()),
+                         vector_name);
+
+TEST(MkcomposefsCli, ShouldFailDumpsExitOneNamingTheLine) {
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(cfs::test::vectors_dir())) {
+    std::string name = entry.path().filename();
+    if (!name.starts_with("should-fail-")) continue;
+    count++;
+    RunResult r = run(tool("mkcomposefs") + " --from-file " + quote(entry.path()) + " -");
+    EXPECT_EQ(r.status, 1) << name;
+    // "FILE:LINE: reason"; the one dump that parses but cannot become an image names the
+    // offending entry instead.
+    std::string expected =
+        name == "should-fail-too-big.dump" ? "/bigfile: .*1024 chunks" : name + ":[0-9]+: [a-z]";
+    EXPECT_TRUE(std::regex_search(r.err, std::regex(expected))) << name << ": " << r.err;
+    EXPECT_EQ(r.out, "") << name;
+  }
+  EXPECT_EQ(count, 14);
+}
+
+TEST(MkcomposefsCli, StrictModeFollowsTheEnvironment) {
+  // no-newline.dump lacks its final newline: only the lenient parser takes it.
+  std::string path = cfs::test::vectors_dir() + "/no-newline.dump";
+  RunResult lenient = run(strict_env(false) + tool("mkcomposefs") +
+                          " --print-digest-only --from-file " + quote(path));
+  EXPECT_EQ(lenient.status, 0) << lenient.err;
+  RunResult strict = run(strict_env(true) + tool("mkcomposefs") +
+                         " --print-digest-only --from-file " + quote(path));
+  EXPECT_EQ(strict.status, 1);
+  EXPECT_NE(strict.err.find("no-newline.dump"), std::string::npos) << strict.err;
+}
+
+TEST(ComposefsInfoCli, FilterKeepsNamedTopLevelEntries) {
+  TempDir tmp;
+  RunResult r =
+      run(tool("mkcomposefs") + " --from-file " +
+          quote(cfs::test::vectors_dir() + "/special.dump") + " " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " --filter=chardev --filter=inline --filter=whiteout dump " +
+          quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 4u) << r.out;
+  EXPECT_TRUE(std::regex_search(lines[0], std::regex("^/ 4096 40555.*trusted.foo1")));
+  EXPECT_TRUE(lines[1].starts_with("/chardev 0 20777"));
+  EXPECT_TRUE(std::regex_search(lines[2], std::regex("^/inline 15 100777.*FOOBAR")));
+  EXPECT_TRUE(lines[3].starts_with("/whiteout 0 20777"));
+}
+
+TEST(ComposefsInfoCli, LsMarksTypes) {
+  TempDir tmp;
+  std::string dump =
+      "/ 0 40755 2 0 0 0 0.0 - - -\n"
+      "/dir 0 40755 2 0 0 0 0.0 - - -\n"
+      "/dir/with\\x20space 5 100644 2 0 0 0 0.0 - hello -\n"
+      "/ext 100000 100644 1 0 0 0 0.0 01/23456789abcdef0123456789abcdef0123456789abcdef"
+      "0123456789abcdef - 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+      "/link 3 120777 1 0 0 0 0.0 a\\x20b - -\n"
+      "/zlink 5 @100644 0 0 0 0 0.0 /dir/with\\x20space - -\n";
+  RunResult r = run(tool("mkcomposefs") + " --from-file - " + quote(tmp / "out.cfs"), dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " ls " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "/dir/\t\n"
+            "/dir/with space\n"
+            "/ext\t@ 01/23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+            "/link\t-> a\\x20b\n"
+            "/zlink\n");
+}
+
+TEST(ComposefsInfoCli, MeasureFileVectors) {
+  TempDir tmp;
+  write_file(tmp / "empty", "");
+  write_file(tmp / "hello", "hello world\n");
+  RunResult r = run(tool("composefs-info") + " measure-file " + quote(tmp / "empty") + " " +
+                    quote(tmp / "hello"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95\n"
+            "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92\n");
+  r = run(tool("composefs-info") + " measure-file " + quote(tmp / "absent"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("absent"), std::string::npos) << r.err;
+}
+
+// ---- directory sources ------------------------------------------------------------------
+
+// A source tree with every file type, hardlinks, xattrs, and files on both sides of the
+// 64-byte inline limit.
+class DirectoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = tmp_ / "src";
+    fs::create_directories(src_ + "/sub/deeper");
+    write_file(src_ + "/small", "small file\n");
+    write_file(src_ + "/exactly64", std::string(64, 'a'));
+    write_file(src_ + "/just65", std::string(65, 'b'));
+    write_file(src_ + "/empty", "");
+    std::string big;
+    for (int i = 0; i < 300000; i++) big += static_cast<char>(i * 7 + i / 13);
+    write_file(src_ + "/big", big);
+    write_file(src_ + "/sub/same-as-big", big);  // same content: one object
+    write_file(src_ + "/sub/deeper/name with space", std::string(5000, 'x'));
+    ASSERT_EQ(::link((src_ + "/big").c_str(), (src_ + "/sub/big-link").c_str()), 0);
+    ASSERT_EQ(::link((src_ + "/small").c_str(), (src_ + "/sub/deeper/small-link").c_str()), 0);
+    ASSERT_EQ(::symlink("../small", (src_ + "/sub/symlink").c_str()), 0);
+    ASSERT_EQ(::symlink("/nonexistent/target", (src_ + "/dangling").c_str()), 0);
+    ASSERT_EQ(::mkfifo((src_ + "/fifo").c_str(), 0600), 0);
+    ASSERT_EQ(::setxattr((src_ + "/small").c_str(), "user.color", "blue", 4, 0), 0);
+    ASSERT_EQ(::setxattr((src_ + "/sub").c_str(), "user.empty", "", 0, 0), 0);
+    if (::geteuid() == 0) {
+      ASSERT_EQ(::mknod((src_ + "/chardev").c_str(), S_IFCHR | 0644, makedev(1, 3)), 0);
+      ASSERT_EQ(::mknod((src_ + "/whiteout").c_str(), S_IFCHR | 0644, makedev(0, 0)), 0);
+      ASSERT_EQ(::setxattr((src_ + "/just65").c_str(), "trusted.overlay.foo", "1", 1, 0), 0);
+      ASSERT_EQ(::lsetxattr((src_ + "/sub/symlink").c_str(), "trusted.sym", "x", 1, 0), 0);
+    }
+  }
+
+  // Every distinct content of a file over 64 bytes, by fs-verity object path.
+  std::set<std::string> expected_objects() const {
+    std::set<std::string> objects;
+    for (const auto& e : fs::recursive_directory_iterator(src_)) {
+      if (e.symlink_status().type() != fs::file_type::regular) continue;
+      if (e.file_size() <= 64) continue;
+      objects.insert(cfs::fsverity_digest_file(e.path()).object_path());
+    }
+    return objects;
+  }
+
+  TempDir tmp_;
+  std::string src_;
+};
+
+TEST_F(DirectoryTest, DigestStoreHoldsObjectsNamedByTheirDigest) {
+  std::string store = tmp_ / "objects";
+  RunResult r = run(tool("mkcomposefs") + " --digest-store=" + quote(store) + " " + quote(src_) +
+                    " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+
+  std::set<std::string> stored;
+  for (const auto& e : fs::recursive_directory_iterator(store)) {
+    if (!e.is_regular_file()) continue;
+    std::string rel = fs::relative(e.path(), store);
+    EXPECT_EQ(cfs::fsverity_digest_file(e.path()).object_path(), rel);
+    EXPECT_EQ(e.status().permissions() & fs::perms::all,
+              fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                  fs::perms::others_read)
+        << rel;
+    stored.insert(rel);
+  }
+  EXPECT_EQ(stored, expected_objects());
+  EXPECT_EQ(stored.size(), 3u);  // big (= same-as-big = big-link), just65, 5000 x's
+
+  r = run(tool("composefs-info") + " objects " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> listed = lines_of(r.out);
+  EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()), stored);
+  EXPECT_TRUE(std::is_sorted(listed.begin(), listed.end()));
+
+  r = run(tool("composefs-info") + " --basedir=" + quote(store) + " missing-objects " +
+          quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+
+  std::string victim = *stored.begin();
+  fs::remove(store + "/" + victim);
+  r = run(tool("composefs-info") + " --basedir=" + quote(store) + " missing-objects " +
+          quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, victim + "\n");
+
+  // A second run refills the store and leaves existing objects and no temporary files.
+  r = run(tool("mkcomposefs") + " --digest-store=" + quote(store) + " " + quote(src_) + " " +
+          quote(tmp_ / "img2.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(store))
+    if (e.is_regular_file()) files++;
+  EXPECT_EQ(files, stored.size());
+  EXPECT_EQ(cfs::read_file(tmp_ / "img.cfs"), cfs::read_file(tmp_ / "img2.cfs"));
+}
+
+TEST_F(DirectoryTest, ImageKeepsTreeAndHardlinks) {
+  RunResult r =
+      run(tool("mkcomposefs") + " --print-digest " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, cfs::fsverity_digest_file(tmp_ / "img.cfs").hex() + "\n");
+
+  cfs::erofs::Image image = cfs::erofs::Image::open(tmp_ / "img.cfs");
+  image.validate();
+  auto nid_of = [&](const std::string& path) {
+    cfs::erofs::InodeInfo cur = image.root();
+    std::istringstream parts(path);
+    std::string part;
+    while (std::getline(parts, part, '/')) {
+      if (part.empty()) continue;
+      auto entry = image.lookup(cur, part);
+      if (!entry) throw std::runtime_error("missing " + path);
+      cur = image.inode(entry->nid);
+    }
+    return cur;
+  };
+  auto big = nid_of("/big");
+  auto big_link = nid_of("/sub/big-link");
+  EXPECT_EQ(big.nid, big_link.nid);
+  EXPECT_EQ(big.nlink, 2u);
+  EXPECT_EQ(nid_of("/small").nid, nid_of("/sub/deeper/small-link").nid);
+  EXPECT_NE(nid_of("/big").nid, nid_of("/sub/same-as-big").nid);
+  EXPECT_EQ(nid_of("/sub/same-as-big").nlink, 1u);
+  EXPECT_EQ(image.symlink_target(nid_of("/sub/symlink")), "../small");
+  EXPECT_EQ(image.find_xattr(nid_of("/small"), "user.color"), "blue");
+
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  auto line_of = [&](const std::string& path) -> std::string {
+    for (const auto& l : lines)
+      if (l.starts_with(path + " ")) return l;
+    return "";
+  };
+  EXPECT_TRUE(
+      std::regex_search(line_of("/sub/big-link"), std::regex("^\\S+ 300000 @100644 .* /big ")))
+      << line_of("/sub/big-link");
+  EXPECT_TRUE(std::regex_search(line_of("/small"),
+                                std::regex(" small\\\\x20file\\\\n - .*user.color=blue")))
+      << line_of("/small");
+  EXPECT_TRUE(line_of("/exactly64").find(std::string(64, 'a')) != std::string::npos);
+  EXPECT_TRUE(line_of("/fifo").starts_with("/fifo 0 10600 1 "));
+  EXPECT_TRUE(line_of("/dangling").find(" /nonexistent/target ") != std::string::npos);
+  if (::geteuid() == 0) {
+    EXPECT_TRUE(line_of("/chardev").starts_with("/chardev 0 20644 1 0 0 259 "));
+    EXPECT_TRUE(line_of("/whiteout").starts_with("/whiteout 0 20644 1 0 0 0 "));
+    EXPECT_NE(line_of("/just65").find("trusted.overlay.foo=1"), std::string::npos);
+  }
+
+  // The dump rebuilds the same image.
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "img.cfs") + " | " +
+          tool("mkcomposefs") + " --from-file - " + quote(tmp_ / "again.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(cfs::read_file(tmp_ / "img.cfs"), cfs::read_file(tmp_ / "again.cfs"));
+}
+
+bool kernel_has_erofs() {
+  std::ifstream in("/proc/filesystems");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.ends_with("\terofs")) return true;
+  return false;
+}
+
+TEST_F(DirectoryTest, MountedImageSharesHardlinkInodes) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting EROFS needs root";
+  if (!kernel_has_erofs()) GTEST_SKIP() << "kernel has no EROFS";
+  RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string mnt = tmp_ / "mnt";
+  fs::create_directory(mnt);
+  r = run("mount -t erofs -o ro " + quote(tmp_ / "img.cfs") + " " + quote(mnt));
+  ASSERT_EQ(r.status, 0) << r.err;
+  struct stat a, b, c;
+  int ra = ::lstat((mnt + "/big").c_str(), &a);
+  int rb = ::lstat((mnt + "/sub/big-link").c_str(), &b);
+  int rc = ::lstat((mnt + "/sub/same-as-big").c_str(), &c);
+  std::string small = cfs::read_file(mnt + "/sub/deeper/small-link");
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  ASSERT_EQ(ra, 0);
+  ASSERT_EQ(rb, 0);
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_nlink, 2u);
+  EXPECT_NE(a.st_ino, c.st_ino);
+  EXPECT_EQ(a.st_size, 300000);
+  EXPECT_EQ(small, "small file\n");
+}
+
+TEST_F(DirectoryTest, ComputeIdIsTheV1ImageDigest) {
+  RunResult id = run(tool("cfsctl") + " compute-id " + quote(src_));
+  ASSERT_EQ(id.status, 0) << id.err;
+  RunResult v1 = run(tool("mkcomposefs") + " --min-version=1 --max-version=1 " +
+                     "--print-digest-only " + quote(src_));
+  ASSERT_EQ(v1.status, 0) << v1.err;
+  EXPECT_EQ(id.out, v1.out);
+  EXPECT_TRUE(std::regex_match(id.out, std::regex("[0-9a-f]{64}\n")));
+  // Nothing was written next to the source.
+  EXPECT_FALSE(fs::exists(tmp_ / "objects"));
+}
+
+TEST_F(DirectoryTest, CfsctlDumpMatchesComposefsInfo) {
+  RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  RunResult ours = run(tool("cfsctl") + " dump " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(ours.status, 0) << ours.err;
+  RunResult theirs = run(tool("composefs-info") + " dump " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(theirs.status, 0) << theirs.err;
+  EXPECT_EQ(ours.out, theirs.out);
+  EXPECT_FALSE(ours.out.empty());
+}
+
+TEST_F(DirectoryTest, ScanOptionsAreApplied) {
+  RunResult plain = run(tool("mkcomposefs") + " " + quote(src_) + " -");
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  RunResult r = run(tool("mkcomposefs") + " --use-epoch --skip-xattrs --skip-devices " +
+                    quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const auto& line : lines_of(r.out)) {
+    EXPECT_TRUE(std::regex_search(line, std::regex("^\\S+ \\d+ @?\\d+ \\d+ \\d+ \\d+ \\d+ 0\\.0 ")))
+        << line;
+    EXPECT_EQ(line.find("user."), std::string::npos) << line;
+    EXPECT_FALSE(line.starts_with("/chardev ")) << line;
+    EXPECT_FALSE(line.starts_with("/whiteout ")) << line;
+  }
+  r = run(tool("mkcomposefs") + " --user-xattrs " + quote(src_) + " " + quote(tmp_ / "u.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "u.cfs"));
+  EXPECT_NE(r.out.find("user.color=blue"), std::string::npos);
+  EXPECT_EQ(r.out.find("trusted.sym"), std::string::npos);
+  EXPECT_EQ(r.out.find("trusted.overlay.foo"), std::string::npos);
+}
+
+// ---- errors ---------------------------------------------------------------------------
+
+TEST(MkcomposefsCli, FailedRunLeavesTargetUntouched) {
+  TempDir tmp;
+  write_file(tmp / "img.cfs", "previous image");
+  RunResult r = run(tool("mkcomposefs") + " --from-file " +
+                    quote(cfs::test::vectors_dir() + "/should-fail-too-big.dump") + " " +
+                    quote(tmp / "img.cfs"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(cfs::read_file(tmp / "img.cfs"), "previous image");
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(tmp.path())) entries++;
+  EXPECT_EQ(entries, 1u) << "temporary file left behind";
+
+  r = run(tool("mkcomposefs") + " " + quote(tmp / "no-such-dir") + " " + quote(tmp / "img.cfs"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no-such-dir"), std::string::npos) << r.err;
+  EXPECT_EQ(cfs::read_file(tmp / "img.cfs"), "previous image");
+}
+
+TEST(CliErrors, BadArgumentsExitNonZeroWithAMessage) {
+  TempDir tmp;
+  write_file(tmp / "root.dump", "/ 0 40755 2 0 0 0 0.0 - - -\n");
+  std::string dump = quote(tmp / "root.dump");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {tool("mkcomposefs"), "SOURCE"},
+      {tool("mkcomposefs") + " --from-file " + dump, "IMAGE"},
+      {tool("mkcomposefs") + " --no-such-option " + dump + " x", "no-such-option"},
+      {tool("mkcomposefs") + " --from-file --min-version=2 " + dump + " x", "min-version"},
+      {tool("mkcomposefs") + " --from-file --max-version=x " + dump + " x", "max-version"},
+      {tool("mkcomposefs") + " --from-file --threads=0 " + dump + " x", "threads"},
+      {tool("mkcomposefs") + " --from-file --print-digest-only " + dump + " x", "IMAGE"},
+      {tool("mkcomposefs") + " --from-file " + dump + " a b", "not expected"},
+      {tool("mkcomposefs") + " --skip-xattrs --user-xattrs " + quote(tmp.path()) + " x", "xattrs"},
+      {tool("mkcomposefs") + " --from-file " + dump + " " + quote(tmp / "no/such/dir/img"),
+       "no/such/dir"},
+      {tool("composefs-info"), "COMMAND"},
+      {tool("composefs-info") + " frobnicate x", "frobnicate"},
+      {tool("composefs-info") + " dump", "FILE"},
+      {tool("composefs-info") + " --filter=a/b dump x", "a/b"},
+      {tool("composefs-info") + " missing-objects " + dump, "basedir"},
+      {tool("composefs-info") + " dump " + dump, "root.dump"},
+      {tool("cfsctl") + " dump", "IMAGE"},
+      {tool("cfsctl") + " dump " + quote(tmp / "absent.cfs"), "absent.cfs"},
+      {tool("cfsctl") + " --repo " + quote(tmp.path()) + " dump x", "repo"},
+      {tool("cfsctl") + " compute-id " + quote(tmp / "absent"), "absent"},
+      {tool("cfsctl") + " compute-id " + dump, "root.dump"},
+  };
+  for (const auto& [command, needle] : cases) {
+    RunResult r = run(command);
+    EXPECT_NE(r.status, 0) << command;
+    EXPECT_NE(r.status, -1) << command << " crashed";
+    EXPECT_NE(r.err.find(needle), std::string::npos) << command << "\n" << r.err;
+  }
+}
+
+TEST(CliErrors, HelpExitsZeroAndExplains) {
+  for (const char* t : {"mkcomposefs", "composefs-info"}) {
+    RunResult r = run(tool(t) + " --help");
+    EXPECT_EQ(r.status, 0) << t;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << t;
+  }
+  RunResult r = run(tool("mkcomposefs") + " --help");
+  for (const char* opt : {"--digest-store", "--use-epoch", "--skip-devices", "--skip-xattrs",
+                          "--user-xattrs", "--print-digest", "--print-digest-only", "--from-file",
+                          "--min-version", "--max-version", "--threads"})
+    EXPECT_NE(r.out.find(opt), std::string::npos) << opt;
+  r = run(tool("cfsctl") + " compute-id --help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("V1"), std::string::npos) << r.out;
+}
+
+TEST(CfsctlDump, RejectsCorruptAndOverLongImages) {
+  TempDir tmp;
+  RunResult r =
+      run(tool("mkcomposefs") + " --from-file " +
+          quote(cfs::test::vectors_dir() + "/longlink.dump") + " " + quote(tmp / "long.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  // cfs limits symlinks to 1024 bytes; the C-compatible reader takes them.
+  r = run(tool("cfsctl") + " dump " + quote(tmp / "long.cfs"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("long.cfs"), std::string::npos) << r.err;
+  EXPECT_EQ(run(tool("composefs-info") + " dump " + quote(tmp / "long.cfs")).status, 0);
+
+  std::string image = cfs::read_file(tmp / "long.cfs");
+  write_file(tmp / "truncated.cfs", image.substr(0, 8192));
+  r = run(tool("cfsctl") + " dump " + quote(tmp / "truncated.cfs"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("truncated.cfs"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+
+  std::string bad_magic = image;
+  bad_magic[1024] ^= 0x55;  // EROFS superblock magic
+  write_file(tmp / "badmagic.cfs", bad_magic);
+  r = run(tool("cfsctl") + " dump " + quote(tmp / "badmagic.cfs"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("badmagic.cfs"), std::string::npos) << r.err;
+  r = run(tool("composefs-info") + " ls " + quote(tmp / "badmagic.cfs"));
+  EXPECT_EQ(r.status, 1);
+}
+
+}  // namespace
