@@ -206,7 +206,9 @@ struct Record {
 static_assert(sizeof(Record) <= 40);
 
 // One xattr of one record, in the record's sorted order: where its (name, value) pair sits
-// in the counting table, its inline entry size and its name-filter bit.
+// in the counting table (after build_shared_table: its index in the shared table, or
+// kNotShared), its inline entry size and its name-filter bit.
+constexpr uint32_t kNotShared = UINT32_MAX;
 struct PairRef {
   uint32_t slot;
   uint32_t size_and_bit;  // entry size << 5 | filter bit
@@ -404,9 +406,17 @@ class ImageWriter {
     }
   }
 
-  // Upper bound of the xattr pairs an inode contributes (sizes the pair-count table).
+  // Upper bound of the xattr pairs an inode contributes (sizes the pair-count table):
+  // its own, plus metacopy/redirect, whiteout markers, or a directory's markers and opaque.
   static size_t pair_bound(const Inode& inode) {
-    return inode.xattrs.size() + (inode.is_dir() ? 5 : 2);
+    size_t generated = 0;
+    if (inode.is_dir())
+      generated = 5;
+    else if (inode.is_external())
+      generated = 2;
+    else if (inode.is_whiteout())
+      generated = 2;
+    return inode.xattrs.size() + generated;
   }
 
   void scan_tree() {
@@ -449,6 +459,7 @@ class ImageWriter {
       const Inode& inode = *d.inode;
       validate_inode(path, inode);
       pair_bound_ += pair_bound(inode);
+      n_inodes_++;
       if (inode.is_whiteout()) has_whiteout_ = true;
       if (inode.is_dir()) stack.push_back({&inode, 0, path.size()});  // invalidates frame
     }
@@ -496,6 +507,8 @@ class ImageWriter {
       if (root.xattrs[i].name == kSelinuxName) root_selinux_ = static_cast<int>(i);
 
     count_table_.assign(pair_bound_ * 10 / 7 + 64, CountSlot{});
+    pairs_.reserve(pair_bound_);
+    records_.reserve(n_inodes_ + 256);
     min_mtime_ = {root.mtime_sec, root.mtime_nsec};
     records_.push_back(Record{.inode = &root, .flags = kRoot, .file_type = kFtDir});
     std::vector<XattrView> xattrs;
@@ -754,9 +767,16 @@ class ImageWriter {
         throw Error("composefs image: shared xattr table is larger than 4 GiB");
     }
     shared_size_ = offset;
-    // From here on a shared slot's record field holds its index in shared_xattrs_.
+
+    // Resolve every pair to its shared index once, so later passes read pairs_ sequentially
+    // and the counting table can go.
     for (uint32_t k = 0; k < shared_xattrs_.size(); k++)
       count_table_[shared_xattrs_[k].slot].record = k;
+    for (PairRef& p : pairs_) {
+      const CountSlot& slot = count_table_[p.slot];
+      p.slot = slot.count > 1 ? slot.record : kNotShared;
+    }
+    std::vector<CountSlot>().swap(count_table_);
   }
 
   // Shared index of each of the record's pairs (only the first kMaxShared shared ones;
@@ -767,10 +787,9 @@ class ImageWriter {
     size_t n_shared = 0;
     size_t size = sizeof(XattrIbodyHeader);
     for (const PairRef& p : pairs) {
-      const CountSlot& slot = count_table_[p.slot];
-      if (slot.count > 1 && n_shared < kMaxShared) {
+      if (p.slot != kNotShared && n_shared < kMaxShared) {
         n_shared++;
-        shared.push_back(slot.record);
+        shared.push_back(p.slot);
         size += sizeof(uint32_t);
       } else {
         shared.push_back(-1);
@@ -1001,7 +1020,9 @@ class ImageWriter {
 
     const size_t icount =
         rec.xattr_size == 0 ? 0 : (rec.xattr_size - sizeof(XattrIbodyHeader)) / 4 + 1;
-    const uint64_t size = size_of(rec);
+    // Devices, fifos and sockets store size 0 whatever st_size said (it still decided
+    // compact vs extended above, as in the C writer).
+    const uint64_t size = type == S_IFREG || type == S_IFDIR || type == S_IFLNK ? size_of(rec) : 0;
     const uint64_t ino = r;
     if (rec.flags & kCompact) {
       InodeCompact in{};
@@ -1173,6 +1194,7 @@ class ImageWriter {
   bool has_whiteout_ = false;
   bool has_acl_ = false;
   size_t pair_bound_ = 0;
+  size_t n_inodes_ = 1;
   int root_selinux_ = -1;
   std::pair<uint64_t, uint32_t> min_mtime_{};
   std::unordered_map<const Inode*, SharedInode> shared_;
