@@ -388,6 +388,46 @@ TEST_F(DirectoryTest, ImageKeepsTreeAndHardlinks) {
   EXPECT_EQ(cfs::read_file(tmp_ / "img.cfs"), cfs::read_file(tmp_ / "again.cfs"));
 }
 
+TEST_F(DirectoryTest, FsckErofsAcceptsTheImage) {
+  if (run("command -v fsck.erofs").status != 0) GTEST_SKIP() << "erofs-utils not installed";
+  RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("fsck.erofs " + quote(tmp_ / "img.cfs"));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+}
+
+// Paths far beyond PATH_MAX: the scanner walks by directory fd, never by full path.
+TEST(MkcomposefsCli, ScansTreesDeeperThanPathMax) {
+  TempDir tmp;
+  std::string src = tmp / "deep";
+  ASSERT_EQ(::mkdir(src.c_str(), 0755), 0);
+  cfs::UniqueFd dir = cfs::open_file(src, O_RDONLY | O_DIRECTORY);
+  std::string name(40, 'd');
+  for (int level = 0; level < 150; level++) {  // 150 * 41 bytes > 4096
+    ASSERT_EQ(::mkdirat(dir.get(), name.c_str(), 0755), 0);
+    dir = cfs::open_at(dir.get(), name, O_RDONLY | O_DIRECTORY);
+  }
+  {
+    cfs::UniqueFd file = cfs::open_at(dir.get(), "bottom", O_WRONLY | O_CREAT, 0644);
+    std::string data(1000, 'z');
+    cfs::write_all(file.get(), std::as_bytes(std::span(data)), "bottom");
+  }
+  std::string store = tmp / "objects";
+  RunResult r = run(tool("mkcomposefs") + " --digest-store=" + quote(store) + " " + quote(src) +
+                    " " + quote(tmp / "deep.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string object = cfs::fsverity_digest(std::string(1000, 'z')).object_path();
+  EXPECT_TRUE(fs::exists(store + "/" + object));
+  r = run(tool("composefs-info") + " objects " + quote(tmp / "deep.cfs"));
+  EXPECT_EQ(r.out, object + "\n");
+  r = run(tool("composefs-info") + " ls " + quote(tmp / "deep.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 151u);
+  EXPECT_GT(lines.back().size(), 6000u);
+  EXPECT_TRUE(lines.back().ends_with("/bottom\t@ " + object)) << lines.back().substr(6000);
+}
+
 bool kernel_has_erofs() {
   std::ifstream in("/proc/filesystems");
   std::string line;

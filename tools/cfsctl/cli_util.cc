@@ -135,7 +135,12 @@ AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path))
   if (base.empty() || base == "." || base == "..")
     throw Error(path_ + ": not a valid file name for the output");
   std::string name;
-  UniqueFd dirfd = open_file(dir, O_PATH | O_DIRECTORY);
+  UniqueFd dirfd;
+  try {
+    dirfd = open_file(dir, O_PATH | O_DIRECTORY);
+  } catch (const SystemError& e) {
+    throw Error(path_ + ": cannot create a file in its directory: " + e.what());
+  }
   fd_ = create_unique_file(dirfd.get(), "." + base + ".tmp", mode, name, path_);
   temp_path_ = (slash == std::string::npos ? "" : dir) + name;
 }

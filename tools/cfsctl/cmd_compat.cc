@@ -132,7 +132,7 @@ int mkcomposefs_main(int argc, char** argv) {
   app.add_option("--threads", o.threads,
                  "Accepted for compatibility (files are hashed as they are scanned)")
       ->type_name("N")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1u, 65536u));
   app.add_option("SOURCE", o.source, "Directory, or dumpfile with --from-file")->required();
   app.add_option("IMAGE", o.image, "Output image file, '-' for stdout");
   if (int rc = parse_dropin_args(app, "mkcomposefs", argc, argv); rc >= 0) return rc;
@@ -150,6 +150,10 @@ int mkcomposefs_main(int argc, char** argv) {
   if (o.image == "-" && ::isatty(STDOUT_FILENO))
     return usage_error("stdout is a terminal; refusing to write an image to it");
 
+  struct stat source_stat;
+  if (!o.from_file && ::stat(o.source.c_str(), &source_stat) == 0 && S_ISREG(source_stat.st_mode))
+    return usage_error(
+        ("SOURCE '" + o.source + "' is a file; add --from-file if it is a dumpfile").c_str());
   erofs::Tree tree = o.from_file ? read_dumpfile(o.source) : scan_source(o);
   erofs::WriterOptions version = version_range(o);
 
