@@ -469,7 +469,11 @@ class ImageWriter {
   }
 
   bool is_primary(const Dirent& d) const {
-    return d.inode.use_count() == 1 || shared_.find(d.inode.get())->second.primary == &d;
+    // Inodes referenced once were never entered in shared_ (use_count() is only a hint: an
+    // extra reference held outside the tree just costs a lookup).
+    if (d.inode.use_count() == 1) return true;
+    auto it = shared_.find(d.inode.get());
+    return it == shared_.end() || it->second.primary == &d;
   }
 
   // ---- directory entries ---------------------------------------------------------------------
@@ -541,8 +545,10 @@ class ImageWriter {
               type = kFtRegFile;
               dir_flags |= kWhiteoutParent;
             }
-            if (e.dirent->inode.use_count() > 1)
-              shared_.find(child)->second.record = checked_index(records_.size());
+            if (e.dirent->inode.use_count() > 1) {
+              if (auto it = shared_.find(child); it != shared_.end())
+                it->second.record = checked_index(records_.size());
+            }
             records_.push_back(Record{.inode = child,
                                       .parent = parent,
                                       .nlink = child->nlink,
