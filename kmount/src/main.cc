@@ -23,7 +23,8 @@ int run_mount(int argc, char** argv) {
   std::vector<std::string> basedirs;
   bool writable = false, verbose = false;
   app.add_option("IMAGE", image,
-                 "image file, or with --repo an image id (hex) or a ref below images/refs/")
+                 "image file; with --repo an image id (hex) or a ref below images/refs/ (a "
+                 "file then needs a path starting with /, ./ or ../)")
       ->required();
   app.add_option("MOUNTPOINT", target, "existing directory to mount on")->required();
   app.add_option("--repo", repo, "composefs repository: images/ and objects/");
@@ -62,7 +63,9 @@ int run_mount(int argc, char** argv) {
   std::string image_path = image;
   if (!repo.empty()) {
     options.object_dirs.insert(options.object_dirs.begin(), repo + "/objects");
-    if (image.find('/') == std::string::npos) {
+    // Paths are spelled as paths; anything else is a name inside the repository.
+    bool is_path = image.starts_with('/') || image.starts_with("./") || image.starts_with("../");
+    if (!is_path) {
       RepoImage resolved = resolve_repo_image(repo, image);
       image_path = resolved.image_path;
       if (options.expected_digest && *options.expected_digest != resolved.id)

@@ -51,7 +51,7 @@ RepoImage resolve_repo_image(const std::string& repo, std::string_view name) {
   image.secure = repository_is_secure(repo);
   if (std::optional<Digest> id = Digest::from_hex(name)) {
     image.id = *id;
-    image.image_path = repo + "/images/" + id->hex();
+    image.image_path = repo + "/images/" + image.id.hex();
   } else {
     // A ref: images/refs/NAME -> ../../<hex> (relative symlink, possibly nested).
     std::string ref = repo + "/images/refs/" + std::string(name);
@@ -62,7 +62,7 @@ RepoImage resolve_repo_image(const std::string& repo, std::string_view name) {
     if (!target_id)
       throw Error(ref + ": points to " + target.string() + ", which is not an image id");
     image.id = *target_id;
-    image.image_path = repo + "/images/" + id->hex();
+    image.image_path = repo + "/images/" + image.id.hex();
   }
   if (::access(image.image_path.c_str(), F_OK) < 0)
     throw Error(repo + ": no image " + image.id.hex() + " in images/");

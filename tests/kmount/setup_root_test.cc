@@ -1,0 +1,150 @@
+// `cfs-mount setup-root` in a private mount namespace with a fake /sysroot and cmdline file.
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "cfs/fd.h"
+#include "kmount_fixture.h"
+
+namespace fs = std::filesystem;
+using namespace cfs::test;
+
+namespace {
+
+class SetupRootTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (::geteuid() != 0) return;
+    enter_private_mount_namespace();
+  }
+
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "kernel mounts need root";
+    sysroot = dir / "sysroot";
+    std::string repo = sysroot + "/composefs";
+    fs::create_directories(repo + "/images");
+    populate_source_tree(dir / "src");
+    image = build_image(dir / "src", repo + "/objects", repo + "/images/tmp");
+    hex = image.digest.hex();
+    fs::rename(repo + "/images/tmp", repo + "/images/" + hex);
+    image.path = repo + "/images/" + hex;
+    // After setup-root the physical root is only visible below the new root's /sysroot.
+    state = sysroot + "/sysroot/state/deploy/" + hex;
+    write_file(sysroot + "/marker", "physical root\n");
+  }
+
+  void TearDown() override {
+    if (::geteuid() != 0) return;
+    detach_all_below(dir.path());
+  }
+
+  RunResult setup_root(const std::string& cmdline, const std::string& config = "",
+                       const std::string& env = "") {
+    write_file(dir / "cmdline", cmdline + "\n");
+    std::string config_path = dir / "setup-root.conf";
+    if (!config.empty()) write_file(config_path, config);
+    return run_tool("setup-root --cmdline " + (dir / "cmdline") + " --sysroot " + sysroot +
+                        " --config " + config_path,
+                    env);
+  }
+
+  TempDir dir;
+  std::string sysroot, hex, state;
+  BuiltImage image;
+};
+
+TEST_F(SetupRootTest, MountsImageWithEtcOverlayAndVarBind) {
+  RunResult r = setup_root("root=/dev/vda rw composefs.digest=?v1-sha256-12:" + hex + " quiet");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("image " + hex + " (insecure"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("new root ready on " + sysroot), std::string::npos) << r.output;
+
+  // The new root is the image.
+  EXPECT_EQ(cfs::read_file(sysroot + "/big"), cfs::read_file(dir / "src/big"));
+  EXPECT_FALSE(fs::exists(sysroot + "/marker"));
+  // /etc: image content, writes land in the state directory's upper.
+  EXPECT_EQ(cfs::read_file(sysroot + "/etc/app.conf"), "setting = 1\n");
+  write_file(sysroot + "/etc/hostname", "configured\n");
+  EXPECT_EQ(cfs::read_file(state + "/etc/upper/hostname"), "configured\n");
+  EXPECT_EQ(fs::status(state + "/etc/work").permissions(), fs::perms::owner_all);
+  // /var: the state directory itself.
+  write_file(sysroot + "/var/log-entry", "x");
+  EXPECT_TRUE(fs::exists(state + "/var/log-entry"));
+  // The physical root stays reachable below the new root.
+  EXPECT_EQ(cfs::read_file(sysroot + "/sysroot/marker"), "physical root\n");
+  EXPECT_TRUE(fs::exists(sysroot + "/sysroot/composefs/images/" + hex));
+
+  // Booting again (a new namespace-less run after taking it all down) keeps the /etc change.
+  detach_all_below(dir.path());
+  r = setup_root("composefs=?" + hex);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(cfs::read_file(sysroot + "/etc/hostname"), "configured\n");
+}
+
+TEST_F(SetupRootTest, ConfigChoosesTransientEtcAndNoVar) {
+  RunResult r =
+      setup_root("composefs.digest=?v1-sha256-12:" + hex,
+                 "# test config\n[etc]\nmount = \"transient\"\n[var]\nmount = \"none\"\n");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("etc=transient var=none"), std::string::npos) << r.output;
+  write_file(sysroot + "/etc/hostname", "temporary\n");
+  EXPECT_EQ(cfs::read_file(sysroot + "/etc/hostname"), "temporary\n");
+  EXPECT_FALSE(fs::exists(state + "/etc/upper/hostname"));
+  // /var is the image's (read-only) directory.
+  EXPECT_NE(::access((sysroot + "/var").c_str(), F_OK), -1);
+  EXPECT_LT(::mkdir((sysroot + "/var/x").c_str(), 0755), 0);
+  EXPECT_EQ(errno, EROFS);
+}
+
+TEST_F(SetupRootTest, FirstExistingImageWinsAndEveryTierWorks) {
+  std::string absent(64, 'e');
+  for (const char* env : {"CFS_MOUNT_FORCE_TIER=legacy-lower CFS_MOUNT_FORCE_LOOP=1",
+                          "CFS_MOUNT_FORCE_TIER=string"}) {
+    RunResult r = setup_root(
+        "composefs.digest=?v1-sha256-12:" + absent + " composefs.digest=?v1-sha256-12:" + hex, "",
+        env);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("image " + absent + " not in"), std::string::npos) << r.output;
+    EXPECT_EQ(cfs::read_file(sysroot + "/etc/app.conf"), "setting = 1\n");
+    detach_all_below(dir.path());
+  }
+}
+
+TEST_F(SetupRootTest, FailuresAreClearAndLeaveNothingMounted) {
+  struct Case {
+    std::string cmdline, config, message;
+  };
+  std::vector<Case> cases = {
+      // Secure boot: the image must carry fs-verity, which this host cannot provide.
+      {"composefs.digest=v1-sha256-12:" + hex, "", "has no fs-verity, but verity is required"},
+      {"root=/dev/sda1 quiet", "", "no composefs.digest= or composefs= argument"},
+      {"composefs.digest=?v1-sha256-12:" + std::string(64, 'e'), "",
+       "none of the images named on the kernel command line exists"},
+      {"composefs.digest=?v1-md5-12:" + hex, "", "unknown digest kind v1-md5-12"},
+      {"composefs.digest=?v1-sha256-12:" + hex, "[etc]\nmount = \"sideways\"\n",
+       "setup-root.conf:2: mount = \"sideways\""},
+  };
+  for (const Case& c : cases) {
+    fs::remove(dir / "setup-root.conf");
+    RunResult r = setup_root(c.cmdline, c.config);
+    EXPECT_EQ(r.status, 1) << c.cmdline;
+    EXPECT_NE(r.output.find("composefs-setup-root: FAILED: "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << r.output;
+    EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
+  }
+
+  // A failure after the root is mounted (the image has no /var to bind over) takes it down.
+  fs::remove_all(dir / "src/var");
+  BuiltImage no_var = build_image(dir / "src", sysroot + "/composefs/objects", dir / "novar.cfs");
+  fs::rename(dir / "novar.cfs", sysroot + "/composefs/images/" + no_var.digest.hex());
+  fs::remove(dir / "setup-root.conf");
+  RunResult r = setup_root("composefs.digest=?v1-sha256-12:" + no_var.digest.hex());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("the image's /var"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("taken down again"), std::string::npos) << r.output;
+  EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
+  EXPECT_EQ(leftover_temp_dirs(), std::vector<std::string>{});
+}
+
+}  // namespace
