@@ -1,0 +1,83 @@
+// The object directory a composefs image's external files are read from, as the FUSE server
+// uses it: redirects are accepted only in the content-addressed form ("/ab/cdef…"), objects
+// are opened strictly beneath the directory, and an object's bytes are served only after
+// its fs-verity digest matched what the image promises.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "cfs/digest.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+
+namespace cfs::fuse {
+
+// How an object's digest is established before its data is served.
+enum class VerityPolicy {
+  // Secure repository: only the kernel's fs-verity measurement counts; an object without
+  // fs-verity is refused.
+  kernel,
+  // Insecure repository or --basedir: the kernel's measurement when the object has one,
+  // otherwise a userspace fs-verity digest of the whole file (cached per object version).
+  userspace,
+};
+
+// An object could not be served; what() is the one log line saying why.
+class ObjectError : public cfs::Error {
+ public:
+  using cfs::Error::Error;
+};
+
+class ObjectStore {
+ public:
+  // dir: an open directory (O_PATH is enough); name is used in messages.
+  ObjectStore(UniqueFd dir, std::string name, VerityPolicy policy);
+  ObjectStore(const ObjectStore&) = delete;
+  ObjectStore& operator=(const ObjectStore&) = delete;
+
+  // Opens the object a trusted.overlay.redirect value names, checked against expected (the
+  // metacopy digest, or else the digest the object's name spells) and against the size the
+  // image records. Throws ObjectError naming the object and the problem.
+  UniqueFd open(std::string_view redirect, const std::optional<Digest>& metacopy,
+                uint64_t size) const;
+
+  const std::string& name() const noexcept { return name_; }
+  VerityPolicy policy() const noexcept { return policy_; }
+  // Userspace digests computed so far (each object version is hashed once).
+  uint64_t digests_computed() const;
+
+ private:
+  // One version of one object file: a rewrite in place changes ctime, a replacement the inode.
+  struct VersionKey {
+    uint64_t dev = 0, ino = 0, size = 0;
+    int64_t ctime_sec = 0, ctime_nsec = 0, mtime_sec = 0, mtime_nsec = 0;
+    Digest expected;
+    friend bool operator==(const VersionKey&, const VersionKey&) = default;
+  };
+  struct VersionKeyHash {
+    size_t operator()(const VersionKey& k) const noexcept;
+  };
+
+  bool verified(int fd, const VersionKey& key, const std::string& object) const;
+
+  UniqueFd dir_;
+  std::string name_;
+  VerityPolicy policy_;
+  mutable std::mutex mutex_;
+  // Concurrent opens of one object wait for a single digest computation.
+  mutable std::unordered_map<VersionKey, std::shared_future<bool>, VersionKeyHash> verdicts_;
+  mutable uint64_t digests_computed_ = 0;
+};
+
+// The kernel's fs-verity digest of an open file, or nullopt when it has none (or the
+// filesystem cannot tell).
+std::optional<Digest> kernel_verity_digest(int fd);
+
+}  // namespace cfs::fuse

@@ -1,0 +1,42 @@
+// Serving an ImageFs through the libfuse 3 low-level API: read-only, multi-threaded, with
+// long kernel cache timeouts (the image never changes) and zero-copy reads.
+//
+// FUSE passthrough (the kernel reading object files directly) is not used: libfuse 3.14
+// cannot negotiate it (its capability word is 32 bits), and the kernel grants backing files
+// only to CAP_SYS_ADMIN, which the unprivileged use case lacks anyway.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cfs/fuse/image_fs.h"
+
+namespace cfs::fuse {
+
+struct ServerOptions {
+  std::string mountpoint;
+  // Extra -o options for libfuse / fusermount3 (e.g. allow_other). "ro" and
+  // "default_permissions" are always added.
+  std::vector<std::string> mount_options;
+  std::string fsname = "cfs";  // shown as the mount source
+  bool foreground = false;
+  bool debug = false;  // libfuse request tracing (-d)
+  bool splice = true;  // splice object data into /dev/fuse instead of copying
+  unsigned idle_threads = 8;
+  double cache_seconds = 365.0 * 24 * 3600;  // entry/attr/negative-lookup timeouts
+  // Called once the mount is up and the process is final (after daemonising), before
+  // requests are served: e.g. to switch logging to syslog.
+  std::function<void()> on_serving;
+};
+
+// Checks the mountpoint and /dev/fuse, then mounts. Throws cfs::Error with a clear message if
+// anything fails before the filesystem is up (the caller exits non-zero, still in the
+// foreground). Then daemonises unless options.foreground, serves until unmounted
+// (fusermount3 -u / umount) or SIGINT/SIGTERM/SIGHUP, unmounts and returns the exit status.
+int serve(const ImageFs& fs, const ServerOptions& options);
+
+// The pre-mount checks alone (also used by serve()).
+void check_mountpoint(const std::string& mountpoint);
+void check_fuse_device();
+
+}  // namespace cfs::fuse

@@ -1,0 +1,359 @@
+#include "cfs/fuse/image_fs.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace cfs::fuse {
+
+using erofs::DirEntry;
+using erofs::InodeInfo;
+using erofs::XattrView;
+
+namespace {
+
+// The composefs encoding (composefs-c.md §2.1 step 3), as the reader's to_tree() undoes it.
+constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
+constexpr std::string_view kOverlayEscapedPrefix = "trusted.overlay.overlay.";
+constexpr std::string_view kRedirect = "trusted.overlay.redirect";
+constexpr std::string_view kMetacopy = "trusted.overlay.metacopy";
+constexpr std::string_view kEscapedWhiteout = "trusted.overlay.overlay.whiteout";
+constexpr std::string_view kEscapedWhiteouts = "trusted.overlay.overlay.whiteouts";
+constexpr std::string_view kEscapedOpaque = "trusted.overlay.overlay.opaque";
+constexpr std::string_view kUserWhiteout = "user.overlay.whiteout";
+constexpr std::string_view kUserWhiteouts = "user.overlay.whiteouts";
+constexpr std::string_view kUserOpaque = "user.overlay.opaque";
+
+bool is_lower_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+uint32_t type_of_ft(uint8_t ft) {
+  switch (ft) {
+    case erofs::kFtRegFile:
+      return S_IFREG;
+    case erofs::kFtDir:
+      return S_IFDIR;
+    case erofs::kFtChrdev:
+      return S_IFCHR;
+    case erofs::kFtBlkdev:
+      return S_IFBLK;
+    case erofs::kFtFifo:
+      return S_IFIFO;
+    case erofs::kFtSock:
+      return S_IFSOCK;
+    case erofs::kFtSymlink:
+      return S_IFLNK;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+ImageFs::ImageFs(erofs::Image image, std::unique_ptr<ObjectStore> objects, LogFn log)
+    : image_(std::move(image)),
+      objects_(std::move(objects)),
+      log_(std::move(log)),
+      numbers_(image_.root_nid()) {}
+
+int ImageFs::image_error(uint64_t ino, const std::exception& e) const {
+  if (log_) log_(std::string(e.what()) + " (serving inode " + std::to_string(ino) + ")");
+  return EIO;
+}
+
+InodeInfo ImageFs::inode_of(uint64_t ino) const {
+  uint64_t nid = numbers_.nid(ino);
+  if (nid == 0) image_.fail(0, "nid 0 is the composefs header, not an inode");
+  return image_.inode(nid);
+}
+
+bool ImageFs::is_whiteout(const InodeInfo& inode) const {
+  if (!inode.is_reg() || inode.size != 0 || inode.xattr_size == 0) return false;
+  auto v = image_.find_xattr(inode, kEscapedWhiteout);
+  return v && v->empty();
+}
+
+void ImageFs::fill_stat(const InodeInfo& inode, struct stat& st) const {
+  st = {};
+  st.st_ino = numbers_.ino(inode.nid);
+  st.st_mode = inode.mode;
+  st.st_nlink = inode.nlink;
+  st.st_uid = inode.uid;
+  st.st_gid = inode.gid;
+  switch (inode.type()) {
+    case S_IFCHR:
+    case S_IFBLK:
+      st.st_rdev = inode.rdev;
+      break;
+    case S_IFREG:
+    case S_IFDIR:
+    case S_IFLNK:
+      st.st_size = static_cast<off_t>(inode.size);
+      break;
+    default:
+      break;
+  }
+  if (is_whiteout(inode)) {
+    st.st_mode = S_IFCHR | (inode.mode & ~S_IFMT);
+    st.st_rdev = 0;
+    st.st_size = 0;
+  }
+  st.st_blksize = erofs::kBlockSize;
+  st.st_blocks = static_cast<blkcnt_t>((inode.size + 511) / 512);
+  st.st_mtim.tv_sec = static_cast<time_t>(inode.mtime_sec);
+  st.st_mtim.tv_nsec = inode.mtime_nsec;
+  st.st_atim = st.st_mtim;
+  st.st_ctim = st.st_mtim;
+}
+
+bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
+  // The writer's 00-ff whiteout stubs in the root exist only for the kernel overlay.
+  if (dir.nid != image_.root_nid() || entry.file_type != erofs::kFtChrdev) return false;
+  if (entry.name.size() != 2 || !is_lower_hex(entry.name[0]) || !is_lower_hex(entry.name[1]))
+    return false;
+  InodeInfo child = image_.inode(entry.nid);
+  return child.type() == S_IFCHR && child.rdev == 0;
+}
+
+uint32_t ImageFs::entry_type(const DirEntry& entry) const {
+  if (entry.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(entry.nid))) return S_IFCHR;
+  return type_of_ft(entry.file_type);
+}
+
+bool ImageFs::has_whiteout_child(const InodeInfo& dir) const {
+  erofs::DirCursor cursor = image_.dirents(dir);
+  DirEntry e;
+  while (cursor.next(e))
+    if (e.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(e.nid))) return true;
+  return false;
+}
+
+void ImageFs::visible_xattrs(
+    const InodeInfo& inode,
+    const std::function<bool(const std::string&, std::string_view)>& fn) const {
+  if (inode.xattr_size == 0) return;
+  bool whiteout = is_whiteout(inode);
+  std::optional<bool> whiteout_child;  // computed only if a marker needs it
+  auto parent_marker = [&](const XattrView& x) {
+    bool candidate =
+        (x.value.empty() && (x.name_is(kEscapedWhiteouts) || x.name_is(kUserWhiteouts))) ||
+        (image_.format_version() >= 1 && x.value == "x" &&
+         (x.name_is(kEscapedOpaque) || x.name_is(kUserOpaque)));
+    if (!candidate || !inode.is_dir()) return false;
+    if (!whiteout_child) whiteout_child = has_whiteout_child(inode);
+    return *whiteout_child;
+  };
+
+  erofs::XattrCursor cursor = image_.xattrs(inode);
+  XattrView x;
+  while (cursor.next(x)) {
+    if (x.name_is(kRedirect) || x.name_is(kMetacopy)) continue;
+    bool empty_reg = inode.is_reg() && inode.size == 0 && x.value.empty();
+    if (empty_reg && x.name_is(kEscapedWhiteout)) continue;
+    if (empty_reg && whiteout && x.name_is(kUserWhiteout)) continue;
+    if (parent_marker(x)) continue;
+    std::string name = x.name();
+    if (name.starts_with(kOverlayEscapedPrefix)) {
+      name.erase(kOverlayPrefix.size(), kOverlayEscapedPrefix.size() - kOverlayPrefix.size());
+    } else if (name.starts_with(kOverlayPrefix)) {
+      continue;  // composefs' own (root opaque, ...)
+    }
+    if (!fn(name, x.value)) return;
+  }
+}
+
+// ---- operations ----------------------------------------------------------------------------
+
+int ImageFs::getattr(uint64_t ino, struct stat& st) const {
+  try {
+    fill_stat(inode_of(ino), st);
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::lookup(uint64_t parent, std::string_view name, struct stat& st) const {
+  try {
+    InodeInfo dir = inode_of(parent);
+    if (!dir.is_dir()) return ENOTDIR;
+    if (name.size() > erofs::kNameMax) return ENAMETOOLONG;
+    auto entry = image_.lookup(dir, name);
+    if (!entry || hidden(dir, *entry)) return ENOENT;
+    if (entry->nid == 0) image_.fail(dir.nid, "dirent points to nid 0");
+    fill_stat(image_.inode(entry->nid), st);
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(parent, e);
+  }
+}
+
+int ImageFs::readlink(uint64_t ino, std::string_view& target) const {
+  try {
+    InodeInfo inode = inode_of(ino);
+    if (!inode.is_symlink()) return EINVAL;
+    target = image_.symlink_target(inode);
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::opendir(uint64_t ino, std::unique_ptr<DirStream>& out) const {
+  try {
+    InodeInfo dir = inode_of(ino);
+    if (!dir.is_dir()) return ENOTDIR;
+    out = std::make_unique<DirStream>(image_.dirents(dir));
+    out->dir = dir;
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::readdir(DirStream& dir, uint64_t offset, bool plus, const DirSink& sink) const {
+  std::lock_guard lock(dir.mutex);
+  try {
+    if (offset != dir.position) {
+      // A seek (or a restart): replay from the beginning of the directory.
+      dir.cursor = dir.start;
+      dir.pending.reset();
+      dir.position = 0;
+      DirEntry skipped;
+      while (dir.position < offset && dir.cursor.next(skipped)) dir.position++;
+      if (dir.position < offset) return 0;
+    }
+    struct stat st;
+    for (;;) {
+      DirEntry e;
+      if (dir.pending) {
+        e = *dir.pending;
+      } else if (!dir.cursor.next(e)) {
+        return 0;
+      }
+      dir.pending.reset();
+      if (e.nid == 0) image_.fail(dir.dir.nid, "dirent points to nid 0");
+      if (hidden(dir.dir, e)) {
+        dir.position++;
+        continue;
+      }
+      DirItem item;
+      item.name = e.name;
+      item.ino = numbers_.ino(e.nid);
+      item.next_offset = dir.position + 1;
+      if (plus) {
+        fill_stat(image_.inode(e.nid), st);
+        item.type = st.st_mode & S_IFMT;
+        item.attr = &st;
+      } else {
+        item.type = entry_type(e);
+      }
+      if (!sink(item)) {
+        dir.pending = e;
+        return 0;
+      }
+      dir.position++;
+    }
+  } catch (const std::exception& e) {
+    // Start over next time rather than resume from a cursor in an unknown state.
+    dir.cursor = dir.start;
+    dir.pending.reset();
+    dir.position = 0;
+    return image_error(numbers_.ino(dir.dir.nid), e);
+  }
+}
+
+int ImageFs::getxattr(uint64_t ino, std::string_view name, std::string& value) const {
+  try {
+    InodeInfo inode = inode_of(ino);
+    bool found = false;
+    visible_xattrs(inode, [&](const std::string& n, std::string_view v) {
+      if (n != name) return true;
+      value.assign(v);
+      found = true;
+      return false;
+    });
+    return found ? 0 : ENODATA;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::listxattr(uint64_t ino, std::string& names) const {
+  try {
+    InodeInfo inode = inode_of(ino);
+    names.clear();
+    visible_xattrs(inode, [&](const std::string& n, std::string_view) {
+      names += n;
+      names += '\0';
+      return true;
+    });
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::open(uint64_t ino, int flags, std::unique_ptr<FileHandle>& out) const {
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return EROFS;
+  try {
+    InodeInfo inode = inode_of(ino);
+    if (inode.is_dir()) return EISDIR;
+    if (!inode.is_reg()) return EINVAL;
+    auto handle = std::make_unique<FileHandle>();
+    handle->inode = inode;
+    if (inode.is_external()) {
+      auto redirect = image_.redirect(inode);
+      std::string where = image_.name() + ": inode " + std::to_string(inode.nid) + ": ";
+      if (!redirect) {
+        if (log_) log_(where + "external file without a redirect");
+        return EIO;
+      }
+      if (!objects_) {
+        if (log_) log_(where + "external file, but no object directory (--basedir/--repo)");
+        return EIO;
+      }
+      try {
+        handle->object = objects_->open(*redirect, image_.metacopy_digest(inode), inode.size);
+      } catch (const ObjectError& e) {
+        if (log_) log_(e.what());
+        return EIO;
+      }
+    }
+    out = std::move(handle);
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(ino, e);
+  }
+}
+
+int ImageFs::read_inline(const FileHandle& file, uint64_t offset, size_t size,
+                         std::vector<std::span<const std::byte>>& pieces) const {
+  pieces.clear();
+  try {
+    while (size > 0) {
+      auto piece = image_.data_at(file.inode, offset, size);
+      if (piece.empty()) break;
+      pieces.push_back(piece);
+      offset += piece.size();
+      size -= piece.size();
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    return image_error(numbers_.ino(file.inode.nid), e);
+  }
+}
+
+void ImageFs::statfs(struct statvfs& st) const {
+  st = {};
+  st.f_bsize = erofs::kBlockSize;
+  st.f_frsize = erofs::kBlockSize;
+  st.f_blocks = image_.bytes().size() / erofs::kBlockSize;
+  st.f_files = image_.inode_count();
+  st.f_namemax = erofs::kNameMax;
+  st.f_flag = ST_RDONLY;
+}
+
+}  // namespace cfs::fuse

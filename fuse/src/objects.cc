@@ -1,0 +1,153 @@
+#include "cfs/fuse/objects.h"
+
+#include <fcntl.h>
+#include <linux/fsverity.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+#include "cfs/fsverity.h"
+
+namespace cfs::fuse {
+
+namespace {
+
+// Verdicts are tiny, but a hostile stream of object rewrites must not grow the map forever.
+constexpr size_t kMaxVerdicts = 1 << 20;
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+}  // namespace
+
+std::optional<Digest> kernel_verity_digest(int fd) {
+  // struct fsverity_digest ends in a flexible array: give it room for the largest digest.
+  alignas(::fsverity_digest) std::array<uint8_t, sizeof(::fsverity_digest) + 64> buf{};
+  auto* arg = reinterpret_cast<::fsverity_digest*>(buf.data());
+  arg->digest_size = 64;
+  if (::ioctl(fd, FS_IOC_MEASURE_VERITY, arg) != 0) return std::nullopt;
+  if (arg->digest_algorithm != static_cast<uint16_t>(HashAlgorithm::sha256) &&
+      arg->digest_algorithm != static_cast<uint16_t>(HashAlgorithm::sha512))
+    return std::nullopt;
+  auto alg = static_cast<HashAlgorithm>(arg->digest_algorithm);
+  if (arg->digest_size != digest_size(alg)) return std::nullopt;
+  return Digest(alg, std::span(buf).subspan(sizeof(::fsverity_digest), digest_size(alg)));
+}
+
+ObjectStore::ObjectStore(UniqueFd dir, std::string name, VerityPolicy policy)
+    : dir_(std::move(dir)), name_(std::move(name)), policy_(policy) {}
+
+size_t ObjectStore::VersionKeyHash::operator()(const VersionKey& k) const noexcept {
+  size_t h = std::hash<Digest>()(k.expected);
+  for (uint64_t v : {k.dev, k.ino, k.size, static_cast<uint64_t>(k.ctime_nsec),
+                     static_cast<uint64_t>(k.mtime_nsec)})
+    h = (h ^ v) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t ObjectStore::digests_computed() const {
+  std::lock_guard lock(mutex_);
+  return digests_computed_;
+}
+
+UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest>& metacopy,
+                           uint64_t size) const {
+  // Only "/" + the object path of a digest is accepted: anything else could name a file the
+  // image author does not vouch for by content.
+  std::string_view path = redirect;
+  if (!path.starts_with('/'))
+    throw ObjectError(name_ + ": redirect '" + std::string(redirect) + "' is not an object path");
+  path.remove_prefix(1);
+  auto named = Digest::from_object_path(path);
+  if (!named || named->object_path() != path)
+    throw ObjectError(name_ + ": redirect '" + std::string(redirect) +
+                      "' is not a lowercase hex object path");
+  if (metacopy && *metacopy != *named)
+    throw ObjectError(name_ + "/" + std::string(path) +
+                      ": the image's metacopy digest differs from the object name");
+  const std::string object = name_ + "/" + std::string(path);
+
+  open_how how{};
+  // O_NONBLOCK: a FIFO planted in the object directory must not hang a server thread.
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  std::string path_z(path);
+  long fd;
+  do {
+    fd = ::syscall(SYS_openat2, dir_.get(), path_z.c_str(), &how, sizeof how);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw ObjectError(object + ": cannot open: " + errno_text(errno));
+  UniqueFd file(static_cast<int>(fd));
+
+  struct stat st;
+  if (::fstat(file.get(), &st) != 0) throw ObjectError(object + ": fstat: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) throw ObjectError(object + ": not a regular file");
+  if (static_cast<uint64_t>(st.st_size) != size)
+    throw ObjectError(object + ": " + std::to_string(st.st_size) + " bytes, the image says " +
+                      std::to_string(size));
+  // Regular-file reads ignore O_NONBLOCK, but splice and readahead are cleaner without it.
+  int flags = ::fcntl(file.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(file.get(), F_SETFL, flags & ~O_NONBLOCK);
+
+  VersionKey key;
+  key.dev = st.st_dev;
+  key.ino = st.st_ino;
+  key.size = static_cast<uint64_t>(st.st_size);
+  key.ctime_sec = st.st_ctim.tv_sec;
+  key.ctime_nsec = st.st_ctim.tv_nsec;
+  key.mtime_sec = st.st_mtim.tv_sec;
+  key.mtime_nsec = st.st_mtim.tv_nsec;
+  key.expected = *named;
+  if (!verified(file.get(), key, object))
+    throw ObjectError(object + ": fs-verity digest does not match the object name");
+  return file;
+}
+
+bool ObjectStore::verified(int fd, const VersionKey& key, const std::string& object) const {
+  // A kernel measurement is authoritative and cheap; the kernel keeps such files immutable.
+  if (auto measured = kernel_verity_digest(fd)) return *measured == key.expected;
+  if (policy_ == VerityPolicy::kernel)
+    throw ObjectError(object + ": no fs-verity (required in a secure repository)");
+
+  std::promise<bool> promise;
+  std::shared_future<bool> verdict;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = verdicts_.find(key);
+    if (it != verdicts_.end()) {
+      verdict = it->second;
+    } else {
+      if (verdicts_.size() >= kMaxVerdicts) verdicts_.clear();
+      verdict = promise.get_future().share();
+      verdicts_.emplace(key, verdict);
+      digests_computed_++;
+      verdict = {};  // computed below by this thread
+    }
+  }
+  if (verdict.valid()) return verdict.get();
+
+  bool ok = false;
+  try {
+    Digest actual = fsverity_digest_fd(fd, key.expected.algorithm(), object);
+    ok = actual == key.expected;
+  } catch (const std::exception& e) {
+    // An I/O failure is not a verdict on the content: forget it so a later open retries.
+    {
+      std::lock_guard lock(mutex_);
+      verdicts_.erase(key);
+    }
+    promise.set_value(false);
+    throw ObjectError(object + ": cannot compute its fs-verity digest: " + e.what());
+  }
+  promise.set_value(ok);
+  if (::lseek(fd, 0, SEEK_SET) != 0) throw ObjectError(object + ": lseek: " + errno_text(errno));
+  return ok;
+}
+
+}  // namespace cfs::fuse
