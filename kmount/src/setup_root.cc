@@ -170,7 +170,13 @@ namespace {
 void make_dirs(const std::string& path, mode_t mode) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
-  if (ec) throw Error(path + ": cannot create the state directory: " + ec.message());
+  if (ec) {
+    std::string hint = ec == std::errc::read_only_file_system
+                           ? " (the physical root must be mounted read-write, e.g. kernel "
+                             "argument \"rw\")"
+                           : "";
+    throw Error(path + ": cannot create the state directory: " + ec.message() + hint);
+  }
   if (::chmod(path.c_str(), mode) < 0) throw_errno(path);
 }
 
