@@ -8,8 +8,8 @@
 // Passes: (1) DFS over the tree: validate, pick hardlink primaries, decide the version;
 // (2) BFS: build the record table, count (name, value) xattr pairs and remember each
 // record's pairs; (3) shared xattr table; (4) layout: sizes, compact/extended, xattr sizes,
-// padding, nids; (5) stream the image through a VeritySink. Only (1), (2) and (5) read the
-// tree; memory is ~40 bytes per inode plus ~30 per xattr, freed on return.
+// padding, nids; (5) stream the image through a VeritySink. Extra memory is ~40 bytes per
+// inode plus ~30 per xattr, all freed on return.
 #include "cfs/erofs/writer.h"
 
 #include <xxhash.h>
