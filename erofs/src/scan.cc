@@ -117,7 +117,7 @@ void read_xattrs(Inode& inode, const XattrSource& source, const ScanOptions& opt
 }
 
 std::string read_symlink(int dirfd, const std::string& name, const std::string& path) {
-  // Sized from lstat, retried if the link was replaced by a longer one meanwhile.
+  // readlink truncates silently, so a result that fills the buffer may be cut: retry larger.
   std::string target(256, '\0');
   for (;;) {
     ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
