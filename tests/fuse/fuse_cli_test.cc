@@ -1,0 +1,242 @@
+// The cfs-fuse command: clear errors before daemonising, clean exits on signals and on
+// fusermount3 -u, daemon mode, and the unprivileged path (a throwaway user mounting through
+// fusermount3).
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cfs/erofs/reader.h"
+#include "cfs/fd.h"
+#include "fuse_helpers.h"
+#include "testdata.h"
+
+namespace cfs::test {
+namespace {
+
+void require_fuse() {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/fuse is not usable here";
+}
+
+bool have(const std::string& tool) {
+  return run_argv({"sh", "-c", "command -v " + tool}) == 0;
+}
+
+// A small image with an inline file, an external file (object in dir/objects) and a symlink.
+std::string make_image(const TempDir& dir) {
+  std::string src = dir / "src";
+  ::mkdir(src.c_str(), 0755);
+  write_file(src + "/inline", "inline data\n");
+  write_file(src + "/external", std::string(10000, 'e'));
+  ::symlink("inline", (src + "/link").c_str());
+  ::mkdir((src + "/sub").c_str(), 0755);
+  write_file(src + "/sub/file", std::string(3000, 's'));
+  ::mkdir((dir / "objects").c_str(), 0755);
+  erofs::Tree tree = scan_with_objects(src, dir / "objects");
+  std::string image = dir / "image.cfs";
+  write_image_file(tree, image);
+  ::mkdir((dir / "mnt").c_str(), 0755);
+  return image;
+}
+
+TEST(FuseCli, ClearErrorsBeforeMounting) {
+  TempDir dir;
+  std::string image = make_image(dir);
+  std::string out;
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), dir / "absent.cfs", dir / "mnt", "-f"}, &out), 1);
+  EXPECT_NE(out.find(dir / "absent.cfs"), std::string::npos) << out;
+  EXPECT_NE(out.find("No such file"), std::string::npos) << out;
+
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "no-such-dir", "-f"}, &out), 1);
+  EXPECT_NE(out.find("mountpoint " + dir / "no-such-dir"), std::string::npos) << out;
+
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, image, "-f"}, &out), 1);
+  EXPECT_NE(out.find("not a directory"), std::string::npos) << out;
+
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image}, &out), 2);
+  EXPECT_NE(out.find("usage"), std::string::npos) << out;
+  EXPECT_EQ(
+      run_argv({cfs_fuse_binary(), "--repo", dir / "r", "--basedir", dir / "o", image, dir / "mnt"},
+               &out),
+      2);
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-o", "no_such_option"}, &out),
+            1);
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
+}
+
+TEST(FuseCli, BusyMountpointIsRefused) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  FuseProcess first({image, dir / "mnt", "-f"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(first.wait_mounted()) << first.log();
+  std::string out;
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f"}, &out), 1);
+  EXPECT_NE(out.find("busy"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir / "mnt/inline"), "inline data\n");  // the first one is unharmed
+}
+
+TEST(FuseCli, NoDevFuseIsReportedBeforeDaemonising) {
+  if (::geteuid() != 0 || !have("unshare")) GTEST_SKIP() << "needs root and unshare(1)";
+  TempDir dir;
+  std::string image = make_image(dir);
+  // A private mount namespace whose /dev lacks the fuse node.
+  std::string out;
+  int rc = run_argv({"unshare", "-m", "--propagation", "private", "sh", "-c",
+                     "mount -t tmpfs none /dev && exec \"$0\" \"$1\" \"$2\"", cfs_fuse_binary(),
+                     image, dir / "mnt"},
+                    &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("/dev/fuse"), std::string::npos) << out;
+  EXPECT_NE(out.find("FUSE is not available"), std::string::npos) << out;
+}
+
+TEST(FuseCli, SignalsUnmountAndExitCleanly) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  for (int sig : {SIGTERM, SIGINT}) {
+    FuseProcess fuse({image, dir / "mnt", "-f", "--basedir", dir / "objects"}, dir / "mnt",
+                     dir / "log");
+    ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+    EXPECT_EQ(read_file(dir / "mnt/external"), std::string(10000, 'e'));
+    ASSERT_EQ(::kill(fuse.pid(), sig), 0);
+    EXPECT_EQ(fuse.wait_exit(), 0) << "signal " << sig << ": " << fuse.log();
+    EXPECT_FALSE(is_mounted(dir / "mnt"));
+  }
+}
+
+// The pid of the process whose command line is exactly args (the daemon we started).
+std::optional<pid_t> find_process(const std::vector<std::string>& args) {
+  std::string want;
+  for (auto& a : args) want += a + '\0';
+  for (auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::stringstream s;
+    s << in.rdbuf();
+    if (s.str() == want) return std::stoi(name);
+  }
+  return std::nullopt;
+}
+
+TEST(FuseCli, DaemonisesAndExitsOnUnmount) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  std::vector<std::string> args = {cfs_fuse_binary(), image, dir / "mnt", "--basedir",
+                                   dir / "objects"};
+  std::string out;
+  ASSERT_EQ(run_argv(args, &out), 0) << out;  // returns once the mount is up
+  struct Cleanup {
+    std::string mnt;
+    ~Cleanup() {
+      if (is_mounted(mnt)) run_argv({"umount", "-l", mnt});
+    }
+  } cleanup{dir / "mnt"};
+  ASSERT_TRUE(is_mounted(dir / "mnt"));
+  EXPECT_EQ(read_file(dir / "mnt/sub/file"), std::string(3000, 's'));
+  auto daemon = find_process(args);
+  ASSERT_TRUE(daemon) << "daemon not found";
+  ASSERT_EQ(run_argv({"fusermount3", "-u", dir / "mnt"}, &out), 0) << out;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (::kill(*daemon, 0) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_NE(::kill(*daemon, 0), 0) << "daemon still running after unmount";
+}
+
+// A throwaway system user, removed again (with /dev/fuse's mode restored) on destruction.
+class TempUser {
+ public:
+  TempUser() {
+    name_ = "cfsfuse" + std::to_string(::getpid());
+    std::string out;
+    if (run_argv({"useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name_},
+                 &out) != 0)
+      throw std::runtime_error("useradd failed: " + out);
+    created_ = true;
+    passwd* pw = ::getpwnam(name_.c_str());
+    if (!pw) throw std::runtime_error("getpwnam failed after useradd");
+    as_ = {pw->pw_uid, pw->pw_gid};
+  }
+  ~TempUser() {
+    if (created_) run_argv({"userdel", name_});
+  }
+  const RunAs& as() const { return as_; }
+
+ private:
+  std::string name_;
+  bool created_ = false;
+  RunAs as_{};
+};
+
+class DevFuseMode {
+ public:
+  DevFuseMode() {
+    struct stat st;
+    if (::stat("/dev/fuse", &st) == 0) {
+      saved_ = st.st_mode & 07777;
+      known_ = true;
+    }
+  }
+  ~DevFuseMode() {
+    if (known_) ::chmod("/dev/fuse", saved_);
+  }
+  bool set(mode_t mode) { return ::chmod("/dev/fuse", mode) == 0; }
+
+ private:
+  mode_t saved_ = 0;
+  bool known_ = false;
+};
+
+TEST(FuseCli, UnprivilegedUserMountsThroughFusermount) {
+  if (::geteuid() != 0) GTEST_SKIP() << "creating a throwaway user needs root";
+  if (!have("useradd") || !have("userdel")) GTEST_SKIP() << "useradd/userdel missing";
+  if (!have("fusermount3")) GTEST_SKIP() << "fusermount3 missing";
+  if (::access("/dev/fuse", F_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  std::string image = make_image(dir);
+  TempUser user;
+  ASSERT_EQ(::chown((dir / "mnt").c_str(), user.as().uid, user.as().gid), 0);
+  DevFuseMode dev;
+
+  // With /dev/fuse closed to the user: a clear message, no mount.
+  ASSERT_TRUE(dev.set(0600));
+  std::string out;
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f"}, &out, user.as()), 1);
+  EXPECT_NE(out.find("/dev/fuse"), std::string::npos) << out;
+  EXPECT_NE(out.find("0666"), std::string::npos) << out;
+
+  ASSERT_TRUE(dev.set(0666));
+  FuseProcess fuse({image, dir / "mnt", "-f", "--basedir", dir / "objects"}, dir / "mnt",
+                   dir / "log", user.as());
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  std::string expected = describe_tree(
+      erofs::Image::open(image).to_tree(),
+      [&](const erofs::Inode& in) { return sha256_hex(read_file(dir / "objects/" + in.payload)); });
+  std::string seen_by_user =
+      run_in_child_as(user.as(), [&] { return describe_mount(dir / "mnt"); });
+  EXPECT_EQ(seen_by_user, expected);
+  // Without allow_other, nobody else (not even root) may look inside.
+  struct stat st;
+  EXPECT_NE(::stat((dir / "mnt/inline").c_str(), &st), 0);
+  EXPECT_EQ(errno, EACCES);
+  // The user unmounts with fusermount3; the server notices and exits cleanly.
+  ASSERT_EQ(run_argv({"fusermount3", "-u", dir / "mnt"}, &out, user.as()), 0) << out;
+  EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
+}
+
+}  // namespace
+}  // namespace cfs::test

@@ -1,0 +1,259 @@
+// Hostile input for the FUSE server: redirects that try to leave the object directory,
+// missing, tampered, resized or planted objects, and corrupt metadata. Each must end in EIO
+// or a refusal to mount, never in data from outside or a crash.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+
+#include "cfs/erofs/dumpfile.h"
+#include "cfs/erofs/reader.h"
+#include "cfs/erofs/writer.h"
+#include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "cfs/fuse/image_fs.h"
+#include "fuse_helpers.h"
+#include "testdata.h"
+
+namespace cfs::test {
+namespace {
+
+void require_fuse() {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/fuse is not usable here";
+}
+
+// Adds an external file: its data is content, its redirect names payload (default: the
+// object path of content's digest) and its metacopy carries digest (default: the real one).
+Digest add_external(erofs::Tree& tree, const std::string& name, const std::string& content,
+                    std::optional<std::string> payload = std::nullopt,
+                    std::optional<Digest> digest = std::nullopt) {
+  Digest real = fsverity_digest(content);
+  auto f = erofs::make_inode(S_IFREG | 0644);
+  f->size = content.size();
+  f->digest = digest ? *digest : real;
+  f->payload = payload ? *payload : real.object_path();
+  tree.root->set_child(name, f);
+  return real;
+}
+
+void store_object(const std::string& objects, const Digest& d, const std::string& content) {
+  ::mkdir((objects + "/" + d.object_path().substr(0, 2)).c_str(), 0755);
+  write_file(objects + "/" + d.object_path(), content);
+}
+
+std::string read_or_errno(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "open:" + std::string(strerrorname_np(errno));
+  UniqueFd owner(fd);
+  try {
+    return read_fd(fd, path);
+  } catch (const SystemError& e) {
+    return "read:" + std::string(strerrorname_np(e.code()));
+  }
+}
+
+// Replaces the single occurrence of from (same length as to) in the file.
+void patch_file(const std::string& path, const std::string& from, const std::string& to) {
+  ASSERT_EQ(from.size(), to.size());
+  std::string bytes = read_file(path);
+  size_t pos = bytes.find(from);
+  ASSERT_NE(pos, std::string::npos) << "pattern not in " << path;
+  ASSERT_EQ(bytes.find(from, pos + 1), std::string::npos) << "pattern not unique";
+  bytes.replace(pos, from.size(), to);
+  write_file(path, bytes);
+}
+
+std::string content_of(int i) {
+  return "object number " + std::to_string(i) + "\n" + std::string(200, char('a' + i));
+}
+
+TEST(FuseHostile, ObjectsAreServedOnlyWhenNamedVerifiedAndBeneathTheDirectory) {
+  require_fuse();
+  TempDir dir;
+  std::string objects = dir / "objects", outside = dir / "outside";
+  ASSERT_EQ(::mkdir(objects.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  erofs::Tree tree;
+
+  Digest good = add_external(tree, "good", content_of(0));
+  store_object(objects, good, content_of(0));
+  add_external(tree, "missing", content_of(1));
+  Digest tampered = add_external(tree, "tampered", content_of(2));
+  std::string evil = content_of(2);
+  evil[5] ^= 1;  // same size, other bytes
+  store_object(objects, tampered, evil);
+  Digest resized = add_external(tree, "resized", content_of(3));
+  store_object(objects, resized, content_of(3) + "tail");
+  // The whole first-level directory is a symlink to a directory outside, holding the
+  // correct object: still refused (RESOLVE_NO_SYMLINKS).
+  Digest via_dir_link = add_external(tree, "via-dir-link", content_of(4));
+  std::string prefix = via_dir_link.object_path().substr(0, 2);
+  ASSERT_EQ(::mkdir((outside + "/" + prefix).c_str(), 0755), 0);
+  write_file(outside + "/" + via_dir_link.object_path(), content_of(4));
+  ASSERT_EQ(::symlink((outside + "/" + prefix).c_str(), (objects + "/" + prefix).c_str()), 0);
+  Digest via_file_link = add_external(tree, "via-file-link", content_of(5));
+  write_file(outside + "/target", content_of(5));
+  ::mkdir((objects + "/" + via_file_link.object_path().substr(0, 2)).c_str(), 0755);
+  ASSERT_EQ(::symlink((outside + "/target").c_str(),
+                      (objects + "/" + via_file_link.object_path()).c_str()),
+            0);
+  // A FIFO where the object should be: must not hang a server thread.
+  Digest fifo = add_external(tree, "fifo", content_of(6));
+  ::mkdir((objects + "/" + fifo.object_path().substr(0, 2)).c_str(), 0755);
+  ASSERT_EQ(::mkfifo((objects + "/" + fifo.object_path()).c_str(), 0644), 0);
+  // A redirect that is a plain path, not an object name, to a file that exists.
+  write_file(objects + "/plain-file", content_of(7));
+  add_external(tree, "plain-path", content_of(7), std::string("plain-file"));
+  // The metacopy digest and the redirect name disagree (both objects exist).
+  Digest other = fsverity_digest(content_of(8));
+  store_object(objects, other, content_of(8));
+  add_external(tree, "digest-mismatch", content_of(8), std::nullopt, good);
+
+  std::string image = dir / "image.cfs";
+  write_image_file(tree, image);
+  ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);
+  FuseProcess fuse({image, dir / "mnt", "-f", "--basedir", objects}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+
+  EXPECT_EQ(read_or_errno(dir / "mnt/good"), content_of(0));
+  for (auto name : {"missing", "tampered", "resized", "via-dir-link", "via-file-link", "fifo",
+                    "plain-path", "digest-mismatch"}) {
+    EXPECT_EQ(read_or_errno(dir / ("mnt/" + std::string(name))), "open:EIO") << name;
+    // Metadata stays available.
+    struct stat st;
+    EXPECT_EQ(::stat((dir / ("mnt/" + std::string(name))).c_str(), &st), 0) << name;
+  }
+  // Tampering after a successful read is noticed at the next open (the object's ctime moved).
+  std::string tamper_later = objects + "/" + good.object_path();
+  std::string bad = content_of(0);
+  bad[0] ^= 1;
+  write_file(tamper_later, bad);
+  EXPECT_EQ(read_or_errno(dir / "mnt/good"), "open:EIO");
+
+  std::string log = fuse.log();
+  EXPECT_NE(log.find("fs-verity digest does not match"), std::string::npos) << log;
+  EXPECT_NE(log.find("not a lowercase hex object path"), std::string::npos) << log;
+  EXPECT_NE(log.find("not a regular file"), std::string::npos) << log;
+  EXPECT_NE(log.find("cannot open"), std::string::npos) << log;
+  // The server is still healthy and exits cleanly.
+  ASSERT_EQ(run_argv({"fusermount3", "-u", dir / "mnt"}), 0);
+  EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+}
+
+TEST(FuseHostile, RefusesImagesThatFailValidation) {
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);
+  erofs::Tree tree;
+  // A redirect climbing out of the object directory, planted by patching a harmless one.
+  std::string fake = "zz/" + std::string(20, 'q');
+  add_external(tree, "escape", content_of(1), fake);
+  std::string image = dir / "escape.cfs";
+  write_image_file(tree, image);
+  patch_file(image, "/" + fake, "/../../../etc/" + std::string(10, 'q'));
+  std::string out;
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f"}, &out), 1);
+  EXPECT_NE(out.find(image), std::string::npos) << out;
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
+
+  // Not an EROFS image at all.
+  std::string bad_magic = dir / "magic.cfs";
+  write_image_file(tree, bad_magic);
+  std::string bytes = read_file(bad_magic);
+  bytes[1024] ^= 0xff;  // EROFS superblock magic
+  write_file(bad_magic, bytes);
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), bad_magic, dir / "mnt", "-f"}, &out), 1);
+  EXPECT_NE(out.find("magic"), std::string::npos) << out;
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
+}
+
+// The library over randomly corrupted images, without validate(): every call returns 0 or
+// an errno, nothing crashes or hangs.
+TEST(FuseHostile, CorruptMetadataGivesErrorsNotCrashes) {
+  erofs::Tree base = erofs::parse_dumpfile(read_vector("special.dump"), "special.dump",
+                                           {.strict = true, .max_symlink = 4095});
+  std::string image = erofs::image_to_string(base);
+  std::mt19937_64 rng(7);
+  size_t opened = 0, eio = 0;
+  for (int round = 0; round < 400; round++) {
+    std::string bytes = image;
+    int flips = 1 + int(rng() % 8);
+    for (int i = 0; i < flips; i++) {
+      // Mostly metadata (superblock, inodes, xattrs, directory blocks).
+      size_t pos = 1024 + rng() % (bytes.size() - 1024);
+      bytes[pos] = static_cast<char>(rng());
+    }
+    std::optional<erofs::Image> img;
+    try {
+      img.emplace(erofs::Image::from_bytes(bytes, "fuzz", erofs::ReaderOptions::compat()));
+    } catch (const Error&) {
+      continue;  // refused at open: fine
+    }
+    opened++;
+    fuse::ImageFs fs(std::move(*img), nullptr, [&](const std::string&) { eio++; });
+    std::set<uint64_t> seen;
+    std::vector<uint64_t> todo = {fuse::kRootIno};
+    while (!todo.empty() && seen.size() < 2000) {
+      uint64_t ino = todo.back();
+      todo.pop_back();
+      if (!seen.insert(ino).second) continue;
+      struct stat st;
+      if (fs.getattr(ino, st) != 0) continue;
+      std::string names, value;
+      if (fs.listxattr(ino, names) == 0)
+        for (size_t p = 0; p < names.size(); p += strlen(names.c_str() + p) + 1)
+          (void)fs.getxattr(ino, names.c_str() + p, value);
+      std::string_view target;
+      (void)fs.readlink(ino, target);
+      std::unique_ptr<fuse::FileHandle> file;
+      if (S_ISREG(st.st_mode) && fs.open(ino, O_RDONLY, file) == 0) {
+        std::vector<std::span<const std::byte>> pieces;
+        (void)fs.read_inline(*file, 0, 1 << 20, pieces);
+      }
+      std::unique_ptr<fuse::DirStream> d;
+      if (S_ISDIR(st.st_mode) && fs.opendir(ino, d) == 0) {
+        for (bool plus : {false, true}) {
+          (void)fs.readdir(*d, 0, plus, [&](const fuse::DirItem& item) {
+            struct stat cst;
+            (void)fs.lookup(ino, item.name, cst);
+            todo.push_back(item.ino);
+            return true;
+          });
+        }
+      }
+    }
+  }
+  EXPECT_GT(opened, 100u);  // most corruptions get past the superblock
+  EXPECT_GT(eio, 0u);       // and some are met lazily, as EIO
+}
+
+TEST(FuseHostile, VerdictsAreCachedPerObjectVersion) {
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "objects").c_str(), 0755), 0);
+  std::string content(100000, 'v');
+  Digest d = fsverity_digest(content);
+  store_object(dir / "objects", d, content);
+  fuse::ObjectStore store(open_file(dir / "objects", O_PATH | O_DIRECTORY), dir / "objects",
+                          fuse::VerityPolicy::userspace);
+  for (int i = 0; i < 3; i++) EXPECT_TRUE(store.open("/" + d.object_path(), d, content.size()));
+  EXPECT_EQ(store.digests_computed(), 1u);
+  // A rewrite with the same bytes is a new version: checked again, and still good.
+  write_file(dir / "objects/" + d.object_path(), content);
+  EXPECT_TRUE(store.open("/" + d.object_path(), std::nullopt, content.size()));
+  EXPECT_EQ(store.digests_computed(), 2u);
+  EXPECT_THROW(store.open("/" + d.object_path(), std::nullopt, content.size() + 1),
+               fuse::ObjectError);
+  EXPECT_THROW(store.open(d.object_path(), std::nullopt, content.size()), fuse::ObjectError);
+  // A secure repository accepts only kernel fs-verity, which this file does not have.
+  fuse::ObjectStore secure(open_file(dir / "objects", O_PATH | O_DIRECTORY), dir / "objects",
+                           fuse::VerityPolicy::kernel);
+  if (!fuse::kernel_verity_digest(open_file(dir / "objects/" + d.object_path(), O_RDONLY).get())) {
+    EXPECT_THROW(secure.open("/" + d.object_path(), d, content.size()), fuse::ObjectError);
+  }
+}
+
+}  // namespace
+}  // namespace cfs::test
