@@ -18,5 +18,6 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfsConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/cfsConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfs)
 
+file(RELATIVE_PATH CFS_PC_TO_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
 configure_file(cmake/cfs.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
