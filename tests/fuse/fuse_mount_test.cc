@@ -18,7 +18,10 @@
 
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/reader.h"
+#include "cfs/erofs/writer.h"
 #include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "cfs/store/repository.h"
 #include "fuse_helpers.h"
 #include "testdata.h"
 
@@ -153,6 +156,63 @@ TEST(FuseMount, EqualsTheKernelOverlayMount) {
   EXPECT_EQ(errno, EROFS);
   EXPECT_NE(::setxattr((dir / "fuse/small").c_str(), "user.x", "y", 1, 0), 0);
   EXPECT_EQ(errno, EROFS);
+}
+
+// --repo: the image is found by id in REPO/images, objects come from REPO/objects (sha512
+// here, the repository default), checked in userspace because the repository is insecure.
+TEST(FuseMount, ServesAnImageFromARepository) {
+  require_fuse();
+  TempDir dir;
+  std::string repo_path = dir / "repo";
+  std::string image_hex;
+  Digest tampered_id;
+  {
+    store::InitOptions init;
+    init.insecure = true;
+    store::Repository repo = store::Repository::init(repo_path, init);
+    ASSERT_EQ(repo.algorithm(), HashAlgorithm::sha512);
+    erofs::Tree tree;
+    for (int i = 0; i < 3; i++) {
+      std::string data(70000 + i, char('A' + i));
+      Digest id = repo.ensure_object(std::as_bytes(std::span(data)));
+      auto f = erofs::make_inode(S_IFREG | 0644);
+      f->size = data.size();
+      f->digest = id;
+      f->payload = id.object_path();
+      tree.root->set_child("file" + std::to_string(i), f);
+      if (i == 2) tampered_id = id;
+    }
+    store::ObjectWriter writer = repo.write_object();
+    erofs::write_image(tree, writer);
+    Digest image_id = writer.commit();
+    repo.link_image(image_id);
+    repo.sync();
+    image_hex = image_id.hex();
+  }
+  // Damage one object in place (same size).
+  std::string obj = repo_path + "/objects/" + tampered_id.object_path();
+  ::chmod(obj.c_str(), 0644);
+  std::string bytes = read_file(obj);
+  bytes[100] = 'x';
+  write_file(obj, bytes);
+
+  ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);
+  FuseProcess fuse({"--repo", repo_path, image_hex, dir / "mnt", "-f"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  EXPECT_EQ(read_file(dir / "mnt/file0"), std::string(70000, 'A'));
+  EXPECT_EQ(read_file(dir / "mnt/file1"), std::string(70001, 'B'));
+  int fd = ::open((dir / "mnt/file2").c_str(), O_RDONLY);
+  EXPECT_LT(fd, 0);
+  EXPECT_EQ(errno, EIO);
+  if (fd >= 0) ::close(fd);
+  EXPECT_NE(fuse.log().find("fs-verity digest does not match"), std::string::npos) << fuse.log();
+
+  std::string out;
+  EXPECT_EQ(
+      run_argv({cfs_fuse_binary(), "--repo", repo_path, std::string(128, 'f'), dir / "mnt2", "-f"},
+               &out),
+      1);
+  EXPECT_FALSE(out.empty());
 }
 
 TEST(FuseMount, DirectoryOffsetsSurviveSeeks) {
