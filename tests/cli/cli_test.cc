@@ -194,6 +194,45 @@ TEST(ComposefsInfoCli, FilterKeepsNamedTopLevelEntries) {
   EXPECT_TRUE(lines[3].starts_with("/whiteout 0 20777"));
 }
 
+// Lines printed by C composefs-info 1.0.8 for the image of special.dump: xattrs in stored
+// order (inline, then shared) and the v1 opaque markers of a directory holding whiteouts.
+TEST(ComposefsInfoCli, DumpPrintsWhatTheCToolPrints) {
+  TempDir tmp;
+  RunResult r =
+      run(tool("mkcomposefs") + " --from-file " +
+          quote(cfs::test::vectors_dir() + "/special.dump") + " " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "out.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  ASSERT_GE(lines.size(), 4u);
+  EXPECT_EQ(lines[0],
+            "/ 4096 40555 2 0 0 0 1633950376.0 - - - trusted.foo1=bar-1 "
+            "trusted.overlay.opaque=x user.foo2=bar-2 user.overlay.opaque=x");
+  EXPECT_EQ(lines[3],
+            "/escaped-xattr 0 100777 1 0 0 0 1633950376.0 - - - "
+            "trusted.overlay.redirect=/foo\\n user.overlay.redirect=/foo\\n user.foo=bar-2");
+
+  // '@' lines carry the target's content, digest and xattrs, as the C tool prints them.
+  std::string dump =
+      "/ 0 40755 2 0 0 0 0.0 - - -\n"
+      "/a 100000 100644 2 0 0 0 0.0 01/23456789abcdef0123456789abcdef0123456789abcdef"
+      "0123456789abcdef - 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+      "/b 3 100644 2 0 0 0 0.0 - abc - user.x=1\n"
+      "/c 100000 @100644 2 0 0 0 0.0 /a - -\n"
+      "/d 3 @100644 2 0 0 0 0.0 /b - -\n";
+  r = run(tool("mkcomposefs") + " --from-file - " + quote(tmp / "links.cfs"), dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "links.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 5u) << r.out;
+  EXPECT_EQ(lines[3],
+            "/c 100000 @100644 2 0 0 0 0.0 /a - "
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(lines[4], "/d 3 @100644 2 0 0 0 0.0 /b abc - user.x=1");
+}
+
 TEST(ComposefsInfoCli, LsMarksTypes) {
   TempDir tmp;
   std::string dump =
@@ -473,15 +512,13 @@ TEST_F(DirectoryTest, ComputeIdIsTheV1ImageDigest) {
   EXPECT_FALSE(fs::exists(tmp_ / "objects"));
 }
 
-TEST_F(DirectoryTest, CfsctlDumpMatchesComposefsInfo) {
+TEST_F(DirectoryTest, CfsctlDumpRebuildsTheImage) {
   RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
   ASSERT_EQ(r.status, 0) << r.err;
-  RunResult ours = run(tool("cfsctl") + " dump " + quote(tmp_ / "img.cfs"));
-  ASSERT_EQ(ours.status, 0) << ours.err;
-  RunResult theirs = run(tool("composefs-info") + " dump " + quote(tmp_ / "img.cfs"));
-  ASSERT_EQ(theirs.status, 0) << theirs.err;
-  EXPECT_EQ(ours.out, theirs.out);
-  EXPECT_FALSE(ours.out.empty());
+  r = run(tool("cfsctl") + " dump " + quote(tmp_ / "img.cfs") + " | " + tool("mkcomposefs") +
+          " --from-file - " + quote(tmp_ / "again.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(cfs::read_file(tmp_ / "img.cfs"), cfs::read_file(tmp_ / "again.cfs"));
 }
 
 TEST_F(DirectoryTest, ScanOptionsAreApplied) {

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -248,6 +250,177 @@ void write_listing(const erofs::Tree& tree, OutputSink& out) {
   });
 }
 
+// composefs-info dump, printed straight from the image as the C tool's reader sees it. The
+// Tree keeps xattrs sorted and drops the overlay markers, while the C tool prints each
+// inode's xattrs in stored order (inline, then shared), keeps the opaque markers, and gives
+// '@' lines the target's content, digest and xattrs; going through the image directly is
+// the only way to print byte for byte the same text.
+class CompatDumper {
+ public:
+  CompatDumper(const erofs::Image& image, OutputSink& out, const std::vector<std::string>& filter)
+      : image_(image), out_(out), filter_(filter) {}
+
+  void dump() {
+    std::string path;
+    erofs::InodeInfo root = image_.root();
+    Node node = load(root);
+    set_fixed(root);
+    print(path, node, nullptr);
+    walk_dir(root, path, true);
+  }
+
+ private:
+  // An inode as the C reader rebuilds it.
+  struct Node {
+    uint32_t mode = 0;
+    uint64_t size = 0;
+    uint64_t rdev = 0;
+    std::optional<std::string_view> payload;
+    std::optional<std::string> content;
+    std::optional<Digest> digest;
+    std::vector<std::pair<std::string, std::string_view>> xattrs;
+  };
+
+  static constexpr std::string_view kOverlay = "trusted.overlay.";
+  static constexpr std::string_view kEscaped = "trusted.overlay.overlay.";
+
+  Node load(const erofs::InodeInfo& inode) const {
+    Node node;
+    node.mode = inode.mode;
+    node.size = inode.size;
+    if (inode.type() == S_IFCHR || inode.type() == S_IFBLK) node.rdev = inode.rdev;
+    if (inode.is_symlink()) node.payload = image_.symlink_target(inode);
+    if (inode.is_reg() && !inode.is_external() && inode.size > 0) {
+      std::string data(static_cast<size_t>(inode.size), '\0');
+      size_t n = image_.read(inode, 0, std::as_writable_bytes(std::span(data)));
+      data.resize(n);
+      node.content = std::move(data);
+    }
+    erofs::XattrCursor cursor = image_.xattrs(inode);
+    erofs::XattrView x;
+    while (cursor.next(x)) {
+      std::string name = x.name();
+      bool is_reg = (node.mode & S_IFMT) == S_IFREG;
+      if (name == "trusted.overlay.redirect") {
+        if (is_reg) {
+          std::string_view v = x.value;
+          if (v.size() > 1 && v[0] == '/') v.remove_prefix(1);
+          node.payload = v;
+        }
+      } else if (name == "trusted.overlay.metacopy") {
+        // {version, length, flags, algorithm} then the digest; other sizes mean "no digest"
+        if (is_reg && x.value.size() == 4 + 32)
+          node.digest = Digest(HashAlgorithm::sha256,
+                               {reinterpret_cast<const uint8_t*>(x.value.data()) + 4, 32});
+      } else if (name == "trusted.overlay.overlay.whiteout" && is_reg) {
+        node.mode = (node.mode & ~S_IFMT) | S_IFCHR;
+        node.rdev = 0;
+        node.size = 0;
+      } else if (name == "trusted.overlay.overlay.whiteouts" || name == "user.overlay.whiteout" ||
+                 name == "user.overlay.whiteouts") {
+        // bookkeeping of the writer, not part of the tree
+      } else if (name.starts_with(kOverlay)) {
+        if (name.starts_with(kEscaped))
+          set_xattr(node, "trusted.overlay." + name.substr(kEscaped.size()), x.value);
+      } else {
+        set_xattr(node, std::move(name), x.value);
+      }
+    }
+    return node;
+  }
+
+  static void set_xattr(Node& node, std::string name, std::string_view value) {
+    for (auto& [n, v] : node.xattrs) {
+      if (n == name) {
+        v = value;
+        return;
+      }
+    }
+    node.xattrs.emplace_back(std::move(name), value);
+  }
+
+  void print(const std::string& path, const Node& node, const std::string* hardlink_to) {
+    line_.clear();
+    erofs::append_escaped(line_, path.empty() ? "/" : path, false);
+    line_ += ' ' + std::to_string(node.size) + ' ';
+    if (hardlink_to) line_ += '@';
+    char mode[16];
+    std::snprintf(mode, sizeof mode, "%o", node.mode);
+    line_ += mode;
+    line_ += ' ' + std::to_string(nlink_) + ' ' + std::to_string(uid_) + ' ' +
+             std::to_string(gid_) + ' ' + std::to_string(node.rdev) + ' ' +
+             std::to_string(mtime_sec_) + '.' + std::to_string(mtime_nsec_) + ' ';
+    std::optional<std::string_view> payload = node.payload;
+    if (hardlink_to) payload = *hardlink_to;
+    append_optional(payload);
+    line_ += ' ';
+    append_optional(node.content ? std::optional<std::string_view>(*node.content) : std::nullopt);
+    line_ += ' ';
+    line_ += node.digest ? node.digest->hex() : "-";
+    for (const auto& [name, value] : node.xattrs) {
+      line_ += ' ';
+      erofs::append_escaped(line_, name, true);
+      line_ += '=';
+      erofs::append_escaped(line_, value, true);
+    }
+    line_ += '\n';
+    out_.write(line_);
+  }
+
+  void append_optional(std::optional<std::string_view> value) {
+    if (!value)
+      line_ += '-';
+    else if (*value == "-")
+      line_ += "\\x2d";
+    else
+      erofs::append_escaped(line_, *value, false);
+  }
+
+  void walk_dir(const erofs::InodeInfo& dir, std::string& path, bool top) {
+    erofs::DirCursor cursor = image_.dirents(dir);
+    erofs::DirEntry entry;
+    // Entries are collected first: the cursor points into the image, but recursion below
+    // would otherwise interleave two cursors' lifetimes needlessly.
+    std::vector<std::pair<std::string, uint64_t>> children;
+    while (cursor.next(entry)) {
+      if (entry.name == "." || entry.name == "..") continue;
+      if (top && !filter_.empty() &&
+          std::find(filter_.begin(), filter_.end(), entry.name) == filter_.end())
+        continue;
+      children.emplace_back(std::string(entry.name), entry.nid);
+    }
+    for (const auto& [name, nid] : children) {
+      erofs::InodeInfo inode = image_.inode(nid);
+      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;  // the 00-ff object-dir stubs
+      size_t old = path.size();
+      path += '/';
+      path += name;
+      auto [it, first] = seen_.try_emplace(nid, path);
+      Node node = load(inode);
+      set_fixed(inode);
+      print(path, node, first ? nullptr : &it->second);
+      if (first && inode.is_dir()) walk_dir(inode, path, false);
+      path.resize(old);
+    }
+  }
+
+  void set_fixed(const erofs::InodeInfo& inode) {
+    nlink_ = inode.nlink;
+    uid_ = inode.uid;
+    gid_ = inode.gid;
+    mtime_sec_ = inode.mtime_sec;
+    mtime_nsec_ = inode.mtime_nsec;
+  }
+
+  const erofs::Image& image_;
+  OutputSink& out_;
+  const std::vector<std::string>& filter_;
+  std::map<uint64_t, std::string> seen_;
+  std::string line_;
+  uint32_t nlink_ = 0, uid_ = 0, gid_ = 0, mtime_nsec_ = 0;
+  uint64_t mtime_sec_ = 0;
+};
+
 // --filter: keep only the named top-level entries.
 void filter_top_level(erofs::Tree& tree, const std::vector<std::string>& keep) {
   if (keep.empty()) return;
@@ -313,12 +486,14 @@ int composefs_info_main(int argc, char** argv) {
       });
       continue;
     }
+    if (command == "dump") {
+      image.validate();
+      CompatDumper(image, out, filters).dump();
+      continue;
+    }
     erofs::Tree tree = image.to_tree();
     filter_top_level(tree, filters);
-    if (command == "dump")
-      erofs::write_dumpfile(tree, out);
-    else
-      write_listing(tree, out);
+    write_listing(tree, out);
   }
 
   if (!objects.empty()) {
