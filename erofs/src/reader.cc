@@ -65,6 +65,19 @@ std::string hex32(uint32_t v) {
   return buf;
 }
 
+// The kernel's superblock checksum: CRC32C (seed ~0, no final inversion) over the rest of
+// the first block from the superblock on, with the checksum field read as zero.
+uint32_t superblock_crc(std::span<const std::byte> image) {
+  uint32_t crc = 0xffffffff;
+  for (size_t i = kSuperblockOffset; i < kBlockSize; i++) {
+    bool in_field = i >= kSuperblockOffset + offsetof(Superblock, checksum) &&
+                    i < kSuperblockOffset + offsetof(Superblock, checksum) + 4;
+    crc ^= in_field ? 0 : std::to_integer<uint8_t>(image[i]);
+    for (int bit = 0; bit < 8; bit++) crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1)));
+  }
+  return crc;
+}
+
 // Number of data blocks a flat inode keeps outside its inode slot.
 uint64_t flat_block_count(const InodeInfo& inode) {
   if (inode.layout == DataLayout::flat_inline) return inode.size / kBlockSize;
@@ -91,8 +104,9 @@ DirChunk load_dir_chunk(const Image& image, const InodeInfo& dir, uint64_t k) {
   uint64_t blocks = flat_block_count(dir);
   if (k < blocks) {
     uint64_t len = std::min<uint64_t>(kBlockSize, dir.size - k * kBlockSize);
-    chunk.bytes = image.slice((uint64_t{dir.raw_u} + k) * kBlockSize, len, dir.nid,
-                              "directory block " + std::to_string(k));
+    // inode() checked the block range, so this never builds an error string.
+    chunk.bytes =
+        image.slice((uint64_t{dir.raw_u} + k) * kBlockSize, len, dir.nid, "directory block");
   } else {
     chunk.bytes =
         image.slice(dir.tail_offset, dir.size % kBlockSize, dir.nid, "inline directory tail");
@@ -208,6 +222,9 @@ void Image::parse_superblock() {
     bad(where, "block size bits " + std::to_string(sb.blkszbits) + ", expected 12");
   if (sb.feature_compat & ~kKnownCompat)
     bad(where, "unsupported compat features " + hex32(sb.feature_compat & ~kKnownCompat));
+  if ((sb.feature_compat & kFeatureCompatSbChksum) && superblock_crc(bytes_) != sb.checksum)
+    bad(where, "checksum " + hex32(sb.checksum) + " does not match the superblock (" +
+                   hex32(superblock_crc(bytes_)) + ")");
   if (sb.feature_incompat & ~kKnownIncompat)
     bad(where, "unsupported incompat features " + hex32(sb.feature_incompat & ~kKnownIncompat));
   if (sb.sb_extslots != 0) bad(where, "superblock extension slots are not supported");
@@ -410,12 +427,18 @@ bool XattrCursor::next(XattrView& x) {
     uint32_t id = load_le<uint32_t>(
         img.slice(shared_ids_ + 4 * uint64_t{shared_next_}, 4, nid_, "shared xattr id"), 0);
     uint64_t off = img.xattr_base_ + uint64_t{id} * 4;
-    std::string what = "shared xattr id " + std::to_string(id);
-    auto head = img.slice(off, sizeof(XattrEntry), nid_, what);
+    uint64_t size = img.bytes_.size();
+    auto out_of_bounds = [&] {
+      img.fail(nid_, "shared xattr id " + std::to_string(id) + " at offset " + std::to_string(off) +
+                         " is beyond the end of the image (" + std::to_string(size) + " bytes)");
+    };
+    if (off > size || size - off < sizeof(XattrEntry)) out_of_bounds();
+    auto head = img.bytes_.subspan(off, sizeof(XattrEntry));
     uint8_t name_len = std::to_integer<uint8_t>(head[0]);
     x.name_index = std::to_integer<uint8_t>(head[1]);
     uint16_t value_size = load_le<uint16_t>(head, 2);
-    auto body = img.slice(off + sizeof(XattrEntry), uint64_t{name_len} + value_size, nid_, what);
+    if (size - off - sizeof(XattrEntry) < uint64_t{name_len} + value_size) out_of_bounds();
+    auto body = img.bytes_.subspan(off + sizeof(XattrEntry), name_len + size_t{value_size});
     x.suffix = as_chars(body.first(name_len));
     x.value = as_chars(body.subspan(name_len));
     x.shared = true;

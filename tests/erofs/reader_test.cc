@@ -16,6 +16,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 DumpfileParseOptions parse_compat(bool strict) {
   return {.strict = strict, .max_symlink = kSymlinkMaxCompat};
@@ -591,6 +592,45 @@ TEST(ReaderCorrupt, SuperblockRules) {
   EXPECT_THAT(
       with(kSuperblockOffset + offsetof(Superblock, root_nid), file_nid),
       HasSubstr("superblock: root inode " + std::to_string(file_nid) + " is not a directory"));
+}
+
+// The optional superblock checksum is verified the way the kernel and fsck.erofs do.
+TEST(ReaderCorrupt, SuperblockChecksum) {
+  Fixture f(small_tree());
+  size_t compat_at = kSuperblockOffset + offsetof(Superblock, feature_compat);
+  size_t sum_at = kSuperblockOffset + offsetof(Superblock, checksum);
+  f.put<uint32_t>(compat_at,
+                  kFeatureCompatMtime | kFeatureCompatXattrFilter | kFeatureCompatSbChksum);
+  // CRC32C, written out independently of the reader's loop: table-driven.
+  uint32_t table[256];
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    table[i] = c;
+  }
+  uint32_t crc = ~0u;
+  for (size_t i = kSuperblockOffset; i < kBlockSize; i++) {
+    uint8_t b = (i >= sum_at && i < sum_at + 4) ? 0 : static_cast<uint8_t>(f.bytes[i]);
+    crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
+  }
+  f.put<uint32_t>(sum_at, crc);
+  EXPECT_EQ(f.error(), "(no error)");
+  test::TempDir dir;
+  test::write_file(dir / "sum.cfs", f.bytes);
+  std::string out;
+  if (test::run("command -v fsck.erofs >/dev/null", &out) == 0) {
+    EXPECT_EQ(test::run("fsck.erofs " + (dir / "sum.cfs") + " 2>&1", &out), 0) << out;
+    EXPECT_THAT(out, Not(HasSubstr("chksum")));
+  }
+  f.put<uint32_t>(sum_at, crc ^ 1);
+  EXPECT_THAT(f.error(),
+              AllOf(HasSubstr("t.cfs: superblock: checksum"), HasSubstr("does not match")));
+  if (test::run("command -v fsck.erofs >/dev/null", &out) == 0) {
+    test::write_file(dir / "bad.cfs", f.bytes);
+    // This fsck.erofs reports the mismatch but still exits 0; check what it says.
+    test::run("fsck.erofs " + (dir / "bad.cfs") + " 2>&1", &out);
+    EXPECT_THAT(out, HasSubstr("chksum doesn't match"));
+  }
 }
 
 TEST(ReaderCorrupt, CompressedLayoutRejected) {
