@@ -266,7 +266,7 @@ class CompatDumper {
     Node node = load(root);
     set_fixed(root);
     print(path, node, nullptr);
-    walk_dir(root, path, true);
+    walk_dir(root, path);
   }
 
  private:
@@ -376,12 +376,12 @@ class CompatDumper {
       erofs::append_escaped(line_, *value, false);
   }
 
-  void walk_dir(const erofs::InodeInfo& dir, std::string& path, bool top) {
+  using Children = std::vector<std::pair<std::string, uint64_t>>;
+
+  Children children_of(const erofs::InodeInfo& dir, bool top) const {
     erofs::DirCursor cursor = image_.dirents(dir);
     erofs::DirEntry entry;
-    // Entries are collected first: the cursor points into the image, but recursion below
-    // would otherwise interleave two cursors' lifetimes needlessly.
-    std::vector<std::pair<std::string, uint64_t>> children;
+    Children children;
     while (cursor.next(entry)) {
       if (entry.name == "." || entry.name == "..") continue;
       if (top && !filter_.empty() &&
@@ -389,18 +389,36 @@ class CompatDumper {
         continue;
       children.emplace_back(std::string(entry.name), entry.nid);
     }
-    for (const auto& [name, nid] : children) {
-      erofs::InodeInfo inode = image_.inode(nid);
-      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;  // the 00-ff object-dir stubs
-      size_t old = path.size();
+    return children;
+  }
+
+  // Depth-first pre-order with an explicit stack: a hostile image may nest directories far
+  // deeper than the call stack could follow.
+  void walk_dir(const erofs::InodeInfo& top, std::string& path) {
+    struct Frame {
+      Children children;
+      size_t next = 0;
+      size_t path_len = 0;
+    };
+    std::vector<Frame> stack;
+    stack.push_back({children_of(top, true), 0, path.size()});
+    while (!stack.empty()) {
+      Frame& frame = stack.back();
+      if (frame.next == frame.children.size()) {
+        stack.pop_back();
+        continue;
+      }
+      const auto& [name, nid] = frame.children[frame.next++];
+      path.resize(frame.path_len);
       path += '/';
       path += name;
+      erofs::InodeInfo inode = image_.inode(nid);
+      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;  // the 00-ff object-dir stubs
       auto [it, first] = seen_.try_emplace(nid, path);
       Node node = load(inode);
       set_fixed(inode);
       print(path, node, first ? nullptr : &it->second);
-      if (first && inode.is_dir()) walk_dir(inode, path, false);
-      path.resize(old);
+      if (first && inode.is_dir()) stack.push_back({children_of(inode, false), 0, path.size()});
     }
   }
 
