@@ -430,12 +430,22 @@ TEST(ErofsWriter, RejectsXattrsBeyondLimits) {
   EXPECT_EQ(write_error(with_xattr("user." + std::string(250, 'k'), "v")), "");
   EXPECT_THAT(write_error(with_xattr("user.big", std::string(65536, 'v'))),
               HasSubstr("/f: value of xattr 'user.big' is longer than 65535 bytes"));
-  // 65535 bytes is a valid value but exceeds the C library's 32767-byte budget per inode.
-  EXPECT_THAT(write_error(with_xattr("user.big", std::string(65535, 'v'))),
-              HasSubstr("/f: xattrs exceed the 32767-byte limit"));
-  EXPECT_EQ(write_error(with_xattr("user.big", std::string(32767 - 12 - 7 - 8, 'v'))), "");
-  EXPECT_THAT(write_error(with_xattr("user.big", std::string(32767 - 12 - 7 - 7, 'v'))),
-              HasSubstr("limit"));
+  // An inode holds at most 12 + 4 * 65534 bytes of xattrs (i_xattr_icount is 16 bits):
+  // three 64 KiB values fit, four do not.
+  auto with_big_xattrs = [](int n) {
+    Tree t = root_only();
+    auto f = t.root->set_child("f", make_inode(S_IFREG | 0644));
+    for (int i = 0; i < n; i++)
+      f->xattrs.push_back({"user.big" + std::to_string(i), std::string(65535, 'a' + i)});
+    return t;
+  };
+  EXPECT_THAT(write_error(with_big_xattrs(4)),
+              HasSubstr("/f: xattrs need 262188 bytes, more than the 262148 an inode can hold"));
+  std::string image = image_to_string(with_big_xattrs(3));
+  test::TempDir dir;
+  test::write_file(dir / "image", image);
+  std::string output;
+  EXPECT_EQ(test::run("fsck.erofs " + (dir / "image") + " 2>&1", &output), 0) << output;
 }
 
 TEST(ErofsWriter, RejectsFilesNeedingTooManyChunks) {
