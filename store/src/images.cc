@@ -33,26 +33,15 @@ CreateImageResult create_image(Repository& repo, const std::string& src,
   CreateImageResult result;
   erofs::Tree tree =
       erofs::scan_directory(src, options, [&](int fd, uint64_t size, const std::string& path) {
-        ObjectWriter w = repo.write_object();
-        std::vector<std::byte> buf(1 << 20);
         uint64_t copied = 0;
-        for (;;) {
-          ssize_t n = ::read(fd, buf.data(), buf.size());
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_errno(path);
-          }
-          if (n == 0) break;
-          w.write(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
-          copied += static_cast<uint64_t>(n);
-        }
+        Digest id = repo.ensure_object_from_fd(fd, path, &copied);
         if (copied != size) {
           throw Error(path + ": file changed while being stored (" + std::to_string(copied) +
                       " bytes read, " + std::to_string(size) + " expected)");
         }
         ++result.files_stored;
         result.bytes_stored += size;
-        return w.commit();
+        return id;
       });
   ObjectWriter image = repo.write_object();
   erofs::WriteResult written = erofs::write_image(tree, image, repository_writer_options());

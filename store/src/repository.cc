@@ -209,6 +209,59 @@ struct Repository::State {
     if (pending.size() >= kBatchMaxObjects || pending_bytes >= kBatchMaxBytes) flush_pending();
   }
 
+  // A new temporary file in objects/: O_TMPFILE (temp_name stays empty) or, where the
+  // filesystem lacks it, a ".tmp-object-*" entry named in temp_name.
+  UniqueFd new_temp(std::string& temp_name) {
+    const std::string w = what("objects");
+    if (!tmpfile_unsupported) {
+      UniqueFd fd = open_tmpfile(objects.get(), 0644, w);
+      if (fd) return fd;
+      tmpfile_unsupported = true;
+    }
+    return create_named_temp(objects.get(), ".tmp-object-", temp_name, 0644, w);
+  }
+
+  // Takes a fully written temporary file: enables fs-verity where possible (secure
+  // repositories require it and take the kernel's digest as the id), then queues it for
+  // linking. userspace_id is the digest computed while writing (insecure repositories).
+  Digest finish_object(UniqueFd fd, std::string temp_name, uint64_t size,
+                       std::optional<Digest> id) {
+    const std::string w = what("objects") + ": new object";
+    if (secure || !verity_unsupported) {
+      // fs-verity refuses files with writers, so continue with a read-only descriptor.
+      UniqueFd ro = temp_name.empty() ? reopen_read_only(fd.get(), w)
+                                      : open_at(objects.get(), temp_name, O_RDONLY);
+      fd.reset();
+      detail::VerityEnable result = detail::VerityEnable::unsupported;
+      for (int attempt = 0;; ++attempt) {
+        try {
+          result = detail::enable_verity(ro.get(), meta.algorithm, w);
+          break;
+        } catch (const SystemError& e) {
+          // A writer descriptor may linger briefly (e.g. a forked child); retry, as
+          // composefs-rs does, before giving up.
+          if (e.code() != ETXTBSY || attempt >= 3) throw;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
+      if (result == detail::VerityEnable::unsupported) {
+        if (secure) throw Error(path + ": secure repository, but the filesystem refused fs-verity");
+        verity_unsupported = true;
+      } else {
+        auto measured = detail::measure_verity(ro.get(), meta.algorithm, w);
+        if (!measured) throw Error(w + ": fs-verity enabled but not measurable");
+        if (id && *id != *measured)
+          throw Error(w + ": kernel fs-verity digest " + measured->hex() +
+                      " differs from the userspace digest " + id->hex());
+        id = measured;
+      }
+      fd = std::move(ro);
+    }
+    if (!id) throw Error(w + ": no digest (fs-verity unavailable and none computed)");
+    add_pending(PendingObject{std::move(fd), std::move(temp_name), *id, size, false});
+    return *id;
+  }
+
   UniqueFd open_final_object(const Digest& id) const {
     const std::string rel = object_repo_path(id);
     int fd = ::openat(objects.get(), id.object_path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -308,41 +361,9 @@ Digest ObjectWriter::commit() {
 
   std::optional<Digest> id;
   if (s.hasher) id = s.hasher->finish();
-  if (repo.secure || !repo.verity_unsupported) {
-    // fs-verity refuses files with writers, so continue with a read-only descriptor.
-    UniqueFd ro = s.temp_name.empty() ? reopen_read_only(s.fd.get(), what)
-                                      : open_at(repo.objects.get(), s.temp_name, O_RDONLY);
-    s.fd.reset();
-    detail::VerityEnable result = detail::VerityEnable::unsupported;
-    for (int attempt = 0;; ++attempt) {
-      try {
-        result = detail::enable_verity(ro.get(), repo.meta.algorithm, what);
-        break;
-      } catch (const SystemError& e) {
-        // A writer descriptor may linger briefly (e.g. a forked child); retry, as
-        // composefs-rs does, before giving up.
-        if (e.code() != ETXTBSY || attempt >= 3) throw;
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-    }
-    if (result == detail::VerityEnable::unsupported) {
-      if (repo.secure)
-        throw Error(repo.path + ": secure repository, but the filesystem refused fs-verity");
-      repo.verity_unsupported = true;
-    } else {
-      auto measured = detail::measure_verity(ro.get(), repo.meta.algorithm, what);
-      if (!measured) throw Error(what + ": fs-verity enabled but not measurable");
-      if (id && *id != *measured)
-        throw Error(what + ": kernel fs-verity digest " + measured->hex() +
-                    " differs from the userspace digest " + id->hex());
-      id = measured;
-    }
-    s.fd = std::move(ro);
-  }
-  PendingObject p{std::move(s.fd), std::move(s.temp_name), *id, s.size, false};
+  std::string temp_name = std::move(s.temp_name);
   s.temp_name.clear();
-  repo.add_pending(std::move(p));
-  return *id;
+  return repo.finish_object(std::move(s.fd), std::move(temp_name), s.size, id);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -492,12 +513,7 @@ ObjectWriter Repository::write_object() {
   s.require_writable();
   auto w = std::make_unique<ObjectWriter::State>();
   w->repo = &s;
-  const std::string what = s.what("objects");
-  if (!s.tmpfile_unsupported) {
-    w->fd = open_tmpfile(s.objects.get(), 0644, what);
-    if (!w->fd) s.tmpfile_unsupported = true;
-  }
-  if (!w->fd) w->fd = create_named_temp(s.objects.get(), ".tmp-object-", w->temp_name, 0644, what);
+  w->fd = s.new_temp(w->temp_name);
   if (!s.secure) w->hasher.emplace(s.meta.algorithm);
   w->buffer.resize(kWriteBuffer);
   return ObjectWriter(std::move(w));
@@ -516,9 +532,81 @@ Digest Repository::ensure_object(std::span<const std::byte> data) {
   return w.commit();
 }
 
-Digest Repository::ensure_object_from_fd(int fd, const std::string& what) {
+namespace {
+
+// Copies [offset, offset + size) of in to out: copy_file_range (in-kernel, reflinks where
+// the filesystem can), falling back to read/write across filesystems that refuse it.
+void copy_range(int in, uint64_t offset, int out, uint64_t size, const std::string& what) {
+  auto in_off = static_cast<off_t>(offset);
+  uint64_t remaining = size;
+  bool use_copy_file_range = true;
+  std::vector<std::byte> buf;
+  while (remaining > 0) {
+    if (use_copy_file_range) {
+      ssize_t n = ::copy_file_range(in, &in_off, out, nullptr, remaining, 0);
+      if (n > 0) {
+        remaining -= static_cast<uint64_t>(n);
+        continue;
+      }
+      if (n == 0) break;
+      if (errno == EINTR) continue;
+      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+        throw_errno(what + ": copying into the repository");
+      use_copy_file_range = false;
+      buf.resize(kWriteBuffer);
+    }
+    ssize_t n = ::pread(in, buf.data(), std::min<uint64_t>(buf.size(), remaining), in_off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(what);
+    }
+    if (n == 0) break;
+    write_all(out, {buf.data(), static_cast<size_t>(n)}, what + ": copying into the repository");
+    in_off += n;
+    remaining -= static_cast<uint64_t>(n);
+  }
+  if (remaining > 0) throw Error(what + ": file shrank while being stored");
+}
+
+bool same_file_state(const struct stat& a, const struct stat& b) {
+  return a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec && a.st_ctim.tv_sec == b.st_ctim.tv_sec &&
+         a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+}  // namespace
+
+Digest Repository::ensure_object_from_fd(int fd, const std::string& what, uint64_t* size_out) {
+  State& s = *state_;
+  s.require_writable();
+  struct stat before;
+  off_t start = ::lseek(fd, 0, SEEK_CUR);
+  if (!s.secure && start >= 0 && ::fstat(fd, &before) == 0 && S_ISREG(before.st_mode)) {
+    // Insecure repositories hash first and copy only objects they lack: re-importing a tree
+    // costs one read of each file and no writes.
+    Digest id = fsverity_digest_fd(fd, s.meta.algorithm, what);
+    off_t end = ::lseek(fd, 0, SEEK_CUR);
+    if (end < start) throw_errno(what);
+    const auto size = static_cast<uint64_t>(end - start);
+    if (size_out) *size_out = size;
+    if (s.pending_index.count(id)) return id;
+    if (auto stored = s.stored_size(id); stored && *stored == size) return id;
+    std::string temp_name;
+    UniqueFd tmp = s.new_temp(temp_name);
+    try {
+      copy_range(fd, static_cast<uint64_t>(start), tmp.get(), size, what);
+      struct stat after;
+      if (::fstat(fd, &after) < 0) throw_errno(what);
+      if (!same_file_state(before, after)) throw Error(what + ": file changed while being stored");
+    } catch (...) {
+      if (!temp_name.empty()) ::unlinkat(s.objects.get(), temp_name.c_str(), 0);
+      throw;
+    }
+    return s.finish_object(std::move(tmp), std::move(temp_name), size, id);
+  }
   ObjectWriter w = write_object();
   std::vector<std::byte> buf(kWriteBuffer);
+  uint64_t total = 0;
   for (;;) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0) {
@@ -527,7 +615,9 @@ Digest Repository::ensure_object_from_fd(int fd, const std::string& what) {
     }
     if (n == 0) break;
     w.write(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+    total += static_cast<uint64_t>(n);
   }
+  if (size_out) *size_out = total;
   return w.commit();
 }
 

@@ -112,8 +112,10 @@ class Repository {
   // ---- objects (objects/XX/<rest>)
   ObjectWriter write_object();
   Digest ensure_object(std::span<const std::byte> data);
-  // Copies fd (from its current offset to EOF) into the store.
-  Digest ensure_object_from_fd(int fd, const std::string& what);
+  // Stores the content of fd from its current offset to EOF; *size (if given) receives its
+  // length. Regular files in insecure repositories are hashed first and copied (in-kernel)
+  // only if the object is missing; a file that changes meanwhile is an error.
+  Digest ensure_object_from_fd(int fd, const std::string& what, uint64_t* size = nullptr);
   bool has_object(const Digest& id) const;
   // Opens an object read-only. In secure repositories the kernel's fs-verity measurement
   // must equal id, or this throws.

@@ -1,0 +1,53 @@
+// Where OCI images come from. A source hands out the image manifest and its blobs; the
+// caller verifies every digest (sources never vouch for the bytes they return).
+//
+//   oci:DIR[:REF]          an OCI image layout (index.json, blobs/<alg>/<hex>)
+//   oci-archive:FILE[:REF] a tar of an OCI image layout
+//   docker-archive:FILE    what `docker save` / `podman save` write (manifest.json + layer tars)
+//   anything else          through `skopeo experimental-image-proxy` (docker://…,
+//                          containers-storage:…, dir:…, and the above as well)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace cfs::store::oci {
+
+struct Descriptor {
+  std::string media_type;
+  std::string digest;  // "sha256:<hex>"
+  uint64_t size = 0;
+};
+
+// Sequential reader of one blob.
+class BlobReader {
+ public:
+  virtual ~BlobReader() = default;
+  // Fills up to buf.size() bytes; 0 means end of blob.
+  virtual size_t read(std::span<std::byte> buf) = 0;
+};
+
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+  // The raw bytes of the image manifest (an image index is resolved to the manifest for
+  // this machine's architecture).
+  virtual std::string manifest() = 0;
+  // Thread-safe: layers are read concurrently.
+  virtual std::unique_ptr<BlobReader> open_blob(const Descriptor& blob) = 0;
+  // Called once all blobs are read (the skopeo proxy waits for the pipe's status here).
+  virtual void finish_blob(BlobReader&) {}
+  // The source string, used as the default tag.
+  virtual std::string name() const = 0;
+};
+
+std::unique_ptr<ImageSource> open_source(std::string_view spec);
+
+// The architecture names OCI uses for this machine ("amd64", "arm64", ...).
+std::string host_oci_architecture();
+
+}  // namespace cfs::store::oci

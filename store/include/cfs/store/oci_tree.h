@@ -1,0 +1,58 @@
+// OCI layers merged into one filesystem tree, and the canonicalisations composefs-rs applies
+// before writing the EROFS image, so that the same image gets the same composefs image id.
+//
+// Merge rules (in layer order, entry by entry):
+//  - paths are relative to the image root ("./" prefixes are dropped); absolute names, ".."
+//    components, paths through symlinks or non-directories and missing parent directories
+//    are errors: a layer tar cannot reach outside its tree or write through a link;
+//  - the tar root entry ("./") only sets the root directory's metadata;
+//  - ".wh..wh..opq" clears its directory, ".wh.NAME" removes NAME;
+//  - a directory over a directory replaces the metadata (most-derived layer wins) and keeps
+//    the children; anything else replaces the entry;
+//  - hardlinks share the target's inode; the target must already exist and not be a
+//    directory; nlink counts the dirents of each inode;
+//  - mtime keeps PAX nanoseconds, xattrs come from PAX SCHILY.xattr.* records.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "cfs/erofs/tree.h"
+#include "cfs/store/oci_tar.h"
+
+namespace cfs::store {
+
+class LayerMerger {
+ public:
+  explicit LayerMerger(erofs::Tree& tree) : tree_(tree) {}
+  // what names the layer in errors.
+  void apply(const TarEntry& entry, const std::string& what);
+  // Sets nlink of every non-directory inode to the number of dirents that share it.
+  void finish();
+
+ private:
+  erofs::Tree& tree_;
+};
+
+// Which xattrs survive into the image (composefs-rs' xattr modes).
+enum class XattrMode {
+  allowlist_only,   // only security.capability (the default)
+  keep_user_xattrs  // the allowlist plus user.*
+};
+
+// transform_for_oci: the root takes /usr's mode, uid, gid, mtime (seconds) and xattrs;
+// /run is emptied and gets /usr's mtime. Trees without /usr are left as they are.
+void transform_for_oci(erofs::Tree& tree);
+void filter_xattrs(erofs::Tree& tree, XattrMode mode);
+
+// Reads the data of a regular file of the tree (inline content or its object).
+using TreeFileReader = std::function<std::string(const erofs::Inode&)>;
+
+// transform_for_boot: /boot and /sysroot emptied (mtime := /usr seconds), then SELinux
+// labels from the image's own policy (/etc/selinux/config SELINUXTYPE and
+// /etc/selinux/<type>/contexts/files/file_contexts{,.local,.homedirs,.subs,.subs_dist})
+// through libselinux, or security.selinux stripped everywhere if the image has no policy.
+// Returns true if the tree was relabelled.
+bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file);
+
+}  // namespace cfs::store

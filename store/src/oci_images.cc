@@ -1,0 +1,452 @@
+// Stored OCI images: EROFS generation, config/manifest streams, tags, inspection, fsck.
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cfs/erofs/writer.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "cfs/output.h"
+#include "cfs/store/oci.h"
+#include "cfs/store/refs.h"
+#include "oci_internal.h"
+#include "oci_util.h"
+
+namespace cfs::store::oci {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kTagDir = "streams/refs/oci";
+
+class EntryCollector : public TarHandler {
+ public:
+  explicit EntryCollector(const std::function<void(const TarEntry&)>& fn) : fn_(fn) {}
+  void entry(TarEntry& e) override { fn_(e); }
+
+ private:
+  const std::function<void(const TarEntry&)>& fn_;
+};
+
+std::string stream_bytes(const Repository& repo, const std::string& name) {
+  StringSink sink;
+  repo.cat_stream(name, sink);
+  return std::move(sink.str());
+}
+
+std::string content_id_from_link(const std::string& target) {
+  auto slash = target.rfind('/');
+  return slash == std::string::npos ? target : target.substr(slash + 1);
+}
+
+// The manifest stream's content id ("oci-manifest-sha256:…") for a tag or "@sha256:…".
+std::string manifest_content_id(const Repository& repo, std::string_view name) {
+  if (name.starts_with('@')) {
+    std::string digest(name.substr(1));
+    validate_oci_digest(digest, "image name '" + std::string(name) + "'");
+    std::string id = "oci-manifest-" + digest;
+    if (!repo.resolve_stream(id))
+      throw Error(repo.path() + ": no image with manifest " + digest);
+    return id;
+  }
+  validate_tag(name);
+  std::string link = std::string(kTagDir) + "/" + encode_tag(name);
+  std::string target(4096, '\0');
+  ssize_t n = ::readlinkat(repo.dirfd(), link.c_str(), target.data(), target.size());
+  if (n < 0) {
+    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(name) + "'");
+    throw_errno(repo.path() + "/" + link);
+  }
+  target.resize(static_cast<size_t>(n));
+  std::string id = content_id_from_link(target);
+  if (!id.starts_with("oci-manifest-sha256:"))
+    throw Error(repo.path() + "/" + link + ": does not point at an OCI manifest stream");
+  return id;
+}
+
+std::string digest_of_content_id(const std::string& id, std::string_view prefix) {
+  return id.substr(prefix.size());
+}
+
+json parse(std::string_view text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(what + ": invalid JSON: " + e.what());
+  }
+}
+
+std::string config_digest_of(const json& manifest, const std::string& what) {
+  if (!manifest.is_object() || !manifest.contains("config") ||
+      !manifest["config"].is_object() || !manifest["config"].contains("digest") ||
+      !manifest["config"]["digest"].is_string())
+    throw Error(what + ": manifest has no config digest");
+  std::string d = manifest["config"]["digest"].get<std::string>();
+  validate_oci_digest(d, what);
+  return d;
+}
+
+std::vector<std::string> diff_ids_of(const json& config, const std::string& what) {
+  std::vector<std::string> out;
+  if (!config.is_object() || !config.contains("rootfs") || !config["rootfs"].is_object() ||
+      !config["rootfs"].contains("diff_ids") || !config["rootfs"]["diff_ids"].is_array())
+    throw Error(what + ": config has no rootfs.diff_ids");
+  for (const json& d : config["rootfs"]["diff_ids"]) {
+    if (!d.is_string()) throw Error(what + ": non-string diff_id");
+    out.push_back(d.get<std::string>());
+    validate_oci_digest(out.back(), what);
+  }
+  return out;
+}
+
+std::string read_tree_file(const Repository& repo, const erofs::Inode& inode) {
+  if (inode.content) return *inode.content;
+  if (!inode.digest) return {};
+  UniqueFd fd = repo.open_object(*inode.digest);
+  return read_fd(fd.get(), repo.path() + ": object " + inode.digest->hex());
+}
+
+struct ImageRefs {
+  std::string manifest_id;
+  std::string config_digest;
+  json manifest;
+  json config;
+};
+
+ImageRefs load(const Repository& repo, std::string_view name) {
+  ImageRefs r;
+  r.manifest_id = manifest_content_id(repo, name);
+  std::string what = repo.path() + ": " + r.manifest_id;
+  r.manifest = parse(stream_bytes(repo, r.manifest_id), what);
+  r.config_digest = config_digest_of(r.manifest, what);
+  r.config = parse(stream_bytes(repo, "oci-config-" + r.config_digest),
+                   repo.path() + ": oci-config-" + r.config_digest);
+  return r;
+}
+
+}  // namespace
+
+std::string encode_tag(std::string_view tag) {
+  std::string out;
+  for (char c : tag) {
+    if (c == '%')
+      out += "%25";
+    else if (c == '/')
+      out += "%2F";
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string decode_tag(std::string_view encoded) {
+  std::string out;
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] == '%' && i + 2 < encoded.size() + 0 && encoded.size() - i >= 3) {
+      std::string_view code = encoded.substr(i + 1, 2);
+      if (code == "25") {
+        out += '%';
+        i += 2;
+        continue;
+      }
+      if (code == "2F" || code == "2f") {
+        out += '/';
+        i += 2;
+        continue;
+      }
+    }
+    out += encoded[i];
+  }
+  return out;
+}
+
+void validate_tag(std::string_view tag) {
+  if (tag.empty()) throw Error("empty image tag");
+  if (tag.starts_with('@'))
+    throw Error("image tag '" + std::string(tag) + "' starts with '@' (reserved for @sha256:…)");
+  if (tag.find('\0') != std::string_view::npos) throw Error("image tag contains a NUL byte");
+  validate_ref_name("oci/" + encode_tag(tag), "image tag");
+}
+
+void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+                          const std::function<void(const TarEntry&)>& fn) {
+  std::string name = "oci-layer-" + diff_id;
+  SplitStreamReader reader = repo.open_stream(name);
+  if (reader.content_type() != kContentOciLayer)
+    throw Error(repo.path() + ": stream " + name + " has content type " +
+                content_type_name(reader.content_type()) + ", not ocilayer");
+  EntryCollector collector(fn);
+  TarParser parser(collector, TarMode::read_back, repo.path() + ": " + name);
+  reader.for_each_chunk([&](std::span<const std::byte> d) { parser.feed(d); },
+                        [&](const Digest& d) { parser.feed_external(d); });
+  parser.finish();
+}
+
+ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
+  ImageIds ids;
+  transform_for_oci(tree);
+  filter_xattrs(tree, mode);
+  auto write = [&] {
+    ObjectWriter writer = repo.write_object();
+    erofs::write_image(tree, writer, erofs::WriterOptions{1, 1});
+    Digest id = writer.commit();
+    repo.link_image(id);
+    return id;
+  };
+  ids.image = write();
+  if (bootable) {
+    transform_for_boot(tree, [&](const erofs::Inode& i) { return read_tree_file(repo, i); });
+    ids.boot = write();
+  }
+  return ids;
+}
+
+StoredImage store_image(Repository& repo, const std::string& manifest,
+                        const std::string& manifest_digest, const std::string& config,
+                        const std::string& config_digest, const std::vector<std::string>& diff_ids,
+                        const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
+                        XattrMode mode) {
+  StoredImage out;
+  out.image_id = ids.image;
+  out.boot_image_id = ids.boot;
+  std::string config_id = "oci-config-" + config_digest;
+
+  SplitStreamWriter cw(repo.algorithm(), kContentOciConfig);
+  Digest config_object = repo.ensure_object(
+      {reinterpret_cast<const std::byte*>(config.data()), config.size()});
+  cw.write_external(config_object, config.size());
+  for (const std::string& d : diff_ids) cw.add_named_ref(d, layer_streams.at(d));
+  std::string image_ref = image_ref_name(false, mode);
+  std::string boot_ref = image_ref_name(true, mode);
+  // Image variants an earlier pull stored (another xattr mode, or the boot image when this
+  // pull is not --bootable) stay referenced.
+  if (repo.resolve_stream(config_id)) {
+    SplitStreamReader old = repo.open_stream(config_id);
+    for (const NamedRef& ref : old.named_refs()) {
+      if (!ref.name.starts_with("composefs.image") || ref.name == image_ref ||
+          (ids.boot && ref.name == boot_ref) || !repo.has_object(ref.target))
+        continue;
+      cw.add_named_ref(ref.name, ref.target);
+      if (ref.name == boot_ref) out.boot_image_id = ref.target;
+    }
+  }
+  cw.add_named_ref(image_ref, ids.image);
+  if (ids.boot) cw.add_named_ref(boot_ref, *ids.boot);
+  out.config_stream = repo.write_stream(cw, config_id);
+
+  SplitStreamWriter mw(repo.algorithm(), kContentOciManifest);
+  Digest manifest_object = repo.ensure_object(
+      {reinterpret_cast<const std::byte*>(manifest.data()), manifest.size()});
+  mw.write_external(manifest_object, manifest.size());
+  mw.add_named_ref("config:" + config_digest, out.config_stream);
+  for (const std::string& d : diff_ids) mw.add_named_ref(d, layer_streams.at(d));
+  out.manifest_stream = repo.write_stream(mw, "oci-manifest-" + manifest_digest);
+  return out;
+}
+
+ImageSummary inspect(const Repository& repo, std::string_view name) {
+  ImageRefs r = load(repo, name);
+  ImageSummary s;
+  s.tag = name.starts_with('@') ? std::string() : std::string(name);
+  s.manifest_digest = digest_of_content_id(r.manifest_id, "oci-manifest-");
+  s.config_digest = r.config_digest;
+  if (r.config.is_object()) {
+    s.architecture = r.config.value("architecture", "");
+    s.os = r.config.value("os", "");
+  }
+  if (r.manifest.contains("layers") && r.manifest["layers"].is_array())
+    s.layers = static_cast<unsigned>(r.manifest["layers"].size());
+  SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
+  if (const Digest* d = config_stream.find_named_ref(kImageRefV1)) s.image_id = *d;
+  if (const Digest* d = config_stream.find_named_ref(kBootImageRefV1)) s.boot_image_id = *d;
+  return s;
+}
+
+std::vector<ImageSummary> list_images(const Repository& repo) {
+  std::vector<ImageSummary> out;
+  int fd = ::openat(repo.dirfd(), std::string(kTagDir).c_str(),
+                    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return out;
+    throw_errno(repo.path() + "/" + std::string(kTagDir));
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
+  if (!dir) {
+    ::close(fd);
+    throw_errno(repo.path() + "/" + std::string(kTagDir));
+  }
+  std::vector<std::string> tags;
+  while (dirent* e = ::readdir(dir.get())) {
+    if (e->d_name[0] == '.') continue;
+    tags.push_back(decode_tag(e->d_name));
+  }
+  std::sort(tags.begin(), tags.end());
+  for (const std::string& t : tags) out.push_back(inspect(repo, t));
+  return out;
+}
+
+std::string manifest_json(const Repository& repo, std::string_view name) {
+  return stream_bytes(repo, manifest_content_id(repo, name));
+}
+
+std::string config_json(const Repository& repo, std::string_view name) {
+  return stream_bytes(repo, "oci-config-" + load(repo, name).config_digest);
+}
+
+void tag_image(Repository& repo, std::string_view target, std::string_view tag) {
+  repo.require_writable();
+  validate_tag(tag);
+  std::string id;
+  if (target.starts_with("sha256:"))
+    id = manifest_content_id(repo, "@" + std::string(target));
+  else
+    id = manifest_content_id(repo, target);
+  repo.set_stream_ref("oci/" + encode_tag(tag), id);
+}
+
+void untag_image(Repository& repo, std::string_view tag) {
+  repo.require_writable();
+  validate_tag(tag);
+  std::string link = std::string(kTagDir) + "/" + encode_tag(tag);
+  if (::unlinkat(repo.dirfd(), link.c_str(), 0) < 0) {
+    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(tag) + "'");
+    throw_errno(repo.path() + "/" + link);
+  }
+}
+
+Digest image_id(const Repository& repo, std::string_view name, bool bootable) {
+  ImageRefs r = load(repo, name);
+  SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
+  std::string ref = image_ref_name(bootable);
+  const Digest* d = config_stream.find_named_ref(ref);
+  if (!d)
+    throw Error(repo.path() + ": image '" + std::string(name) + "' has no " + ref +
+                (bootable ? " (pull it again with --bootable)" : " (pull it again)"));
+  return *d;
+}
+
+erofs::Tree image_tree(const Repository& repo, std::string_view name, bool bootable,
+                       XattrMode mode) {
+  ImageRefs r = load(repo, name);
+  erofs::Tree tree = merge_layers(repo, diff_ids_of(r.config, r.config_digest), nullptr);
+  transform_for_oci(tree);
+  filter_xattrs(tree, mode);
+  if (bootable)
+    transform_for_boot(tree, [&](const erofs::Inode& i) { return read_tree_file(repo, i); });
+  return tree;
+}
+
+OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view> name,
+                          bool metadata_only) {
+  OciFsckReport report;
+  std::vector<std::string> names;
+  if (name) {
+    names.emplace_back(*name);
+  } else {
+    for (const ImageSummary& s : list_images(repo)) names.push_back(s.tag);
+  }
+  for (const std::string& n : names) {
+    ++report.images_checked;
+    auto error = [&](const std::string& kind, const std::string& detail) {
+      report.errors.push_back(kind + ": " + n + ": " + detail);
+    };
+    std::string manifest_id;
+    try {
+      manifest_id = manifest_content_id(repo, n);
+    } catch (const Error& e) {
+      error("manifest-missing", e.what());
+      continue;
+    }
+    std::string manifest_digest = digest_of_content_id(manifest_id, "oci-manifest-");
+    std::string manifest;
+    try {
+      manifest = stream_bytes(repo, manifest_id);
+    } catch (const Error& e) {
+      error("manifest-unreadable", e.what());
+      continue;
+    }
+    if (sha256_digest(manifest) != manifest_digest)
+      error("manifest-digest-mismatch", "stored manifest hashes to " + sha256_digest(manifest));
+    json m;
+    std::string config_digest;
+    try {
+      m = parse(manifest, manifest_id);
+      config_digest = config_digest_of(m, manifest_id);
+    } catch (const Error& e) {
+      error("manifest-invalid", e.what());
+      continue;
+    }
+    SplitStreamReader ms = repo.open_stream(manifest_id);
+    const Digest* config_ref = ms.find_named_ref("config:" + config_digest);
+    auto config_stream = repo.resolve_stream("oci-config-" + config_digest);
+    if (!config_ref) error("config-ref-missing", manifest_id + " has no named ref config:" +
+                                                     config_digest);
+    if (!config_stream) {
+      error("config-stream-missing", "oci-config-" + config_digest);
+      continue;
+    }
+    if (config_ref && *config_ref != *config_stream)
+      error("config-ref-mismatch", "manifest names another config stream than oci-config-" +
+                                       config_digest);
+    std::string config;
+    try {
+      config = stream_bytes(repo, "oci-config-" + config_digest);
+    } catch (const Error& e) {
+      error("config-unreadable", e.what());
+      continue;
+    }
+    if (sha256_digest(config) != config_digest)
+      error("config-digest-mismatch", "stored config hashes to " + sha256_digest(config));
+    std::vector<std::string> diff_ids;
+    try {
+      diff_ids = diff_ids_of(parse(config, config_digest), config_digest);
+    } catch (const Error& e) {
+      error("config-invalid", e.what());
+      continue;
+    }
+    size_t layers = m.contains("layers") && m["layers"].is_array() ? m["layers"].size() : 0;
+    if (layers != diff_ids.size())
+      error("layer-count-mismatch", std::to_string(layers) + " layers, " +
+                                        std::to_string(diff_ids.size()) + " diff_ids");
+    SplitStreamReader cs = repo.open_stream("oci-config-" + config_digest);
+    for (const std::string& d : diff_ids) {
+      auto layer = repo.resolve_stream("oci-layer-" + d);
+      if (!layer) {
+        error("layer-stream-missing", "oci-layer-" + d);
+        continue;
+      }
+      const Digest* ref = cs.find_named_ref(d);
+      if (!ref || *ref != *layer)
+        error("layer-ref-mismatch", "config stream does not name oci-layer-" + d);
+      if (metadata_only) continue;
+      try {
+        Sha256 h;
+        struct HashSink : OutputSink {
+          Sha256* h;
+          using OutputSink::write;
+          void write(std::span<const std::byte> data) override { h->update(data); }
+        } sink;
+        sink.h = &h;
+        repo.cat_stream("oci-layer-" + d, sink);
+        std::string actual = h.finish();
+        if (actual != d) error("layer-diff-id-mismatch", "oci-layer-" + d + " hashes to " + actual);
+      } catch (const Error& e) {
+        error("layer-object-missing", e.what());
+      }
+    }
+    const Digest* image = cs.find_named_ref(kImageRefV1);
+    if (!image)
+      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
+    else if (!repo.has_object(*image))
+      error("image-object-missing", "EROFS image " + image->hex());
+    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo.has_object(*boot))
+      error("image-object-missing", "boot EROFS image " + boot->hex());
+  }
+  return report;
+}
+
+}  // namespace cfs::store::oci

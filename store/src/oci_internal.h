@@ -1,0 +1,52 @@
+// Pieces shared by the OCI pull and the image commands (not part of the public API).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cfs/digest.h"
+#include "cfs/erofs/tree.h"
+#include "cfs/store/oci_tar.h"
+#include "cfs/store/oci_tree.h"
+#include "cfs/store/repository.h"
+
+namespace cfs::store::oci {
+
+// Calls fn for every entry of the stored layer stream oci-layer-<diff_id>.
+void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+                          const std::function<void(const TarEntry&)>& fn);
+
+// Merges the layers in order; layers found in imported are taken from there (just pulled),
+// the others are read back from their streams.
+erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
+                         std::map<std::string, std::vector<TarEntry>>* imported);
+
+struct ImageIds {
+  Digest image;
+  std::optional<Digest> boot;
+};
+
+// Applies transform_for_oci and the xattr filter, writes the V1 EROFS image as an object
+// (published as images/<id>); with bootable, transform_for_boot and the boot image too.
+// The tree is modified.
+ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode);
+
+struct StoredImage {
+  Digest manifest_stream;
+  Digest config_stream;
+  Digest image_id;
+  std::optional<Digest> boot_image_id;
+};
+
+// Writes the config stream (config JSON bytes + layer and image named refs, keeping image
+// refs of other variants that an earlier pull stored) and the manifest stream.
+StoredImage store_image(Repository& repo, const std::string& manifest,
+                        const std::string& manifest_digest, const std::string& config,
+                        const std::string& config_digest, const std::vector<std::string>& diff_ids,
+                        const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
+                        XattrMode mode);
+
+}  // namespace cfs::store::oci

@@ -1,0 +1,430 @@
+// OCI pull: layers imported in parallel (decompressed by libarchive's filters, split into
+// splitstreams while both the compressed digest and the diff_id are hashed), merged into a
+// tree, written as an EROFS image, then the layer, config and manifest streams and the tag.
+#include <archive.h>
+#include <archive_entry.h>
+
+#include <atomic>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "cfs/erofs/writer.h"
+#include "cfs/error.h"
+#include "cfs/store/images.h"
+#include "cfs/store/oci.h"
+#include "cfs/store/oci_source.h"
+#include "cfs/store/oci_tar.h"
+#include "oci_internal.h"
+#include "oci_util.h"
+
+namespace cfs::store::oci {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kReadBuffer = 1 << 20;
+
+bool is_tar_layer(std::string_view media_type) {
+  static const std::set<std::string_view> kTypes = {
+      "application/vnd.oci.image.layer.v1.tar",
+      "application/vnd.oci.image.layer.v1.tar+gzip",
+      "application/vnd.oci.image.layer.v1.tar+zstd",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+      "application/vnd.docker.image.rootfs.diff.tar",
+      "application/vnd.docker.image.rootfs.diff.tar.gzip",
+      "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+  };
+  return kTypes.contains(media_type);
+}
+
+struct ParsedImage {
+  std::string manifest;
+  std::string manifest_digest;
+  Descriptor config;
+  std::vector<Descriptor> layers;
+};
+
+ParsedImage parse_manifest(std::string bytes, const std::string& what) {
+  ParsedImage img;
+  img.manifest_digest = sha256_digest(bytes);
+  json m;
+  try {
+    m = json::parse(bytes);
+  } catch (const json::exception& e) {
+    throw Error(what + ": manifest is not valid JSON: " + e.what());
+  }
+  std::string mt = m.is_object() ? m.value("mediaType", "") : "";
+  if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
+                         mt != "application/vnd.docker.distribution.manifest.v2+json"))
+    throw Error(what + ": not an image manifest (mediaType '" + mt + "')");
+  if (!m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
+    throw Error(what + ": manifest without config and layers");
+  auto descriptor = [&](const json& j) {
+    if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string() ||
+        !j.contains("size") || !j["size"].is_number_unsigned())
+      throw Error(what + ": manifest descriptor without digest and size");
+    Descriptor d{j.value("mediaType", ""), j["digest"].get<std::string>(),
+                 j["size"].get<uint64_t>()};
+    validate_oci_digest(d.digest, what);
+    return d;
+  };
+  img.config = descriptor(m["config"]);
+  for (const json& l : m["layers"]) {
+    Descriptor d = descriptor(l);
+    if (!is_tar_layer(d.media_type))
+      throw Error(what + ": layer " + d.digest + " has media type '" + d.media_type +
+                  "', not a tar layer");
+    img.layers.push_back(std::move(d));
+  }
+  img.manifest = std::move(bytes);
+  return img;
+}
+
+std::string read_config(ImageSource& source, const Descriptor& d) {
+  constexpr uint64_t kMax = 16u << 20;
+  if (d.size > kMax) throw Error(source.name() + ": config " + d.digest + " is too large");
+  auto reader = source.open_blob(d);
+  std::string data;
+  std::byte buf[65536];
+  while (size_t n = reader->read(buf)) {
+    data.append(reinterpret_cast<const char*>(buf), n);
+    if (data.size() > kMax) throw Error(source.name() + ": config " + d.digest + " is too large");
+  }
+  source.finish_blob(*reader);
+  if (data.size() != d.size || sha256_digest(data) != d.digest)
+    throw Error(source.name() + ": config blob " + d.digest + " does not match its digest/size (" +
+                std::to_string(data.size()) + " bytes, " + sha256_digest(data) + ")");
+  return data;
+}
+
+std::vector<std::string> config_diff_ids(std::string_view config, const std::string& what) {
+  json c;
+  try {
+    c = json::parse(config);
+  } catch (const json::exception& e) {
+    throw Error(what + ": config is not valid JSON: " + e.what());
+  }
+  std::vector<std::string> out;
+  if (!c.is_object() || !c.contains("rootfs") || !c["rootfs"].is_object() ||
+      !c["rootfs"].contains("diff_ids") || !c["rootfs"]["diff_ids"].is_array())
+    throw Error(what + ": config has no rootfs.diff_ids");
+  for (const json& d : c["rootfs"]["diff_ids"]) {
+    if (!d.is_string()) throw Error(what + ": rootfs.diff_ids holds a non-string");
+    out.push_back(d.get<std::string>());
+    validate_oci_digest(out.back(), what + ": diff_id");
+  }
+  return out;
+}
+
+// Splits one layer: tar headers and small contents inline, large regular files as objects.
+class LayerSplitter : public TarHandler {
+ public:
+  LayerSplitter(Repository& repo, SplitStreamWriter& writer, std::vector<TarEntry>& entries)
+      : repo_(repo), writer_(writer), entries_(entries) {}
+  void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
+  void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
+  void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
+  void external_end() override {
+    last_object_ = object_->commit();
+    object_.reset();
+  }
+  // Called after the content was streamed into its object and before the padding that
+  // follows it, so the external chunk sits exactly where the content was in the tar.
+  void entry(TarEntry& e) override {
+    if (e.external()) {
+      writer_.write_external(last_object_, e.size);
+      e.object = last_object_;
+      object_bytes += e.size;
+    }
+    entries_.push_back(std::move(e));
+  }
+  uint64_t object_bytes = 0;
+
+ private:
+  Repository& repo_;
+  SplitStreamWriter& writer_;
+  std::vector<TarEntry>& entries_;
+  std::optional<ObjectWriter> object_;
+  Digest last_object_;
+};
+
+struct ArchiveDeleter {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+
+struct ReadContext {
+  BlobReader* reader;
+  Sha256 compressed;
+  uint64_t bytes = 0;
+  std::vector<std::byte> buf = std::vector<std::byte>(kReadBuffer);
+  std::function<void(uint64_t)> on_bytes;
+  std::atomic<bool>* cancel;
+  std::exception_ptr error;
+};
+
+la_ssize_t archive_read_cb(archive*, void* opaque, const void** out) {
+  auto* ctx = static_cast<ReadContext*>(opaque);
+  try {
+    if (ctx->cancel && ctx->cancel->load()) throw Error("cancelled");
+    size_t n = ctx->reader->read(ctx->buf);
+    ctx->compressed.update(std::span(ctx->buf).first(n));
+    ctx->bytes += n;
+    if (ctx->on_bytes && n) ctx->on_bytes(n);
+    *out = ctx->buf.data();
+    return static_cast<la_ssize_t>(n);
+  } catch (...) {
+    ctx->error = std::current_exception();
+    return -1;
+  }
+}
+
+struct ImportedLayer {
+  std::optional<SplitStreamWriter> stream;
+  std::vector<TarEntry> entries;
+  uint64_t bytes_read = 0;
+  uint64_t object_bytes = 0;
+};
+
+ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descriptor& blob,
+                           const std::string& diff_id, std::atomic<bool>& cancel,
+                           const std::function<void(uint64_t)>& on_bytes) {
+  std::string what = source.name() + ": layer " + blob.digest;
+  ImportedLayer out;
+  out.stream.emplace(repo.algorithm(), kContentOciLayer);
+  auto reader = source.open_blob(blob);
+  ReadContext ctx{reader.get(), {}, 0, std::vector<std::byte>(kReadBuffer), on_bytes, &cancel, {}};
+
+  std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_filter_zstd(a.get());
+  archive_read_support_filter_xz(a.get());
+  archive_read_support_filter_bzip2(a.get());
+  archive_read_support_format_raw(a.get());
+  auto check = [&](int r, const char* step) {
+    if (r >= ARCHIVE_WARN) return;
+    if (ctx.error) std::rethrow_exception(ctx.error);
+    const char* msg = archive_error_string(a.get());
+    throw Error(what + ": " + step + ": " + (msg ? msg : "decompression failed"));
+  };
+
+  Sha256 uncompressed;
+  LayerSplitter splitter(repo, *out.stream, out.entries);
+  TarParser parser(splitter, TarMode::split, what);
+  check(archive_read_open(a.get(), &ctx, nullptr, archive_read_cb, nullptr), "open");
+  archive_entry* entry = nullptr;
+  int r = archive_read_next_header(a.get(), &entry);
+  if (r != ARCHIVE_EOF) {
+    check(r, "read");
+    std::vector<std::byte> buf(kReadBuffer);
+    for (;;) {
+      la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
+      if (n == 0) break;
+      if (n < 0) check(static_cast<int>(n), "decompress");
+      auto piece = std::span(buf).first(static_cast<size_t>(n));
+      uncompressed.update(piece);
+      parser.feed(piece);
+    }
+  }
+  parser.finish();
+  // Bytes after the end of the compressed stream still belong to the blob's digest.
+  for (;;) {
+    size_t n = reader->read(ctx.buf);
+    if (n == 0) break;
+    ctx.compressed.update(std::span(ctx.buf).first(n));
+    ctx.bytes += n;
+    if (on_bytes) on_bytes(n);
+  }
+  source.finish_blob(*reader);
+  std::string actual = ctx.compressed.finish();
+  if (ctx.bytes != blob.size)
+    throw Error(what + ": blob has " + std::to_string(ctx.bytes) + " bytes, the manifest says " +
+                std::to_string(blob.size) + " (truncated or corrupt)");
+  if (actual != blob.digest)
+    throw Error(what + ": blob digest is " + actual + ", the manifest says " + blob.digest +
+                " (corrupt or tampered)");
+  std::string actual_diff = uncompressed.finish();
+  if (actual_diff != diff_id)
+    throw Error(what + ": uncompressed digest is " + actual_diff +
+                ", the config's diff_id says " + diff_id + " (corrupt or tampered)");
+  repo.sync();
+  out.bytes_read = ctx.bytes;
+  out.object_bytes = splitter.object_bytes;
+  return out;
+}
+
+}  // namespace
+
+std::string image_ref_name(bool bootable, XattrMode mode) {
+  std::string name(bootable ? kBootImageRefV1 : kImageRefV1);
+  if (mode == XattrMode::keep_user_xattrs) name += ".xattrs=keep-user-xattrs";
+  return name;
+}
+
+erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
+                         std::map<std::string, std::vector<TarEntry>>* imported) {
+  erofs::Tree tree;
+  LayerMerger merger(tree);
+  for (const std::string& diff_id : diff_ids) {
+    std::string what = "layer " + diff_id;
+    if (imported) {
+      auto it = imported->find(diff_id);
+      if (it != imported->end()) {
+        for (const TarEntry& e : it->second) merger.apply(e, what);
+        continue;
+      }
+    }
+    for_each_layer_entry(repo, diff_id, [&](const TarEntry& e) { merger.apply(e, what); });
+  }
+  merger.finish();
+  return tree;
+}
+
+PullResult pull(Repository& repo, std::string_view source_spec, std::optional<std::string> tag,
+                const PullOptions& options) {
+  repo.require_writable();
+  std::unique_ptr<ImageSource> source = open_source(source_spec);
+  PullResult result;
+  result.tag = tag.value_or(source->name());
+  validate_tag(result.tag);
+
+  ParsedImage img = parse_manifest(source->manifest(), source->name());
+  std::string config = read_config(*source, img.config);
+  std::vector<std::string> diff_ids = config_diff_ids(config, source->name());
+  if (diff_ids.size() != img.layers.size())
+    throw Error(source->name() + ": the config lists " + std::to_string(diff_ids.size()) +
+                " diff_ids for " + std::to_string(img.layers.size()) + " layers");
+  result.manifest_digest = img.manifest_digest;
+  result.config_digest = img.config.digest;
+  result.layers = static_cast<unsigned>(img.layers.size());
+
+  // Which layers need importing (each distinct diff_id once).
+  std::vector<size_t> jobs;
+  std::set<std::string> scheduled;
+  std::mutex progress_mutex;
+  PullProgress progress;
+  progress.layers_total = result.layers;
+  auto report = [&](auto&& update) {
+    std::lock_guard lock(progress_mutex);
+    update(progress);
+    if (options.progress) options.progress(progress);
+  };
+  for (size_t i = 0; i < img.layers.size(); ++i) {
+    if (repo.resolve_stream("oci-layer-" + diff_ids[i])) {
+      report([&](PullProgress& p) {
+        ++p.layers_done;
+        ++p.layers_reused;
+        p.message = "layer " + diff_ids[i] + " already present";
+      });
+      continue;
+    }
+    if (!scheduled.insert(diff_ids[i]).second) {
+      report([&](PullProgress& p) { ++p.layers_done; });
+      continue;
+    }
+    jobs.push_back(i);
+    report([&](PullProgress& p) { p.bytes_total += img.layers[i].size; });
+  }
+  // Largest first, so the longest import starts at once.
+  std::sort(jobs.begin(), jobs.end(),
+            [&](size_t a, size_t b) { return img.layers[a].size > img.layers[b].size; });
+
+  std::vector<std::optional<ImportedLayer>> imported(img.layers.size());
+  std::vector<std::exception_ptr> errors(img.layers.size());
+  std::atomic<size_t> next{0};
+  std::atomic<bool> cancel{false};
+  unsigned threads = options.threads ? options.threads : std::thread::hardware_concurrency();
+  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(jobs.size())));
+  auto worker = [&] {
+    std::optional<Repository> own;
+    try {
+      own.emplace(Repository::open(repo.path()));
+    } catch (...) {
+      errors[jobs.empty() ? 0 : jobs[0]] = std::current_exception();
+      cancel = true;
+      return;
+    }
+    for (;;) {
+      size_t k = next.fetch_add(1);
+      if (k >= jobs.size() || cancel) return;
+      size_t i = jobs[k];
+      try {
+        imported[i] = import_layer(*own, *source, img.layers[i], diff_ids[i], cancel,
+                                   [&](uint64_t n) { report([&](PullProgress& p) {
+                                                       p.bytes_done += n;
+                                                       p.message.clear();
+                                                     }); });
+        report([&](PullProgress& p) {
+          ++p.layers_done;
+          p.message = "layer " + diff_ids[i] + " imported";
+        });
+      } catch (...) {
+        errors[i] = std::current_exception();
+        cancel = true;
+        return;
+      }
+    }
+  };
+  if (!jobs.empty()) {
+    std::vector<std::jthread> pool;
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+  }
+  // Report the error of the first failing layer in manifest order; "cancelled" errors of
+  // other layers are consequences, not causes.
+  for (auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      if (std::string_view(err.what()) != "cancelled") throw;
+    }
+  }
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+
+  std::map<std::string, std::vector<TarEntry>> entries;
+  for (size_t i = 0; i < imported.size(); ++i) {
+    if (!imported[i]) continue;
+    result.bytes_read += imported[i]->bytes_read;
+    result.objects_bytes += imported[i]->object_bytes;
+    ++result.layers_imported;
+    entries[diff_ids[i]] = std::move(imported[i]->entries);
+  }
+
+  // Everything is verified; merging can still refuse a hostile layer before anything is
+  // named.
+  erofs::Tree tree = merge_layers(repo, diff_ids, &entries);
+  entries.clear();
+  ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs);
+
+  std::map<std::string, Digest> layer_streams;
+  for (size_t i = 0; i < imported.size(); ++i) {
+    if (!imported[i]) continue;
+    layer_streams[diff_ids[i]] =
+        repo.write_stream(*imported[i]->stream, "oci-layer-" + diff_ids[i]);
+  }
+  for (const std::string& d : diff_ids) {
+    if (layer_streams.contains(d)) continue;
+    auto id = repo.resolve_stream("oci-layer-" + d);
+    if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
+    layer_streams[d] = *id;
+  }
+  StoredImage stored =
+      store_image(repo, img.manifest, img.manifest_digest, config, img.config.digest, diff_ids,
+                  layer_streams, ids, options.xattrs);
+  repo.set_stream_ref("oci/" + encode_tag(result.tag), "oci-manifest-" + img.manifest_digest);
+  result.manifest_stream = stored.manifest_stream;
+  result.config_stream = stored.config_stream;
+  result.image_id = stored.image_id;
+  result.boot_image_id = stored.boot_image_id;
+  return result;
+}
+
+}  // namespace cfs::store::oci

@@ -1,0 +1,360 @@
+#include "cfs/store/oci_tree.h"
+
+#include <fcntl.h>
+#include <selinux/label.h>
+#include <selinux/selinux.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "cfs/erofs/dumpfile.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+
+namespace cfs::store {
+
+namespace {
+
+constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+
+// Splits a tar path into components, refusing anything that could leave the tree.
+std::vector<std::string_view> split_path(std::string_view path, const std::string& what,
+                                         std::string_view role) {
+  if (path.starts_with('/'))
+    throw Error(what + ": " + std::string(role) + " '" + std::string(path) +
+                "' is absolute; layer paths must be relative to the image root");
+  std::vector<std::string_view> parts;
+  while (!path.empty()) {
+    auto slash = path.find('/');
+    std::string_view part = path.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+    if (part.empty() || part == ".") continue;
+    if (part == "..")
+      throw Error(what + ": " + std::string(role) + " contains '..', refusing to leave the tree");
+    if (part.size() > erofs::kNameMax)
+      throw Error(what + ": " + std::string(role) + " has a component over 255 bytes");
+    parts.push_back(part);
+  }
+  return parts;
+}
+
+std::string join(const std::vector<std::string_view>& parts, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out.append("/").append(parts[i]);
+  return out.empty() ? "/" : out;
+}
+
+// The directory that holds the last component; every step must be a real directory.
+erofs::Inode& parent_dir(erofs::Tree& tree, const std::vector<std::string_view>& parts,
+                         const std::string& what) {
+  erofs::Inode* dir = tree.root.get();
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    erofs::Inode* next = dir->find(parts[i]);
+    if (!next)
+      throw Error(what + ": " + join(parts, parts.size()) + ": parent directory " +
+                  join(parts, i + 1) + " does not exist");
+    if (next->is_symlink())
+      throw Error(what + ": " + join(parts, parts.size()) + ": path goes through the symlink " +
+                  join(parts, i + 1));
+    if (!next->is_dir())
+      throw Error(what + ": " + join(parts, parts.size()) + ": " + join(parts, i + 1) +
+                  " is not a directory");
+    dir = next;
+  }
+  return *dir;
+}
+
+void set_stat(erofs::Inode& inode, const TarEntry& e) {
+  inode.mode = (inode.mode & S_IFMT) | e.mode;
+  inode.uid = e.uid;
+  inode.gid = e.gid;
+  inode.mtime_sec = e.mtime_sec;
+  inode.mtime_nsec = e.mtime_nsec;
+  inode.xattrs = e.xattrs;
+  inode.sort_xattrs();
+}
+
+erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std::string& what) {
+  uint32_t type = 0;
+  switch (e.type) {
+    case TarEntryType::regular:
+      type = S_IFREG;
+      break;
+    case TarEntryType::symlink:
+      type = S_IFLNK;
+      break;
+    case TarEntryType::chardev:
+      type = S_IFCHR;
+      break;
+    case TarEntryType::blockdev:
+      type = S_IFBLK;
+      break;
+    case TarEntryType::fifo:
+      type = S_IFIFO;
+      break;
+    case TarEntryType::directory:
+      type = S_IFDIR;
+      break;
+    case TarEntryType::hardlink:
+      throw Error(what + ": " + path + ": internal: hardlink is not a leaf");
+  }
+  erofs::InodePtr inode = erofs::make_inode(type);
+  set_stat(*inode, e);
+  switch (e.type) {
+    case TarEntryType::regular:
+      inode->size = e.size;
+      if (e.external()) {
+        if (!e.object) throw Error(what + ": " + path + ": large file without an object");
+        inode->payload = e.object->object_path();
+        inode->digest = *e.object;
+      } else if (e.size > 0) {
+        inode->content = e.content.value_or(std::string());
+      }
+      break;
+    case TarEntryType::symlink:
+      if (e.link.empty()) throw Error(what + ": " + path + ": symlink with an empty target");
+      if (e.link.size() > erofs::kSymlinkMaxCfs)
+        throw Error(what + ": " + path + ": symlink target of " + std::to_string(e.link.size()) +
+                    " bytes (at most " + std::to_string(erofs::kSymlinkMaxCfs) + ")");
+      inode->payload = e.link;
+      inode->size = e.link.size();
+      break;
+    case TarEntryType::chardev:
+    case TarEntryType::blockdev:
+      inode->rdev = makedev(e.dev_major, e.dev_minor);
+      break;
+    default:
+      break;
+  }
+  return inode;
+}
+
+}  // namespace
+
+void LayerMerger::apply(const TarEntry& e, const std::string& what) {
+  auto parts = split_path(e.path, what, "entry '" + e.path + "'");
+  if (parts.empty()) {
+    if (e.type != TarEntryType::directory)
+      throw Error(what + ": the root entry '" + e.path + "' is not a directory");
+    set_stat(*tree_.root, e);
+    return;
+  }
+  std::string path = join(parts, parts.size());
+  erofs::Inode& dir = parent_dir(tree_, parts, what);
+  std::string_view name = parts.back();
+
+  if (name.starts_with(kWhiteoutPrefix)) {
+    if (name == kOpaqueWhiteout)
+      dir.children.clear();
+    else
+      dir.remove_child(name.substr(kWhiteoutPrefix.size()));
+    return;
+  }
+
+  if (e.type == TarEntryType::hardlink) {
+    auto target_parts = split_path(e.link, what, "hardlink target of " + path);
+    if (target_parts.empty()) throw Error(what + ": " + path + ": hardlink to the root directory");
+    erofs::Inode& target_dir = parent_dir(tree_, target_parts, what);
+    std::string target_path = join(target_parts, target_parts.size());
+    erofs::InodePtr target;
+    for (const auto& child : target_dir.children)
+      if (child.name == target_parts.back()) target = child.inode;
+    if (!target)
+      throw Error(what + ": " + path + ": hardlink target " + target_path + " does not exist");
+    if (target->is_dir())
+      throw Error(what + ": " + path + ": hardlink target " + target_path + " is a directory");
+    dir.set_child(std::string(name), std::move(target));
+    return;
+  }
+
+  if (e.type == TarEntryType::directory) {
+    erofs::Inode* existing = dir.find(name);
+    if (existing && existing->is_dir()) {
+      set_stat(*existing, e);
+      return;
+    }
+  }
+  dir.set_child(std::string(name), make_leaf(e, path, what));
+}
+
+void LayerMerger::finish() {
+  std::unordered_map<erofs::Inode*, uint32_t> links;
+  std::vector<erofs::Inode*> stack{tree_.root.get()};
+  while (!stack.empty()) {
+    erofs::Inode* dir = stack.back();
+    stack.pop_back();
+    for (auto& child : dir->children) {
+      if (child.inode->is_dir())
+        stack.push_back(child.inode.get());
+      else
+        ++links[child.inode.get()];
+    }
+  }
+  for (auto& [inode, count] : links) inode->nlink = count;
+}
+
+namespace {
+
+erofs::Inode* top_dir(const erofs::Tree& tree, std::string_view name) {
+  erofs::Inode* inode = tree.root->find(name);
+  return inode && inode->is_dir() ? inode : nullptr;
+}
+
+template <typename Fn>
+void for_each_inode(const erofs::Tree& tree, Fn&& fn) {
+  std::unordered_map<const erofs::Inode*, bool> seen;
+  erofs::walk(tree, [&](const erofs::WalkEntry& e) {
+    if (e.first_visit) fn(const_cast<erofs::Inode&>(e.inode));
+  });
+}
+
+}  // namespace
+
+void transform_for_oci(erofs::Tree& tree) {
+  erofs::Inode* usr = top_dir(tree, "usr");
+  if (!usr) return;
+  erofs::Inode& root = *tree.root;
+  root.mode = usr->mode;
+  root.uid = usr->uid;
+  root.gid = usr->gid;
+  root.mtime_sec = usr->mtime_sec;
+  root.mtime_nsec = 0;
+  root.xattrs = usr->xattrs;
+  if (erofs::Inode* run = top_dir(tree, "run")) {
+    run->children.clear();
+    run->mtime_sec = usr->mtime_sec;
+    run->mtime_nsec = 0;
+  }
+}
+
+void filter_xattrs(erofs::Tree& tree, XattrMode mode) {
+  for_each_inode(tree, [&](erofs::Inode& inode) {
+    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) {
+      if (x.name == "security.capability") return false;
+      if (mode == XattrMode::keep_user_xattrs && x.name.starts_with("user.")) return false;
+      return true;
+    });
+  });
+}
+
+namespace {
+
+// A private directory for the policy files libselinux reads, removed afterwards.
+class PolicyDir {
+ public:
+  PolicyDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/cfs-selinux-XXXXXX";
+    if (!::mkdtemp(templ.data())) throw_errno("mkdtemp " + templ);
+    path_ = templ;
+  }
+  ~PolicyDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  PolicyDir(const PolicyDir&) = delete;
+  PolicyDir& operator=(const PolicyDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct SelabelCloser {
+  void operator()(selabel_handle* h) const { selabel_close(h); }
+};
+
+std::optional<std::string> policy_type(const std::string& config) {
+  size_t pos = 0;
+  while (pos < config.size()) {
+    size_t end = config.find('\n', pos);
+    std::string_view line(config.data() + pos,
+                          (end == std::string::npos ? config.size() : end) - pos);
+    pos = end == std::string::npos ? config.size() : end + 1;
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos) continue;
+    auto trim = [](std::string_view s) {
+      while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+      while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+      return s;
+    };
+    std::string key(trim(line.substr(0, eq)));
+    for (char& c : key) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (key == "SELINUXTYPE") return std::string(trim(line.substr(eq + 1)));
+  }
+  return std::nullopt;
+}
+
+const erofs::Inode* regular_file(const erofs::Tree& tree, const std::string& path) {
+  const erofs::Inode* inode = tree.lookup(path);
+  return inode && inode->is_reg() ? inode : nullptr;
+}
+
+}  // namespace
+
+bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
+  if (erofs::Inode* usr = top_dir(tree, "usr")) {
+    for (const char* name : {"boot", "sysroot"}) {
+      if (erofs::Inode* dir = top_dir(tree, name)) {
+        dir->children.clear();
+        dir->mtime_sec = usr->mtime_sec;
+        dir->mtime_nsec = 0;
+      }
+    }
+  }
+
+  std::optional<std::string> type;
+  if (const erofs::Inode* config = regular_file(tree, "/etc/selinux/config"))
+    type = policy_type(read_file(*config));
+  if (type && (type->empty() || type->find('/') != std::string::npos || *type == ".."))
+    throw Error("/etc/selinux/config: SELINUXTYPE '" + *type + "' is not a policy name");
+  std::string contexts = type ? "/etc/selinux/" + *type + "/contexts/files/" : "";
+  if (!type || !regular_file(tree, contexts + "file_contexts")) {
+    for_each_inode(tree, [](erofs::Inode& inode) { inode.remove_xattr("security.selinux"); });
+    return false;
+  }
+
+  PolicyDir dir;
+  for (const char* suffix : {"", ".local", ".homedirs", ".subs", ".subs_dist"}) {
+    std::string name = std::string("file_contexts") + suffix;
+    const erofs::Inode* file = regular_file(tree, contexts + name);
+    if (!file) continue;
+    std::string data = read_file(*file);
+    UniqueFd fd = open_file(dir.path() + "/" + name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    write_all(fd.get(), {reinterpret_cast<const std::byte*>(data.data()), data.size()},
+              dir.path() + "/" + name);
+  }
+  std::string spec = dir.path() + "/file_contexts";
+  selinux_opt opts[] = {{SELABEL_OPT_PATH, spec.c_str()}};
+  std::unique_ptr<selabel_handle, SelabelCloser> handle(selabel_open(SELABEL_CTX_FILE, opts, 1));
+  if (!handle)
+    throw SystemError(errno, contexts + "file_contexts: libselinux cannot load the image's policy");
+
+  // Hardlinked inodes are labelled for each of their paths; the last one wins, as in
+  // composefs-rs.
+  erofs::walk(tree, [&](const erofs::WalkEntry& e) {
+    auto& inode = const_cast<erofs::Inode&>(e.inode);
+    char* con = nullptr;
+    if (selabel_lookup(handle.get(), &con, e.path.c_str(), inode.type()) == 0 && con) {
+      std::string label(con);
+      freecon(con);
+      if (label == "<<none>>")
+        inode.remove_xattr("security.selinux");
+      else
+        inode.set_xattr("security.selinux", std::move(label));
+    } else {
+      if (errno != ENOENT) throw SystemError(errno, e.path + ": SELinux label lookup failed");
+      inode.remove_xattr("security.selinux");
+    }
+  });
+  return true;
+}
+
+}  // namespace cfs::store
