@@ -1,6 +1,7 @@
 // cfs-mount: privileged kernel mounts of composefs images; also the mount.composefs helper
 // (selected by argv[0]) and `cfs-mount setup-root`, the initramfs step.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -83,8 +84,12 @@ int run_mount(int argc, char** argv) {
   }
   options.verity = verity.value_or(VerityMode::off);
 
+  auto start = std::chrono::steady_clock::now();
   MountReport report = mount_image(image_path, target, options);
-  if (verbose) std::cout << image_path << " on " << target << ": " << report.summary() << "\n";
+  std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+  if (verbose)
+    std::cout << image_path << " on " << target << " in " << took.count()
+              << " ms: " << report.summary() << "\n";
   return 0;
 }
 

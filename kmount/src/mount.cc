@@ -275,12 +275,17 @@ UniqueFd create_overlay(OverlayTier tier, const Layers& layers, const MountOptio
   ctx->set_string("redirect_dir", "on");
   require_overlay_verity(*ctx, options, report);
   if (layers.upper) {
-    if (tier == OverlayTier::fd) {
-      ctx->set_fd("upperdir", layers.upper.get());
-      ctx->set_fd("workdir", layers.work.get());
-    } else {
-      ctx->set_string("upperdir", fd_path(layers.upper.get()));
-      ctx->set_string("workdir", fd_path(layers.work.get()));
+    try {
+      if (tier == OverlayTier::fd) {
+        ctx->set_fd("upperdir", layers.upper.get());
+        ctx->set_fd("workdir", layers.work.get());
+      } else {
+        ctx->set_string("upperdir", fd_path(layers.upper.get()));
+        ctx->set_string("workdir", fd_path(layers.work.get()));
+      }
+    } catch (const MountApiError& e) {
+      if (tier == OverlayTier::fd) throw TierUnsupported(e.what());  // fd upper/work: 6.13+
+      throw;
     }
   }
   ctx->create();
@@ -338,6 +343,8 @@ MountReport mount_image(const std::string& image, const std::string& target,
     throw Error(target + ": a writable mount needs an upper and a work directory");
 
   // Everything that can be checked without mounting is checked first.
+  if (::access("/proc/self/fd", F_OK) < 0)
+    throw Error("/proc is not mounted: cfs-mount hands layers to the kernel as /proc/self/fd/N");
   UniqueFd target_fd = open_directory(target, "mount point");
   Layers layers;
   for (const std::string& dir : options.object_dirs)
@@ -374,9 +381,9 @@ MountReport mount_image(const std::string& image, const std::string& target,
       try {
         overlay = create_overlay(tier, layers, options, report);
       } catch (const MountApiError& e) {
-        if (e.stage() != MountApiError::Stage::create || e.code() != EINVAL || erofs.attachment)
-          throw;
-        // Before 6.15 overlayfs refuses detached layers; attach the EROFS and try again.
+        if (e.stage() != MountApiError::Stage::create || erofs.attachment) throw;
+        // Before 6.15 overlayfs refuses detached layers (EINVAL from clone_private_mount); any
+        // creation failure gets one retry with the EROFS attached, which costs little.
         report.fallbacks.push_back(std::string(to_string(tier)) +
                                    ": detached EROFS layer refused (" + e.what() +
                                    "); attaching it temporarily");
