@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstring>
 #include <unordered_map>
 
 #include "cfs/erofs/reader.h"
@@ -80,19 +81,28 @@ bool is_safe_relative_redirect(std::string_view v) {
   }
 }
 
-// Full-name comparison of two stored xattrs without building the names.
+// Full-name comparison of two stored xattrs (prefix + suffix) without building the names;
+// memcmp over the overlapping pieces keeps hostile 255-byte names cheap.
 int compare_names(const XattrView& a, const XattrView& b) {
-  std::string_view ap = a.prefix(), bp = b.prefix();
-  auto at = [&](size_t i) {
-    return static_cast<unsigned char>(i < ap.size() ? ap[i] : a.suffix[i - ap.size()]);
-  };
-  auto bt = [&](size_t i) {
-    return static_cast<unsigned char>(i < bp.size() ? bp[i] : b.suffix[i - bp.size()]);
-  };
-  size_t alen = ap.size() + a.suffix.size(), blen = bp.size() + b.suffix.size();
-  for (size_t i = 0; i < std::min(alen, blen); i++)
-    if (at(i) != bt(i)) return at(i) < bt(i) ? -1 : 1;
-  return alen < blen ? -1 : alen > blen ? 1 : 0;
+  std::string_view ra = a.prefix(), rb = b.prefix();
+  bool a_in_suffix = false, b_in_suffix = false;
+  while (true) {
+    if (ra.empty() && !a_in_suffix) {
+      ra = a.suffix;
+      a_in_suffix = true;
+      continue;
+    }
+    if (rb.empty() && !b_in_suffix) {
+      rb = b.suffix;
+      b_in_suffix = true;
+      continue;
+    }
+    if (ra.empty() || rb.empty()) return ra.empty() ? (rb.empty() ? 0 : -1) : 1;
+    size_t n = std::min(ra.size(), rb.size());
+    if (int c = std::memcmp(ra.data(), rb.data(), n)) return c < 0 ? -1 : 1;
+    ra.remove_prefix(n);
+    rb.remove_prefix(n);
+  }
 }
 
 bool name_starts_with(const XattrView& x, std::string_view prefix) {

@@ -555,6 +555,25 @@ TEST(ReaderCorrupt, UnexpectedOverlayXattr) {
       << err;
 }
 
+TEST(ReaderCorrupt, DuplicateXattr) {
+  Tree t = small_tree();
+  t.lookup("/d/file")->set_xattr("user.dupe_a", "1");
+  t.lookup("/d/file")->set_xattr("user.dupe_b", "2");
+  Fixture f(t);
+  f.put<uint8_t>(f.find("dupe_b2") + 5, 'a');
+  EXPECT_THAT(f.error(),
+              AllOf(HasSubstr("t.cfs: /d/file: "), HasSubstr("duplicate xattr user.dupe_a")));
+}
+
+TEST(ReaderCorrupt, TooDeep) {
+  Tree t;
+  Inode* cur = t.root.get();
+  for (int i = 0; i < 2050; i++) cur = cur->set_child("d", make_inode(S_IFDIR | 0755)).get();
+  std::string bytes = image_to_string(t);
+  EXPECT_THAT(validate_error(bytes),
+              AllOf(HasSubstr("t.cfs: /d/d/d/"), HasSubstr("directory nesting deeper than 2048")));
+}
+
 TEST(ReaderCorrupt, InodeCountMismatch) {
   Fixture f(small_tree());
   f.put<uint64_t>(kSuperblockOffset + offsetof(Superblock, inos), 3);
