@@ -482,12 +482,20 @@ bool DirCursor::next(DirEntry& entry) {
   if (!load_chunk()) return false;
   entry = dir_chunk_entry(*image_, dir_, chunk_ - 1, DirChunk{bytes_, count_}, index_);
   index_++;
+  position_++;
   return true;
 }
 
-DirCursor Image::dirents(const InodeInfo& dir) const {
+DirCursor Image::dirents(const InodeInfo& dir, uint64_t start) const {
   if (!dir.is_dir()) fail(dir.nid, "not a directory");
-  return DirCursor(*this, dir);
+  DirCursor cursor(*this, dir);
+  while (start > 0 && cursor.load_chunk()) {
+    uint64_t step = std::min<uint64_t>(start, cursor.count_ - cursor.index_);
+    cursor.index_ += static_cast<uint32_t>(step);
+    cursor.position_ += step;
+    start -= step;
+  }
+  return cursor;
 }
 
 std::optional<DirEntry> Image::lookup(const InodeInfo& dir, std::string_view name) const {

@@ -168,6 +168,16 @@ TEST(Reader, LazyAccess) {
   EXPECT_EQ(names.size(), 2u + 256u + 5u);  // . .. 00-ff dir dev ext ext2 wh
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
   for (const auto& n : names) EXPECT_TRUE(image.lookup(root, n)) << n;
+  // Resuming at any ordinal (a FUSE readdir offset) continues with the same names.
+  for (uint64_t start : {0ul, 1ul, 100ul, 262ul, 263ul, 1000ul}) {
+    DirCursor resumed = image.dirents(root, start);
+    EXPECT_EQ(resumed.position(), std::min<uint64_t>(start, names.size()));
+    for (uint64_t i = start; i < names.size(); i++) {
+      ASSERT_TRUE(resumed.next(e));
+      EXPECT_EQ(e.name, names[i]);
+    }
+    EXPECT_FALSE(resumed.next(e));
+  }
   EXPECT_FALSE(image.lookup(root, "zz"));
   EXPECT_FALSE(image.lookup(root, "0"));
   EXPECT_FALSE(image.lookup(root, ""));
@@ -226,6 +236,47 @@ TEST(Reader, LazyAccess) {
 
   EXPECT_THAT(error_of([&] { image.inode(1u << 30); }), HasSubstr("s.cfs: inode 1073741824"));
   EXPECT_THAT(error_of([&] { image.dirents(a); }), HasSubstr("not a directory"));
+}
+
+// A directory spanning many blocks: lookup (binary search over blocks, then within the
+// block) finds every name and no other; resuming works across block boundaries.
+TEST(Reader, MultiBlockDirectory) {
+  Tree t;
+  Inode* big = t.root->set_child("big", make_inode(S_IFDIR | 0755)).get();
+  for (int i = 0; i < 1500; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "entry-%05d-padding-name", i * 2);
+    big->set_child(name, make_inode(S_IFREG | 0644));
+  }
+  Image image = Image::from_bytes(image_to_string(t), "m.cfs");
+  ASSERT_NO_THROW(image.validate());
+  InodeInfo dir = lookup_path(image, "/big");
+  ASSERT_GT(dir.size, 8 * kBlockSize);
+  std::vector<std::string> names;
+  DirCursor cursor = image.dirents(dir);
+  DirEntry e;
+  while (cursor.next(e)) names.emplace_back(e.name);
+  ASSERT_EQ(names.size(), 1502u);
+  for (const auto& n : names) {
+    auto found = image.lookup(dir, n);
+    ASSERT_TRUE(found) << n;
+    EXPECT_EQ(found->name, n);
+  }
+  for (int i = 0; i < 1500; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "entry-%05d-padding-name", i * 2 + 1);
+    EXPECT_FALSE(image.lookup(dir, name)) << name;
+  }
+  EXPECT_FALSE(image.lookup(dir, "zzz"));
+  EXPECT_FALSE(image.lookup(dir, "+"));
+  for (uint64_t start = 0; start <= names.size(); start += 37) {
+    DirCursor resumed = image.dirents(dir, start);
+    for (uint64_t i = start; i < names.size(); i++) {
+      ASSERT_TRUE(resumed.next(e));
+      ASSERT_EQ(e.name, names[i]) << start;
+    }
+    EXPECT_FALSE(resumed.next(e));
+  }
 }
 
 TEST(Reader, ToTreeRestoresTheSourceTree) {

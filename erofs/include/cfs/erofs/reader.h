@@ -96,6 +96,9 @@ class DirCursor {
  public:
   // Fills entry and returns true, or returns false at the end. Throws on a malformed block.
   bool next(DirEntry& entry);
+  // Ordinal of the entry the next call to next() returns (0 = the first, usually ".").
+  // A FUSE readdir offset: Image::dirents(dir, position) resumes there.
+  uint64_t position() const noexcept { return position_; }
 
  private:
   friend class Image;
@@ -109,6 +112,7 @@ class DirCursor {
   std::span<const std::byte> bytes_;
   uint32_t index_ = 0;
   uint32_t count_ = 0;
+  uint64_t position_ = 0;
 };
 
 // Iterates one inode's xattrs, inline ones first, then shared ones, without allocating.
@@ -160,7 +164,9 @@ class Image {
   // The value of the xattr with this full name, pointing into the image.
   std::optional<std::string_view> find_xattr(const InodeInfo& inode, std::string_view name) const;
 
-  DirCursor dirents(const InodeInfo& dir) const;
+  // Starting at entry ordinal start (see DirCursor::position); whole blocks are skipped by
+  // reading only their entry count.
+  DirCursor dirents(const InodeInfo& dir, uint64_t start = 0) const;
   // Binary search over the directory blocks, then within the block.
   std::optional<DirEntry> lookup(const InodeInfo& dir, std::string_view name) const;
 
