@@ -29,7 +29,8 @@ int run_mount(int argc, char** argv) {
       ->required();
   app.add_option("MOUNTPOINT", target, "existing directory to mount on")->required();
   app.add_option("--repo", repo, "composefs repository: images/ and objects/");
-  app.add_option("--basedir", basedirs, "object directory (repeatable)");
+  // One directory per --basedir, so the option never swallows IMAGE and MOUNTPOINT.
+  app.add_option("--basedir", basedirs, "object directory (repeatable)")->allow_extra_args(false);
   app.add_option("--digest", digest_hex, "expected fs-verity digest of the image (hex)");
   app.add_option("--verity", verity_text, "overlayfs fs-verity checking: require, try or off");
   app.add_option("--upperdir", upperdir, "overlay upper directory (with --workdir)");

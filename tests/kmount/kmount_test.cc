@@ -181,6 +181,18 @@ TEST_F(KmountTest, MountByIdAndRefFromRepository) {
   image.path = tampered;  // for the loop-device check in TearDown
 }
 
+TEST_F(KmountTest, OptionsMayFollowThePositionals) {
+  std::string upper = dir / "upper", work = dir / "work";
+  fs::create_directories(upper);
+  fs::create_directories(work);
+  RunResult r = run_tool(image.path + " " + mnt + " --basedir " + image.objects +
+                         " --rw --upperdir " + upper + " --workdir " + work + " -v");
+  ASSERT_EQ(r.status, 0) << r.output;
+  write_file(mnt + "/after", "x");
+  unmount();
+  EXPECT_TRUE(fs::exists(upper + "/after"));
+}
+
 TEST_F(KmountTest, DigestIsCheckedBeforeMounting) {
   RunResult r = mount_file("--digest " + image.digest.hex());
   ASSERT_EQ(r.status, 0) << r.output;
