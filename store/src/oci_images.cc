@@ -49,8 +49,7 @@ std::string manifest_content_id(const Repository& repo, std::string_view name) {
     std::string digest(name.substr(1));
     validate_oci_digest(digest, "image name '" + std::string(name) + "'");
     std::string id = "oci-manifest-" + digest;
-    if (!repo.resolve_stream(id))
-      throw Error(repo.path() + ": no image with manifest " + digest);
+    if (!repo.resolve_stream(id)) throw Error(repo.path() + ": no image with manifest " + digest);
     return id;
   }
   validate_tag(name);
@@ -81,9 +80,8 @@ json parse(std::string_view text, const std::string& what) {
 }
 
 std::string config_digest_of(const json& manifest, const std::string& what) {
-  if (!manifest.is_object() || !manifest.contains("config") ||
-      !manifest["config"].is_object() || !manifest["config"].contains("digest") ||
-      !manifest["config"]["digest"].is_string())
+  if (!manifest.is_object() || !manifest.contains("config") || !manifest["config"].is_object() ||
+      !manifest["config"].contains("digest") || !manifest["config"]["digest"].is_string())
     throw Error(what + ": manifest has no config digest");
   std::string d = manifest["config"]["digest"].get<std::string>();
   validate_oci_digest(d, what);
@@ -216,8 +214,8 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   std::string config_id = "oci-config-" + config_digest;
 
   SplitStreamWriter cw(repo.algorithm(), kContentOciConfig);
-  Digest config_object = repo.ensure_object(
-      {reinterpret_cast<const std::byte*>(config.data()), config.size()});
+  Digest config_object =
+      repo.ensure_object({reinterpret_cast<const std::byte*>(config.data()), config.size()});
   cw.write_external(config_object, config.size());
   for (const std::string& d : diff_ids) cw.add_named_ref(d, layer_streams.at(d));
   std::string image_ref = image_ref_name(false, mode);
@@ -239,8 +237,8 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   out.config_stream = repo.write_stream(cw, config_id);
 
   SplitStreamWriter mw(repo.algorithm(), kContentOciManifest);
-  Digest manifest_object = repo.ensure_object(
-      {reinterpret_cast<const std::byte*>(manifest.data()), manifest.size()});
+  Digest manifest_object =
+      repo.ensure_object({reinterpret_cast<const std::byte*>(manifest.data()), manifest.size()});
   mw.write_external(manifest_object, manifest.size());
   mw.add_named_ref("config:" + config_digest, out.config_stream);
   for (const std::string& d : diff_ids) mw.add_named_ref(d, layer_streams.at(d));
@@ -268,8 +266,7 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
 
 std::vector<ImageSummary> list_images(const Repository& repo) {
   std::vector<ImageSummary> out;
-  int fd = ::openat(repo.dirfd(), std::string(kTagDir).c_str(),
-                    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = ::openat(repo.dirfd(), std::string(kTagDir).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return out;
     throw_errno(repo.path() + "/" + std::string(kTagDir));
@@ -383,15 +380,15 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
     SplitStreamReader ms = repo.open_stream(manifest_id);
     const Digest* config_ref = ms.find_named_ref("config:" + config_digest);
     auto config_stream = repo.resolve_stream("oci-config-" + config_digest);
-    if (!config_ref) error("config-ref-missing", manifest_id + " has no named ref config:" +
-                                                     config_digest);
+    if (!config_ref)
+      error("config-ref-missing", manifest_id + " has no named ref config:" + config_digest);
     if (!config_stream) {
       error("config-stream-missing", "oci-config-" + config_digest);
       continue;
     }
     if (config_ref && *config_ref != *config_stream)
-      error("config-ref-mismatch", "manifest names another config stream than oci-config-" +
-                                       config_digest);
+      error("config-ref-mismatch",
+            "manifest names another config stream than oci-config-" + config_digest);
     std::string config;
     try {
       config = stream_bytes(repo, "oci-config-" + config_digest);
@@ -410,8 +407,8 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
     }
     size_t layers = m.contains("layers") && m["layers"].is_array() ? m["layers"].size() : 0;
     if (layers != diff_ids.size())
-      error("layer-count-mismatch", std::to_string(layers) + " layers, " +
-                                        std::to_string(diff_ids.size()) + " diff_ids");
+      error("layer-count-mismatch",
+            std::to_string(layers) + " layers, " + std::to_string(diff_ids.size()) + " diff_ids");
     SplitStreamReader cs = repo.open_stream("oci-config-" + config_digest);
     for (const std::string& d : diff_ids) {
       auto layer = repo.resolve_stream("oci-layer-" + d);

@@ -251,8 +251,8 @@ ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descript
                 " (corrupt or tampered)");
   std::string actual_diff = uncompressed.finish();
   if (actual_diff != diff_id)
-    throw Error(what + ": uncompressed digest is " + actual_diff +
-                ", the config's diff_id says " + diff_id + " (corrupt or tampered)");
+    throw Error(what + ": uncompressed digest is " + actual_diff + ", the config's diff_id says " +
+                diff_id + " (corrupt or tampered)");
   repo.sync();
   out.bytes_read = ctx.bytes;
   out.object_bytes = splitter.object_bytes;
@@ -355,11 +355,13 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
       if (k >= jobs.size() || cancel) return;
       size_t i = jobs[k];
       try {
-        imported[i] = import_layer(*own, *source, img.layers[i], diff_ids[i], cancel,
-                                   [&](uint64_t n) { report([&](PullProgress& p) {
-                                                       p.bytes_done += n;
-                                                       p.message.clear();
-                                                     }); });
+        imported[i] =
+            import_layer(*own, *source, img.layers[i], diff_ids[i], cancel, [&](uint64_t n) {
+              report([&](PullProgress& p) {
+                p.bytes_done += n;
+                p.message.clear();
+              });
+            });
         report([&](PullProgress& p) {
           ++p.layers_done;
           p.message = "layer " + diff_ids[i] + " imported";
@@ -416,9 +418,8 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
     if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
     layer_streams[d] = *id;
   }
-  StoredImage stored =
-      store_image(repo, img.manifest, img.manifest_digest, config, img.config.digest, diff_ids,
-                  layer_streams, ids, options.xattrs);
+  StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, config,
+                                   img.config.digest, diff_ids, layer_streams, ids, options.xattrs);
   repo.set_stream_ref("oci/" + encode_tag(result.tag), "oci-manifest-" + img.manifest_digest);
   result.manifest_stream = stored.manifest_stream;
   result.config_stream = stored.config_stream;

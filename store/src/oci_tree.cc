@@ -209,7 +209,6 @@ erofs::Inode* top_dir(const erofs::Tree& tree, std::string_view name) {
 
 template <typename Fn>
 void for_each_inode(const erofs::Tree& tree, Fn&& fn) {
-  std::unordered_map<const erofs::Inode*, bool> seen;
   erofs::walk(tree, [&](const erofs::WalkEntry& e) {
     if (e.first_visit) fn(const_cast<erofs::Inode&>(e.inode));
   });
