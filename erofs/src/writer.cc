@@ -96,8 +96,9 @@ struct Bytes2 {
            tail.substr(0, prefix.size() - in_head) == prefix.substr(in_head);
   }
   size_t copy_to(char* out) const noexcept {
-    std::memcpy(out, head.data(), head.size());
-    std::memcpy(out + head.size(), tail.data(), tail.size());
+    // Empty views may have a null data(), which memcpy must not be given.
+    if (!head.empty()) std::memcpy(out, head.data(), head.size());
+    if (!tail.empty()) std::memcpy(out + head.size(), tail.data(), tail.size());
     return size();
   }
 };
