@@ -85,6 +85,9 @@ void apply_composefs_options(std::string_view text, MountOptions* options) {
     } else if (key == "rw") {
       no_value();
       options->writable = true;
+    } else if (key.starts_with("x-") || key == "defaults" || key == "nofail" || key == "auto" ||
+               key == "noauto") {
+      // fstab bookkeeping for mount(8) and systemd, meaningless to the filesystem.
     } else {
       throw Error("unsupported composefs mount option: " + option);
     }

@@ -42,7 +42,7 @@ TEST(MountOptions, ComposefsOptionsLikeTheCTool) {
   EXPECT_FALSE(t.writable);  // mount(8)'s default "rw" without an upper layer means nothing
 
   MountOptions v;
-  apply_composefs_options("verity,ro", &v);
+  apply_composefs_options("verity,ro,defaults,nofail,x-systemd.requires=/srv", &v);
   EXPECT_EQ(v.verity, VerityMode::require);
 }
 
