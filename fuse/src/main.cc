@@ -22,7 +22,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: cfs-fuse [--repo DIR | --basedir DIR] IMAGE MOUNTPOINT [-f] [-d] [-o OPTIONS]\n"
-    "                [--threads N] [--no-splice]\n"
+    "                [--threads N] [--splice]\n"
     "\n"
     "Mounts the composefs image IMAGE read-only at MOUNTPOINT through FUSE (as any user;\n"
     "needs a readable /dev/fuse and fusermount3). Unmount with `fusermount3 -u MOUNTPOINT`\n"
@@ -38,7 +38,7 @@ constexpr const char* kUsage =
     "  -o OPTIONS     extra mount options (e.g. allow_other); ro and default_permissions are\n"
     "                 always set\n"
     "  --threads N    idle worker threads kept (default 8)\n"
-    "  --no-splice    copy object data instead of splicing it\n"
+    "  --splice       splice object data into /dev/fuse (slower here than copying)\n"
     "\n"
     "Objects not protected by kernel fs-verity are digested in userspace before their\n"
     "first read; a mismatch, a missing object or a redirect that is not an object name\n"
@@ -70,7 +70,7 @@ struct Args {
   std::optional<std::string> repo, basedir;
   std::vector<std::string> positional;
   std::vector<std::string> mount_options;
-  bool foreground = false, debug = false, splice = true;
+  bool foreground = false, debug = false, splice = false;
   unsigned threads = 8;
 };
 
@@ -116,8 +116,8 @@ Args parse_args(int argc, char** argv) {
       if (v.empty() || *end != '\0' || n == 0 || n > 1024)
         usage_error("--threads wants a number from 1 to 1024");
       a.threads = static_cast<unsigned>(n);
-    } else if (arg == "--no-splice") {
-      a.splice = false;
+    } else if (arg == "--splice") {
+      a.splice = true;
     } else if (arg == "--") {
       for (i++; i < argc; i++) a.positional.emplace_back(argv[i]);
     } else if (arg.size() > 1 && arg[0] == '-') {

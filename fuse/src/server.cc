@@ -180,7 +180,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_in
   }
   size = static_cast<size_t>(std::min<uint64_t>(size, file_size - off));
   if (file.object) {
-    // The object's pages go to /dev/fuse by splice when the kernel allows it.
+    // libfuse preads the object into its buffer, or splices it when --splice asked for that.
     fuse_bufvec data = FUSE_BUFVEC_INIT(size);
     data.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     data.buf[0].fd = file.object.get();
