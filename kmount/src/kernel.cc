@@ -57,6 +57,13 @@ void FsContext::set_string(const std::string& key, const std::string& value) {
     fail(MountApiError::Stage::parameter, key + "=" + value);
 }
 
+int FsContext::try_set_string(const std::string& key, const std::string& value) {
+  if (::fsconfig(fd_.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) == 0) return 0;
+  int code = errno;
+  drain_kernel_log(fd_.get());
+  return code;
+}
+
 void FsContext::set_flag(const std::string& key) {
   if (::fsconfig(fd_.get(), FSCONFIG_SET_FLAG, key.c_str(), nullptr, 0) < 0)
     fail(MountApiError::Stage::parameter, key);

@@ -260,11 +260,8 @@ UniqueFd create_overlay(OverlayTier tier, const Layers& layers, const MountOptio
   }
   // Before 6.5 overlayfs took fsconfig() parameters through the legacy shim, which accepts
   // anything and fails only at creation; a parameter no kernel knows tells the two apart.
-  try {
-    ctx->set_string("cfs-probe-unknown-parameter", "1");
+  if (ctx->try_set_string("cfs-probe-unknown-parameter", "1") == 0)
     throw TierUnsupported("overlayfs accepts any fsconfig() parameter (pre-6.5 legacy shim)");
-  } catch (const MountApiError&) {
-  }
   ctx.emplace("overlay");  // a fresh context: the failed probe may have left an error state
   ctx->set_string("source", "composefs");
   // The layer parameters decide whether this tier exists on the running kernel.
