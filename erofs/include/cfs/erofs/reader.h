@@ -186,7 +186,24 @@ class Image {
   std::optional<Digest> metacopy_digest(const InodeInfo& inode) const;
 
   // ---- whole-image operations ----------------------------------------------------------
-  // Checks every rule (see reader.cc); throws cfs::Error("IMAGE: PATH: RULE").
+  // Checks every rule; throws cfs::Error("IMAGE: PATH: RULE") on the first broken one:
+  //  - every inode, xattr body, shared xattr entry, dirent block, inline tail and data
+  //    block lies inside the image (and the superblock's block count); inodes do not
+  //    overlap each other, the superblock or any data block; no data block is used twice;
+  //    inline tails and symlink inodes+targets do not cross a block boundary;
+  //  - directories: blocks well formed (nameoff table, names 1..255 bytes without '/' or
+  //    NUL, strictly sorted across blocks, so no duplicates), exactly one "." (itself) and
+  //    one ".." (parent; the root's is itself), dirent type == inode type, each directory
+  //    reached once (no cycles, no hardlinked directories), depth <= 2048,
+  //    nlink == 2 + subdirectories; other inodes: nlink == number of dirents naming them;
+  //    superblock inos == inodes reached;
+  //  - file types: symlinks 1..max_symlink bytes without NUL; flat regular files <= 5000
+  //    bytes; external (chunk-based) files have a chunk map of holes and a well-formed
+  //    trusted.overlay.metacopy; devices, fifos and sockets have no data; character
+  //    devices 0/0 only as the root's "00".."ff" whiteout stubs with nlink 1;
+  //  - xattrs: known name prefixes, names 1..255 bytes without NUL, no duplicates, not
+  //    hidden by the inode's name filter; unescaped trusted.overlay.* only as redirect and
+  //    metacopy on external files and opaque=y on the root; redirects as the options say.
   void validate() const;
   // validate(), then the reverse composefs mapping (composefs-c.md §2.9): root 00-ff stubs
   // dropped, overlay xattrs turned back into payload/digest/whiteouts, escapes undone,
