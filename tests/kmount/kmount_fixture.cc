@@ -73,6 +73,7 @@ std::map<std::string, std::string> describe_tree(const std::string& root) {
     if (::lstat(path.c_str(), &st) < 0) throw_errno(path);
     std::ostringstream d;
     d << std::oct << st.st_mode << std::dec << " " << st.st_uid << ":" << st.st_gid;
+    d << " mtime " << st.st_mtim.tv_sec;
     if (S_ISREG(st.st_mode)) d << " " << read_file(path);
     if (S_ISLNK(st.st_mode)) d << " -> " << fs::read_symlink(path).string();
     out[path.substr(root.size())] = d.str();
