@@ -51,7 +51,6 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   }
   // Images with ACLs: let the kernel enforce them, as it does for the EROFS mount.
   if (s.fs.image().has_acl()) offer(FUSE_CAP_POSIX_ACL);
-  conn->max_readahead = conn->max_readahead > 0 ? conn->max_readahead : 128 * 1024;
   conn->time_gran = 1;
 }
 

@@ -6,6 +6,7 @@
 // only to CAP_SYS_ADMIN, which the unprivileged use case lacks anyway.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
