@@ -287,7 +287,9 @@ Tree odd_tree() {
       "/ids 0 100600 70000 70000 80000 0 100.5 - - - user.a=1 user.b=2\n"
       "/late 3 100644 1 0 0 0 4000000000.999999999 - abc - user.a=1\n"
       "/link 4 120777 1 0 0 0 100.5 abcd - -\n"
-      "/sock 0 140755 1 0 0 0 99.0 - - - security.selinux=x\n",
+      "/sock 0 140755 1 0 0 0 99.0 - - - security.selinux=x\n"
+      "/user-esc 0 100644 1 0 0 0 100.5 - - - trusted.overlay.redirect=/x user.k=v\n"
+      "/wh 0 20644 1 0 0 0 100.5 - - - user.overlay.whiteout=junk user.keep=1\n",
       "odd", compat());
 }
 
@@ -332,7 +334,21 @@ TEST(ErofsWriter, KernelMountShowsExtendedInodesAndDevices) {
   if (m.error() == ENODEV || m.error() == ENOTBLK)
     GTEST_SKIP() << "kernel lacks file-backed EROFS: " << strerror(m.error());
   ASSERT_EQ(m.error(), 0) << "mount -t erofs: " << strerror(m.error());
-  EXPECT_EQ(check_mounted_tree(t, mnt), 6u);
+  EXPECT_EQ(check_mounted_tree(t, mnt), 8u);
+
+  // User trusted.overlay.* xattrs are escaped, so overlayfs never acts on them.
+  const std::string esc = mnt + "/user-esc";
+  char buf[64];
+  ssize_t n = lgetxattr(esc.c_str(), "trusted.overlay.overlay.redirect", buf, sizeof buf);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "/x");
+  EXPECT_LT(lgetxattr(esc.c_str(), "trusted.overlay.redirect", buf, sizeof buf), 0);
+  // The whiteout became an escaped overlay whiteout; its parent is marked (v1: opaque=x).
+  const std::string wh = mnt + "/wh";
+  EXPECT_EQ(lgetxattr(wh.c_str(), "trusted.overlay.overlay.whiteout", buf, sizeof buf), 0);
+  n = lgetxattr(mnt.c_str(), "trusted.overlay.overlay.opaque", buf, sizeof buf);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "x");
+  n = lgetxattr(mnt.c_str(), "trusted.overlay.opaque", buf, sizeof buf);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "y");
 }
 
 // A hardlinked inode lives at the BFS slot of its first occurrence in DFS order (/a/deep),
