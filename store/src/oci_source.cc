@@ -420,6 +420,8 @@ std::string host_oci_architecture() {
 
 std::unique_ptr<ImageSource> open_source(std::string_view spec) {
   std::string name(spec);
+  // "skopeo:" forces the proxy even for transports cfs reads natively.
+  if (spec.starts_with("skopeo:")) return open_skopeo_source(spec.substr(7));
   if (spec.starts_with("oci:")) {
     auto [path, ref] = split_path_ref(spec.substr(4));
     if (path.empty()) throw Error(name + ": no layout directory given");

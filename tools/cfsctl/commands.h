@@ -18,6 +18,7 @@ struct GlobalOptions {
 // throwing CLI::RuntimeError(code) after printing its own message.
 void register_image_commands(CLI::App& app, GlobalOptions& global);  // dump, compute-id
 void register_repo_commands(CLI::App& app, GlobalOptions& global);   // init, create-image, ...
+void register_oci_commands(CLI::App& app, GlobalOptions& global);    // oci pull, images, ...
 
 // The C-compatible drop-in tools; argv excludes the program name. Return the exit code.
 int mkcomposefs_main(int argc, char** argv);

@@ -27,10 +27,13 @@ int run_cfsctl(int argc, char** argv) {
   app.add_option("--repo", global.repo, "Repository directory")->type_name("DIR");
   cfs::cli::register_image_commands(app, global);
   cfs::cli::register_repo_commands(app, global);
+  cfs::cli::register_oci_commands(app, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help/--version exit 0; every usage error exits 2, as getopt-based tools do.
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   }
   return 0;
 }

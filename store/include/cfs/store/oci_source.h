@@ -5,7 +5,8 @@
 //   oci-archive:FILE[:REF] a tar of an OCI image layout
 //   docker-archive:FILE    what `docker save` / `podman save` write (manifest.json + layer tars)
 //   anything else          through `skopeo experimental-image-proxy` (docker://…,
-//                          containers-storage:…, dir:…, and the above as well)
+//                          containers-storage:…, dir:…); "skopeo:SPEC" sends SPEC through
+//                          the proxy even if it is one of the transports above
 #pragma once
 
 #include <cstddef>
