@@ -3,10 +3,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -124,6 +124,14 @@ Args parse_args(int argc, char** argv) {
       usage_error("unknown option " + std::string(arg));
     } else {
       a.positional.emplace_back(arg);
+    }
+  }
+  for (const auto& opts : a.mount_options) {
+    std::string_view rest = opts;
+    while (!rest.empty()) {
+      std::string_view opt = rest.substr(0, rest.find(','));
+      rest.remove_prefix(std::min(rest.size(), opt.size() + 1));
+      if (opt == "rw") usage_error("-o rw: composefs images are read-only");
     }
   }
   if (a.repo && a.basedir) usage_error("--repo and --basedir exclude each other");

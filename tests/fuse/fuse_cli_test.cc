@@ -70,6 +70,8 @@ TEST(FuseCli, ClearErrorsBeforeMounting) {
       2);
   EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-o", "no_such_option"}, &out),
             1);
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-o", "noatime,rw"}, &out), 2);
+  EXPECT_NE(out.find("read-only"), std::string::npos) << out;
   EXPECT_FALSE(is_mounted(dir / "mnt"));
 }
 
