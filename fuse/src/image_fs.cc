@@ -217,13 +217,10 @@ int ImageFs::readdir(DirStream& dir, uint64_t offset, bool plus, const DirSink& 
   std::lock_guard lock(dir.mutex);
   try {
     if (offset != dir.position) {
-      // A seek (or a restart): replay from the beginning of the directory.
-      dir.cursor = dir.start;
+      // A seek or a restart: the reader skips whole blocks by their entry counts.
+      dir.cursor = image_.dirents(dir.dir, offset);
       dir.pending.reset();
-      dir.position = 0;
-      DirEntry skipped;
-      while (dir.position < offset && dir.cursor.next(skipped)) dir.position++;
-      if (dir.position < offset) return 0;
+      dir.position = offset;
     }
     struct stat st;
     for (;;) {
@@ -258,7 +255,7 @@ int ImageFs::readdir(DirStream& dir, uint64_t offset, bool plus, const DirSink& 
     }
   } catch (const std::exception& e) {
     // Start over next time rather than resume from a cursor in an unknown state.
-    dir.cursor = dir.start;
+    dir.cursor = image_.dirents(dir.dir);
     dir.pending.reset();
     dir.position = 0;
     return image_error(numbers_.ino(dir.dir.nid), e);

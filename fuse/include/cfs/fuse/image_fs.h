@@ -45,13 +45,12 @@ class InodeNumbers {
 using LogFn = std::function<void(const std::string&)>;
 
 // An open directory: a cursor that continues where the previous readdir stopped, so a
-// sequential listing of any size costs O(entries).
+// sequential listing of any size costs O(entries); a seek skips whole blocks.
 struct DirStream {
-  explicit DirStream(erofs::DirCursor c) : cursor(std::move(c)), start(cursor) {}
+  explicit DirStream(erofs::DirCursor c) : cursor(std::move(c)) {}
   std::mutex mutex;
   erofs::InodeInfo dir;
   erofs::DirCursor cursor;
-  erofs::DirCursor start;
   uint64_t position = 0;                   // on-disk ordinal of the entry cursor returns next
   std::optional<erofs::DirEntry> pending;  // read but not yet delivered (buffer was full)
 };
