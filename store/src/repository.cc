@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bitset>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -131,6 +132,7 @@ struct Repository::State {
   std::vector<PendingObject> pending;
   std::unordered_map<Digest, size_t> pending_index;
   uint64_t pending_bytes = 0;
+  std::bitset<256> object_dirs_present;  // objects/XX known to exist (saves a mkdirat each)
 
   std::string what(std::string_view rel) const { return join(path, rel); }
 
@@ -148,7 +150,11 @@ struct Repository::State {
   void link_pending(PendingObject& p) {
     const std::string final_name = p.id.object_path();
     const std::string w = what(object_repo_path(p.id));
-    detail::make_dir_at(objects.get(), final_name.substr(0, 2), 0755, what("objects"));
+    const uint8_t first = p.id.bytes()[0];
+    if (!object_dirs_present[first]) {
+      detail::make_dir_at(objects.get(), final_name.substr(0, 2), 0755, what("objects"));
+      object_dirs_present[first] = true;
+    }
     if (p.temp_name.empty()) {
       if (!p.replace) {
         link_tmpfile(p.fd.get(), objects.get(), final_name, w);  // exists: a concurrent writer

@@ -127,7 +127,8 @@ void run_fsck(bool json, const GlobalOptions& global) {
   out += "status: " + std::to_string(r.errors.size()) + " error(s)\n";
   for (const auto& e : r.errors) out += "  - " + e + "\n";
   print(out);
-  throw CLI::RuntimeError(1);
+  // main prints this to stderr and exits 1.
+  throw Error(repo.path() + ": fsck found " + std::to_string(r.errors.size()) + " error(s)");
 }
 
 void run_gc(bool dry_run, const GlobalOptions& global) {
