@@ -1,7 +1,7 @@
 #include "cfs/fsverity.h"
 
-#include <openssl/evp.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -19,12 +19,17 @@ constexpr uint8_t kLogBlockSize = 12;
 struct MdCtxDeleter {
   void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
 };
+struct MdDeleter {
+  void operator()(EVP_MD* md) const noexcept { EVP_MD_free(md); }
+};
 
 }  // namespace
 
 struct FsVerityHasher::State {
   HashAlgorithm alg;
-  const EVP_MD* md;
+  // Fetched once: EVP_sha256() would make OpenSSL 3 look the provider up again on every
+  // 4 KiB block, which costs more than the hashing itself.
+  std::unique_ptr<EVP_MD, MdDeleter> md;
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx{EVP_MD_CTX_new()};
   size_t hash_size;
   uint64_t total = 0;
@@ -34,8 +39,8 @@ struct FsVerityHasher::State {
   std::vector<std::vector<uint8_t>> levels;
 
   void hash(const uint8_t* data, size_t len, uint8_t* out) {
-    if (!EVP_DigestInit_ex(ctx.get(), md, nullptr) || !EVP_DigestUpdate(ctx.get(), data, len) ||
-        !EVP_DigestFinal_ex(ctx.get(), out, nullptr))
+    if (!EVP_DigestInit_ex2(ctx.get(), md.get(), nullptr) ||
+        !EVP_DigestUpdate(ctx.get(), data, len) || !EVP_DigestFinal_ex(ctx.get(), out, nullptr))
       throw Error("fs-verity: OpenSSL digest failed");
   }
 
@@ -69,9 +74,11 @@ struct FsVerityHasher::State {
 
 FsVerityHasher::FsVerityHasher(HashAlgorithm alg) : state_(std::make_unique<State>()) {
   state_->alg = alg;
-  state_->md = alg == HashAlgorithm::sha256 ? EVP_sha256() : EVP_sha512();
+  state_->md.reset(
+      EVP_MD_fetch(nullptr, alg == HashAlgorithm::sha256 ? "SHA256" : "SHA512", nullptr));
   state_->hash_size = digest_size(alg);
-  if (!state_->ctx) throw Error("fs-verity: out of memory");
+  if (!state_->ctx || !state_->md)
+    throw Error("fs-verity: OpenSSL has no " + std::string(algorithm_name(alg)));
   state_->block.reserve(kBlockSize);
 }
 
@@ -79,7 +86,9 @@ FsVerityHasher::~FsVerityHasher() = default;
 FsVerityHasher::FsVerityHasher(FsVerityHasher&&) noexcept = default;
 FsVerityHasher& FsVerityHasher::operator=(FsVerityHasher&&) noexcept = default;
 
-uint64_t FsVerityHasher::size() const noexcept { return state_->total; }
+uint64_t FsVerityHasher::size() const noexcept {
+  return state_->total;
+}
 
 void FsVerityHasher::update(std::span<const std::byte> data) {
   State& s = *state_;

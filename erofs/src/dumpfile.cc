@@ -315,6 +315,9 @@ struct DumpfileParser::State {
                  std::to_string(inode->size));
           inode->content = std::move(content);
         } else if (inode->size > 0) {
+          // EROFS chunk maps cover at most 1024 chunks of 2^43 bytes.
+          if (inode->size > (uint64_t{1024} << 43))
+            fail("file size " + std::to_string(inode->size) + " exceeds the 8 PiB EROFS limit");
           inode->payload = std::move(payload);
           if (digest_field != "-") {
             auto digest = Digest::from_hex(digest_field);

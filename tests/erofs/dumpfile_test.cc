@@ -45,7 +45,8 @@ TEST(Dumpfile, ShouldFailVectorsAreRejected) {
         "should-fail-empty-name.dump", "should-fail-empty-xattr-key.dump",
         "should-fail-honggfuzz-long-xattr.dump", "should-fail-long-link.dump",
         "should-fail-long-xattr-key.dump", "should-fail-long-xattr-value.dump",
-        "should-fail-no-ftype.dump", "should-fail-self-hardlink.dump"}) {
+        "should-fail-no-ftype.dump", "should-fail-self-hardlink.dump",
+        "should-fail-too-big.dump"}) {
     SCOPED_TRACE(name);
     std::string text = test::read_vector(name);
     std::string err = error_of(text, compat(false));
