@@ -25,6 +25,11 @@ if [ "${CFS_TEST_QUICK:-0}" = 1 ]; then
   exit 0
 fi
 
+# --- VM smoke tests (vm/run-smoke, see README "VM smoke tests"); skipped by CFS_TEST_QUICK=1 ---
+echo "== VM smoke tests: Debian 6.1 and 6.12 kernels under qemu"
+CFS_BUILD_DIR=build ./vm/run-smoke
+# --- end of VM smoke tests ---
+
 echo "== fuzzing (short runs)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCFS_BUILD_FUZZERS=ON -DCFS_BUILD_TESTS=OFF \
   -DCFS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
