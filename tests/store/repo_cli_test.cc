@@ -11,8 +11,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "cfs/fsverity.h"
@@ -270,6 +272,38 @@ TEST(RepoCli, ConcurrentWritersAndGc) {
   EXPECT_EQ(cfsctl("--repo " + quote(repo) + " images").out,
             id_a < id_b ? id_a + " a\n" + id_b + " b\n" : id_b + " b\n" + id_a + " a\n");
   EXPECT_EQ(cfsctl("--repo " + quote(repo) + " fsck").status, 0);
+}
+
+// dump and compute-id take --repo: images by id or ref, ids in the repository's algorithm.
+TEST(RepoCli, DumpAndComputeIdInsideSha512Repository) {
+  TempDir tmp;
+  make_tree(tmp / "src", 12, 4, 300000);
+  const std::string repo = quote(tmp / "repo");
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure").status, 0);  // sha512 by default
+  Result created = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " tag");
+  ASSERT_EQ(created.status, 0) << created.out;
+  std::string id = trim(created.out);
+  EXPECT_EQ(id.size(), 128u);
+  EXPECT_EQ(trim(cfsctl("--repo " + repo + " compute-id " + quote(tmp / "src")).out), id);
+  Result by_ref = cfsctl("--repo " + repo + " dump tag");
+  ASSERT_EQ(by_ref.status, 0) << by_ref.out;
+  EXPECT_EQ(cfsctl("--repo " + repo + " dump " + id).out, by_ref.out);
+  // Every external file's payload names an object that exists in the repository.
+  size_t externals = 0;
+  std::istringstream lines(by_ref.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+    ASSERT_GE(f.size(), 11u) << line;
+    if (f[8].size() == 129 && f[8][2] == '/') {
+      ++externals;
+      EXPECT_TRUE(fs::exists(tmp / "repo/objects/" + f[8])) << line;
+    }
+  }
+  EXPECT_GT(externals, 5u);
+  Result missing = cfsctl("--repo " + repo + " dump nosuch");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.out.find("no image named 'nosuch'"), std::string::npos) << missing.out;
 }
 
 TEST(RepoCli, BadInputGivesClearErrors) {

@@ -11,6 +11,8 @@
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
 #include "cfs/output.h"
+#include "cfs/store/images.h"
+#include "cfs/store/repository.h"
 #include "cli_util.h"
 #include "commands.h"
 
@@ -23,10 +25,15 @@ struct DumpOptions {
 };
 
 void run_dump(const DumpOptions& o, const GlobalOptions& global) {
-  if (!global.repo.empty())
-    throw Error(
-        "dump --repo: dumping images by name from a repository is not supported yet; "
-        "pass the image file path instead");
+  if (!global.repo.empty()) {
+    // IMAGE is an image id or ref name inside the repository.
+    store::Repository repo = store::Repository::open(global.repo);
+    erofs::Tree tree = store::open_image_reader(repo, o.image).to_tree();
+    FdSink out(STDOUT_FILENO, "stdout");
+    erofs::write_dumpfile(tree, out);
+    out.flush();
+    return;
+  }
   // cfs rules: symlink targets of at most 1024 bytes, redirects only to digest-named objects.
   erofs::Image image = erofs::Image::open(o.image, erofs::ReaderOptions{});
   erofs::Tree tree = image.to_tree();
@@ -44,13 +51,21 @@ struct ComputeIdOptions {
   bool no_hardlinks = false;
 };
 
-void run_compute_id(const ComputeIdOptions& o) {
+void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
   erofs::ScanOptions scan;
   scan.use_epoch = o.use_epoch;
   scan.skip_devices = o.skip_devices;
   scan.skip_xattrs = o.skip_xattrs;
   scan.user_xattrs_only = o.user_xattrs;
   scan.detect_hardlinks = !o.no_hardlinks;
+  if (!global.repo.empty()) {
+    // The id create-image would give in this repository (its hash algorithm).
+    HashAlgorithm alg = store::Repository::open(global.repo).algorithm();
+    FdSink out(STDOUT_FILENO, "stdout");
+    out.write(store::compute_image_id(o.dir, alg, scan).hex() + "\n");
+    out.flush();
+    return;
+  }
   erofs::Tree tree = erofs::scan_directory(o.dir, scan, hash_file_exact);
   DiscardSink discard;
   // Repositories store V1 images, so the id is that of the V1 image of the tree.
@@ -91,7 +106,7 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
       ->excludes("--skip-xattrs");
   compute_cmd->add_flag("--no-hardlinks", compute->no_hardlinks,
                         "Treat every hardlink as a separate file (as C mkcomposefs does)");
-  compute_cmd->callback([compute] { run_compute_id(*compute); });
+  compute_cmd->callback([compute, &global] { run_compute_id(*compute, global); });
 }
 
 }  // namespace cfs::cli
