@@ -160,8 +160,12 @@ XattrKey xattr_key(const Bytes2& name) noexcept {
       {"trusted.", kXattrIndexTrusted},
       {"security.", kXattrIndexSecurity},
   };
+  // Every name here is either one piece or has a 24-byte head ("trusted.overlay.overlay."),
+  // as long as the longest prefix, so testing the head alone is exact and cheap.
+  const bool head_decides = name.tail.empty() || name.head.size() >= kAclDefaultName.size();
   for (const auto& [prefix, index] : prefixes)
-    if (name.starts_with(prefix)) return {index, name.drop_front(prefix.size())};
+    if (head_decides ? name.head.starts_with(prefix) : name.starts_with(prefix))
+      return {index, name.drop_front(prefix.size())};
   return {kXattrIndexNone, name};
 }
 
