@@ -9,6 +9,7 @@ cd "$1"
 find . -xdev | LC_ALL=C sort | while IFS= read -r path; do
   # Directory sizes, link counts and mtimes depend on the filesystem (ext4 vs. EROFS, overlay
   # merges), so only their mode and owner are compared.
+  # shellcheck disable=SC2046 # the fields are meant to be split
   set -- $(stat -c '%f %u %g %h %s %Y %t %T' "$path")
   mode=$1 owner=$2:$3 links=$4 size=$5 mtime=$6 device=$7:$8
   case $(stat -c %F "$path") in
