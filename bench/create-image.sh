@@ -12,6 +12,7 @@
 #   compute-id  scan + fs-verity digests + EROFS image, nothing written
 #   create-image   the above + objects written and linked durably (syncfs), fresh repo
 #   create-image (present)  same tree into a repository that already has every object
+#   fsck        re-hash every object of the resulting repository (parallel per objects/XX)
 #   create-image, repo in RAM  fresh repository on tmpfs (/dev/shm, if present): the CPU
 #                 cost of storing, without the disk write-back that durability waits for
 set -eu
@@ -78,6 +79,7 @@ id1=$("$bin/cfsctl" compute-id "$work/src")
 id2=$("$bin/cfsctl" --repo "$work/repo" create-image "$work/src")
 [ "$id1" = "$id2" ] || { echo "compute-id $id1 != create-image $id2" >&2; exit 1; }
 "$bin/cfsctl" --repo "$work/repo" fsck >/dev/null || { echo "fsck failed after the benchmark" >&2; exit 1; }
+t_fsck=$(best_of "$bin/cfsctl" --repo "$work/repo" fsck)
 
 echo "tree: $files files, $bytes bytes ($(nproc) CPUs, page cache warm)"
 printf '%-26s %9s %10s %16s\n' case seconds MiB/s "time vs openssl"
@@ -89,5 +91,6 @@ row "openssl dgst -sha256" "$t_openssl"
 row "cfsctl compute-id" "$t_compute"
 row "cfsctl create-image" "$t_create"
 row "create-image (present)" "$t_again"
+row "cfsctl fsck" "$t_fsck"
 [ -n "$t_shm" ] && row "create-image, repo in RAM" "$t_shm"
 exit 0
