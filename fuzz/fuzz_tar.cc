@@ -1,0 +1,147 @@
+// libFuzzer target: OCI layer import without the repository. The bytes are an uncompressed
+// layer tar (the pull decompresses with libarchive, then hands the tar to TarParser).
+//  * splitting may only throw cfs::Error, and hands every byte on exactly once (inline or
+//    as the content of an external object);
+//  * reading the split stream back (inline chunks + object references) yields the same
+//    entries;
+//  * the entries either merge (LayerMerger, then the OCI transforms) into a tree that the
+//    EROFS writer turns into an image the strict reader validates, or are refused with
+//    cfs::Error.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cfs/erofs/reader.h"
+#include "cfs/erofs/writer.h"
+#include "cfs/error.h"
+#include "cfs/store/oci_tar.h"
+#include "cfs/store/oci_tree.h"
+
+namespace {
+
+using namespace cfs;
+using namespace cfs::store;
+
+// The split form of a layer: inline byte runs and external objects, in stream order.
+struct Piece {
+  bool external;
+  std::string bytes;  // inline bytes or the object's content
+  uint64_t size = 0;
+};
+
+// Names an object by its index: the parser only carries digests through.
+Digest object_name(size_t index) {
+  std::array<uint8_t, 32> raw{};
+  for (size_t i = 0; i < sizeof index; ++i) raw[i] = static_cast<uint8_t>(index >> (8 * i));
+  raw[31] = 1;
+  return Digest(HashAlgorithm::sha256, raw);
+}
+
+class Splitter : public TarHandler {
+ public:
+  void inline_bytes(std::span<const std::byte> data) override {
+    if (pieces.empty() || pieces.back().external) pieces.push_back({false, {}});
+    pieces.back().bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
+    bytes += data.size();
+  }
+  void external_begin(const TarEntry&) override {
+    if (open) std::abort();
+    open = true;
+    pieces.push_back({true, {}});
+  }
+  void external_bytes(std::span<const std::byte> data) override {
+    if (!open) std::abort();
+    pieces.back().bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
+    bytes += data.size();
+  }
+  void external_end() override {
+    if (!open) std::abort();
+    open = false;
+  }
+  void entry(TarEntry& e) override {
+    if (e.external()) {
+      if (pieces.empty() || !pieces.back().external || pieces.back().bytes.size() != e.size)
+        std::abort();  // the content handed out must be exactly the entry's size
+      pieces.back().size = e.size;
+      e.object = object_name(objects++);
+    } else if (e.type == TarEntryType::regular && (!e.content || e.content->size() != e.size)) {
+      std::abort();
+    }
+    entries.push_back(e);
+  }
+  std::vector<Piece> pieces;
+  std::vector<TarEntry> entries;
+  uint64_t bytes = 0;
+  size_t objects = 0;
+  bool open = false;
+};
+
+class Collector : public TarHandler {
+ public:
+  void entry(TarEntry& e) override { entries.push_back(e); }
+  std::vector<TarEntry> entries;
+};
+
+bool same(const TarEntry& a, const TarEntry& b) {
+  return a.path == b.path && a.link == b.link && a.type == b.type && a.mode == b.mode &&
+         a.uid == b.uid && a.gid == b.gid && a.mtime_sec == b.mtime_sec &&
+         a.mtime_nsec == b.mtime_nsec && a.size == b.size && a.dev_major == b.dev_major &&
+         a.dev_minor == b.dev_minor && a.xattrs == b.xattrs && a.content == b.content &&
+         a.object == b.object;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  // The first byte picks how the stream is cut into feed() calls (decompressors hand out
+  // arbitrary pieces).
+  size_t step = 1 + data[0] * 7;
+  std::span<const std::byte> tar(reinterpret_cast<const std::byte*>(data + 1), size - 1);
+
+  Splitter split;
+  try {
+    TarParser parser(split, TarMode::split, "fuzz");
+    for (size_t off = 0; off < tar.size(); off += step)
+      parser.feed(tar.subspan(off, std::min(step, tar.size() - off)));
+    parser.finish();
+  } catch (const Error&) {
+    return 0;
+  }
+  if (split.bytes != tar.size() || split.open) std::abort();
+
+  Collector back;
+  TarParser reader(back, TarMode::read_back, "again");
+  size_t objects = 0;
+  for (const Piece& p : split.pieces) {
+    if (p.external)
+      reader.feed_external(object_name(objects++), p.size);
+    else
+      reader.feed({reinterpret_cast<const std::byte*>(p.bytes.data()), p.bytes.size()});
+  }
+  reader.finish();  // must not throw: it is the stream the splitter accepted
+  if (back.entries.size() != split.entries.size()) std::abort();
+  for (size_t i = 0; i < back.entries.size(); ++i)
+    if (!same(back.entries[i], split.entries[i])) std::abort();
+
+  erofs::Tree tree;
+  try {
+    LayerMerger merger(tree);
+    for (const TarEntry& e : split.entries) merger.apply(e, "fuzz layer");
+    merger.finish();
+    transform_for_oci(tree);
+    filter_xattrs(tree, XattrMode::keep_user_xattrs);
+  } catch (const Error&) {
+    return 0;
+  }
+  std::string image;
+  try {
+    image = erofs::image_to_string(tree, {});
+  } catch (const Error&) {
+    return 0;  // the writer's own limits (e.g. too many xattrs on one inode)
+  }
+  erofs::Image::from_bytes(image, "merged", erofs::ReaderOptions{}).validate();  // must not throw
+  return 0;
+}
