@@ -30,6 +30,9 @@ int run_cfsctl(int argc, char** argv) {
   cfs::cli::register_oci_commands(app, global);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    // Thrown by a command that already reported its failure: keep its exit code.
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
     // --help/--version exit 0; every usage error exits 2, as getopt-based tools do.
     int code = app.exit(e);
