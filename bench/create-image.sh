@@ -3,6 +3,7 @@
 # against `openssl dgst -sha256` over the same files in the same run.
 #
 #   bench/create-image.sh [BUILD_DIR] [SIZE_MIB]      (defaults: build, 1024)
+#   C_TOOLS=DIR bench/create-image.sh   also runs C mkcomposefs --digest-store from DIR
 #
 # The tree (random data: 10% of the bytes in files of 100 B - 16 KiB, 30% in 16 KiB - 1 MiB,
 # 60% in 1 - 64 MiB, plus some files of at most 64 bytes that stay inline) is generated
@@ -75,6 +76,14 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
     best_of "$bin/cfsctl" --repo "$shm/repo" create-image "$work/src")
   rm -rf "$shm/repo"
 fi
+t_cmk="" t_mk=""
+if [ -n "${C_TOOLS:-}" ]; then
+  # The C tool and cfs's drop-in, both writing a digest store (objects + image).
+  t_cmk=$(PREPARE="rm -rf '$work/cstore' '$work/c.img'" \
+    best_of "$C_TOOLS/mkcomposefs" --digest-store="$work/cstore" "$work/src" "$work/c.img")
+  t_mk=$(PREPARE="rm -rf '$work/cstore' '$work/c.img'" \
+    best_of "$bin/mkcomposefs" --digest-store="$work/cstore" "$work/src" "$work/c.img")
+fi
 id1=$("$bin/cfsctl" compute-id "$work/src")
 id2=$("$bin/cfsctl" --repo "$work/repo" create-image "$work/src")
 [ "$id1" = "$id2" ] || { echo "compute-id $id1 != create-image $id2" >&2; exit 1; }
@@ -93,4 +102,6 @@ row "cfsctl create-image" "$t_create"
 row "create-image (present)" "$t_again"
 row "cfsctl fsck" "$t_fsck"
 [ -n "$t_shm" ] && row "create-image, repo in RAM" "$t_shm"
+[ -n "$t_cmk" ] && row "C mkcomposefs --digest-store" "$t_cmk"
+[ -n "$t_mk" ] && row "cfs mkcomposefs --digest-store" "$t_mk"
 exit 0
