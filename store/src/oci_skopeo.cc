@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
@@ -33,14 +35,24 @@ constexpr uint64_t kMaxManifest = 16u << 20;
 
 class PipeReader : public BlobReader {
  public:
-  PipeReader(UniqueFd fd, uint32_t pipe_id, std::string what)
-      : fd_(std::move(fd)), pipe_id_(pipe_id), what_(std::move(what)) {}
+  // skopeo closes its end of the pipe only when FinishPipe is called, so a blob of known
+  // size is read up to that size; without a size the caller runs FinishPipe concurrently.
+  PipeReader(UniqueFd fd, uint32_t pipe_id, std::optional<uint64_t> size, std::string what)
+      : fd_(std::move(fd)), pipe_id_(pipe_id), left_(size), what_(std::move(what)) {}
   size_t read(std::span<std::byte> buf) override {
+    size_t want = buf.size();
+    if (left_) want = static_cast<size_t>(std::min<uint64_t>(want, *left_));
+    if (want == 0) return 0;
     ssize_t n;
     do {
-      n = ::read(fd_.get(), buf.data(), buf.size());
+      n = ::read(fd_.get(), buf.data(), want);
     } while (n < 0 && errno == EINTR);
     if (n < 0) throw_errno(what_);
+    if (left_) {
+      if (n == 0)
+        throw Error(what_ + ": skopeo's stream ended " + std::to_string(*left_) + " bytes early");
+      *left_ -= static_cast<uint64_t>(n);
+    }
     return static_cast<size_t>(n);
   }
   uint32_t pipe_id() const { return pipe_id_; }
@@ -49,6 +61,7 @@ class PipeReader : public BlobReader {
  private:
   UniqueFd fd_;
   uint32_t pipe_id_;
+  std::optional<uint64_t> left_;
   std::string what_;
 };
 
@@ -101,14 +114,28 @@ class SkopeoSource : public ImageSource {
   std::string manifest() override {
     Reply r = call("GetManifest", json::array({*image_}));
     if (!r.fd) throw Error(spec_ + ": skopeo sent no manifest data");
-    PipeReader reader(std::move(r.fd), r.pipe_id, spec_ + ": manifest");
+    PipeReader reader(std::move(r.fd), r.pipe_id, std::nullopt, spec_ + ": manifest");
+    std::exception_ptr finish_error;
+    std::thread finisher([&] {
+      try {
+        finish_pipe(reader.pipe_id());
+      } catch (...) {
+        finish_error = std::current_exception();
+      }
+    });
     std::string data;
-    std::byte buf[65536];
-    while (size_t n = reader.read(buf)) {
-      data.append(reinterpret_cast<const char*>(buf), n);
-      if (data.size() > kMaxManifest) throw Error(spec_ + ": manifest too large");
+    try {
+      std::byte buf[65536];
+      while (size_t n = reader.read(buf)) {
+        data.append(reinterpret_cast<const char*>(buf), n);
+        if (data.size() > kMaxManifest) throw Error(spec_ + ": manifest too large");
+      }
+    } catch (...) {
+      finisher.join();
+      throw;
     }
-    finish_pipe(reader.pipe_id());
+    finisher.join();
+    if (finish_error) std::rethrow_exception(finish_error);
     return data;
   }
 
@@ -116,7 +143,9 @@ class SkopeoSource : public ImageSource {
     validate_oci_digest(blob.digest, spec_);
     Reply r = call("GetBlob", json::array({*image_, blob.digest, blob.size}));
     if (!r.fd) throw Error(spec_ + ": skopeo sent no data for blob " + blob.digest);
-    return std::make_unique<PipeReader>(std::move(r.fd), r.pipe_id, spec_ + ": " + blob.digest);
+    uint64_t size = r.value.is_number_unsigned() ? r.value.get<uint64_t>() : blob.size;
+    return std::make_unique<PipeReader>(std::move(r.fd), r.pipe_id, size,
+                                        spec_ + ": " + blob.digest);
   }
 
   void finish_blob(BlobReader& reader) override {
@@ -156,7 +185,9 @@ class SkopeoSource : public ImageSource {
     if (n == 0) throw Error(spec_ + ": skopeo exited (reply to " + method + ")");
     Reply reply;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      // skopeo attaches an SCM_RIGHTS header with no descriptors to plain replies.
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+          c->cmsg_len >= CMSG_LEN(sizeof(int))) {
         int fd;
         std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
         reply.fd.reset(fd);
