@@ -27,27 +27,6 @@ constexpr uint32_t kMaxRefs = UINT32_MAX - 1;
 constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);
 constexpr uint64_t kSlotsPerBlock = kBlockSize / kInodeSlotSize;
 
-uint8_t file_type_of(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-      return kFtRegFile;
-    case S_IFDIR:
-      return kFtDir;
-    case S_IFCHR:
-      return kFtChrdev;
-    case S_IFBLK:
-      return kFtBlkdev;
-    case S_IFIFO:
-      return kFtFifo;
-    case S_IFSOCK:
-      return kFtSock;
-    case S_IFLNK:
-      return kFtSymlink;
-    default:
-      return kFtUnknown;
-  }
-}
-
 bool is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }

@@ -240,27 +240,6 @@ struct Entry {
 constexpr std::array<Entry, 2> kDotEntries = {
     {{".", Entry::kDot, 0, nullptr}, {"..", Entry::kDotDot, 0, nullptr}}};
 
-uint8_t file_type_of(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-      return kFtRegFile;
-    case S_IFDIR:
-      return kFtDir;
-    case S_IFCHR:
-      return kFtChrdev;
-    case S_IFBLK:
-      return kFtBlkdev;
-    case S_IFIFO:
-      return kFtFifo;
-    case S_IFSOCK:
-      return kFtSock;
-    case S_IFLNK:
-      return kFtSymlink;
-    default:
-      return kFtUnknown;
-  }
-}
-
 struct Chunking {
   uint32_t bits;
   uint64_t count;

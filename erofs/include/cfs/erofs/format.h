@@ -11,6 +11,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include <sys/stat.h>
+
 namespace cfs::erofs {
 
 template <typename T>
@@ -207,6 +209,28 @@ enum FileType : uint8_t {
   kFtSock = 6,
   kFtSymlink = 7,
 };
+
+// The dirent file type of an st_mode (kFtUnknown for invalid types).
+constexpr uint8_t file_type_of(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return kFtRegFile;
+    case S_IFDIR:
+      return kFtDir;
+    case S_IFCHR:
+      return kFtChrdev;
+    case S_IFBLK:
+      return kFtBlkdev;
+    case S_IFIFO:
+      return kFtFifo;
+    case S_IFSOCK:
+      return kFtSock;
+    case S_IFLNK:
+      return kFtSymlink;
+    default:
+      return kFtUnknown;
+  }
+}
 
 // ---- overlayfs metacopy xattr value -------------------------------------------------------
 inline constexpr uint8_t kMetacopyVersion = 0;
