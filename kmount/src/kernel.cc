@@ -27,6 +27,7 @@ std::string drain_kernel_log(int fsfd) {
     if (n <= 0) break;
     std::string_view msg(buf, static_cast<size_t>(n));
     if (msg.size() > 2 && msg[1] == ' ') msg.remove_prefix(2);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\0')) msg.remove_suffix(1);
     if (!joined.empty()) joined += "; ";
     joined += msg;
   }
@@ -39,15 +40,15 @@ FsContext::FsContext(std::string fstype) : fstype_(std::move(fstype)) {
   fd_.reset(::fsopen(fstype_.c_str(), FSOPEN_CLOEXEC));
   if (!fd_) {
     int code = errno;
-    throw MountApiError(code, MountApiError::Stage::open,
-                        "fsopen(" + fstype_ + "): " + std::strerror(code));
+    // SystemError appends strerror(code) itself.
+    throw MountApiError(code, MountApiError::Stage::open, "fsopen(" + fstype_ + ")");
   }
 }
 
 void FsContext::fail(MountApiError::Stage stage, const std::string& step) {
   int code = errno;
   std::string detail = drain_kernel_log(fd_.get());
-  std::string message = fstype_ + " " + step + ": " + std::strerror(code);
+  std::string message = fstype_ + " " + step;
   if (!detail.empty()) message += " (kernel: " + detail + ")";
   throw MountApiError(code, stage, message);
 }
