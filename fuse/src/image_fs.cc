@@ -1,5 +1,7 @@
 #include "cfs/fuse/image_fs.h"
 
+#include "truncation_guard.h"
+
 #include <fcntl.h>
 
 #include <cerrno>
@@ -58,7 +60,15 @@ ImageFs::ImageFs(erofs::Image image, std::unique_ptr<ObjectStore> objects, LogFn
       log_(std::move(log)),
       numbers_(image_.root_nid()) {}
 
+int ImageFs::settled() const {
+  // Zero pages stand in for a truncated image: whatever was computed from them is void.
+  if (!image_mapping_truncated()) return 0;
+  if (log_) log_(image_.name() + ": the image file was truncated while mounted");
+  return EIO;
+}
+
 int ImageFs::image_error(uint64_t ino, const std::exception& e) const {
+  if (image_mapping_truncated()) return settled();  // the real cause, not its zero pages
   if (log_) log_(std::string(e.what()) + " (serving inode " + std::to_string(ino) + ")");
   return EIO;
 }
@@ -169,7 +179,7 @@ void ImageFs::visible_xattrs(
 int ImageFs::getattr(uint64_t ino, struct stat& st) const {
   try {
     fill_stat(inode_of(ino), st);
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(ino, e);
   }
@@ -184,7 +194,7 @@ int ImageFs::lookup(uint64_t parent, std::string_view name, struct stat& st) con
     if (!entry || hidden(dir, *entry)) return ENOENT;
     if (entry->nid == 0) image_.fail(dir.nid, "dirent points to nid 0");
     fill_stat(image_.inode(entry->nid), st);
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(parent, e);
   }
@@ -195,7 +205,7 @@ int ImageFs::readlink(uint64_t ino, std::string_view& target) const {
     InodeInfo inode = inode_of(ino);
     if (!inode.is_symlink()) return EINVAL;
     target = image_.symlink_target(inode);
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(ino, e);
   }
@@ -207,7 +217,7 @@ int ImageFs::opendir(uint64_t ino, std::unique_ptr<DirStream>& out) const {
     if (!dir.is_dir()) return ENOTDIR;
     out = std::make_unique<DirStream>(image_.dirents(dir));
     out->dir = dir;
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(ino, e);
   }
@@ -287,7 +297,7 @@ int ImageFs::listxattr(uint64_t ino, std::string& names) const {
       names += '\0';
       return true;
     });
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(ino, e);
   }
@@ -320,7 +330,7 @@ int ImageFs::open(uint64_t ino, int flags, std::unique_ptr<FileHandle>& out) con
       }
     }
     out = std::move(handle);
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(ino, e);
   }
@@ -337,7 +347,7 @@ int ImageFs::read_inline(const FileHandle& file, uint64_t offset, size_t size,
       offset += piece.size();
       size -= piece.size();
     }
-    return 0;
+    return settled();
   } catch (const std::exception& e) {
     return image_error(numbers_.ino(file.inode.nid), e);
   }

@@ -17,6 +17,7 @@
 #include "cfs/fuse/image_fs.h"
 #include "cfs/fuse/server.h"
 #include "cfs/store/repository.h"
+#include "truncation_guard.h"
 
 namespace {
 
@@ -168,6 +169,7 @@ int run(const Args& args) {
   }
   // The whole rule set once, up front: a broken image is refused before anything is mounted.
   image->validate();
+  cfs::fuse::guard_image_mapping(image->bytes());
 
   cfs::fuse::ImageFs fs(std::move(*image), std::move(objects),
                         [&logger](const std::string& line) { logger.log(line); });

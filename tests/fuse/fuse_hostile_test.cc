@@ -170,6 +170,34 @@ TEST(FuseHostile, RefusesImagesThatFailValidation) {
   EXPECT_FALSE(is_mounted(dir / "mnt"));
 }
 
+// The image file truncated under a running server: reads of the lost pages would raise
+// SIGBUS; the server must answer EIO instead, stay up, and unmount cleanly.
+TEST(FuseHostile, TruncatedImageGivesEioNotACrash) {
+  require_fuse();
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);
+  erofs::Tree tree;
+  for (int i = 0; i < 40; i++) {
+    auto f = erofs::make_inode(S_IFREG | 0644);
+    f->content = "inline data " + std::to_string(i);
+    f->size = f->content->size();
+    tree.root->set_child("f" + std::to_string(i), f);
+  }
+  std::string image = dir / "image.cfs";
+  write_image_file(tree, image);
+  FuseProcess server({image, dir / "mnt", "-f"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(server.wait_mounted()) << server.log();
+  EXPECT_EQ(read_or_errno(dir / "mnt/f1"), "inline data 1");
+
+  ASSERT_EQ(::truncate(image.c_str(), 0), 0);
+  // Nothing of the image is cached for f7 yet: its lookup has to touch the lost pages.
+  EXPECT_EQ(read_or_errno(dir / "mnt/f7"), "open:EIO");
+  EXPECT_TRUE(is_mounted(dir / "mnt")) << "the server died: " << server.log();
+  EXPECT_NE(server.log().find("truncated"), std::string::npos) << "log: " << server.log();
+  ASSERT_EQ(run_argv({"fusermount3", "-u", dir / "mnt"}), 0);
+  EXPECT_EQ(server.wait_exit(), 0) << server.log();
+}
+
 // The library over randomly corrupted images, without validate(): every call returns 0 or
 // an errno, nothing crashes or hangs.
 TEST(FuseHostile, CorruptMetadataGivesErrorsNotCrashes) {

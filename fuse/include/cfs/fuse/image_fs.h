@@ -116,6 +116,8 @@ class ImageFs {
   // Calls fn(name, value) for every visible xattr; stops when fn returns false.
   void visible_xattrs(const erofs::InodeInfo& inode,
                       const std::function<bool(const std::string&, std::string_view)>& fn) const;
+  // 0, or EIO once the image file was found truncated under the mapping.
+  int settled() const;
   int image_error(uint64_t ino, const std::exception& e) const;
 
   erofs::Image image_;
