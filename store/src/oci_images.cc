@@ -253,8 +253,8 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
   s.manifest_digest = digest_of_content_id(r.manifest_id, "oci-manifest-");
   s.config_digest = r.config_digest;
   if (r.config.is_object()) {
-    s.architecture = r.config.value("architecture", "");
-    s.os = r.config.value("os", "");
+    s.architecture = json_string(r.config, "architecture", "", "config " + s.config_digest);
+    s.os = json_string(r.config, "os", "", "config " + s.config_digest);
   }
   if (r.manifest.contains("layers") && r.manifest["layers"].is_array())
     s.layers = static_cast<unsigned>(r.manifest["layers"].size());

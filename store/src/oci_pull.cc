@@ -60,7 +60,7 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   } catch (const json::exception& e) {
     throw Error(what + ": manifest is not valid JSON: " + e.what());
   }
-  std::string mt = m.is_object() ? m.value("mediaType", "") : "";
+  std::string mt = json_string(m, "mediaType", "", what);
   if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
                          mt != "application/vnd.docker.distribution.manifest.v2+json"))
     throw Error(what + ": not an image manifest (mediaType '" + mt + "')");
@@ -70,7 +70,7 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
     if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string() ||
         !j.contains("size") || !j["size"].is_number_unsigned())
       throw Error(what + ": manifest descriptor without digest and size");
-    Descriptor d{j.value("mediaType", ""), j["digest"].get<std::string>(),
+    Descriptor d{json_string(j, "mediaType", "", what), j["digest"].get<std::string>(),
                  j["size"].get<uint64_t>()};
     validate_oci_digest(d.digest, what);
     return d;

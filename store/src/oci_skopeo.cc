@@ -195,15 +195,16 @@ class SkopeoSource : public ImageSource {
     }
     if (msg.msg_flags & MSG_TRUNC) throw Error(spec_ + ": skopeo proxy reply too large");
     json j;
+    // Members of the wrong type make json::value() throw too: all of it is a malformed reply.
     try {
       j = json::parse(buf.substr(0, static_cast<size_t>(n)));
+      if (!j.value("success", false))
+        throw Error(spec_ + ": " + method + ": " + j.value("error", std::string("skopeo failed")));
+      reply.value = j.value("value", json());
+      reply.pipe_id = j.value("pipeid", 0u);
     } catch (const json::exception& e) {
       throw Error(spec_ + ": malformed skopeo proxy reply: " + e.what());
     }
-    if (!j.value("success", false))
-      throw Error(spec_ + ": " + method + ": " + j.value("error", std::string("skopeo failed")));
-    reply.value = j.value("value", json());
-    reply.pipe_id = j.value("pipeid", 0u);
     return reply;
   }
 

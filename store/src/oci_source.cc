@@ -236,7 +236,7 @@ class LayoutSource : public ImageSource {
       std::string data = read_verified(*files_, d, name_);
       if (d.media_type != kOciIndex && d.media_type != kDockerList) {
         json m = parse_json(data, name_ + ": manifest " + d.digest);
-        std::string mt = m.value("mediaType", "");
+        std::string mt = json_string(m, "mediaType", "", name_ + ": manifest " + d.digest);
         if (mt != kOciIndex && mt != kDockerList) return data;
       }
       if (depth > 2) throw Error(name_ + ": image indexes nested too deeply");
@@ -266,7 +266,7 @@ class LayoutSource : public ImageSource {
     if (top && ref_) {
       for (const json& m : list) {
         if (m.contains("annotations") && m["annotations"].is_object() &&
-            m["annotations"].value("org.opencontainers.image.ref.name", "") == *ref_)
+            json_string(m["annotations"], "org.opencontainers.image.ref.name", "", what) == *ref_)
           return parse_descriptor(m, what);
       }
       throw Error(what + ": no image named '" + *ref_ + "'");
@@ -284,7 +284,8 @@ class LayoutSource : public ImageSource {
     for (const json& m : list) {
       if (!m.contains("platform") || !m["platform"].is_object()) continue;
       const json& p = m["platform"];
-      if (p.value("architecture", "") == arch && p.value("os", "linux") == "linux")
+      if (json_string(p, "architecture", "", what) == arch &&
+          json_string(p, "os", "linux", what) == "linux")
         return parse_descriptor(m, what);
     }
     throw Error(what + ": no image for linux/" + arch);

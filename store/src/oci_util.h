@@ -3,6 +3,8 @@
 
 #include <openssl/evp.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -58,6 +60,18 @@ inline void validate_oci_digest(std::string_view digest, const std::string& what
     ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
   }
   if (!ok) throw Error(what + ": '" + std::string(digest) + "' is not a sha256 digest");
+}
+
+// The string member key of j, or fallback when j is not an object or has no such member.
+// json::value() would throw nlohmann's type_error for a member of another type, which
+// escapes every cfs::Error handler; here it is a cfs::Error naming the document.
+inline std::string json_string(const nlohmann::json& j, const std::string& key,
+                               std::string fallback, const std::string& what) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (!it->is_string()) throw Error(what + ": '" + key + "' is not a string");
+  return it->get<std::string>();
 }
 
 }  // namespace cfs::store::oci
