@@ -2,7 +2,7 @@
 # The full cfs test suite: installs dependencies (as root), builds, runs every test,
 # then builds the libFuzzer targets and runs each briefly.
 #   ./tools/test.sh            everything
-#   CFS_TEST_QUICK=1 ./tools/test.sh   skip the fuzzing and VM stages
+#   CFS_TEST_QUICK=1 ./tools/test.sh   skip the sanitizer, fuzzing and VM stages
 set -eu
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -21,9 +21,20 @@ echo "== unit, integration and privileged tests"
 ctest --test-dir build -j"$jobs" --output-on-failure --timeout 900
 
 if [ "${CFS_TEST_QUICK:-0}" = 1 ]; then
-  echo "test.sh: quick mode, skipping fuzzing"
+  echo "test.sh: quick mode, skipping the sanitizer, VM and fuzzing stages"
   exit 0
 fi
+
+# --- ASan + UBSan: the whole suite again under the sanitizers (docs/RELIABILITY.md). The
+# static cfs-mount cannot carry the runtimes; CMake builds it without them. ---
+echo "== ASan + UBSan: every test under the sanitizers"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCFS_SANITIZE=address,undefined >/dev/null
+ninja -C build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -j"$jobs" --output-on-failure --timeout 900
+# --- end of ASan + UBSan ---
 
 # --- VM smoke tests (vm/run-smoke, see README "VM smoke tests"); skipped by CFS_TEST_QUICK=1 ---
 echo "== VM smoke tests: Debian 6.1 and 6.12 kernels under qemu"

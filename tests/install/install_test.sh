@@ -10,7 +10,11 @@ cmake --install "$build" --prefix "$work/prefix" >/dev/null
 test -f "$work/prefix/include/cfs/erofs/dumpfile.h"
 test -f "$work/prefix/lib/pkgconfig/cfs.pc"
 
-cmake -S "$src/tests/install/consumer" -B "$work/cm" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+# A sanitized build installs sanitized libraries: the consumers must link the runtimes too.
+sanitize=$(sed -n 's/^CFS_SANITIZE:STRING=//p' "$build/CMakeCache.txt")
+san_flags=${sanitize:+-fsanitize=$sanitize}
+cmake -S "$src/tests/install/consumer" -B "$work/cm" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
+  -DCMAKE_EXE_LINKER_FLAGS="$san_flags" >/dev/null
 ninja -C "$work/cm" >/dev/null
 printf '/ 0 40755 2 0 0 0 0.0 - - -\n/a 1 100644 1 0 0 0 1.5 - x -\n' >"$work/in.dump"
 "$work/cm/consumer" <"$work/in.dump" >"$work/out.dump"
@@ -18,6 +22,6 @@ cmp "$work/in.dump" "$work/out.dump"
 
 flags=$(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs --static cfs)
 # shellcheck disable=SC2086
-g++ -std=c++20 -o "$work/pc-consumer" "$src/tests/install/consumer/consumer.cc" $flags
+g++ -std=c++20 $san_flags -o "$work/pc-consumer" "$src/tests/install/consumer/consumer.cc" $flags
 "$work/pc-consumer" <"$work/in.dump" | cmp - "$work/in.dump"
 echo "install test: find_package and pkg-config consumers work"

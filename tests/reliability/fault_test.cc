@@ -1,0 +1,430 @@
+// Fault injection against the built cfsctl (complements tests/store/repo_cli_test.cc, which
+// covers SIGKILL during create-image, concurrent create-image + gc and a full tmpfs during
+// create-image):
+//  - SIGKILL at random points of gc and of an OCI pull: fsck is clean right away, the
+//    referenced images keep every byte, and a re-run finishes the job;
+//  - ENOSPC during an OCI pull on a small tmpfs;
+//  - EIO from a device-mapper "error" segment under a source file and under a stored object;
+//  - OCI pulls racing gc.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "layout_builder.h"
+#include "testdata.h"
+
+extern char** environ;
+
+namespace cfs::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Result {
+  int status;
+  std::string out;
+};
+
+Result cfsctl(const std::string& repo, const std::string& args) {
+  Result r;
+  r.status = run(quote(kCfsctl) + " --repo " + quote(repo) + " " + args + " 2>&1", &r.out);
+  return r;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string pattern(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& c : s) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return s;
+}
+
+void make_tree(const std::string& dir, int files, uint32_t seed, size_t max_size) {
+  std::mt19937 rng(seed);
+  for (int i = 0; i < files; ++i) {
+    std::string sub = dir + "/d" + std::to_string(i % 5);
+    fs::create_directories(sub);
+    size_t size = std::uniform_int_distribution<size_t>(100, max_size)(rng);
+    write_file(sub + "/f" + std::to_string(i), pattern(size, seed * 1000 + i));
+  }
+}
+
+// A layer of many files of up to max_size bytes (so a pull takes long enough to be hit).
+std::string big_layer(int files, uint32_t seed, size_t max_size) {
+  std::mt19937 rng(seed);
+  std::vector<std::string> members{tar_member({.name = "./", .type = '5', .mode = 0755}),
+                                   tar_member({.name = "./usr/", .type = '5', .mode = 0755})};
+  for (int i = 0; i < files; ++i) {
+    size_t size = std::uniform_int_distribution<size_t>(10, max_size)(rng);
+    members.push_back(tar_member(
+        {.name = "./usr/f" + std::to_string(i), .content = pattern(size, seed * 7919 + i)}));
+  }
+  return tar_archive(members);
+}
+
+pid_t spawn(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("posix_spawn failed");
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+long elapsed_us(const std::function<void()>& fn) {
+  auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+// Runs args under SIGKILL after a random delay in [0, max_us]; true if the kill landed.
+bool run_and_kill(const std::vector<std::string>& args, long max_us, std::mt19937& rng) {
+  pid_t pid = spawn(args);
+  std::this_thread::sleep_for(
+      std::chrono::microseconds(std::uniform_int_distribution<long>(0, max_us)(rng)));
+  ::kill(pid, SIGKILL);
+  return wait_status(pid) == 128 + SIGKILL;
+}
+
+// SIGKILL at random points of gc: what is named keeps every byte (fsck re-hashes every
+// object), what is not goes at the next complete gc.
+TEST(Fault, KillNineDuringGcNeverLosesReferencedData) {
+  TempDir tmp;
+  const std::string repo = tmp / "repo";
+  ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
+  make_tree(tmp / "keep1", 60, 1, 200000);
+  make_tree(tmp / "keep2", 60, 2, 200000);
+  ASSERT_EQ(cfsctl(repo, "create-image " + quote(tmp / "keep1") + " --name keep1").status, 0);
+  ASSERT_EQ(cfsctl(repo, "create-image " + quote(tmp / "keep2") + " --name keep2").status, 0);
+  const std::string dump1 = cfsctl(repo, "dump keep1").out;
+  const std::string dump2 = cfsctl(repo, "dump keep2").out;
+  const std::string images = cfsctl(repo, "images").out;
+  for (int g = 0; g < 4; ++g) make_tree(tmp / ("junk" + std::to_string(g)), 80, 10 + g, 100000);
+  auto add_junk = [&] {
+    for (int g = 0; g < 4; ++g)
+      ASSERT_EQ(cfsctl(repo, "create-image " + quote(tmp / ("junk" + std::to_string(g)))).status,
+                0);
+  };
+  add_junk();
+  // How long a full gc of this much garbage takes, measured on a copy.
+  ASSERT_EQ(run("cp -a " + quote(repo) + " " + quote(tmp / "copy")), 0);
+  long full = elapsed_us([&] { ASSERT_EQ(cfsctl(tmp / "copy", "gc").status, 0); });
+  std::mt19937 rng(7);
+  int killed = 0;
+  const int rounds = 12;
+  for (int round = 0; round < rounds; ++round) {
+    killed += run_and_kill({kCfsctl, "--repo", repo, "gc"}, full, rng);
+    Result check = cfsctl(repo, "fsck");
+    ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
+    ASSERT_EQ(cfsctl(repo, "dump keep1").out, dump1) << "round " << round;
+    ASSERT_EQ(cfsctl(repo, "dump keep2").out, dump2) << "round " << round;
+    if (round % 3 == 2) add_junk();
+  }
+  EXPECT_GT(killed, rounds / 3) << "most gc runs should have been interrupted";
+  Result gc = cfsctl(repo, "gc");
+  ASSERT_EQ(gc.status, 0) << gc.out;
+  EXPECT_EQ(cfsctl(repo, "images").out, images);
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+  // Exactly the referenced objects remain: a second gc finds nothing.
+  EXPECT_NE(cfsctl(repo, "gc").out.find("Objects: 0 removed"), std::string::npos);
+  RecordProperty("gc_kills", killed);
+}
+
+// SIGKILL at random points of an OCI pull: the repository stays consistent, the tag either
+// does not exist or names a complete image, and a re-run gives the same image as a clean
+// pull.
+TEST(Fault, KillNineDuringOciPull) {
+  TempDir tmp;
+  write_layout(tmp / "layout", big_layer(300, 3, 60000));
+  const std::string source = "oci:" + tmp / "layout";
+  const std::string clean = tmp / "clean";
+  ASSERT_EQ(cfsctl(clean, "init --insecure --hash sha256").status, 0);
+  Result first;
+  long full = elapsed_us([&] { first = cfsctl(clean, "oci pull -q " + quote(source) + " img"); });
+  ASSERT_EQ(first.status, 0) << first.out;
+  const std::string expected_id = trim(cfsctl(clean, "oci image-id img").out);
+  ASSERT_EQ(expected_id.size(), 64u);
+
+  const std::string repo = tmp / "repo";
+  ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
+  std::mt19937 rng(11);
+  int killed = 0;
+  const int rounds = 12;
+  for (int round = 0; round < rounds; ++round) {
+    bool hit =
+        run_and_kill({kCfsctl, "--repo", repo, "oci", "pull", "-q", source, "img"}, full, rng);
+    killed += hit;
+    Result check = cfsctl(repo, "fsck");
+    ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
+    std::string tags = cfsctl(repo, "oci images").out;
+    if (tags.find("img") != std::string::npos) {
+      Result oci_check = cfsctl(repo, "oci fsck img");
+      ASSERT_EQ(oci_check.status, 0) << "round " << round << ":\n" << oci_check.out;
+      ASSERT_EQ(trim(cfsctl(repo, "oci image-id img").out), expected_id);
+      if (hit) {
+        ASSERT_EQ(cfsctl(repo, "oci untag img").status, 0);  // kill the next one early
+      }
+    }
+    if (round % 4 == 3) {
+      ASSERT_EQ(cfsctl(repo, "gc").status, 0);
+    }
+  }
+  EXPECT_GT(killed, rounds / 3) << "most pulls should have been interrupted";
+  Result rerun = cfsctl(repo, "oci pull -q " + quote(source) + " img");
+  ASSERT_EQ(rerun.status, 0) << rerun.out;
+  EXPECT_EQ(trim(cfsctl(repo, "oci image-id img").out), expected_id);
+  EXPECT_EQ(cfsctl(repo, "oci fsck").status, 0);
+  ASSERT_EQ(cfsctl(repo, "gc").status, 0);
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+  EXPECT_EQ(cfsctl(repo, "oci fsck").status, 0);
+  // After gc the repository holds what a clean pull holds, nothing more.
+  auto count = [](const std::string& dir) {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir + "/objects"))
+      n += e.is_regular_file();
+    return n;
+  };
+  EXPECT_EQ(count(repo), count(clean));
+  RecordProperty("pull_kills", killed);
+}
+
+struct TmpfsMount {
+  std::string path;
+  bool mounted = false;
+  TmpfsMount(std::string p, const std::string& size) : path(std::move(p)) {
+    fs::create_directories(path);
+    mounted = ::mount("tmpfs", path.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+  }
+  ~TmpfsMount() {
+    if (mounted) ::umount2(path.c_str(), MNT_DETACH);
+  }
+};
+
+TEST(Fault, FullDiskDuringOciPull) {
+  TempDir tmp;
+  TmpfsMount small(tmp / "small", "2m");
+  if (!small.mounted) GTEST_SKIP() << "cannot mount tmpfs: " << std::strerror(errno);
+  write_layout(tmp / "layout", big_layer(80, 4, 100000));  // ~4 MB of content
+  write_layout(tmp / "tiny", big_layer(3, 5, 1000));
+  const std::string repo = small.path + "/repo";
+  ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
+  ASSERT_EQ(cfsctl(repo, "oci pull -q " + quote("oci:" + tmp / "tiny") + " tiny").status, 0);
+  Result r = cfsctl(repo, "oci pull -q " + quote("oci:" + tmp / "layout") + " big");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+  std::string tags = cfsctl(repo, "oci images").out;
+  EXPECT_EQ(tags.find("big"), std::string::npos) << tags;
+  EXPECT_NE(tags.find("tiny"), std::string::npos) << tags;
+  ASSERT_EQ(cfsctl(repo, "gc").status, 0);
+  Result check = cfsctl(repo, "oci fsck");
+  EXPECT_EQ(check.status, 0) << check.out;
+  // gc gave back the space: the small image can be pulled again under another tag.
+  EXPECT_EQ(cfsctl(repo, "oci pull -q " + quote("oci:" + tmp / "tiny") + " tiny2").status, 0);
+}
+
+// A loop-backed ext4 filesystem seen through device-mapper, with "error" segments over the
+// first block of chosen files: reads there fail with EIO.
+class FailingDisk {
+ public:
+  explicit FailingDisk(const std::string& dir) : dir_(dir) {
+    name_ = "cfs-rel-eio-" + std::to_string(::getpid());
+    image_ = dir + "/disk.img";
+    mnt_ = dir + "/mnt";
+    fs::create_directories(mnt_);
+  }
+  ~FailingDisk() {
+    if (mounted_) ::umount2(mnt_.c_str(), MNT_DETACH);
+    if (mapped_) run("dmsetup remove --retry " + name_ + " >/dev/null 2>&1");
+    if (!loop_.empty()) run("losetup -d " + loop_);
+  }
+  // Creates and mounts the plain filesystem to be filled.
+  bool prepare(std::string& why) {
+    if (run("command -v dmsetup debugfs mkfs.ext4 >/dev/null") != 0) {
+      why = "dmsetup, debugfs or mkfs.ext4 missing";
+      return false;
+    }
+    if (run("truncate -s 64M " + quote(image_) + " && mkfs.ext4 -q -O ^has_journal " +
+            quote(image_)) != 0) {
+      why = "mkfs.ext4 failed";
+      return false;
+    }
+    if (run("losetup --find --show " + quote(image_), &loop_) != 0) {
+      why = "no loop device";
+      return false;
+    }
+    loop_ = trim(loop_);
+    if (::mount(loop_.c_str(), mnt_.c_str(), "ext4", 0, nullptr) != 0) {
+      why = std::string("mount ext4: ") + std::strerror(errno);
+      return false;
+    }
+    mounted_ = true;
+    return true;
+  }
+  const std::string& mnt() const { return mnt_; }
+  // Unmounts, maps the device with the first block of each file (paths relative to the
+  // filesystem root) failing, and mounts the mapped device.
+  bool fail_files(const std::vector<std::string>& files, std::string& why) {
+    ::umount2(mnt_.c_str(), 0);
+    mounted_ = false;
+    std::vector<uint64_t> sectors;
+    for (const auto& f : files) {
+      std::string out;
+      if (run("debugfs -R " + quote("bmap " + quote("/" + f) + " 0") + " " + loop_ + " 2>/dev/null",
+              &out) != 0 ||
+          trim(out).empty()) {
+        why = "debugfs bmap failed for " + f;
+        return false;
+      }
+      sectors.push_back(std::stoull(trim(out)) * 8);  // 4 KiB blocks, 512-byte sectors
+    }
+    std::sort(sectors.begin(), sectors.end());
+    std::string size_out;
+    run("blockdev --getsz " + loop_, &size_out);
+    uint64_t total = std::stoull(trim(size_out));
+    std::ostringstream table;
+    uint64_t at = 0;
+    for (uint64_t s : sectors) {
+      if (s > at) table << at << " " << s - at << " linear " << loop_ << " " << at << "\n";
+      table << s << " 8 error\n";
+      at = s + 8;
+    }
+    if (at < total) table << at << " " << total - at << " linear " << loop_ << " " << at << "\n";
+    write_file(dir_ + "/table", table.str());
+    if (run("dmsetup create " + name_ + " < " + quote(dir_ + "/table")) != 0) {
+      why = "dmsetup create failed (no device-mapper in this kernel?)";
+      return false;
+    }
+    mapped_ = true;
+    std::string dev = "/dev/mapper/" + name_;
+    if (::mount(dev.c_str(), mnt_.c_str(), "ext4", 0, nullptr) != 0) {
+      why = std::string("mount of the mapped device: ") + std::strerror(errno);
+      return false;
+    }
+    mounted_ = true;
+    return true;
+  }
+
+ private:
+  std::string dir_, image_, mnt_, loop_, name_;
+  bool mounted_ = false, mapped_ = false;
+};
+
+TEST(Fault, IoErrorsGiveClearErrorsAndLeaveRepositoriesConsistent) {
+  TempDir tmp;
+  FailingDisk disk(tmp.path());
+  std::string why;
+  if (!disk.prepare(why)) GTEST_SKIP() << why;
+  // On the failing disk: a source tree, and a repository holding one image.
+  make_tree(disk.mnt() + "/src", 20, 21, 100000);
+  write_file(disk.mnt() + "/src/victim", pattern(300000, 22));
+  make_tree(tmp / "stored", 10, 23, 100000);
+  const std::string disk_repo = disk.mnt() + "/repo";
+  ASSERT_EQ(cfsctl(disk_repo, "init --insecure --hash sha256").status, 0);
+  ASSERT_EQ(cfsctl(disk_repo, "create-image " + quote(tmp / "stored") + " --name s").status, 0);
+  std::string object;
+  for (const auto& e : fs::recursive_directory_iterator(disk_repo + "/objects"))
+    if (e.is_regular_file() && e.file_size() > 8192) object = e.path();
+  ASSERT_FALSE(object.empty());
+  std::string object_rel = fs::relative(object, disk.mnt());
+  ASSERT_TRUE(disk.fail_files({"src/victim", object_rel}, why)) << why;
+
+  // 1. A source file that cannot be read: create-image names it and names nothing.
+  const std::string repo = tmp / "repo";
+  ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
+  Result r = cfsctl(repo, "create-image " + quote(disk.mnt() + "/src") + " --name x");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("victim"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  EXPECT_EQ(cfsctl(repo, "images").out, "");
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+  // 2. An object that cannot be read: fsck reports it (and only it) instead of crashing.
+  r = cfsctl(disk_repo, "fsck");
+  EXPECT_EQ(r.status, 1) << r.out;
+  std::string object_name = fs::path(object).parent_path().filename().string() + "/" +
+                            fs::path(object).filename().string();
+  EXPECT_NE(r.out.find(object_name), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("status: 1 error(s)"), std::string::npos) << r.out;
+  // 3. cat / dump through the failing object: a clear error, not a crash.
+  r = cfsctl(disk_repo, "dump s");
+  EXPECT_EQ(r.status, 0) << r.out;  // metadata only: the image is readable
+}
+
+// OCI pulls of images sharing a layer race gc: every pull completes and both tags stay
+// complete.
+TEST(Fault, ConcurrentOciPullsAndGc) {
+  TempDir tmp;
+  std::string shared = big_layer(60, 6, 50000);
+  write_layout(tmp / "a", shared);
+  write_layout(tmp / "b", big_layer(60, 7, 50000));
+  const std::string repo = tmp / "repo";
+  ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
+  for (int round = 0; round < 3; ++round) {
+    std::string suffix = std::to_string(round);
+    pid_t a = spawn({kCfsctl, "--repo", repo, "oci", "pull", "-q", "oci:" + tmp / "a", "a"});
+    pid_t b = spawn({kCfsctl, "--repo", repo, "oci", "pull", "-q", "oci:" + tmp / "b", "b"});
+    std::vector<pid_t> gcs;
+    for (int i = 0; i < 3; ++i) {
+      gcs.push_back(spawn({kCfsctl, "--repo", repo, "gc"}));
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    EXPECT_EQ(wait_status(a), 0);
+    EXPECT_EQ(wait_status(b), 0);
+    for (pid_t g : gcs) EXPECT_EQ(wait_status(g), 0);
+    Result check = cfsctl(repo, "fsck");
+    ASSERT_EQ(check.status, 0) << check.out;
+    Result oci_check = cfsctl(repo, "oci fsck");
+    ASSERT_EQ(oci_check.status, 0) << oci_check.out;
+    if (round == 1) {
+      ASSERT_EQ(cfsctl(repo, "oci untag a").status, 0);
+    }
+  }
+  ASSERT_EQ(cfsctl(repo, "gc").status, 0);
+  EXPECT_EQ(cfsctl(repo, "oci fsck").status, 0);
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+}
+
+}  // namespace
+}  // namespace cfs::test
