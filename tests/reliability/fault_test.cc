@@ -281,6 +281,10 @@ class FailingDisk {
   }
   // Creates and mounts the plain filesystem to be filled.
   bool prepare(std::string& why) {
+    if (run("grep -qw device-mapper /proc/misc") != 0) {
+      why = "this kernel has no device-mapper (no device-mapper in /proc/misc)";
+      return false;
+    }
     if (run("command -v dmsetup debugfs mkfs.ext4 >/dev/null") != 0) {
       why = "dmsetup, debugfs or mkfs.ext4 missing";
       return false;
@@ -311,8 +315,8 @@ class FailingDisk {
     std::vector<uint64_t> sectors;
     for (const auto& f : files) {
       std::string out;
-      if (run("debugfs -R " + quote("bmap " + quote("/" + f) + " 0") + " " + loop_ + " 2>/dev/null",
-              &out) != 0 ||
+      if (run("debugfs -R " + quote("bmap /" + f + " 0") + " " + loop_ + " 2>/dev/null", &out) !=
+              0 ||
           trim(out).empty()) {
         why = "debugfs bmap failed for " + f;
         return false;
