@@ -1,0 +1,28 @@
+// A read-only FUSE view of a directory in which reads of chosen files fail with EIO: a
+// failing disk for tests on kernels without device-mapper.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+
+namespace cfs::test {
+
+class EioFuse {
+ public:
+  // Mounts a view of backing at mountpoint; reads of the files named in failing (paths
+  // relative to backing) fail with EIO after the first failing_after bytes.
+  EioFuse(std::string backing, std::string mountpoint, std::set<std::string> failing,
+          size_t failing_after = 4096);
+  ~EioFuse();
+  EioFuse(const EioFuse&) = delete;
+  EioFuse& operator=(const EioFuse&) = delete;
+  bool mounted() const;
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cfs::test
