@@ -98,8 +98,14 @@ std::optional<std::string> read_sized(const Fill& fill, const std::string& what)
 void read_xattrs(Inode& inode, const XattrSource& source, const ScanOptions& options,
                  const std::string& path) {
   if (options.skip_xattrs) return;
-  auto names = read_sized([&](char* buf, size_t size) { return source.list(buf, size); },
-                          path + ": listing xattrs");
+  auto names = read_sized(
+      [&](char* buf, size_t size) -> ssize_t {
+        ssize_t n = source.list(buf, size);
+        // A filesystem without xattr support has no xattrs to keep (as C mkcomposefs sees it).
+        if (n < 0 && errno == ENOTSUP) return 0;
+        return n;
+      },
+      path + ": listing xattrs");
   if (!names) return;
   std::string_view rest(*names);
   while (!rest.empty()) {
