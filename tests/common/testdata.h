@@ -1,6 +1,8 @@
 // Shared helpers for tests: the composefs C reference vectors and temp directories.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -39,6 +41,11 @@ class TempDir {
 };
 
 void write_file(const std::string& path, std::string_view data);
+
+// Starts args[0] (a path) with args, stdout and stderr to /dev/null; returns its pid.
+pid_t spawn(const std::vector<std::string>& args);
+// Waits for pid: its exit status, or 128 + signal number if a signal ended it.
+int wait_status(pid_t pid);
 
 // Runs a shell command, returns its exit status; output captured into *out if given.
 int run(const std::string& command, std::string* out = nullptr);

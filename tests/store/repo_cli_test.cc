@@ -76,28 +76,6 @@ std::string trim(std::string s) {
   return s;
 }
 
-pid_t spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid;
-  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("posix_spawn failed");
-  return pid;
-}
-
-int wait_status(pid_t pid) {
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 TEST(RepoCli, EveryCommand) {
   TempDir tmp;
   const std::string repo = quote(tmp / "repo");
@@ -222,11 +200,12 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
   int killed = 0;
   for (int round = 0; round < 10; ++round) {
     const std::string repo = fresh_repo(round);
-    pid_t pid = spawn({kCfsctl, "--repo", repo, "create-image", tmp / "src", "--name", "img"});
+    pid_t pid =
+        test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "src", "--name", "img"});
     auto delay = std::uniform_int_distribution<long>(0, duration * 9 / 10)(rng);
     std::this_thread::sleep_for(std::chrono::microseconds(delay));
     ::kill(pid, SIGKILL);
-    int status = wait_status(pid);
+    int status = test::wait_status(pid);
     killed += status == 128 + SIGKILL;
     Result check = cfsctl("--repo " + quote(repo) + " fsck");
     ASSERT_EQ(check.status, 0) << "round " << round << " after " << delay << " us:\n" << check.out;
@@ -255,18 +234,18 @@ TEST(RepoCli, ConcurrentWritersAndGc) {
   std::string id_a = trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "a")).out);
   std::string id_b = trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "b")).out);
   for (int round = 0; round < 3; ++round) {
-    pid_t a = spawn({kCfsctl, "--repo", repo, "create-image", tmp / "a", "--name", "a"});
-    pid_t b = spawn({kCfsctl, "--repo", repo, "create-image", tmp / "b", "--name", "b"});
-    pid_t unnamed = spawn({kCfsctl, "--repo", repo, "create-image", tmp / "a"});
+    pid_t a = test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "a", "--name", "a"});
+    pid_t b = test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "b", "--name", "b"});
+    pid_t unnamed = test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "a"});
     std::vector<pid_t> gcs;
     for (int i = 0; i < 3; ++i) {
-      gcs.push_back(spawn({kCfsctl, "--repo", repo, "gc"}));
+      gcs.push_back(test::spawn({kCfsctl, "--repo", repo, "gc"}));
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    EXPECT_EQ(wait_status(a), 0);
-    EXPECT_EQ(wait_status(b), 0);
-    EXPECT_EQ(wait_status(unnamed), 0);
-    for (pid_t g : gcs) EXPECT_EQ(wait_status(g), 0);
+    EXPECT_EQ(test::wait_status(a), 0);
+    EXPECT_EQ(test::wait_status(b), 0);
+    EXPECT_EQ(test::wait_status(unnamed), 0);
+    for (pid_t g : gcs) EXPECT_EQ(test::wait_status(g), 0);
     Result check = cfsctl("--repo " + quote(repo) + " fsck");
     ASSERT_EQ(check.status, 0) << check.out;
     Result images = cfsctl("--repo " + quote(repo) + " images");
