@@ -42,6 +42,11 @@ class TempDir {
 
 void write_file(const std::string& path, std::string_view data);
 
+// n deterministic pseudo-random bytes (xorshift32 from seed): test file contents.
+std::string pattern(size_t n, uint32_t seed);
+// s without trailing newlines and spaces (command output).
+std::string trim(std::string s);
+
 // Starts args[0] (a path) with args, stdout and stderr to /dev/null; returns its pid.
 pid_t spawn(const std::vector<std::string>& args);
 // Waits for pid: its exit status, or 128 + signal number if a signal ended it.

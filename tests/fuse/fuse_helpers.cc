@@ -356,6 +356,24 @@ void write_image_file(const erofs::Tree& tree, const std::string& path, uint32_t
 
 // ---- processes -----------------------------------------------------------------------------
 
+namespace {
+// Reads the child's pipe to EOF, closes it, reaps pid; status gets its exit status (or
+// 128 + signal).
+std::string drain_and_reap(int read_fd, pid_t pid, int& status) {
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(read_fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0) out.append(buf, size_t(n));
+  ::close(read_fd);
+  int st;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return out;
+}
+}  // namespace
+
 int run_argv(const std::vector<std::string>& argv_in, std::string* output,
              std::optional<RunAs> as) {
   std::vector<std::string> args = argv_in;
@@ -374,17 +392,10 @@ int run_argv(const std::vector<std::string>& argv_in, std::string* output,
     _exit(127);
   }
   ::close(pipefd[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) out.append(buf, size_t(n));
-  ::close(pipefd[0]);
-  int st;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
+  int status = 0;
+  std::string out = drain_and_reap(pipefd[0], pid, status);
   if (output) *output = std::move(out);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return status;
 }
 
 std::string run_in_child_as(const RunAs& as, const std::function<std::string()>& fn) {
@@ -412,16 +423,8 @@ std::string run_in_child_as(const RunAs& as, const std::function<std::string()>&
     _exit(0);
   }
   ::close(pipefd[1]);
-  std::string out;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) out.append(buf, size_t(n));
-  ::close(pipefd[0]);
-  int st;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return out;
+  int status = 0;
+  return drain_and_reap(pipefd[0], pid, status);
 }
 
 }  // namespace cfs::test

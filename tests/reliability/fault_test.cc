@@ -51,21 +51,6 @@ Result cfsctl(const std::string& repo, const std::string& args) {
   return r;
 }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : s) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 void make_tree(const std::string& dir, int files, uint32_t seed, size_t max_size) {
   std::mt19937 rng(seed);
   for (int i = 0; i < files; ++i) {

@@ -48,16 +48,6 @@ Result cfsctl(const std::string& args) {
   return r;
 }
 
-std::string pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : s) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 // files of 10 B .. ~2 MB in a few directories.
 void make_tree(const std::string& dir, int files, uint32_t seed, size_t max_size = 2 << 20) {
   std::mt19937 rng(seed);
@@ -67,13 +57,8 @@ void make_tree(const std::string& dir, int files, uint32_t seed, size_t max_size
     size_t size = std::uniform_int_distribution<size_t>(0, 4)(rng) == 0
                       ? std::uniform_int_distribution<size_t>(max_size / 2, max_size)(rng)
                       : std::uniform_int_distribution<size_t>(10, 20000)(rng);
-    test::write_file(sub + "/f" + std::to_string(i), pattern(size, seed * 1000 + i));
+    test::write_file(sub + "/f" + std::to_string(i), test::pattern(size, seed * 1000 + i));
   }
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
 }
 
 TEST(RepoCli, EveryCommand) {
@@ -87,10 +72,10 @@ TEST(RepoCli, EveryCommand) {
 
   r = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " --name base");
   ASSERT_EQ(r.status, 0) << r.out;
-  std::string id = trim(r.out);
+  std::string id = test::trim(r.out);
   ASSERT_EQ(id.size(), 64u) << r.out;
   Result computed = cfsctl("compute-id " + quote(tmp / "src"));
-  EXPECT_EQ(trim(computed.out), id) << "create-image and compute-id disagree";
+  EXPECT_EQ(test::trim(computed.out), id) << "create-image and compute-id disagree";
 
   r = cfsctl("--repo " + repo + " images");
   EXPECT_EQ(r.out, id + " base\n");
@@ -103,7 +88,7 @@ TEST(RepoCli, EveryCommand) {
   // cat: a stream written through the library, read back through the CLI.
   {
     Repository lib = Repository::open(tmp / "repo");
-    std::string payload = pattern(50000, 77);
+    std::string payload = test::pattern(50000, 77);
     Digest obj =
         lib.ensure_object({reinterpret_cast<const std::byte*>(payload.data()), payload.size()});
     SplitStreamWriter w(lib.algorithm(), kContentOciBlob);
@@ -183,7 +168,7 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
     EXPECT_EQ(cfsctl("--repo " + quote(repo) + " init --insecure --hash sha256").status, 0);
     return repo;
   };
-  std::string expected = trim(cfsctl("compute-id " + quote(tmp / "src")).out);
+  std::string expected = test::trim(cfsctl("compute-id " + quote(tmp / "src")).out);
   // How long a full run takes (fastest of two), to spread the kills over it.
   long duration = 0;
   for (int i = 0; i < 2; ++i) {
@@ -212,7 +197,7 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
     Result rerun =
         cfsctl("--repo " + quote(repo) + " create-image " + quote(tmp / "src") + " --name img");
     ASSERT_EQ(rerun.status, 0) << rerun.out;
-    EXPECT_EQ(trim(rerun.out), expected);
+    EXPECT_EQ(test::trim(rerun.out), expected);
     check = cfsctl("--repo " + quote(repo) + " fsck");
     ASSERT_EQ(check.status, 0) << "round " << round << " after the re-run:\n" << check.out;
     EXPECT_EQ(cfsctl("--repo " + quote(repo) + " images").out, expected + " img\n");
@@ -231,8 +216,10 @@ TEST(RepoCli, ConcurrentWritersAndGc) {
   make_tree(tmp / "b", 150, 6, 1 << 20);
   const std::string repo = tmp / "repo";
   ASSERT_EQ(cfsctl("--repo " + quote(repo) + " init --insecure --hash sha256").status, 0);
-  std::string id_a = trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "a")).out);
-  std::string id_b = trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "b")).out);
+  std::string id_a =
+      test::trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "a")).out);
+  std::string id_b =
+      test::trim(cfsctl("--repo " + quote(repo) + " compute-id " + quote(tmp / "b")).out);
   for (int round = 0; round < 3; ++round) {
     pid_t a = test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "a", "--name", "a"});
     pid_t b = test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "b", "--name", "b"});
@@ -266,9 +253,9 @@ TEST(RepoCli, DumpAndComputeIdInsideSha512Repository) {
   ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure").status, 0);  // sha512 by default
   Result created = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " tag");
   ASSERT_EQ(created.status, 0) << created.out;
-  std::string id = trim(created.out);
+  std::string id = test::trim(created.out);
   EXPECT_EQ(id.size(), 128u);
-  EXPECT_EQ(trim(cfsctl("--repo " + repo + " compute-id " + quote(tmp / "src")).out), id);
+  EXPECT_EQ(test::trim(cfsctl("--repo " + repo + " compute-id " + quote(tmp / "src")).out), id);
   Result by_ref = cfsctl("--repo " + repo + " dump tag");
   ASSERT_EQ(by_ref.status, 0) << by_ref.out;
   EXPECT_EQ(cfsctl("--repo " + repo + " dump " + id).out, by_ref.out);
@@ -326,7 +313,7 @@ TEST(RepoCli, UnreadableSourceFileLeavesRepositoryConsistent) {
   if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv (util-linux) missing";
   TempDir tmp;
   make_tree(tmp / "src", 10, 7, 200000);
-  test::write_file(tmp / "src/secret", pattern(1000, 9));
+  test::write_file(tmp / "src/secret", test::pattern(1000, 9));
   ::chmod((tmp / "src/secret").c_str(), 0);
   const std::string repo = tmp / "repo";
   ASSERT_EQ(cfsctl("--repo " + quote(repo) + " init --insecure --hash sha256").status, 0);

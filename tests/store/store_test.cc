@@ -33,16 +33,6 @@ std::span<const std::byte> bytes_of(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
-std::string pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : s) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 Repository make_repo(const TempDir& tmp, HashAlgorithm alg = HashAlgorithm::sha256) {
   return Repository::init(tmp / "repo", {alg, /*insecure=*/true});
 }
@@ -203,8 +193,8 @@ class SplitStreamFixture : public ::testing::TestWithParam<bool> {};
 
 TEST_P(SplitStreamFixture, HandBuiltComposefsRsLayoutParses) {
   const bool legacy = GetParam();
-  Digest obj1 = fsverity_digest(pattern(5000, 1));
-  Digest obj2 = fsverity_digest(pattern(100, 2));
+  Digest obj1 = fsverity_digest(test::pattern(5000, 1));
+  Digest obj2 = fsverity_digest(test::pattern(100, 2));
   Digest config = fsverity_digest(std::string_view("config"));
   Digest image = fsverity_digest(std::string_view("image"));
   std::string named = std::string("1:composefs.image.v1") + '\0' + "0:config:sha256:abc" + '\0';
@@ -239,7 +229,7 @@ INSTANTIATE_TEST_SUITE_P(Headers, SplitStreamFixture, ::testing::Values(false, t
                          [](const auto& info) { return info.param ? "Legacy" : "Current"; });
 
 TEST(SplitStream, WriterOutputFollowsTheDocumentedLayout) {
-  Digest obj = fsverity_digest(pattern(1000, 3), HashAlgorithm::sha512);
+  Digest obj = fsverity_digest(test::pattern(1000, 3), HashAlgorithm::sha512);
   Digest other = fsverity_digest(std::string_view("x"), HashAlgorithm::sha512);
   SplitStreamWriter w(HashAlgorithm::sha512, kContentOciConfig);
   w.write_inline(std::string_view("ab"));
@@ -288,7 +278,7 @@ TEST(SplitStream, WriterOutputFollowsTheDocumentedLayout) {
 }
 
 TEST(SplitStream, RejectsCorruptInput) {
-  Digest obj = fsverity_digest(pattern(100, 4));
+  Digest obj = fsverity_digest(test::pattern(100, 4));
   std::string good = Fixture::build(false, {}, {obj}, "", Fixture::le64(0), kContentOciBlob, 100);
   auto rejects = [](std::string file, HashAlgorithm alg, const std::string& needle) {
     try {
@@ -329,7 +319,7 @@ TEST(SplitStream, RejectsCorruptInput) {
 TEST(Objects, NamedByFsVerityDigestAndDeduplicated) {
   TempDir tmp;
   Repository repo = make_repo(tmp);
-  std::string data = pattern(100000, 5);
+  std::string data = test::pattern(100000, 5);
   Digest id = repo.ensure_object(bytes_of(data));
   EXPECT_EQ(id, fsverity_digest(data));
   EXPECT_EQ(repo.ensure_object(bytes_of(data)), id);
@@ -373,7 +363,7 @@ TEST(Objects, UncommittedWriterLeavesNothing) {
 TEST(Objects, CorruptObjectOfWrongSizeIsReplacedOnRewrite) {
   TempDir tmp;
   Repository repo = make_repo(tmp);
-  std::string data = pattern(9000, 6);
+  std::string data = test::pattern(9000, 6);
   Digest id = repo.ensure_object(bytes_of(data));
   repo.sync();
   test::write_file(tmp / "repo/objects/" + id.object_path(), "short");
@@ -389,9 +379,9 @@ TEST(Objects, CorruptObjectOfWrongSizeIsReplacedOnRewrite) {
 void make_tree(const std::string& dir) {
   fs::create_directories(dir + "/a/b");
   test::write_file(dir + "/small", "tiny");
-  test::write_file(dir + "/a/big", pattern(200000, 7));
-  test::write_file(dir + "/a/b/mid", pattern(3000, 8));
-  test::write_file(dir + "/a/b/dup", pattern(3000, 8));
+  test::write_file(dir + "/a/big", test::pattern(200000, 7));
+  test::write_file(dir + "/a/b/mid", test::pattern(3000, 8));
+  test::write_file(dir + "/a/b/dup", test::pattern(3000, 8));
   fs::create_symlink("a/big", dir + "/link");
 }
 
@@ -443,7 +433,7 @@ TEST(Images, SourceErrorsNameThePath) {
 TEST(Streams, WriteCatAndRefs) {
   TempDir tmp;
   Repository repo = make_repo(tmp);
-  std::string big = pattern(70000, 9);
+  std::string big = test::pattern(70000, 9);
   Digest big_id = repo.ensure_object(bytes_of(big));
   SplitStreamWriter w(repo.algorithm(), kContentOciLayer);
   w.write_inline(std::string_view("header|"));
@@ -483,7 +473,8 @@ TEST(Gc, KeepsExactlyWhatRefsReach) {
   // Image A (named) and image B (unnamed), sharing one file.
   fs::create_directories(tmp / "a");
   fs::create_directories(tmp / "b");
-  std::string shared = pattern(5000, 10), only_a = pattern(6000, 11), only_b = pattern(7000, 12);
+  std::string shared = test::pattern(5000, 10), only_a = test::pattern(6000, 11),
+              only_b = test::pattern(7000, 12);
   test::write_file(tmp / "a/shared", shared);
   test::write_file(tmp / "a/mine", only_a);
   test::write_file(tmp / "b/shared", shared);
@@ -492,7 +483,7 @@ TEST(Gc, KeepsExactlyWhatRefsReach) {
   Digest image_b = create_image(repo, tmp / "b").id;
   // Stream chain: named root stream -> named ref to a second stream -> its object, and a
   // named ref to image B (keeps B and its files alive).
-  std::string leaf_data = pattern(8000, 13), root_data = pattern(9000, 14);
+  std::string leaf_data = test::pattern(8000, 13), root_data = test::pattern(9000, 14);
   Digest leaf_obj = repo.ensure_object(bytes_of(leaf_data));
   SplitStreamWriter leaf(repo.algorithm(), kContentOciLayer);
   leaf.write_external(leaf_obj, leaf_data.size());
@@ -504,7 +495,7 @@ TEST(Gc, KeepsExactlyWhatRefsReach) {
   root.add_named_ref("composefs.image.v1", image_b);
   Digest root_id = repo.write_stream(root, "root", "tag");
   // Garbage: an unreferenced object, an unnamed stream, a broken ref.
-  Digest junk = repo.ensure_object(bytes_of(pattern(4000, 15)));
+  Digest junk = repo.ensure_object(bytes_of(test::pattern(4000, 15)));
   SplitStreamWriter orphan(repo.algorithm(), kContentOciBlob);
   orphan.write_inline(std::string_view("orphan"));
   Digest orphan_id = repo.write_stream(orphan, "orphan");
@@ -556,7 +547,7 @@ TEST(Fsck, NamesEveryKindOfDamage) {
   make_tree(tmp / "src");
   Repository repo = make_repo(tmp);
   Digest image = create_image(repo, tmp / "src", "img").id;
-  std::string data = pattern(3000, 8);  // /a/b/mid
+  std::string data = test::pattern(3000, 8);  // /a/b/mid
   Digest mid = fsverity_digest(data);
   ASSERT_TRUE(fsck(repo).ok());
 
@@ -607,7 +598,7 @@ TEST(Interop, HandBuiltComposefsRsRepository) {
     test::write_file(root + "/objects/" + d.object_path(), data);
     return d;
   };
-  std::string content = pattern(10000, 16);
+  std::string content = test::pattern(10000, 16);
   Digest object = put_object(content);
   std::string stream = Fixture::le64(static_cast<uint64_t>(-4)) + "tar:" + Fixture::le64(0);
   Digest stream_obj = put_object(
