@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 
 #include "cfs/error.h"
 
@@ -16,14 +18,45 @@ namespace cfs::fuse {
 
 namespace {
 
+// Owns the handles given to the kernel as fi->fh. The kernel does not send RELEASE for files
+// still open when the session ends (unmount, signal), and a RELEASE for a file just closed may
+// still be queued then: whatever the table holds at the end is freed with it.
+template <typename Handle>
+class HandleTable {
+ public:
+  uint64_t add(std::unique_ptr<Handle> handle) {
+    auto key = reinterpret_cast<uint64_t>(handle.get());
+    std::lock_guard lock(mutex_);
+    handles_.emplace(key, std::move(handle));
+    return key;
+  }
+  // Undoes add() when the kernel never learnt the handle (the reply failed).
+  void remove(uint64_t key) {
+    std::unique_ptr<Handle> gone;  // destroyed outside the lock
+    std::lock_guard lock(mutex_);
+    auto it = handles_.find(key);
+    if (it == handles_.end()) return;
+    gone = std::move(it->second);
+    handles_.erase(it);
+  }
+  // Lookups need no lock: a handle lives until its RELEASE, after its last use.
+  static Handle& get(uint64_t key) { return *reinterpret_cast<Handle*>(key); }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<uint64_t, std::unique_ptr<Handle>> handles_;
+};
+
 // What every callback reaches through fuse_req_userdata().
 struct Session {
   const ImageFs& fs;
   const ServerOptions& options;
+  HandleTable<DirStream> dirs{};
+  HandleTable<FileHandle> files{};
 };
 
-const Session& session_of(fuse_req_t req) {
-  return *static_cast<const Session*>(fuse_req_userdata(req));
+Session& session_of(fuse_req_t req) {
+  return *static_cast<Session*>(fuse_req_userdata(req));
 }
 
 double timeout(fuse_req_t req) {
@@ -101,14 +134,15 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, err);
     return;
   }
-  fi->fh = reinterpret_cast<uint64_t>(dir.get());
+  auto& dirs = session_of(req).dirs;
+  fi->fh = dirs.add(std::move(dir));
   fi->cache_readdir = 1;
   fi->keep_cache = 1;
-  if (fuse_reply_open(req, fi) == 0) dir.release();
+  if (fuse_reply_open(req, fi) != 0) dirs.remove(fi->fh);
 }
 
 void do_readdir(fuse_req_t req, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
-  auto& dir = *reinterpret_cast<DirStream*>(fi->fh);
+  auto& dir = HandleTable<DirStream>::get(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   std::string name;
@@ -152,7 +186,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fil
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  std::unique_ptr<DirStream>(reinterpret_cast<DirStream*>(fi->fh));
+  session_of(req).dirs.remove(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -163,14 +197,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, err);
     return;
   }
-  fi->fh = reinterpret_cast<uint64_t>(file.get());
+  auto& files = session_of(req).files;
+  fi->fh = files.add(std::move(file));
   fi->keep_cache = 1;  // the image is immutable: cached pages stay valid across opens
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) == 0) file.release();
+  if (fuse_reply_open(req, fi) != 0) files.remove(fi->fh);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
-  const auto& file = *reinterpret_cast<const FileHandle*>(fi->fh);
+  const auto& file = HandleTable<FileHandle>::get(fi->fh);
   uint64_t file_size = file.inode.size;
   auto off = static_cast<uint64_t>(offset);
   if (off >= file_size) {
@@ -201,7 +236,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_in
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  std::unique_ptr<FileHandle>(reinterpret_cast<FileHandle*>(fi->fh));
+  session_of(req).files.remove(fi->fh);
   fuse_reply_err(req, 0);
 }
 
