@@ -23,7 +23,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: cfs-fuse [--repo DIR | --basedir DIR] IMAGE MOUNTPOINT [-f] [-d] [-o OPTIONS]\n"
-    "                [--threads N] [--splice]\n"
+    "                [--threads N] [--splice] [--no-passthrough]\n"
     "\n"
     "Mounts the composefs image IMAGE read-only at MOUNTPOINT through FUSE (as any user;\n"
     "needs a readable /dev/fuse and fusermount3). Unmount with `fusermount3 -u MOUNTPOINT`\n"
@@ -40,6 +40,10 @@ constexpr const char* kUsage =
     "                 always set\n"
     "  --threads N    idle worker threads kept (default 8)\n"
     "  --splice       splice object data into /dev/fuse (slower here than copying)\n"
+    "  --no-passthrough\n"
+    "                 serve object data from this process even where FUSE passthrough is\n"
+    "                 available (as root on Linux 6.9+, the kernel otherwise reads opened\n"
+    "                 objects directly, after the same verification)\n"
     "\n"
     "Objects not protected by kernel fs-verity are digested in userspace before their\n"
     "first read; a mismatch, a missing object or a redirect that is not an object name\n"
@@ -71,7 +75,7 @@ struct Args {
   std::optional<std::string> repo, basedir;
   std::vector<std::string> positional;
   std::vector<std::string> mount_options;
-  bool foreground = false, debug = false, splice = false;
+  bool foreground = false, debug = false, splice = false, passthrough = true;
   unsigned threads = 8;
 };
 
@@ -119,6 +123,8 @@ Args parse_args(int argc, char** argv) {
       a.threads = static_cast<unsigned>(n);
     } else if (arg == "--splice") {
       a.splice = true;
+    } else if (arg == "--no-passthrough") {
+      a.passthrough = false;
     } else if (arg == "--") {
       for (i++; i < argc; i++) a.positional.emplace_back(argv[i]);
     } else if (arg.size() > 1 && arg[0] == '-') {
@@ -180,7 +186,9 @@ int run(const Args& args) {
   options.foreground = args.foreground;
   options.debug = args.debug;
   options.splice = args.splice;
+  options.passthrough = args.passthrough;
   options.idle_threads = args.threads;
+  options.log = [&logger](const std::string& line) { logger.log(line); };
   options.on_serving = [&] {
     if (!args.foreground) logger.use_syslog();
   };

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "cfs/error.h"
+#include "passthrough.h"
 
 namespace cfs::fuse {
 
@@ -53,6 +54,8 @@ struct Session {
   const ServerOptions& options;
   HandleTable<DirStream> dirs{};
   HandleTable<FileHandle> files{};
+  Passthrough* passthrough = nullptr;  // set when the transport hooks are installed
+  int fuse_fd = -1;
 };
 
 Session& session_of(fuse_req_t req) {
@@ -190,6 +193,11 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
+void release_file(Session& s, uint64_t fh) {
+  if (s.passthrough) s.passthrough->detach(s.fuse_fd, fh);
+  s.files.remove(fh);
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> file;
   int err = session_of(req).fs.open(ino, fi->flags, file);
@@ -197,11 +205,18 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, err);
     return;
   }
-  auto& files = session_of(req).files;
-  fi->fh = files.add(std::move(file));
-  fi->keep_cache = 1;  // the image is immutable: cached pages stay valid across opens
+  auto& s = session_of(req);
+  int object_fd = file->object ? file->object.get() : -1;
+  fi->fh = s.files.add(std::move(file));
+  // Object data straight from the kernel when the connection allows it; on failure this
+  // open keeps the server's read path.
+  bool passthrough = object_fd >= 0 && s.passthrough && s.passthrough->active() &&
+                     s.passthrough->attach(s.fuse_fd, fi->fh, object_fd) == 0;
+  // The image is immutable: cached pages stay valid across opens. Passthrough files have no
+  // FUSE page cache (the kernel refuses the combination).
+  fi->keep_cache = passthrough ? 0 : 1;
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) != 0) files.remove(fi->fh);
+  if (fuse_reply_open(req, fi) != 0) release_file(s, fi->fh);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
@@ -236,7 +251,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_in
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  session_of(req).files.remove(fi->fh);
+  release_file(session_of(req), fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -368,6 +383,18 @@ std::string safe_fsname(const std::string& name) {
   return out.empty() ? "cfs" : out;
 }
 
+// The transport under libfuse when passthrough may be negotiated (see passthrough.h).
+ssize_t transport_read(int fd, void* buf, size_t size, void* userdata) {
+  return static_cast<Session*>(userdata)->passthrough->read_request(fd, buf, size);
+}
+ssize_t transport_writev(int fd, iovec* iov, int count, void* userdata) {
+  return static_cast<Session*>(userdata)->passthrough->write_reply(fd, iov, count);
+}
+ssize_t transport_splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len,
+                              unsigned flags, void*) {
+  return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
+}
+
 struct SessionCloser {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
@@ -437,6 +464,19 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
     fuse_session* se;
     ~Unmount() { fuse_session_unmount(se); }
   } unmount{se.get()};
+
+  // Backing files need CAP_SYS_ADMIN: unprivileged servers keep the plain transport.
+  Passthrough passthrough(options.log);
+  if (options.passthrough && ::geteuid() == 0) {
+    session.passthrough = &passthrough;
+    session.fuse_fd = fuse_session_fd(se.get());
+    fuse_custom_io io{};
+    io.read = transport_read;
+    io.writev = transport_writev;
+    io.splice_send = transport_splice_send;
+    if (fuse_session_custom_io(se.get(), &io, session.fuse_fd) != 0)
+      throw Error("cannot install the FUSE transport");
+  }
 
   if (fuse_daemonize(options.foreground ? 1 : 0) != 0) throw Error("cannot daemonise");
   if (options.on_serving) options.on_serving();

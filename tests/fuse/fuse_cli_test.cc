@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -125,6 +128,91 @@ TEST(FuseCli, SignalsUnmountAndExitCleanly) {
     EXPECT_EQ(fuse.wait_exit(), 0) << "signal " << sig << ": " << fuse.log();
     EXPECT_FALSE(is_mounted(dir / "mnt"));
   }
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// The external file read with read(2) and through a mapping.
+void expect_external_content(const std::string& path) {
+  EXPECT_EQ(read_file(path), std::string(10000, 'e'));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  void* map = ::mmap(nullptr, 10000, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  ASSERT_NE(map, MAP_FAILED) << std::strerror(errno);
+  EXPECT_EQ(std::string(static_cast<const char*>(map), 10000), std::string(10000, 'e'));
+  ::munmap(map, 10000);
+}
+
+bool kernel_at_least(int major, int minor) {
+  struct utsname u;
+  if (::uname(&u) != 0) return false;
+  int ma = 0, mi = 0;
+  std::sscanf(u.release, "%d.%d", &ma, &mi);
+  return ma > major || (ma == major && mi >= minor);
+}
+
+// As root on Linux 6.9+, object files are read by the kernel from the object itself: the
+// server sees OPEN but no READ for them. --no-passthrough brings the READs back.
+TEST(FusePassthrough, ObjectsAreReadByTheKernelAsRoot) {
+  require_fuse();
+  if (::geteuid() != 0) GTEST_SKIP() << "FUSE passthrough needs CAP_SYS_ADMIN";
+  TempDir dir;
+  std::string image = make_image(dir);
+  {
+    FuseProcess fuse({image, dir / "mnt", "-d", "--basedir", dir / "objects"}, dir / "mnt",
+                     dir / "log");
+    ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+    expect_external_content(dir / "mnt/external");
+    EXPECT_EQ(read_file(dir / "mnt/sub/file"), std::string(3000, 's'));
+    EXPECT_EQ(read_file(dir / "mnt/inline"), "inline data\n");  // image data: served
+    if (!kernel_at_least(6, 9)) {
+      EXPECT_NE(fuse.log().find("passthrough off"), std::string::npos) << fuse.log();
+      GTEST_SKIP() << "this kernel has no FUSE passthrough (Linux 6.9+)";
+    }
+    std::string log = fuse.log();
+    EXPECT_NE(log.find("FUSE passthrough on"), std::string::npos) << log;
+    EXPECT_GE(count_of(log, "opcode: OPEN (14)"), 3u) << log;
+    EXPECT_EQ(count_of(log, "opcode: READ (15)"), 1u) << "only the inline file is served\n" << log;
+  }
+  FuseProcess plain({image, dir / "mnt", "-d", "--no-passthrough", "--basedir", dir / "objects"},
+                    dir / "mnt", dir / "log2");
+  ASSERT_TRUE(plain.wait_mounted()) << plain.log();
+  expect_external_content(dir / "mnt/external");
+  std::string log = plain.log();
+  EXPECT_EQ(log.find("FUSE passthrough"), std::string::npos) << log;
+  EXPECT_GE(count_of(log, "opcode: READ (15)"), 1u) << log;
+}
+
+// Objects on a stacked filesystem (here overlayfs) cannot back a passthrough file: the
+// server says so once and serves their data itself.
+TEST(FusePassthrough, StackedObjectDirectoryFallsBackToTheServer) {
+  require_fuse();
+  if (::geteuid() != 0 || !kernel_at_least(6, 9))
+    GTEST_SKIP() << "needs root and a kernel with FUSE passthrough (Linux 6.9+)";
+  TempDir dir;
+  std::string image = make_image(dir);
+  std::filesystem::create_directories(dir / "empty");
+  std::filesystem::create_directories(dir / "stacked");
+  std::string opts = "ro,lowerdir=" + (dir / "objects") + ":" + (dir / "empty");
+  ASSERT_EQ(::mount("overlay", (dir / "stacked").c_str(), "overlay", MS_RDONLY, opts.c_str()), 0)
+      << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{dir / "stacked"};
+  FuseProcess fuse({image, dir / "mnt", "-d", "--basedir", dir / "stacked"}, dir / "mnt",
+                   dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  expect_external_content(dir / "mnt/external");
+  expect_external_content(dir / "mnt/external");
+  std::string log = fuse.log();
+  EXPECT_EQ(count_of(log, "FUSE passthrough refused"), 1u) << log;
+  EXPECT_NE(log.find("stacked filesystem"), std::string::npos) << log;
+  EXPECT_GE(count_of(log, "opcode: READ (15)"), 1u) << log;
 }
 
 // The pid of the process whose command line is exactly args (the daemon we started).

@@ -1,9 +1,9 @@
 // Serving an ImageFs through the libfuse 3 low-level API: read-only, multi-threaded, with
 // long kernel cache timeouts (the image never changes) and zero-copy reads.
 //
-// FUSE passthrough (the kernel reading object files directly) is not used: libfuse 3.14
-// cannot negotiate it (its capability word is 32 bits), and the kernel grants backing files
-// only to CAP_SYS_ADMIN, which the unprivileged use case lacks anyway.
+// Run as root on a kernel with FUSE passthrough (Linux 6.9+), opened object files are read by
+// the kernel directly, at the speed of the kernel mount; unprivileged servers (the kernel grants
+// backing files only to CAP_SYS_ADMIN) and older kernels serve object data themselves.
 #pragma once
 
 #include <functional>
@@ -26,11 +26,16 @@ struct ServerOptions {
   // here (kernel 6.18, 128 KiB requests) splicing halves cold sequential throughput, the
   // per-request pipe set-up costing more than the copy it saves.
   bool splice = false;
+  // FUSE passthrough for object files when the server has CAP_SYS_ADMIN and the kernel offers
+  // it; false keeps every read in the server (for comparisons and debugging).
+  bool passthrough = true;
   unsigned idle_threads = 8;
   double cache_seconds = 365.0 * 24 * 3600;  // entry/attr/negative-lookup timeouts
   // Called once the mount is up and the process is final (after daemonising), before
   // requests are served: e.g. to switch logging to syslog.
   std::function<void()> on_serving;
+  // Notices about the connection (FUSE passthrough on or off, and why).
+  std::function<void(const std::string&)> log;
 };
 
 // Checks the mountpoint and /dev/fuse, then mounts. Throws cfs::Error with a clear message if
