@@ -15,6 +15,9 @@
 #   rand 4k      10000 4 KiB preads at random offsets (POSIX_FADV_RANDOM), cold, then warm
 #   find -ls     over the whole tree, cold and warm
 # Ratios are FUSE/kernel throughput (or kernel/FUSE time): 1.0 = as fast as the kernel.
+# Run as root, cfs-fuse uses FUSE passthrough for objects where the kernel has it (6.9+); the
+# second cfs-fuse column is a server started with --no-passthrough, which is what an
+# unprivileged user gets.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "${1:-$root/build}/bin" && pwd)
@@ -27,15 +30,19 @@ done
 # On disk, not tmpfs: cold reads must come from the device.
 work=$(mktemp -d /var/tmp/cfs-fuse-bench.XXXXXX)
 fuse_pid=""
+plain_pid=""
 cleanup() {
   mountpoint -q "$work/fuse" && fusermount3 -u "$work/fuse" || true
-  if [ -n "$fuse_pid" ] && kill -0 "$fuse_pid" 2>/dev/null; then kill "$fuse_pid"; wait "$fuse_pid" || true; fi
+  mountpoint -q "$work/plain" && fusermount3 -u "$work/plain" || true
+  for pid in $fuse_pid $plain_pid; do
+    if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" || true; fi
+  done
   mountpoint -q "$work/overlay" && umount "$work/overlay" || true
   mountpoint -q "$work/erofs" && umount "$work/erofs" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/objects" "$work/erofs" "$work/overlay" "$work/fuse"
+mkdir -p "$work/objects" "$work/erofs" "$work/overlay" "$work/fuse" "$work/plain"
 
 echo "preparing: 1 GiB object, cs9-x86_64-developer tree, image ..." >&2
 head -c 1G /dev/urandom >"$work/big"
@@ -53,8 +60,13 @@ mount -t overlay overlay -o "ro,lowerdir=$work/erofs::$work/objects,metacopy=on,
 "$bin/cfs-fuse" "$work/image.cfs" "$work/fuse" --basedir "$work/objects" -f \
   2>"$work/fuse.log" &
 fuse_pid=$!
-for _ in $(seq 200); do mountpoint -q "$work/fuse" && break; sleep 0.05; done
-mountpoint -q "$work/fuse" || { cat "$work/fuse.log" >&2; exit 1; }
+"$bin/cfs-fuse" "$work/image.cfs" "$work/plain" --basedir "$work/objects" -f --no-passthrough \
+  2>"$work/plain.log" &
+plain_pid=$!
+for m in fuse plain; do
+  for _ in $(seq 200); do mountpoint -q "$work/$m" && break; sleep 0.05; done
+  mountpoint -q "$work/$m" || { cat "$work/$m.log" >&2; exit 1; }
+done
 
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -84,12 +96,15 @@ walk() { find "$1" -ls; }
 # The one-time verification, measured apart from the reads it precedes.
 drop
 first_open=$(seconds head -c 1 "$work/fuse/bench-1g")
-[ "$(cmp "$work/fuse/bench-1g" "$work/overlay/bench-1g" && echo same)" = same ] ||
-  { echo "bench/fuse.sh: FUSE and kernel contents differ" >&2; exit 1; }
+head -c 1 "$work/plain/bench-1g" >/dev/null
+for m in fuse plain; do
+  [ "$(cmp "$work/$m/bench-1g" "$work/overlay/bench-1g" && echo same)" = same ] ||
+    { echo "bench/fuse.sh: FUSE ($m) and kernel contents differ" >&2; exit 1; }
+done
 
 declare -A samples
 for _ in $(seq "$rounds"); do
-  for m in overlay fuse; do
+  for m in overlay fuse plain; do
     drop; samples[cold_seq_$m]+="$(seconds seq_read "$work/$m") "
     samples[warm_seq_$m]+="$(seconds seq_read "$work/$m") "
     drop; samples[cold_rand_$m]+="$(seconds rand_read "$work/$m") "
@@ -104,18 +119,20 @@ entries=$(find "$work/fuse" | wc -l)
 rss_kib=$(awk '/VmHWM/{print $2}' "/proc/$fuse_pid/status")
 printf '\ncfs-fuse vs kernel overlay+EROFS, same image (%s entries + 1 GiB object), median of %s\n' \
   "$entries" "$rounds"
-printf '%-22s %14s %14s %9s  %s\n' test kernel cfs-fuse ratio target
-row() {  # name kernel_s fuse_s unit_amount unit target
-  awk -v n="$1" -v k="$2" -v f="$3" -v amt="$4" -v u="$5" -v tgt="$6" 'BEGIN{
-    if (u == "s") { ks = sprintf("%.3f s", k); fs = sprintf("%.3f s", f) }
-    else { ks = sprintf("%.0f %s", amt / k, u); fs = sprintf("%.0f %s", amt / f, u) }
-    printf "%-22s %14s %14s %8.2fx  %s\n", n, ks, fs, k / f, tgt }'
+printf '%-22s %12s %12s %7s %14s %7s  %s\n' test kernel cfs-fuse ratio no-passthrough ratio \
+  target
+row() {  # name kernel_s fuse_s plain_s unit_amount unit target
+  awk -v n="$1" -v k="$2" -v f="$3" -v p="$4" -v amt="$5" -v u="$6" -v tgt="$7" '
+    function show(t) { return u == "s" ? sprintf("%.3f s", t) : sprintf("%.0f %s", amt / t, u) }
+    BEGIN { printf "%-22s %12s %12s %6.2fx %14s %6.2fx  %s\n", n, show(k), show(f), k / f,
+                   show(p), k / p, tgt }'
 }
-row "cold seq read 1 GiB" "$(med cold_seq_overlay)" "$(med cold_seq_fuse)" 1024 MiB/s ">= 0.8x"
-row "warm seq read 1 GiB" "$(med warm_seq_overlay)" "$(med warm_seq_fuse)" 1024 MiB/s ">= 0.9x"
-row "cold rand 4k reads" "$(med cold_rand_overlay)" "$(med cold_rand_fuse)" 10000 IOPS ""
-row "warm rand 4k reads" "$(med warm_rand_overlay)" "$(med warm_rand_fuse)" 10000 IOPS ""
-row "cold find -ls" "$(med cold_walk_overlay)" "$(med cold_walk_fuse)" 0 s ">= 0.5x (<= 2x time)"
-row "warm find -ls" "$(med warm_walk_overlay)" "$(med warm_walk_fuse)" 0 s ">= 0.5x (<= 2x time)"
-printf '%-22s %14s %14s\n' "first open (verify)" "-" "$(printf '%.3f s' "$first_open")"
-printf '%-22s %14s %14s\n' "cfs-fuse peak RSS" "-" "$((rss_kib / 1024)) MiB"
+r() { row "$1" "$(med "$2_overlay")" "$(med "$2_fuse")" "$(med "$2_plain")" "${@:3}"; }
+r "cold seq read 1 GiB" cold_seq 1024 MiB/s ">= 0.8x"
+r "warm seq read 1 GiB" warm_seq 1024 MiB/s ">= 0.9x"
+r "cold rand 4k reads" cold_rand 10000 IOPS ""
+r "warm rand 4k reads" warm_rand 10000 IOPS ""
+r "cold find -ls" cold_walk 0 s ">= 0.5x (<= 2x time)"
+r "warm find -ls" warm_walk 0 s ">= 0.5x (<= 2x time)"
+printf '%-22s %12s %12s\n' "first open (verify)" "-" "$(printf '%.3f s' "$first_open")"
+printf '%-22s %12s %12s\n' "cfs-fuse peak RSS" "-" "$((rss_kib / 1024)) MiB"
