@@ -17,6 +17,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -138,10 +140,32 @@ TEST(Fault, KillNineDuringGcNeverLosesReferencedData) {
 // SIGKILL at random points of an OCI pull: the repository stays consistent, the tag either
 // does not exist or names a complete image, and a re-run gives the same image as a clean
 // pull.
-TEST(Fault, KillNineDuringOciPull) {
+// Other processes whose environment holds text: helpers (the skopeo proxy) inherit the
+// environment of the cfsctl that started them.
+int processes_with_environment(const std::string& text) {
+  int n = 0;
+  const std::string self = std::to_string(::getpid());
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos || name == self) continue;
+    std::ifstream in(entry.path() / "environ");
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    n += env.find(text) != std::string::npos;
+  }
+  return n;
+}
+
+// SIGKILL at random points of `oci pull` from source_prefix + a 300-file layout.
+void kill_during_oci_pull(const std::string& source_prefix) {
   TempDir tmp;
   write_layout(tmp / "layout", big_layer(300, 3, 60000));
-  const std::string source = "oci:" + tmp / "layout";
+  const std::string source = source_prefix + tmp / "layout";
+  // Marks every process this test starts, and through them their helpers.
+  const std::string mark = "CFS_FAULT_TEST_MARK=" + tmp.path();
+  ::setenv("CFS_FAULT_TEST_MARK", tmp.path().c_str(), 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("CFS_FAULT_TEST_MARK"); }
+  } unset;
   const std::string clean = tmp / "clean";
   ASSERT_EQ(cfsctl(clean, "init --insecure --hash sha256").status, 0);
   Result first;
@@ -160,6 +184,10 @@ TEST(Fault, KillNineDuringOciPull) {
     bool hit = run_and_kill({kCfsctl, "--repo", repo, "oci", "pull", "-q", source, "img"},
                             full * 3 / 4, rng);
     killed += hit;
+    // A helper process of the killed pull (the skopeo proxy) must not outlive it for long.
+    for (int wait = 0; wait < 50 && processes_with_environment(mark) > 0; ++wait)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_EQ(processes_with_environment(mark), 0) << "round " << round;
     Result check = cfsctl(repo, "fsck");
     ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
     std::string tags = cfsctl(repo, "oci images").out;
@@ -191,7 +219,17 @@ TEST(Fault, KillNineDuringOciPull) {
     return n;
   };
   EXPECT_EQ(count(repo), count(clean));
-  RecordProperty("pull_kills", killed);
+  ::testing::Test::RecordProperty("pull_kills", killed);
+}
+
+TEST(Fault, KillNineDuringOciPull) {
+  kill_during_oci_pull("oci:");
+}
+
+// The same through skopeo's image proxy (the path registries and containers-storage take).
+TEST(Fault, KillNineDuringOciPullThroughSkopeo) {
+  if (run("command -v skopeo >/dev/null") != 0) GTEST_SKIP() << "skopeo is not installed";
+  kill_during_oci_pull("skopeo:oci:");
 }
 
 struct TmpfsMount {
