@@ -19,6 +19,7 @@ struct EioFuse::State {
   std::string mountpoint;
   std::set<std::string> failing;
   size_t failing_after;
+  bool writable = false;
   fuse* fs = nullptr;
   bool mounted = false;
   std::thread loop;
@@ -60,8 +61,10 @@ int op_readdir(const char* path, void* buf, fuse_fill_dir_t filler, off_t, fuse_
 }
 
 int op_open(const char* path, fuse_file_info* fi) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
-  int fd = ::open(EioFuse::State::self().real(path).c_str(), O_RDONLY | O_CLOEXEC);
+  const EioFuse::State& s = EioFuse::State::self();
+  if ((fi->flags & O_ACCMODE) != O_RDONLY && !s.writable) return -EROFS;
+  int flags = (fi->flags & (O_ACCMODE | O_TRUNC | O_APPEND)) | O_CLOEXEC;
+  int fd = ::open(s.real(path).c_str(), flags);
   if (fd < 0) return -errno;
   fi->fh = static_cast<uint64_t>(fd);
   fi->direct_io = 1;  // every read reaches the server: no page cache hides the failure
@@ -81,17 +84,95 @@ int op_release(const char*, fuse_file_info* fi) {
   return 0;
 }
 
+// The writable view: each call is the same call on the backing path.
+int result(int rc) {
+  return rc == 0 ? 0 : -errno;
+}
+
+int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
+  int fd = ::open(EioFuse::State::self().real(path).c_str(),
+                  (fi->flags & (O_ACCMODE | O_EXCL | O_TRUNC)) | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) return -errno;
+  fi->fh = static_cast<uint64_t>(fd);
+  fi->direct_io = 1;
+  return 0;
+}
+
+int op_write(const char*, const char* buf, size_t size, off_t offset, fuse_file_info* fi) {
+  ssize_t n = ::pwrite(static_cast<int>(fi->fh), buf, size, offset);
+  return n < 0 ? -errno : static_cast<int>(n);
+}
+
+int op_fsync(const char*, int, fuse_file_info* fi) {
+  return result(::fsync(static_cast<int>(fi->fh)));
+}
+
+int op_mkdir(const char* path, mode_t mode) {
+  return result(::mkdir(EioFuse::State::self().real(path).c_str(), mode));
+}
+
+int op_unlink(const char* path) {
+  return result(::unlink(EioFuse::State::self().real(path).c_str()));
+}
+
+int op_rmdir(const char* path) {
+  return result(::rmdir(EioFuse::State::self().real(path).c_str()));
+}
+
+int op_symlink(const char* target, const char* path) {
+  return result(::symlink(target, EioFuse::State::self().real(path).c_str()));
+}
+
+int op_link(const char* from, const char* to) {
+  const EioFuse::State& s = EioFuse::State::self();
+  return result(::link(s.real(from).c_str(), s.real(to).c_str()));
+}
+
+int op_rename(const char* from, const char* to, unsigned flags) {
+  const EioFuse::State& s = EioFuse::State::self();
+  return result(::renameat2(AT_FDCWD, s.real(from).c_str(), AT_FDCWD, s.real(to).c_str(), flags));
+}
+
+int op_chmod(const char* path, mode_t mode, fuse_file_info*) {
+  return result(::chmod(EioFuse::State::self().real(path).c_str(), mode));
+}
+
+int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
+  if (fi) return result(::ftruncate(static_cast<int>(fi->fh), size));
+  return result(::truncate(EioFuse::State::self().real(path).c_str(), size));
+}
+
+int op_utimens(const char* path, const struct timespec tv[2], fuse_file_info*) {
+  return result(
+      ::utimensat(AT_FDCWD, EioFuse::State::self().real(path).c_str(), tv, AT_SYMLINK_NOFOLLOW));
+}
+
 }  // namespace
 
 EioFuse::EioFuse(std::string backing, std::string mountpoint, std::set<std::string> failing,
-                 size_t failing_after)
+                 size_t failing_after, bool writable)
     : state_(std::make_unique<State>()) {
+  state_->writable = writable;
   state_->backing = std::move(backing);
   state_->mountpoint = std::move(mountpoint);
   state_->failing = std::move(failing);
   state_->failing_after = failing_after;
-  static const fuse_operations ops = [] {
+  const fuse_operations ops = [writable] {
     fuse_operations o{};
+    if (writable) {
+      o.create = op_create;
+      o.write = op_write;
+      o.fsync = op_fsync;
+      o.mkdir = op_mkdir;
+      o.unlink = op_unlink;
+      o.rmdir = op_rmdir;
+      o.symlink = op_symlink;
+      o.link = op_link;
+      o.rename = op_rename;
+      o.chmod = op_chmod;
+      o.truncate = op_truncate;
+      o.utimens = op_utimens;
+    }
     o.getattr = op_getattr;
     o.readlink = op_readlink;
     o.readdir = op_readdir;
@@ -102,8 +183,8 @@ EioFuse::EioFuse(std::string backing, std::string mountpoint, std::set<std::stri
     o.release = op_release;
     return o;
   }();
-  char arg0[] = "eio-fuse", arg1[] = "-o", arg2[] = "ro";
-  char* argv[] = {arg0, arg1, arg2};
+  char arg0[] = "eio-fuse", arg1[] = "-o", arg2[] = "ro", arg2w[] = "rw";
+  char* argv[] = {arg0, arg1, writable ? arg2w : arg2};
   fuse_args args = FUSE_ARGS_INIT(3, argv);
   state_->fs = fuse_new(&args, &ops, sizeof ops, state_.get());
   fuse_opt_free_args(&args);

@@ -467,6 +467,70 @@ TEST(Fault, UnreadableObjectIsReportedByFsck) {
   EXPECT_EQ(cfsctl(backing_repo, "fsck").status, 0);
 }
 
+size_t count_temp_files(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    n += e.path().filename().string().starts_with(".tmp-");
+  return n;
+}
+
+// A repository on a filesystem without O_TMPFILE (a writable FUSE view): every write takes the
+// named-temp fallback (".tmp-*" name, then rename without replace). The results equal a normal
+// repository's, and writers killed mid-run leave only ".tmp-" names, which fsck passes over and
+// gc removes.
+TEST(Fault, RepositoryWithoutTmpfileUsesNamedTemporaries) {
+  TempDir tmp;
+  fs::create_directories(tmp / "backing");
+  fs::create_directories(tmp / "mnt");
+  EioFuse view(tmp / "backing", tmp / "mnt", {}, 0, /*writable=*/true);
+  if (!view.mounted()) GTEST_SKIP() << "cannot mount FUSE";
+  int probe = ::open((tmp / "mnt").c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+  ASSERT_LT(probe, 0) << "the view was meant to lack O_TMPFILE";
+  make_tree(tmp / "src", 30, 51, 100000);
+  write_layout(tmp / "layout", big_layer(40, 52, 60000));
+  const std::string repo = tmp / "mnt/repo", normal = tmp / "normal";
+  for (const auto& r : {repo, normal}) {
+    ASSERT_EQ(cfsctl(r, "init --insecure --hash sha256").status, 0);
+    Result made = cfsctl(r, "create-image " + quote(tmp / "src") + " --name s");
+    ASSERT_EQ(made.status, 0) << made.out;
+    Result pulled = cfsctl(r, "oci pull -q " + quote("oci:" + tmp / "layout") + " img");
+    ASSERT_EQ(pulled.status, 0) << pulled.out;
+  }
+  EXPECT_EQ(cfsctl(repo, "images").out, cfsctl(normal, "images").out);
+  EXPECT_EQ(cfsctl(repo, "oci image-id img").out, cfsctl(normal, "oci image-id img").out);
+  EXPECT_EQ(cfsctl(repo, "dump s").out, cfsctl(normal, "dump s").out);
+  EXPECT_EQ(count_temp_files(tmp / "backing/repo"), 0u);
+
+  // Interrupted writers.
+  make_tree(tmp / "src2", 200, 53, 60000);
+  ASSERT_EQ(cfsctl(normal, "create-image " + quote(tmp / "src2") + " --name t").status, 0);
+  // Timed on the view itself (a second repository there), which is slower than a disk.
+  const std::string timing = tmp / "mnt/timing";
+  ASSERT_EQ(cfsctl(timing, "init --insecure --hash sha256").status, 0);
+  long full = elapsed_us([&] {
+    ASSERT_EQ(cfsctl(timing, "create-image " + quote(tmp / "src2") + " --name t").status, 0);
+  });
+  std::mt19937 rng(17);
+  int killed = 0;
+  for (int round = 0; round < 6; ++round) {
+    killed += run_and_kill({kCfsctl, "--repo", repo, "create-image", tmp / "src2", "--name", "t"},
+                           full, rng);
+    Result check = cfsctl(repo, "fsck");
+    ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
+  }
+  EXPECT_GT(killed, 2);
+  size_t left = count_temp_files(tmp / "backing/repo");
+  EXPECT_GT(left, 0u) << "no kill landed while an object was being written";
+  RecordProperty("temp_files_left", static_cast<int>(left));
+  Result gc = cfsctl(repo, "gc");
+  ASSERT_EQ(gc.status, 0) << gc.out;
+  EXPECT_EQ(count_temp_files(tmp / "backing/repo"), 0u) << gc.out;
+  ASSERT_EQ(cfsctl(repo, "create-image " + quote(tmp / "src2") + " --name t").status, 0);
+  EXPECT_EQ(cfsctl(repo, "images").out, cfsctl(normal, "images").out);
+  EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
+  EXPECT_EQ(cfsctl(repo, "oci fsck").status, 0);
+}
+
 // OCI pulls of images sharing a layer race gc: every pull completes and both tags stay
 // complete.
 TEST(Fault, ConcurrentOciPullsAndGc) {
