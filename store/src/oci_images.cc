@@ -252,10 +252,14 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
   s.tag = name.starts_with('@') ? std::string() : std::string(name);
   s.manifest_digest = digest_of_content_id(r.manifest_id, "oci-manifest-");
   s.config_digest = r.config_digest;
-  if (r.config.is_object()) {
-    s.architecture = json_string(r.config, "architecture", "", "config " + s.config_digest);
-    s.os = json_string(r.config, "os", "", "config " + s.config_digest);
-  }
+  // A listing shows what it can: a stored config with odd fields (written by another tool)
+  // must not make every image unlistable; oci fsck reports it.
+  auto shown = [&](const char* key) {
+    auto it = r.config.is_object() ? r.config.find(key) : r.config.end();
+    return it != r.config.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  s.architecture = shown("architecture");
+  s.os = shown("os");
   if (r.manifest.contains("layers") && r.manifest["layers"].is_array())
     s.layers = static_cast<unsigned>(r.manifest["layers"].size());
   SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
@@ -264,11 +268,13 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
   return s;
 }
 
-std::vector<ImageSummary> list_images(const Repository& repo) {
-  std::vector<ImageSummary> out;
+namespace {
+
+std::vector<std::string> tag_names(const Repository& repo) {
+  std::vector<std::string> tags;
   int fd = ::openat(repo.dirfd(), std::string(kTagDir).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return out;
+    if (errno == ENOENT) return tags;
     throw_errno(repo.path() + "/" + std::string(kTagDir));
   }
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
@@ -276,13 +282,19 @@ std::vector<ImageSummary> list_images(const Repository& repo) {
     ::close(fd);
     throw_errno(repo.path() + "/" + std::string(kTagDir));
   }
-  std::vector<std::string> tags;
   while (dirent* e = ::readdir(dir.get())) {
     if (e->d_name[0] == '.') continue;
     tags.push_back(decode_tag(e->d_name));
   }
   std::sort(tags.begin(), tags.end());
-  for (const std::string& t : tags) out.push_back(inspect(repo, t));
+  return tags;
+}
+
+}  // namespace
+
+std::vector<ImageSummary> list_images(const Repository& repo) {
+  std::vector<ImageSummary> out;
+  for (const std::string& t : tag_names(repo)) out.push_back(inspect(repo, t));
   return out;
 }
 
@@ -344,7 +356,8 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
   if (name) {
     names.emplace_back(*name);
   } else {
-    for (const ImageSummary& s : list_images(repo)) names.push_back(s.tag);
+    // Names only: a damaged image is one error in the report, not the end of the check.
+    names = tag_names(repo);
   }
   for (const std::string& n : names) {
     ++report.images_checked;

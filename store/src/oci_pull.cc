@@ -115,6 +115,10 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
   if (!c.is_object() || !c.contains("rootfs") || !c["rootfs"].is_object() ||
       !c["rootfs"].contains("diff_ids") || !c["rootfs"]["diff_ids"].is_array())
     throw Error(what + ": config has no rootfs.diff_ids");
+  // The platform fields are strings in every image spec; anything else is refused here rather
+  // than stored and stumbled over by every later listing.
+  for (const char* key : {"architecture", "os", "variant"})
+    (void)json_string(c, key, "", what + ": config");
   for (const json& d : c["rootfs"]["diff_ids"]) {
     if (!d.is_string()) throw Error(what + ": rootfs.diff_ids holds a non-string");
     out.push_back(d.get<std::string>());

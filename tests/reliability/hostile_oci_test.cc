@@ -219,6 +219,14 @@ TEST(HostileOci, ManifestsWithWrongSizesAndDigestsAreRefused) {
                     R"(","size":2},"layers":[{"mediaType":[],"digest":"sha256:)" +
                     std::string(64, 'b') + R"(","size":1}]})"},
        "'mediaType' is not a string"},
+      // Found by the one-hour fuzz_oci campaign: a config whose "os" was not a string was
+      // stored, and then every `oci images` and `oci fsck` of the repository failed on it.
+      {"config-os-not-a-string",
+       {.config_platform = R"("architecture":"amd64","os":7)"},
+       "'os' is not a string"},
+      {"config-architecture-not-a-string",
+       {.config_platform = R"("architecture":{},"os":"linux")"},
+       "'architecture' is not a string"},
   };
   for (const ManifestCase& c : cases) {
     SCOPED_TRACE(c.name);

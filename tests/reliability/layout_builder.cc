@@ -77,9 +77,9 @@ std::string write_layout(const std::string& dir, const std::string& layer_tar,
     return digest;
   };
   std::string layer = blob(layer_tar);
-  std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers",)"
-                       R"("diff_ids":[")" +
-                       o.diff_id.value_or(layer) + R"("]}})";
+  std::string config = "{" + o.config_platform.value_or(R"("architecture":"amd64","os":"linux")") +
+                       R"(,"rootfs":{"type":"layers","diff_ids":[")" + o.diff_id.value_or(layer) +
+                       R"("]}})";
   std::string config_digest = blob(config);
   std::string manifest =
       R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"

@@ -38,6 +38,8 @@ struct LayoutOptions {
   std::optional<std::string> config_digest;
   std::optional<std::string> diff_id;
   std::optional<std::string> manifest;  // the manifest bytes themselves
+  // The config's platform members, as JSON text ("architecture":...,"os":...).
+  std::optional<std::string> config_platform;
 };
 
 // Writes an OCI image layout in dir with one uncompressed tar layer; returns the manifest
