@@ -656,6 +656,21 @@ TEST(Repository, SecureModeUsesKernelVerity) {
   Repository again = Repository::open(tmp / "secure");
   EXPECT_TRUE(again.secure());
   EXPECT_NO_THROW(again.open_image("img"));
+  // An object replaced by the same bytes without fs-verity: fsck names it, the kernel having
+  // nothing to measure.
+  std::string object;
+  for (const auto& e : fs::recursive_directory_iterator(tmp / "secure/objects"))
+    if (e.is_regular_file() && e.file_size() > 0) object = e.path();
+  ASSERT_FALSE(object.empty());
+  std::string bytes = read_file(object);
+  fs::remove(object);
+  test::write_file(object, bytes);
+  FsckReport report = fsck(again);
+  EXPECT_FALSE(report.ok());
+  std::string all;
+  for (const auto& e : report.errors) all += e + "\n";
+  EXPECT_NE(all.find("object-verity-missing"), std::string::npos) << all;
+  EXPECT_NE(all.find(fs::path(object).filename().string()), std::string::npos) << all;
 }
 
 TEST(Repository, OpenErrors) {
