@@ -51,7 +51,9 @@ std::optional<std::string> from_hex(std::string_view hex) {
   return out;
 }
 
-std::string Digest::hex() const { return to_hex(bytes()); }
+std::string Digest::hex() const {
+  return to_hex(bytes());
+}
 
 std::string Digest::object_path() const {
   std::string h = hex();

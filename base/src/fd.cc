@@ -30,7 +30,8 @@ UniqueFd open_at(int dirfd, const std::string& path, int flags, unsigned mode) {
 void pread_exact(int fd, std::span<std::byte> buf, uint64_t offset, const std::string& what) {
   size_t done = 0;
   while (done < buf.size()) {
-    ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(what);

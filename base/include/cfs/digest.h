@@ -3,10 +3,10 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <compare>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,7 +17,9 @@ namespace cfs {
 // fs-verity hash algorithms, numbered as in the kernel (FS_VERITY_HASH_ALG_*).
 enum class HashAlgorithm : uint8_t { sha256 = 1, sha512 = 2 };
 
-constexpr size_t digest_size(HashAlgorithm alg) { return alg == HashAlgorithm::sha256 ? 32 : 64; }
+constexpr size_t digest_size(HashAlgorithm alg) {
+  return alg == HashAlgorithm::sha256 ? 32 : 64;
+}
 std::string_view algorithm_name(HashAlgorithm alg);  // "sha256" / "sha512"
 std::optional<HashAlgorithm> parse_algorithm_name(std::string_view name);
 

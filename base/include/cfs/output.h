@@ -15,7 +15,9 @@ class OutputSink {
  public:
   virtual ~OutputSink() = default;
   virtual void write(std::span<const std::byte> data) = 0;
-  void write(std::string_view s) { write({reinterpret_cast<const std::byte*>(s.data()), s.size()}); }
+  void write(std::string_view s) {
+    write({reinterpret_cast<const std::byte*>(s.data()), s.size()});
+  }
   void write_zeros(size_t n);
   virtual void flush() {}
 };
