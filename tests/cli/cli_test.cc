@@ -34,6 +34,7 @@ void PrintTo(const VectorRow& row, std::ostream* os) {
 namespace {
 
 namespace fs = std::filesystem;
+using cfs::test::quote;
 using cfs::test::TempDir;
 
 const std::string kBin = CFS_BINDIR;
@@ -43,17 +44,6 @@ struct RunResult {
   std::string out;
   std::string err;
 };
-
-std::string quote(const std::string& arg) {
-  std::string q = "'";
-  for (char c : arg) {
-    if (c == '\'')
-      q += "'\\''";
-    else
-      q += c;
-  }
-  return q + "'";
-}
 
 // Runs a shell command line with the given stdin, capturing stdout and stderr.
 RunResult run(const std::string& command, const std::string& input = "") {

@@ -114,6 +114,12 @@ int wait_status(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 int run(const std::string& command, std::string* out) {
   FILE* p = popen(command.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed: " + command);

@@ -54,5 +54,7 @@ int wait_status(pid_t pid);
 
 // Runs a shell command, returns its exit status; output captured into *out if given.
 int run(const std::string& command, std::string* out = nullptr);
+// s as one single-quoted shell word, for commands given to run().
+std::string quote(const std::string& s);
 
 }  // namespace cfs::test

@@ -36,12 +36,6 @@ namespace fs = std::filesystem;
 
 const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 struct Result {
   int status;
   std::string out;
@@ -267,6 +261,17 @@ TEST(Fault, FullDiskDuringOciPull) {
   EXPECT_EQ(cfsctl(repo, "oci pull -q " + quote("oci:" + tmp / "tiny") + " tiny2").status, 0);
 }
 
+// fsck of repo fails naming object (a path to its file) with EIO, and nothing else.
+void expect_fsck_reports_only_unreadable(const std::string& repo, const std::string& object) {
+  Result r = cfsctl(repo, "fsck");
+  EXPECT_EQ(r.status, 1) << r.out;
+  std::string object_name = fs::path(object).parent_path().filename().string() + "/" +
+                            fs::path(object).filename().string();
+  EXPECT_NE(r.out.find(object_name), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("status: 1 error(s)"), std::string::npos) << r.out;
+}
+
 // A loop-backed ext4 filesystem seen through device-mapper, with "error" segments over the
 // first block of chosen files: reads there fail with EIO.
 class FailingDisk {
@@ -387,13 +392,7 @@ TEST(Fault, IoErrorsGiveClearErrorsAndLeaveRepositoriesConsistent) {
   EXPECT_EQ(cfsctl(repo, "images").out, "");
   EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
   // 2. An object that cannot be read: fsck reports it (and only it) instead of crashing.
-  r = cfsctl(disk_repo, "fsck");
-  EXPECT_EQ(r.status, 1) << r.out;
-  std::string object_name = fs::path(object).parent_path().filename().string() + "/" +
-                            fs::path(object).filename().string();
-  EXPECT_NE(r.out.find(object_name), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("status: 1 error(s)"), std::string::npos) << r.out;
+  expect_fsck_reports_only_unreadable(disk_repo, object);
   // 3. cat / dump through the failing object: a clear error, not a crash.
   r = cfsctl(disk_repo, "dump s");
   EXPECT_EQ(r.status, 0) << r.out;  // metadata only: the image is readable
@@ -454,14 +453,8 @@ TEST(Fault, UnreadableObjectIsReportedByFsck) {
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount FUSE";
   const std::string repo = tmp / "mnt/repo";
 
-  Result r = cfsctl(repo, "fsck");
-  EXPECT_EQ(r.status, 1) << r.out;
-  std::string object_name = fs::path(object).parent_path().filename().string() + "/" +
-                            fs::path(object).filename().string();
-  EXPECT_NE(r.out.find(object_name), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("status: 1 error(s)"), std::string::npos) << r.out;
-  r = cfsctl(repo, "dump s");
+  expect_fsck_reports_only_unreadable(repo, object);
+  Result r = cfsctl(repo, "dump s");
   EXPECT_EQ(r.status, 0) << r.out;  // metadata only: the image itself reads fine
   // The same repository, readable again, is clean: the failure was reported, not recorded.
   EXPECT_EQ(cfsctl(backing_repo, "fsck").status, 0);

@@ -27,15 +27,10 @@ namespace cfs::store {
 namespace {
 
 namespace fs = std::filesystem;
+using test::quote;
 using test::TempDir;
 
 const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 struct Result {
   int status;
