@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +113,21 @@ int wait_status(pid_t pid) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool RandomKiller::run(const std::vector<std::string>& args) {
+  state_ ^= state_ << 13;
+  state_ ^= state_ >> 17;
+  state_ ^= state_ << 5;
+  long delay = window_us_ > 0 ? static_cast<long>(state_ % static_cast<uint32_t>(window_us_ + 1)) : 0;
+  pid_t pid = spawn(args);
+  ::usleep(static_cast<useconds_t>(delay));
+  ::kill(pid, SIGKILL);
+  bool hit = wait_status(pid) == 128 + SIGKILL;
+  ++attempts_;
+  landed_ += hit;
+  if (!hit) window_us_ = window_us_ * 2 / 3;
+  return hit;
 }
 
 std::string quote(const std::string& s) {

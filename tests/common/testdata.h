@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,26 @@ std::string trim(std::string s);
 pid_t spawn(const std::vector<std::string>& args);
 // Waits for pid: its exit status, or 128 + signal number if a signal ended it.
 int wait_status(pid_t pid);
+
+// Interrupts runs of a command with SIGKILL at random points. Each run is killed after a
+// random delay in [0, window]; a kill that arrives after the run has ended shrinks the window
+// by a third, so a machine faster (or less loaded) than the one the first window was timed on
+// still gets its runs cut short, and a test can ask for a number of kills that landed.
+class RandomKiller {
+ public:
+  RandomKiller(long window_us, uint32_t seed) : window_us_(window_us), state_(seed | 1) {}
+  // Starts args (as spawn() does), kills it; true if the kill ended it.
+  bool run(const std::vector<std::string>& args);
+  int landed() const { return landed_; }
+  int attempts() const { return attempts_; }
+  long window_us() const { return window_us_; }
+
+ private:
+  long window_us_;
+  uint32_t state_;
+  int landed_ = 0;
+  int attempts_ = 0;
+};
 
 // Runs a shell command, returns its exit status; output captured into *out if given.
 int run(const std::string& command, std::string* out = nullptr);

@@ -78,14 +78,9 @@ long elapsed_us(const std::function<void()>& fn) {
       .count();
 }
 
-// Runs args under SIGKILL after a random delay in [0, max_us]; true if the kill landed.
-bool run_and_kill(const std::vector<std::string>& args, long max_us, std::mt19937& rng) {
-  pid_t pid = spawn(args);
-  std::this_thread::sleep_for(
-      std::chrono::microseconds(std::uniform_int_distribution<long>(0, max_us)(rng)));
-  ::kill(pid, SIGKILL);
-  return wait_status(pid) == 128 + SIGKILL;
-}
+// Kills wanted in each kill test, and the most runs it may take to get them.
+constexpr int kKillsWanted = 8;
+constexpr int kMaxRuns = 30;
 
 // SIGKILL at random points of gc: what is named keeps every byte (fsck re-hashes every
 // object), what is not goes at the next complete gc.
@@ -110,25 +105,27 @@ TEST(Fault, KillNineDuringGcNeverLosesReferencedData) {
   // How long a full gc of this much garbage takes, measured on a copy.
   ASSERT_EQ(run("cp -a " + quote(repo) + " " + quote(tmp / "copy")), 0);
   long full = elapsed_us([&] { ASSERT_EQ(cfsctl(tmp / "copy", "gc").status, 0); });
-  std::mt19937 rng(7);
-  int killed = 0;
-  const int rounds = 12;
-  for (int round = 0; round < rounds; ++round) {
-    killed += run_and_kill({kCfsctl, "--repo", repo, "gc"}, full, rng);
+  // Garbage is added back before every run, so each gc has as much to remove as the timed one.
+  RandomKiller killer(full, 7);
+  for (int round = 0; killer.landed() < kKillsWanted && round < kMaxRuns; ++round) {
+    killer.run({kCfsctl, "--repo", repo, "gc"});
     Result check = cfsctl(repo, "fsck");
     ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
     ASSERT_EQ(cfsctl(repo, "dump keep1").out, dump1) << "round " << round;
     ASSERT_EQ(cfsctl(repo, "dump keep2").out, dump2) << "round " << round;
-    if (round % 3 == 2) add_junk();
+    add_junk();
   }
-  EXPECT_GT(killed, rounds / 3) << "most gc runs should have been interrupted";
+  ASSERT_GE(killer.landed(), kKillsWanted)
+      << "only " << killer.landed() << " of " << killer.attempts()
+      << " gc runs were interrupted (full run " << full << " us)";
   Result gc = cfsctl(repo, "gc");
   ASSERT_EQ(gc.status, 0) << gc.out;
   EXPECT_EQ(cfsctl(repo, "images").out, images);
   EXPECT_EQ(cfsctl(repo, "fsck").status, 0);
   // Exactly the referenced objects remain: a second gc finds nothing.
   EXPECT_NE(cfsctl(repo, "gc").out.find("Objects: 0 removed"), std::string::npos);
-  RecordProperty("gc_kills", killed);
+  RecordProperty("gc_kills", killer.landed());
+  RecordProperty("gc_runs", killer.attempts());
 }
 
 // SIGKILL at random points of an OCI pull: the repository stays consistent, the tag either
@@ -170,14 +167,9 @@ void kill_during_oci_pull(const std::string& source_prefix) {
 
   const std::string repo = tmp / "repo";
   ASSERT_EQ(cfsctl(repo, "init --insecure --hash sha256").status, 0);
-  std::mt19937 rng(11);
-  int killed = 0;
-  const int rounds = 12;
-  for (int round = 0; round < rounds; ++round) {
-    // Kill within the first 3/4 of a clean pull's time, so a faster run is still cut short.
-    bool hit = run_and_kill({kCfsctl, "--repo", repo, "oci", "pull", "-q", source, "img"},
-                            full * 3 / 4, rng);
-    killed += hit;
+  RandomKiller killer(full * 3 / 4, 11);
+  for (int round = 0; killer.landed() < kKillsWanted && round < kMaxRuns; ++round) {
+    killer.run({kCfsctl, "--repo", repo, "oci", "pull", "-q", source, "img"});
     // A helper process of the killed pull (the skopeo proxy) must not outlive it for long.
     for (int wait = 0; wait < 50 && processes_with_environment(mark) > 0; ++wait)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -197,7 +189,9 @@ void kill_during_oci_pull(const std::string& source_prefix) {
       ASSERT_EQ(cfsctl(repo, "gc").status, 0);
     }
   }
-  EXPECT_GT(killed, rounds / 3) << "most pulls should have been interrupted";
+  ASSERT_GE(killer.landed(), kKillsWanted)
+      << "only " << killer.landed() << " of " << killer.attempts()
+      << " pulls were interrupted (full run " << full << " us)";
   Result rerun = cfsctl(repo, "oci pull -q " + quote(source) + " img");
   ASSERT_EQ(rerun.status, 0) << rerun.out;
   EXPECT_EQ(trim(cfsctl(repo, "oci image-id img").out), expected_id);
@@ -213,7 +207,8 @@ void kill_during_oci_pull(const std::string& source_prefix) {
     return n;
   };
   EXPECT_EQ(count(repo), count(clean));
-  ::testing::Test::RecordProperty("pull_kills", killed);
+  ::testing::Test::RecordProperty("pull_kills", killer.landed());
+  ::testing::Test::RecordProperty("pull_runs", killer.attempts());
 }
 
 TEST(Fault, KillNineDuringOciPull) {
@@ -505,12 +500,11 @@ TEST(Fault, RepositoryWithoutTmpfileUsesNamedTemporaries) {
   });
   // Each round starts from a collected repository, so it runs as long as the timed one and a
   // kill within the first 3/4 of that time lands mid-run.
-  std::mt19937 rng(17);
-  int killed = 0;
+  // Fewer kills than elsewhere: every round goes through the (slow) FUSE view.
+  RandomKiller killer(full * 3 / 4, 17);
   size_t left = 0;
-  for (int round = 0; round < 6; ++round) {
-    killed += run_and_kill({kCfsctl, "--repo", repo, "create-image", tmp / "src2", "--name", "t"},
-                           full * 3 / 4, rng);
+  for (int round = 0; killer.landed() < 4 && round < kMaxRuns; ++round) {
+    killer.run({kCfsctl, "--repo", repo, "create-image", tmp / "src2", "--name", "t"});
     Result check = cfsctl(repo, "fsck");
     ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
     left += count_temp_files(tmp / "backing/repo");
@@ -521,10 +515,11 @@ TEST(Fault, RepositoryWithoutTmpfileUsesNamedTemporaries) {
     ASSERT_EQ(gc.status, 0) << gc.out;
     ASSERT_EQ(count_temp_files(tmp / "backing/repo"), 0u) << "round " << round << ": " << gc.out;
   }
-  EXPECT_GE(killed, 3);
+  ASSERT_GE(killer.landed(), 4) << "only " << killer.landed() << " of " << killer.attempts()
+                                << " runs were interrupted (full run " << full << " us)";
   EXPECT_GT(left, 0u) << "no kill landed while an object was being written";
   RecordProperty("temp_files_left", static_cast<int>(left));
-  RecordProperty("kills", killed);
+  RecordProperty("kills", killer.landed());
   ASSERT_EQ(cfsctl(repo, "create-image " + quote(tmp / "src2") + " --name t").status, 0);
   EXPECT_EQ(cfsctl(repo, "images").out, cfsctl(normal, "images").out);
   EXPECT_EQ(cfsctl(repo, "fsck").status, 0);

@@ -176,19 +176,12 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
                   .count();
     duration = i == 0 ? us : std::min(duration, us);
   }
-  std::mt19937 rng(42);
-  int killed = 0;
-  for (int round = 0; round < 10; ++round) {
+  test::RandomKiller killer(duration * 9 / 10, 42);
+  for (int round = 0; killer.landed() < 6 && round < 25; ++round) {
     const std::string repo = fresh_repo(round);
-    pid_t pid =
-        test::spawn({kCfsctl, "--repo", repo, "create-image", tmp / "src", "--name", "img"});
-    auto delay = std::uniform_int_distribution<long>(0, duration * 9 / 10)(rng);
-    std::this_thread::sleep_for(std::chrono::microseconds(delay));
-    ::kill(pid, SIGKILL);
-    int status = test::wait_status(pid);
-    killed += status == 128 + SIGKILL;
+    killer.run({kCfsctl, "--repo", repo, "create-image", tmp / "src", "--name", "img"});
     Result check = cfsctl("--repo " + quote(repo) + " fsck");
-    ASSERT_EQ(check.status, 0) << "round " << round << " after " << delay << " us:\n" << check.out;
+    ASSERT_EQ(check.status, 0) << "round " << round << ":\n" << check.out;
     Result rerun =
         cfsctl("--repo " + quote(repo) + " create-image " + quote(tmp / "src") + " --name img");
     ASSERT_EQ(rerun.status, 0) << rerun.out;
@@ -201,8 +194,8 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
     EXPECT_EQ(cfsctl("--repo " + quote(repo) + " fsck").status, 0);
     fs::remove_all(repo);
   }
-  EXPECT_GE(killed, 3) << "too few runs were interrupted to mean anything (full run: " << duration
-                       << " us)";
+  EXPECT_GE(killer.landed(), 6) << "only " << killer.landed() << " of " << killer.attempts()
+                                << " runs were interrupted (full run: " << duration << " us)";
 }
 
 TEST(RepoCli, ConcurrentWritersAndGc) {
