@@ -119,7 +119,8 @@ bool RandomKiller::run(const std::vector<std::string>& args) {
   state_ ^= state_ << 13;
   state_ ^= state_ >> 17;
   state_ ^= state_ << 5;
-  long delay = window_us_ > 0 ? static_cast<long>(state_ % static_cast<uint32_t>(window_us_ + 1)) : 0;
+  long delay =
+      window_us_ > 0 ? static_cast<long>(state_ % static_cast<uint32_t>(window_us_ + 1)) : 0;
   pid_t pid = spawn(args);
   ::usleep(static_cast<useconds_t>(delay));
   ::kill(pid, SIGKILL);

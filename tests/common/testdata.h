@@ -4,8 +4,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cfs::test {
