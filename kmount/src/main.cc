@@ -128,7 +128,7 @@ int run_helper(int argc, char** argv) {
   options.overrides = KernelOverrides::from_environment();
   apply_composefs_options(opts, &options);
   if (fake) return 0;
-  MountReport report = mount_image(positional[0], positional[1], options);
+  MountReport report = mount_image(helper_image_source(positional[0]), positional[1], options);
   if (verbose)
     std::cout << positional[0] << " on " << positional[1] << ": " << report.summary() << "\n";
   return 0;

@@ -1,5 +1,10 @@
 #include "cfs/kmount/options.h"
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <fstream>
+
 #include "cfs/error.h"
 
 namespace cfs::kmount {
@@ -97,6 +102,20 @@ void apply_composefs_options(std::string_view text, MountOptions* options) {
   if (try_given && options->verity == VerityMode::off) options->verity = VerityMode::attempt;
   // mount(8) passes "rw" by default; an overlay without an upper layer is read-only anyway.
   if (options->upperdir.empty()) options->writable = false;
+}
+
+std::string helper_image_source(const std::string& source, const std::string& sysfs_block) {
+  struct stat st;
+  if (::stat(source.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return source;
+  std::string device = std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+  std::ifstream in(sysfs_block + "/" + device + "/loop/backing_file");
+  std::string backing;
+  if (!in || !std::getline(in, backing) || backing.empty()) return source;  // not a bound loop
+  constexpr std::string_view deleted = " (deleted)";
+  if (backing.ends_with(deleted))
+    throw Error(source + ": a loop device whose backing file " +
+                backing.substr(0, backing.size() - deleted.size()) + " was deleted");
+  return backing;
 }
 
 }  // namespace cfs::kmount

@@ -2,7 +2,12 @@
 // the setup-root configuration and the test overrides.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "cfs/error.h"
 #include "cfs/kmount/options.h"
@@ -58,6 +63,39 @@ TEST(MountOptions, RejectsUnknownAndMalformedOptions) {
   } catch (const cfs::Error& e) {
     EXPECT_STREQ(e.what(), "unsupported composefs mount option: bogus=1");
   }
+}
+
+// A block device of this machine with a fake /sys/dev/block describing it as a loop device.
+TEST(MountOptions, HelperSourceOnALoopDeviceIsItsBackingFile) {
+  namespace fs = std::filesystem;
+  std::string device;
+  struct stat st {};
+  for (const auto& e : fs::directory_iterator("/dev"))
+    if (::stat(e.path().c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+      device = e.path();
+      break;
+    }
+  if (device.empty()) GTEST_SKIP() << "no block device in /dev";
+  fs::path sysfs = fs::temp_directory_path() / ("cfs-sysfs-" + std::to_string(::getpid()));
+  fs::path entry =
+      sysfs / (std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev)));
+  fs::create_directories(entry);
+  // Not a loop device (no loop/ directory): unchanged. Nor are regular files.
+  EXPECT_EQ(helper_image_source(device, sysfs), device);
+  EXPECT_EQ(helper_image_source("/etc/hostname", sysfs), "/etc/hostname");
+  EXPECT_EQ(helper_image_source("/no/such/image", sysfs), "/no/such/image");
+  fs::create_directories(entry / "loop");
+  std::ofstream(entry / "loop/backing_file") << "/srv/images/with space.cfs\n";
+  EXPECT_EQ(helper_image_source(device, sysfs), "/srv/images/with space.cfs");
+  std::ofstream(entry / "loop/backing_file") << "/srv/images/old.cfs (deleted)\n";
+  try {
+    helper_image_source(device, sysfs);
+    ADD_FAILURE() << "a deleted backing file was accepted";
+  } catch (const cfs::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/srv/images/old.cfs was deleted"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(sysfs);
 }
 
 TEST(KernelCmdline, FindsEveryComposefsForm) {
