@@ -146,7 +146,7 @@ SetupRootConfig parse_setup_root_config(std::string_view text, const std::string
       if (quoted || (value != "true" && value != "false"))
         throw bad("transient must be true or false");
       if (section == "root") {
-        if (value == "true") throw bad("[root] transient = true is not supported by cfs-mount");
+        config.root_transient = value == "true";
         continue;
       }
       StateMount& target = section == "etc" ? config.etc : config.var;
@@ -221,8 +221,30 @@ void mount_overlay_on(int target_fd, const std::string& lower, const std::string
   detail::attach_mount(m.get(), target_fd, label);
 }
 
-void mount_state(int root_fd, const std::string& name, StateMount mode, StateDirs& dirs,
-                 const std::function<void(std::string_view)>& log, const std::string& state) {
+// Covers target (the directory lower_fd also names, or one above it) with an overlay of lower
+// and a fresh tmpfs upper. The tmpfs is attached on the target first so that it lives as long
+// as the overlay; lower stays reachable through its fd, opened before.
+void mount_transient_overlay(int target_fd, int lower_fd, const std::string& label) {
+  detail::FsContext tmpfs("tmpfs");
+  tmpfs.set_string("source", label);
+  tmpfs.set_string("mode", "0755");
+  tmpfs.create();
+  UniqueFd tmp = tmpfs.mount(0);
+  if (::mkdirat(tmp.get(), "upper", 0755) < 0 || ::mkdirat(tmp.get(), "work", 0700) < 0)
+    throw_errno("tmpfs for " + label);
+  UniqueFd upper(::openat(tmp.get(), "upper", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd work(::openat(tmp.get(), "work", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!upper || !work) throw_errno("tmpfs for " + label);
+  detail::attach_mount(tmp.get(), target_fd, label + " (tmpfs)");
+  mount_overlay_on(target_fd, fd_path(lower_fd), fd_path(upper.get()), fd_path(work.get()), label);
+}
+
+// image_fd is the composefs image's root, root_fd the new root (the same, or the transient root
+// overlay over it): the mount goes on root_fd's directory, an overlay's lower is the image's
+// directory, so no overlay stacks on another beyond the kernel's depth limit of two.
+void mount_state(int image_fd, int root_fd, const std::string& name, StateMount mode,
+                 StateDirs& dirs, const std::function<void(std::string_view)>& log,
+                 const std::string& state) {
   if (mode == StateMount::none) {
     log("/" + name + ": as in the image");
     return;
@@ -234,26 +256,15 @@ void mount_state(int root_fd, const std::string& name, StateMount mode, StateDir
     if (!tree) throw_errno(state + "/" + name + ": cannot clone for a bind mount");
     detail::attach_mount(tree.get(), target.get(), "/" + name);
     log("/" + name + ": bind mount of " + state + "/" + name);
-  } else if (mode == StateMount::overlay) {
-    mount_overlay_on(target.get(), fd_path(target.get()), fd_path(dirs.upper.get()),
+    return;
+  }
+  UniqueFd lower = open_mountpoint(image_fd, name);
+  if (mode == StateMount::overlay) {
+    mount_overlay_on(target.get(), fd_path(lower.get()), fd_path(dirs.upper.get()),
                      fd_path(dirs.work.get()), "composefs-" + name);
     log("/" + name + ": overlay, changes in " + state + "/" + name + "/upper");
   } else {
-    // The tmpfs goes on the mount point first; the image's directory stays reachable through
-    // the fd opened above, and the overlay then covers the tmpfs.
-    detail::FsContext tmpfs("tmpfs");
-    tmpfs.set_string("source", "composefs-" + name);
-    tmpfs.set_string("mode", "0755");
-    tmpfs.create();
-    UniqueFd tmp = tmpfs.mount(0);
-    if (::mkdirat(tmp.get(), "upper", 0755) < 0 || ::mkdirat(tmp.get(), "work", 0700) < 0)
-      throw_errno("tmpfs for /" + name);
-    UniqueFd upper(::openat(tmp.get(), "upper", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    UniqueFd work(::openat(tmp.get(), "work", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!upper || !work) throw_errno("tmpfs for /" + name);
-    detail::attach_mount(tmp.get(), target.get(), "/" + name + " (tmpfs)");
-    mount_overlay_on(target.get(), fd_path(target.get()), fd_path(upper.get()), fd_path(work.get()),
-                     "composefs-" + name);
+    mount_transient_overlay(target.get(), lower.get(), "composefs-" + name);
     log("/" + name + ": transient overlay (changes are lost at reboot)");
   }
 }
@@ -271,8 +282,9 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   SetupRootConfig config;
   if (::access(options.config_file.c_str(), F_OK) == 0) {
     config = parse_setup_root_config(read_file(options.config_file), options.config_file);
-    log("config " + options.config_file + ": etc=" + std::string(to_string(config.etc)) +
-        " var=" + std::string(to_string(config.var)));
+    log("config " + options.config_file +
+        ": root=" + (config.root_transient ? "transient" : "image") + " etc=" +
+        std::string(to_string(config.etc)) + " var=" + std::string(to_string(config.var)));
   } else {
     log("no " + options.config_file + "; defaults etc=overlay var=bind");
   }
@@ -306,12 +318,19 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   mount.overrides = options.overrides;
   // The composefs root goes on top of the sysroot; the physical root stays underneath and is
   // re-exposed at <new root>/sysroot.
+  struct stat physical {};
+  if (::stat(sysroot.c_str(), &physical) < 0) throw_errno(sysroot);
   MountReport report = mount_image(repo + "/images/" + hex, sysroot, mount);
   log("mounted " + hex + " on " + sysroot + ": " + report.summary());
   try {
+    UniqueFd image_root = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (config.root_transient) {
+      mount_transient_overlay(image_root.get(), image_root.get(), "composefs-root");
+      log("/: transient overlay over the image (changes are lost at reboot)");
+    }
     UniqueFd root = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    mount_state(root.get(), "etc", config.etc, etc, log, state);
-    mount_state(root.get(), "var", config.var, var, log, state);
+    mount_state(image_root.get(), root.get(), "etc", config.etc, etc, log, state);
+    mount_state(image_root.get(), root.get(), "var", config.var, var, log, state);
     UniqueFd sysroot_dir(
         ::openat(root.get(), "sysroot", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (sysroot_dir) {
@@ -321,7 +340,12 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
       log("the image has no /sysroot directory; the physical root is not exposed in it");
     }
   } catch (const Error& e) {
-    ::umount2(sysroot.c_str(), MNT_DETACH);
+    // Everything stacked on the sysroot (image, transient tmpfs and overlay) comes off, with
+    // the state mounts below them, until the physical root shows again.
+    struct stat now {};
+    for (int i = 0; i < 8 && ::stat(sysroot.c_str(), &now) == 0 && now.st_dev != physical.st_dev;
+         i++)
+      ::umount2(sysroot.c_str(), MNT_DETACH);
     throw Error(std::string(e.what()) + " (new root on " + sysroot + " taken down again)");
   }
   log("new root ready on " + sysroot);

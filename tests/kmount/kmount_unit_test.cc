@@ -129,8 +129,10 @@ TEST(SetupRootConfig, ReadsTheTomlSubset) {
       "# comment\n[root]\ntransient = false\n\n[etc]\nmount = \"bind\"  # trailing\n"
       "[var]\ntransient = true\n",
       "c");
+  EXPECT_FALSE(c.root_transient);
   EXPECT_EQ(c.etc, StateMount::bind);
   EXPECT_EQ(c.var, StateMount::transient);
+  EXPECT_TRUE(parse_setup_root_config("[root]\ntransient = true\n", "c").root_transient);
 }
 
 TEST(SetupRootConfig, ErrorsNameFileAndLine) {
@@ -146,8 +148,8 @@ TEST(SetupRootConfig, ErrorsNameFileAndLine) {
   EXPECT_EQ(message("[usr]\n"),
             "conf.toml:1: unknown section [usr] (expected [root], [etc], [var])");
   EXPECT_EQ(message("mount = \"bind\"\n"), "conf.toml:1: mount outside of a section");
-  EXPECT_EQ(message("[root]\ntransient = true\n"),
-            "conf.toml:2: [root] transient = true is not supported by cfs-mount");
+  EXPECT_EQ(message("[root]\ntransient = yes\n"), "conf.toml:2: transient must be true or false");
+  EXPECT_EQ(message("[root]\nmount = \"bind\"\n"), "conf.toml:2: unknown key mount in [root]");
   EXPECT_EQ(message("[var]\nsize = 3\n"), "conf.toml:2: unknown key size in [var]");
 }
 

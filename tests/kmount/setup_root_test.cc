@@ -97,6 +97,47 @@ TEST_F(SetupRootTest, ConfigChoosesTransientEtcAndNoVar) {
   EXPECT_EQ(errno, EROFS);
 }
 
+// [root] transient = true: the whole root is writable and forgets its changes at the next boot,
+// while /etc (overlay) and /var (bind) still keep theirs in the state directory.
+TEST_F(SetupRootTest, TransientRootForgetsChangesAndStateKeepsThem) {
+  const std::string config = "[root]\ntransient = true\n";
+  RunResult r = setup_root("composefs.digest=?v1-sha256-12:" + hex, config);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("root=transient etc=overlay var=bind"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/: transient overlay over the image"), std::string::npos) << r.output;
+  EXPECT_EQ(cfs::read_file(sysroot + "/big"), cfs::read_file(dir / "src/big"));
+  write_file(sysroot + "/big", "changed\n");
+  write_file(sysroot + "/new-in-root", "x");
+  fs::create_directories(sysroot + "/dir/made");
+  write_file(sysroot + "/etc/hostname", "kept\n");
+  write_file(sysroot + "/var/kept", "y");
+  EXPECT_EQ(cfs::read_file(state + "/etc/upper/hostname"), "kept\n");
+  EXPECT_TRUE(fs::exists(state + "/var/kept"));
+  EXPECT_EQ(cfs::read_file(sysroot + "/sysroot/marker"), "physical root\n");
+  // Nothing of the root's changes reached the physical root or the objects.
+  EXPECT_FALSE(fs::exists(sysroot + "/sysroot/new-in-root"));
+
+  // The next boot: the image as built, the state's changes back.
+  detach_all_below(dir.path());
+  r = setup_root("composefs.digest=?v1-sha256-12:" + hex, config);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(cfs::read_file(sysroot + "/big"), cfs::read_file(dir / "src/big"));
+  EXPECT_FALSE(fs::exists(sysroot + "/new-in-root"));
+  EXPECT_FALSE(fs::exists(sysroot + "/dir/made"));
+  EXPECT_EQ(cfs::read_file(sysroot + "/etc/hostname"), "kept\n");
+  EXPECT_TRUE(fs::exists(sysroot + "/var/kept"));
+  detach_all_below(dir.path());
+
+  // With a transient /etc as well, and on the oldest tier.
+  r = setup_root("composefs.digest=?v1-sha256-12:" + hex, config + "[etc]\nmount = \"transient\"\n",
+                 "CFS_MOUNT_FORCE_TIER=legacy-lower CFS_MOUNT_FORCE_LOOP=1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(cfs::read_file(sysroot + "/etc/hostname"), cfs::read_file(dir / "src/etc/hostname"));
+  write_file(sysroot + "/etc/hostname", "lost\n");
+  write_file(sysroot + "/new-in-root", "x");
+  EXPECT_EQ(cfs::read_file(state + "/etc/upper/hostname"), "kept\n");
+}
+
 TEST_F(SetupRootTest, FirstExistingImageWinsAndEveryTierWorks) {
   std::string absent(64, 'e');
   for (const char* env : {"CFS_MOUNT_FORCE_TIER=legacy-lower CFS_MOUNT_FORCE_LOOP=1",
@@ -144,7 +185,15 @@ TEST_F(SetupRootTest, FailuresAreClearAndLeaveNothingMounted) {
   EXPECT_NE(r.output.find("the image's /var"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("taken down again"), std::string::npos) << r.output;
   EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
-  EXPECT_EQ(leftover_temp_dirs(), std::vector<std::string>{});
+  EXPECT_EQ(leftover_temp_dirs(),
+            std::vector<std::string>{});  // The same with a transient root: its tmpfs and overlay
+                                          // come off as well.
+  r = setup_root("composefs.digest=?v1-sha256-12:" + no_var.digest.hex(),
+                 "[root]\ntransient = true\n");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("/: transient overlay"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("taken down again"), std::string::npos) << r.output;
+  EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
 }
 
 }  // namespace

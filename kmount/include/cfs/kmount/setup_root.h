@@ -30,6 +30,9 @@ enum class StateMount { none, bind, overlay, transient };
 std::string_view to_string(StateMount mode);
 
 struct SetupRootConfig {
+  // [root] transient = true: the whole root is an overlay with a tmpfs upper over the image, so
+  // it is writable and every change is lost at reboot.
+  bool root_transient = false;
   StateMount etc = StateMount::overlay;
   StateMount var = StateMount::bind;
 };
