@@ -372,12 +372,16 @@ MountReport mount_image(const std::string& image, const std::string& target,
                                     OverlayTier::legacy_dataonly, OverlayTier::legacy_lower};
   if (options.overrides.force_tier) tiers = {*options.overrides.force_tier};
   std::vector<std::string> refusals;
+  // Set when the fd tier is refused: a kernel without fd layers (before 6.13) has no detached
+  // layers either (6.15), and trying one makes overlayfs log "failed to clone lowerpath".
+  bool no_detached_layers = false;
   for (OverlayTier tier : tiers) {
     report.tier = tier;
     try {
       // mount(2) names layers by path and kernels before 6.15 only accept layers that are
       // attached in the caller's namespace, so the legacy tiers always attach.
-      if (is_legacy(tier) || options.overrides.force_attached) erofs.attach(report);
+      if (is_legacy(tier) || options.overrides.force_attached || no_detached_layers)
+        erofs.attach(report);
       if (is_legacy(tier)) {
         mount_overlay_legacy(tier, layers, options, target_fd.get(), report);
         return report;
@@ -400,6 +404,7 @@ MountReport mount_image(const std::string& image, const std::string& target,
     } catch (const TierUnsupported& e) {
       refusals.push_back(std::string(to_string(tier)) + ": " + e.what());
       report.fallbacks.push_back(refusals.back());
+      if (tier == OverlayTier::fd) no_detached_layers = true;
     } catch (const Error& e) {
       throw Error(image + ": cannot mount on " + target + ": " + e.what());
     }
