@@ -34,7 +34,8 @@ class Collector {
     });
   }
 
-  void mark_roots() {
+  void mark_roots(const std::vector<std::string>& extra_roots) {
+    for (const std::string& root : extra_roots) mark_extra_root(root);
     detail::walk_refs(
         dirfd_, repo_.path(), "images", [&](const std::string&, const std::string& link) {
           auto entry = detail::resolve_ref_chain(dirfd_, link);
@@ -130,6 +131,38 @@ class Collector {
   }
 
  private:
+  void mark_extra_root(const std::string& root) {
+    bool found = false;
+    if (auto id = Digest::from_hex(root, alg_); id && image_entries_.count(*id)) {
+      mark_image(*id);
+      found = true;
+    }
+    if (stream_entries_.count(root)) {
+      mark_stream_entry(root);
+      found = true;
+    }
+    // Ref names: resolve_ref_chain refuses links that leave the repository.
+    bool plain = !root.empty() && root.front() != '/' && root.find("..") == std::string::npos;
+    for (const char* ns : {"images", "streams"}) {
+      if (!plain) break;
+      auto entry = detail::resolve_ref_chain(dirfd_, std::string(ns) + "/refs/" + root);
+      if (!entry) continue;
+      if (entry->starts_with("images/")) {
+        if (auto id = Digest::from_hex(entry->substr(7), alg_); id && image_entries_.count(*id)) {
+          mark_image(*id);
+          found = true;
+        }
+      } else if (entry->starts_with("streams/") && stream_entries_.count(entry->substr(8))) {
+        mark_stream_entry(entry->substr(8));
+        found = true;
+      }
+    }
+    if (!found)
+      throw Error(repo_.path() + ": gc root \"" + root +
+                  "\" names no image (id or images/refs name) or stream (streams/ or "
+                  "streams/refs name); nothing was removed");
+  }
+
   void mark_image(const Digest& id) {
     if (!live_images_.insert(id).second) return;
     live_.insert(id);
@@ -210,7 +243,7 @@ GcResult collect_garbage(Repository& repo, const GcOptions& options) {
   } relock{repo, !options.dry_run};
   Collector collector(repo);
   collector.index();
-  collector.mark_roots();
+  collector.mark_roots(options.extra_roots);
   return collector.sweep(options.dry_run);
 }
 

@@ -127,16 +127,32 @@ TEST(RepoCli, EveryCommand) {
   EXPECT_EQ(json["objects_corrupted"], 1);
   ASSERT_EQ(json["errors"].size(), 1u);
   EXPECT_NE(json["errors"][0].get<std::string>().find(name), std::string::npos);
+  // --metadata-only does not re-read data: a same-size corruption passes, a missing object not.
+  r = cfsctl("--repo " + repo + " fsck --metadata-only");
+  EXPECT_EQ(r.status, 0) << r.out;
   // Re-running create-image does not repair a same-size corruption (it trusts existing
   // objects, like composefs-rs); removing the object and re-running does.
   fs::remove(victim);
+  r = cfsctl("--repo " + repo + " fsck --metadata-only");
+  EXPECT_EQ(r.status, 1) << r.out;
+  std::string missing_id = name.substr(0, 2) + name.substr(3);
+  EXPECT_NE(r.out.find("object " + missing_id + " does not exist"), std::string::npos) << r.out;
   ASSERT_EQ(
       cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " --name base").status, 0);
   EXPECT_EQ(cfsctl("--repo " + repo + " fsck").status, 0);
 
   // gc: an unnamed second image goes, the named one and the stream stay.
   make_tree(tmp / "src2", 5, 2, 300000);
-  ASSERT_EQ(cfsctl("--repo " + repo + " create-image " + quote(tmp / "src2")).status, 0);
+  Result second = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src2"));
+  ASSERT_EQ(second.status, 0);
+  // ... unless --root names it (by id), for this run.
+  r = cfsctl("--repo " + repo + " gc --root " + test::trim(second.out) + " --root base");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("Images: 0 removed"), std::string::npos) << r.out;
+  r = cfsctl("--repo " + repo + " gc --root nosuch");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("gc root \"nosuch\" names no image"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nothing was removed"), std::string::npos) << r.out;
   r = cfsctl("--repo " + repo + " gc --dry-run");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("Images: 1 would be removed"), std::string::npos) << r.out;

@@ -528,6 +528,21 @@ TEST(Gc, KeepsExactlyWhatRefsReach) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(tmp / "repo/streams/orphan")));
   EXPECT_TRUE(fsck(repo).ok());
 
+  // Extra roots keep what no ref reaches, for one collection: the orphan-to-be stream by name,
+  // image B by id; a root naming nothing throws before anything is removed.
+  SplitStreamWriter kept(repo.algorithm(), kContentOciBlob);
+  kept.write_inline(std::string_view("kept by --root"));
+  repo.write_stream(kept, "kept");
+  repo.sync();
+  EXPECT_THROW(collect_garbage(repo, {.extra_roots = {"kept", "nosuch"}}), cfs::Error);
+  EXPECT_TRUE(fs::exists(fs::symlink_status(tmp / "repo/streams/kept")));
+  EXPECT_THROW(collect_garbage(repo, {.extra_roots = {"../streams/kept"}}), cfs::Error);
+  r = collect_garbage(repo, {.extra_roots = {"kept"}});
+  EXPECT_EQ(r.streams_removed, 0u);
+  EXPECT_TRUE(fs::exists(fs::symlink_status(tmp / "repo/streams/kept")));
+  r = collect_garbage(repo);
+  EXPECT_EQ(r.streams_removed, 1u);
+
   // Dropping the stream tag leaves only image A.
   fs::remove(tmp / "repo/streams/refs/tag");
   r = collect_garbage(repo);

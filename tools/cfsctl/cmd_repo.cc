@@ -90,9 +90,11 @@ void run_cat(const std::string& name, const GlobalOptions& global) {
   repo.cat_stream(name, out);
 }
 
-void run_fsck(bool json, const GlobalOptions& global) {
+void run_fsck(bool json, bool metadata_only, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "fsck"));
-  store::FsckReport r = store::fsck(repo);
+  store::FsckOptions options;
+  options.metadata_only = metadata_only;
+  store::FsckReport r = store::fsck(repo, options);
   if (json) {
     nlohmann::ordered_json j;
     j["ok"] = r.ok();
@@ -131,9 +133,9 @@ void run_fsck(bool json, const GlobalOptions& global) {
   throw Error(repo.path() + ": fsck found " + std::to_string(r.errors.size()) + " error(s)");
 }
 
-void run_gc(bool dry_run, const GlobalOptions& global) {
+void run_gc(bool dry_run, const std::vector<std::string>& roots, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "gc"));
-  store::GcResult r = store::collect_garbage(repo, {dry_run});
+  store::GcResult r = store::collect_garbage(repo, {.dry_run = dry_run, .extra_roots = roots});
   const char* verb = dry_run ? "would be removed" : "removed";
   std::string out;
   out += "Objects: " + std::to_string(r.objects_removed) + " " + verb + " (" +
@@ -181,20 +183,29 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
   cat_cmd->callback([cat_name, &global] { run_cat(*cat_name, global); });
 
   auto fsck_json = std::make_shared<bool>(false);
+  auto fsck_metadata_only = std::make_shared<bool>(false);
   CLI::App* fsck_cmd = app.add_subcommand(
       "fsck",
       "Check every object's digest, every stream and image, and every ref; exits 1 on "
       "problems (with --json: always 0, see \"ok\")");
   fsck_cmd->add_flag("--json", *fsck_json, "JSON output");
-  fsck_cmd->callback([fsck_json, &global] { run_fsck(*fsck_json, global); });
+  fsck_cmd->add_flag("--metadata-only", *fsck_metadata_only,
+                     "Do not re-read object data (objects are checked to exist, not re-hashed)");
+  fsck_cmd->callback([fsck_json, fsck_metadata_only, &global] {
+    run_fsck(*fsck_json, *fsck_metadata_only, global);
+  });
 
   auto gc_dry_run = std::make_shared<bool>(false);
+  auto gc_roots = std::make_shared<std::vector<std::string>>();
   CLI::App* gc_cmd = app.add_subcommand(
       "gc",
       "Remove images, streams and objects that no ref below images/refs or streams/refs "
       "reaches");
   gc_cmd->add_flag("--dry-run", *gc_dry_run, "Only report what would be removed");
-  gc_cmd->callback([gc_dry_run, &global] { run_gc(*gc_dry_run, global); });
+  gc_cmd->add_option("--root", *gc_roots,
+                     "Also keep this image (id or images/refs name) or stream (name or "
+                     "streams/refs name) and what it reaches; repeatable");
+  gc_cmd->callback([gc_dry_run, gc_roots, &global] { run_gc(*gc_dry_run, *gc_roots, global); });
 }
 
 }  // namespace cfs::cli

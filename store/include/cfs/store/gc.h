@@ -18,6 +18,10 @@ namespace cfs::store {
 
 struct GcOptions {
   bool dry_run = false;  // report what would be removed; change nothing
+  // Kept alive for this collection as if a ref named them: each is an image (id, or ref below
+  // images/refs) or a stream (name below streams/, or ref below streams/refs). A root that
+  // names nothing is an error before anything is removed.
+  std::vector<std::string> extra_roots;
 };
 
 struct GcResult {
