@@ -9,6 +9,7 @@ add_library(cfs_oci
   ${CMAKE_CURRENT_LIST_DIR}/src/oci_skopeo.cc
   ${CMAKE_CURRENT_LIST_DIR}/src/oci_pull.cc
   ${CMAKE_CURRENT_LIST_DIR}/src/oci_images.cc
+  ${CMAKE_CURRENT_LIST_DIR}/src/oci_boot.cc
 )
 add_library(cfs::oci ALIAS cfs_oci)
 target_link_libraries(cfs_oci PUBLIC cfs_store

@@ -1,4 +1,5 @@
-// OCI commands: cfsctl --repo DIR oci pull|images|inspect|tag|untag|image-id|mount|fsck.
+// OCI commands: cfsctl --repo DIR oci
+// pull|images|inspect|tag|untag|image-id|mount|prepare-boot|fsck.
 // Thin wrappers over cfs_oci; every rule lives in the library.
 #include <limits.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/oci.h"
+#include "cfs/store/oci_boot.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
 
@@ -289,6 +291,36 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   mount_cmd->add_flag("--bootable", mount->bootable, "Mount the boot image");
   mount_cmd->add_flag("--fuse", mount->fuse, "Use cfs-fuse even as root");
   mount_cmd->callback([mount, &global] { run_mount(*mount, global); });
+
+  struct PrepareBootArgs {
+    std::string name;
+    oci::BootEntryOptions options;
+    std::string entry_id, kernel_version;
+  };
+  auto boot = std::make_shared<PrepareBootArgs>();
+  CLI::App* boot_cmd = oci_cmd->add_subcommand(
+      "prepare-boot",
+      "Copy the kernel and initramfs of a bootable image (pulled with --bootable) from "
+      "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
+      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image");
+  boot_cmd->add_option("IMAGE", boot->name, "Tag or @sha256:…")->required();
+  boot_cmd->add_option("--bootdir", boot->options.bootdir, "Boot partition root")
+      ->capture_default_str();
+  boot_cmd->add_option("--entry-id", boot->entry_id, "Entry name (default: the kernel version)");
+  boot_cmd->add_option("--kernel-version", boot->kernel_version,
+                       "Kernel to use when the image has several (default: the first by name)");
+  boot_cmd->add_option("--cmdline", boot->options.kernel_arguments,
+                       "Kernel argument after the composefs one; repeatable");
+  boot_cmd->callback([boot, &global] {
+    store::Repository repo = store::Repository::open(require_repo(global, "prepare-boot"));
+    oci::BootEntryOptions options = boot->options;
+    if (!boot->entry_id.empty()) options.entry_id = boot->entry_id;
+    if (!boot->kernel_version.empty()) options.kernel_version = boot->kernel_version;
+    oci::BootEntry entry = oci::prepare_boot(repo, boot->name, options);
+    print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " +
+          entry.kernel_path + "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options +
+          "\n");
+  });
 
   auto fsck = std::make_shared<FsckArgs>();
   CLI::App* fsck_cmd = oci_cmd->add_subcommand(

@@ -1,0 +1,58 @@
+// Boot entries for bootable OCI images: the kernel and initramfs an image ships in
+// /usr/lib/modules/<kver>/ are copied to a boot directory and a Boot Loader Specification
+// (Type 1) entry is written whose kernel command line boots the image's bootable composefs
+// variant (composefs.image.boot) through cfs-mount setup-root. The layout follows
+// composefs-rs' `cfsctl oci prepare-boot`:
+//
+//   BOOTDIR/<entry-id>/vmlinuz
+//   BOOTDIR/<entry-id>/initramfs.img
+//   BOOTDIR/loader/entries/<entry-id>.conf    (entry id: --entry-id, else the kernel version)
+//
+// with "options composefs.digest=[?]v1-<alg>-12:<boot image id> [ARGS...]" ('?' for an insecure
+// repository). Paths in the entry are relative to BOOTDIR, the root of the boot partition.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cfs/digest.h"
+#include "cfs/store/repository.h"
+
+namespace cfs::store::oci {
+
+struct BootEntryOptions {
+  std::string bootdir = "/boot";
+  std::optional<std::string> entry_id;        // default: the kernel version
+  std::optional<std::string> kernel_version;  // default: the first in byte order (composefs-rs)
+  std::vector<std::string> kernel_arguments;  // added after the composefs argument
+};
+
+struct BootEntry {
+  Digest image;  // the bootable composefs image the entry boots
+  std::string kernel_version;
+  std::string entry_path;  // BOOTDIR/loader/entries/<id>.conf
+  std::string kernel_path;
+  std::string initramfs_path;
+  std::string options;  // the entry's kernel command line
+};
+
+// The kernel argument cfs-mount setup-root (and composefs-rs' setup-root) boots image by:
+// composefs.digest=v1-sha256-12:<hex>, with '?' after '=' when verity is not to be enforced.
+std::string composefs_kernel_argument(const Digest& image, bool insecure);
+
+// Adds arg to a kernel command line the way composefs-rs does: a word with the same key (up to
+// and including '=', or the whole word) is replaced, otherwise arg is appended.
+void add_kernel_argument(std::vector<std::string>& words, const std::string& arg);
+
+// Writes the boot entry for image name (a tag or @sha256:…), which must have been pulled with
+// --bootable. Files are written to temporary names, synced and renamed, the entry last, so a
+// bootloader never sees an entry whose kernel is incomplete. Kernel and initramfs data come
+// from the repository's objects and are checked against the digests the image records. Images
+// that carry their own boot entries (/boot/loader/entries, UKIs) are refused: composefs-rs
+// would prefer those, and cfs does not write them.
+BootEntry prepare_boot(const Repository& repo, std::string_view name,
+                       const BootEntryOptions& options);
+
+}  // namespace cfs::store::oci

@@ -1,0 +1,268 @@
+#include "cfs/store/oci_boot.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+
+#include "cfs/erofs/reader.h"
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "cfs/output.h"
+#include "cfs/store/images.h"
+#include "cfs/store/oci.h"
+#include "fsutil.h"
+
+namespace cfs::store::oci {
+
+namespace {
+
+constexpr std::string_view kModulesDir = "/usr/lib/modules";
+
+std::optional<erofs::InodeInfo> lookup_path(const erofs::Image& image, std::string_view path) {
+  erofs::InodeInfo inode = image.root();
+  while (!path.empty()) {
+    size_t slash = path.find('/');
+    std::string_view part = path.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+    if (part.empty()) continue;
+    if (!inode.is_dir()) return std::nullopt;
+    std::optional<erofs::DirEntry> entry = image.lookup(inode, part);
+    if (!entry) return std::nullopt;
+    inode = image.inode(entry->nid);
+  }
+  return inode;
+}
+
+// Names in a directory of the image, sorted bytewise, without "." and "..".
+std::vector<std::string> list_dir(const erofs::Image& image, std::string_view path) {
+  std::vector<std::string> names;
+  std::optional<erofs::InodeInfo> dir = lookup_path(image, path);
+  if (!dir || !dir->is_dir()) return names;
+  erofs::DirCursor cursor = image.dirents(*dir);
+  erofs::DirEntry entry;
+  while (cursor.next(entry))
+    if (entry.name != "." && entry.name != "..") names.emplace_back(entry.name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool is_regular(const erofs::Image& image, const std::string& path) {
+  std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
+  return inode && inode->is_reg();
+}
+
+// The boot entries composefs-rs would take before /usr/lib/modules kernels; cfs writes none of
+// those, so an image with any is refused rather than given a different entry.
+void refuse_other_boot_resources(const erofs::Image& image, std::string_view name) {
+  auto refuse = [&](const std::string& path, const std::string& what) {
+    throw Error(std::string(name) + ": the image carries " + what + " (" + path +
+                "); cfs writes boot entries only for /usr/lib/modules/<kver>/vmlinuz kernels");
+  };
+  for (const std::string& entry : list_dir(image, "/boot/loader/entries"))
+    if (entry.ends_with(".conf")) refuse("/boot/loader/entries/" + entry, "its own BLS entries");
+  for (const std::string& file : list_dir(image, "/boot/EFI/Linux"))
+    if (file.ends_with(".efi")) refuse("/boot/EFI/Linux/" + file, "a unified kernel image");
+  for (const std::string& kver : list_dir(image, kModulesDir))
+    for (const std::string& file : list_dir(image, std::string(kModulesDir) + "/" + kver))
+      if (file.ends_with(".efi"))
+        refuse(std::string(kModulesDir) + "/" + kver + "/" + file, "a unified kernel image");
+}
+
+void validate_entry_id(const std::string& id) {
+  bool bad = id.empty() || id == "." || id == ".." || id.size() > 200 ||
+             std::any_of(id.begin(), id.end(), [](char c) {
+               return c == '/' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+             });
+  if (bad)
+    throw Error("boot entry id '" + id +
+                "' is not a plain file name (no '/', spaces or control characters)");
+}
+
+// Streams the image's regular file at path into sink. External data is read from its object
+// and checked against the digest the image records, so a damaged object is never passed on.
+void read_image_file(const Repository& repo, const erofs::Image& image,
+                     const erofs::InodeInfo& inode, const std::string& path, OutputSink& sink) {
+  std::array<std::byte, 1 << 16> buf;
+  if (!inode.is_external()) {
+    for (uint64_t offset = 0; offset < inode.size;) {
+      size_t n = image.read(inode, offset, buf);
+      if (n == 0) throw Error(image.name() + ": " + path + ": short inline data");
+      sink.write(std::span(buf.data(), n));
+      offset += n;
+    }
+    return;
+  }
+  std::optional<Digest> expected = image.metacopy_digest(inode);
+  if (!expected) throw Error(image.name() + ": " + path + " names no object digest");
+  UniqueFd object = repo.open_object(*expected);
+  VeritySink verified(&sink, expected->algorithm());
+  for (;;) {
+    ssize_t n = ::read(object.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(path + ": reading object " + expected->hex());
+    if (n == 0) break;
+    verified.write(std::span(buf.data(), static_cast<size_t>(n)));
+  }
+  if (verified.size() != inode.size || verified.finish() != *expected)
+    throw Error(path + ": object " + expected->hex() +
+                " does not match the digest the image records (run fsck)");
+}
+
+// PRETTY_NAME from the image's os-release, if it has one.
+std::optional<std::string> pretty_name(const Repository& repo, const erofs::Image& image) {
+  for (const char* path : {"/usr/lib/os-release", "/etc/os-release"}) {
+    std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
+    if (!inode || !inode->is_reg() || inode->size > 65536) continue;
+    StringSink sink;
+    read_image_file(repo, image, *inode, path, sink);
+    const std::string& text = sink.str();
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t nl = text.find('\n', at);
+      std::string line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+      at = nl == std::string::npos ? text.size() : nl + 1;
+      if (!line.starts_with("PRETTY_NAME=")) continue;
+      std::string value = line.substr(12);
+      if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+          value.back() == value.front())
+        value = value.substr(1, value.size() - 2);
+      if (!value.empty()) return value;
+    }
+  }
+  return std::nullopt;
+}
+
+// Writes the image's file at path to dest: a new file, renamed into place only when complete
+// and synced.
+void copy_out(const Repository& repo, const erofs::Image& image, const std::string& path,
+              const std::string& dest) {
+  std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
+  if (!inode || !inode->is_reg()) throw Error(image.name() + ": " + path + " is not a file");
+  std::string temp = dest + ".cfs-tmp";
+  UniqueFd out = open_file(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  try {
+    FdSink sink(out.get(), temp);
+    read_image_file(repo, image, *inode, path, sink);
+    sink.flush();
+    detail::fsync_or_throw(out.get(), temp);
+    if (::rename(temp.c_str(), dest.c_str()) < 0) throw_errno(dest);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+}
+
+void write_text_file(const std::string& dest, const std::string& text) {
+  std::string temp = dest + ".cfs-tmp";
+  UniqueFd out = open_file(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  try {
+    write_all(out.get(), std::as_bytes(std::span(text)), temp);
+    detail::fsync_or_throw(out.get(), temp);
+    if (::rename(temp.c_str(), dest.c_str()) < 0) throw_errno(dest);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) throw Error(path + ": " + ec.message());
+}
+
+void sync_dir(const std::string& path) {
+  UniqueFd dir = open_file(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  detail::fsync_or_throw(dir.get(), path);
+}
+
+}  // namespace
+
+std::string composefs_kernel_argument(const Digest& image, bool insecure) {
+  return std::string("composefs.digest=") + (insecure ? "?" : "") + "v1-" +
+         std::string(algorithm_name(image.algorithm())) + "-12:" + image.hex();
+}
+
+void add_kernel_argument(std::vector<std::string>& words, const std::string& arg) {
+  size_t eq = arg.find('=');
+  std::string key = eq == std::string::npos ? arg : arg.substr(0, eq + 1);
+  for (std::string& word : words) {
+    if (word.starts_with(key)) {
+      word = arg;
+      return;
+    }
+  }
+  words.push_back(arg);
+}
+
+BootEntry prepare_boot(const Repository& repo, std::string_view name,
+                       const BootEntryOptions& options) {
+  BootEntry entry;
+  entry.image = image_id(repo, name, /*bootable=*/true);
+  // The boot files: the bootable variant has /boot emptied, the plain image still has them.
+  erofs::Image image = open_image_reader(repo, image_id(repo, name, false).hex());
+  refuse_other_boot_resources(image, name);
+
+  std::vector<std::string> kernels;
+  for (const std::string& kver : list_dir(image, kModulesDir))
+    if (is_regular(image, std::string(kModulesDir) + "/" + kver + "/vmlinuz"))
+      kernels.push_back(kver);
+  if (kernels.empty())
+    throw Error(std::string(name) + ": the image has no kernel (no " + std::string(kModulesDir) +
+                "/<kver>/vmlinuz)");
+  if (options.kernel_version) {
+    if (std::find(kernels.begin(), kernels.end(), *options.kernel_version) == kernels.end())
+      throw Error(std::string(name) + ": no kernel " + *options.kernel_version + " in " +
+                  std::string(kModulesDir) + " (the image has " + kernels.front() +
+                  (kernels.size() > 1 ? " and " + std::to_string(kernels.size() - 1) + " more"
+                                      : std::string()) +
+                  ")");
+    entry.kernel_version = *options.kernel_version;
+  } else {
+    entry.kernel_version = kernels.front();
+  }
+  const std::string source_dir = std::string(kModulesDir) + "/" + entry.kernel_version;
+  if (!is_regular(image, source_dir + "/initramfs.img"))
+    throw Error(std::string(name) + ": kernel " + entry.kernel_version + " has no initramfs (" +
+                source_dir + "/initramfs.img)");
+
+  const std::string id = options.entry_id.value_or(entry.kernel_version);
+  validate_entry_id(id);
+
+  std::vector<std::string> words{composefs_kernel_argument(entry.image, !repo.secure())};
+  for (const std::string& arg : options.kernel_arguments) {
+    if (arg.empty() || std::any_of(arg.begin(), arg.end(),
+                                   [](char c) { return c == '\n' || c == '\r' || c == '\0'; }))
+      throw Error("kernel argument '" + arg + "' is empty or holds a line break");
+    add_kernel_argument(words, arg);
+  }
+  for (const std::string& word : words) entry.options += (entry.options.empty() ? "" : " ") + word;
+
+  const std::string files_dir = options.bootdir + "/" + id;
+  const std::string entries_dir = options.bootdir + "/loader/entries";
+  make_dirs(files_dir);
+  make_dirs(entries_dir);
+  entry.kernel_path = files_dir + "/vmlinuz";
+  entry.initramfs_path = files_dir + "/initramfs.img";
+  entry.entry_path = entries_dir + "/" + id + ".conf";
+  copy_out(repo, image, source_dir + "/vmlinuz", entry.kernel_path);
+  copy_out(repo, image, source_dir + "/initramfs.img", entry.initramfs_path);
+  sync_dir(files_dir);
+
+  std::string text = "# Written by cfs for " + std::string(name) + " (composefs image " +
+                     entry.image.hex() + ")\n";
+  text += "title " + pretty_name(repo, image).value_or("composefs " + entry.kernel_version) + "\n";
+  text += "version " + entry.kernel_version + "\n";
+  text += "linux /" + id + "/vmlinuz\n";
+  text += "initrd /" + id + "/initramfs.img\n";
+  text += "options " + entry.options + "\n";
+  write_text_file(entry.entry_path, text);
+  sync_dir(entries_dir);
+  return entry;
+}
+
+}  // namespace cfs::store::oci

@@ -1,0 +1,233 @@
+// oci prepare-boot: BLS entries for bootable images (store/include/cfs/store/oci_boot.h). The
+// VM smoke tests boot such an entry (vm/run-smoke, scenario bootc).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "cfs/error.h"
+#include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "cfs/store/oci.h"
+#include "cfs/store/oci_boot.h"
+#include "cfs/store/repository.h"
+#include "oci_fixture.h"
+#include "testdata.h"
+
+namespace cfs::test::oci {
+namespace {
+
+namespace fs = std::filesystem;
+namespace so = cfs::store::oci;
+using store::Repository;
+
+// An OS image whose kernels live in /usr/lib/modules (the bootc convention): two kernel
+// versions, an os-release, and whatever extra lines the caller adds.
+std::vector<Layer> os_layers(const std::string& extra = "") {
+  std::vector<Layer> layers = base_image_layers();
+  std::string text =
+      "/ 0 40755 2 0 0 0 1700000000.0 - - -\n"
+      "/usr 0 40755 2 0 0 0 1700000000.0 - - -\n"
+      "/usr/lib 0 40755 2 0 0 0 1700000007.0 - - -\n"
+      "/usr/lib/os-release 80 100644 1 0 0 0 1700000007.0 - - -\n"
+      "/usr/lib/modules 0 40755 2 0 0 0 1700000007.0 - - -\n";
+  for (const char* kver : {"6.12.0-2", "6.1.0-9"}) {
+    std::string dir = std::string("/usr/lib/modules/") + kver;
+    text += dir + " 0 40755 2 0 0 0 1700000007.0 - - -\n";
+    text += dir + "/vmlinuz 300000 100644 1 0 0 0 1700000007.0 - - -\n";
+    text += dir + "/initramfs.img 200000 100600 1 0 0 0 1700000007.0 - - -\n";
+  }
+  layers.push_back(dump_layer(text + extra));
+  return layers;
+}
+
+class OciBootTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store::InitOptions o;
+    o.insecure = true;
+    o.algorithm = HashAlgorithm::sha256;
+    Repository::init(repo_path, o);
+  }
+
+  void pull(const std::vector<Layer>& layers, const std::string& tag, bool bootable = true) {
+    LayoutBuilder b(layout);
+    b.add_image(layers, tag);
+    Repository repo = Repository::open(repo_path);
+    so::PullOptions options;
+    options.bootable = bootable;
+    so::pull(repo, "oci:" + layout + ":" + tag, tag, options);
+  }
+
+  std::string error_of(const std::string& tag, const so::BootEntryOptions& options) {
+    Repository repo = Repository::open(repo_path);
+    try {
+      so::prepare_boot(repo, tag, options);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+
+  // Every file below the boot directory, relative.
+  std::vector<std::string> boot_files() {
+    std::vector<std::string> out;
+    if (!fs::exists(bootdir)) return out;
+    for (const auto& e : fs::recursive_directory_iterator(bootdir))
+      if (!e.is_directory()) out.push_back(fs::relative(e.path(), bootdir));
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  TempDir tmp;
+  std::string layout = tmp / "layout";
+  std::string repo_path = tmp / "repo";
+  std::string bootdir = tmp / "boot";
+};
+
+TEST_F(OciBootTest, WritesTheEntryAndFilesOfTheFirstKernel) {
+  pull(os_layers(), "os");
+  Repository repo = Repository::open(repo_path);
+  const Digest boot_id = so::image_id(repo, "os", true);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.kernel_arguments = {"rw", "console=ttyS0", "console=hvc0"};
+  so::BootEntry entry = so::prepare_boot(repo, "os", options);
+
+  // composefs-rs' choice: the first kernel by byte order ("6.1.0-9" < "6.12.0-2").
+  EXPECT_EQ(entry.kernel_version, "6.1.0-9");
+  EXPECT_EQ(entry.image, boot_id);
+  const std::string karg = "composefs.digest=?v1-sha256-12:" + boot_id.hex();
+  // A later argument with the same key replaces the earlier one.
+  EXPECT_EQ(entry.options, karg + " rw console=hvc0");
+  EXPECT_EQ(boot_files(), (std::vector<std::string>{"6.1.0-9/initramfs.img", "6.1.0-9/vmlinuz",
+                                                    "loader/entries/6.1.0-9.conf"}));
+  EXPECT_TRUE(read_file(bootdir + "/6.1.0-9/vmlinuz") ==
+              file_content("/usr/lib/modules/6.1.0-9/vmlinuz", 300000));
+  EXPECT_TRUE(read_file(bootdir + "/6.1.0-9/initramfs.img") ==
+              file_content("/usr/lib/modules/6.1.0-9/initramfs.img", 200000));
+  // The generated os-release bytes have no PRETTY_NAME line: the title falls back.
+  EXPECT_EQ(read_file(entry.entry_path), "# Written by cfs for os (composefs image " +
+                                             boot_id.hex() +
+                                             ")\n"
+                                             "title composefs 6.1.0-9\n"
+                                             "version 6.1.0-9\n"
+                                             "linux /6.1.0-9/vmlinuz\n"
+                                             "initrd /6.1.0-9/initramfs.img\n"
+                                             "options " +
+                                             karg + " rw console=hvc0\n");
+}
+
+TEST_F(OciBootTest, EntryIdKernelVersionAndTitle) {
+  pull(os_layers("/etc 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/etc/os-release 32 100644 1 0 0 0 1700000007.0 - "
+                 "NAME=x\\x0aPRETTY_NAME=\"Test\\x20OS\\x2012\"\\x0a -\n"),
+       "os");
+  Repository repo = Repository::open(repo_path);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.entry_id = "test-os";
+  options.kernel_version = "6.12.0-2";
+  so::BootEntry entry = so::prepare_boot(repo, "os", options);
+  EXPECT_EQ(entry.entry_path, bootdir + "/loader/entries/test-os.conf");
+  std::string text = read_file(entry.entry_path);
+  // /usr/lib/os-release (generated bytes, no PRETTY_NAME) is read first, then /etc/os-release.
+  EXPECT_NE(text.find("\ntitle Test OS 12\nversion 6.12.0-2\nlinux /test-os/vmlinuz\n"
+                      "initrd /test-os/initramfs.img\n"),
+            std::string::npos)
+      << text;
+  EXPECT_TRUE(read_file(bootdir + "/test-os/vmlinuz") ==
+              file_content("/usr/lib/modules/6.12.0-2/vmlinuz", 300000));
+  // Writing the same entry again replaces it in place.
+  so::prepare_boot(repo, "os", options);
+  EXPECT_EQ(boot_files(), (std::vector<std::string>{"loader/entries/test-os.conf",
+                                                    "test-os/initramfs.img", "test-os/vmlinuz"}));
+}
+
+TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  pull(os_layers(), "plain", /*bootable=*/false);
+  EXPECT_NE(error_of("plain", options).find("bootable"), std::string::npos)
+      << error_of("plain", options);
+
+  pull(os_layers(), "os");
+  options.kernel_version = "9.9";
+  EXPECT_NE(error_of("os", options).find("no kernel 9.9 in /usr/lib/modules"), std::string::npos)
+      << error_of("os", options);
+  options.kernel_version.reset();
+  for (const char* bad : {"a/b", "..", "with space", ""}) {
+    options.entry_id = bad;
+    EXPECT_NE(error_of("os", options).find("is not a plain file name"), std::string::npos) << bad;
+  }
+  options.entry_id.reset();
+  options.kernel_arguments = {"a\nb"};
+  EXPECT_NE(error_of("os", options).find("holds a line break"), std::string::npos);
+  options.kernel_arguments.clear();
+
+  // Images with their own boot entries or UKIs (composefs-rs would prefer those).
+  pull(bootable_image_layers(1), "uki");
+  EXPECT_NE(error_of("uki", options).find("carries a unified kernel image (/boot/EFI/Linux/"),
+            std::string::npos)
+      << error_of("uki", options);
+  pull(os_layers("/boot 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/boot/loader 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/boot/loader/entries 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/boot/loader/entries/x.conf 6 100644 1 0 0 0 1700000007.0 - title\\x0a -\n"),
+       "bls");
+  EXPECT_NE(error_of("bls", options).find("its own BLS entries (/boot/loader/entries/x.conf)"),
+            std::string::npos);
+  // A kernel without an initramfs.
+  pull({dump_layer("/ 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib/modules 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib/modules/6.1 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib/modules/6.1/vmlinuz 1000 100644 1 0 0 0 1700000000.0 - - -\n")},
+       "noinitrd");
+  EXPECT_NE(error_of("noinitrd", options)
+                .find("kernel 6.1 has no initramfs (/usr/lib/modules/6.1/initramfs.img)"),
+            std::string::npos);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+
+  // A damaged kernel object: refused, and the boot directory gets no entry and no temporary.
+  {
+    Repository repo = Repository::open(repo_path);
+    std::string kernel = file_content("/usr/lib/modules/6.1.0-9/vmlinuz", 300000);
+    std::string object = repo_path + "/objects/" + fsverity_digest(kernel).object_path();
+    ASSERT_TRUE(fs::exists(object));
+    fs::permissions(object, fs::perms::owner_write, fs::perm_options::add);
+    kernel[1000] ^= 1;
+    write_file(object, kernel);
+  }
+  EXPECT_NE(error_of("os", options).find("does not match the digest the image records"),
+            std::string::npos)
+      << error_of("os", options);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+}
+
+TEST_F(OciBootTest, Cli) {
+  pull(os_layers(), "os");
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+  std::string out;
+  ASSERT_EQ(run(quote(cfsctl) + " --repo " + quote(repo_path) + " oci prepare-boot os --bootdir " +
+                    quote(bootdir) + " --entry-id e1 --cmdline rw --cmdline quiet 2>&1",
+                &out),
+            0)
+      << out;
+  std::string id = trim([&] {
+    std::string s;
+    run(quote(cfsctl) + " --repo " + quote(repo_path) + " oci image-id os --bootable", &s);
+    return s;
+  }());
+  EXPECT_EQ(out, "entry " + bootdir + "/loader/entries/e1.conf\nkernel 6.1.0-9 " + bootdir +
+                     "/e1/vmlinuz\ninitramfs " + bootdir + "/e1/initramfs.img\noptions " +
+                     "composefs.digest=?v1-sha256-12:" + id + " rw quiet\n");
+  ASSERT_EQ(
+      run(quote(cfsctl) + " --repo " + quote(repo_path) + " oci prepare-boot nosuch 2>&1", &out),
+      1);
+  EXPECT_NE(out.find("nosuch"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace cfs::test::oci
