@@ -3,7 +3,10 @@
 # cfs code involved, so it also checks cfs against an independent producer).
 #
 #   make-sample-layout.sh OUTDIR [--layers N] [--size-mib M] [--compress gzip|zstd|none]
-#                         [--tag NAME]
+#                         [--tag NAME] [--from DIR]
+#
+# --from DIR: one layer holding DIR as it is (owners, modes and mtimes kept) instead of the
+# generated content.
 #
 # Layer 1 is a small base system (/usr, /etc, /run, /bin -> usr/bin, a hardlink, a
 # setcap-style xattr is not needed); layers 2..N carry M MiB of file data between them
@@ -16,13 +19,15 @@ layers=3
 size_mib=16
 compress=gzip
 tag=latest
+from=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --layers) layers=$2; shift 2 ;;
     --size-mib) size_mib=$2; shift 2 ;;
     --compress) compress=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --from) from=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "make-sample-layout: unknown option $1" >&2; exit 2 ;;
     *) out=$1; shift ;;
   esac
@@ -99,10 +104,20 @@ case "$compress" in gzip) media="$media+gzip" ;; zstd) media="$media+zstd" ;; es
 
 layer_json=""
 diff_json=""
+if [ -n "$from" ]; then
+  [ -d "$from" ] || { echo "make-sample-layout: --from $from: not a directory" >&2; exit 2; }
+  layers=1
+fi
 for i in $(seq 1 "$layers"); do
-  tree="$work/l$i"
-  make_layer_tree "$i" "$tree"
-  tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner --format=posix \
+  if [ -n "$from" ]; then
+    tree=$from
+    tar_opts=()
+  else
+    tree="$work/l$i"
+    make_layer_tree "$i" "$tree"
+    tar_opts=(--mtime=@1700000000 --owner=0 --group=0)
+  fi
+  tar --sort=name "${tar_opts[@]}" --numeric-owner --format=posix \
     --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
     -C "$tree" -cf "$work/l$i.tar" .
   compress_blob "$work/l$i.tar" "$work/l$i.blob"
@@ -110,7 +125,8 @@ for i in $(seq 1 "$layers"); do
   dig=$(sha256sum < "$work/l$i.blob" | cut -d' ' -f1)
   size=$(stat -c %s "$work/l$i.blob")
   mv "$work/l$i.blob" "$out/blobs/sha256/$dig"
-  rm -rf "$tree" "$work/l$i.tar"
+  [ -n "$from" ] || rm -rf "$tree"
+  rm -f "$work/l$i.tar"
   layer_json="$layer_json${layer_json:+,}{\"mediaType\":\"$media\",\"digest\":\"sha256:$dig\",\"size\":$size}"
   diff_json="$diff_json${diff_json:+,}\"sha256:$diff\""
 done
