@@ -10,7 +10,7 @@ packages="
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev clang-format
   erofs-utils attr e2fsprogs util-linux skopeo
-  qemu-system-x86 busybox-static cpio kmod xz-utils initramfs-tools systemd udev
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd initramfs-tools systemd udev
 "
 
 missing=""
