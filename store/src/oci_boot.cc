@@ -202,9 +202,9 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 BootEntry prepare_boot(const Repository& repo, std::string_view name,
                        const BootEntryOptions& options) {
   BootEntry entry;
-  entry.image = image_id(repo, name, /*bootable=*/true);
+  entry.image = image_id(repo, name, /*bootable=*/true, options.xattrs);
   // The boot files: the bootable variant has /boot emptied, the plain image still has them.
-  erofs::Image image = open_image_reader(repo, image_id(repo, name, false).hex());
+  erofs::Image image = open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
   refuse_other_boot_resources(image, name);
 
   std::vector<std::string> kernels;

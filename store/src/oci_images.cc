@@ -327,15 +327,25 @@ void untag_image(Repository& repo, std::string_view tag) {
   }
 }
 
-Digest image_id(const Repository& repo, std::string_view name, bool bootable) {
+Digest image_id(const Repository& repo, std::string_view name, bool bootable, XattrMode mode) {
   ImageRefs r = load(repo, name);
   SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
-  std::string ref = image_ref_name(bootable);
+  std::string ref = image_ref_name(bootable, mode);
   const Digest* d = config_stream.find_named_ref(ref);
-  if (!d)
+  if (!d) {
+    std::string flags = std::string(bootable ? " --bootable" : "") +
+                        (mode == XattrMode::keep_user_xattrs ? " --xattrs keep-user-xattrs" : "");
     throw Error(repo.path() + ": image '" + std::string(name) + "' has no " + ref +
-                (bootable ? " (pull it again with --bootable)" : " (pull it again)"));
+                " (pull it again" + (flags.empty() ? "" : " with" + flags) + ")");
+  }
   return *d;
+}
+
+XattrMode parse_xattr_mode(std::string_view name) {
+  if (name == "allowlist-only") return XattrMode::allowlist_only;
+  if (name == "keep-user-xattrs") return XattrMode::keep_user_xattrs;
+  throw Error("unknown xattr mode '" + std::string(name) +
+              "' (expected allowlist-only or keep-user-xattrs)");
 }
 
 erofs::Tree image_tree(const Repository& repo, std::string_view name, bool bootable,

@@ -495,6 +495,38 @@ TEST_F(OciTest, CliPullImagesGc) {
   EXPECT_EQ(count_files(repo_path + "/objects"), 0u);
 }
 
+// --xattrs keep-user-xattrs: a second image variant (composefs-rs' ref name) that keeps user.*,
+// stored next to the default one in the same config stream; both survive gc through the tag.
+TEST_F(OciTest, CliXattrModes) {
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl --repo " + repo_path + " ";
+  LayoutBuilder b(layout);
+  b.add_image(base_image_layers(), "base");
+  std::string out;
+  ASSERT_EQ(run(cfsctl + "init --insecure >/dev/null"), 0);
+  ASSERT_EQ(run(cfsctl + "oci pull -q --xattrs keep-user-xattrs oci:" + layout + ":base t 2>&1",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(run(cfsctl + "oci image-id t 2>&1", &out), 0);
+  EXPECT_NE(out.find("has no composefs.image.v1 (pull it again)"), std::string::npos) << out;
+  std::string keep;
+  ASSERT_EQ(run(cfsctl + "oci image-id t --xattrs keep-user-xattrs", &keep), 0);
+  ASSERT_EQ(run(cfsctl + "oci pull -q oci:" + layout + ":base t 2>&1", &out), 0) << out;
+  std::string plain;
+  ASSERT_EQ(run(cfsctl + "oci image-id t", &plain), 0);
+  EXPECT_NE(plain, keep);
+  EXPECT_EQ(run(cfsctl + "oci image-id t --xattrs keep-user-xattrs", &out), 0);
+  EXPECT_EQ(out, keep) << "the other variant stays referenced after the second pull";
+  ASSERT_EQ(run(cfsctl + "gc >/dev/null"), 0);
+  ASSERT_EQ(run(cfsctl + "dump " + trim(keep) + " | grep '^/usr/bin/ping '", &out), 0);
+  EXPECT_NE(out.find("user.note=dropped"), std::string::npos) << out;
+  ASSERT_EQ(run(cfsctl + "dump " + trim(plain) + " | grep '^/usr/bin/ping '", &out), 0);
+  EXPECT_EQ(out.find("user.note"), std::string::npos) << out;
+  EXPECT_NE(run(cfsctl + "oci image-id t --xattrs all 2>&1", &out), 0);
+  EXPECT_NE(out.find("--xattrs"), std::string::npos) << out;
+  ASSERT_EQ(run(cfsctl + "oci fsck t", &out), 0) << out;
+}
+
 TEST_F(OciTest, SampleLayoutScriptPulls) {
   std::string script = std::string(CFS_TESTDATA) + "/../oci/make-sample-layout.sh";
   std::string out;

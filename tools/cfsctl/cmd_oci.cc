@@ -51,9 +51,18 @@ std::string human_bytes(uint64_t n) {
   return buf;
 }
 
+// --xattrs: which xattrs the composefs images keep (composefs-rs' modes).
+void add_xattrs_option(CLI::App* cmd, std::string& mode, const std::string& what) {
+  cmd->add_option("--xattrs", mode,
+                  what + ": allowlist-only (security.capability) or keep-user-xattrs (also user.*)")
+      ->check(CLI::IsMember({"allowlist-only", "keep-user-xattrs"}))
+      ->capture_default_str();
+}
+
 struct PullArgs {
   std::string source;
   std::string tag;
+  std::string xattrs = "allowlist-only";
   bool bootable = false;
   bool quiet = false;
   unsigned threads = 0;
@@ -64,6 +73,7 @@ void run_pull(const PullArgs& args, const GlobalOptions& global) {
   oci::PullOptions options;
   options.bootable = args.bootable;
   options.threads = args.threads;
+  options.xattrs = oci::parse_xattr_mode(args.xattrs);
   bool tty = ::isatty(STDERR_FILENO) == 1;
   auto last = std::chrono::steady_clock::time_point{};
   if (!args.quiet) {
@@ -158,6 +168,7 @@ std::string self_dir() {
 struct MountArgs {
   std::string name;
   std::string mountpoint;
+  std::string xattrs = "allowlist-only";
   bool bootable = false;
   bool fuse = false;
 };
@@ -166,7 +177,7 @@ void run_mount(const MountArgs& args, const GlobalOptions& global) {
   std::string id;
   {
     store::Repository repo = store::Repository::open(require_repo(global, "mount"));
-    id = oci::image_id(repo, args.name, args.bootable).hex();
+    id = oci::image_id(repo, args.name, args.bootable, oci::parse_xattr_mode(args.xattrs)).hex();
   }
   std::string dir = self_dir();
   std::string kernel = dir + "/cfs-mount";
@@ -238,6 +249,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   pull_cmd->add_flag("--bootable", pull->bootable,
                      "Also build the boot image (/boot, /sysroot emptied; SELinux relabel)");
   pull_cmd->add_flag("-q,--quiet", pull->quiet, "No progress output");
+  add_xattrs_option(pull_cmd, pull->xattrs, "Xattrs the images keep");
   pull_cmd->add_option("--threads", pull->threads, "Parallel layer imports (default: CPUs)");
   pull_cmd->callback([pull, &global] { run_pull(*pull, global); });
 
@@ -273,14 +285,21 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
     oci::untag_image(repo, *untag);
   });
 
-  auto id = std::make_shared<std::pair<std::string, bool>>();
+  struct ImageIdArgs {
+    std::string name;
+    bool bootable = false;
+    std::string xattrs = "allowlist-only";
+  };
+  auto id = std::make_shared<ImageIdArgs>();
   CLI::App* id_cmd =
       oci_cmd->add_subcommand("image-id", "Print the composefs image id stored at pull");
-  id_cmd->add_option("IMAGE", id->first, "Tag or @sha256:…")->required();
-  id_cmd->add_flag("--bootable", id->second, "The boot image's id");
+  id_cmd->add_option("IMAGE", id->name, "Tag or @sha256:…")->required();
+  id_cmd->add_flag("--bootable", id->bootable, "The boot image's id");
+  add_xattrs_option(id_cmd, id->xattrs, "The image variant pulled with");
   id_cmd->callback([id, &global] {
     store::Repository repo = store::Repository::open(require_repo(global, "image-id"));
-    print(oci::image_id(repo, id->first, id->second).hex() + "\n");
+    print(oci::image_id(repo, id->name, id->bootable, oci::parse_xattr_mode(id->xattrs)).hex() +
+          "\n");
   });
 
   auto mount = std::make_shared<MountArgs>();
@@ -290,12 +309,14 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   mount_cmd->add_option("MOUNTPOINT", mount->mountpoint, "Existing directory")->required();
   mount_cmd->add_flag("--bootable", mount->bootable, "Mount the boot image");
   mount_cmd->add_flag("--fuse", mount->fuse, "Use cfs-fuse even as root");
+  add_xattrs_option(mount_cmd, mount->xattrs, "The image variant pulled with");
   mount_cmd->callback([mount, &global] { run_mount(*mount, global); });
 
   struct PrepareBootArgs {
     std::string name;
     oci::BootEntryOptions options;
     std::string entry_id, kernel_version;
+    std::string xattrs = "allowlist-only";
   };
   auto boot = std::make_shared<PrepareBootArgs>();
   CLI::App* boot_cmd = oci_cmd->add_subcommand(
@@ -311,11 +332,13 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
                        "Kernel to use when the image has several (default: the first by name)");
   boot_cmd->add_option("--cmdline", boot->options.kernel_arguments,
                        "Kernel argument after the composefs one; repeatable");
+  add_xattrs_option(boot_cmd, boot->xattrs, "The image variant pulled with");
   boot_cmd->callback([boot, &global] {
     store::Repository repo = store::Repository::open(require_repo(global, "prepare-boot"));
     oci::BootEntryOptions options = boot->options;
     if (!boot->entry_id.empty()) options.entry_id = boot->entry_id;
     if (!boot->kernel_version.empty()) options.kernel_version = boot->kernel_version;
+    options.xattrs = oci::parse_xattr_mode(boot->xattrs);
     oci::BootEntry entry = oci::prepare_boot(repo, boot->name, options);
     print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " +
           entry.kernel_path + "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options +

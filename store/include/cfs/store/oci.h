@@ -102,7 +102,10 @@ void untag_image(Repository& repo, std::string_view tag);
 
 // The EROFS image id stored at pull (throws if the image was pulled without --bootable and
 // the boot image is asked for).
-Digest image_id(const Repository& repo, std::string_view name, bool bootable = false);
+Digest image_id(const Repository& repo, std::string_view name, bool bootable = false,
+                XattrMode mode = XattrMode::allowlist_only);
+// "allowlist-only" / "keep-user-xattrs" (composefs-rs' names); throws for anything else.
+XattrMode parse_xattr_mode(std::string_view name);
 
 // The merged, transformed tree of a stored image (the EROFS image's content), for tests
 // and dumps.

@@ -18,15 +18,17 @@
 #include <vector>
 
 #include "cfs/digest.h"
+#include "cfs/store/oci_tree.h"
 #include "cfs/store/repository.h"
 
 namespace cfs::store::oci {
 
 struct BootEntryOptions {
   std::string bootdir = "/boot";
-  std::optional<std::string> entry_id;        // default: the kernel version
-  std::optional<std::string> kernel_version;  // default: the first in byte order (composefs-rs)
-  std::vector<std::string> kernel_arguments;  // added after the composefs argument
+  std::optional<std::string> entry_id;           // default: the kernel version
+  std::optional<std::string> kernel_version;     // default: the first in byte order (composefs-rs)
+  std::vector<std::string> kernel_arguments;     // added after the composefs argument
+  XattrMode xattrs = XattrMode::allowlist_only;  // which variant of the image to boot
 };
 
 struct BootEntry {
