@@ -23,6 +23,13 @@ VerityEnable enable_verity(int fd, HashAlgorithm alg, const std::string& what) {
     case ENOTTY:
     case EOPNOTSUPP:
       return VerityEnable::unsupported;
+    case ENOPKG: {
+      // fs-verity is there, the hash is not (e.g. sha512 built as a module that is not loaded).
+      std::string name(algorithm_name(alg));
+      throw Error(what + ": enabling fs-verity: the kernel has no " + name +
+                  " implementation loaded (modprobe " + name + ", or use a " +
+                  (alg == HashAlgorithm::sha512 ? "sha256" : "sha512") + " repository)");
+    }
     default:
       throw_errno(what + ": enabling fs-verity");
   }
