@@ -242,6 +242,10 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   }
   for (const std::string& word : words) entry.options += (entry.options.empty() ? "" : " ") + word;
 
+  // The boot partition must exist: a mistyped --bootdir is an error, not a new directory.
+  struct stat st;
+  if (::stat(options.bootdir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    throw Error(options.bootdir + ": no such directory (the boot partition's root, --bootdir)");
   const std::string files_dir = options.bootdir + "/" + id;
   const std::string entries_dir = options.bootdir + "/loader/entries";
   make_dirs(files_dir);

@@ -44,6 +44,7 @@ std::vector<Layer> os_layers(const std::string& extra = "") {
 class OciBootTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    fs::create_directories(bootdir);
     store::InitOptions o;
     o.insecure = true;
     o.algorithm = HashAlgorithm::sha256;
@@ -72,7 +73,6 @@ class OciBootTest : public ::testing::Test {
   // Every file below the boot directory, relative.
   std::vector<std::string> boot_files() {
     std::vector<std::string> out;
-    if (!fs::exists(bootdir)) return out;
     for (const auto& e : fs::recursive_directory_iterator(bootdir))
       if (!e.is_directory()) out.push_back(fs::relative(e.path(), bootdir));
     std::sort(out.begin(), out.end());
@@ -152,6 +152,11 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
       << error_of("plain", options);
 
   pull(os_layers(), "os");
+  options.bootdir = tmp / "no-such-boot";
+  EXPECT_NE(error_of("os", options).find("no-such-boot: no such directory"), std::string::npos)
+      << error_of("os", options);
+  EXPECT_FALSE(fs::exists(tmp / "no-such-boot"));
+  options.bootdir = bootdir;
   options.kernel_version = "9.9";
   EXPECT_NE(error_of("os", options).find("no kernel 9.9 in /usr/lib/modules"), std::string::npos)
       << error_of("os", options);
