@@ -1,7 +1,6 @@
 #include "fsutil.h"
 
 #include <fcntl.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <array>
@@ -112,24 +111,6 @@ unsigned char entry_type(int dirfd, const std::string& name, unsigned char repor
   auto st = lstat_at(dirfd, name, what);
   if (!st) return DT_UNKNOWN;
   return static_cast<unsigned char>(IFTODT(st->st_mode));
-}
-
-std::string random_suffix() {
-  static constexpr std::string_view kAlphabet =
-      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  std::array<unsigned char, 12> bytes;
-  size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("getrandom");
-    }
-    got += static_cast<size_t>(n);
-  }
-  std::string out;
-  for (unsigned char b : bytes) out += kAlphabet[b % kAlphabet.size()];
-  return out;
 }
 
 }  // namespace cfs::store::detail

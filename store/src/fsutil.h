@@ -43,9 +43,6 @@ void for_each_entry(int dirfd, const std::string& what,
 unsigned char entry_type(int dirfd, const std::string& name, unsigned char reported,
                          const std::string& what);
 
-// 12 random alphanumeric characters for temporary names (getrandom, not a global PRNG).
-std::string random_suffix();
-
 // Joins a directory description and an entry for messages ("streams" + "x" -> "streams/x").
 inline std::string join(std::string_view dir, std::string_view name) {
   std::string out(dir);

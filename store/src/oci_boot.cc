@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <array>
-#include <filesystem>
 
+#include "cfs/atomic_file.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/error.h"
 #include "cfs/fd.h"
@@ -142,42 +142,11 @@ void copy_out(const Repository& repo, const erofs::Image& image, const std::stri
               const std::string& dest) {
   std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
   if (!inode || !inode->is_reg()) throw Error(image.name() + ": " + path + " is not a file");
-  std::string temp = dest + ".cfs-tmp";
-  UniqueFd out = open_file(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  try {
-    FdSink sink(out.get(), temp);
-    read_image_file(repo, image, *inode, path, sink);
-    sink.flush();
-    detail::fsync_or_throw(out.get(), temp);
-    if (::rename(temp.c_str(), dest.c_str()) < 0) throw_errno(dest);
-  } catch (...) {
-    ::unlink(temp.c_str());
-    throw;
-  }
-}
-
-void write_text_file(const std::string& dest, const std::string& text) {
-  std::string temp = dest + ".cfs-tmp";
-  UniqueFd out = open_file(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  try {
-    write_all(out.get(), std::as_bytes(std::span(text)), temp);
-    detail::fsync_or_throw(out.get(), temp);
-    if (::rename(temp.c_str(), dest.c_str()) < 0) throw_errno(dest);
-  } catch (...) {
-    ::unlink(temp.c_str());
-    throw;
-  }
-}
-
-void make_dirs(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) throw Error(path + ": " + ec.message());
-}
-
-void sync_dir(const std::string& path) {
-  UniqueFd dir = open_file(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  detail::fsync_or_throw(dir.get(), path);
+  AtomicFile out(dest, 0644);
+  FdSink sink(out.fd(), dest);
+  read_image_file(repo, image, *inode, path, sink);
+  sink.flush();
+  out.commit();
 }
 
 }  // namespace
@@ -246,16 +215,17 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   struct stat st;
   if (::stat(options.bootdir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     throw Error(options.bootdir + ": no such directory (the boot partition's root, --bootdir)");
+  UniqueFd bootdir = detail::open_dir_at(AT_FDCWD, options.bootdir, options.bootdir);
   const std::string files_dir = options.bootdir + "/" + id;
   const std::string entries_dir = options.bootdir + "/loader/entries";
-  make_dirs(files_dir);
-  make_dirs(entries_dir);
+  UniqueFd files_fd = detail::make_dirs_at(bootdir.get(), id, files_dir);
+  UniqueFd entries_fd = detail::make_dirs_at(bootdir.get(), "loader/entries", entries_dir);
   entry.kernel_path = files_dir + "/vmlinuz";
   entry.initramfs_path = files_dir + "/initramfs.img";
   entry.entry_path = entries_dir + "/" + id + ".conf";
   copy_out(repo, image, source_dir + "/vmlinuz", entry.kernel_path);
   copy_out(repo, image, source_dir + "/initramfs.img", entry.initramfs_path);
-  sync_dir(files_dir);
+  detail::fsync_or_throw(files_fd.get(), files_dir);
 
   std::string text = "# Written by cfs for " + std::string(name) + " (composefs image " +
                      entry.image.hex() + ")\n";
@@ -264,8 +234,10 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   text += "linux /" + id + "/vmlinuz\n";
   text += "initrd /" + id + "/initramfs.img\n";
   text += "options " + entry.options + "\n";
-  write_text_file(entry.entry_path, text);
-  sync_dir(entries_dir);
+  AtomicFile conf(entry.entry_path, 0644);
+  write_all(conf.fd(), std::as_bytes(std::span(text)), entry.entry_path);
+  conf.commit();
+  detail::fsync_or_throw(entries_fd.get(), entries_dir);
   return entry;
 }
 

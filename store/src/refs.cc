@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "cfs/atomic_file.h"
 #include "cfs/error.h"
 #include "fsutil.h"
 
@@ -73,7 +74,7 @@ void replace_symlink_at(int dirfd, const std::string& name, const std::string& t
   if (::symlinkat(target.c_str(), dirfd, name.c_str()) == 0) return;
   if (errno != EEXIST) throw_errno(what + ": creating symlink");
   if (detail::read_link_at(dirfd, name) == target) return;
-  std::string temp = ".symlink-" + detail::random_suffix();
+  std::string temp = ".symlink-" + random_suffix();
   if (::symlinkat(target.c_str(), dirfd, temp.c_str()) < 0)
     throw_errno(what + ": creating temporary symlink");
   if (::renameat(dirfd, temp.c_str(), dirfd, name.c_str()) < 0) {

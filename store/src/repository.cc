@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cfs/atomic_file.h"
 #include "cfs/error.h"
 #include "cfs/fsverity.h"
 #include "cfs/store/refs.h"
@@ -53,7 +54,7 @@ UniqueFd open_tmpfile(int dirfd, unsigned mode, const std::string& what) {
 UniqueFd create_named_temp(int dirfd, const std::string& prefix, std::string& name, unsigned mode,
                            const std::string& what) {
   for (int attempt = 0;; ++attempt) {
-    name = prefix + detail::random_suffix();
+    name = prefix + random_suffix();
     int fd = ::openat(dirfd, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd >= 0) return UniqueFd(fd);
     if (errno != EEXIST || attempt > 8) throw_errno(what + ": creating " + name);
@@ -162,7 +163,7 @@ struct Repository::State {
       }
       // Replacing needs a name to rename from.
       for (;;) {
-        p.temp_name = ".tmp-object-" + detail::random_suffix();
+        p.temp_name = ".tmp-object-" + random_suffix();
         if (link_tmpfile(p.fd.get(), objects.get(), p.temp_name, w)) break;
       }
     }

@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <random>
 #include <vector>
 
+#include "cfs/atomic_file.h"
 #include "cfs/error.h"
 #include "cfs/fsverity.h"
 
@@ -37,15 +37,6 @@ int parse_dropin_args(CLI::App& app, std::string_view tool, int argc, char** arg
 
 namespace {
 
-std::string random_suffix() {
-  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  std::random_device rd;
-  std::uniform_int_distribution<size_t> pick(0, sizeof kChars - 2);
-  std::string s(6, 'x');
-  for (char& c : s) c = kChars[pick(rd)];
-  return s;
-}
-
 // Removes a temporary file unless release() was called.
 class UnlinkGuard {
  public:
@@ -61,12 +52,6 @@ class UnlinkGuard {
   int dirfd_;
   std::string name_;
 };
-
-void fsync_and_close(UniqueFd& fd, const std::string& what) {
-  if (::fsync(fd.get()) < 0) throw_errno(what + ": fsync");
-  // close(2) can report delayed write errors (NFS), so do not leave it to the destructor.
-  if (::close(fd.release()) < 0) throw_errno(what + ": close");
-}
 
 // Data copy for the object store: reflink when the filesystem allows it, else an in-kernel
 // copy, else plain reads and writes.
@@ -116,44 +101,6 @@ void try_enable_verity(int dirfd, const std::string& name) {
 }
 
 }  // namespace
-
-UniqueFd create_unique_file(int dirfd, const std::string& prefix, unsigned mode, std::string& name,
-                            const std::string& what) {
-  for (int attempt = 0; attempt < 100; attempt++) {
-    name = prefix + random_suffix();
-    int fd = ::openat(dirfd, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd >= 0) return UniqueFd(fd);
-    if (errno != EEXIST) throw_errno(what + ": creating temporary file");
-  }
-  throw Error(what + ": cannot find a free temporary file name");
-}
-
-AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path)) {
-  size_t slash = path_.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
-  std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
-  if (base.empty() || base == "." || base == "..")
-    throw Error(path_ + ": not a valid file name for the output");
-  std::string name;
-  UniqueFd dirfd;
-  try {
-    dirfd = open_file(dir, O_PATH | O_DIRECTORY);
-  } catch (const SystemError& e) {
-    throw Error(path_ + ": cannot create a file in its directory: " + e.what());
-  }
-  fd_ = create_unique_file(dirfd.get(), "." + base + ".tmp", mode, name, path_);
-  temp_path_ = (slash == std::string::npos ? "" : dir) + name;
-}
-
-AtomicFile::~AtomicFile() {
-  if (!committed_) ::unlink(temp_path_.c_str());
-}
-
-void AtomicFile::commit() {
-  fsync_and_close(fd_, path_);
-  if (::rename(temp_path_.c_str(), path_.c_str()) < 0) throw_errno(path_);
-  committed_ = true;
-}
 
 Digest hash_file_exact(int fd, uint64_t size, const std::string& path) {
   FsVerityHasher hasher;

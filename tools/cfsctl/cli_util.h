@@ -24,34 +24,6 @@ class DiscardSink : public OutputSink {
   void write(std::span<const std::byte>) override {}
 };
 
-// A file that appears under its final name only when commit() succeeds: data goes to a
-// temporary file in the same directory, which is fsynced and renamed over the target. If
-// the object dies uncommitted (an error was thrown), the temporary file is removed, so a
-// failed run never leaves a partial file behind.
-class AtomicFile {
- public:
-  // mode is the permission of the new file before the umask, as open(2) takes it.
-  explicit AtomicFile(std::string path, unsigned mode = 0666);
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-  ~AtomicFile();
-
-  int fd() const noexcept { return fd_.get(); }
-  const std::string& path() const noexcept { return path_; }
-  void commit();
-
- private:
-  std::string path_;
-  std::string temp_path_;
-  UniqueFd fd_;
-  bool committed_ = false;
-};
-
-// Creates a file with a unique name "<prefix>XXXXXX" (O_EXCL, random suffix) relative to
-// dirfd. Returns the fd and sets name to the chosen name.
-UniqueFd create_unique_file(int dirfd, const std::string& prefix, unsigned mode, std::string& name,
-                            const std::string& what);
-
 // The fs-verity digest of exactly `size` bytes read from fd at offset 0; throws if the file
 // is shorter or longer (it changed after it was stat'ed).
 Digest hash_file_exact(int fd, uint64_t size, const std::string& path);

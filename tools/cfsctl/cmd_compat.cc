@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cfs/atomic_file.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/erofs/scan.h"
