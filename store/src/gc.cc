@@ -36,19 +36,13 @@ class Collector {
 
   void mark_roots(const std::vector<std::string>& extra_roots) {
     for (const std::string& root : extra_roots) mark_extra_root(root);
-    detail::walk_refs(
-        dirfd_, repo_.path(), "images", [&](const std::string&, const std::string& link) {
-          auto entry = detail::resolve_ref_chain(dirfd_, link);
-          if (!entry || !entry->starts_with("images/")) return;
-          if (auto id = Digest::from_hex(entry->substr(7), alg_); id && image_entries_.count(*id))
-            mark_image(*id);
-        });
-    detail::walk_refs(dirfd_, repo_.path(), "streams",
-                      [&](const std::string&, const std::string& link) {
-                        auto entry = detail::resolve_ref_chain(dirfd_, link);
-                        if (!entry || !entry->starts_with("streams/")) return;
-                        mark_stream_entry(entry->substr(8));
-                      });
+    for (const char* ns : {"images", "streams"}) {
+      detail::walk_refs(dirfd_, repo_.path(), ns, [&](const std::string&, const std::string& link) {
+        // A ref names an entry of its own namespace.
+        auto entry = detail::resolve_ref_chain(dirfd_, link);
+        if (entry && entry->starts_with(std::string(ns) + "/")) mark_entry(*entry);
+      });
+    }
     drain();
     // An image entry whose object is live for another reason (e.g. a stream's named ref
     // points to it) stays, so its files must stay too.
@@ -131,31 +125,30 @@ class Collector {
   }
 
  private:
-  void mark_extra_root(const std::string& root) {
-    bool found = false;
-    if (auto id = Digest::from_hex(root, alg_); id && image_entries_.count(*id)) {
+  // A first-level entry ("images/<hex>" or "streams/<name>"): marks it if it exists.
+  bool mark_entry(const std::string& entry) {
+    if (entry.starts_with("images/")) {
+      auto id = Digest::from_hex(entry.substr(7), alg_);
+      if (!id || !image_entries_.count(*id)) return false;
       mark_image(*id);
-      found = true;
+      return true;
     }
-    if (stream_entries_.count(root)) {
-      mark_stream_entry(root);
-      found = true;
+    if (entry.starts_with("streams/") && stream_entries_.count(entry.substr(8))) {
+      mark_stream_entry(entry.substr(8));
+      return true;
     }
+    return false;
+  }
+
+  void mark_extra_root(const std::string& root) {
+    bool found = mark_entry("images/" + root);
+    found |= mark_entry("streams/" + root);
     // Ref names: resolve_ref_chain refuses links that leave the repository.
     bool plain = !root.empty() && root.front() != '/' && root.find("..") == std::string::npos;
     for (const char* ns : {"images", "streams"}) {
       if (!plain) break;
-      auto entry = detail::resolve_ref_chain(dirfd_, std::string(ns) + "/refs/" + root);
-      if (!entry) continue;
-      if (entry->starts_with("images/")) {
-        if (auto id = Digest::from_hex(entry->substr(7), alg_); id && image_entries_.count(*id)) {
-          mark_image(*id);
-          found = true;
-        }
-      } else if (entry->starts_with("streams/") && stream_entries_.count(entry->substr(8))) {
-        mark_stream_entry(entry->substr(8));
-        found = true;
-      }
+      if (auto entry = detail::resolve_ref_chain(dirfd_, std::string(ns) + "/refs/" + root))
+        found |= mark_entry(*entry);
     }
     if (!found)
       throw Error(repo_.path() + ": gc root \"" + root +
