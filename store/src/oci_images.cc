@@ -1,5 +1,4 @@
 // Stored OCI images: EROFS generation, config/manifest streams, tags, inspection, fsck.
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include "cfs/output.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/refs.h"
+#include "fsutil.h"
 #include "oci_internal.h"
 #include "oci_util.h"
 
@@ -272,20 +272,12 @@ namespace {
 
 std::vector<std::string> tag_names(const Repository& repo) {
   std::vector<std::string> tags;
-  int fd = ::openat(repo.dirfd(), std::string(kTagDir).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return tags;
-    throw_errno(repo.path() + "/" + std::string(kTagDir));
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
-  if (!dir) {
-    ::close(fd);
-    throw_errno(repo.path() + "/" + std::string(kTagDir));
-  }
-  while (dirent* e = ::readdir(dir.get())) {
-    if (e->d_name[0] == '.') continue;
-    tags.push_back(decode_tag(e->d_name));
-  }
+  const std::string what = repo.path() + "/" + std::string(kTagDir);
+  UniqueFd dir = detail::open_dir_if_exists(repo.dirfd(), std::string(kTagDir), what);
+  if (!dir) return tags;
+  detail::for_each_entry(dir.get(), what, [&](const std::string& name, unsigned char) {
+    if (!name.starts_with('.')) tags.push_back(decode_tag(name));
+  });
   std::sort(tags.begin(), tags.end());
   return tags;
 }
