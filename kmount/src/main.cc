@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cfs/error.h"
@@ -95,7 +96,27 @@ int run_mount(int argc, char** argv) {
 }
 
 // mount(8) calls: mount.composefs SOURCE TARGET [-sfnv] [-N namespace] [-o OPTIONS] [-t TYPE]
+constexpr std::string_view kHelperUsage =
+    "usage: mount.composefs [-t composefs] [-fnsv] -o OPTIONS IMAGE MOUNTPOINT\n"
+    "OPTIONS (comma-separated, \\ escapes a comma in a value):\n"
+    "  basedir=DIR[:DIR...]   object directories (required)\n"
+    "  digest=HEX             fs-verity digest the image must have (implies verity)\n"
+    "  verity | tryverity     require / use fs-verity on the objects\n"
+    "  upperdir=D,workdir=W   writable overlay (both or neither)\n"
+    "  idmap=/proc/PID/ns/user  idmapped mount\n"
+    "  ro | rw\n"
+    "  -f fake (parse only)  -v verbose  -s -n accepted and ignored\n"
+    "See mount.composefs(8).\n";
+
 int run_helper(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) {
+    std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kHelperUsage;
+      return 0;
+    }
+    if (arg == "-o" || arg == "-t" || arg == "-N") i++;
+  }
   std::vector<std::string> positional;
   std::string opts;
   bool verbose = false, fake = false;
@@ -104,8 +125,8 @@ int run_helper(int argc, char** argv) {
     if ((arg == "-o" || arg == "-t" || arg == "-N") && i + 1 < argc) {
       if (arg == "-o") opts += (opts.empty() ? "" : ",") + std::string(argv[i + 1]);
       if (arg == "-t" && std::string_view(argv[i + 1]) != "composefs")
-        throw cfs::Error(std::string("mount.composefs: unexpected filesystem type ") + argv[i + 1]);
-      if (arg == "-N") throw cfs::Error("mount.composefs: -N (namespace) is not supported");
+        throw cfs::Error(std::string("unexpected filesystem type ") + argv[i + 1]);
+      if (arg == "-N") throw cfs::Error("-N (namespace) is not supported");
       i++;
     } else if (arg.size() > 1 && arg[0] == '-') {
       for (char c : arg.substr(1)) {
@@ -114,16 +135,13 @@ int run_helper(int argc, char** argv) {
         else if (c == 'f')
           fake = true;
         else if (c != 's' && c != 'n')
-          throw cfs::Error(std::string("mount.composefs: unknown flag -") + c);
+          throw cfs::Error(std::string("unknown flag -") + c + " (-h for usage)");
       }
     } else {
       positional.emplace_back(arg);
     }
   }
-  if (positional.size() != 2)
-    throw cfs::Error(
-        "usage: mount.composefs IMAGE MOUNTPOINT -o basedir=DIR[,digest=HEX,verity,"
-        "tryverity,upperdir=D,workdir=W,idmap=NS,ro,rw]");
+  if (positional.size() != 2) throw cfs::Error("expected IMAGE and MOUNTPOINT (-h for usage)");
   MountOptions options;
   options.overrides = KernelOverrides::from_environment();
   apply_composefs_options(opts, &options);

@@ -38,17 +38,19 @@ DigestCheck check_digest(int fd, const Digest& expected, bool kernel_only,
   std::optional<Digest> actual = measure_kernel_verity(fd, what);
   if (!actual) {
     if (kernel_only)
-      throw Error(what +
-                  ": has no fs-verity, but verity is required (a digest computed in userspace "
-                  "would not protect later reads); enable fs-verity on it or mount with "
-                  "--verity try/off");
+      throw Error(
+          what +
+          ": Image has no fs-verity, but verity is required (a digest computed in userspace "
+          "would not protect later reads); enable fs-verity on it or mount with "
+          "--verity try/off");
     if (::lseek(fd, 0, SEEK_SET) < 0) throw_errno(what);
     actual = fsverity_digest_fd(fd, expected.algorithm(), what);
     how = DigestCheck::userspace;
   }
   if (*actual != expected) {
     std::string measured = how == DigestCheck::kernel ? "kernel-measured" : "computed";
-    throw Error(what + ": fs-verity digest mismatch: expected " +
+    // "Image has wrong fs-verity" is C mount.composefs's wording, which scripts grep for.
+    throw Error(what + ": Image has wrong fs-verity: expected " +
                 std::string(algorithm_name(expected.algorithm())) + ":" + expected.hex() + ", " +
                 measured + " " + std::string(algorithm_name(actual->algorithm())) + ":" +
                 actual->hex() + "; refusing to mount");

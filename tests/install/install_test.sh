@@ -9,6 +9,12 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
 test -f "$work/prefix/include/cfs/erofs/dumpfile.h"
 test -f "$work/prefix/lib/pkgconfig/cfs.pc"
+for page in man1/cfsctl.1 man5/composefs-dump.5 man8/mount.composefs.8 man8/cfs-mount.8; do
+  test -f "$work/prefix/share/man/$page"
+done
+for name in cfsctl mkcomposefs composefs-info; do
+  test -e "$work/prefix/share/bash-completion/completions/$name"
+done
 
 # A sanitized build installs sanitized libraries: the consumers must link the runtimes too.
 sanitize=$(sed -n 's/^CFS_SANITIZE:STRING=//p' "$build/CMakeCache.txt")

@@ -85,6 +85,19 @@ TEST_F(KmountTest, BinaryIsStatic) {
   }
 }
 
+TEST_F(KmountTest, HelperPrintsUsage) {
+  // mount.composefs -h is the usage (C's helper has it), not an "unknown flag" error.
+  for (const char* flag : {"-h", "--help"}) {
+    std::string out;
+    ASSERT_EQ(run(binary_path("mount.composefs") + " " + flag + " 2>&1", &out), 0) << out;
+    EXPECT_EQ(out.rfind("usage: mount.composefs", 0), 0u) << out;
+    EXPECT_NE(out.find("basedir="), std::string::npos) << out;
+  }
+  std::string out;
+  EXPECT_NE(run(binary_path("mount.composefs") + " -x img mnt 2>&1", &out), 0);
+  EXPECT_EQ(out, "mount.composefs: unknown flag -x (-h for usage)\n");
+}
+
 TEST_F(KmountTest, DefaultPathOnThisKernelIsDetachedFdTier) {
   RunResult r = mount_file();
   ASSERT_EQ(r.status, 0) << r.output;
@@ -180,7 +193,7 @@ TEST_F(KmountTest, MountByIdAndRefFromRepository) {
   }
   r = run_tool("--repo " + repo + " " + image.digest.hex() + " " + mnt);
   EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.output.find("fs-verity digest mismatch"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Image has wrong fs-verity"), std::string::npos) << r.output;
   image.path = tampered;  // for the loop-device check in TearDown
 }
 
@@ -206,7 +219,7 @@ TEST_F(KmountTest, DigestIsCheckedBeforeMounting) {
   for (const char* env : {"", "CFS_MOUNT_FORCE_LOOP=1"}) {
     r = mount_file("--digest " + wrong, env);
     EXPECT_NE(r.status, 0);
-    EXPECT_NE(r.output.find("fs-verity digest mismatch: expected sha256:" + wrong),
+    EXPECT_NE(r.output.find("Image has wrong fs-verity: expected sha256:" + wrong),
               std::string::npos)
         << r.output;
     EXPECT_NE(r.output.find("refusing to mount"), std::string::npos) << r.output;
