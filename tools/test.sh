@@ -39,7 +39,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 # --- end of ASan + UBSan ---
 
 # --- VM smoke tests (vm/run-smoke, see README "VM smoke tests"); skipped by CFS_TEST_QUICK=1 ---
-echo "== VM smoke tests: Debian 6.1 and 6.12 kernels under qemu"
+echo "== VM smoke tests: Debian 5.10, 6.1, 6.12 and the newest 7.x kernel under qemu"
 CFS_BUILD_DIR=build ./vm/run-smoke
 # --- end of VM smoke tests ---
 

@@ -39,6 +39,9 @@ int run_mount(int argc, char** argv) {
   app.add_flag("--rw", writable, "mount writable (needs --upperdir and --workdir)");
   app.add_option("--idmap", idmap, "idmap the image through this user namespace file");
   app.add_flag("-v,--verbose", verbose, "print how the mount was made");
+  bool allow_missing = false;
+  app.add_flag("--allow-missing-objects", allow_missing,
+               "mount even when objects the image names are missing (their reads fail)");
   app.footer(
       "Subcommand: cfs-mount setup-root [--cmdline FILE] [--sysroot DIR] [--config FILE]\n"
       "Test overrides (environment): CFS_MOUNT_FORCE_TIER=fd|string|legacy-dataonly|"
@@ -52,6 +55,7 @@ int run_mount(int argc, char** argv) {
   options.workdir = workdir;
   options.writable = writable;
   options.idmap_userns = idmap;
+  options.check_objects = !allow_missing;
   if (!digest_hex.empty()) {
     options.expected_digest = cfs::Digest::from_hex(digest_hex);
     if (!options.expected_digest)
@@ -105,6 +109,7 @@ constexpr std::string_view kHelperUsage =
     "  upperdir=D,workdir=W   writable overlay (both or neither)\n"
     "  idmap=/proc/PID/ns/user  idmapped mount\n"
     "  ro | rw\n"
+    "  allow_missing_objects  mount although objects the image names are missing\n"
     "  -f fake (parse only)  -v verbose  -s -n accepted and ignored\n"
     "See mount.composefs(8).\n";
 

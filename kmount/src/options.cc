@@ -84,6 +84,9 @@ void apply_composefs_options(std::string_view text, MountOptions* options) {
     } else if (key == "idmap") {
       need_value();
       options->idmap_userns = value;
+    } else if (key == "allow_missing_objects") {
+      no_value();
+      options->check_objects = false;
     } else if (key == "ro") {
       no_value();
       options->writable = false;

@@ -12,6 +12,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <cstddef>
+
+#include "cfs/erofs/format.h"
+#include "cfs/erofs/reader.h"
 #include "cfs/error.h"
 #include "cfs/fd.h"
 #include "cfs/fsverity.h"
@@ -353,16 +357,58 @@ TEST_F(KmountTest, ClearErrorsAndNothingLeftBehind) {
   }
 }
 
-TEST_F(KmountTest, MissingObjectFailsTheReadNotTheMount) {
+TEST_F(KmountTest, MissingObjectIsAMountTimeErrorNamingIt) {
+  std::string object_path = cfs::fsverity_digest_file(src + "/big").object_path();
+  ASSERT_TRUE(fs::remove(image.objects + "/" + object_path));
+  RunResult r = mount_file();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(": 1 of 3 objects the image names are in no object directory: " +
+                          object_path + " (mount anyway with --allow-missing-objects"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(mounts_below(dir.path()).empty());
+  // The same through the mount(8) helper's option parsing.
+  std::string out;
+  EXPECT_NE(run(binary_path("mount.composefs") + " -o basedir=" + image.objects + " " + image.path +
+                    " " + mnt + " 2>&1",
+                &out),
+            0);
+  EXPECT_NE(out.find(object_path), std::string::npos) << out;
+}
+
+TEST_F(KmountTest, MissingObjectsAllowedFailTheReadNotTheMount) {
   std::string object = image.objects + "/" + cfs::fsverity_digest_file(src + "/big").object_path();
   ASSERT_TRUE(fs::remove(object));
-  RunResult r = mount_file();
+  RunResult r = mount_file("--allow-missing-objects");
   ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("objects=3(unchecked)"), std::string::npos) << r.output;
   std::string result = read_or_errno(mnt + "/big");
   // overlayfs looks the object up lazily at open: ENOENT ("lazy lowerdata lookup failed").
   EXPECT_EQ(result, "errno " + std::to_string(ENOENT));
   EXPECT_EQ(read_or_errno(mnt + "/small"), "inline content\n");
   unmount();
+}
+
+TEST_F(KmountTest, ImageTheStrictReaderRefusesNeverReachesTheKernel) {
+  // A directory's nlink off by one: the kernel would mount it as it is; the reader names the
+  // path and the rule, and nothing is mounted.
+  std::string bytes = cfs::read_file(image.path);
+  cfs::erofs::Image reader = cfs::erofs::Image::from_bytes(bytes, image.path);
+  cfs::erofs::InodeInfo root = reader.root();
+  cfs::erofs::Superblock sb;
+  std::memcpy(&sb, bytes.data() + cfs::erofs::kSuperblockOffset, sizeof sb);
+  // nids count 32-byte slots from meta_blkaddr; i_nlink's low byte is bumped.
+  size_t nlink_offset = uint64_t{sb.meta_blkaddr.get()} * cfs::erofs::kBlockSize +
+                        root.nid * cfs::erofs::kInodeSlotSize +
+                        (root.extended ? offsetof(cfs::erofs::InodeExtended, i_nlink)
+                                       : offsetof(cfs::erofs::InodeCompact, i_nlink));
+  bytes[nlink_offset] = static_cast<char>(bytes[nlink_offset] + 1);
+  { std::ofstream(image.path, std::ios::binary | std::ios::trunc) << bytes; }
+  RunResult r = mount_file();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(image.path + ": /: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("nlink"), std::string::npos) << r.output;
+  EXPECT_TRUE(mounts_below(dir.path()).empty());
 }
 
 TEST_F(KmountTest, MountComposefsHelperThroughMount8) {

@@ -62,6 +62,10 @@ struct MountOptions {
   bool writable = false;
   // A user-namespace file (/proc/PID/ns/user): the EROFS layer is idmapped through it.
   std::string idmap_userns;
+  // Every image is validated by the strict reader before the kernel sees it; this also
+  // requires every object it names to be in one of object_dirs. Off: objects may arrive later
+  // (reads of a missing one fail with EIO then).
+  bool check_objects = true;
   KernelOverrides overrides;
 };
 
@@ -76,13 +80,19 @@ struct MountReport {
   DigestCheck digest_check = DigestCheck::none;
   bool verity_applied = false;         // verity=require was accepted by overlayfs
   std::vector<std::string> fallbacks;  // why earlier tiers/paths were abandoned
+  uint64_t validated_inodes = 0;       // inodes the strict reader walked before mounting
+  uint64_t objects = 0;                // distinct objects the image names
+  bool objects_checked = false;        // each was found in an object directory
+  double validation_ms = 0;            // the strict reader's walk
+  double object_check_ms = 0;          // looking the objects up
 
   std::string summary() const;
 };
 
-// Mounts IMAGE (a composefs/EROFS image file) on TARGET (an existing directory). Throws
-// cfs::Error naming the image or directory and the problem; on failure nothing stays mounted,
-// no loop device stays bound and no temporary directory is left behind.
+// Mounts IMAGE (a composefs/EROFS image file) on TARGET (an existing directory), after the
+// strict reader has validated all of it (and, unless check_objects is off, found every object
+// it names). Throws cfs::Error naming the image or directory and the problem; on failure nothing
+// stays mounted, no loop device stays bound and no temporary directory is left behind.
 MountReport mount_image(const std::string& image, const std::string& target,
                         const MountOptions& options);
 
