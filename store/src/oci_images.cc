@@ -7,11 +7,13 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "cfs/output.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/refs.h"
 #include "fsutil.h"
+#include "json_util.h"
 #include "oci_internal.h"
 #include "oci_util.h"
 
@@ -32,8 +34,27 @@ class EntryCollector : public TarHandler {
   const std::function<void(const TarEntry&)>& fn_;
 };
 
+// Collects a stream that holds a JSON document, refusing to grow past the documents' limit:
+// a stored manifest or config is as untrusted as the image it came with.
+class BoundedSink : public OutputSink {
+ public:
+  explicit BoundedSink(std::string what) : what_(std::move(what)) {}
+  using OutputSink::write;
+  void write(std::span<const std::byte> data) override {
+    if (data.size() > kMaxJsonDocument - out_.size())
+      throw Error(what_ + ": larger than the JSON document limit of " +
+                  std::to_string(kMaxJsonDocument) + " bytes");
+    out_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  std::string& str() noexcept { return out_; }
+
+ private:
+  std::string what_;
+  std::string out_;
+};
+
 std::string stream_bytes(const Repository& repo, const std::string& name) {
-  StringSink sink;
+  BoundedSink sink(repo.path() + ": " + name);
   repo.cat_stream(name, sink);
   return std::move(sink.str());
 }
@@ -72,11 +93,7 @@ std::string digest_of_content_id(const std::string& id, std::string_view prefix)
 }
 
 json parse(std::string_view text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  return parse_json_bounded(text, what);
 }
 
 std::string config_digest_of(const json& manifest, const std::string& what) {
@@ -168,6 +185,13 @@ void validate_tag(std::string_view tag) {
     throw Error("image tag '" + std::string(tag) + "' starts with '@' (reserved for @sha256:…)");
   if (tag.find('\0') != std::string_view::npos) throw Error("image tag contains a NUL byte");
   validate_ref_name("oci/" + encode_tag(tag), "image tag");
+}
+
+void validate_new_tag(std::string_view tag) {
+  validate_tag(tag);
+  if (!is_valid_utf8(tag) || has_control_chars(tag))
+    throw Error("image tag '" + escape_for_log(tag) +
+                "' is not valid UTF-8 or holds control characters");
 }
 
 void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
@@ -290,17 +314,25 @@ std::vector<ImageSummary> list_images(const Repository& repo) {
   return out;
 }
 
+// Both return the stored bytes only after parsing them (bounded): callers such as
+// 'oci inspect' embed them in their own JSON output as they are.
 std::string manifest_json(const Repository& repo, std::string_view name) {
-  return stream_bytes(repo, manifest_content_id(repo, name));
+  std::string id = manifest_content_id(repo, name);
+  std::string bytes = stream_bytes(repo, id);
+  (void)parse(bytes, repo.path() + ": " + id);
+  return bytes;
 }
 
 std::string config_json(const Repository& repo, std::string_view name) {
-  return stream_bytes(repo, "oci-config-" + load(repo, name).config_digest);
+  std::string id = "oci-config-" + load(repo, name).config_digest;
+  std::string bytes = stream_bytes(repo, id);
+  (void)parse(bytes, repo.path() + ": " + id);
+  return bytes;
 }
 
 void tag_image(Repository& repo, std::string_view target, std::string_view tag) {
   repo.require_writable();
-  validate_tag(tag);
+  validate_new_tag(tag);
   std::string id;
   if (target.starts_with("sha256:"))
     id = manifest_content_id(repo, "@" + std::string(target));

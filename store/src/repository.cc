@@ -452,7 +452,8 @@ Repository Repository::open(const std::string& path, LockMode lock) {
   int meta_fd = ::openat(s->dir.get(), "meta.json", O_RDONLY | O_CLOEXEC);
   if (meta_fd >= 0) {
     UniqueFd meta(meta_fd);
-    s->meta = parse_meta(read_fd(meta.get(), s->what("meta.json")), s->what("meta.json"));
+    s->meta = parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson),
+                         s->what("meta.json"));
     s->secure =
         detail::measure_verity(meta.get(), s->meta.algorithm, s->what("meta.json")).has_value();
     if (!s->objects) throw Error(s->what("objects") + ": missing (repository is incomplete)");
