@@ -78,13 +78,15 @@ std::string manifest_content_id(const Repository& repo, std::string_view name) {
   std::string target(4096, '\0');
   ssize_t n = ::readlinkat(repo.dirfd(), link.c_str(), target.data(), target.size());
   if (n < 0) {
-    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(name) + "'");
+    if (errno == ENOENT)
+      throw Error(repo.path() + ": no image tagged '" + escape_for_log(name) + "'");
     throw_errno(repo.path() + "/" + link);
   }
   target.resize(static_cast<size_t>(n));
   std::string id = content_id_from_link(target);
   if (!id.starts_with("oci-manifest-sha256:"))
-    throw Error(repo.path() + "/" + link + ": does not point at an OCI manifest stream");
+    throw Error(repo.path() + "/" + escape_for_log(link) +
+                ": does not point at an OCI manifest stream");
   return id;
 }
 
@@ -182,7 +184,7 @@ std::string decode_tag(std::string_view encoded) {
 void validate_tag(std::string_view tag) {
   if (tag.empty()) throw Error("empty image tag");
   if (tag.starts_with('@'))
-    throw Error("image tag '" + std::string(tag) + "' starts with '@' (reserved for @sha256:…)");
+    throw Error("image tag '" + escape_for_log(tag) + "' starts with '@' (reserved for @sha256:…)");
   if (tag.find('\0') != std::string_view::npos) throw Error("image tag contains a NUL byte");
   validate_ref_name("oci/" + encode_tag(tag), "image tag");
 }
@@ -346,7 +348,8 @@ void untag_image(Repository& repo, std::string_view tag) {
   validate_tag(tag);
   std::string link = std::string(kTagDir) + "/" + encode_tag(tag);
   if (::unlinkat(repo.dirfd(), link.c_str(), 0) < 0) {
-    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(tag) + "'");
+    if (errno == ENOENT)
+      throw Error(repo.path() + ": no image tagged '" + escape_for_log(tag) + "'");
     throw_errno(repo.path() + "/" + link);
   }
 }
@@ -359,7 +362,7 @@ Digest image_id(const Repository& repo, std::string_view name, bool bootable, Xa
   if (!d) {
     std::string flags = std::string(bootable ? " --bootable" : "") +
                         (mode == XattrMode::keep_user_xattrs ? " --xattrs keep-user-xattrs" : "");
-    throw Error(repo.path() + ": image '" + std::string(name) + "' has no " + ref +
+    throw Error(repo.path() + ": image '" + escape_for_log(name) + "' has no " + ref +
                 " (pull it again" + (flags.empty() ? "" : " with" + flags) + ")");
   }
   return *d;
@@ -368,7 +371,7 @@ Digest image_id(const Repository& repo, std::string_view name, bool bootable, Xa
 XattrMode parse_xattr_mode(std::string_view name) {
   if (name == "allowlist-only") return XattrMode::allowlist_only;
   if (name == "keep-user-xattrs") return XattrMode::keep_user_xattrs;
-  throw Error("unknown xattr mode '" + std::string(name) +
+  throw Error("unknown xattr mode '" + escape_for_log(name) +
               "' (expected allowlist-only or keep-user-xattrs)");
 }
 

@@ -14,6 +14,7 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/store/images.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/oci_source.h"
@@ -58,7 +59,7 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   std::string mt = json_string(m, "mediaType", "", what);
   if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
                          mt != "application/vnd.docker.distribution.manifest.v2+json"))
-    throw Error(what + ": not an image manifest (mediaType '" + mt + "')");
+    throw Error(what + ": not an image manifest (mediaType '" + escape_for_log(mt) + "')");
   if (!m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
     throw Error(what + ": manifest without config and layers");
   auto descriptor = [&](const json& j) {
@@ -74,8 +75,8 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   for (const json& l : m["layers"]) {
     Descriptor d = descriptor(l);
     if (!is_tar_layer(d.media_type))
-      throw Error(what + ": layer " + d.digest + " has media type '" + d.media_type +
-                  "', not a tar layer");
+      throw Error(what + ": layer " + d.digest + " has media type '" +
+                  escape_for_log(d.media_type) + "', not a tar layer");
     img.layers.push_back(std::move(d));
   }
   img.manifest = std::move(bytes);
