@@ -399,7 +399,7 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
   for (const std::string& n : names) {
     ++report.images_checked;
     auto error = [&](const std::string& kind, const std::string& detail) {
-      report.errors.push_back(kind + ": " + n + ": " + detail);
+      report.errors.push_back(kind + ": " + escape_for_log(n) + ": " + detail);
     };
     std::string manifest_id;
     try {

@@ -355,6 +355,14 @@ TEST(RepoCli, JsonOutputSurvivesNonUtf8Names) {
   EXPECT_EQ(r.out.find("terminate called"), std::string::npos) << r.out;
   j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
+
+  // fsck messages name the file escaped, in JSON and in the text report alike.
+  test::write_file(tmp / "repo/objects/a\x1b[2J\nfake", "stray");
+  r = cfsctl("--repo " + repo + " fsck");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("objects/\\xff\\xfe: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("objects/a\\x1b[2J\\x0afake: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
 }
 
 TEST(RepoCli, UnreadableSourceFileLeavesRepositoryConsistent) {
