@@ -151,9 +151,10 @@ void run_inspect(const InspectArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "inspect"));
   if (args.manifest) return print(oci::manifest_json(repo, args.name) + "\n");
   if (args.config) return print(oci::config_json(repo, args.name) + "\n");
-  // The stored documents are spliced in as they are: inspect() has parsed both (bounded in
-  // size and depth, so they are valid JSON), and re-serialising them would cost time and
-  // memory in proportion to their nesting and could reorder or reformat what the image says.
+  // The stored documents are spliced in as they are: manifest_json() and config_json()
+  // return them only once they parse within the size and depth limits (so they are valid
+  // JSON, and nlohmann accepts only UTF-8 strings), and re-serialising them would cost time
+  // and memory in proportion to their nesting and reformat what the image says.
   std::string summary = json_text(summary_json(oci::inspect(repo, args.name)));
   auto trimmed = [](std::string s) {
     size_t begin = s.find_first_not_of(" \t\r\n");
