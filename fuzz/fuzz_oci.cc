@@ -9,7 +9,9 @@
 // reaching past digest verification.
 //  * pull may only throw cfs::Error;
 //  * a refused pull leaves nothing named: no tag, no stream, no image;
-//  * an accepted pull passes the OCI fsck and its image tree is readable.
+//  * an accepted pull passes the OCI fsck, its image tree is readable, and its stored
+//    manifest and config read back within the JSON limits (depth 128, 16 MiB): seeds
+//    json-depth-* nest past, at and (inside strings) around the depth limit.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -142,6 +144,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (pulled) {
     if (!oci::fsck_images(repo, std::nullopt).ok()) std::abort();
     (void)oci::image_tree(repo, "fuzz", false);
+    (void)oci::manifest_json(repo, "fuzz");
+    (void)oci::config_json(repo, "fuzz");
   } else {
     if (!oci::list_images(repo).empty()) std::abort();
     for (const char* named : {"streams", "images"})

@@ -53,6 +53,10 @@ void write_all(int fd, std::span<const std::byte> data, const std::string& what)
 }
 
 std::string read_fd(int fd, const std::string& what) {
+  return read_fd(fd, what, std::string().max_size());
+}
+
+std::string read_fd(int fd, const std::string& what, size_t limit) {
   std::string out;
   char buf[65536];
   for (;;) {
@@ -62,6 +66,8 @@ std::string read_fd(int fd, const std::string& what) {
       throw_errno(what);
     }
     if (n == 0) break;
+    if (static_cast<size_t>(n) > limit - out.size())
+      throw Error(what + ": larger than " + std::to_string(limit) + " bytes");
     out.append(buf, static_cast<size_t>(n));
   }
   return out;

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 
 namespace cfs::erofs {
@@ -97,7 +98,8 @@ struct DumpfileParser::State {
 
   [[noreturn]] void fail(const std::string& reason) const { fail_at(lineno, reason); }
   [[noreturn]] void fail_at(size_t line, const std::string& reason) const {
-    throw Error(filename + ":" + std::to_string(line) + ": " + reason);
+    // Reasons quote fields of the (untrusted) dumpfile: escaped once here for all of them.
+    throw Error(filename + ":" + std::to_string(line) + ": " + escape_for_log(reason));
   }
 
   // Unescapes a field; '-' means empty when dash_is_empty.

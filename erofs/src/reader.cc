@@ -7,6 +7,7 @@
 #include <variant>
 
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "reader_internal.h"
 
@@ -18,21 +19,9 @@ using detail::load_le;
 
 namespace detail {
 
+// The project's one escaper for untrusted strings (cfs/escape.h).
 std::string printable(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size());
-  for (char c : bytes) {
-    auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f && u != '\\') {
-      out += c;
-    } else {
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    }
-  }
-  return out;
+  return escape_for_log(bytes);
 }
 
 }  // namespace detail

@@ -27,6 +27,7 @@
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/format.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 
 namespace cfs::erofs {
 namespace {
@@ -332,7 +333,8 @@ class ImageWriter {
  private:
   // ---- pass 1: DFS validation ---------------------------------------------------------------
   [[noreturn]] static void fail(const std::string& path, const std::string& what) {
-    throw Error("composefs image: " + path + ": " + what);
+    // Paths and xattr names come from the tree, i.e. from a layer or a dumpfile.
+    throw Error("composefs image: " + escape_for_log(path) + ": " + escape_for_log(what));
   }
 
   void validate_name(const std::string& path, std::string_view name) {

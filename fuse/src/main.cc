@@ -36,8 +36,8 @@ constexpr const char* kUsage =
     "                 DIR/objects (kernel fs-verity required if the repository is secure)\n"
     "  -f             stay in the foreground\n"
     "  -d             foreground with libfuse request tracing\n"
-    "  -o OPTIONS     extra mount options (e.g. allow_other); ro and default_permissions are\n"
-    "                 always set\n"
+    "  -o OPTIONS     extra mount options (e.g. allow_other); ro, nosuid, nodev and\n"
+    "                 default_permissions are always set (rw, suid and dev are refused)\n"
     "  --threads N    idle worker threads kept (default 8)\n"
     "  --splice       splice object data into /dev/fuse (slower here than copying)\n"
     "  --no-passthrough\n"
@@ -47,7 +47,10 @@ constexpr const char* kUsage =
     "\n"
     "Objects not protected by kernel fs-verity are digested in userspace before their\n"
     "first read; a mismatch, a missing object or a redirect that is not an object name\n"
-    "reads as EIO and is logged once per open (stderr with -f, syslog otherwise).\n";
+    "reads as EIO and is logged once per open (stderr with -f, syslog otherwise).\n"
+    "Objects are verified at open: bytes changed in an object file after that reach the\n"
+    "handles already open (with or without passthrough); only fs-verity in the kernel\n"
+    "(a secure repository) rules that out.\n";
 
 // Log lines go to stderr until the server daemonises (stderr is then /dev/null), to syslog
 // after that.
@@ -139,6 +142,11 @@ Args parse_args(int argc, char** argv) {
       std::string_view opt = rest.substr(0, rest.find(','));
       rest.remove_prefix(std::min(rest.size(), opt.size() + 1));
       if (opt == "rw") usage_error("-o rw: composefs images are read-only");
+      // A root server with allow_other would otherwise hand every user the image's setuid
+      // binaries and device nodes: images are data, not trusted system files.
+      if (opt == "suid" || opt == "dev")
+        usage_error("-o " + std::string(opt) +
+                    ": refused; cfs-fuse mounts are always nosuid,nodev");
     }
   }
   if (a.repo && a.basedir) usage_error("--repo and --basedir exclude each other");
@@ -198,9 +206,8 @@ int run(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args = parse_args(argc, argv);
   try {
-    return run(args);
+    return run(parse_args(argc, argv));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cfs-fuse: %s\n", e.what());
     return 1;

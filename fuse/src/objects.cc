@@ -11,6 +11,7 @@
 #include <array>
 #include <cstring>
 
+#include "cfs/escape.h"
 #include "cfs/fsverity.h"
 
 namespace cfs::fuse {
@@ -62,11 +63,12 @@ UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest
   // image author does not vouch for by content.
   std::string_view path = redirect;
   if (!path.starts_with('/'))
-    throw ObjectError(name_ + ": redirect '" + std::string(redirect) + "' is not an object path");
+    throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
+                      "' is not an object path");
   path.remove_prefix(1);
   auto named = Digest::from_object_path(path);
   if (!named || named->object_path() != path)
-    throw ObjectError(name_ + ": redirect '" + std::string(redirect) +
+    throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
                       "' is not a lowercase hex object path");
   if (metacopy && *metacopy != *named)
     throw ObjectError(name_ + "/" + std::string(path) +

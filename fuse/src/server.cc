@@ -436,6 +436,8 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   std::string mount_opts =
       "ro,default_permissions,fsname=" + safe_fsname(options.fsname) + ",subtype=cfs";
   for (const auto& o : options.mount_options) mount_opts += "," + o;
+  // Last, so no earlier option (libfuse applies them in order) can turn them off.
+  mount_opts += ",nosuid,nodev";
   std::vector<std::string> arg_strings = {"cfs-fuse", "-o", mount_opts};
   if (options.debug) arg_strings.push_back("-d");
   std::vector<char*> argv;

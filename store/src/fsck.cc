@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fsverity.h"
 #include "cfs/store/images.h"
 #include "entries.h"
@@ -169,12 +170,13 @@ class Checker {
           return;
         }
         if (!entry->starts_with(std::string(ns) + "/")) {
-          error("broken-symlink", link, "points outside " + std::string(ns) + "/: " + *entry);
+          error("broken-symlink", link,
+                "points outside " + std::string(ns) + "/: " + escape_for_log(*entry));
           ++report_.broken_links;
           return;
         }
         if (!detail::stat_at(dirfd_, *entry, join(repo_.path(), *entry))) {
-          error("broken-symlink", link, "target " + *entry + " does not exist");
+          error("broken-symlink", link, "target " + escape_for_log(*entry) + " does not exist");
           ++report_.broken_links;
         }
       });
@@ -184,7 +186,8 @@ class Checker {
  private:
   void error(const std::string& kind, const std::string& rel, const std::string& detail) {
     std::lock_guard lock(mutex_);
-    report_.errors.push_back(kind + ": " + rel + ": " + detail);
+    // rel holds names read from the repository's directories: escaped for the terminal.
+    report_.errors.push_back(kind + ": " + escape_for_log(rel) + ": " + detail);
   }
 
   bool object_exists(const Digest& id) const {

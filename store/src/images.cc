@@ -5,6 +5,7 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fsverity.h"
 #include "cfs/store/refs.h"
 
@@ -73,8 +74,9 @@ std::vector<Digest> image_objects(const erofs::Image& image, HashAlgorithm alg) 
   for (const std::string& path : image.objects()) {
     auto id = Digest::from_object_path(path);
     if (!id || id->algorithm() != alg) {
-      throw Error(image.name() + ": redirect '" + path + "' is not an object path of the " +
-                  std::string(algorithm_name(alg)) + " repository");
+      throw Error(image.name() + ": redirect '" + escape_for_log(path) +
+                  "' is not an object path of the " + std::string(algorithm_name(alg)) +
+                  " repository");
     }
     out.push_back(*id);
   }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cfs/error.h"
+#include "json_util.h"
 
 namespace cfs::store {
 
@@ -74,12 +75,7 @@ HashAlgorithm parse_algorithm_string(std::string_view s, const std::string& what
 }
 
 RepoMeta parse_meta(std::string_view text, const std::string& what) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(what + ": not valid JSON: " + e.what());
-  }
+  nlohmann::json j = parse_json_bounded(text, what);
   if (!j.is_object()) throw Error(what + ": not a JSON object");
   RepoMeta meta;
   try {

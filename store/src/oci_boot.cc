@@ -10,6 +10,7 @@
 #include "cfs/atomic_file.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "cfs/output.h"
 #include "cfs/store/images.h"
@@ -59,7 +60,7 @@ bool is_regular(const erofs::Image& image, const std::string& path) {
 // those, so an image with any is refused rather than given a different entry.
 void refuse_other_boot_resources(const erofs::Image& image, std::string_view name) {
   auto refuse = [&](const std::string& path, const std::string& what) {
-    throw Error(std::string(name) + ": the image carries " + what + " (" + path +
+    throw Error(escape_for_log(name) + ": the image carries " + what + " (" + escape_for_log(path) +
                 "); cfs writes boot entries only for /usr/lib/modules/<kver>/vmlinuz kernels");
   };
   for (const std::string& entry : list_dir(image, "/boot/loader/entries"))
@@ -72,13 +73,24 @@ void refuse_other_boot_resources(const erofs::Image& image, std::string_view nam
         refuse(std::string(kModulesDir) + "/" + kver + "/" + file, "a unified kernel image");
 }
 
+// A boot entry is line-oriented text read by the boot loader: a line break in any value it
+// takes from the image (or from the command line for it) would end that line and start a
+// key of the image's choosing ("options rd.break ..."), and other control characters would
+// reach the boot menu. Refused, not escaped: the entry must say what the image says.
+void require_entry_text(std::string_view value, const std::string& what) {
+  if (has_control_chars(value) || !is_valid_utf8(value))
+    throw Error(what + " '" + escape_for_log(value) +
+                "' holds control characters or is not valid UTF-8; it cannot go into a boot "
+                "entry");
+}
+
 void validate_entry_id(const std::string& id) {
   bool bad = id.empty() || id == "." || id == ".." || id.size() > 200 ||
              std::any_of(id.begin(), id.end(), [](char c) {
                return c == '/' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
              });
   if (bad)
-    throw Error("boot entry id '" + id +
+    throw Error("boot entry id '" + escape_for_log(id) +
                 "' is not a plain file name (no '/', spaces or control characters)");
 }
 
@@ -181,12 +193,13 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
     if (is_regular(image, std::string(kModulesDir) + "/" + kver + "/vmlinuz"))
       kernels.push_back(kver);
   if (kernels.empty())
-    throw Error(std::string(name) + ": the image has no kernel (no " + std::string(kModulesDir) +
+    throw Error(escape_for_log(name) + ": the image has no kernel (no " + std::string(kModulesDir) +
                 "/<kver>/vmlinuz)");
   if (options.kernel_version) {
     if (std::find(kernels.begin(), kernels.end(), *options.kernel_version) == kernels.end())
-      throw Error(std::string(name) + ": no kernel " + *options.kernel_version + " in " +
-                  std::string(kModulesDir) + " (the image has " + kernels.front() +
+      throw Error(escape_for_log(name) + ": no kernel " + escape_for_log(*options.kernel_version) +
+                  " in " + std::string(kModulesDir) + " (the image has " +
+                  escape_for_log(kernels.front()) +
                   (kernels.size() > 1 ? " and " + std::to_string(kernels.size() - 1) + " more"
                                       : std::string()) +
                   ")");
@@ -194,19 +207,24 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   } else {
     entry.kernel_version = kernels.front();
   }
+  require_entry_text(entry.kernel_version, escape_for_log(name) + ": kernel version (" +
+                                               std::string(kModulesDir) + " entry)");
   const std::string source_dir = std::string(kModulesDir) + "/" + entry.kernel_version;
   if (!is_regular(image, source_dir + "/initramfs.img"))
-    throw Error(std::string(name) + ": kernel " + entry.kernel_version + " has no initramfs (" +
+    throw Error(escape_for_log(name) + ": kernel " + entry.kernel_version + " has no initramfs (" +
                 source_dir + "/initramfs.img)");
 
   const std::string id = options.entry_id.value_or(entry.kernel_version);
   validate_entry_id(id);
+  require_entry_text(id, "boot entry id");
+  require_entry_text(name, "image name");
+  const std::string title = pretty_name(repo, image).value_or("composefs " + entry.kernel_version);
+  require_entry_text(title, escape_for_log(name) + ": os-release PRETTY_NAME");
 
   std::vector<std::string> words{composefs_kernel_argument(entry.image, !repo.secure())};
   for (const std::string& arg : options.kernel_arguments) {
-    if (arg.empty() || std::any_of(arg.begin(), arg.end(),
-                                   [](char c) { return c == '\n' || c == '\r' || c == '\0'; }))
-      throw Error("kernel argument '" + arg + "' is empty or holds a line break");
+    if (arg.empty()) throw Error("a kernel argument is empty");
+    require_entry_text(arg, "kernel argument");
     add_kernel_argument(words, arg);
   }
   for (const std::string& word : words) entry.options += (entry.options.empty() ? "" : " ") + word;
@@ -229,7 +247,7 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
 
   std::string text = "# Written by cfs for " + std::string(name) + " (composefs image " +
                      entry.image.hex() + ")\n";
-  text += "title " + pretty_name(repo, image).value_or("composefs " + entry.kernel_version) + "\n";
+  text += "title " + title + "\n";
   text += "version " + entry.kernel_version + "\n";
   text += "linux /" + id + "/vmlinuz\n";
   text += "initrd /" + id + "/initramfs.img\n";

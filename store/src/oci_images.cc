@@ -7,11 +7,13 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "cfs/output.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/refs.h"
 #include "fsutil.h"
+#include "json_util.h"
 #include "oci_internal.h"
 #include "oci_util.h"
 
@@ -32,8 +34,27 @@ class EntryCollector : public TarHandler {
   const std::function<void(const TarEntry&)>& fn_;
 };
 
+// Collects a stream that holds a JSON document, refusing to grow past the documents' limit:
+// a stored manifest or config is as untrusted as the image it came with.
+class BoundedSink : public OutputSink {
+ public:
+  explicit BoundedSink(std::string what) : what_(std::move(what)) {}
+  using OutputSink::write;
+  void write(std::span<const std::byte> data) override {
+    if (data.size() > kMaxJsonDocument - out_.size())
+      throw Error(what_ + ": larger than the JSON document limit of " +
+                  std::to_string(kMaxJsonDocument) + " bytes");
+    out_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  std::string& str() noexcept { return out_; }
+
+ private:
+  std::string what_;
+  std::string out_;
+};
+
 std::string stream_bytes(const Repository& repo, const std::string& name) {
-  StringSink sink;
+  BoundedSink sink(repo.path() + ": " + name);
   repo.cat_stream(name, sink);
   return std::move(sink.str());
 }
@@ -57,13 +78,15 @@ std::string manifest_content_id(const Repository& repo, std::string_view name) {
   std::string target(4096, '\0');
   ssize_t n = ::readlinkat(repo.dirfd(), link.c_str(), target.data(), target.size());
   if (n < 0) {
-    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(name) + "'");
+    if (errno == ENOENT)
+      throw Error(repo.path() + ": no image tagged '" + escape_for_log(name) + "'");
     throw_errno(repo.path() + "/" + link);
   }
   target.resize(static_cast<size_t>(n));
   std::string id = content_id_from_link(target);
   if (!id.starts_with("oci-manifest-sha256:"))
-    throw Error(repo.path() + "/" + link + ": does not point at an OCI manifest stream");
+    throw Error(repo.path() + "/" + escape_for_log(link) +
+                ": does not point at an OCI manifest stream");
   return id;
 }
 
@@ -72,11 +95,7 @@ std::string digest_of_content_id(const std::string& id, std::string_view prefix)
 }
 
 json parse(std::string_view text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  return parse_json_bounded(text, what);
 }
 
 std::string config_digest_of(const json& manifest, const std::string& what) {
@@ -165,9 +184,16 @@ std::string decode_tag(std::string_view encoded) {
 void validate_tag(std::string_view tag) {
   if (tag.empty()) throw Error("empty image tag");
   if (tag.starts_with('@'))
-    throw Error("image tag '" + std::string(tag) + "' starts with '@' (reserved for @sha256:…)");
+    throw Error("image tag '" + escape_for_log(tag) + "' starts with '@' (reserved for @sha256:…)");
   if (tag.find('\0') != std::string_view::npos) throw Error("image tag contains a NUL byte");
   validate_ref_name("oci/" + encode_tag(tag), "image tag");
+}
+
+void validate_new_tag(std::string_view tag) {
+  validate_tag(tag);
+  if (!is_valid_utf8(tag) || has_control_chars(tag))
+    throw Error("image tag '" + escape_for_log(tag) +
+                "' is not valid UTF-8 or holds control characters");
 }
 
 void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
@@ -290,17 +316,25 @@ std::vector<ImageSummary> list_images(const Repository& repo) {
   return out;
 }
 
+// Both return the stored bytes only after parsing them (bounded): callers such as
+// 'oci inspect' embed them in their own JSON output as they are.
 std::string manifest_json(const Repository& repo, std::string_view name) {
-  return stream_bytes(repo, manifest_content_id(repo, name));
+  std::string id = manifest_content_id(repo, name);
+  std::string bytes = stream_bytes(repo, id);
+  (void)parse(bytes, repo.path() + ": " + id);
+  return bytes;
 }
 
 std::string config_json(const Repository& repo, std::string_view name) {
-  return stream_bytes(repo, "oci-config-" + load(repo, name).config_digest);
+  std::string id = "oci-config-" + load(repo, name).config_digest;
+  std::string bytes = stream_bytes(repo, id);
+  (void)parse(bytes, repo.path() + ": " + id);
+  return bytes;
 }
 
 void tag_image(Repository& repo, std::string_view target, std::string_view tag) {
   repo.require_writable();
-  validate_tag(tag);
+  validate_new_tag(tag);
   std::string id;
   if (target.starts_with("sha256:"))
     id = manifest_content_id(repo, "@" + std::string(target));
@@ -314,7 +348,8 @@ void untag_image(Repository& repo, std::string_view tag) {
   validate_tag(tag);
   std::string link = std::string(kTagDir) + "/" + encode_tag(tag);
   if (::unlinkat(repo.dirfd(), link.c_str(), 0) < 0) {
-    if (errno == ENOENT) throw Error(repo.path() + ": no image tagged '" + std::string(tag) + "'");
+    if (errno == ENOENT)
+      throw Error(repo.path() + ": no image tagged '" + escape_for_log(tag) + "'");
     throw_errno(repo.path() + "/" + link);
   }
 }
@@ -327,7 +362,7 @@ Digest image_id(const Repository& repo, std::string_view name, bool bootable, Xa
   if (!d) {
     std::string flags = std::string(bootable ? " --bootable" : "") +
                         (mode == XattrMode::keep_user_xattrs ? " --xattrs keep-user-xattrs" : "");
-    throw Error(repo.path() + ": image '" + std::string(name) + "' has no " + ref +
+    throw Error(repo.path() + ": image '" + escape_for_log(name) + "' has no " + ref +
                 " (pull it again" + (flags.empty() ? "" : " with" + flags) + ")");
   }
   return *d;
@@ -336,7 +371,7 @@ Digest image_id(const Repository& repo, std::string_view name, bool bootable, Xa
 XattrMode parse_xattr_mode(std::string_view name) {
   if (name == "allowlist-only") return XattrMode::allowlist_only;
   if (name == "keep-user-xattrs") return XattrMode::keep_user_xattrs;
-  throw Error("unknown xattr mode '" + std::string(name) +
+  throw Error("unknown xattr mode '" + escape_for_log(name) +
               "' (expected allowlist-only or keep-user-xattrs)");
 }
 
@@ -364,7 +399,7 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
   for (const std::string& n : names) {
     ++report.images_checked;
     auto error = [&](const std::string& kind, const std::string& detail) {
-      report.errors.push_back(kind + ": " + n + ": " + detail);
+      report.errors.push_back(kind + ": " + escape_for_log(n) + ": " + detail);
     };
     std::string manifest_id;
     try {

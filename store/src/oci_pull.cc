@@ -14,6 +14,7 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/store/images.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/oci_source.h"
@@ -54,16 +55,11 @@ struct ParsedImage {
 ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   ParsedImage img;
   img.manifest_digest = sha256_digest(bytes);
-  json m;
-  try {
-    m = json::parse(bytes);
-  } catch (const json::exception& e) {
-    throw Error(what + ": manifest is not valid JSON: " + e.what());
-  }
+  json m = parse_json_bounded(bytes, what + ": manifest");
   std::string mt = json_string(m, "mediaType", "", what);
   if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
                          mt != "application/vnd.docker.distribution.manifest.v2+json"))
-    throw Error(what + ": not an image manifest (mediaType '" + mt + "')");
+    throw Error(what + ": not an image manifest (mediaType '" + escape_for_log(mt) + "')");
   if (!m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
     throw Error(what + ": manifest without config and layers");
   auto descriptor = [&](const json& j) {
@@ -79,8 +75,8 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   for (const json& l : m["layers"]) {
     Descriptor d = descriptor(l);
     if (!is_tar_layer(d.media_type))
-      throw Error(what + ": layer " + d.digest + " has media type '" + d.media_type +
-                  "', not a tar layer");
+      throw Error(what + ": layer " + d.digest + " has media type '" +
+                  escape_for_log(d.media_type) + "', not a tar layer");
     img.layers.push_back(std::move(d));
   }
   img.manifest = std::move(bytes);
@@ -105,12 +101,7 @@ std::string read_config(ImageSource& source, const Descriptor& d) {
 }
 
 std::vector<std::string> config_diff_ids(std::string_view config, const std::string& what) {
-  json c;
-  try {
-    c = json::parse(config);
-  } catch (const json::exception& e) {
-    throw Error(what + ": config is not valid JSON: " + e.what());
-  }
+  json c = parse_json_bounded(config, what + ": config");
   std::vector<std::string> out;
   if (!c.is_object() || !c.contains("rootfs") || !c["rootfs"].is_object() ||
       !c["rootfs"].contains("diff_ids") || !c["rootfs"]["diff_ids"].is_array())
@@ -296,7 +287,7 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   std::unique_ptr<ImageSource> source = open_source(source_spec);
   PullResult result;
   result.tag = tag.value_or(source->name());
-  validate_tag(result.tag);
+  validate_new_tag(result.tag);
 
   ParsedImage img = parse_manifest(source->manifest(), source->name());
   std::string config = read_config(*source, img.config);

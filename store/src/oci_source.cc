@@ -66,11 +66,7 @@ std::string read_blob(BlobReader& reader, uint64_t limit, const std::string& wha
 }
 
 json parse_json(std::string_view text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  return parse_json_bounded(text, what);
 }
 
 Descriptor parse_descriptor(const json& j, const std::string& what) {

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "cfs/error.h"
+#include "cfs/escape.h"
 
 namespace cfs::store {
 
@@ -29,7 +30,9 @@ TarParser::TarParser(TarHandler& handler, TarMode mode, std::string what)
 TarParser::~TarParser() = default;
 
 void TarParser::fail(const std::string& message) const {
-  throw Error(what_ + ": tar offset " + std::to_string(offset_) + ": " + message);
+  // Every message quotes something from the archive (paths, PAX values, type bytes); they are
+  // escaped here, once, instead of at each of those call sites.
+  throw Error(what_ + ": tar offset " + std::to_string(offset_) + ": " + escape_for_log(message));
 }
 
 void TarParser::feed(std::span<const std::byte> data) {

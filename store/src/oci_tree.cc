@@ -15,6 +15,7 @@
 
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fd.h"
 
 namespace cfs::store {
@@ -28,7 +29,7 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 std::vector<std::string_view> split_path(std::string_view path, const std::string& what,
                                          std::string_view role) {
   if (path.starts_with('/'))
-    throw Error(what + ": " + std::string(role) + " '" + std::string(path) +
+    throw Error(what + ": " + std::string(role) + " '" + escape_for_log(path) +
                 "' is absolute; layer paths must be relative to the image root");
   std::vector<std::string_view> parts;
   while (!path.empty()) {
@@ -45,9 +46,10 @@ std::vector<std::string_view> split_path(std::string_view path, const std::strin
   return parts;
 }
 
+// A path for messages only: the components come from the layer, so they are escaped.
 std::string join(const std::vector<std::string_view>& parts, size_t n) {
   std::string out;
-  for (size_t i = 0; i < n; ++i) out.append("/").append(parts[i]);
+  for (size_t i = 0; i < n; ++i) out.append("/").append(escape_for_log(parts[i]));
   return out.empty() ? "/" : out;
 }
 
@@ -139,10 +141,10 @@ erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std:
 }  // namespace
 
 void LayerMerger::apply(const TarEntry& e, const std::string& what) {
-  auto parts = split_path(e.path, what, "entry '" + e.path + "'");
+  auto parts = split_path(e.path, what, "entry '" + escape_for_log(e.path) + "'");
   if (parts.empty()) {
     if (e.type != TarEntryType::directory)
-      throw Error(what + ": the root entry '" + e.path + "' is not a directory");
+      throw Error(what + ": the root entry '" + escape_for_log(e.path) + "' is not a directory");
     set_stat(*tree_.root, e);
     return;
   }
@@ -313,7 +315,8 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
   if (const erofs::Inode* config = regular_file(tree, "/etc/selinux/config"))
     type = policy_type(read_file(*config));
   if (type && (type->empty() || type->find('/') != std::string::npos || *type == ".."))
-    throw Error("/etc/selinux/config: SELINUXTYPE '" + *type + "' is not a policy name");
+    throw Error("/etc/selinux/config: SELINUXTYPE '" + escape_for_log(*type) +
+                "' is not a policy name");
   std::string contexts = type ? "/etc/selinux/" + *type + "/contexts/files/" : "";
   if (!type || !regular_file(tree, contexts + "file_contexts")) {
     for_each_inode(tree, [](erofs::Inode& inode) { inode.remove_xattr("security.selinux"); });
@@ -349,7 +352,8 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
       else
         inode.set_xattr("security.selinux", std::move(label));
     } else {
-      if (errno != ENOENT) throw SystemError(errno, e.path + ": SELinux label lookup failed");
+      if (errno != ENOENT)
+        throw SystemError(errno, escape_for_log(e.path) + ": SELinux label lookup failed");
       inode.remove_xattr("security.selinux");
     }
   });

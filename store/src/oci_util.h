@@ -13,6 +13,7 @@
 
 #include "cfs/digest.h"
 #include "cfs/error.h"
+#include "json_util.h"
 
 namespace cfs::store::oci {
 

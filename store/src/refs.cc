@@ -7,6 +7,7 @@
 
 #include "cfs/atomic_file.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "fsutil.h"
 
 namespace cfs::store {
@@ -44,7 +45,7 @@ std::string relative_symlink_target(std::string_view link_path, std::string_view
 
 void validate_ref_name(std::string_view name, std::string_view kind) {
   auto fail = [&](const char* why) {
-    throw Error(std::string(kind) + " '" + std::string(name) + "': " + why);
+    throw Error(std::string(kind) + " '" + escape_for_log(name) + "': " + why);
   };
   if (name.empty()) fail("is empty");
   if (name.find('\0') != std::string_view::npos) fail("contains a NUL byte");
@@ -65,7 +66,7 @@ void validate_ref_name(std::string_view name, std::string_view kind) {
 
 void validate_entry_name(std::string_view name, std::string_view kind) {
   if (name.find('/') != std::string_view::npos)
-    throw Error(std::string(kind) + " '" + std::string(name) + "': must not contain '/'");
+    throw Error(std::string(kind) + " '" + escape_for_log(name) + "': must not contain '/'");
   validate_ref_name(name, kind);
 }
 

@@ -14,6 +14,7 @@
 
 #include "cfs/atomic_file.h"
 #include "cfs/error.h"
+#include "cfs/escape.h"
 #include "cfs/fsverity.h"
 #include "cfs/store/refs.h"
 #include "entries.h"
@@ -452,7 +453,8 @@ Repository Repository::open(const std::string& path, LockMode lock) {
   int meta_fd = ::openat(s->dir.get(), "meta.json", O_RDONLY | O_CLOEXEC);
   if (meta_fd >= 0) {
     UniqueFd meta(meta_fd);
-    s->meta = parse_meta(read_fd(meta.get(), s->what("meta.json")), s->what("meta.json"));
+    s->meta =
+        parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
     s->secure =
         detail::measure_verity(meta.get(), s->meta.algorithm, s->what("meta.json")).has_value();
     if (!s->objects) throw Error(s->what("objects") + ": missing (repository is incomplete)");
@@ -669,7 +671,7 @@ void Repository::set_image_ref(std::string_view name, const Digest& image) {
   validate_ref_name(name, "image ref");
   const std::string entry = "images/" + image.hex();
   if (!detail::lstat_at(s.dir.get(), entry, s.what(entry)))
-    throw Error(s.what(entry) + ": no such image to name '" + std::string(name) + "'");
+    throw Error(s.what(entry) + ": no such image to name '" + escape_for_log(name) + "'");
   s.set_ref("images", name, entry);
 }
 
@@ -692,7 +694,7 @@ std::optional<Digest> Repository::resolve_image(std::string_view name) const {
 
 UniqueFd Repository::open_image(std::string_view name) const {
   auto id = resolve_image(name);
-  if (!id) throw Error(state_->path + ": no image named '" + std::string(name) + "'");
+  if (!id) throw Error(state_->path + ": no image named '" + escape_for_log(name) + "'");
   return open_object(*id);
 }
 
@@ -752,7 +754,7 @@ void Repository::set_stream_ref(std::string_view name, std::string_view content_
   validate_entry_name(content_id, "stream content id");
   const std::string entry = "streams/" + std::string(content_id);
   if (!detail::lstat_at(s.dir.get(), entry, s.what(entry)))
-    throw Error(s.what(entry) + ": no such stream to name '" + std::string(name) + "'");
+    throw Error(s.what(entry) + ": no such stream to name '" + escape_for_log(name) + "'");
   s.set_ref("streams", name, entry);
 }
 
@@ -773,7 +775,7 @@ std::optional<Digest> Repository::resolve_stream(std::string_view name) const {
 
 SplitStreamReader Repository::open_stream(std::string_view name) const {
   auto id = resolve_stream(name);
-  if (!id) throw Error(state_->path + ": no stream named '" + std::string(name) + "'");
+  if (!id) throw Error(state_->path + ": no stream named '" + escape_for_log(name) + "'");
   UniqueFd fd = open_object(*id);
   return SplitStreamReader::from_fd(
       fd.get(), algorithm(),
@@ -804,7 +806,7 @@ void Repository::cat_stream(std::string_view name, OutputSink& out) const {
         }
       });
   if (total != reader.stream_size()) {
-    throw Error(state_->path + ": stream '" + std::string(name) + "' reassembles to " +
+    throw Error(state_->path + ": stream '" + escape_for_log(name) + "' reassembles to " +
                 std::to_string(total) + " bytes, its header says " +
                 std::to_string(reader.stream_size()));
   }

@@ -2,6 +2,7 @@
 // fusermount3 -u, daemon mode, and the unprivileged path (a throwaway user mounting through
 // fusermount3).
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -76,6 +77,37 @@ TEST(FuseCli, ClearErrorsBeforeMounting) {
   EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-o", "noatime,rw"}, &out), 2);
   EXPECT_NE(out.find("read-only"), std::string::npos) << out;
   EXPECT_FALSE(is_mounted(dir / "mnt"));
+}
+
+// A root server with allow_other and -o suid used to give other users the image's setuid
+// binaries; suid and dev are refused, and every mount is nosuid,nodev.
+TEST(FuseCli, SuidAndDevAreRefusedAndMountsAreNosuidNodev) {
+  TempDir dir;
+  std::string image = make_image(dir);
+  std::string out;
+  for (const char* opts : {"suid", "allow_other,suid", "dev", "nosuid,dev"}) {
+    EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-o", opts}, &out), 2) << opts;
+    EXPECT_NE(out.find("always nosuid,nodev"), std::string::npos) << out;
+  }
+  EXPECT_EQ(run_argv({cfs_fuse_binary(), image, dir / "mnt", "-f", "-osuid"}, &out), 2);
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
+
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/fuse is not usable here";
+  FuseProcess fuse({image, dir / "mnt", "-f"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  char real[PATH_MAX];
+  ASSERT_NE(::realpath((dir / "mnt").c_str(), real), nullptr);
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, options;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mnt;
+    fields >> id >> parent >> devno >> root >> mnt >> options;
+    if (mnt == real) break;
+    options.clear();
+  }
+  EXPECT_NE(options.find("nosuid"), std::string::npos) << options;
+  EXPECT_NE(options.find("nodev"), std::string::npos) << options;
 }
 
 TEST(FuseCli, BusyMountpointIsRefused) {

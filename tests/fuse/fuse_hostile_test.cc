@@ -144,6 +144,54 @@ TEST(FuseHostile, ObjectsAreServedOnlyWhenNamedVerifiedAndBeneathTheDirectory) {
   EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
 }
 
+// The guarantee is "verified at open" (README, fuse/README.md, cfs-fuse(1)): an object file
+// changed in place after a verified open is served, changed, to that open handle, because
+// the server (or, with passthrough, the kernel) reads the object it opened; only the next
+// open notices. Objects with kernel fs-verity (every object of a secure repository) cannot
+// change. This test pins the documented behaviour of the server path.
+TEST(FuseHostile, ObjectsAreVerifiedAtOpenNotOnEveryRead) {
+  require_fuse();
+  TempDir dir;
+  std::string objects = dir / "objects";
+  ASSERT_EQ(::mkdir(objects.c_str(), 0755), 0);
+  erofs::Tree tree;
+  // Large enough that reading the first page does not read ahead to the last one.
+  const std::string content(8 << 20, 'v');
+  Digest d = add_external(tree, "big", content);
+  store_object(objects, d, content);
+  std::string image = dir / "image.cfs";
+  write_image_file(tree, image);
+  ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);
+  FuseProcess fuse({image, dir / "mnt", "-f", "--no-passthrough", "--basedir", objects},
+                   dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+
+  UniqueFd handle(::open((dir / "mnt/big").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_GE(handle.get(), 0);
+  char buf[4096];
+  ASSERT_EQ(::pread(handle.get(), buf, sizeof buf, 0), ssize_t(sizeof buf));
+  EXPECT_EQ(std::string(buf, sizeof buf), std::string(sizeof buf, 'v'));
+
+  // Changed in place after the verified open.
+  {
+    UniqueFd object(::open((objects + "/" + d.object_path()).c_str(), O_WRONLY | O_CLOEXEC));
+    ASSERT_GE(object.get(), 0);
+    const std::string changed(sizeof buf, 'X');
+    ASSERT_EQ(
+        ::pwrite(object.get(), changed.data(), changed.size(), off_t(content.size() - sizeof buf)),
+        ssize_t(changed.size()));
+  }
+  ASSERT_EQ(::pread(handle.get(), buf, sizeof buf, off_t(content.size() - sizeof buf)),
+            ssize_t(sizeof buf));
+  EXPECT_EQ(std::string(buf, sizeof buf), std::string(sizeof buf, 'X'))
+      << "the open handle is served the object's current bytes";
+  // A new open verifies again and refuses the changed object.
+  EXPECT_EQ(read_or_errno(dir / "mnt/big"), "open:EIO");
+  handle.reset();
+  ASSERT_EQ(run_argv({"fusermount3", "-u", dir / "mnt"}), 0);
+  EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+}
+
 TEST(FuseHostile, RefusesImagesThatFailValidation) {
   TempDir dir;
   ASSERT_EQ(::mkdir((dir / "mnt").c_str(), 0755), 0);

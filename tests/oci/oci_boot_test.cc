@@ -144,6 +144,52 @@ TEST_F(OciBootTest, EntryIdKernelVersionAndTitle) {
                                                     "test-os/initramfs.img", "test-os/vmlinuz"}));
 }
 
+// Every string the entry takes from the image is refused when it holds a control character:
+// a line break in the kernel version (the name of a /usr/lib/modules directory) would
+// otherwise add a line such as "options rd.break" to the entry, and PRETTY_NAME's escape
+// sequences would reach the boot menu.
+TEST_F(OciBootTest, ControlCharactersFromTheImageAreRefused) {
+  const std::string kdir = "/usr/lib/modules/6.1\\x0aoptions\\x20rd.break";
+  pull({dump_layer("/ 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib 0 40755 2 0 0 0 1700000000.0 - - -\n"
+                   "/usr/lib/modules 0 40755 2 0 0 0 1700000000.0 - - -\n" +
+                   kdir + " 0 40755 2 0 0 0 1700000000.0 - - -\n" + kdir +
+                   "/vmlinuz 1000 100644 1 0 0 0 1700000000.0 - - -\n" + kdir +
+                   "/initramfs.img 1000 100644 1 0 0 0 1700000000.0 - - -\n")},
+       "kver");
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.entry_id = "safe";  // the kernel version is not needed as a file name
+  std::string error = error_of("kver", options);
+  EXPECT_NE(error.find("kernel version"), std::string::npos) << error;
+  // The message shows the name escaped, on one line.
+  EXPECT_NE(error.find("6.1\\x0aoptions rd.break"), std::string::npos) << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+
+  // "PRETTY_NAME="OS<ESC>[31m"\n" in /etc/os-release.
+  pull(os_layers("/etc 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/etc/os-release 22 100644 1 0 0 0 1700000007.0 - "
+                 "PRETTY_NAME=\"OS\\x1b[31m\"\\x0a -\n"),
+       "title");
+  options.entry_id.reset();
+  error = error_of("title", options);
+  EXPECT_NE(error.find("PRETTY_NAME 'OS\\x1b[31m'"), std::string::npos) << error;
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+
+  // A C1 control (U+009B, CSI) passes the file-name check but not the entry's.
+  pull(os_layers(), "os");
+  options.entry_id = "os\xc2\x9b";
+  error = error_of("os", options);
+  EXPECT_NE(error.find("boot entry id 'os\\xc2\\x9b' holds control characters"), std::string::npos)
+      << error;
+  options.entry_id.reset();
+  options.kernel_arguments = {"quiet\x1b]0;title\x07"};
+  EXPECT_NE(error_of("os", options).find("holds control characters"), std::string::npos);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+}
+
 TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
   so::BootEntryOptions options;
   options.bootdir = bootdir;
@@ -167,7 +213,7 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
   }
   options.entry_id.reset();
   options.kernel_arguments = {"a\nb"};
-  EXPECT_NE(error_of("os", options).find("holds a line break"), std::string::npos);
+  EXPECT_NE(error_of("os", options).find("holds control characters"), std::string::npos);
   options.kernel_arguments.clear();
 
   // Images with their own boot entries or UKIs (composefs-rs would prefer those).

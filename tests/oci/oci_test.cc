@@ -2,6 +2,8 @@
 // verification failures that must leave nothing named, hostile layers, shared layers and
 // garbage collection, the boot image, and a kernel mount of a pulled image.
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -488,6 +490,18 @@ TEST_F(OciTest, CliPullImagesGc) {
   EXPECT_NE(out.find("status: ok"), std::string::npos);
   ASSERT_EQ(run(cfsctl + " --repo " + repo_path + " oci inspect mytag --config", &out), 0);
   EXPECT_EQ(out, read_file(b.blob_path(img.config_digest)) + "\n");
+  // The summary embeds the stored documents byte for byte (no re-serialisation), and is JSON.
+  ASSERT_EQ(run(cfsctl + " --repo " + repo_path + " oci inspect mytag", &out), 0);
+  EXPECT_NE(out.find("\"config_json\": " + read_file(b.blob_path(img.config_digest)) + "\n}"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"manifest_json\": " + read_file(b.blob_path(img.manifest_digest)) + ","),
+            std::string::npos)
+      << out;
+  nlohmann::json summary = nlohmann::json::parse(out);
+  EXPECT_EQ(summary["tag"], "mytag");
+  EXPECT_EQ(summary["config_json"],
+            nlohmann::json::parse(read_file(b.blob_path(img.config_digest))));
   EXPECT_NE(run(cfsctl + " --repo " + repo_path + " oci pull oci:" + layout + ":nosuch 2>&1", &out),
             0);
   EXPECT_NE(out.find("no image named 'nosuch'"), std::string::npos) << out;

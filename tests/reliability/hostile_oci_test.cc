@@ -227,6 +227,19 @@ TEST(HostileOci, ManifestsWithWrongSizesAndDigestsAreRefused) {
       {"config-architecture-not-a-string",
        {.config_platform = R"("architecture":{},"os":"linux")"},
        "'architecture' is not a string"},
+      // Nesting: a 30,000-deep config made `oci inspect` write 1.8 GB, a 1,000,000-deep one
+      // overflowed the stack. Refused at the pull, before nlohmann builds the tree.
+      {"manifest-nested-too-deep",
+       {.manifest = std::string(30000, '[') + std::string(30000, ']')},
+       "JSON nested deeper than 128 levels"},
+      {"config-nested-too-deep",
+       {.config_platform = R"("architecture":"amd64","os":"linux","x":)" +
+                           std::string(1000000, '[') + std::string(1000000, ']')},
+       "JSON nested deeper than 128 levels"},
+      // Brackets inside strings are not nesting: this one is refused for its media type.
+      {"brackets-in-strings-are-not-nesting",
+       {.manifest = R"({"mediaType":")" + std::string(1000, '[') + R"("})"},
+       "not an image manifest"},
   };
   for (const ManifestCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -245,6 +258,45 @@ TEST(HostileOci, ManifestsWithWrongSizesAndDigestsAreRefused) {
     EXPECT_NE(error.find(c.error), std::string::npos) << "error: " << error;
     expect_nothing_left(repo);
   }
+}
+
+// Names from a layer reach error messages (stderr, syslog, journald) escaped: no terminal
+// escape sequences, no line breaks that could fake a log line.
+TEST(HostileOci, TarPathsInErrorsAreEscaped) {
+  TempDir tmp;
+  test::write_layout(tmp / "layout",
+                     tar_archive({dir("./"), file("/evil\x1b[2J\ncfs: all images verified")}));
+  Repository repo =
+      Repository::init(tmp / "repo", {.algorithm = HashAlgorithm::sha256, .insecure = true});
+  std::string error = pull_error(repo, tmp / "layout");
+  EXPECT_NE(error.find("'/evil\\x1b[2J\\x0acfs: all images verified' is absolute"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(error.find_first_of("\n\x1b"), std::string::npos) << error;
+  expect_nothing_left(repo);
+}
+
+// Tags are printed in listings, JSON and logs: a new one must be UTF-8 without controls.
+TEST(HostileOci, TagsMustBeUtf8WithoutControlCharacters) {
+  TempDir tmp;
+  test::write_layout(tmp / "layout", tar_archive({dir("./"), file("./a")}));
+  Repository repo =
+      Repository::init(tmp / "repo", {.algorithm = HashAlgorithm::sha256, .insecure = true});
+  for (const std::string tag : {"bad\xff", "line\nbreak", "esc\x1b[0m", "c1\xc2\x9b"}) {
+    SCOPED_TRACE(tag);
+    try {
+      oci::pull(repo, "oci:" + tmp / "layout", tag, {.threads = 1});
+      ADD_FAILURE() << "pulled under a bad tag";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not valid UTF-8 or holds control characters"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  expect_nothing_left(repo);
+  oci::pull(repo, "oci:" + tmp / "layout", "good-täg", {.threads = 1});
+  EXPECT_THROW(oci::tag_image(repo, "good-täg", "bad\xfe"), Error);
+  EXPECT_EQ(oci::list_images(repo).size(), 1u);
 }
 
 }  // namespace

@@ -313,6 +313,58 @@ TEST(RepoCli, BadInputGivesClearErrors) {
   EXPECT_NE(r.out.find("unknown incompatible feature 'new'"), std::string::npos) << r.out;
 }
 
+// meta.json is read by every command: a huge or deeply nested one is refused before it costs
+// memory (a 20 MB nested one used to take 768 MB each time).
+TEST(RepoCli, OversizedOrDeepMetaJsonIsRefused) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  test::write_file(tmp / "repo/meta.json", std::string(10000, '[') + std::string(10000, ']'));
+  Result r = cfsctl("--repo " + repo + " images");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("meta.json: JSON nested deeper than 128 levels"), std::string::npos)
+      << r.out.substr(0, 500);
+  test::write_file(tmp / "repo/meta.json", std::string(20 << 20, '['));
+  r = cfsctl("--repo " + repo + " images");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("meta.json: larger than 65536 bytes"), std::string::npos)
+      << r.out.substr(0, 500);
+}
+
+// Names in the repository need not be UTF-8; --json output must still be produced (it used to
+// abort with nlohmann's type_error, exit 134), as valid JSON with the bad bytes replaced.
+TEST(RepoCli, JsonOutputSurvivesNonUtf8Names) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  make_tree(tmp / "src", 3, 7, 1000);
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  ASSERT_EQ(
+      cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " --name base").status, 0);
+  const fs::path refs = tmp / "repo/images/refs";
+  fs::create_symlink(fs::read_symlink(refs / "base"), refs / "bad\xff");
+  test::write_file(tmp / "repo/objects/\xff\xfe", "stray");
+
+  Result r = cfsctl("--repo " + repo + " images --json");
+  EXPECT_EQ(r.status, 0) << r.out;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_NE(j.dump().find("bad\xef\xbf\xbd"), std::string::npos) << r.out;  // U+FFFD
+
+  r = cfsctl("--repo " + repo + " fsck --json");
+  EXPECT_NE(r.status, 134) << r.out;
+  EXPECT_EQ(r.out.find("terminate called"), std::string::npos) << r.out;
+  j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+
+  // fsck messages name the file escaped, in JSON and in the text report alike.
+  test::write_file(tmp / "repo/objects/a\x1b[2J\nfake", "stray");
+  r = cfsctl("--repo " + repo + " fsck");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("objects/\\xff\\xfe: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("objects/a\\x1b[2J\\x0afake: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+}
+
 TEST(RepoCli, UnreadableSourceFileLeavesRepositoryConsistent) {
   if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv (util-linux) missing";
   TempDir tmp;

@@ -19,6 +19,7 @@
 #include "cfs/store/oci_boot.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
+#include "json_out.h"
 
 namespace cfs::cli {
 
@@ -129,7 +130,7 @@ void run_images(bool json, const GlobalOptions& global) {
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& s : images) arr.push_back(summary_json(s));
-    print(arr.dump(2) + "\n");
+    print(json_text(arr));
     return;
   }
   std::string out = "TAG\tMANIFEST\tARCH\tLAYERS\tIMAGE\n";
@@ -150,10 +151,22 @@ void run_inspect(const InspectArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "inspect"));
   if (args.manifest) return print(oci::manifest_json(repo, args.name) + "\n");
   if (args.config) return print(oci::config_json(repo, args.name) + "\n");
-  nlohmann::json j = summary_json(oci::inspect(repo, args.name));
-  j["manifest_json"] = nlohmann::json::parse(oci::manifest_json(repo, args.name));
-  j["config_json"] = nlohmann::json::parse(oci::config_json(repo, args.name));
-  print(j.dump(2) + "\n");
+  // The stored documents are spliced in as they are: manifest_json() and config_json()
+  // return them only once they parse within the size and depth limits (so they are valid
+  // JSON, and nlohmann accepts only UTF-8 strings), and re-serialising them would cost time
+  // and memory in proportion to their nesting and reformat what the image says.
+  std::string summary = json_text(summary_json(oci::inspect(repo, args.name)));
+  auto trimmed = [](std::string s) {
+    size_t begin = s.find_first_not_of(" \t\r\n");
+    size_t end = s.find_last_not_of(" \t\r\n");
+    return begin == std::string::npos ? std::string("null") : s.substr(begin, end - begin + 1);
+  };
+  // summary ends in "\n}\n": the two members go before the closing brace.
+  summary.resize(summary.rfind('}'));
+  while (!summary.empty() && summary.back() == '\n') summary.pop_back();
+  summary += ",\n  \"manifest_json\": " + trimmed(oci::manifest_json(repo, args.name)) +
+             ",\n  \"config_json\": " + trimmed(oci::config_json(repo, args.name)) + "\n}\n";
+  print(summary);
 }
 
 // The directory holding this binary, where cfs-mount and cfs-fuse are built/installed.
@@ -216,7 +229,7 @@ void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
                         {"objects_checked", base.objects_checked},
                         {"streams_checked", base.streams_checked},
                         {"errors", errors}};
-    print(j.dump(2) + "\n");
+    print(json_text(j));
     return;
   }
   std::string out = "objects: " + std::to_string(base.objects_checked) + " checked\n" +

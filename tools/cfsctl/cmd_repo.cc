@@ -13,6 +13,7 @@
 #include "cfs/store/images.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
+#include "json_out.h"
 
 namespace cfs::cli {
 
@@ -73,7 +74,7 @@ void run_images(bool json, const GlobalOptions& global) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& image : images)
       list.push_back({{"id", image.id.hex()}, {"size", image.size}, {"refs", image.refs}});
-    out = list.dump(2) + "\n";
+    out = json_text(list);
   } else {
     for (const auto& image : images) {
       out += image.id.hex();
@@ -108,7 +109,7 @@ void run_fsck(bool json, bool metadata_only, const GlobalOptions& global) {
     j["broken_links"] = r.broken_links;
     j["missing_objects"] = r.missing_objects;
     j["errors"] = r.errors;
-    print(j.dump(2) + "\n");
+    print(json_text(j));
     return;
   }
   auto line = [](const char* what, uint64_t checked, uint64_t bad) {

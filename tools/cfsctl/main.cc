@@ -61,5 +61,10 @@ int main(int argc, char** argv) {
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: out of memory\n", std::string(self).c_str());
     return 1;
+  } catch (const std::exception& e) {
+    // Library exceptions (nlohmann, std::filesystem, ...) that escaped a command: still a
+    // message and exit 1, never std::terminate's abort.
+    std::fprintf(stderr, "%s: %s\n", std::string(self).c_str(), e.what());
+    return 1;
   }
 }

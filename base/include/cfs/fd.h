@@ -42,6 +42,9 @@ void write_all(int fd, std::span<const std::byte> data, const std::string& what)
 // Read a whole file into memory.
 std::string read_file(const std::string& path);
 std::string read_fd(int fd, const std::string& what);
+// The same for files whose size is not trusted (metadata documents): throws a cfs::Error
+// naming what once more than limit bytes arrive, instead of growing without bound.
+std::string read_fd(int fd, const std::string& what, size_t limit);
 
 // A read-only private mapping of a whole file (empty files map to an empty span).
 class MappedFile {

@@ -9,6 +9,7 @@
 // "read-only-compatible" features allow reading only, unknown "compatible" ones are ignored.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,6 +21,9 @@ namespace cfs::store {
 
 inline constexpr uint32_t kRepoFormatVersion = 1;
 inline constexpr std::string_view kFeatureV1Erofs = "v1_erofs";
+// meta.json is a few hundred bytes; it is read on every command, so a larger one is refused
+// before it is parsed rather than costing memory each time.
+inline constexpr size_t kMaxMetaJson = 64u << 10;
 
 struct RepoMeta {
   uint32_t version = kRepoFormatVersion;

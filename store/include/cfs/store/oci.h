@@ -41,6 +41,10 @@ std::string encode_tag(std::string_view tag);
 std::string decode_tag(std::string_view encoded);
 // Throws unless tag is usable: non-empty, no NUL, not starting with '@'.
 void validate_tag(std::string_view tag);
+// validate_tag, and for a tag about to be written (oci tag, oci pull): valid UTF-8 with no
+// control characters, since tags are printed in listings, JSON and log lines. Existing tags
+// are still looked up and removed with validate_tag alone.
+void validate_new_tag(std::string_view tag);
 
 struct PullProgress {
   unsigned layers_total = 0;
@@ -91,7 +95,8 @@ struct ImageSummary {
 // name: a tag, or "@sha256:<hex>" for a manifest digest.
 ImageSummary inspect(const Repository& repo, std::string_view name);
 std::vector<ImageSummary> list_images(const Repository& repo);
-// Raw JSON bytes of the manifest and config.
+// Raw JSON bytes of the manifest and config, as stored; returned only when they parse as
+// JSON within the size and nesting limits every document is held to.
 std::string manifest_json(const Repository& repo, std::string_view name);
 std::string config_json(const Repository& repo, std::string_view name);
 
