@@ -6,14 +6,25 @@
 #include <string_view>
 
 #include "cfs/digest.h"
+#include "cfs/fd.h"
 
 namespace cfs::kmount {
 
+// Everything is resolved beneath REPO without following symlinks (cfs/safe_open.h): a
+// repository whose objects/ is a symlink is refused, and images/<hex> is opened itself (a
+// regular file) or through the objects/ path its symlink names, never by following it.
+// The fds stay open so the mount uses exactly what was checked; mount through mount_path()
+// and objects_path() (/proc/self/fd/N), which name these fds.
 struct RepoImage {
-  std::string image_path;   // REPO/images/<hex>
-  std::string objects_dir;  // REPO/objects
+  std::string image_path;   // REPO/images/<hex> (for messages)
+  std::string objects_dir;  // REPO/objects (for messages)
   Digest id;                // the image's fs-verity digest (its name)
   bool secure = false;
+  UniqueFd image_fd;    // the image file, a regular file
+  UniqueFd objects_fd;  // REPO/objects, O_PATH
+
+  std::string mount_path() const;
+  std::string objects_path() const;
 };
 
 // True when REPO/meta.json has fs-verity enabled (the composefs-rs definition of a secure
