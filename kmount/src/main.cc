@@ -66,6 +66,7 @@ int run_mount(int argc, char** argv) {
   std::string image_path = image;
   std::string mount_path = image;
   std::optional<RepoImage> resolved;  // its fds stay open until the mount is done
+  cfs::UniqueFd objects;              // REPO/objects when the image is given as a path
   if (!repo.empty()) {
     // Paths are spelled as paths; anything else is a name inside the repository.
     bool is_path = image.starts_with('/') || image.starts_with("./") || image.starts_with("../");
@@ -80,8 +81,9 @@ int run_mount(int argc, char** argv) {
                          resolved->id.hex());
       options.expected_digest = resolved->id;
     }
+    if (!resolved) objects = open_repo_objects(repo);
     options.object_dirs.insert(options.object_dirs.begin(),
-                               resolved ? resolved->objects_path() : repo + "/objects");
+                               resolved ? resolved->objects_path() : repo_fd_path(objects.get()));
     if (repository_is_secure(repo)) {
       if (verity && *verity != VerityMode::require)
         throw cfs::Error(repo +

@@ -13,10 +13,6 @@ namespace cfs::kmount {
 
 namespace {
 
-std::string proc_fd(int fd) {
-  return "/proc/self/fd/" + std::to_string(fd);
-}
-
 // The repository root (the caller's path, which may itself be a symlink) and the check that
 // objects/ below it is a real directory.
 UniqueFd open_repository(const std::string& repo) {
@@ -46,11 +42,20 @@ bool secure_at(int root, const std::string& repo) {
 
 }  // namespace
 
+std::string repo_fd_path(int fd) {
+  return "/proc/self/fd/" + std::to_string(fd);
+}
+
 std::string RepoImage::mount_path() const {
-  return proc_fd(image_fd.get());
+  return repo_fd_path(image_fd.get());
 }
 std::string RepoImage::objects_path() const {
-  return proc_fd(objects_fd.get());
+  return repo_fd_path(objects_fd.get());
+}
+
+UniqueFd open_repo_objects(const std::string& repo) {
+  UniqueFd root = open_repository(repo);
+  return open_dir_beneath(root.get(), "objects", repo + "/objects", true);
 }
 
 bool repository_is_secure(const std::string& repo) {

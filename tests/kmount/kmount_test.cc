@@ -204,6 +204,10 @@ TEST_F(KmountTest, RepositoryFifoAndSymlinksAreRefusedNotFollowed) {
   r = run_tool("--repo " + repo + " " + id + " " + mnt, "timeout 20");
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find(repo + "/objects: is a symlink"), std::string::npos) << r.output;
+  // The same when the image is given as a path and only the objects come from --repo.
+  r = run_tool("--repo " + repo + " " + repo + "/images/" + id + " " + mnt, "timeout 20");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(repo + "/objects: is a symlink"), std::string::npos) << r.output;
   fs::remove(repo + "/objects");
   fs::rename(dir / "objects-elsewhere", repo + "/objects");
 

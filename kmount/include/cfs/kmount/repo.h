@@ -27,6 +27,12 @@ struct RepoImage {
   std::string objects_path() const;
 };
 
+// REPO/objects (O_PATH), opened beneath REPO and refused if it is a symlink; for images given
+// as a path next to --repo. Mount it through repo_fd_path(fd).
+UniqueFd open_repo_objects(const std::string& repo);
+// "/proc/self/fd/N": how the kernel is handed a directory or file already opened.
+std::string repo_fd_path(int fd);
+
 // True when REPO/meta.json has fs-verity enabled (the composefs-rs definition of a secure
 // repository). Throws when REPO is not a directory.
 bool repository_is_secure(const std::string& repo);
