@@ -6,13 +6,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <mutex>
 #include <thread>
 
 #include "cfs/error.h"
-#include "cfs/safe_open.h"
 #include "cfs/fsverity.h"
+#include "cfs/safe_open.h"
 #include "cfs/store/images.h"
 #include "entries.h"
 #include "fsutil.h"
