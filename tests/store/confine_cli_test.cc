@@ -13,6 +13,8 @@
 #include <set>
 
 #include "cfs/fd.h"
+#include "cfs/store/repository.h"
+#include "cfs/store/splitstream.h"
 #include "testdata.h"
 
 namespace cfs::store {
@@ -221,8 +223,21 @@ TEST(RepoConfinement, GcNamesAnUnreadableImageAndTheCommandThatDropsIt) {
   EXPECT_TRUE(contains(r.out, "kept alive by " + tmp / "repo/images/refs/base")) << r.out;
   EXPECT_TRUE(contains(r.out, "rm " + tmp / "repo/images/refs/base")) << r.out;
   EXPECT_TRUE(contains(r.out, "gc removed nothing")) << r.out;
-  // Following the advice lets gc proceed.
+  // An image kept alive by an OCI tag (a config stream's named ref): the hint is oci untag.
+  {
+    Repository lib = Repository::open(tmp / "repo");
+    SplitStreamWriter w(lib.algorithm(), kContentOciConfig);
+    w.write_inline(std::string_view("{}"));
+    w.add_named_ref("composefs.image", *Digest::from_hex(id));
+    lib.write_stream(w, "oci-config-sha256:00", "oci/mytag");
+  }
   fs::remove(tmp / "repo/images/refs/base");
+  r = cfsctl("--repo " + quote(tmp / "repo") + " gc");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "kept alive by " + tmp / "repo/streams/refs/oci/mytag")) << r.out;
+  EXPECT_TRUE(contains(r.out, "oci untag TAG")) << r.out;
+  // Following the advice lets gc proceed.
+  fs::remove(tmp / "repo/streams/refs/oci/mytag");
   r = cfsctl("--repo " + quote(tmp / "repo") + " gc");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_FALSE(fs::exists(tmp / ("repo/images/" + id)));
