@@ -16,6 +16,7 @@
 #include "cfs/error.h"
 #include "cfs/fuse/image_fs.h"
 #include "cfs/fuse/server.h"
+#include "cfs/safe_open.h"
 #include "cfs/store/repository.h"
 #include "truncation_guard.h"
 
@@ -172,7 +173,8 @@ int run(const Args& args) {
     image.emplace(
         cfs::erofs::Image::open_fd(fd.get(), *args.repo + "/images/" + image_arg, reader_options));
     objects = std::make_unique<cfs::fuse::ObjectStore>(
-        cfs::open_at(repo->dirfd(), "objects", O_PATH | O_DIRECTORY), *args.repo + "/objects",
+        cfs::open_dir_beneath(repo->dirfd(), "objects", *args.repo + "/objects", true),
+        *args.repo + "/objects",
         repo->secure() ? cfs::fuse::VerityPolicy::kernel : cfs::fuse::VerityPolicy::userspace);
   } else {
     image.emplace(cfs::erofs::Image::open(image_arg, reader_options));

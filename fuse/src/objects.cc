@@ -2,17 +2,17 @@
 
 #include <fcntl.h>
 #include <linux/fsverity.h>
-#include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstring>
 
+#include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/safe_open.h"
 
 namespace cfs::fuse {
 
@@ -75,27 +75,22 @@ UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest
                       ": the image's metacopy digest differs from the object name");
   const std::string object = name_ + "/" + std::string(path);
 
-  open_how how{};
-  // O_NONBLOCK: a FIFO planted in the object directory must not hang a server thread.
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  std::string path_z(path);
-  long fd;
-  do {
-    fd = ::syscall(SYS_openat2, dir_.get(), path_z.c_str(), &how, sizeof how);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) throw ObjectError(object + ": cannot open: " + errno_text(errno));
-  UniqueFd file(static_cast<int>(fd));
+  // The one confined open (cfs/safe_open.h): beneath the object directory, no symlinks, a
+  // regular file only, O_NONBLOCK while checking so a planted FIFO cannot hang a thread.
+  UniqueFd file;
+  try {
+    file = open_regular_beneath(dir_.get(), path, O_RDONLY, object);
+  } catch (const SystemError& e) {
+    throw ObjectError(object + ": cannot open: " + errno_text(e.code()));
+  } catch (const Error& e) {
+    throw ObjectError(e.what());
+  }
 
   struct stat st;
   if (::fstat(file.get(), &st) != 0) throw ObjectError(object + ": fstat: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) throw ObjectError(object + ": not a regular file");
   if (static_cast<uint64_t>(st.st_size) != size)
     throw ObjectError(object + ": " + std::to_string(st.st_size) + " bytes, the image says " +
                       std::to_string(size));
-  // Regular-file reads ignore O_NONBLOCK, but splice and readahead are cleaner without it.
-  int flags = ::fcntl(file.get(), F_GETFL);
-  if (flags >= 0) ::fcntl(file.get(), F_SETFL, flags & ~O_NONBLOCK);
 
   VersionKey key;
   key.dev = st.st_dev;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,18 +69,26 @@ int run_mount(int argc, char** argv) {
   }
 
   std::string image_path = image;
+  std::string mount_path = image;
+  std::optional<RepoImage> resolved;  // its fds stay open until the mount is done
+  cfs::UniqueFd objects;              // REPO/objects when the image is given as a path
   if (!repo.empty()) {
-    options.object_dirs.insert(options.object_dirs.begin(), repo + "/objects");
     // Paths are spelled as paths; anything else is a name inside the repository.
     bool is_path = image.starts_with('/') || image.starts_with("./") || image.starts_with("../");
     if (!is_path) {
-      RepoImage resolved = resolve_repo_image(repo, image);
-      image_path = resolved.image_path;
-      if (options.expected_digest && *options.expected_digest != resolved.id)
+      resolved = resolve_repo_image(repo, image);
+      image_path = resolved->image_path;
+      // The fds resolved beneath the repository, so the mount cannot be redirected by a
+      // symlink swapped in after the checks.
+      mount_path = resolved->mount_path();
+      if (options.expected_digest && *options.expected_digest != resolved->id)
         throw cfs::Error("--digest " + digest_hex + " contradicts the image id " +
-                         resolved.id.hex());
-      options.expected_digest = resolved.id;
+                         resolved->id.hex());
+      options.expected_digest = resolved->id;
     }
+    if (!resolved) objects = open_repo_objects(repo);
+    options.object_dirs.insert(options.object_dirs.begin(),
+                               resolved ? resolved->objects_path() : repo_fd_path(objects.get()));
     if (repository_is_secure(repo)) {
       if (verity && *verity != VerityMode::require)
         throw cfs::Error(repo +
@@ -91,7 +100,7 @@ int run_mount(int argc, char** argv) {
   options.verity = verity.value_or(VerityMode::off);
 
   auto start = std::chrono::steady_clock::now();
-  MountReport report = mount_image(image_path, target, options);
+  MountReport report = mount_image(mount_path, target, options);
   std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
   if (verbose)
     std::cout << image_path << " on " << target << " in " << took.count()

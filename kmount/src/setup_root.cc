@@ -6,10 +6,11 @@
 #include <unistd.h>
 
 #include <cctype>
-#include <filesystem>
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/kmount/repo.h"
+#include "cfs/safe_open.h"
 #include "kernel.h"
 
 namespace cfs::kmount {
@@ -167,17 +168,21 @@ SetupRootConfig parse_setup_root_config(std::string_view text, const std::string
 
 namespace {
 
-void make_dirs(const std::string& path, mode_t mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) {
-    std::string hint = ec == std::errc::read_only_file_system
-                           ? " (the physical root must be mounted read-write, e.g. kernel "
-                             "argument \"rw\")"
-                           : "";
-    throw Error(path + ": cannot create the state directory: " + ec.message() + hint);
+// Creates sysroot/rel beneath the sysroot without following symlinks: a symlink planted in
+// the state tree must not make root create or bind-mount directories elsewhere.
+UniqueFd make_state_dir(int sysroot_fd, const std::string& sysroot, const std::string& rel,
+                        mode_t mode) {
+  const std::string path = sysroot + "/" + rel;
+  try {
+    UniqueFd fd = mkdirs_beneath(sysroot_fd, rel, 0755, path);
+    if (::fchmod(fd.get(), mode) < 0) throw_errno(path);
+    return fd;
+  } catch (const SystemError& e) {
+    std::string hint = e.code() == EROFS ? " (the physical root must be mounted read-write, e.g. "
+                                           "kernel argument \"rw\")"
+                                         : "";
+    throw Error(path + ": cannot create the state directory: " + e.what() + hint);
   }
-  if (::chmod(path.c_str(), mode) < 0) throw_errno(path);
 }
 
 // State directories are opened before the new root hides the old sysroot.
@@ -187,17 +192,16 @@ struct StateDirs {
   UniqueFd work;
 };
 
-StateDirs prepare_state(const std::string& state, const std::string& name, StateMount mode) {
+// state is relative to the sysroot ("state/deploy/<hex>").
+StateDirs prepare_state(int sysroot_fd, const std::string& sysroot, const std::string& state,
+                        const std::string& name, StateMount mode) {
   StateDirs dirs;
   std::string base = state + "/" + name;
   if (mode == StateMount::bind) {
-    make_dirs(base, 0755);
-    dirs.dir = open_file(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    dirs.dir = make_state_dir(sysroot_fd, sysroot, base, 0755);
   } else if (mode == StateMount::overlay) {
-    make_dirs(base + "/upper", 0755);
-    make_dirs(base + "/work", 0700);
-    dirs.upper = open_file(base + "/upper", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    dirs.work = open_file(base + "/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    dirs.upper = make_state_dir(sysroot_fd, sysroot, base + "/upper", 0755);
+    dirs.work = make_state_dir(sysroot_fd, sysroot, base + "/work", 0700);
   }
   return dirs;
 }
@@ -290,9 +294,11 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   }
 
   std::string repo = sysroot + "/composefs";
+  UniqueFd sysroot_fd = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
   const BootImage* chosen = nullptr;
   for (const BootImage& c : candidates) {
-    if (::access((repo + "/images/" + c.digest.hex()).c_str(), F_OK) == 0) {
+    if (lstat_beneath(sysroot_fd.get(), "composefs/images/" + c.digest.hex(),
+                      repo + "/images/" + c.digest.hex())) {
       chosen = &c;
       break;
     }
@@ -304,15 +310,19 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   log("image " + hex +
       (chosen->insecure ? " (insecure: no verity enforcement)" : " (verity required)"));
 
-  std::string state = sysroot + "/state/deploy/" + hex;
-  StateDirs etc = prepare_state(state, "etc", config.etc);
-  StateDirs var = prepare_state(state, "var", config.var);
+  // The image and objects/ are resolved beneath the repository without following symlinks
+  // and mounted through these fds.
+  RepoImage resolved = resolve_repo_image(repo, hex);
+  std::string state_rel = "state/deploy/" + hex;
+  std::string state = sysroot + "/" + state_rel;
+  StateDirs etc = prepare_state(sysroot_fd.get(), sysroot, state_rel, "etc", config.etc);
+  StateDirs var = prepare_state(sysroot_fd.get(), sysroot, state_rel, "var", config.var);
   UniqueFd old_root(
       ::open_tree(AT_FDCWD, sysroot.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
   if (!old_root) throw_errno(sysroot + ": cannot clone the physical root");
 
   MountOptions mount;
-  mount.object_dirs = {repo + "/objects"};
+  mount.object_dirs = {resolved.objects_path()};
   mount.expected_digest = chosen->digest;
   mount.verity = chosen->insecure ? VerityMode::off : VerityMode::require;
   mount.overrides = options.overrides;
@@ -320,7 +330,7 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   // re-exposed at <new root>/sysroot.
   struct stat physical {};
   if (::stat(sysroot.c_str(), &physical) < 0) throw_errno(sysroot);
-  MountReport report = mount_image(repo + "/images/" + hex, sysroot, mount);
+  MountReport report = mount_image(resolved.mount_path(), sysroot, mount);
   log("mounted " + hex + " on " + sysroot + ": " + report.summary());
   try {
     UniqueFd image_root = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -45,6 +45,16 @@ std::optional<Digest> entry_object(int repo_dirfd, const std::string& entry, Has
   return digest_from_object_path(*resolved, alg);
 }
 
+bool entry_target_exists(int repo_dirfd, const std::string& entry, HashAlgorithm alg) {
+  auto st = lstat_at(repo_dirfd, entry, entry);
+  if (!st) return false;
+  if (!S_ISLNK(st->st_mode)) return true;
+  auto object = entry_object(repo_dirfd, entry, alg);
+  if (!object) return false;
+  auto object_st = lstat_at(repo_dirfd, "objects/" + object->object_path(), entry);
+  return object_st && S_ISREG(object_st->st_mode);
+}
+
 void for_each_namespace_entry(int repo_dirfd, const std::string& repo_path, const std::string& ns,
                               const std::function<void(const std::string& name)>& fn) {
   const std::string what = join(repo_path, ns);

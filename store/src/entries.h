@@ -23,6 +23,10 @@ std::optional<std::string> resolve_ref_chain(int repo_dirfd, const std::string& 
 // not a symlink into objects/.
 std::optional<Digest> entry_object(int repo_dirfd, const std::string& entry, HashAlgorithm alg);
 
+// True if entry ("images/<hex>", "streams/<id>") exists and, when it is a symlink, links to
+// an object that exists. Resolved by parsing the link, never by following it.
+bool entry_target_exists(int repo_dirfd, const std::string& entry, HashAlgorithm alg);
+
 // Calls fn(name) for each first-level entry of ns (not "refs", not '.'-prefixed).
 void for_each_namespace_entry(int repo_dirfd, const std::string& repo_path, const std::string& ns,
                               const std::function<void(const std::string& name)>& fn);

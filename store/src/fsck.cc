@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <mutex>
 #include <thread>
 
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/safe_open.h"
 #include "cfs/store/images.h"
 #include "entries.h"
 #include "fsutil.h"
@@ -175,7 +175,7 @@ class Checker {
           ++report_.broken_links;
           return;
         }
-        if (!detail::stat_at(dirfd_, *entry, join(repo_.path(), *entry))) {
+        if (!detail::entry_target_exists(dirfd_, *entry, alg_)) {
           error("broken-symlink", link, "target " + escape_for_log(*entry) + " does not exist");
           ++report_.broken_links;
         }
@@ -246,12 +246,14 @@ class Checker {
         corrupt("unexpected-file-type", "not a regular file");
         return;
       }
-      int fd = ::openat(dir.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      if (fd < 0) {
-        corrupt("object-open-failed", std::string(std::strerror(errno)));
+      UniqueFd owned;
+      try {
+        owned = open_regular_beneath(dir.get(), name, O_RDONLY, rel);
+      } catch (const Error& e) {
+        corrupt("object-open-failed", e.what());
         return;
       }
-      UniqueFd owned(fd);
+      const int fd = owned.get();
       try {
         if (repo_.secure()) {
           auto measured = detail::measure_verity(fd, alg_, rel);

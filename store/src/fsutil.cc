@@ -7,44 +7,24 @@
 #include <memory>
 
 #include "cfs/error.h"
+#include "cfs/safe_open.h"
 
 namespace cfs::store::detail {
 
 UniqueFd open_dir_at(int dirfd, const std::string& name, const std::string& what) {
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_errno(what);
-  return UniqueFd(fd);
+  return open_dir_beneath(dirfd, name, what);
 }
 
 UniqueFd open_dir_if_exists(int dirfd, const std::string& name, const std::string& what) {
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return UniqueFd();
-    throw_errno(what);
-  }
-  return UniqueFd(fd);
+  return open_beneath_if_exists(dirfd, name, O_RDONLY | O_DIRECTORY, what);
 }
 
 bool make_dir_at(int dirfd, const std::string& name, unsigned mode, const std::string& what) {
-  if (::mkdirat(dirfd, name.c_str(), mode) == 0) return true;
-  if (errno != EEXIST) throw_errno(what);
-  struct stat st;
-  if (::fstatat(dirfd, name.c_str(), &st, 0) < 0) throw_errno(what);
-  if (!S_ISDIR(st.st_mode)) throw Error(what + ": exists and is not a directory");
-  return false;
+  return mkdir_beneath(dirfd, name, mode, what);
 }
 
 UniqueFd make_dirs_at(int dirfd, std::string_view path, const std::string& what) {
-  UniqueFd current = open_dir_at(dirfd, ".", what);
-  while (!path.empty()) {
-    auto slash = path.find('/');
-    std::string component(path.substr(0, slash));
-    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
-    if (component.empty()) continue;
-    make_dir_at(current.get(), component, 0755, what);
-    current = open_dir_at(current.get(), component, what);
-  }
-  return current;
+  return mkdirs_beneath(dirfd, path, 0755, what);
 }
 
 void fsync_or_throw(int fd, const std::string& what) {
@@ -56,24 +36,15 @@ void syncfs_or_throw(int fd, const std::string& what) {
 }
 
 std::optional<std::string> read_link_at(int dirfd, const std::string& name) {
-  std::array<char, 4096> buf;
-  ssize_t n = ::readlinkat(dirfd, name.c_str(), buf.data(), buf.size());
-  if (n < 0 || static_cast<size_t>(n) >= buf.size()) return std::nullopt;
-  return std::string(buf.data(), static_cast<size_t>(n));
+  return readlink_beneath(dirfd, name, name);
 }
 
 std::optional<struct stat> lstat_at(int dirfd, const std::string& name, const std::string& what) {
-  struct stat st;
-  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return st;
-  if (errno == ENOENT) return std::nullopt;
-  throw_errno(what);
+  return lstat_beneath(dirfd, name, what);
 }
 
-std::optional<struct stat> stat_at(int dirfd, const std::string& name, const std::string& what) {
-  struct stat st;
-  if (::fstatat(dirfd, name.c_str(), &st, 0) == 0) return st;
-  if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return std::nullopt;
-  throw_errno(what);
+void unlink_at(int dirfd, const std::string& name, const std::string& what) {
+  unlink_beneath(dirfd, name, 0, what);
 }
 
 namespace {

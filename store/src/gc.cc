@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -35,14 +37,22 @@ class Collector {
   }
 
   void mark_roots(const std::vector<std::string>& extra_roots) {
-    for (const std::string& root : extra_roots) mark_extra_root(root);
+    for (const std::string& root : extra_roots) {
+      root_ = "gc --root " + root;
+      mark_extra_root(root);
+    }
     for (const char* ns : {"images", "streams"}) {
       detail::walk_refs(dirfd_, repo_.path(), ns, [&](const std::string&, const std::string& link) {
         // A ref names an entry of its own namespace.
         auto entry = detail::resolve_ref_chain(dirfd_, link);
-        if (entry && entry->starts_with(std::string(ns) + "/")) mark_entry(*entry);
+        root_ = link;
+        if (entry && entry->starts_with(std::string(ns) + "/")) {
+          mark_entry(*entry);
+          drain();
+        }
       });
     }
+    root_.clear();
     drain();
     // An image entry whose object is live for another reason (e.g. a stream's named ref
     // points to it) stays, so its files must stay too.
@@ -74,7 +84,7 @@ class Collector {
     for (const char* ns : {"images", "streams"}) {
       detail::walk_refs(dirfd_, repo_.path(), ns, [&](const std::string&, const std::string& link) {
         auto entry = detail::resolve_ref_chain(dirfd_, link);
-        bool ok = entry && detail::stat_at(dirfd_, *entry, join(repo_.path(), *entry)).has_value();
+        bool ok = entry && detail::entry_target_exists(dirfd_, *entry, alg_);
         if (ok) return;
         ++result.refs_pruned;
         if (!dry_run) unlink_rel(link);
@@ -160,8 +170,36 @@ class Collector {
     if (!live_images_.insert(id).second) return;
     live_.insert(id);
     if (!repo_.has_object(id)) return;  // fsck reports it; nothing to follow
-    erofs::Image image = open_image_reader(repo_, id.hex());
-    for (const Digest& object : image_objects(image, alg_)) live_.insert(object);
+    try {
+      erofs::Image image = open_image_reader(repo_, id.hex());
+      for (const Digest& object : image_objects(image, alg_)) live_.insert(object);
+    } catch (const Error& e) {
+      // The image's references are unknown, so nothing may be removed; say which name keeps
+      // it alive and how to drop that name, so the collection can proceed afterwards.
+      throw Error(join(repo_.path(), "images/" + id.hex()) +
+                  ": the strict image reader refuses it (" + e.what() + "); it is kept alive by " +
+                  root_description() + ", so gc removed nothing. " + removal_hint());
+    }
+  }
+
+  std::string root_description() const {
+    if (root_.empty()) return "a reference from another stream or image";
+    if (root_.starts_with("gc --root")) return "'" + root_ + "'";
+    return join(repo_.path(), root_);
+  }
+
+  // The command that removes the name keeping a bad image alive.
+  std::string removal_hint() const {
+    const std::string repo = "cfsctl --repo " + repo_.path();
+    if (root_.starts_with("gc --root")) return "Run gc without that --root.";
+    if (root_.starts_with("streams/refs/oci/"))
+      return "Remove its OCI tag with `" + repo + " oci untag TAG` (the tag stored as " + root_ +
+             "), then run gc again.";
+    if (root_.starts_with("images/refs/") || root_.starts_with("streams/refs/"))
+      return "Remove the ref with `rm " + join(repo_.path(), root_) +
+             "` (cfsctl has no command that deletes image refs), then run gc again.";
+    return "Remove the stream or tag that references it (e.g. `" + repo +
+           " oci untag TAG`), then run gc again.";
   }
 
   void mark_stream_entry(const std::string& name) {
@@ -195,9 +233,9 @@ class Collector {
     if (image_entries_.count(target)) mark_image(target);
   }
 
+  // Removes a name beneath the repository root; no symlink on the way is followed.
   void unlink_rel(const std::string& rel) {
-    if (::unlinkat(dirfd_, rel.c_str(), 0) < 0 && errno != ENOENT)
-      throw_errno(join(repo_.path(), rel) + ": removing");
+    detail::unlink_at(dirfd_, rel, join(repo_.path(), rel));
   }
 
   Repository& repo_;
@@ -211,7 +249,51 @@ class Collector {
   std::set<std::string> live_streams_;
   std::unordered_set<Digest> walked_streams_;
   std::vector<Digest> queue_;
+  std::string root_;  // the root being marked: a ref path or "gc --root NAME"
 };
+
+}  // namespace
+
+namespace {
+
+// Converts the shared lock to the exclusive one, telling options.on_wait who holds the
+// repository meanwhile and giving up after options.lock_timeout.
+void acquire_exclusive(Repository& repo, const GcOptions& options) {
+  if (repo.try_relock(LockMode::exclusive)) return;
+  std::string holders = describe_lock_holders(repo.dirfd());
+  auto give_up = [&](const std::string& why) {
+    // Back to the shared lock this Repository is expected to hold; if even that is refused
+    // (another gc runs) the command is ending anyway.
+    repo.try_relock(LockMode::shared);
+    throw Error(repo.path() + ": the repository is in use by " + holders + "; gc " + why +
+                " and removed nothing (readers such as a cfs-fuse mount hold the lock until "
+                "they exit)");
+  };
+  if (options.lock_timeout && options.lock_timeout->count() <= 0)
+    give_up("did not wait (--no-wait)");
+  if (options.on_wait) options.on_wait("gc: waiting for the repository lock held by " + holders);
+  if (!options.lock_timeout) {
+    repo.relock(LockMode::exclusive);
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + *options.lock_timeout;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (repo.try_relock(LockMode::exclusive)) return;
+    std::string now = describe_lock_holders(repo.dirfd());
+    if (now != holders) {
+      holders = now;
+      if (options.on_wait)
+        options.on_wait("gc: waiting for the repository lock held by " + holders);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      auto ms = options.lock_timeout->count();
+      give_up("gave up after waiting " +
+              (ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms") +
+              " for the lock");
+    }
+  }
+}
 
 }  // namespace
 
@@ -219,7 +301,7 @@ GcResult collect_garbage(Repository& repo, const GcOptions& options) {
   if (!options.dry_run) {
     repo.require_writable();
     repo.sync();  // our own pending objects must not look unreferenced
-    repo.relock(LockMode::exclusive);
+    acquire_exclusive(repo, options);
   }
   struct Relock {
     Repository& repo;

@@ -233,7 +233,7 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   struct stat st;
   if (::stat(options.bootdir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     throw Error(options.bootdir + ": no such directory (the boot partition's root, --bootdir)");
-  UniqueFd bootdir = detail::open_dir_at(AT_FDCWD, options.bootdir, options.bootdir);
+  UniqueFd bootdir = open_file(options.bootdir, O_RDONLY | O_DIRECTORY);
   const std::string files_dir = options.bootdir + "/" + id;
   const std::string entries_dir = options.bootdir + "/loader/entries";
   UniqueFd files_fd = detail::make_dirs_at(bootdir.get(), id, files_dir);

@@ -75,15 +75,10 @@ std::string manifest_content_id(const Repository& repo, std::string_view name) {
   }
   validate_tag(name);
   std::string link = std::string(kTagDir) + "/" + encode_tag(name);
-  std::string target(4096, '\0');
-  ssize_t n = ::readlinkat(repo.dirfd(), link.c_str(), target.data(), target.size());
-  if (n < 0) {
-    if (errno == ENOENT)
-      throw Error(repo.path() + ": no image tagged '" + escape_for_log(name) + "'");
-    throw_errno(repo.path() + "/" + link);
-  }
-  target.resize(static_cast<size_t>(n));
-  std::string id = content_id_from_link(target);
+  // Read beneath the repository root: a symlinked streams/refs must not be followed.
+  auto target = detail::read_link_at(repo.dirfd(), link);
+  if (!target) throw Error(repo.path() + ": no image tagged '" + escape_for_log(name) + "'");
+  std::string id = content_id_from_link(*target);
   if (!id.starts_with("oci-manifest-sha256:"))
     throw Error(repo.path() + "/" + escape_for_log(link) +
                 ": does not point at an OCI manifest stream");
@@ -347,11 +342,11 @@ void untag_image(Repository& repo, std::string_view tag) {
   repo.require_writable();
   validate_tag(tag);
   std::string link = std::string(kTagDir) + "/" + encode_tag(tag);
-  if (::unlinkat(repo.dirfd(), link.c_str(), 0) < 0) {
-    if (errno == ENOENT)
-      throw Error(repo.path() + ": no image tagged '" + escape_for_log(tag) + "'");
-    throw_errno(repo.path() + "/" + link);
-  }
+  // Only a symlink is a tag: anything else at that name is not ours to remove.
+  auto st = detail::lstat_at(repo.dirfd(), link, repo.path() + "/" + link);
+  if (!st || !S_ISLNK(st->st_mode))
+    throw Error(repo.path() + ": no image tagged '" + escape_for_log(tag) + "'");
+  detail::unlink_at(repo.dirfd(), link, repo.path() + "/" + link);
 }
 
 Digest image_id(const Repository& repo, std::string_view name, bool bootable, XattrMode mode) {

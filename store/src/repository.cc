@@ -16,6 +16,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/safe_open.h"
 #include "cfs/store/refs.h"
 #include "entries.h"
 #include "fsutil.h"
@@ -74,19 +75,51 @@ bool link_tmpfile(int fd, int dirfd, const std::string& name, const std::string&
   throw_errno(what + ": linking " + name);
 }
 
-// Renames without replacing; returns false if to exists. Falls back to link+unlink where
-// the filesystem lacks RENAME_NOREPLACE.
-bool rename_noreplace(int dirfd, const std::string& from, const std::string& to,
+// Renames from_dir/from to to_dir/to without replacing; returns false if to exists. Falls
+// back to link+unlink where the filesystem lacks RENAME_NOREPLACE.
+bool rename_noreplace(int from_dir, const std::string& from, int to_dir, const std::string& to,
                       const std::string& what) {
-  if (::renameat2(dirfd, from.c_str(), dirfd, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+  if (::renameat2(from_dir, from.c_str(), to_dir, to.c_str(), RENAME_NOREPLACE) == 0) return true;
   if (errno == EEXIST) return false;
   if (errno != EINVAL && errno != ENOSYS) throw_errno(what + ": renaming to " + to);
-  if (::linkat(dirfd, from.c_str(), dirfd, to.c_str(), 0) < 0) {
+  if (::linkat(from_dir, from.c_str(), to_dir, to.c_str(), 0) < 0) {
     if (errno == EEXIST) return false;
     throw_errno(what + ": linking " + to);
   }
-  ::unlinkat(dirfd, from.c_str(), 0);
+  ::unlinkat(from_dir, from.c_str(), 0);
   return true;
+}
+
+// The fixed directories of the layout. Each must be a real directory: one replaced by a
+// symlink would let gc remove, and writers create, files in whatever tree it names.
+constexpr const char* kFixedDirs[] = {"objects", "images", "images/refs", "streams",
+                                      "streams/refs"};
+
+void refuse_symlinked_fixed_dirs(int dirfd, const std::string& path) {
+  for (const char* sub : kFixedDirs) {
+    const std::string what = join(path, sub);
+    auto st = detail::lstat_at(dirfd, sub, what);
+    if (!st) continue;
+    if (S_ISLNK(st->st_mode))
+      throw Error(what +
+                  ": is a symlink; a repository's own directories must not be symlinks "
+                  "(refusing to use the repository)");
+    if (!S_ISDIR(st->st_mode))
+      throw Error(what + ": is not a directory (refusing to use the repository)");
+  }
+}
+
+// The same for the fan-out directories objects/XX: one readdir of objects/.
+void refuse_symlinked_fanout_dirs(int objects_fd, const std::string& path) {
+  const std::string objects_what = join(path, "objects");
+  detail::for_each_entry(objects_fd, objects_what, [&](const std::string& sub, unsigned char type) {
+    if (sub.size() != 2) return;
+    const std::string what = join(objects_what, sub);
+    if (detail::entry_type(objects_fd, sub, type, what) == DT_LNK)
+      throw Error(what +
+                  ": is a symlink; object directories must not be symlinks (refusing to "
+                  "use the repository)");
+  });
 }
 
 std::optional<HashAlgorithm> infer_algorithm(int objects_fd, const std::string& what) {
@@ -153,13 +186,18 @@ struct Repository::State {
     const std::string final_name = p.id.object_path();
     const std::string w = what(object_repo_path(p.id));
     const uint8_t first = p.id.bytes()[0];
+    const std::string sub_name = final_name.substr(0, 2);
+    const std::string rest = final_name.substr(3);
     if (!object_dirs_present[first]) {
-      detail::make_dir_at(objects.get(), final_name.substr(0, 2), 0755, what("objects"));
+      detail::make_dir_at(objects.get(), sub_name, 0755, what("objects/" + sub_name));
       object_dirs_present[first] = true;
     }
+    // Linked relative to objects/XX opened without following symlinks, so a fan-out
+    // directory replaced by a symlink is refused instead of written through.
+    UniqueFd sub = detail::open_dir_at(objects.get(), sub_name, what("objects/" + sub_name));
     if (p.temp_name.empty()) {
       if (!p.replace) {
-        link_tmpfile(p.fd.get(), objects.get(), final_name, w);  // exists: a concurrent writer
+        link_tmpfile(p.fd.get(), sub.get(), rest, w);  // exists: a concurrent writer
         return;
       }
       // Replacing needs a name to rename from.
@@ -169,9 +207,9 @@ struct Repository::State {
       }
     }
     if (p.replace) {
-      if (::renameat(objects.get(), p.temp_name.c_str(), objects.get(), final_name.c_str()) < 0)
+      if (::renameat(objects.get(), p.temp_name.c_str(), sub.get(), rest.c_str()) < 0)
         throw_errno(w + ": replacing a corrupt object");
-    } else if (!rename_noreplace(objects.get(), p.temp_name, final_name, w)) {
+    } else if (!rename_noreplace(objects.get(), p.temp_name, sub.get(), rest, w)) {
       ::unlinkat(objects.get(), p.temp_name.c_str(), 0);
     }
   }
@@ -238,7 +276,7 @@ struct Repository::State {
     if (secure || !verity_unsupported) {
       // fs-verity refuses files with writers, so continue with a read-only descriptor.
       UniqueFd ro = temp_name.empty() ? reopen_read_only(fd.get(), w)
-                                      : open_at(objects.get(), temp_name, O_RDONLY);
+                                      : open_regular_beneath(objects.get(), temp_name, O_RDONLY, w);
       fd.reset();
       detail::VerityEnable result = detail::VerityEnable::unsupported;
       for (int attempt = 0;; ++attempt) {
@@ -272,12 +310,15 @@ struct Repository::State {
 
   UniqueFd open_final_object(const Digest& id) const {
     const std::string rel = object_repo_path(id);
-    int fd = ::openat(objects.get(), id.object_path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-      if (errno == ENOENT) throw Error(what(rel) + ": object " + id.hex() + " does not exist");
-      throw_errno(what(rel));
+    // Beneath objects/, no symlinks, and only a regular file: a FIFO must not hang a reader.
+    UniqueFd out;
+    try {
+      out = open_regular_beneath(objects.get(), id.object_path(), O_RDONLY, what(rel));
+    } catch (const SystemError& e) {
+      if (e.code() == ENOENT) throw Error(what(rel) + ": object " + id.hex() + " does not exist");
+      throw;
     }
-    UniqueFd out(fd);
+    const int fd = out.get();
     if (secure) {
       auto measured = detail::measure_verity(fd, meta.algorithm, what(rel));
       if (!measured) throw Error(what(rel) + ": object has no fs-verity in a secure repository");
@@ -394,7 +435,7 @@ Repository::~Repository() {
 Repository Repository::init(const std::string& path, const InitOptions& options) {
   if (path.empty()) throw Error("repository path is empty");
   if (::mkdir(path.c_str(), 0755) < 0 && errno != EEXIST) throw_errno(path + ": creating");
-  UniqueFd dir = detail::open_dir_at(AT_FDCWD, path, path);
+  UniqueFd dir = open_file(path, O_RDONLY | O_DIRECTORY);
   lock_directory(dir.get(), LockMode::exclusive, path);
   if (detail::lstat_at(dir.get(), "meta.json", join(path, "meta.json")))
     throw Error(path + ": already a repository (meta.json exists)");
@@ -409,7 +450,7 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
   detail::fsync_or_throw(fd.get(), what);
   if (!options.insecure) {
     UniqueFd ro = temp_name.empty() ? reopen_read_only(fd.get(), what)
-                                    : open_at(dir.get(), temp_name, O_RDONLY);
+                                    : open_regular_beneath(dir.get(), temp_name, O_RDONLY, what);
     fd.reset();
     if (detail::enable_verity(ro.get(), options.algorithm, what) ==
         detail::VerityEnable::unsupported) {
@@ -424,8 +465,9 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
   for (const char* sub : {"objects", "images", "images/refs", "streams", "streams/refs"})
     detail::make_dir_at(dir.get(), sub, 0755, join(path, sub));
   detail::syncfs_or_throw(dir.get(), path);
-  bool linked = temp_name.empty() ? link_tmpfile(fd.get(), dir.get(), "meta.json", what)
-                                  : rename_noreplace(dir.get(), temp_name, "meta.json", what);
+  bool linked = temp_name.empty()
+                    ? link_tmpfile(fd.get(), dir.get(), "meta.json", what)
+                    : rename_noreplace(dir.get(), temp_name, dir.get(), "meta.json", what);
   if (!linked) {
     if (!temp_name.empty()) ::unlinkat(dir.get(), temp_name.c_str(), 0);
     throw Error(path + ": already a repository (meta.json appeared concurrently)");
@@ -448,18 +490,23 @@ Repository Repository::open(const std::string& path, LockMode lock) {
     s->dir.reset(fd);
   }
   lock_directory(s->dir.get(), lock, path);
+  refuse_symlinked_fixed_dirs(s->dir.get(), path);
   s->objects = detail::open_dir_if_exists(s->dir.get(), "objects", s->what("objects"));
+  if (s->objects) refuse_symlinked_fanout_dirs(s->objects.get(), path);
 
-  int meta_fd = ::openat(s->dir.get(), "meta.json", O_RDONLY | O_CLOEXEC);
-  if (meta_fd >= 0) {
-    UniqueFd meta(meta_fd);
-    s->meta =
-        parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
+  // A regular file only: a FIFO in its place must give an error, not hang every command.
+  UniqueFd meta;
+  try {
+    meta = open_regular_beneath(s->dir.get(), "meta.json", O_RDONLY, s->what("meta.json"));
+  } catch (const SystemError& e) {
+    if (e.code() != ENOENT) throw;
+  }
+  if (meta) {
+    s->meta = parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
     s->secure =
         detail::measure_verity(meta.get(), s->meta.algorithm, s->what("meta.json")).has_value();
     if (!s->objects) throw Error(s->what("objects") + ": missing (repository is incomplete)");
   } else {
-    if (errno != ENOENT) throw_errno(s->what("meta.json"));
     if (!s->objects)
       throw Error(path + ": not a composefs repository (no meta.json; create one with 'init')");
     auto alg = infer_algorithm(s->objects.get(), s->what("objects"));
@@ -515,6 +562,10 @@ void Repository::require_writable() const {
 
 void Repository::relock(LockMode mode) {
   lock_directory(state_->dir.get(), mode, state_->path);
+}
+
+bool Repository::try_relock(LockMode mode) {
+  return try_lock_directory(state_->dir.get(), mode, state_->path);
 }
 
 ObjectWriter Repository::write_object() {
@@ -644,7 +695,8 @@ UniqueFd Repository::open_object(const Digest& id) const {
   if (auto it = s.pending_index.find(id); it != s.pending_index.end()) {
     const PendingObject& p = s.pending[it->second];
     return p.temp_name.empty() ? reopen_read_only(p.fd.get(), s.what(object_repo_path(id)))
-                               : open_at(s.objects.get(), p.temp_name, O_RDONLY);
+                               : open_regular_beneath(s.objects.get(), p.temp_name, O_RDONLY,
+                                                      s.what(object_repo_path(id)));
   }
   return s.open_final_object(id);
 }

@@ -21,11 +21,15 @@
 
 #include "cfs/erofs/reader.h"
 #include "cfs/fd.h"
+#include "cfs/store/images.h"
+#include "cfs/store/repository.h"
 #include "fuse_helpers.h"
 #include "testdata.h"
 
 namespace cfs::test {
 namespace {
+
+namespace fs = std::filesystem;
 
 void require_fuse() {
   if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/fuse is not usable here";
@@ -108,6 +112,44 @@ TEST(FuseCli, SuidAndDevAreRefusedAndMountsAreNosuidNodev) {
   }
   EXPECT_NE(options.find("nosuid"), std::string::npos) << options;
   EXPECT_NE(options.find("nodev"), std::string::npos) << options;
+}
+
+// cfs-fuse --repo opens meta.json, images and objects/ only beneath the repository, never
+// through a symlink, and never waits on a FIFO planted in place of a file.
+TEST(FuseCli, RepositoryFifosAndSymlinksAreErrorsNotHangs) {
+  TempDir dir;
+  make_image(dir);
+  const std::string repo = dir / "repo";
+  std::string id;
+  {
+    store::Repository r = store::Repository::init(repo, {.insecure = true});
+    id = store::create_image(r, dir / "src", std::nullopt).id.hex();
+  }
+  auto mount = [&](std::string* out) {
+    return run_argv({"timeout", "20", cfs_fuse_binary(), "--repo", repo, id, dir / "mnt", "-f"},
+                    out);
+  };
+  std::string out;
+  const std::string object = repo + "/objects/" + id.substr(0, 2) + "/" + id.substr(2);
+  fs::rename(object, dir / "image-object");
+  ASSERT_EQ(::mkfifo(object.c_str(), 0644), 0);
+  EXPECT_EQ(mount(&out), 1) << out;  // 124 would be timeout's: a hang
+  EXPECT_NE(out.find(object + ": not a regular file"), std::string::npos) << out;
+  fs::remove(object);
+  fs::rename(dir / "image-object", object);
+
+  fs::rename(repo + "/meta.json", dir / "meta.json");
+  ASSERT_EQ(::mkfifo((repo + "/meta.json").c_str(), 0644), 0);
+  EXPECT_EQ(mount(&out), 1) << out;
+  EXPECT_NE(out.find(repo + "/meta.json: not a regular file"), std::string::npos) << out;
+  fs::remove(repo + "/meta.json");
+  fs::rename(dir / "meta.json", repo + "/meta.json");
+
+  fs::rename(repo + "/objects", dir / "objects-elsewhere");
+  fs::create_symlink(dir / "objects-elsewhere", repo + "/objects");
+  EXPECT_EQ(mount(&out), 1) << out;
+  EXPECT_NE(out.find(repo + "/objects: is a symlink"), std::string::npos) << out;
+  EXPECT_FALSE(is_mounted(dir / "mnt"));
 }
 
 TEST(FuseCli, BusyMountpointIsRefused) {

@@ -201,6 +201,43 @@ TEST_F(KmountTest, MountByIdAndRefFromRepository) {
   image.path = tampered;  // for the loop-device check in TearDown
 }
 
+TEST_F(KmountTest, RepositoryFifoAndSymlinksAreRefusedNotFollowed) {
+  std::string repo = dir / "repo";
+  fs::create_directories(repo + "/images/refs");
+  fs::rename(image.objects, repo + "/objects");
+  fs::copy_file(image.path, repo + "/images/" + image.digest.hex());
+  const std::string id = image.digest.hex();
+
+  // A FIFO as meta.json: an error at once, not a boot that hangs ("timeout" catches a hang).
+  ASSERT_EQ(::mkfifo((repo + "/meta.json").c_str(), 0644), 0);
+  RunResult r = run_tool("--repo " + repo + " " + id + " " + mnt, "timeout 20");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(repo + "/meta.json: not a regular file"), std::string::npos) << r.output;
+  fs::remove(repo + "/meta.json");
+
+  // objects/ a symlink to objects elsewhere: refused, nothing mounted.
+  fs::rename(repo + "/objects", dir / "objects-elsewhere");
+  fs::create_symlink(dir / "objects-elsewhere", repo + "/objects");
+  r = run_tool("--repo " + repo + " " + id + " " + mnt, "timeout 20");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(repo + "/objects: is a symlink"), std::string::npos) << r.output;
+  // The same when the image is given as a path and only the objects come from --repo.
+  r = run_tool("--repo " + repo + " " + repo + "/images/" + id + " " + mnt, "timeout 20");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(repo + "/objects: is a symlink"), std::string::npos) << r.output;
+  fs::remove(repo + "/objects");
+  fs::rename(dir / "objects-elsewhere", repo + "/objects");
+
+  // images/<id> a symlink out of the repository (to a good image): not followed.
+  fs::rename(repo + "/images/" + id, dir / "image-elsewhere");
+  fs::create_symlink(dir / "image-elsewhere", repo + "/images/" + id);
+  r = run_tool("--repo " + repo + " " + id + " " + mnt, "timeout 20");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("images/" + id + ": links to " + dir.path()), std::string::npos)
+      << r.output;
+  image.path = dir / "image-elsewhere";  // for the loop-device check in TearDown
+}
+
 TEST_F(KmountTest, OptionsMayFollowThePositionals) {
   std::string upper = dir / "upper", work = dir / "work";
   fs::create_directories(upper);

@@ -196,4 +196,38 @@ TEST_F(SetupRootTest, FailuresAreClearAndLeaveNothingMounted) {
   EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
 }
 
+TEST_F(SetupRootTest, SymlinksInTheStateTreeOrRepositoryAreNotFollowed) {
+  const std::string cmdline = "composefs.digest=?v1-sha256-12:" + hex;
+  // sysroot/state pointing elsewhere: root would create (and bind-mount) directories there.
+  const std::string outside = dir / "outside";
+  fs::create_directories(outside);
+  fs::create_symlink(outside, sysroot + "/state");
+  RunResult r = setup_root(cmdline);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(sysroot + "/state/deploy/" + hex + "/etc/upper"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("state is a symlink"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::is_empty(outside)) << "setup-root created directories outside the sysroot";
+  EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
+  fs::remove(sysroot + "/state");
+
+  // A deeper component of the state path, planted as a symlink, is refused the same way.
+  fs::create_directories(sysroot + "/state/deploy");
+  fs::create_symlink(outside, sysroot + "/state/deploy/" + hex);
+  r = setup_root(cmdline);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("is a symlink"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::is_empty(outside));
+  EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
+  fs::remove_all(sysroot + "/state");
+
+  // The repository's objects/ replaced by a symlink to another tree of objects.
+  fs::rename(sysroot + "/composefs/objects", dir / "objects-elsewhere");
+  fs::create_symlink(dir / "objects-elsewhere", sysroot + "/composefs/objects");
+  r = setup_root(cmdline);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("composefs/objects: is a symlink"), std::string::npos) << r.output;
+  EXPECT_EQ(mounts_below(dir.path()), std::vector<std::string>{});
+}
+
 }  // namespace

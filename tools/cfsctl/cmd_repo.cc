@@ -2,8 +2,11 @@
 // cfs_store; every rule lives in the library.
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cfs/error.h"
@@ -134,9 +137,25 @@ void run_fsck(bool json, bool metadata_only, const GlobalOptions& global) {
   throw Error(repo.path() + ": fsck found " + std::to_string(r.errors.size()) + " error(s)");
 }
 
-void run_gc(bool dry_run, const std::vector<std::string>& roots, const GlobalOptions& global) {
+struct GcArgs {
+  bool dry_run = false;
+  std::vector<std::string> roots;
+  bool no_wait = false;
+  std::optional<double> timeout;  // seconds
+};
+
+void run_gc(const GcArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "gc"));
-  store::GcResult r = store::collect_garbage(repo, {.dry_run = dry_run, .extra_roots = roots});
+  store::GcOptions options{.dry_run = args.dry_run, .extra_roots = args.roots};
+  if (args.no_wait) options.lock_timeout = std::chrono::milliseconds(0);
+  if (args.timeout)
+    options.lock_timeout = std::chrono::milliseconds(static_cast<int64_t>(*args.timeout * 1000));
+  // While waiting, say who holds the repository: a cfs-fuse mount can hold it for days.
+  options.on_wait = [](const std::string& message) {
+    std::fprintf(stderr, "%s\n", message.c_str());
+  };
+  const bool dry_run = args.dry_run;
+  store::GcResult r = store::collect_garbage(repo, options);
   const char* verb = dry_run ? "would be removed" : "removed";
   std::string out;
   out += "Objects: " + std::to_string(r.objects_removed) + " " + verb + " (" +
@@ -196,17 +215,24 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
     run_fsck(*fsck_json, *fsck_metadata_only, global);
   });
 
-  auto gc_dry_run = std::make_shared<bool>(false);
-  auto gc_roots = std::make_shared<std::vector<std::string>>();
+  auto gc = std::make_shared<GcArgs>();
   CLI::App* gc_cmd = app.add_subcommand(
       "gc",
       "Remove images, streams and objects that no ref below images/refs or streams/refs "
       "reaches");
-  gc_cmd->add_flag("--dry-run", *gc_dry_run, "Only report what would be removed");
-  gc_cmd->add_option("--root", *gc_roots,
+  gc_cmd->add_flag("--dry-run", gc->dry_run, "Only report what would be removed");
+  gc_cmd->add_option("--root", gc->roots,
                      "Also keep this image (id or images/refs name) or stream (name or "
                      "streams/refs name) and what it reaches; repeatable");
-  gc_cmd->callback([gc_dry_run, gc_roots, &global] { run_gc(*gc_dry_run, *gc_roots, global); });
+  auto* no_wait =
+      gc_cmd->add_flag("--no-wait", gc->no_wait,
+                       "Fail at once (naming the processes) if readers hold the repository lock");
+  gc_cmd
+      ->add_option("--timeout", gc->timeout,
+                   "Give up after waiting SECONDS for readers to release the repository lock")
+      ->check(CLI::NonNegativeNumber)
+      ->excludes(no_wait);
+  gc_cmd->callback([gc, &global] { run_gc(*gc, global); });
 }
 
 }  // namespace cfs::cli

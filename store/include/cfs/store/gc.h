@@ -8,7 +8,10 @@
 // names go first, objects after, so no surviving name ever points at a removed object.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,12 @@ struct GcOptions {
   // images/refs) or a stream (name below streams/, or ref below streams/refs). A root that
   // names nothing is an error before anything is removed.
   std::vector<std::string> extra_roots;
+  // How long to wait for the exclusive lock while other processes (readers, a cfs-fuse mount)
+  // hold the repository: nullopt waits for as long as it takes, zero not at all. Giving up is
+  // an Error naming the holders; nothing has been removed then.
+  std::optional<std::chrono::milliseconds> lock_timeout;
+  // Told, while gc waits for the lock, which processes hold it (called again if they change).
+  std::function<void(const std::string& message)> on_wait;
 };
 
 struct GcResult {
@@ -34,7 +43,8 @@ struct GcResult {
   uint64_t temp_files_removed = 0;
 };
 
-// Takes the exclusive repository lock for the collection (not for a dry run) and returns
+// Takes the exclusive repository lock for the collection (not for a dry run; see
+// GcOptions::lock_timeout for how long it waits) and returns
 // to the shared lock afterwards. Other Repository objects of the same process must not be
 // open on this repository, or this waits forever. Refuses to delete anything (throws) if a
 // reachable image or stream cannot be read, since its references would be unknown.

@@ -4,7 +4,9 @@
 // repository open, and commands started during a collection wait for it to finish.
 #pragma once
 
+#include <sys/types.h>
 #include <string>
+#include <vector>
 
 namespace cfs::store {
 
@@ -15,5 +17,15 @@ enum class LockMode { shared, exclusive };
 void lock_directory(int dirfd, LockMode mode, const std::string& what);
 // Non-blocking variant: false if another process holds a conflicting lock.
 bool try_lock_directory(int dirfd, LockMode mode, const std::string& what);
+
+// A process holding a flock on a repository directory, from /proc/locks.
+struct LockHolder {
+  pid_t pid = 0;
+  std::string command;  // /proc/PID/comm, empty if unreadable
+};
+// The processes other than this one that hold (not wait for) a flock on dirfd's inode.
+std::vector<LockHolder> lock_holders(int dirfd);
+// "pid 123 (cfs-fuse), pid 456 (cfsctl)", or "another process (not visible in /proc/locks)".
+std::string describe_lock_holders(int dirfd);
 
 }  // namespace cfs::store

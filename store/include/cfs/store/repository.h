@@ -108,6 +108,9 @@ class Repository {
   void require_writable() const;
   // Converts the held lock (garbage collection takes LockMode::exclusive).
   void relock(LockMode mode);
+  // Non-blocking relock: false if another process holds a conflicting lock. A failed
+  // conversion leaves no lock held (flock drops the old one first); relock() again.
+  bool try_relock(LockMode mode);
 
   // ---- objects (objects/XX/<rest>)
   ObjectWriter write_object();
