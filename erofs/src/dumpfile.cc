@@ -171,7 +171,7 @@ struct DumpfileParser::State {
     auto digest = Digest::from_hex(text);
     if (!digest)
       fail("invalid digest '" + detail_printable(text.substr(0, 130)) +
-           "': expected 64 hexadecimal digits");
+           "': expected 64 (SHA-256) or 128 (SHA-512) hexadecimal digits");
     return digest;
   }
 
