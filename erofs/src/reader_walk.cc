@@ -548,6 +548,9 @@ class TreeBuilder : public ImageWalker::Visitor {
 
   void entry(uint32_t dir_index, std::string_view name, const InodeInfo& child, bool first,
              uint32_t child_dir_index) override {
+    const bool hardlinked = !child.is_dir() && child.nlink > 1;
+    order_.push_back({child.nid, hardlinked ? dirs_[dir_index] : nullptr,
+                      hardlinked ? dirs_[dir_index]->children.size() : 0});
     if (dir_index == 0 && is_root_stub(name, child)) return;
     InodePtr inode;
     if (first) {
@@ -576,9 +579,53 @@ class TreeBuilder : public ImageWalker::Visitor {
     map_xattrs(dir, *dirs_[index], dir_has_whiteout_);
   }
 
-  Tree take() { return std::move(tree_); }
+  Tree take() {
+    mark_hardlink_homes();
+    return std::move(tree_);
+  }
 
  private:
+  // The writer lays inodes out in the walk's (BFS) order of their home dirents, so the
+  // homes, read in walk order, carry the image's nids in increasing order, each once. The
+  // first name of a hardlinked inode met when its nid is the next one due is its home; the
+  // others get Dirent::link, so writing the tree again places the inode where the image has
+  // it (C mkcomposefs puts it at the dumpfile's target line, which need not be the first
+  // name). Names met together in one run give the same layout whichever is the home. If the
+  // image was not laid out that way, nothing is marked (the first name is the home).
+  void mark_hardlink_homes() {
+    bool any_link = false;
+    std::vector<uint64_t> nids;
+    nids.reserve(order_.size());
+    for (const Named& n : order_) {
+      nids.push_back(n.nid);
+      any_link |= n.dir != nullptr;
+    }
+    if (!any_link) return;
+    std::sort(nids.begin(), nids.end());
+    nids.erase(std::unique(nids.begin(), nids.end()), nids.end());
+    std::vector<size_t> aliases;
+    size_t next = 0;
+    for (size_t i = 0; i < order_.size(); i++) {
+      if (next < nids.size() && order_[i].nid == nids[next]) {
+        next++;
+      } else if (order_[i].dir) {
+        aliases.push_back(i);
+      } else {
+        return;  // a singly-linked inode out of order: not the writer's layout
+      }
+    }
+    if (next != nids.size()) return;
+    for (size_t i : aliases) order_[i].dir->children[order_[i].index].link = true;
+  }
+
+  // Every named entry in walk order; dir/index locate the dirent of hardlinked ones.
+  struct Named {
+    uint64_t nid;
+    Inode* dir;
+    size_t index;
+  };
+  std::vector<Named> order_;
+
   void charge(uint64_t bytes) {
     if (bytes > budget_)
       throw Error(image_.name() + ": decoded tree exceeds " +
