@@ -152,6 +152,37 @@ struct DumpfileParser::State {
     return value;
   }
 
+  // Signed seconds. The C parser reads them with strtoull into a signed time_t, so "-100"
+  // and its two's complement "18446744073709551516" both mean 100 s before 1970.
+  int64_t seconds(std::string_view field) const {
+    if (field.starts_with('-')) {
+      auto magnitude = number<uint64_t>(field.substr(1), "mtime seconds");
+      if (magnitude > uint64_t{1} << 63)
+        fail("mtime seconds '" + std::string(field) + "' out of range");
+      return static_cast<int64_t>(0 - magnitude);
+    }
+    return static_cast<int64_t>(number<uint64_t>(field, "mtime seconds"));
+  }
+
+  // DIGEST: 64 hex digits (SHA-256, what the C tools write) or 128 (SHA-512). C would take a
+  // malformed field partially or not at all, silently giving a file without the digest the
+  // producer meant; refusing it is the only safe reading.
+  std::optional<Digest> digest(std::string_view field) const {
+    if (field == "-") return std::nullopt;
+    std::string text = unescape(field, "digest", false);
+    auto digest = Digest::from_hex(text);
+    if (!digest)
+      fail("invalid digest '" + detail_printable(text.substr(0, 130)) +
+           "': expected 64 (SHA-256) or 128 (SHA-512) hexadecimal digits");
+    return digest;
+  }
+
+  static std::string detail_printable(std::string_view bytes) {
+    std::string out;
+    append_escaped(out, bytes, false);
+    return out;
+  }
+
   Inode* lookup_dir(std::string_view dir_path) {
     if (cached_dir && dir_path == cached_dir_path) return cached_dir;
     Inode* dir = tree.lookup(dir_path);
@@ -204,8 +235,11 @@ struct DumpfileParser::State {
       std::string key = unescape(field.substr(0, eq), "xattr name", false);
       std::string value = unescape(field.substr(eq + 1), "xattr value", false);
       if (key.empty()) fail("empty xattr name");
-      if (key.size() > kXattrNameMax)
-        fail("xattr name '" + key.substr(0, 32) + "...' longer than 255 bytes");
+      if (key.size() > xattr_name_max(key))
+        fail("xattr name '" + key.substr(0, 32) + "...' longer than " +
+             std::to_string(xattr_name_max(key)) + " bytes" +
+             (key.size() <= kXattrNameMax ? " (trusted.overlay.* names grow by 8 when stored)"
+                                          : ""));
       if (key.find('\0') != std::string::npos) fail("xattr name contains a NUL byte");
       if (value.size() > kXattrValueMax)
         fail("xattr '" + key + "' value longer than " + std::to_string(kXattrValueMax) + " bytes");
@@ -274,20 +308,23 @@ struct DumpfileParser::State {
     inode->nlink = number<uint32_t>(fields[3], "nlink");
     inode->uid = number<uint32_t>(fields[4], "uid");
     inode->gid = number<uint32_t>(fields[5], "gid");
-    inode->rdev = number<uint64_t>(fields[6], "rdev");
+    const auto rdev = number<uint64_t>(fields[6], "rdev");
+    // Truncated to 32 bits, as C does (strtoull into a uint32_t st_rdev): a device whose low
+    // bits are zero is then a whiteout, escaped as one, not an unescaped 0:0 in the image.
+    inode->rdev = static_cast<uint32_t>(rdev);
     size_t dot = fields[7].find('.');
     if (dot == std::string_view::npos)
       fail("mtime '" + std::string(fields[7]) + "' is not SEC.NSEC");
-    inode->mtime_sec = number<uint64_t>(fields[7].substr(0, dot), "mtime seconds");
+    inode->mtime_sec = seconds(fields[7].substr(0, dot));
     inode->mtime_nsec = number<uint32_t>(fields[7].substr(dot + 1), "mtime nanoseconds");
     if (inode->mtime_nsec >= 1000000000u && options.strict) fail("mtime nanoseconds out of range");
 
     std::string payload = unescape(fields[8], "payload", true);
     bool has_content = fields[9] != "-";
     std::string content = unescape(fields[9], "content", true);
-    std::string_view digest_field = fields[10];
+    std::optional<Digest> file_digest = digest(fields[10]);
 
-    if (!inode->is_device() && inode->rdev != 0) {
+    if (!inode->is_device() && rdev != 0) {
       if (options.strict) fail("rdev set on a non-device entry");
       inode->rdev = 0;
     }
@@ -321,14 +358,7 @@ struct DumpfileParser::State {
           if (inode->size > (uint64_t{1024} << 43))
             fail("file size " + std::to_string(inode->size) + " exceeds the 8 PiB EROFS limit");
           inode->payload = std::move(payload);
-          if (digest_field != "-") {
-            auto digest = Digest::from_hex(digest_field);
-            if (digest) {
-              inode->digest = *digest;
-            } else if (options.strict) {
-              fail("invalid digest '" + std::string(digest_field.substr(0, 130)) + "'");
-            }
-          }
+          inode->digest = file_digest;
         }
         break;
       default:
@@ -365,10 +395,18 @@ struct DumpfileParser::State {
     return raw;
   }
 
+  Dirent* find_dirent(Inode& dir, std::string_view name) {
+    auto it = std::lower_bound(dir.children.begin(), dir.children.end(), name,
+                               [](const Dirent& d, std::string_view n) { return d.name < n; });
+    return it != dir.children.end() && it->name == name ? &*it : nullptr;
+  }
+
   void add_placeholder(const std::string& path, std::string target) {
     // The placeholder keeps the name's place (and duplicate detection) until finish().
     Inode* placeholder = insert(path, make_inode(S_IFREG));
     auto [dir_path, name] = split(path);
+    // The '@' line names the inode, the target line is its home (where C places it).
+    find_dirent(*cached_dir, name)->link = true;
     placeholders.emplace(placeholder, links.size());
     links.push_back({cached_dir, std::string(name), path, std::move(target), lineno});
   }
@@ -515,7 +553,12 @@ void append_entry(std::string& out, std::string_view path, const Inode& inode,
   out += ' ';
   append_number(out, inode.is_device() ? inode.rdev : 0);
   out += ' ';
-  append_number(out, inode.mtime_sec);
+  if (inode.mtime_sec < 0) {
+    out += '-';
+    append_number(out, 0 - static_cast<uint64_t>(inode.mtime_sec));
+  } else {
+    append_number(out, static_cast<uint64_t>(inode.mtime_sec));
+  }
   out += '.';
   append_number(out, inode.mtime_nsec);
   out += ' ';
@@ -545,16 +588,25 @@ void append_entry(std::string& out, std::string_view path, const Inode& inode,
 }  // namespace
 
 void write_dumpfile(const Tree& tree, OutputSink& out) {
+  // Hardlinked inodes: the full line goes to the inode's home (the dirent not marked as a
+  // link, else the first name), the other names become '@' lines, as the parser (and C)
+  // read them back. '@' lines may precede their target.
+  struct Home {
+    std::string path;
+    bool marked_link;
+  };
+  std::unordered_map<const Inode*, Home> home;
+  walk(tree, [&](const WalkEntry& e) {
+    if (!e.shared) return;
+    auto [it, inserted] = home.try_emplace(&e.inode, Home{e.path, e.link});
+    if (!inserted && it->second.marked_link && !e.link) it->second = {e.path, false};
+  });
   std::string buf;
-  std::unordered_map<const Inode*, std::string> first_path;  // hardlinked inodes only
   walk(tree, [&](const WalkEntry& e) {
     const std::string* target = nullptr;
     if (e.shared) {
-      if (e.first_visit) {
-        first_path.emplace(&e.inode, e.path);
-      } else {
-        target = &first_path.at(&e.inode);
-      }
+      const std::string& home_path = home.at(&e.inode).path;
+      if (home_path != e.path) target = &home_path;
     }
     append_entry(buf, e.path, e.inode, target);
     if (buf.size() >= (1 << 20)) {

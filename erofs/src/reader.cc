@@ -233,7 +233,7 @@ void Image::parse_superblock() {
   xattr_base_ = uint64_t{sb.xattr_blkaddr} * kBlockSize;
   root_nid_ = sb.root_nid;
   inode_count_ = sb.inos;
-  build_time_sec_ = sb.build_time;
+  build_time_sec_ = static_cast<int64_t>(sb.build_time);
   build_time_nsec_ = sb.build_time_nsec;
   xattr_filter_ = (sb.feature_compat & kFeatureCompatXattrFilter) && sb.xattr_filter_reserved == 0;
 
@@ -292,7 +292,7 @@ InodeInfo Image::inode(uint64_t nid) const {
     info.ino = e.i_ino;
     info.uid = e.i_uid;
     info.gid = e.i_gid;
-    info.mtime_sec = e.i_mtime;
+    info.mtime_sec = static_cast<int64_t>(e.i_mtime);  // two's complement before 1970
     info.mtime_nsec = e.i_mtime_nsec;
     info.nlink = e.i_nlink;
     isize = sizeof(InodeExtended);

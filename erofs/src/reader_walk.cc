@@ -1,9 +1,10 @@
 // The strict whole-image walk behind Image::validate(), to_tree() and objects().
 //
 // Directories are visited breadth-first from an explicit queue (no recursion), every
-// inode is checked once, on its first reference. Memory is a few bits per 32-byte inode
-// slot and 4096-byte block of the image plus one small record per directory, so it is
-// bounded by the image size whatever the image claims.
+// inode is checked once, on its first reference. The per-slot and per-block bookkeeping is
+// kept in pages allocated only where reachable inodes and blocks lie, so memory follows the
+// metadata actually reached, not the image's apparent size (a small image extended to
+// 64 GiB with a hole costs no more than the small image).
 #include <xxhash.h>
 
 #include <algorithm>
@@ -21,7 +22,6 @@ using detail::printable;
 
 namespace {
 
-constexpr uint32_t kMaxDepth = 2048;  // deeper trees cannot be walked with PATH_MAX paths
 constexpr uint32_t kDirMark = UINT32_MAX;
 constexpr uint32_t kMaxRefs = UINT32_MAX - 1;
 constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);
@@ -30,6 +30,39 @@ constexpr uint64_t kSlotsPerBlock = kBlockSize / kInodeSlotSize;
 bool is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
+
+// Per-index values (0 when never set) in 512-entry pages allocated on first write.
+template <typename T>
+class SparseArray {
+ public:
+  T get(uint64_t i) const {
+    auto it = pages_.find(i >> kPageBits);
+    return it == pages_.end() ? T{} : it->second[i & kMask];
+  }
+  T& at(uint64_t i) {
+    std::vector<T>& page = pages_[i >> kPageBits];
+    if (page.empty()) page.resize(size_t{1} << kPageBits);
+    return page[i & kMask];
+  }
+  // fn(index, value) for every non-zero value, in index order.
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    std::vector<uint64_t> keys;
+    keys.reserve(pages_.size());
+    for (const auto& [key, page] : pages_) keys.push_back(key);
+    std::sort(keys.begin(), keys.end());
+    for (uint64_t key : keys) {
+      const std::vector<T>& page = pages_.at(key);
+      for (size_t j = 0; j < page.size(); j++)
+        if (page[j] != T{}) fn((key << kPageBits) | j, page[j]);
+    }
+  }
+
+ private:
+  static constexpr unsigned kPageBits = 9;  // an isolated reachable inode costs ~2.5 KB
+  static constexpr uint64_t kMask = (uint64_t{1} << kPageBits) - 1;
+  std::unordered_map<uint64_t, std::vector<T>> pages_;
+};
 
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
 // of a non-data-only lower layer.
@@ -106,14 +139,10 @@ class ImageWalker {
   };
 
   ImageWalker(const Image& image, Visitor* visitor)
-      : image_(image),
-        visitor_(visitor),
-        refs_(image.bytes().size() / kInodeSlotSize, 0),
-        slot_used_(refs_.size(), false),
-        block_used_((image.bytes().size() + kBlockSize - 1) / kBlockSize, false) {
+      : image_(image), visitor_(visitor), slot_count_(image.bytes().size() / kInodeSlotSize) {
     // The composefs header and the superblock occupy the first slots.
-    for (uint64_t s = 0; s < kFirstInodeOffset / kInodeSlotSize && s < slot_used_.size(); s++)
-      slot_used_[s] = true;
+    for (uint64_t s = 0; s < kFirstInodeOffset / kInodeSlotSize && s < slot_count_; s++)
+      slot_used_.at(s) = 1;
   }
 
   void walk();
@@ -143,9 +172,10 @@ class ImageWalker {
 
   const Image& image_;
   Visitor* visitor_;
-  std::vector<uint32_t> refs_;  // per inode slot: dirent references, kDirMark for directories
-  std::vector<bool> slot_used_;
-  std::vector<bool> block_used_;
+  uint64_t slot_count_;         // 32-byte slots in the image
+  SparseArray<uint32_t> refs_;  // per inode slot: dirent references, kDirMark for directories
+  SparseArray<uint8_t> slot_used_;
+  SparseArray<uint8_t> block_used_;
   std::vector<DirRecord> dirs_;
   std::vector<XattrView> xattr_scratch_;
   uint64_t inodes_seen_ = 0;
@@ -172,8 +202,8 @@ std::string ImageWalker::entry_path(uint32_t dir_index, std::string_view name) c
 
 void ImageWalker::walk() {
   uint64_t root = image_.root_nid();
-  if (root >= refs_.size()) fail("/", "root nid beyond the image");
-  refs_[root] = kDirMark;
+  if (root >= slot_count_) fail("/", "root nid beyond the image");
+  refs_.at(root) = kDirMark;
   dirs_.push_back({root, root, 0, 0, {}});
   inodes_seen_ = 1;
   try {
@@ -235,15 +265,15 @@ void ImageWalker::process_dir(uint32_t index) {
         fail(entry_path(index, e.name), "dirent type " + std::to_string(e.file_type) +
                                             " does not match the inode's type " +
                                             std::to_string(want_type));
-      uint32_t& refs = refs_[e.nid];
+      uint32_t& refs = refs_.at(e.nid);
       if (child.is_dir()) {
         if (refs != 0)
           fail(entry_path(index, e.name),
                "directory nid " + std::to_string(e.nid) +
                    " is reachable twice (hardlinked directory or cycle)");
-        if (rec.depth + 1 > kMaxDepth)
+        if (rec.depth + 1 > kMaxDirDepth)
           fail(entry_path(index, e.name),
-               "directory nesting deeper than " + std::to_string(kMaxDepth));
+               "directory nesting deeper than " + std::to_string(kMaxDirDepth));
         refs = kDirMark;
         inodes_seen_++;
         subdirs++;
@@ -279,12 +309,13 @@ void ImageWalker::process_dir(uint32_t index) {
 void ImageWalker::claim_slots(const InodeInfo& info, uint64_t end) {
   uint64_t first = info.nid;
   uint64_t last = (end + kInodeSlotSize - 1) / kInodeSlotSize;  // exclusive
-  if (last > slot_used_.size()) image_.fail(info.nid, "inode extends beyond the image");
+  if (last > slot_count_) image_.fail(info.nid, "inode extends beyond the image");
   for (uint64_t s = first; s < last; s++) {
-    if (slot_used_[s]) image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
-    if (block_used_[s / kSlotsPerBlock])
+    if (slot_used_.get(s))
+      image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
+    if (block_used_.get(s / kSlotsPerBlock))
       image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(s / kSlotsPerBlock));
-    slot_used_[s] = true;
+    slot_used_.at(s) = 1;
   }
 }
 
@@ -295,12 +326,13 @@ void ImageWalker::claim_blocks(const InodeInfo& info, uint64_t first, uint64_t c
       image_.fail(info.nid, "data block " + std::to_string(b) +
                                 " beyond the superblock block count " +
                                 std::to_string(image_.blocks_));
-    if (block_used_[b]) image_.fail(info.nid, "data block " + std::to_string(b) + " is used twice");
+    if (block_used_.get(b))
+      image_.fail(info.nid, "data block " + std::to_string(b) + " is used twice");
     for (uint64_t s = b * kSlotsPerBlock; s < (b + 1) * kSlotsPerBlock; s++)
-      if (slot_used_[s])
+      if (slot_used_.get(s))
         image_.fail(info.nid, "data block " + std::to_string(b) +
                                   " overlaps inode metadata or the superblock");
-    block_used_[b] = true;
+    block_used_.at(b) = 1;
   }
 }
 
@@ -472,15 +504,14 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
 }
 
 void ImageWalker::check_link_counts() {
-  for (uint64_t nid = 0; nid < refs_.size(); nid++) {
-    uint32_t refs = refs_[nid];
-    if (refs == 0 || refs == kDirMark) continue;
+  refs_.for_each([&](uint64_t nid, uint32_t refs) {
+    if (refs == kDirMark) return;
     InodeInfo info = image_.inode(nid);
     if (info.nlink != refs)
       fail(find_path_of(nid), "nlink " + std::to_string(info.nlink) + " but " +
                                   std::to_string(refs) + " directory entries refer to inode " +
                                   std::to_string(nid));
-  }
+  });
 }
 
 std::string ImageWalker::find_path_of(uint64_t nid) const {
@@ -517,6 +548,9 @@ class TreeBuilder : public ImageWalker::Visitor {
 
   void entry(uint32_t dir_index, std::string_view name, const InodeInfo& child, bool first,
              uint32_t child_dir_index) override {
+    const bool hardlinked = !child.is_dir() && child.nlink > 1;
+    order_.push_back({child.nid, hardlinked ? dirs_[dir_index] : nullptr,
+                      hardlinked ? dirs_[dir_index]->children.size() : 0});
     if (dir_index == 0 && is_root_stub(name, child)) return;
     InodePtr inode;
     if (first) {
@@ -545,9 +579,53 @@ class TreeBuilder : public ImageWalker::Visitor {
     map_xattrs(dir, *dirs_[index], dir_has_whiteout_);
   }
 
-  Tree take() { return std::move(tree_); }
+  Tree take() {
+    mark_hardlink_homes();
+    return std::move(tree_);
+  }
 
  private:
+  // The writer lays inodes out in the walk's (BFS) order of their home dirents, so the
+  // homes, read in walk order, carry the image's nids in increasing order, each once. The
+  // first name of a hardlinked inode met when its nid is the next one due is its home; the
+  // others get Dirent::link, so writing the tree again places the inode where the image has
+  // it (C mkcomposefs puts it at the dumpfile's target line, which need not be the first
+  // name). Names met together in one run give the same layout whichever is the home. If the
+  // image was not laid out that way, nothing is marked (the first name is the home).
+  void mark_hardlink_homes() {
+    bool any_link = false;
+    std::vector<uint64_t> nids;
+    nids.reserve(order_.size());
+    for (const Named& n : order_) {
+      nids.push_back(n.nid);
+      any_link |= n.dir != nullptr;
+    }
+    if (!any_link) return;
+    std::sort(nids.begin(), nids.end());
+    nids.erase(std::unique(nids.begin(), nids.end()), nids.end());
+    std::vector<size_t> aliases;
+    size_t next = 0;
+    for (size_t i = 0; i < order_.size(); i++) {
+      if (next < nids.size() && order_[i].nid == nids[next]) {
+        next++;
+      } else if (order_[i].dir) {
+        aliases.push_back(i);
+      } else {
+        return;  // a singly-linked inode out of order: not the writer's layout
+      }
+    }
+    if (next != nids.size()) return;
+    for (size_t i : aliases) order_[i].dir->children[order_[i].index].link = true;
+  }
+
+  // Every named entry in walk order; dir/index locate the dirent of hardlinked ones.
+  struct Named {
+    uint64_t nid;
+    Inode* dir;
+    size_t index;
+  };
+  std::vector<Named> order_;
+
   void charge(uint64_t bytes) {
     if (bytes > budget_)
       throw Error(image_.name() + ": decoded tree exceeds " +

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "cfs/erofs/format.h"
 #include "cfs/error.h"
 #include "cfs/fd.h"
 
@@ -115,9 +116,17 @@ void read_xattrs(Inode& inode, const XattrSource& source, const ScanOptions& opt
     rest.remove_prefix(std::min(end + 1, rest.size()));
     if (name.empty()) continue;
     if (options.user_xattrs_only && !name.starts_with("user.")) continue;
+    // Refused here, with the file's path, rather than by the writer or the reader.
+    if (name.size() > xattr_name_max(name))
+      throw Error(path + ": xattr name '" + name.substr(0, 32) + "...' is longer than " +
+                  std::to_string(xattr_name_max(name)) +
+                  " bytes (trusted.overlay.* names grow by 8 when stored)");
     auto value =
         read_sized([&](char* buf, size_t size) { return source.get(name.c_str(), buf, size); },
                    path + ": reading xattr " + name);
+    if (value && value->size() > kXattrValueMax)
+      throw Error(path + ": xattr " + name + " has a value longer than " +
+                  std::to_string(kXattrValueMax) + " bytes");
     if (value) inode.set_xattr(std::move(name), std::move(*value));
   }
 }
@@ -171,7 +180,7 @@ class Scanner {
     read_xattrs(*tree.root, xattrs, options_, dir);
     std::string path = dir;
     while (path.size() > 1 && path.back() == '/') path.pop_back();
-    scan_children(*tree.root, fd.get(), path);
+    scan_tree(*tree.root, std::move(fd), std::move(path));
     return tree;
   }
 
@@ -183,16 +192,39 @@ class Scanner {
     inode.uid = st.st_uid;
     inode.gid = st.st_gid;
     inode.nlink = 1;
-    if (inode.is_device()) inode.rdev = st.st_rdev;
+    if (inode.is_device()) inode.rdev = static_cast<uint32_t>(st.st_rdev);  // EROFS: 32 bits
     if (!options_.use_epoch) {
-      inode.mtime_sec = static_cast<uint64_t>(st.st_mtim.tv_sec);
+      inode.mtime_sec = st.st_mtim.tv_sec;  // signed: before 1970 stays negative
       inode.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
     }
   }
 
-  void scan_children(Inode& dir, int dirfd, const std::string& dir_path) {
-    for (std::string& name : list_directory(dirfd, dir_path)) {
-      std::string path = dir_path + "/" + name;
+  // One open directory being listed. Depth-first with an explicit stack, so the nesting
+  // depth is bounded by kMaxDirDepth, not by the call stack.
+  struct Frame {
+    Inode* dir;
+    UniqueFd fd;
+    std::vector<std::string> names;
+    size_t next = 0;
+    size_t path_len = 0;  // the directory's path is path.substr(0, path_len)
+  };
+
+  void scan_tree(Inode& root, UniqueFd root_fd, std::string path) {
+    std::vector<Frame> stack;
+    std::vector<std::string> root_names = list_directory(root_fd.get(), path);
+    stack.push_back({&root, std::move(root_fd), std::move(root_names), 0, path.size()});
+    while (!stack.empty()) {
+      Frame& frame = stack.back();
+      if (frame.next == frame.names.size()) {
+        stack.pop_back();
+        continue;
+      }
+      std::string name = std::move(frame.names[frame.next++]);
+      Inode& dir = *frame.dir;
+      const int dirfd = frame.fd.get();
+      path.resize(frame.path_len);
+      path += '/';
+      path += name;
       struct stat st;
       if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_errno(path);
       if (options_.skip_devices && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) continue;
@@ -211,11 +243,17 @@ class Scanner {
       fill_metadata(*inode, st);
       switch (st.st_mode & S_IFMT) {
         case S_IFDIR: {
+          // stack.size() is the new directory's depth below the root.
+          if (stack.size() > kMaxDirDepth)
+            throw Error(path.substr(0, 256) + "...: directories nested deeper than " +
+                        std::to_string(kMaxDirDepth) + " levels (the composefs image limit)");
           UniqueFd fd = open_entry(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, path);
           check_same_file(fd.get(), st, path);
           read_xattrs(*inode, XattrSource{.fd = fd.get()}, options_, path);
-          scan_children(*inode, fd.get(), path);
-          break;
+          std::vector<std::string> names = list_directory(fd.get(), path);
+          Inode* child = dir.set_child(std::move(name), std::move(inode)).get();
+          stack.push_back({child, std::move(fd), std::move(names), 0, path.size()});
+          continue;  // frame and dir are invalid from here on
         }
         case S_IFREG:
           scan_regular(*inode, dirfd, name, st, path);
@@ -223,6 +261,10 @@ class Scanner {
         case S_IFLNK:
           inode->payload = read_symlink(dirfd, name, path);
           inode->size = inode->payload.size();
+          if (inode->payload.size() > options_.max_symlink)
+            throw Error(path + ": symlink target of " + std::to_string(inode->payload.size()) +
+                        " bytes is longer than the " + std::to_string(options_.max_symlink) +
+                        "-byte limit");
           read_xattrs(*inode, entry_xattrs(dirfd, name), options_, path);
           break;
         default:  // devices, fifos and sockets carry nothing but metadata

@@ -104,7 +104,7 @@ void walk_dir(const Inode& dir, std::string& path, std::unordered_set<const Inod
     // An inode referenced once cannot have been seen before; skip the set for it.
     bool shared = d.inode.use_count() > 1;
     bool first = !shared || seen.insert(d.inode.get()).second;
-    fn(WalkEntry{path, *d.inode, first, shared});
+    fn(WalkEntry{path, *d.inode, first, shared, d.link});
     if (d.inode->is_dir() && first) walk_dir(*d.inode, path, seen, fn);
     path.resize(old);
   }

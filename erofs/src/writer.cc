@@ -34,8 +34,8 @@ namespace {
 
 constexpr uint64_t kBlock = kBlockSize;
 constexpr uint64_t kSlot = kInodeSlotSize;
-constexpr uint32_t kMaxChunks = 1024;  // LCFS_MAX_NONINLINE_CHUNKS
-constexpr size_t kSymlinkMax = 4095;   // PATH_MAX - 1
+constexpr uint32_t kMaxChunks = 1024;              // LCFS_MAX_NONINLINE_CHUNKS
+constexpr size_t kSymlinkMax = kSymlinkMaxCompat;  // PATH_MAX - 1
 constexpr size_t kMaxShared = kMaxSharedXattrsPerInode;
 
 constexpr uint64_t round_up(uint64_t v, uint64_t align) {
@@ -225,7 +225,9 @@ struct PairRef {
 };
 
 struct SharedInode {
-  const Dirent* primary = nullptr;  // first occurrence in DFS pre-order
+  // The inode's home: its dirent not marked Dirent::link, else its first in DFS pre-order
+  // (nullptr for the root).
+  const Dirent* primary = nullptr;
   uint32_t record = 0;
 };
 
@@ -386,8 +388,10 @@ class ImageWriter {
     }
     if (inode.xattrs.size() >= kMaxUserXattrs) fail(path, "too many xattrs");
     for (const Xattr& x : inode.xattrs) {
-      if (x.name.empty() || x.name.size() > kXattrNameMax)
-        fail(path, "xattr name '" + x.name + "' must be 1 to 255 bytes");
+      // Escaping makes a user's trusted.overlay.* name 8 bytes longer on disk.
+      if (x.name.empty() || x.name.size() > xattr_name_max(x.name))
+        fail(path, "xattr name '" + x.name + "' must be 1 to " +
+                       std::to_string(xattr_name_max(x.name)) + " bytes");
       if (x.name.find('\0') != std::string::npos) fail(path, "xattr name contains a NUL byte");
       if (x.value.size() > kXattrValueMax)
         fail(path, "value of xattr '" + x.name + "' is longer than 65535 bytes");
@@ -438,8 +442,15 @@ class ImageWriter {
         fail(path, "directory entries are not sorted by name or not unique");
       if (!d.inode) fail(path, "entry has no inode");
 
-      const bool first =
-          d.inode.use_count() == 1 || shared_.try_emplace(d.inode.get(), SharedInode{&d, 0}).second;
+      bool first = d.inode.use_count() == 1;
+      if (!first) {
+        auto [it, inserted] = shared_.try_emplace(d.inode.get(), SharedInode{&d, 0});
+        first = inserted;
+        // The inode's home is its dirent not marked as a link (C: the hardlink target),
+        // else its first name in DFS order.
+        if (!inserted && it->second.primary && it->second.primary->link && !d.link)
+          it->second.primary = &d;
+      }
       if (!first) {
         if (d.inode->is_dir()) fail(path, "directories cannot be hardlinked");
         continue;
@@ -449,7 +460,13 @@ class ImageWriter {
       pair_bound_ += pair_bound(inode);
       n_inodes_++;
       if (inode.is_whiteout()) has_whiteout_ = true;
-      if (inode.is_dir()) stack.push_back({&inode, 0, path.size()});  // invalidates frame
+      if (inode.is_dir()) {
+        // stack.size() is the new directory's depth below the root.
+        if (stack.size() > kMaxDirDepth)
+          fail(path.substr(0, 256) + "...",
+               "directories nested deeper than " + std::to_string(kMaxDirDepth) + " levels");
+        stack.push_back({&inode, 0, path.size()});  // invalidates frame
+      }
     }
     // Version 1 marks whiteout directories for Linux >= 6.8 xwhiteouts; only trees that
     // have whiteouts move up, so their older digests stay the same.
@@ -548,7 +565,7 @@ class ImageWriter {
         records_[i].nlink = static_cast<uint32_t>(std::min<uint64_t>(nlink, UINT32_MAX));
       }
       if (rec.inode) {
-        std::pair<uint64_t, uint32_t> mtime{rec.inode->mtime_sec, rec.inode->mtime_nsec};
+        std::pair<int64_t, uint32_t> mtime{rec.inode->mtime_sec, rec.inode->mtime_nsec};
         min_mtime_ = std::min(min_mtime_, mtime);
       }
       collect_xattrs(static_cast<uint32_t>(i), xattrs);
@@ -829,7 +846,7 @@ class ImageWriter {
 
   bool fits_compact(const Record& rec) const {
     const Inode& attrs = owner_of(rec);
-    return std::pair<uint64_t, uint32_t>{attrs.mtime_sec, attrs.mtime_nsec} == min_mtime_ &&
+    return std::pair<int64_t, uint32_t>{attrs.mtime_sec, attrs.mtime_nsec} == min_mtime_ &&
            nlink_of(rec) <= UINT16_MAX && attrs.uid <= UINT16_MAX && attrs.gid <= UINT16_MAX &&
            size_of(rec) <= UINT32_MAX;
   }
@@ -936,7 +953,7 @@ class ImageWriter {
     sb.blkszbits = kBlockSizeBits;
     sb.root_nid = static_cast<uint16_t>(records_[0].nid);
     sb.inos = records_.size();
-    sb.build_time = min_mtime_.first;
+    sb.build_time = static_cast<uint64_t>(min_mtime_.first);  // two's complement, as C
     sb.build_time_nsec = min_mtime_.second;
     sb.blocks = static_cast<uint32_t>(data_start_ / kBlock + n_data_blocks_);
     sb.meta_blkaddr = 0;
@@ -1018,7 +1035,7 @@ class ImageWriter {
       in.i_ino = static_cast<uint32_t>(ino);
       in.i_uid = attrs.uid;
       in.i_gid = attrs.gid;
-      in.i_mtime = attrs.mtime_sec;
+      in.i_mtime = static_cast<uint64_t>(attrs.mtime_sec);
       in.i_mtime_nsec = attrs.mtime_nsec;
       in.i_nlink = nlink_of(rec);
       out.put_struct(in);
@@ -1168,7 +1185,8 @@ class ImageWriter {
   size_t pair_bound_ = 0;
   size_t n_inodes_ = 1;
   int root_selinux_ = -1;
-  std::pair<uint64_t, uint32_t> min_mtime_{};
+  // Signed: C compares time_t values, so an inode before 1970 sets the build time.
+  std::pair<int64_t, uint32_t> min_mtime_{};
   std::unordered_map<const Inode*, SharedInode> shared_;
   std::vector<Entry> root_extras_;
   std::vector<Record> records_;

@@ -133,11 +133,21 @@ uint32_t ImageFs::entry_type(const DirEntry& entry) const {
 }
 
 bool ImageFs::has_whiteout_child(const InodeInfo& dir) const {
+  {
+    std::lock_guard lock(whiteout_dirs_mutex_);
+    if (auto it = whiteout_dirs_.find(dir.nid); it != whiteout_dirs_.end()) return it->second;
+  }
+  // Scanned outside the lock; two threads racing here compute the same answer.
+  bool found = false;
   erofs::DirCursor cursor = image_.dirents(dir);
   DirEntry e;
-  while (cursor.next(e))
-    if (e.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(e.nid))) return true;
-  return false;
+  while (!found && cursor.next(e))
+    found = e.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(e.nid));
+  // A truncated image reads zero pages: do not remember what was computed from them.
+  if (image_mapping_truncated()) return found;
+  std::lock_guard lock(whiteout_dirs_mutex_);
+  whiteout_dirs_.emplace(dir.nid, found);
+  return found;
 }
 
 void ImageFs::visible_xattrs(

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "cfs/erofs/reader.h"
+#include "cfs/erofs/writer.h"
 #include "cfs/fd.h"
 #include "cfs/fsverity.h"
 #include "testdata.h"
@@ -36,6 +38,7 @@ namespace {
 namespace fs = std::filesystem;
 using cfs::test::quote;
 using cfs::test::TempDir;
+using cfs::test::trim;
 
 const std::string kBin = CFS_BINDIR;
 
@@ -631,6 +634,138 @@ TEST(CfsctlDump, RejectsCorruptAndOverLongImages) {
   EXPECT_NE(r.err.find("badmagic.cfs"), std::string::npos) << r.err;
   r = run(tool("composefs-info") + " ls " + quote(tmp / "badmagic.cfs"));
   EXPECT_EQ(r.status, 1);
+}
+
+// ---- fidelity with C mkcomposefs / composefs-info 1.0.8 --------------------------------------
+
+TEST(MkcomposefsCli, PreEpochFileGivesTheCDigestAndDumpsRoundTrip) {
+  TempDir tmp;
+  std::string src = tmp / "t";
+  ASSERT_EQ(::mkdir(src.c_str(), 0755), 0);
+  write_file(src + "/old", "");
+  ASSERT_EQ(::chmod((src + "/old").c_str(), 0644), 0);
+  ASSERT_EQ(::chmod(src.c_str(), 0755), 0);
+  struct timespec old_time[2] = {{-100, 0}, {-100, 0}};
+  struct timespec root_time[2] = {{1000, 0}, {1000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (src + "/old").c_str(), old_time, 0), 0);
+  ASSERT_EQ(::utimensat(AT_FDCWD, src.c_str(), root_time, 0), 0);
+  // C mkcomposefs 1.0.8 --print-digest-only on the same tree (uid/gid 0, no xattrs).
+  const std::string c_digest = "37a5d1a59719859da144ac7c3ee279e04449cc5a2096c047caf03a44c3a50c80";
+  RunResult r =
+      run(tool("mkcomposefs") + " --print-digest " + quote(src) + " " + quote(tmp / "t.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  if (::getuid() == 0 && ::listxattr(src.c_str(), nullptr, 0) == 0) {
+    EXPECT_EQ(trim(r.out), c_digest);
+  }
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "t.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[1], "/old 0 100644 1 0 0 0 -100.0 - - -");
+  // mkcomposefs takes the dump back and gives the same image.
+  RunResult again = run(tool("composefs-info") + " dump " + quote(tmp / "t.cfs") + " | " +
+                        tool("mkcomposefs") + " --from-file --print-digest-only -");
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(trim(again.out), cfs::fsverity_digest_file(tmp / "t.cfs").hex());
+}
+
+TEST(MkcomposefsCli, FedoraFuzzDumpGivesTheCDigest) {
+  // composefs tests/fuzzing/data/fedora: hardlinks in tar order ('@' before the target).
+  TempDir tmp;
+  write_file(tmp / "fedora.dump", cfs::test::read_vector("fuzz-fedora.dump.gz"));
+  RunResult r = run(tool("mkcomposefs") + " --from-file --print-digest " +
+                    quote(tmp / "fedora.dump") + " " + quote(tmp / "fedora.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(trim(r.out), "f49fba9f09997d1379fd2739b4cfdf0d2eeaf875adb868b00d04771e8dfc7a54");
+  // composefs-info 1.0.8 dump of C's image of it (its sha256).
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "fedora.cfs") + " | sha256sum");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, 64),
+            "02acf54eb7a5aa7fcbe462e351844334bdaf5c33abc11334f43d9f34c10a230a");
+}
+
+TEST(MkcomposefsCli, MalformedDigestIsAnError) {
+  TempDir tmp;
+  std::string dump = "/ 0 40755 2 0 0 0 0.0 - - -\n/f 100000 100644 1 0 0 0 0.0 aa/bb - " +
+                     std::string(65, 'a') + "\n";
+  RunResult r =
+      run("env -u CFS_PARSE_STRICT " + tool("mkcomposefs") + " --from-file --print-digest-only -",
+          dump);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("<stdin>:2: invalid digest"), std::string::npos) << r.err;
+}
+
+TEST(ComposefsInfoCli, DumpOfManyXattrsAndHardlinksIsCorrect) {
+  // One inode with 1200 xattrs and 40 names: each line carries all of them (this took
+  // quadratic time per line, and the inode was decoded again for every name).
+  TempDir tmp;
+  std::string xattrs;
+  for (int i = 0; i < 1200; i++) xattrs += " user.x" + std::to_string(i) + "=v" + std::to_string(i);
+  std::string dump =
+      "/ 0 40755 2 0 0 0 0.0 - - -\n/f 3 100644 40 0 0 0 0.0 - abc -" + xattrs + "\n";
+  for (int i = 0; i < 39; i++)
+    dump += "/g" + std::to_string(100 + i) + " 0 @100644 0 0 0 0 0.0 /f - -\n";
+  RunResult r = run(tool("mkcomposefs") + " --from-file - " + quote(tmp / "x.cfs"), dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "x.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 41u);
+  EXPECT_TRUE(lines[1].starts_with("/f 3 100644 40 0 0 0 0.0 - abc -"));
+  EXPECT_TRUE(lines[2].starts_with("/g100 3 @100644 40 0 0 0 0.0 /f abc -"));
+  for (size_t i = 1; i < lines.size(); i++) {
+    EXPECT_EQ(std::count(lines[i].begin(), lines[i].end(), '='), 1200) << i;
+    EXPECT_NE(lines[i].find(" user.x1199=v1199"), std::string::npos) << i;
+  }
+}
+
+TEST(ComposefsInfoCli, DumpOutputIsBoundedLikeCfsctlDump) {
+  // 2000 files share one 64 KiB xattr value: a 240 KiB image whose dump would be 131 MB.
+  // Both dumps stop at 32 x image size + 64 MiB with an error naming the image.
+  TempDir tmp;
+  cfs::erofs::Tree tree;
+  for (int i = 0; i < 2000; i++) {
+    auto f = tree.root->set_child("f" + std::to_string(10000 + i),
+                                  cfs::erofs::make_inode(S_IFREG | 0644));
+    f->set_xattr("user.big", std::string(65535, 'a'));
+  }
+  write_file(tmp / "shared.cfs", cfs::erofs::image_to_string(tree));
+  ASSERT_LT(fs::file_size(tmp / "shared.cfs"), 300000u);
+  for (std::string command : {"composefs-info dump", "cfsctl dump"}) {
+    std::string binary = command.substr(0, command.find(' '));
+    RunResult r = run(tool(binary) + command.substr(binary.size()) + " " +
+                      quote(tmp / "shared.cfs") + " | wc -c");
+    EXPECT_NE(r.status, 0) << command;
+    EXPECT_NE(r.err.find("shared.cfs"), std::string::npos) << command << ": " << r.err;
+    EXPECT_LT(std::stoull(trim(r.out)), 80u << 20) << command;
+  }
+}
+
+TEST(ComposefsInfoCli, SparseTailDoesNotCostMemory) {
+  // A small image extended to 64 GiB with a hole: the reader's bookkeeping follows the
+  // metadata it reaches, not the apparent size (it allocated 8.6 GB for this).
+  TempDir tmp;
+  std::string dump =
+      "/ 0 40755 3 0 0 0 0.0 - - -\n/d 0 40755 2 0 0 0 0.0 - - -\n"
+      "/d/f 3 100644 1 0 0 0 0.0 - abc - user.a=b\n";
+  RunResult r = run(tool("mkcomposefs") + " --from-file - " + quote(tmp / "s.cfs"), dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(::truncate((tmp / "s.cfs").c_str(), off_t{64} << 30), 0);
+  auto max_rss_kib = [] {
+    struct rusage usage {};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss;
+  };
+  long before = max_rss_kib();
+  cfs::erofs::Image image = cfs::erofs::Image::open(tmp / "s.cfs");
+  image.validate();
+  cfs::erofs::Tree tree = image.to_tree();
+  ASSERT_NE(tree.lookup("/d/f"), nullptr);
+  EXPECT_LT(max_rss_kib() - before, 64 * 1024) << "KiB of extra peak memory";
+  // The tools give the same dump as for the unextended image.
+  r = run(tool("composefs-info") + " dump " + quote(tmp / "s.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("/d/f 3 100644 1 0 0 0 0.0 - abc - user.a=b"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // hardlinks and the inline limit are handled, and what the options filter out.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -14,6 +15,7 @@
 
 #include "cfs/erofs/scan.h"
 #include "cfs/error.h"
+#include "cfs/fd.h"
 #include "cfs/fsverity.h"
 #include "testdata.h"
 
@@ -206,6 +208,63 @@ TEST_F(ScanTest, ErrorsNameThePath) {
     throw cfs::Error(path + ": store full");
   };
   EXPECT_THROW(cfs::erofs::scan_directory(root_, {}, failing), cfs::Error);
+}
+
+std::string scan_error(const std::string& dir, const ScanOptions& options = {}) {
+  try {
+    cfs::erofs::scan_directory(dir, options, [](int, uint64_t, const std::string&) {
+      return cfs::Digest(cfs::HashAlgorithm::sha256, {});
+    });
+  } catch (const cfs::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ScanLimits, DirectoriesDeeperThanTheImageLimitAreAClearError) {
+  // The scanner keeps one open directory per level: allow that many descriptors.
+  struct rlimit limit {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  if (limit.rlim_max < 4096) GTEST_SKIP() << "needs 4096 file descriptors";
+  struct rlimit raised = {limit.rlim_max, limit.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &raised), 0);
+
+  TempDir tmp;
+  std::string top = tmp / "deep";
+  ASSERT_EQ(::mkdir(top.c_str(), 0755), 0);
+  auto nest = [&](int levels) {
+    cfs::UniqueFd dir = cfs::open_file(top, O_RDONLY | O_DIRECTORY);
+    for (int i = 0; i < levels; i++) {
+      if (::mkdirat(dir.get(), "d", 0755) != 0 && errno != EEXIST) return false;
+      dir = cfs::open_at(dir.get(), "d", O_RDONLY | O_DIRECTORY);
+    }
+    return true;
+  };
+  ASSERT_TRUE(nest(cfs::erofs::kMaxDirDepth));
+  EXPECT_EQ(scan_error(top), "");
+  ASSERT_TRUE(nest(cfs::erofs::kMaxDirDepth + 1));
+  EXPECT_NE(scan_error(top).find("nested deeper than 2048 levels"), std::string::npos)
+      << scan_error(top);
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+TEST(ScanLimits, SymlinksAndOverlayXattrNamesBeyondTheLimits) {
+  TempDir tmp;
+  std::string top = tmp / "t";
+  ASSERT_EQ(::mkdir(top.c_str(), 0755), 0);
+  ASSERT_EQ(::symlink(std::string(2000, 'x').c_str(), (top + "/long").c_str()), 0);
+  // cfs's own commands: 1024 bytes; the mkcomposefs drop-in keeps C's 4095.
+  EXPECT_NE(scan_error(top).find("longer than the 1024-byte limit"), std::string::npos)
+      << scan_error(top);
+  EXPECT_EQ(scan_error(top, {.max_symlink = cfs::erofs::kSymlinkMaxCompat}), "");
+  ASSERT_EQ(::unlink((top + "/long").c_str()), 0);
+
+  if (::geteuid() != 0) GTEST_SKIP() << "trusted.* xattrs need root";
+  write_file(top + "/f", "");
+  std::string name = "trusted.overlay." + std::string(250 - 16, 'k');
+  if (::setxattr((top + "/f").c_str(), name.c_str(), "v", 1, 0) != 0)
+    GTEST_SKIP() << "no trusted xattrs here";
+  EXPECT_NE(scan_error(top).find("longer than 247 bytes"), std::string::npos) << scan_error(top);
 }
 
 }  // namespace

@@ -113,6 +113,55 @@ TEST(Dumpfile, HardlinksPrintTargetFieldsAfterFirstOccurrence) {
   EXPECT_EQ(fwd.lookup("/a"), fwd.lookup("/b"));
 }
 
+TEST(Dumpfile, MalformedDigestsAreRefusedInEveryMode) {
+  // C takes a malformed DIGEST partly or not at all and silently writes a file without the
+  // digest the producer meant.
+  const std::string root = "/ 0 40755 2 0 0 0 0.0 - - -\n";
+  const std::string hex64(64, 'a');
+  auto line = [](const std::string& digest) {
+    return "/f 100000 100644 1 0 0 0 0.0 aa/aaaa - " + digest + "\n";
+  };
+  for (const std::string& bad :
+       {hex64 + "a", hex64.substr(1) + "g", hex64 + "\\x00", "x"s, hex64.substr(2)}) {
+    for (bool strict : {false, true})
+      EXPECT_THAT(error_of(root + line(bad), compat(strict)), HasSubstr("t.dump:2: invalid digest"))
+          << bad;
+  }
+  Tree t = parse_dumpfile(root + line(hex64), "t", compat(false));
+  ASSERT_TRUE(t.lookup("/f")->digest);
+  EXPECT_EQ(t.lookup("/f")->digest->hex(), hex64);
+}
+
+TEST(Dumpfile, NegativeAndLargeTimesRoundTrip) {
+  const std::string text =
+      "/ 0 40755 2 0 0 0 -1.5 - - -\n"
+      "/a 0 100644 1 0 0 0 -100.0 - - -\n"
+      "/b 0 100644 1 0 0 0 9223372036854775807.0 - - -\n"
+      "/c 0 100644 1 0 0 0 -9223372036854775808.999999999 - - -\n";
+  Tree t = parse_dumpfile(text, "t");
+  EXPECT_EQ(t.root->mtime_sec, -1);
+  EXPECT_EQ(t.lookup("/a")->mtime_sec, -100);
+  EXPECT_EQ(dumpfile_to_string(t), text);
+  // The unsigned spelling the C parser also reads (strtoull) means the same time.
+  Tree u = parse_dumpfile("/ 0 40755 2 0 0 0 18446744073709551516.0 - - -\n", "t");
+  EXPECT_EQ(u.root->mtime_sec, -100);
+  EXPECT_THAT(error_of("/ 0 40755 2 0 0 0 -9223372036854775809.0 - - -\n"),
+              HasSubstr("out of range"));
+  EXPECT_THAT(error_of("/ 0 40755 2 0 0 0 --1.0 - - -\n"), HasSubstr("mtime"));
+}
+
+TEST(Dumpfile, AtLinesKeepTheirPlaceThroughTheWriter) {
+  // The inode's home is its target line, wherever the '@' lines sort.
+  const std::string text =
+      "/ 0 40755 2 0 0 0 0.0 - - -\n"
+      "/a 3 @100644 2 0 0 0 0.0 /b - -\n"
+      "/b 3 100644 2 0 0 0 0.0 - abc -\n";
+  Tree t = parse_dumpfile(text, "t");
+  EXPECT_TRUE(t.root->children[0].link);
+  EXPECT_FALSE(t.root->children[1].link);
+  EXPECT_EQ(dumpfile_to_string(t), text);
+}
+
 TEST(Dumpfile, RejectionsNameTheLineAndReason) {
   const std::string root = "/ 0 40755 2 0 0 0 0.0 - - -\n";
   EXPECT_THAT(error_of("/x 0 40755 2 0 0 0 0.0 - - -\n"),

@@ -330,15 +330,18 @@ struct Fixture {
     for (size_t i = 0; i < sizeof(T); i++)
       bytes[offset + i] = static_cast<char>(static_cast<uint64_t>(value) >> (8 * i));
   }
-  // Byte offset of the dirent called name in a directory kept inline (small directories).
+  // Byte offset of the dirent called name in a directory kept inline (small directories) or
+  // in one block (the root with its 256 stubs).
   uint64_t dirent_offset(std::string_view dir_path, std::string_view name) const {
     InodeInfo dir = at(dir_path);
-    EXPECT_EQ(dir.layout, DataLayout::flat_inline);
+    const bool one_block = dir.layout == DataLayout::flat_plain && dir.size <= kBlockSize;
+    EXPECT_TRUE(dir.layout == DataLayout::flat_inline || one_block);
+    const uint64_t start = one_block ? uint64_t{dir.raw_u} * kBlockSize : dir.tail_offset;
     Image img = image();
     DirCursor c = img.dirents(dir);
     DirEntry e;
     for (uint64_t i = 0; c.next(e); i++)
-      if (e.name == name) return dir.tail_offset + i * sizeof(DiskDirent);
+      if (e.name == name) return start + i * sizeof(DiskDirent);
     ADD_FAILURE() << name << " not found";
     return 0;
   }
@@ -617,11 +620,26 @@ TEST(ReaderCorrupt, DuplicateXattr) {
 }
 
 TEST(ReaderCorrupt, TooDeep) {
+  // The writer refuses such trees, so move an empty directory to the bottom of a chain 2048
+  // levels deep by swapping it with a file there (and fixing the root's nlink).
   Tree t;
   Inode* cur = t.root.get();
-  for (int i = 0; i < 2050; i++) cur = cur->set_child("d", make_inode(S_IFDIR | 0755)).get();
-  std::string bytes = image_to_string(t);
-  EXPECT_THAT(validate_error(bytes),
+  for (uint32_t i = 0; i < kMaxDirDepth; i++)
+    cur = cur->set_child("d", make_inode(S_IFDIR | 0755)).get();
+  cur->set_child("f", make_inode(S_IFREG | 0644));
+  t.root->set_child("z", make_inode(S_IFDIR | 0755));
+  Fixture f(t);
+  std::string bottom;
+  for (uint32_t i = 0; i < kMaxDirDepth; i++) bottom += "/d";
+  const uint64_t file_nid = f.at(bottom + "/f").nid, dir_nid = f.at("/z").nid;
+  const uint64_t file_dirent = f.dirent_offset(bottom, "f"), dir_dirent = f.dirent_offset("/", "z");
+  f.put<uint64_t>(file_dirent, dir_nid);
+  f.put<uint8_t>(file_dirent + offsetof(DiskDirent, file_type), kFtDir);
+  f.put<uint64_t>(dir_dirent, file_nid);
+  f.put<uint8_t>(dir_dirent + offsetof(DiskDirent, file_type), kFtRegFile);
+  ASSERT_FALSE(f.at("/").extended);
+  f.put<uint16_t>(f.image().root_nid() * 32 + offsetof(InodeCompact, i_nlink), 3);
+  EXPECT_THAT(f.error(),
               AllOf(HasSubstr("t.cfs: /d/d/d/"), HasSubstr("directory nesting deeper than 2048")));
 }
 

@@ -331,5 +331,41 @@ TEST(FuseHostile, VerdictsAreCachedPerObjectVersion) {
   }
 }
 
+// A directory's overlay marker xattrs are the user's unless the directory holds a whiteout;
+// that answer is computed once per directory (getxattr scanned all 500k entries of a huge
+// directory on every call; bench/fuse-xattr.sh times it).
+TEST(FuseXattrs, MarkerXattrsOfLargeDirectoriesAreAnsweredConsistently) {
+  std::string dump =
+      "/ 0 40755 4 0 0 0 0.0 - - -\n"
+      "/big 0 40755 2 0 0 0 0.0 - - - trusted.overlay.whiteouts= user.x=1\n";
+  for (int i = 0; i < 20000; i++)
+    dump += "/big/f" + std::to_string(100000 + i) + " 0 100644 1 0 0 0 0.0 - - -\n";
+  dump +=
+      "/wh 0 40755 2 0 0 0 0.0 - - - trusted.overlay.whiteouts= user.x=2\n"
+      "/wh/gone 0 20644 1 0 0 0 0.0 - - -\n";
+  erofs::Image image = erofs::Image::from_bytes(
+      erofs::image_to_string(erofs::parse_dumpfile(dump, "t.dump")), "t.cfs");
+  fuse::ImageFs fs(std::move(image), nullptr, nullptr);
+  struct stat big {
+  }, wh{};
+  ASSERT_EQ(fs.lookup(fuse::kRootIno, "big", big), 0);
+  ASSERT_EQ(fs.lookup(fuse::kRootIno, "wh", wh), 0);
+  for (int round = 0; round < 200; round++) {
+    std::string value = "unset";
+    ASSERT_EQ(fs.getxattr(big.st_ino, "trusted.overlay.whiteouts", value), 0) << round;
+    EXPECT_EQ(value, "");
+    ASSERT_EQ(fs.getxattr(big.st_ino, "user.x", value), 0);
+    EXPECT_EQ(value, "1");
+    // /wh holds a whiteout: the marker is composefs's own, the user's value was replaced.
+    EXPECT_EQ(fs.getxattr(wh.st_ino, "trusted.overlay.whiteouts", value), ENODATA) << round;
+    ASSERT_EQ(fs.getxattr(wh.st_ino, "user.x", value), 0);
+    EXPECT_EQ(value, "2");
+  }
+  std::string names;
+  ASSERT_EQ(fs.listxattr(big.st_ino, names), 0);
+  // In stored order (inline xattrs first).
+  EXPECT_EQ(names, std::string("user.x\0trusted.overlay.whiteouts\0", 33));
+}
+
 }  // namespace
 }  // namespace cfs::test

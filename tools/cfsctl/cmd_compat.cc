@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cfs/atomic_file.h"
@@ -90,6 +91,7 @@ erofs::Tree scan_source(const MkcomposefsOptions& o) {
   scan.skip_devices = o.skip_devices;
   scan.skip_xattrs = o.skip_xattrs;
   scan.user_xattrs_only = o.user_xattrs;
+  scan.max_symlink = erofs::kSymlinkMaxCompat;  // C mkcomposefs keeps PATH_MAX - 1
   std::optional<DigestStore> store;
   if (!o.digest_store.empty()) store.emplace(o.digest_store);
   auto sink = [&](int fd, uint64_t size, const std::string& path) {
@@ -256,17 +258,23 @@ void write_listing(const erofs::Tree& tree, OutputSink& out) {
 // inode's xattrs in stored order (inline, then shared), keeps the opaque markers, and gives
 // '@' lines the target's content, digest and xattrs; going through the image directly is
 // the only way to print byte for byte the same text.
+//
+// Linear in the output: xattr names are indexed per inode, a hardlinked inode is decoded once
+// (its later names reuse the formatted fields), and the output is capped like `cfsctl dump`'s
+// decoded tree (32 x image size + 64 MiB), since a small image can share a large xattr value
+// with every inode.
 class CompatDumper {
  public:
   CompatDumper(const erofs::Image& image, OutputSink& out, const std::vector<std::string>& filter)
-      : image_(image), out_(out), filter_(filter) {}
+      : image_(image),
+        out_(out),
+        filter_(filter),
+        budget_(32 * uint64_t{image.bytes().size()} + (64u << 20)) {}
 
   void dump() {
     std::string path;
     erofs::InodeInfo root = image_.root();
-    Node node = load(root);
-    set_fixed(root);
-    print(path, node, nullptr);
+    emit(path, format(root), nullptr);
     walk_dir(root, path);
   }
 
@@ -280,6 +288,15 @@ class CompatDumper {
     std::optional<std::string> content;
     std::optional<Digest> digest;
     std::vector<std::pair<std::string, std::string_view>> xattrs;
+    std::unordered_map<std::string, size_t> xattr_index;  // name -> position in xattrs
+  };
+
+  // One inode's line without its path: the fields before the payload (after "PATH "), the
+  // payload, and the rest from the content field on (with the newline).
+  struct Formatted {
+    std::string head;  // "SIZE MODE NLINK UID GID RDEV MTIME " (MODE without '@')
+    std::string payload;
+    std::string tail;
   };
 
   static constexpr std::string_view kOverlay = "trusted.overlay.";
@@ -330,51 +347,76 @@ class CompatDumper {
     return node;
   }
 
+  // C's lcfs_node_set_xattr: a repeated name replaces the value in place.
   static void set_xattr(Node& node, std::string name, std::string_view value) {
-    for (auto& [n, v] : node.xattrs) {
-      if (n == name) {
-        v = value;
-        return;
-      }
+    auto [it, inserted] = node.xattr_index.try_emplace(name, node.xattrs.size());
+    if (!inserted) {
+      node.xattrs[it->second].second = value;
+      return;
     }
     node.xattrs.emplace_back(std::move(name), value);
   }
 
-  void print(const std::string& path, const Node& node, const std::string* hardlink_to) {
-    line_.clear();
-    erofs::append_escaped(line_, path.empty() ? "/" : path, false);
-    line_ += ' ' + std::to_string(node.size) + ' ';
-    if (hardlink_to) line_ += '@';
-    char mode[16];
-    std::snprintf(mode, sizeof mode, "%o", node.mode);
-    line_ += mode;
-    line_ += ' ' + std::to_string(nlink_) + ' ' + std::to_string(uid_) + ' ' +
-             std::to_string(gid_) + ' ' + std::to_string(node.rdev) + ' ' +
-             std::to_string(mtime_sec_) + '.' + std::to_string(mtime_nsec_) + ' ';
-    std::optional<std::string_view> payload = node.payload;
-    if (hardlink_to) payload = *hardlink_to;
-    append_optional(payload);
-    line_ += ' ';
-    append_optional(node.content ? std::optional<std::string_view>(*node.content) : std::nullopt);
-    line_ += ' ';
-    line_ += node.digest ? node.digest->hex() : "-";
-    for (const auto& [name, value] : node.xattrs) {
-      line_ += ' ';
-      erofs::append_escaped(line_, name, true);
-      line_ += '=';
-      erofs::append_escaped(line_, value, true);
-    }
-    line_ += '\n';
-    out_.write(line_);
+  static void append_optional(std::string& out, std::optional<std::string_view> value) {
+    if (!value)
+      out += '-';
+    else if (*value == "-")
+      out += "\\x2d";
+    else
+      erofs::append_escaped(out, *value, false);
   }
 
-  void append_optional(std::optional<std::string_view> value) {
-    if (!value)
-      line_ += '-';
-    else if (*value == "-")
-      line_ += "\\x2d";
-    else
-      erofs::append_escaped(line_, *value, false);
+  Formatted format(const erofs::InodeInfo& inode) const {
+    Node node = load(inode);
+    Formatted f;
+    char mode[16];
+    std::snprintf(mode, sizeof mode, "%o", node.mode);
+    f.head = std::to_string(node.size) + ' ' + mode + ' ' + std::to_string(inode.nlink) + ' ' +
+             std::to_string(inode.uid) + ' ' + std::to_string(inode.gid) + ' ' +
+             std::to_string(node.rdev) + ' ' + std::to_string(inode.mtime_sec) + '.' +
+             std::to_string(inode.mtime_nsec) + ' ';
+    append_optional(f.payload, node.payload);
+    f.tail += ' ';
+    append_optional(f.tail,
+                    node.content ? std::optional<std::string_view>(*node.content) : std::nullopt);
+    f.tail += ' ';
+    f.tail += node.digest ? node.digest->hex() : "-";
+    for (const auto& [name, value] : node.xattrs) {
+      f.tail += ' ';
+      erofs::append_escaped(f.tail, name, true);
+      f.tail += '=';
+      erofs::append_escaped(f.tail, value, true);
+    }
+    f.tail += '\n';
+    return f;
+  }
+
+  void emit(const std::string& path, const Formatted& f, const std::string* hardlink_to) {
+    line_.clear();
+    erofs::append_escaped(line_, path.empty() ? "/" : path, false);
+    line_ += ' ';
+    if (hardlink_to) {
+      // The head starts with SIZE, then MODE: the '@' goes right before MODE.
+      size_t mode_at = f.head.find(' ') + 1;
+      line_.append(f.head, 0, mode_at);
+      line_ += '@';
+      line_.append(f.head, mode_at);
+      append_optional(line_, *hardlink_to);
+    } else {
+      line_ += f.head;
+      line_ += f.payload;
+    }
+    charge(line_.size() + f.tail.size());
+    out_.write(line_);
+    out_.write(f.tail);
+  }
+
+  void charge(uint64_t bytes) {
+    if (bytes > budget_)
+      throw Error(image_.name() + ": dump exceeds " +
+                  std::to_string(32 * uint64_t{image_.bytes().size()} + (64u << 20)) +
+                  " bytes (xattrs or data shared implausibly often)");
+    budget_ -= bytes;
   }
 
   using Children = std::vector<std::pair<std::string, uint64_t>>;
@@ -414,30 +456,35 @@ class CompatDumper {
       path += '/';
       path += name;
       erofs::InodeInfo inode = image_.inode(nid);
-      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;  // the 00-ff object-dir stubs
-      auto [it, first] = seen_.try_emplace(nid, path);
-      Node node = load(inode);
-      set_fixed(inode);
-      print(path, node, first ? nullptr : &it->second);
-      if (first && inode.is_dir()) stack.push_back({children_of(inode, false), 0, path.size()});
+      // The 00-ff object-dir stubs (C's reader skips every stored 0/0 device).
+      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;
+      if (inode.is_dir() || inode.nlink <= 1) {
+        // validate() made sure such an inode has exactly one name.
+        emit(path, format(inode), nullptr);
+        if (inode.is_dir()) stack.push_back({children_of(inode, false), 0, path.size()});
+        continue;
+      }
+      auto it = links_.find(nid);
+      if (it == links_.end()) {
+        it = links_.emplace(nid, Link{path, format(inode)}).first;
+        emit(path, it->second.fields, nullptr);
+      } else {
+        emit(path, it->second.fields, &it->second.path);
+      }
     }
   }
 
-  void set_fixed(const erofs::InodeInfo& inode) {
-    nlink_ = inode.nlink;
-    uid_ = inode.uid;
-    gid_ = inode.gid;
-    mtime_sec_ = inode.mtime_sec;
-    mtime_nsec_ = inode.mtime_nsec;
-  }
+  struct Link {
+    std::string path;  // the first name, which later names point to
+    Formatted fields;
+  };
 
   const erofs::Image& image_;
   OutputSink& out_;
   const std::vector<std::string>& filter_;
-  std::map<uint64_t, std::string> seen_;
+  std::unordered_map<uint64_t, Link> links_;  // hardlinked inodes by nid
   std::string line_;
-  uint32_t nlink_ = 0, uid_ = 0, gid_ = 0, mtime_nsec_ = 0;
-  uint64_t mtime_sec_ = 0;
+  uint64_t budget_;
 };
 
 // --filter: keep only the named top-level entries.

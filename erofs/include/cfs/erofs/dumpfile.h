@@ -8,20 +8,11 @@
 #include <string>
 #include <string_view>
 
+#include "cfs/erofs/format.h"
 #include "cfs/erofs/tree.h"
 #include "cfs/output.h"
 
 namespace cfs::erofs {
-
-// Symlink target limits: cfs's own limit (XFS's) and the C tools' (PATH_MAX - 1).
-inline constexpr size_t kSymlinkMaxCfs = 1024;
-inline constexpr size_t kSymlinkMaxCompat = 4095;
-inline constexpr size_t kInlineContentMax = 5000;  // C LCFS_INLINE_CONTENT_MAX
-inline constexpr size_t kPathMax = 4096;
-inline constexpr size_t kNameMax = 255;
-inline constexpr size_t kXattrNameMax = 255;
-inline constexpr size_t kXattrValueMax = 65535;
-inline constexpr size_t kXattrLineMax = 65535;  // bytes of the xattr part of one line
 
 struct DumpfileParseOptions {
   // Strict rules (the C tools' CFS_PARSE_STRICT): final newline required, symlink SIZE must

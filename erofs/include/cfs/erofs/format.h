@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <type_traits>
 
 #include <sys/stat.h>
@@ -49,6 +50,32 @@ inline constexpr uint32_t kBlockSize = 1u << kBlockSizeBits;
 inline constexpr uint32_t kInodeSlotBits = 5;  // nid = byte offset / 32 (meta_blkaddr 0)
 inline constexpr uint32_t kInodeSlotSize = 1u << kInodeSlotBits;
 inline constexpr uint64_t kNullAddr = 0xffffffff;  // EROFS_NULL_ADDR: a hole in a chunk map
+
+// ---- limits ----------------------------------------------------------------------------
+// One set of limits for every producer (dumpfile parser, directory scan, writer) and the
+// strict reader, so that no cfs command stores an image its own reader refuses.
+//
+// Symlink targets: cfs's own limit (XFS's) and the C tools' (PATH_MAX - 1).
+inline constexpr size_t kSymlinkMaxCfs = 1024;
+inline constexpr size_t kSymlinkMaxCompat = 4095;
+inline constexpr size_t kInlineContentMax = 5000;  // C LCFS_INLINE_CONTENT_MAX
+inline constexpr size_t kPathMax = 4096;
+inline constexpr size_t kNameMax = 255;
+inline constexpr size_t kXattrNameMax = 255;  // full name (prefix included), as the kernel's
+inline constexpr size_t kXattrValueMax = 65535;
+inline constexpr size_t kXattrLineMax = 65535;  // bytes of the xattr part of one dumpfile line
+// A user's trusted.overlay.NAME is stored escaped as trusted.overlay.overlay.NAME, 8 bytes
+// longer, and the stored name must still fit kXattrNameMax.
+inline constexpr size_t kOverlayEscapeGrowth = 8;  // "overlay."
+inline constexpr size_t kOverlayXattrNameMax = kXattrNameMax - kOverlayEscapeGrowth;
+// Directory nesting below the root (the root is depth 0): deeper trees cannot be walked with
+// PATH_MAX paths, and the reader refuses them.
+inline constexpr uint32_t kMaxDirDepth = 2048;
+
+// The longest a user xattr name may be once stored (trusted.overlay.* names are escaped).
+constexpr size_t xattr_name_max(std::string_view name) {
+  return name.starts_with("trusted.overlay.") ? kOverlayXattrNameMax : kXattrNameMax;
+}
 
 // ---- composefs header, at offset 0 --------------------------------------------------------
 inline constexpr uint32_t kComposefsMagic = 0xd078629a;

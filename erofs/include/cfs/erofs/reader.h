@@ -49,9 +49,9 @@ struct InodeInfo {
   uint32_t nlink = 0;
   uint32_t uid = 0;
   uint32_t gid = 0;
-  uint32_t rdev = 0;       // character/block devices only, as stored (low 32 bits of st_rdev)
-  uint64_t size = 0;       // i_size; for directories the EROFS directory size
-  uint64_t mtime_sec = 0;  // compact inodes: the superblock build time
+  uint32_t rdev = 0;      // character/block devices only, as stored (low 32 bits of st_rdev)
+  uint64_t size = 0;      // i_size; for directories the EROFS directory size
+  int64_t mtime_sec = 0;  // compact inodes: the superblock build time
   uint32_t mtime_nsec = 0;
   uint32_t ino = 0;  // i_ino
   bool extended = false;
@@ -153,7 +153,7 @@ class Image {
   bool has_acl() const noexcept { return has_acl_; }  // header flag: mount without noacl
   uint64_t root_nid() const noexcept { return root_nid_; }
   uint64_t inode_count() const noexcept { return inode_count_; }  // superblock inos
-  uint64_t build_time_sec() const noexcept { return build_time_sec_; }
+  int64_t build_time_sec() const noexcept { return build_time_sec_; }
   uint32_t build_time_nsec() const noexcept { return build_time_nsec_; }
 
   // ---- lazy access ---------------------------------------------------------------------
@@ -232,7 +232,7 @@ class Image {
   bool has_acl_ = false;
   uint64_t root_nid_ = 0;
   uint64_t inode_count_ = 0;
-  uint64_t build_time_sec_ = 0;
+  int64_t build_time_sec_ = 0;
   uint32_t build_time_nsec_ = 0;
   uint64_t xattr_base_ = 0;  // xattr_blkaddr * block size
   uint64_t blocks_ = 0;      // superblock block count

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cfs/digest.h"
+#include "cfs/erofs/format.h"
 #include "cfs/erofs/tree.h"
 
 namespace cfs::erofs {
@@ -20,6 +21,9 @@ struct ScanOptions {
   bool use_epoch = false;         // --use-epoch: every mtime is 0
   bool skip_devices = false;      // --skip-devices
   bool detect_hardlinks = true;
+  // Longest symlink target: kSymlinkMaxCfs for cfs's own commands, kSymlinkMaxCompat for the
+  // mkcomposefs drop-in (format.h). Longer ones are an error, not an image the reader refuses.
+  size_t max_symlink = kSymlinkMaxCfs;
 };
 
 // Receives each regular file larger than inline_max: an fd open for reading at offset 0,

@@ -31,6 +31,11 @@ using InodePtr = std::shared_ptr<Inode>;
 struct Dirent {
   std::string name;
   InodePtr inode;
+  // A further name of a hardlinked inode whose home is another dirent (a dumpfile '@' line).
+  // C mkcomposefs places the inode at its target's dirent, not at its first name in sorted
+  // order, so the writer needs to know which one that is. Trees without marks (directory
+  // scans, images) place a hardlinked inode at its first name in DFS order.
+  bool link = false;
 };
 
 struct Inode {
@@ -38,8 +43,11 @@ struct Inode {
   uint32_t nlink = 1;  // stored as given for non-directories; directories are recomputed
   uint32_t uid = 0;
   uint32_t gid = 0;
-  uint64_t rdev = 0;  // character/block devices only
-  uint64_t mtime_sec = 0;
+  // Character/block devices only. 32 bits, as C's lcfs_inode_s and EROFS keep it: a 64-bit
+  // device number is truncated where it enters the tree, so a device whose low 32 bits are
+  // zero is a whiteout everywhere (escaped by the writer), exactly as C mkcomposefs sees it.
+  uint32_t rdev = 0;
+  int64_t mtime_sec = 0;  // signed: before 1970 is negative, as in struct timespec
   uint32_t mtime_nsec = 0;
   uint64_t size = 0;  // regular files: data size; symlinks: target length; directories: unused
   // Symlink target, or for externally stored regular files the backing path relative to
@@ -90,8 +98,9 @@ struct Tree {
 struct WalkEntry {
   const std::string& path;  // absolute, "/" for the root
   const Inode& inode;
-  bool first_visit;  // false for the second and later dirents of a hardlinked inode
-  bool shared;       // the inode is referenced by more than one dirent (a hardlink)
+  bool first_visit;   // false for the second and later dirents of a hardlinked inode
+  bool shared;        // the inode is referenced by more than one dirent (a hardlink)
+  bool link = false;  // the dirent is marked as a further name (Dirent::link)
 };
 using WalkFn = std::function<void(const WalkEntry&)>;
 void walk(const Tree& tree, const WalkFn& fn);

@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cfs/erofs/reader.h"
@@ -124,6 +125,11 @@ class ImageFs {
   std::unique_ptr<ObjectStore> objects_;
   LogFn log_;
   InodeNumbers numbers_;
+  // Directories (by nid) already scanned for a whiteout child: the answer decides whether
+  // their overlay marker xattrs are composefs's or the user's, and a 500k-entry directory
+  // must not be scanned on every getxattr. Bounded by the image's directory count.
+  mutable std::mutex whiteout_dirs_mutex_;
+  mutable std::unordered_map<uint64_t, bool> whiteout_dirs_;
 };
 
 }  // namespace cfs::fuse
