@@ -502,7 +502,8 @@ Repository Repository::open(const std::string& path, LockMode lock) {
     if (e.code() != ENOENT) throw;
   }
   if (meta) {
-    s->meta = parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
+    s->meta =
+        parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
     s->secure =
         detail::measure_verity(meta.get(), s->meta.algorithm, s->what("meta.json")).has_value();
     if (!s->objects) throw Error(s->what("objects") + ": missing (repository is incomplete)");
