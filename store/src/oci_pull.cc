@@ -209,10 +209,7 @@ ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descript
   ReadContext ctx{reader.get(), {}, 0, std::vector<std::byte>(kReadBuffer), on_bytes, &cancel, {}};
 
   std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_zstd(a.get());
-  archive_read_support_filter_xz(a.get());
-  archive_read_support_filter_bzip2(a.get());
+  support_in_process_filters(a.get(), what);
   archive_read_support_format_raw(a.get());
   auto check = [&](int r, const char* step) {
     if (r >= ARCHIVE_WARN) return;
