@@ -34,6 +34,7 @@ struct Piece {
   bool external;
   std::string bytes;  // inline bytes or the object's content
   uint64_t size = 0;
+  Digest object;  // the name the splitter gave it (sparse members take names too)
 };
 
 // Names an object by its index: the parser only carries digests through.
@@ -47,7 +48,7 @@ Digest object_name(size_t index) {
 class Splitter : public TarHandler {
  public:
   void inline_bytes(std::span<const std::byte> data) override {
-    if (pieces.empty() || pieces.back().external) pieces.push_back({false, {}});
+    if (pieces.empty() || pieces.back().external) pieces.push_back({false, {}, 0, {}});
     pieces.back().bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
     bytes += data.size();
   }
@@ -57,7 +58,7 @@ class Splitter : public TarHandler {
     sparse = e.sparse;
     expanded = 0;
     // A sparse member's expansion is not part of the stream (its tar bytes are inline).
-    if (!sparse) pieces.push_back({true, {}});
+    if (!sparse) pieces.push_back({true, {}, 0, {}});
   }
   void external_bytes(std::span<const std::byte> data) override {
     if (!open) std::abort();
@@ -85,6 +86,7 @@ class Splitter : public TarHandler {
         std::abort();  // the content handed out must be exactly the entry's size
       pieces.back().size = e.size;
       e.object = object_name(objects++);
+      pieces.back().object = *e.object;
     } else if (e.type == TarEntryType::regular && (!e.content || e.content->size() != e.size)) {
       std::abort();
     }
@@ -163,10 +165,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   Collector back(split.sparse_objects);
   TarParser reader(back, TarMode::read_back, "again");
-  size_t objects = 0;
   for (const Piece& p : split.pieces) {
     if (p.external)
-      reader.feed_external(object_name(objects++), p.size);
+      reader.feed_external(p.object, p.size);
     else
       reader.feed({reinterpret_cast<const std::byte*>(p.bytes.data()), p.bytes.size()});
   }

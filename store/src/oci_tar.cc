@@ -535,6 +535,12 @@ void TarParser::check_sparse_map(uint64_t data_size) {
   if (stored != data_size)
     fail(entry_.path + ": sparse map holds " + std::to_string(stored) +
          " bytes, the member stores " + std::to_string(data_size));
+  // Holes cost no I/O but are hashed (one precomputed hash per 4 KiB block): a few bytes
+  // of tar claiming exabytes of holes would hash for hours.
+  sparse_holes_ += entry_.size - stored;
+  if (sparse_holes_ > kTarSparseHolesMax)
+    fail(entry_.path + ": the layer's sparse members hold more than " +
+         std::to_string(kTarSparseHolesMax >> 30) + " GiB of holes");
   sparse_index_ = 0;
   sparse_left_ = 0;
   sparse_pos_ = 0;

@@ -386,6 +386,12 @@ TEST(HostileTar, MalformedSparseMapsAreRefused) {
   EXPECT_NE(e.find("overlaps"), std::string::npos) << e;
   e = parse_error(tar_archive({gnu_sparse(100, {{10, 5}}, "abc")}));
   EXPECT_NE(e.find("sparse map holds 5 bytes, the member stores 3"), std::string::npos) << e;
+  // A few bytes claiming a petabyte of holes.
+  e = parse_error(tar_archive({pax_member({{"GNU.sparse.size", std::to_string(uint64_t{1} << 50)},
+                                           {"GNU.sparse.numblocks", "1"},
+                                           {"GNU.sparse.map", "0,3"}}),
+                               tar_member({.name = "s", .content = "abc"})}));
+  EXPECT_NE(e.find("GiB of holes"), std::string::npos) << e;
   // PAX 1.0 with a map that never ends.
   std::string endless(1024, '1');
   e = parse_error(tar_archive({pax_member({{"GNU.sparse.major", "1"},

@@ -50,6 +50,9 @@ inline constexpr uint64_t kTarInlineMax = 64;
 inline constexpr uint64_t kTarPaxHeaderMax = 1u << 20;
 // Bytes of xattr records (kept or dropped) one layer may carry; more is a bomb, not a layer.
 inline constexpr uint64_t kTarXattrBudget = 64u << 20;
+// Bytes of holes the sparse members of one layer may expand to (hashing them costs about
+// a second per 100 GiB).
+inline constexpr uint64_t kTarSparseHolesMax = uint64_t{256} << 30;
 // Entries of one sparse map (16 bytes each in memory).
 inline constexpr size_t kTarSparseEntriesMax = 1u << 20;
 
@@ -192,6 +195,7 @@ class TarParser {
   size_t sparse_index_ = 0;                    // segment being filled
   uint64_t sparse_left_ = 0;                   // bytes left in that segment
   uint64_t sparse_pos_ = 0;                    // expanded bytes emitted
+  uint64_t sparse_holes_ = 0;                  // hole bytes of this layer so far
 };
 
 }  // namespace cfs::store
