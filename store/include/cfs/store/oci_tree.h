@@ -16,6 +16,8 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cfs/erofs/tree.h"
@@ -33,6 +35,11 @@ class LayerMerger {
 
  private:
   erofs::Inode& parent_dir(const std::vector<std::string_view>& parts, const std::string& what);
+  erofs::InodePtr child(erofs::Inode& dir, std::string_view name) const;
+  void set_child(erofs::Inode& dir, std::string_view name, erofs::InodePtr inode);
+  bool remove_child(erofs::Inode& dir, std::string_view name);
+  void merge_pending(erofs::Inode& dir);
+  void forget_dirs();
 
   erofs::Tree& tree_;
   // The directory chain of the last parent looked up: tar entries come grouped by
@@ -41,6 +48,9 @@ class LayerMerger {
   // replaced (whiteouts, replacing an entry), since the pointers would dangle.
   std::vector<std::string> cursor_names_;
   std::vector<erofs::Inode*> cursor_dirs_;
+  // Children that arrived out of name order, per directory, sorted; merged into the
+  // directory when large and at finish() (see kPendingMax in oci_tree.cc).
+  std::unordered_map<erofs::Inode*, std::vector<erofs::Dirent>> pending_;
 };
 
 // XattrMode and xattr_kept are in oci_tar.h: the tar parser drops unkept xattrs early.
