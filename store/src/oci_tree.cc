@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -51,26 +52,6 @@ std::string join(const std::vector<std::string_view>& parts, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) out.append("/").append(escape_for_log(parts[i]));
   return out.empty() ? "/" : out;
-}
-
-// The directory that holds the last component; every step must be a real directory.
-erofs::Inode& parent_dir(erofs::Tree& tree, const std::vector<std::string_view>& parts,
-                         const std::string& what) {
-  erofs::Inode* dir = tree.root.get();
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    erofs::Inode* next = dir->find(parts[i]);
-    if (!next)
-      throw Error(what + ": " + join(parts, parts.size()) + ": parent directory " +
-                  join(parts, i + 1) + " does not exist");
-    if (next->is_symlink())
-      throw Error(what + ": " + join(parts, parts.size()) + ": path goes through the symlink " +
-                  join(parts, i + 1));
-    if (!next->is_dir())
-      throw Error(what + ": " + join(parts, parts.size()) + ": " + join(parts, i + 1) +
-                  " is not a directory");
-    dir = next;
-  }
-  return *dir;
 }
 
 void set_stat(erofs::Inode& inode, const TarEntry& e) {
@@ -140,6 +121,114 @@ erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std:
 
 }  // namespace
 
+namespace {
+
+bool dirent_less(const erofs::Dirent& d, std::string_view name) {
+  return d.name < name;
+}
+
+// Out-of-order children wait in a sorted side vector of at most this many entries before
+// being merged in: inserting each into the middle of a large children vector is quadratic
+// (a 300,000-file directory in readdir order), merging every kPendingMax is not.
+constexpr size_t kPendingMax = 4096;
+
+}  // namespace
+
+erofs::InodePtr LayerMerger::child(erofs::Inode& dir, std::string_view name) const {
+  auto it = std::lower_bound(dir.children.begin(), dir.children.end(), name, dirent_less);
+  if (it != dir.children.end() && it->name == name) return it->inode;
+  auto p = pending_.find(&dir);
+  if (p == pending_.end()) return nullptr;
+  auto jt = std::lower_bound(p->second.begin(), p->second.end(), name, dirent_less);
+  if (jt != p->second.end() && jt->name == name) return jt->inode;
+  return nullptr;
+}
+
+void LayerMerger::set_child(erofs::Inode& dir, std::string_view name, erofs::InodePtr inode) {
+  auto& children = dir.children;
+  auto it = std::lower_bound(children.begin(), children.end(), name, dirent_less);
+  if (it != children.end() && it->name == name) {
+    it->inode = std::move(inode);
+    return;
+  }
+  auto p = pending_.find(&dir);
+  if (p != pending_.end()) {
+    auto jt = std::lower_bound(p->second.begin(), p->second.end(), name, dirent_less);
+    if (jt != p->second.end() && jt->name == name) {
+      jt->inode = std::move(inode);
+      return;
+    }
+  }
+  if (it == children.end()) {  // in order: the common case
+    children.push_back({std::string(name), std::move(inode)});
+    return;
+  }
+  auto& side = pending_[&dir];
+  side.insert(std::lower_bound(side.begin(), side.end(), name, dirent_less),
+              {std::string(name), std::move(inode)});
+  if (side.size() >= kPendingMax) merge_pending(dir);
+}
+
+void LayerMerger::merge_pending(erofs::Inode& dir) {
+  auto p = pending_.find(&dir);
+  if (p == pending_.end()) return;
+  std::vector<erofs::Dirent> merged;
+  merged.reserve(dir.children.size() + p->second.size());
+  std::merge(std::make_move_iterator(dir.children.begin()),
+             std::make_move_iterator(dir.children.end()),
+             std::make_move_iterator(p->second.begin()), std::make_move_iterator(p->second.end()),
+             std::back_inserter(merged),
+             [](const erofs::Dirent& a, const erofs::Dirent& b) { return a.name < b.name; });
+  dir.children = std::move(merged);
+  pending_.erase(p);
+}
+
+bool LayerMerger::remove_child(erofs::Inode& dir, std::string_view name) {
+  if (dir.remove_child(name)) return true;
+  auto p = pending_.find(&dir);
+  if (p == pending_.end()) return false;
+  auto jt = std::lower_bound(p->second.begin(), p->second.end(), name, dirent_less);
+  if (jt == p->second.end() || jt->name != name) return false;
+  p->second.erase(jt);
+  return true;
+}
+
+void LayerMerger::forget_dirs() {
+  // A directory is about to be removed or replaced: raw pointers to it (the cursor, the
+  // pending map's keys) must not outlive it.
+  cursor_names_.clear();
+  cursor_dirs_.clear();
+  while (!pending_.empty()) merge_pending(*pending_.begin()->first);
+}
+
+// The directory that holds the last component; every step must be a real directory.
+erofs::Inode& LayerMerger::parent_dir(const std::vector<std::string_view>& parts,
+                                      const std::string& what) {
+  size_t depth = parts.size() - 1;
+  size_t reuse = 0;
+  while (reuse < depth && reuse < cursor_names_.size() && cursor_names_[reuse] == parts[reuse])
+    ++reuse;
+  cursor_names_.resize(reuse);
+  cursor_dirs_.resize(reuse);
+  erofs::Inode* dir = reuse ? cursor_dirs_.back() : tree_.root.get();
+  for (size_t i = reuse; i < depth; ++i) {
+    erofs::Inode* next = child(*dir, parts[i]).get();
+    if (!next)
+      throw Error(what + ": " + join(parts, parts.size()) + ": parent directory " +
+                  join(parts, i + 1) + " does not exist");
+    if (next->is_symlink())
+      throw Error(what + ": " + join(parts, parts.size()) + ": path goes through the symlink " +
+                  join(parts, i + 1));
+    if (!next->is_dir())
+      throw Error(what + ": " + join(parts, parts.size()) + ": " + join(parts, i + 1) +
+                  " is not a directory");
+    dir = next;
+    cursor_names_.emplace_back(parts[i]);
+    cursor_dirs_.push_back(dir);
+  }
+  return *dir;
+}
+
 void LayerMerger::apply(const TarEntry& e, const std::string& what) {
   auto parts = split_path(e.path, what, "entry '" + escape_for_log(e.path) + "'");
   if (parts.empty()) {
@@ -149,44 +238,55 @@ void LayerMerger::apply(const TarEntry& e, const std::string& what) {
     return;
   }
   std::string path = join(parts, parts.size());
-  erofs::Inode& dir = parent_dir(tree_, parts, what);
+  erofs::Inode* dir = &parent_dir(parts, what);
   std::string_view name = parts.back();
 
   if (name.starts_with(kWhiteoutPrefix)) {
-    if (name == kOpaqueWhiteout)
-      dir.children.clear();
-    else
-      dir.remove_child(name.substr(kWhiteoutPrefix.size()));
+    if (name == kOpaqueWhiteout) {
+      forget_dirs();
+      dir->children.clear();
+    } else {
+      std::string_view victim = name.substr(kWhiteoutPrefix.size());
+      if (erofs::InodePtr old = child(*dir, victim); old && old->is_dir()) forget_dirs();
+      remove_child(*dir, victim);
+    }
     return;
   }
 
   if (e.type == TarEntryType::hardlink) {
     auto target_parts = split_path(e.link, what, "hardlink target of " + path);
     if (target_parts.empty()) throw Error(what + ": " + path + ": hardlink to the root directory");
-    erofs::Inode& target_dir = parent_dir(tree_, target_parts, what);
+    erofs::Inode& target_dir = parent_dir(target_parts, what);
     std::string target_path = join(target_parts, target_parts.size());
-    erofs::InodePtr target;
-    for (const auto& child : target_dir.children)
-      if (child.name == target_parts.back()) target = child.inode;
+    erofs::InodePtr target = child(target_dir, target_parts.back());
     if (!target)
       throw Error(what + ": " + path + ": hardlink target " + target_path + " does not exist");
     if (target->is_dir())
       throw Error(what + ": " + path + ": hardlink target " + target_path + " is a directory");
-    dir.set_child(std::string(name), std::move(target));
+    // The hardlink's own parent (the cursor now holds the target's chain).
+    dir = &parent_dir(parts, what);
+    if (erofs::InodePtr existing = child(*dir, name); existing && existing->is_dir()) {
+      forget_dirs();
+      dir = &parent_dir(parts, what);
+    }
+    set_child(*dir, name, std::move(target));
     return;
   }
 
-  if (e.type == TarEntryType::directory) {
-    erofs::Inode* existing = dir.find(name);
-    if (existing && existing->is_dir()) {
-      set_stat(*existing, e);
-      return;
-    }
+  erofs::InodePtr existing = child(*dir, name);
+  if (e.type == TarEntryType::directory && existing && existing->is_dir()) {
+    set_stat(*existing, e);
+    return;
   }
-  dir.set_child(std::string(name), make_leaf(e, path, what));
+  if (existing && existing->is_dir()) {
+    forget_dirs();
+    dir = &parent_dir(parts, what);
+  }
+  set_child(*dir, name, make_leaf(e, path, what));
 }
 
 void LayerMerger::finish() {
+  forget_dirs();
   std::unordered_map<erofs::Inode*, uint32_t> links;
   std::vector<erofs::Inode*> stack{tree_.root.get()};
   while (!stack.empty()) {
@@ -237,11 +337,7 @@ void transform_for_oci(erofs::Tree& tree) {
 
 void filter_xattrs(erofs::Tree& tree, XattrMode mode) {
   for_each_inode(tree, [&](erofs::Inode& inode) {
-    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) {
-      if (x.name == "security.capability") return false;
-      if (mode == XattrMode::keep_user_xattrs && x.name.starts_with("user.")) return false;
-      return true;
-    });
+    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) { return !xattr_kept(x.name, mode); });
   });
 }
 

@@ -16,6 +16,9 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "cfs/erofs/tree.h"
 #include "cfs/store/oci_tar.h"
@@ -31,15 +34,26 @@ class LayerMerger {
   void finish();
 
  private:
+  erofs::Inode& parent_dir(const std::vector<std::string_view>& parts, const std::string& what);
+  erofs::InodePtr child(erofs::Inode& dir, std::string_view name) const;
+  void set_child(erofs::Inode& dir, std::string_view name, erofs::InodePtr inode);
+  bool remove_child(erofs::Inode& dir, std::string_view name);
+  void merge_pending(erofs::Inode& dir);
+  void forget_dirs();
+
   erofs::Tree& tree_;
+  // The directory chain of the last parent looked up: tar entries come grouped by
+  // directory, so most lookups reuse it and the merge stays linear in the entries instead
+  // of walking the whole depth per entry. Cleared whenever a directory may be removed or
+  // replaced (whiteouts, replacing an entry), since the pointers would dangle.
+  std::vector<std::string> cursor_names_;
+  std::vector<erofs::Inode*> cursor_dirs_;
+  // Children that arrived out of name order, per directory, sorted; merged into the
+  // directory when large and at finish() (see kPendingMax in oci_tree.cc).
+  std::unordered_map<erofs::Inode*, std::vector<erofs::Dirent>> pending_;
 };
 
-// Which xattrs survive into the image (composefs-rs' xattr modes).
-enum class XattrMode {
-  allowlist_only,   // only security.capability (the default)
-  keep_user_xattrs  // the allowlist plus user.*
-};
-
+// XattrMode and xattr_kept are in oci_tar.h: the tar parser drops unkept xattrs early.
 // transform_for_oci: the root takes /usr's mode, uid, gid, mtime (seconds) and xattrs;
 // /run is emptied and gets /usr's mtime. Trees without /usr are left as they are.
 void transform_for_oci(erofs::Tree& tree);
