@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -354,7 +355,7 @@ class Runner:
             msgs += diag(r)
         return msgs
 
-    def check_image(self, name, tars, source_tree=None):
+    def check_image(self, name, tars, source_tree=None, record=True):
         """Pull TARS as one image, mount it, compare with GNU tar's extraction."""
         self.n += 1
         base = os.path.join(self.work, "i%d" % self.n)
@@ -364,9 +365,12 @@ class Runner:
         r = run([self.cfsctl, "--repo", self.repo, "oci", "pull", "-q", "--xattrs",
                  "keep-user-xattrs", "oci:%s:latest" % layout, name], check=False)
         if r.returncode != 0:
-            msg = r.stderr.decode(errors="replace").strip()
+            msg = re.sub(r"cfsctl: (oci:\S+ )?layer sha256:[0-9a-f]{64}: ", "",
+                         r.stderr.decode(errors="replace").strip())
             log("  PULL FAILED: " + msg)
-            self.results.append((name, "FAIL", "pull: " + msg[:200]))
+            self.last_error = msg
+            if record:
+                self.results.append((name, "FAIL", "pull: " + msg[:200]))
             shutil.rmtree(layout, ignore_errors=True)
             return False
         t_pull = time.time() - t0
@@ -408,8 +412,10 @@ class Runner:
         status = "pass" if not diffs else "FAIL"
         log("  %s: %d entries, %d differences (pull %.1fs)" % (
             status, len(expected), len(diffs), t_pull))
-        self.results.append((name, status, "%d entries, %d differences" % (
-            len(expected), len(diffs))))
+        self.last_error = "%d differences" % len(diffs)
+        if record:
+            self.results.append((name, status, "%d entries, %d differences" % (
+                len(expected), len(diffs))))
         if not self.args.keep:
             for d in (layout, ref, mnt):
                 shutil.rmtree(d, ignore_errors=True)
@@ -458,12 +464,49 @@ class Runner:
                 log("  WRITER FAILED: %s" % e)
                 self.results.append((name, "FAIL", "writer: %s" % str(e)[:200]))
                 continue
-            self.check_image(name, [t1, t2], source_tree=src)
+            ok = self.check_image(name, [t1, t2], source_tree=src, record=False)
             if not self.args.keep:
                 os.unlink(t1)
                 os.unlink(t2)
+            if ok:
+                self.results.append((name, "pass", "all categories"))
+                continue
+            # One bad entry fails the whole pull and hides the rest: write each top-level
+            # directory of the tree as its own image to see which kinds of entries fail.
+            whole = self.last_error
+            log("  by category (each top-level directory alone):")
+            bad = []
+            for cat in tree_mod.CATEGORIES:
+                sub = self.subset(cat)
+                t1 = os.path.join(self.work, "%s.%s.tar" % (name, cat))
+                tars = [t1]
+                try:
+                    w(sub, t1)
+                    if cat == "xl":
+                        tars.append(t1 + ".l2")
+                        self.cross_layer(w, tars[1])
+                except Exception as e:  # noqa
+                    bad.append("%s (writer: %s)" % (cat, str(e)[:80]))
+                    continue
+                log("  -- %s/%s" % (name, cat))
+                if not self.check_image("%s.%s" % (name, cat), tars, record=False):
+                    bad.append("%s (%s)" % (cat, self.last_error[:160]))
+                for t in tars:
+                    os.unlink(t)
+            self.results.append((name, "FAIL", "whole tree: %s; failing categories: %s" % (
+                whole[:160], "; ".join(bad) if bad else "none")))
         if not only or "buildah" in only:
             self.buildah(src)
+
+    def subset(self, cat):
+        """The tree with only its top-level directory CAT (built once per category)."""
+        path = os.path.join(self.work, "sub-" + cat)
+        if not os.path.exists(path):
+            tree_mod.make_tree(path)
+            for other in tree_mod.CATEGORIES:
+                if other != cat:
+                    shutil.rmtree(os.path.join(path, other))
+        return path
 
     def build_gotar(self):
         if not shutil.which("go"):

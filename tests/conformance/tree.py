@@ -8,6 +8,10 @@ import hashlib
 import os
 import subprocess
 
+# The top-level directories, one per kind of entry.
+CATEGORIES = ("files", "dirs", "links", "dev", "sparse", "perm", "hl", "long", "owners",
+              "times", "xattr", "names", "xl")
+
 
 def data(seed, n):
     out = bytearray()
@@ -35,8 +39,7 @@ def make_tree(root):
     notes = []
     j = lambda *p: os.path.join(root, *p)  # noqa
     os.makedirs(root)
-    for d in ("files", "dirs", "links", "dev", "sparse", "perm", "hl", "long", "owners",
-              "times", "xattr", "names", "xl"):
+    for d in CATEGORIES:
         os.mkdir(j(d))
 
     # Regular files around the block and inline-data boundaries.
