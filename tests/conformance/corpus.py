@@ -26,6 +26,7 @@ cfs policy (docs/RELIABILITY.md), applied to the extraction before comparing:
 Exit status 0 only with 0 differences.
 """
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -314,15 +315,16 @@ def compare(expected, got, limit=200):
     for rel in sorted(set(expected) | set(got)):
         e, g = expected.get(rel), got.get(rel)
         if e is None:
-            diffs.append("%s: only in the mount" % show(rel))
+            diffs.append((rel, "%s: only in the mount" % show(rel)))
             continue
         if g is None:
-            diffs.append("%s: missing in the mount" % show(rel))
+            diffs.append((rel, "%s: missing in the mount" % show(rel)))
             continue
         for k in sorted(set(e) | set(g)):
             if e.get(k) != g.get(k):
-                diffs.append("%s: %s expected %r got %r" % (show(rel), k, e.get(k), g.get(k)))
-    for d in diffs[:limit]:
+                diffs.append((rel, "%s: %s expected %r got %r" % (
+                    show(rel), k, e.get(k), g.get(k))))
+    for _, d in diffs[:limit]:
         log("    DIFF " + d)
     if len(diffs) > limit:
         log("    ... %d more differences" % (len(diffs) - limit))
@@ -342,6 +344,16 @@ class Runner:
         os.makedirs(self.work)
         run([self.cfsctl, "--repo", self.repo, "init", "--insecure"])
         self.n = 0
+        self.last_error, self.last_diff_cats = "", []
+        # known-failures.txt: WRITER-GLOB CATEGORY-GLOB REASON (reader bugs reported, not
+        # yet fixed). Empty when --strict.
+        self.known = []
+        if not args.strict:
+            for line in open(os.path.join(HERE, "known-failures.txt")):
+                line = line.split("#")[0].strip()
+                if line:
+                    w, c, reason = line.split(None, 2)
+                    self.known.append((w, c, reason))
 
     def extract(self, tars, dest):
         os.makedirs(dest)
@@ -413,6 +425,7 @@ class Runner:
         log("  %s: %d entries, %d differences (pull %.1fs)" % (
             status, len(expected), len(diffs), t_pull))
         self.last_error = "%d differences" % len(diffs)
+        self.last_diff_cats = sorted(set(os.fsdecode(rel.split(b"/")[0]) for rel, _ in diffs))
         if record:
             self.results.append((name, status, "%d entries, %d differences" % (
                 len(expected), len(diffs))))
@@ -475,7 +488,7 @@ class Runner:
             # directory of the tree as its own image to see which kinds of entries fail.
             whole = self.last_error
             log("  by category (each top-level directory alone):")
-            bad = []
+            bad = []  # (category, reason)
             for cat in tree_mod.CATEGORIES:
                 sub = self.subset(cat)
                 t1 = os.path.join(self.work, "%s.%s.tar" % (name, cat))
@@ -486,17 +499,38 @@ class Runner:
                         tars.append(t1 + ".l2")
                         self.cross_layer(w, tars[1])
                 except Exception as e:  # noqa
-                    bad.append("%s (writer: %s)" % (cat, str(e)[:80]))
+                    bad.append((cat, "writer: %s" % str(e)[:80]))
                     continue
                 log("  -- %s/%s" % (name, cat))
                 if not self.check_image("%s.%s" % (name, cat), tars, record=False):
-                    bad.append("%s (%s)" % (cat, self.last_error[:160]))
+                    bad.append((cat, self.last_error[:160]))
                 for t in tars:
                     os.unlink(t)
-            self.results.append((name, "FAIL", "whole tree: %s; failing categories: %s" % (
-                whole[:160], "; ".join(bad) if bad else "none")))
+            self.record_failure(name, whole, bad)
         if not only or "buildah" in only:
             self.buildah(src)
+
+    def record_failure(self, name, whole, bad):
+        """A failing writer: "known" when every failing category is in known-failures.txt
+        for it (a reader bug already reported), "FAIL" otherwise."""
+        unknown = [(c, r) for c, r in bad if not self.known_reason(name, c)]
+        for c, r in bad:
+            k = self.known_reason(name, c)
+            if k:
+                log("  KNOWN %s/%s: %s (%s)" % (name, c, k, r))
+        detail = "whole tree: %s; failing categories: %s" % (
+            whole[:160], "; ".join("%s (%s)" % b for b in bad) if bad else "none")
+        if bad and not unknown:
+            self.results.append((name, "known", "; ".join(
+                "%s: %s" % (c, self.known_reason(name, c)) for c, _ in bad)))
+        else:
+            self.results.append((name, "FAIL", detail))
+
+    def known_reason(self, writer, cat):
+        for pat, kcat, reason in self.known:
+            if fnmatch.fnmatchcase(writer, pat) and fnmatch.fnmatchcase(cat, kcat):
+                return reason
+        return None
 
     def subset(self, cat):
         """The tree with only its top-level directory CAT (built once per category)."""
@@ -557,7 +591,11 @@ class Runner:
             run(["sh", "-c", "%s < '%s' > '%s'" % (dec, blob, t)])
             tars.append(t)
         log("  buildah commit: %d layer(s), %s" % (len(tars), man["layers"][0]["mediaType"]))
-        self.check_image(name, tars, source_tree=src)
+        if self.check_image(name, tars, source_tree=src, record=False):
+            self.results.append((name, "pass", "all categories"))
+        else:
+            self.record_failure(name, self.last_error,
+                                [(c, "differences") for c in self.last_diff_cats])
         subprocess.run(b + ["rm", "-a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not self.args.keep:
             shutil.rmtree(broot, ignore_errors=True)
@@ -606,6 +644,8 @@ def main():
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--cache", default=os.path.join(HERE, ".cache"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--strict", action="store_true",
+                    help="ignore known-failures.txt: every difference fails")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("corpus: needs root (devices, owners, trusted.* xattrs, kernel mounts)")
@@ -623,7 +663,7 @@ def main():
         log("%-22s %-8s %s" % (name, status, " ".join(detail.split())))
     failed = sum(1 for _, s, _ in r.results if s == "FAIL")
     passed = sum(1 for _, s, _ in r.results if s == "pass")
-    skipped = sum(1 for _, s, _ in r.results if s == "skipped")
+    skipped = sum(1 for _, s, _ in r.results if s in ("skipped", "n/a", "known"))
     log("\n%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
