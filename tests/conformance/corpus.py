@@ -102,6 +102,19 @@ def bsdtar_writer(fmt):
     return w
 
 
+def shell_writer(tool, script):
+    """A writer run as a shell command in the source directory ($OUT: the tar)."""
+    def w(src, out):
+        if not shutil.which(tool):
+            raise NotApplicable("%s is not installed" % tool)
+        r = subprocess.run(["sh", "-c", script], cwd=src, env=dict(os.environ, OUT=out),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if not os.path.exists(out) or os.path.getsize(out) == 0:
+            raise RuntimeError("%s failed: %s" % (tool, r.stderr.decode(errors="replace")))
+        return diag(r)
+    return w
+
+
 def python_writer(fmt):
     """tarfile with the entries added one by one (add() would recurse), xattrs as
     SCHILY.xattr.* PAX records (PAX only), and hard links chained: each later name of an inode
@@ -175,6 +188,13 @@ def writers(gotar):
             ws.append(("gnutar-%s-S" % fmt, gnutar_writer(fmt, sparse=True)))
     for fmt in ("pax", "paxr", "ustar", "gnutar", "v7tar"):
         ws.append(("bsdtar-" + fmt, bsdtar_writer(fmt)))
+    # cpio, MirBSD pax and busybox also write tar.
+    for fmt in ("ustar", "tar"):
+        ws.append(("cpio-" + fmt, shell_writer(
+            "cpio", "find . -print0 | cpio -o -0 --quiet -H %s -F \"$OUT\"" % fmt)))
+    for fmt in ("ustar", "tar"):
+        ws.append(("pax-" + fmt, shell_writer("pax", "pax -w -x %s -f \"$OUT\" ." % fmt)))
+    ws.append(("busybox-tar", shell_writer("busybox", "busybox tar -cf \"$OUT\" .")))
     for name, fmt in (("gnu", tarfile.GNU_FORMAT), ("pax", tarfile.PAX_FORMAT),
                       ("ustar", tarfile.USTAR_FORMAT)):
         ws.append(("python-" + name, python_writer(fmt)))
@@ -465,8 +485,12 @@ class Runner:
             t1, t2 = os.path.join(self.work, name + ".l1.tar"), os.path.join(
                 self.work, name + ".l2.tar")
             try:
-                for m in w(src, t1):
+                msgs = w(src, t1)
+                for m in msgs[:12]:
                     log("  writer: " + m)
+                if len(msgs) > 12:
+                    log("  writer: ... %d more messages (the entries left out are listed below)"
+                        % (len(msgs) - 12))
                 for m in self.cross_layer(w, t2):
                     log("  writer (layer 2): " + m)
             except NotApplicable as e:
