@@ -1,7 +1,10 @@
 // libFuzzer target: OCI layer import without the repository. The bytes are an uncompressed
 // layer tar (the pull decompresses with libarchive, then hands the tar to TarParser).
 //  * splitting may only throw cfs::Error, and hands every byte on exactly once (inline or
-//    as the content of an external object);
+//    as the content of an external object; a sparse member's tar bytes go inline and its
+//    expansion, data plus holes, must be exactly the entry's size);
+//  * the parse-time bounds hold: paths and link targets within PATH_MAX and the strict
+//    reader's depth, only xattrs the mode keeps, values within EROFS's limit;
 //  * reading the split stream back (inline chunks + object references) yields the same
 //    entries;
 //  * the entries either merge (LayerMerger, then the OCI transforms) into a tree that the
@@ -10,9 +13,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
@@ -46,22 +51,36 @@ class Splitter : public TarHandler {
     pieces.back().bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
     bytes += data.size();
   }
-  void external_begin(const TarEntry&) override {
+  void external_begin(const TarEntry& e) override {
     if (open) std::abort();
     open = true;
-    pieces.push_back({true, {}});
+    sparse = e.sparse;
+    expanded = 0;
+    // A sparse member's expansion is not part of the stream (its tar bytes are inline).
+    if (!sparse) pieces.push_back({true, {}});
   }
   void external_bytes(std::span<const std::byte> data) override {
     if (!open) std::abort();
+    expanded += data.size();
+    if (sparse) return;
     pieces.back().bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
     bytes += data.size();
+  }
+  void external_zeros(uint64_t n) override {
+    if (!open || !sparse) std::abort();
+    expanded += n;
   }
   void external_end() override {
     if (!open) std::abort();
     open = false;
   }
   void entry(TarEntry& e) override {
-    if (e.external()) {
+    check_bounds(e);
+    if (e.external() && e.sparse) {
+      if (expanded != e.size) std::abort();  // holes + data must be exactly the real size
+      e.object = object_name(objects++);
+      sparse_objects.emplace(e.header_offset, *e.object);
+    } else if (e.external()) {
       if (pieces.empty() || !pieces.back().external || pieces.back().bytes.size() != e.size)
         std::abort();  // the content handed out must be exactly the entry's size
       pieces.back().size = e.size;
@@ -71,17 +90,47 @@ class Splitter : public TarHandler {
     }
     entries.push_back(e);
   }
+  static void check_bounds(const TarEntry& e) {
+    auto depth = [](const std::string& p) {
+      size_t n = 0;
+      for (size_t i = 0; i < p.size(); ++i)
+        if (p[i] != '/' && (i == 0 || p[i - 1] == '/')) ++n;
+      return n;
+    };
+    if (e.path.size() > erofs::kPathMax || e.link.size() > erofs::kPathMax ||
+        depth(e.path) > erofs::kTreeDepthMax)
+      std::abort();
+    for (const erofs::Xattr& x : e.xattrs)
+      if (!xattr_kept(x.name, XattrMode::keep_user_xattrs) ||
+          x.value.size() > erofs::kXattrValueMax)
+        std::abort();
+  }
   std::vector<Piece> pieces;
   std::vector<TarEntry> entries;
+  std::map<uint64_t, Digest> sparse_objects;  // what the stream's named refs would hold
   uint64_t bytes = 0;
+  uint64_t expanded = 0;
   size_t objects = 0;
   bool open = false;
+  bool sparse = false;
 };
 
 class Collector : public TarHandler {
  public:
-  void entry(TarEntry& e) override { entries.push_back(e); }
+  explicit Collector(const std::map<uint64_t, Digest>& sparse) : sparse_(sparse) {}
+  void entry(TarEntry& e) override {
+    if (e.sparse && e.external()) {
+      if (e.object) std::abort();  // read-back mode cannot know it: the stream's named ref does
+      auto it = sparse_.find(e.header_offset);
+      if (it == sparse_.end()) std::abort();
+      e.object = it->second;
+    }
+    entries.push_back(e);
+  }
   std::vector<TarEntry> entries;
+
+ private:
+  const std::map<uint64_t, Digest>& sparse_;
 };
 
 bool same(const TarEntry& a, const TarEntry& b) {
@@ -89,7 +138,7 @@ bool same(const TarEntry& a, const TarEntry& b) {
          a.uid == b.uid && a.gid == b.gid && a.mtime_sec == b.mtime_sec &&
          a.mtime_nsec == b.mtime_nsec && a.size == b.size && a.dev_major == b.dev_major &&
          a.dev_minor == b.dev_minor && a.xattrs == b.xattrs && a.content == b.content &&
-         a.object == b.object;
+         a.object == b.object && a.sparse == b.sparse && a.header_offset == b.header_offset;
 }
 
 }  // namespace
@@ -112,7 +161,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (split.bytes != tar.size() || split.open) std::abort();
 
-  Collector back;
+  Collector back(split.sparse_objects);
   TarParser reader(back, TarMode::read_back, "again");
   size_t objects = 0;
   for (const Piece& p : split.pieces) {

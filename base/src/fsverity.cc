@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
+#include <optional>
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
@@ -37,6 +39,7 @@ struct FsVerityHasher::State {
   std::vector<uint8_t> block;  // current (partial) data block
   // levels[i]: the partially filled hash block at tree level i.
   std::vector<std::vector<uint8_t>> levels;
+  std::optional<std::array<uint8_t, 64>> zero_hash;  // hash of an all-zero data block
 
   void hash(const uint8_t* data, size_t len, uint8_t* out) {
     if (!EVP_DigestInit_ex2(ctx.get(), md.get(), nullptr) ||
@@ -111,6 +114,37 @@ void FsVerityHasher::update(std::span<const std::byte> data) {
     size_t take = std::min(n, kBlockSize - s.block.size());
     s.block.insert(s.block.end(), p, p + take);
     p += take;
+    n -= take;
+  }
+}
+
+void FsVerityHasher::update_zeros(uint64_t n) {
+  State& s = *state_;
+  static constexpr std::array<std::byte, kBlockSize> kZeros{};
+  // Complete a partially filled block through the ordinary path.
+  if (!s.block.empty() && s.block.size() < kBlockSize) {
+    auto take = static_cast<size_t>(std::min<uint64_t>(n, kBlockSize - s.block.size()));
+    update(std::span(kZeros).first(take));
+    n -= take;
+  }
+  // Whole zero blocks while more data follows (the last block stays buffered: it may be
+  // the root).
+  if (n > kBlockSize) {
+    if (s.block.size() == kBlockSize) s.flush_data_block();
+    if (!s.zero_hash) {
+      s.zero_hash.emplace();
+      s.hash(reinterpret_cast<const uint8_t*>(kZeros.data()), kBlockSize, s.zero_hash->data());
+    }
+    while (n > kBlockSize) {
+      s.total += kBlockSize;
+      s.blocks_hashed++;
+      s.push_hash(0, s.zero_hash->data());
+      n -= kBlockSize;
+    }
+  }
+  while (n > 0) {
+    auto take = static_cast<size_t>(std::min<uint64_t>(n, kBlockSize));
+    update(std::span(kZeros).first(take));
     n -= take;
   }
 }

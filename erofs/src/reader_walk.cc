@@ -21,7 +21,7 @@ using detail::printable;
 
 namespace {
 
-constexpr uint32_t kMaxDepth = 2048;  // deeper trees cannot be walked with PATH_MAX paths
+constexpr uint32_t kMaxDepth = kTreeDepthMax;
 constexpr uint32_t kDirMark = UINT32_MAX;
 constexpr uint32_t kMaxRefs = UINT32_MAX - 1;
 constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);

@@ -170,18 +170,37 @@ void validate_tag(std::string_view tag) {
   validate_ref_name("oci/" + encode_tag(tag), "image tag");
 }
 
-void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
-                          const std::function<void(const TarEntry&)>& fn) {
-  std::string name = "oci-layer-" + diff_id;
-  SplitStreamReader reader = repo.open_stream(name);
+void for_each_stream_entry(const Repository& repo, const SplitStreamReader& reader,
+                           const std::string& what, const std::function<void(const TarEntry&)>& fn,
+                           XattrMode mode) {
   if (reader.content_type() != kContentOciLayer)
-    throw Error(repo.path() + ": stream " + name + " has content type " +
-                content_type_name(reader.content_type()) + ", not ocilayer");
-  EntryCollector collector(fn);
-  TarParser parser(collector, TarMode::read_back, repo.path() + ": " + name);
+    throw Error(what + " has content type " + content_type_name(reader.content_type()) +
+                ", not ocilayer");
+  // Sparse members larger than kTarInlineMax are inline tar bytes in the stream; their
+  // expanded objects are named refs.
+  std::function<void(const TarEntry&)> with_objects = [&](const TarEntry& e) {
+    if (!e.sparse || !e.external()) return fn(e);
+    const Digest* object = reader.find_named_ref(tar_sparse_ref(e));
+    if (!object)
+      throw Error(what + ": sparse member " + e.path + " has no object (named ref " +
+                  tar_sparse_ref(e) + " missing)");
+    TarEntry copy = e;
+    copy.object = *object;
+    fn(copy);
+  };
+  (void)repo;
+  EntryCollector collector(with_objects);
+  TarParser parser(collector, TarMode::read_back, what, mode);
   reader.for_each_chunk([&](std::span<const std::byte> d) { parser.feed(d); },
                         [&](const Digest& d) { parser.feed_external(d); });
   parser.finish();
+}
+
+void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+                          const std::function<void(const TarEntry&)>& fn, XattrMode mode) {
+  std::string name = "oci-layer-" + diff_id;
+  SplitStreamReader reader = repo.open_stream(name);
+  for_each_stream_entry(repo, reader, repo.path() + ": stream " + name, fn, mode);
 }
 
 ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
@@ -343,7 +362,7 @@ XattrMode parse_xattr_mode(std::string_view name) {
 erofs::Tree image_tree(const Repository& repo, std::string_view name, bool bootable,
                        XattrMode mode) {
   ImageRefs r = load(repo, name);
-  erofs::Tree tree = merge_layers(repo, diff_ids_of(r.config, r.config_digest), nullptr);
+  erofs::Tree tree = merge_layers(repo, diff_ids_of(r.config, r.config_digest), nullptr, mode);
   transform_for_oci(tree);
   filter_xattrs(tree, mode);
   if (bootable)

@@ -15,14 +15,22 @@
 
 namespace cfs::store::oci {
 
-// Calls fn for every entry of the stored layer stream oci-layer-<diff_id>.
-void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
-                          const std::function<void(const TarEntry&)>& fn);
+// Calls fn for every entry of a layer splitstream (what names it in errors).
+void for_each_stream_entry(const Repository& repo, const SplitStreamReader& reader,
+                           const std::string& what, const std::function<void(const TarEntry&)>& fn,
+                           XattrMode mode = XattrMode::keep_user_xattrs);
 
-// Merges the layers in order; layers found in imported are taken from there (just pulled),
-// the others are read back from their streams.
+// Calls fn for every entry of the stored layer stream oci-layer-<diff_id>; xattrs the mode
+// drops from images are dropped while reading.
+void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+                          const std::function<void(const TarEntry&)>& fn,
+                          XattrMode mode = XattrMode::keep_user_xattrs);
+
+// Merges the layers in order, reading each back from its splitstream.
+// imported maps diff_ids to layer stream objects not named yet (just pulled).
 erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
-                         std::map<std::string, std::vector<TarEntry>>* imported);
+                         const std::map<std::string, Digest>* imported,
+                         XattrMode mode = XattrMode::keep_user_xattrs);
 
 struct ImageIds {
   Digest image;

@@ -14,6 +14,7 @@
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
+#include "cfs/fd.h"
 #include "cfs/store/images.h"
 #include "cfs/store/oci.h"
 #include "cfs/store/oci_source.h"
@@ -130,31 +131,32 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
 // Splits one layer: tar headers and small contents inline, large regular files as objects.
 class LayerSplitter : public TarHandler {
  public:
-  LayerSplitter(Repository& repo, SplitStreamWriter& writer, std::vector<TarEntry>& entries)
-      : repo_(repo), writer_(writer), entries_(entries) {}
+  LayerSplitter(Repository& repo, SplitStreamWriter& writer) : repo_(repo), writer_(writer) {}
   void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
   void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
   void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
+  void external_zeros(uint64_t n) override { object_->write_zeros(n); }
   void external_end() override {
     last_object_ = object_->commit();
     object_.reset();
   }
   // Called after the content was streamed into its object and before the padding that
   // follows it, so the external chunk sits exactly where the content was in the tar.
+  // A sparse member's tar bytes went inline; its expanded object is a named ref instead.
   void entry(TarEntry& e) override {
     if (e.external()) {
-      writer_.write_external(last_object_, e.size);
-      e.object = last_object_;
+      if (e.sparse)
+        writer_.add_named_ref(tar_sparse_ref(e), last_object_);
+      else
+        writer_.write_external(last_object_, e.size);
       object_bytes += e.size;
     }
-    entries_.push_back(std::move(e));
   }
   uint64_t object_bytes = 0;
 
  private:
   Repository& repo_;
   SplitStreamWriter& writer_;
-  std::vector<TarEntry>& entries_;
   std::optional<ObjectWriter> object_;
   Digest last_object_;
 };
@@ -189,27 +191,25 @@ la_ssize_t archive_read_cb(archive*, void* opaque, const void** out) {
   }
 }
 
+// The entries are not kept: the merge reads them back from the stream object, so a layer
+// of a million small files costs its compressed stream, not a million parsed entries.
 struct ImportedLayer {
-  std::optional<SplitStreamWriter> stream;
-  std::vector<TarEntry> entries;
+  Digest stream;  // the layer splitstream, stored as an object but not named yet
   uint64_t bytes_read = 0;
   uint64_t object_bytes = 0;
 };
 
 ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descriptor& blob,
-                           const std::string& diff_id, std::atomic<bool>& cancel,
+                           const std::string& diff_id, XattrMode xattrs, std::atomic<bool>& cancel,
                            const std::function<void(uint64_t)>& on_bytes) {
   std::string what = source.name() + ": layer " + blob.digest;
   ImportedLayer out;
-  out.stream.emplace(repo.algorithm(), kContentOciLayer);
+  SplitStreamWriter stream(repo.algorithm(), kContentOciLayer);
   auto reader = source.open_blob(blob);
   ReadContext ctx{reader.get(), {}, 0, std::vector<std::byte>(kReadBuffer), on_bytes, &cancel, {}};
 
   std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_zstd(a.get());
-  archive_read_support_filter_xz(a.get());
-  archive_read_support_filter_bzip2(a.get());
+  support_in_process_filters(a.get(), what);
   archive_read_support_format_raw(a.get());
   auto check = [&](int r, const char* step) {
     if (r >= ARCHIVE_WARN) return;
@@ -219,8 +219,8 @@ ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descript
   };
 
   Sha256 uncompressed;
-  LayerSplitter splitter(repo, *out.stream, out.entries);
-  TarParser parser(splitter, TarMode::split, what);
+  LayerSplitter splitter(repo, stream);
+  TarParser parser(splitter, TarMode::split, what, xattrs);
   check(archive_read_open(a.get(), &ctx, nullptr, archive_read_cb, nullptr), "open");
   archive_entry* entry = nullptr;
   int r = archive_read_next_header(a.get(), &entry);
@@ -257,6 +257,7 @@ ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descript
   if (actual_diff != diff_id)
     throw Error(what + ": uncompressed digest is " + actual_diff + ", the config's diff_id says " +
                 diff_id + " (corrupt or tampered)");
+  out.stream = repo.write_stream_object(stream);
   repo.sync();
   out.bytes_read = ctx.bytes;
   out.object_bytes = splitter.object_bytes;
@@ -272,19 +273,23 @@ std::string image_ref_name(bool bootable, XattrMode mode) {
 }
 
 erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
-                         std::map<std::string, std::vector<TarEntry>>* imported) {
+                         const std::map<std::string, Digest>* imported, XattrMode mode) {
   erofs::Tree tree;
   LayerMerger merger(tree);
   for (const std::string& diff_id : diff_ids) {
     std::string what = "layer " + diff_id;
+    auto apply = [&](const TarEntry& e) { merger.apply(e, what); };
     if (imported) {
       auto it = imported->find(diff_id);
       if (it != imported->end()) {
-        for (const TarEntry& e : it->second) merger.apply(e, what);
+        UniqueFd fd = repo.open_object(it->second);
+        SplitStreamReader reader = SplitStreamReader::from_fd(
+            fd.get(), repo.algorithm(), repo.path() + ": new stream of " + what);
+        for_each_stream_entry(repo, reader, repo.path() + ": new stream of " + what, apply, mode);
         continue;
       }
     }
-    for_each_layer_entry(repo, diff_id, [&](const TarEntry& e) { merger.apply(e, what); });
+    for_each_layer_entry(repo, diff_id, apply, mode);
   }
   merger.finish();
   return tree;
@@ -359,13 +364,13 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
       if (k >= jobs.size() || cancel) return;
       size_t i = jobs[k];
       try {
-        imported[i] =
-            import_layer(*own, *source, img.layers[i], diff_ids[i], cancel, [&](uint64_t n) {
-              report([&](PullProgress& p) {
-                p.bytes_done += n;
-                p.message.clear();
-              });
-            });
+        imported[i] = import_layer(*own, *source, img.layers[i], diff_ids[i], options.xattrs,
+                                   cancel, [&](uint64_t n) {
+                                     report([&](PullProgress& p) {
+                                       p.bytes_done += n;
+                                       p.message.clear();
+                                     });
+                                   });
         report([&](PullProgress& p) {
           ++p.layers_done;
           p.message = "layer " + diff_ids[i] + " imported";
@@ -395,26 +400,25 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 
-  std::map<std::string, std::vector<TarEntry>> entries;
+  std::map<std::string, Digest> new_streams;
   for (size_t i = 0; i < imported.size(); ++i) {
     if (!imported[i]) continue;
     result.bytes_read += imported[i]->bytes_read;
     result.objects_bytes += imported[i]->object_bytes;
     ++result.layers_imported;
-    entries[diff_ids[i]] = std::move(imported[i]->entries);
+    new_streams[diff_ids[i]] = imported[i]->stream;
   }
 
   // Everything is verified; merging can still refuse a hostile layer before anything is
   // named.
-  erofs::Tree tree = merge_layers(repo, diff_ids, &entries);
-  entries.clear();
+  erofs::Tree tree = merge_layers(repo, diff_ids, &new_streams, options.xattrs);
   ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs);
 
   std::map<std::string, Digest> layer_streams;
   for (size_t i = 0; i < imported.size(); ++i) {
     if (!imported[i]) continue;
-    layer_streams[diff_ids[i]] =
-        repo.write_stream(*imported[i]->stream, "oci-layer-" + diff_ids[i]);
+    repo.link_stream(imported[i]->stream, "oci-layer-" + diff_ids[i]);
+    layer_streams[diff_ids[i]] = imported[i]->stream;
   }
   for (const std::string& d : diff_ids) {
     if (layer_streams.contains(d)) continue;

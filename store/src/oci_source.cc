@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -130,58 +132,190 @@ std::string normalize_member(std::string_view name) {
   return std::string(name);
 }
 
+}  // namespace
+
+void support_in_process_filters(::archive* a, const std::string& what) {
+  struct Filter {
+    const char* name;
+    int (*add)(::archive*);
+  };
+  for (const Filter& f : {Filter{"gzip", archive_read_support_filter_gzip},
+                          Filter{"zstd", archive_read_support_filter_zstd},
+                          Filter{"xz", archive_read_support_filter_xz},
+                          Filter{"bzip2", archive_read_support_filter_bzip2}}) {
+    // ARCHIVE_WARN means "registered, but through an external program".
+    if (f.add(a) != ARCHIVE_OK)
+      throw Error(what + ": libarchive cannot decompress " + f.name +
+                  " in-process (it would run an external program)");
+  }
+}
+
+namespace {
+
+// Reads the archive file through pread at a private position, so several readers (the
+// pull imports layers in parallel) can stream the same file at once.
+struct ArchiveInput {
+  std::shared_ptr<UniqueFd> fd;
+  uint64_t pos = 0;
+  std::vector<std::byte> buf = std::vector<std::byte>(1 << 16);
+  std::string what;
+  std::exception_ptr error;
+};
+
+la_ssize_t archive_input_read(archive*, void* opaque, const void** out) {
+  auto* in = static_cast<ArchiveInput*>(opaque);
+  try {
+    ssize_t n;
+    do {
+      n = ::pread(in->fd->get(), in->buf.data(), in->buf.size(), static_cast<off_t>(in->pos));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) throw_errno(in->what);
+    in->pos += static_cast<uint64_t>(n);
+    *out = in->buf.data();
+    return n;
+  } catch (...) {
+    in->error = std::current_exception();
+    return -1;
+  }
+}
+
+// A libarchive reader of a (possibly compressed) tar archive, with only in-process
+// decompressors: support_filter_all would run external programs found in PATH (lrzip,
+// lzop, grzip) on untrusted input.
+class ArchiveStream {
+ public:
+  ArchiveStream(std::shared_ptr<UniqueFd> fd, std::string what)
+      : input_(std::make_unique<ArchiveInput>()), a_(archive_read_new()) {
+    input_->fd = std::move(fd);
+    input_->what = what;
+    what_ = std::move(what);
+    if (!a_) throw Error(what_ + ": libarchive: out of memory");
+    support_in_process_filters(a_.get(), what_);
+    archive_read_support_format_tar(a_.get());
+    check(archive_read_open(a_.get(), input_.get(), nullptr, archive_input_read, nullptr));
+  }
+  archive* get() const { return a_.get(); }
+  bool compressed() const { return archive_filter_code(a_.get(), 0) != ARCHIVE_FILTER_NONE; }
+  // The next regular member (its normalized name), or nullopt at the end.
+  std::optional<std::string> next(uint64_t& size) {
+    archive_entry* entry = nullptr;
+    for (;;) {
+      int r = archive_read_next_header(a_.get(), &entry);
+      if (r == ARCHIVE_EOF) return std::nullopt;
+      check(r);
+      if (archive_entry_filetype(entry) != AE_IFREG) continue;
+      size = static_cast<uint64_t>(archive_entry_size(entry));
+      const char* path = archive_entry_pathname(entry);
+      return normalize_member(path ? path : "");
+    }
+  }
+  size_t read(std::span<std::byte> buf) {
+    la_ssize_t n = archive_read_data(a_.get(), buf.data(), buf.size());
+    if (n < 0) check(static_cast<int>(n));
+    return static_cast<size_t>(n);
+  }
+  void check(int r) const {
+    if (r >= ARCHIVE_WARN) return;
+    if (input_->error) std::rethrow_exception(input_->error);
+    const char* msg = archive_error_string(a_.get());
+    throw Error(what_ + ": " + (msg ? msg : "cannot read the archive"));
+  }
+
+ private:
+  std::unique_ptr<ArchiveInput> input_;
+  std::unique_ptr<archive, ArchiveFree> a_;
+  std::string what_;
+};
+
+// A member of a compressed archive, decompressed as it is read: nothing is unpacked to disk.
+class ArchiveMemberReader : public BlobReader {
+ public:
+  ArchiveMemberReader(std::unique_ptr<ArchiveStream> stream, uint64_t size, std::string what)
+      : stream_(std::move(stream)), left_(size), what_(std::move(what)) {}
+  size_t read(std::span<std::byte> buf) override {
+    if (left_ == 0) return 0;
+    size_t n = stream_->read(buf.first(static_cast<size_t>(std::min<uint64_t>(buf.size(), left_))));
+    if (n == 0) throw Error(what_ + ": archive member is shorter than its header says (truncated)");
+    left_ -= n;
+    return n;
+  }
+
+ private:
+  std::unique_ptr<ArchiveStream> stream_;
+  uint64_t left_;
+  std::string what_;
+};
+
+// An in-memory member (a small one cached by the index pass).
+class StringReader : public BlobReader {
+ public:
+  explicit StringReader(std::shared_ptr<const std::string> data) : data_(std::move(data)) {}
+  size_t read(std::span<std::byte> buf) override {
+    size_t n = std::min(buf.size(), data_->size() - pos_);
+    std::memcpy(buf.data(), data_->data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+
+ private:
+  std::shared_ptr<const std::string> data_;
+  size_t pos_ = 0;
+};
+
 // The members of a tar archive. Uncompressed archives (what docker/podman save write) are
-// read in place; compressed ones are unpacked once into a private temporary directory.
+// read in place. Compressed ones are never unpacked to disk (a small archive can expand to
+// gigabytes, and a killed pull would leave them behind): one pass indexes the members and
+// keeps the small ones (index.json, manifests, configs) in memory within a budget; every
+// other blob is decompressed again from the start of the archive when it is opened.
 class ArchiveProvider : public FileProvider {
  public:
+  // Members of at most this size are kept from the index pass, up to kCacheBudget in all.
+  static constexpr uint64_t kCacheMember = kMaxJsonBlob;
+  static constexpr uint64_t kCacheBudget = 64u << 20;
+
   explicit ArchiveProvider(std::string path) : path_(std::move(path)) {
     fd_ = std::make_shared<UniqueFd>(open_file(path_, O_RDONLY | O_CLOEXEC));
-    std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
-    archive_read_support_filter_all(a.get());
-    archive_read_support_format_tar(a.get());
-    if (archive_read_open_fd(a.get(), fd_->get(), 1 << 16) != ARCHIVE_OK)
-      throw Error(path_ + ": " + archive_error_string(a.get()));
-    bool compressed = archive_filter_code(a.get(), 0) != ARCHIVE_FILTER_NONE;
-    archive_entry* entry;
-    int r;
-    while ((r = archive_read_next_header(a.get(), &entry)) == ARCHIVE_OK) {
-      if (archive_entry_filetype(entry) != AE_IFREG) continue;
-      std::string name = normalize_member(archive_entry_pathname(entry));
-      uint64_t size = static_cast<uint64_t>(archive_entry_size(entry));
-      if (!compressed) {
+    ArchiveStream stream(fd_, path_);
+    uint64_t size = 0;
+    uint64_t cached = 0;
+    while (auto name = stream.next(size)) {
+      Member m{0, size, nullptr};
+      if (!stream.compressed()) {
         // The tar reader has consumed exactly the member's headers at this point.
-        members_[name] = {static_cast<uint64_t>(archive_filter_bytes(a.get(), 0)), size, {}};
-        continue;
+        m.offset = static_cast<uint64_t>(archive_filter_bytes(stream.get(), 0));
+      } else if (size <= kCacheMember && cached + size <= kCacheBudget) {
+        auto data = std::make_shared<std::string>();
+        data->resize(static_cast<size_t>(size));
+        size_t got = 0;
+        while (got < size) {
+          size_t n = stream.read({reinterpret_cast<std::byte*>(data->data()) + got, size - got});
+          if (n == 0) throw Error(describe(*name) + ": archive member is truncated");
+          got += n;
+        }
+        cached += size;
+        m.data = std::move(data);
       }
-      if (!tmpdir_) {
-        const char* tmp = std::getenv("TMPDIR");
-        std::string templ = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/cfs-archive-XXXXXX";
-        if (!::mkdtemp(templ.data())) throw_errno("mkdtemp " + templ);
-        tmpdir_ = templ;
-      }
-      std::string file = *tmpdir_ + "/" + std::to_string(members_.size());
-      UniqueFd out = open_file(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (archive_read_data_into_fd(a.get(), out.get()) != ARCHIVE_OK)
-        throw Error(path_ + ": " + name + ": " + archive_error_string(a.get()));
-      members_[name] = {0, size, file};
-    }
-    if (r != ARCHIVE_EOF) throw Error(path_ + ": " + archive_error_string(a.get()));
-  }
-  ~ArchiveProvider() override {
-    if (tmpdir_) {
-      std::error_code ec;
-      std::filesystem::remove_all(*tmpdir_, ec);
+      compressed_ = stream.compressed();
+      // Which copy a reader would take is ambiguous: refuse rather than guess.
+      if (!members_.emplace(*name, std::move(m)).second)
+        throw Error(describe(*name) + ": the archive holds this member twice");
     }
   }
   std::unique_ptr<BlobReader> open(const std::string& name, uint64_t& size) override {
-    auto it = members_.find(normalize_member(name));
+    std::string key = normalize_member(name);
+    auto it = members_.find(key);
     if (it == members_.end()) return nullptr;
     size = it->second.size;
-    if (!it->second.file.empty()) {
-      auto fd = std::make_shared<UniqueFd>(open_file(it->second.file, O_RDONLY | O_CLOEXEC));
-      return std::make_unique<RangeReader>(fd, 0, size, describe(name));
+    if (it->second.data) return std::make_unique<StringReader>(it->second.data);
+    if (!compressed_)
+      return std::make_unique<RangeReader>(fd_, it->second.offset, size, describe(name));
+    auto stream = std::make_unique<ArchiveStream>(fd_, path_);
+    uint64_t member_size = 0;
+    while (auto n = stream->next(member_size)) {
+      if (*n == key && member_size == size)
+        return std::make_unique<ArchiveMemberReader>(std::move(stream), size, describe(name));
     }
-    return std::make_unique<RangeReader>(fd_, it->second.offset, size, describe(name));
+    throw Error(describe(name) + ": member vanished from the archive");
   }
   std::string describe(const std::string& name) const override { return path_ + ":" + name; }
 
@@ -189,12 +323,12 @@ class ArchiveProvider : public FileProvider {
   struct Member {
     uint64_t offset;
     uint64_t size;
-    std::string file;
+    std::shared_ptr<const std::string> data;  // cached small member of a compressed archive
   };
   std::string path_;
   std::shared_ptr<UniqueFd> fd_;
-  std::map<std::string, Member> members_;
-  std::optional<std::string> tmpdir_;
+  bool compressed_ = false;
+  std::map<std::string, Member> members_;  // read-only after construction (shared by threads)
 };
 
 std::string blob_path(const std::string& digest) {

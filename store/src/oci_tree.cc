@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -49,26 +50,6 @@ std::string join(const std::vector<std::string_view>& parts, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) out.append("/").append(parts[i]);
   return out.empty() ? "/" : out;
-}
-
-// The directory that holds the last component; every step must be a real directory.
-erofs::Inode& parent_dir(erofs::Tree& tree, const std::vector<std::string_view>& parts,
-                         const std::string& what) {
-  erofs::Inode* dir = tree.root.get();
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    erofs::Inode* next = dir->find(parts[i]);
-    if (!next)
-      throw Error(what + ": " + join(parts, parts.size()) + ": parent directory " +
-                  join(parts, i + 1) + " does not exist");
-    if (next->is_symlink())
-      throw Error(what + ": " + join(parts, parts.size()) + ": path goes through the symlink " +
-                  join(parts, i + 1));
-    if (!next->is_dir())
-      throw Error(what + ": " + join(parts, parts.size()) + ": " + join(parts, i + 1) +
-                  " is not a directory");
-    dir = next;
-  }
-  return *dir;
 }
 
 void set_stat(erofs::Inode& inode, const TarEntry& e) {
@@ -138,6 +119,34 @@ erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std:
 
 }  // namespace
 
+// The directory that holds the last component; every step must be a real directory.
+erofs::Inode& LayerMerger::parent_dir(const std::vector<std::string_view>& parts,
+                                      const std::string& what) {
+  size_t depth = parts.size() - 1;
+  size_t reuse = 0;
+  while (reuse < depth && reuse < cursor_names_.size() && cursor_names_[reuse] == parts[reuse])
+    ++reuse;
+  cursor_names_.resize(reuse);
+  cursor_dirs_.resize(reuse);
+  erofs::Inode* dir = reuse ? cursor_dirs_.back() : tree_.root.get();
+  for (size_t i = reuse; i < depth; ++i) {
+    erofs::Inode* next = dir->find(parts[i]);
+    if (!next)
+      throw Error(what + ": " + join(parts, parts.size()) + ": parent directory " +
+                  join(parts, i + 1) + " does not exist");
+    if (next->is_symlink())
+      throw Error(what + ": " + join(parts, parts.size()) + ": path goes through the symlink " +
+                  join(parts, i + 1));
+    if (!next->is_dir())
+      throw Error(what + ": " + join(parts, parts.size()) + ": " + join(parts, i + 1) +
+                  " is not a directory");
+    dir = next;
+    cursor_names_.emplace_back(parts[i]);
+    cursor_dirs_.push_back(dir);
+  }
+  return *dir;
+}
+
 void LayerMerger::apply(const TarEntry& e, const std::string& what) {
   auto parts = split_path(e.path, what, "entry '" + e.path + "'");
   if (parts.empty()) {
@@ -147,10 +156,12 @@ void LayerMerger::apply(const TarEntry& e, const std::string& what) {
     return;
   }
   std::string path = join(parts, parts.size());
-  erofs::Inode& dir = parent_dir(tree_, parts, what);
+  erofs::Inode& dir = parent_dir(parts, what);
   std::string_view name = parts.back();
 
   if (name.starts_with(kWhiteoutPrefix)) {
+    cursor_names_.clear();
+    cursor_dirs_.clear();
     if (name == kOpaqueWhiteout)
       dir.children.clear();
     else
@@ -161,25 +172,35 @@ void LayerMerger::apply(const TarEntry& e, const std::string& what) {
   if (e.type == TarEntryType::hardlink) {
     auto target_parts = split_path(e.link, what, "hardlink target of " + path);
     if (target_parts.empty()) throw Error(what + ": " + path + ": hardlink to the root directory");
-    erofs::Inode& target_dir = parent_dir(tree_, target_parts, what);
+    erofs::Inode& target_dir = parent_dir(target_parts, what);
     std::string target_path = join(target_parts, target_parts.size());
     erofs::InodePtr target;
-    for (const auto& child : target_dir.children)
-      if (child.name == target_parts.back()) target = child.inode;
+    auto it = std::lower_bound(
+        target_dir.children.begin(), target_dir.children.end(), target_parts.back(),
+        [](const erofs::Dirent& d, std::string_view n) { return d.name < n; });
+    if (it != target_dir.children.end() && it->name == target_parts.back()) target = it->inode;
     if (!target)
       throw Error(what + ": " + path + ": hardlink target " + target_path + " does not exist");
     if (target->is_dir())
       throw Error(what + ": " + path + ": hardlink target " + target_path + " is a directory");
-    dir.set_child(std::string(name), std::move(target));
+    // The hardlink's own parent (the cursor now holds the target's chain).
+    erofs::Inode& link_dir = parent_dir(parts, what);
+    if (erofs::Inode* existing = link_dir.find(name); existing && existing->is_dir()) {
+      cursor_names_.clear();
+      cursor_dirs_.clear();
+    }
+    link_dir.set_child(std::string(name), std::move(target));
     return;
   }
 
-  if (e.type == TarEntryType::directory) {
-    erofs::Inode* existing = dir.find(name);
-    if (existing && existing->is_dir()) {
-      set_stat(*existing, e);
-      return;
-    }
+  erofs::Inode* existing = dir.find(name);
+  if (e.type == TarEntryType::directory && existing && existing->is_dir()) {
+    set_stat(*existing, e);
+    return;
+  }
+  if (existing && existing->is_dir()) {
+    cursor_names_.clear();
+    cursor_dirs_.clear();
   }
   dir.set_child(std::string(name), make_leaf(e, path, what));
 }
@@ -235,11 +256,7 @@ void transform_for_oci(erofs::Tree& tree) {
 
 void filter_xattrs(erofs::Tree& tree, XattrMode mode) {
   for_each_inode(tree, [&](erofs::Inode& inode) {
-    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) {
-      if (x.name == "security.capability") return false;
-      if (mode == XattrMode::keep_user_xattrs && x.name.starts_with("user.")) return false;
-      return true;
-    });
+    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) { return !xattr_kept(x.name, mode); });
   });
 }
 

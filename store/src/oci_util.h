@@ -14,7 +14,14 @@
 #include "cfs/digest.h"
 #include "cfs/error.h"
 
+struct archive;
+
 namespace cfs::store::oci {
+
+// Registers libarchive's gzip, zstd, xz and bzip2 decompressors, refusing to go on if any of
+// them would run as an external program (libarchive's fallback when built without the
+// library): untrusted input is only ever decompressed in-process.
+void support_in_process_filters(::archive* a, const std::string& what);
 
 class Sha256 {
  public:

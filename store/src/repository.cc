@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bitset>
 #include <chrono>
+#include <limits>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -323,6 +324,7 @@ struct ObjectWriter::State {
   std::vector<std::byte> buffer;
   size_t used = 0;
   uint64_t size = 0;
+  bool sparse = false;  // write_zeros left holes
   bool done = false;
 
   void write_through(std::span<const std::byte> data) {
@@ -358,11 +360,28 @@ void ObjectWriter::write(std::span<const std::byte> data) {
   s.used += data.size();
 }
 
+void ObjectWriter::write_zeros(uint64_t n) {
+  State& s = *state_;
+  if (s.done) throw Error("object writer used after commit()");
+  if (n == 0) return;
+  s.flush();
+  if (n > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - s.size)
+    throw Error(s.repo->what("objects") + ": new object: hole beyond the largest file size");
+  if (::lseek(s.fd.get(), static_cast<off_t>(n), SEEK_CUR) < 0)
+    throw_errno(s.repo->what("objects") + ": new object: seeking over a hole");
+  if (s.hasher) s.hasher->update_zeros(n);
+  s.size += n;
+  s.sparse = true;
+}
+
 Digest ObjectWriter::commit() {
   State& s = *state_;
   Repository::State& repo = *s.repo;
   if (s.done) throw Error("object writer committed twice");
   s.flush();
+  // A trailing hole was only seeked over: the size comes from ftruncate.
+  if (s.sparse && ::ftruncate(s.fd.get(), static_cast<off_t>(s.size)) < 0)
+    throw_errno(repo.what("objects") + ": new object: setting the size after a hole");
   s.done = true;
   const std::string what = repo.what("objects") + ": new object";
 
@@ -728,22 +747,35 @@ std::vector<ImageInfo> Repository::list_images() const {
 
 Digest Repository::write_stream(SplitStreamWriter& writer, std::string_view content_id,
                                 std::optional<std::string_view> ref) {
-  State& s = *state_;
-  s.require_writable();
   validate_entry_name(content_id, "stream content id");
   if (ref) validate_ref_name(*ref, "stream ref");
+  Digest id = write_stream_object(writer);
+  link_stream(id, content_id, ref);
+  return id;
+}
+
+Digest Repository::write_stream_object(SplitStreamWriter& writer) {
+  State& s = *state_;
+  s.require_writable();
   if (writer.algorithm() != s.meta.algorithm)
     throw Error(s.path + ": splitstream uses another hash algorithm than the repository");
   ObjectWriter w = write_object();
   writer.finish(w);
-  Digest id = w.commit();
+  return w.commit();
+}
+
+void Repository::link_stream(const Digest& id, std::string_view content_id,
+                             std::optional<std::string_view> ref) {
+  State& s = *state_;
+  s.require_writable();
+  validate_entry_name(content_id, "stream content id");
+  if (ref) validate_ref_name(*ref, "stream ref");
   s.publish_barrier();
   UniqueFd streams = detail::open_dir_at(s.dir.get(), "streams", s.what("streams"));
   replace_symlink_at(streams.get(), std::string(content_id), "../" + object_repo_path(id),
                      s.what("streams/" + std::string(content_id)));
   detail::fsync_or_throw(streams.get(), s.what("streams"));
   if (ref) set_stream_ref(*ref, content_id);
-  return id;
 }
 
 void Repository::set_stream_ref(std::string_view name, std::string_view content_id) {

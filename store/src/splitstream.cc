@@ -1,14 +1,19 @@
 #include "cfs/store/splitstream.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <unordered_map>
 
 #include "cfs/error.h"
+#include "cfs/fd.h"
 #include "zstd_util.h"
 
 namespace cfs::store {
@@ -18,6 +23,7 @@ namespace {
 constexpr std::string_view kMagic = "SplitStream";
 constexpr uint8_t kVersion = 0;
 constexpr uint8_t kLgBlockSize = 12;
+constexpr size_t kSpillThreshold = 8u << 20;
 constexpr size_t kLegacyMagicOffset = 18;
 // Named refs are metadata; anything larger than this is corruption, not data.
 constexpr size_t kMaxNamedRefsBytes = 64u << 20;
@@ -74,8 +80,33 @@ struct SplitStreamWriter::State {
   std::map<std::string, size_t> named_refs;  // sorted by name, as the format requires
   detail::ZstdCompressor stream;
   std::vector<std::byte> pending_inline;
+  // A chunk header carries the length of the whole inline run before its bytes, so a run is
+  // buffered until it ends; a layer of small files is one run of hundreds of megabytes.
+  // Beyond kSpillThreshold the run goes to an unlinked temporary file (gone with the
+  // process, however it ends) instead of memory.
+  UniqueFd spill;
+  uint64_t spilled = 0;
   uint64_t stream_size = 0;
   bool finished = false;
+
+  bool spill_unavailable = false;
+
+  void spill_pending() {
+    if (spill_unavailable) return;
+    if (!spill) {
+      const char* tmp = std::getenv("TMPDIR");
+      std::string dir = tmp && *tmp ? tmp : "/var/tmp";
+      int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        spill_unavailable = true;  // no temporary file: the run stays in memory
+        return;
+      }
+      spill.reset(fd);
+    }
+    write_all(spill.get(), pending_inline, "splitstream: spilling inline data");
+    spilled += pending_inline.size();
+    pending_inline.clear();
+  }
 
   void emit_chunk_header(int64_t value) {
     std::byte header[8];
@@ -83,10 +114,28 @@ struct SplitStreamWriter::State {
     stream.add(header);
   }
   void flush_inline() {
-    if (pending_inline.empty()) return;
-    emit_chunk_header(-static_cast<int64_t>(pending_inline.size()));
+    if (pending_inline.empty() && spilled == 0) return;
+    emit_chunk_header(-static_cast<int64_t>(spilled + pending_inline.size()));
+    if (spilled > 0) {
+      std::vector<std::byte> buf(1 << 20);
+      uint64_t pos = 0;
+      while (pos < spilled) {
+        ssize_t n = ::pread(spill.get(), buf.data(),
+                            static_cast<size_t>(std::min<uint64_t>(buf.size(), spilled - pos)),
+                            static_cast<off_t>(pos));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("splitstream: reading back spilled inline data");
+        if (n == 0) throw Error("splitstream: spilled inline data is truncated");
+        stream.add(std::span(buf).first(static_cast<size_t>(n)));
+        pos += static_cast<uint64_t>(n);
+      }
+      if (::ftruncate(spill.get(), 0) < 0) throw_errno("splitstream: reusing the spill file");
+      if (::lseek(spill.get(), 0, SEEK_SET) < 0) throw_errno("splitstream: reusing the spill file");
+      spilled = 0;
+    }
     stream.add(pending_inline);
     pending_inline.clear();
+    if (pending_inline.capacity() > kSpillThreshold) pending_inline.shrink_to_fit();
   }
   void check_open() const {
     if (finished) throw Error("splitstream writer used after finish()");
@@ -107,6 +156,7 @@ void SplitStreamWriter::write_inline(std::span<const std::byte> data) {
   state_->check_open();
   state_->pending_inline.insert(state_->pending_inline.end(), data.begin(), data.end());
   state_->stream_size += data.size();
+  if (state_->pending_inline.size() >= kSpillThreshold) state_->spill_pending();
 }
 
 void SplitStreamWriter::write_external(const Digest& object, uint64_t size) {

@@ -136,7 +136,24 @@ std::vector<LayerCase> hostile_layers() {
        "end of archive right after an extension header"},
       {"bad-checksum", tar_archive({tar_member({.name = "./f", .bad_checksum = true})}),
        "checksum"},
-      {"sparse-entry", tar_archive({tar_member({.name = "./s", .type = 'S'})}), "sparse"},
+      // Bounds enforced while parsing (issue 11).
+      {"pax-xattr-over-erofs-limit",
+       tar_archive({dir("./"),
+                    pax_member({{"SCHILY.xattr.security.capability", std::string(70000, 'c')}}),
+                    file("./f")}),
+       "EROFS holds 65535"},
+      {"pax-path-over-path-max",
+       tar_archive({dir("./"), pax_member({{"path", std::string(5000, 'p')}}), file("./f")}),
+       "at most 4096"},
+      {"gnu-sparse-map-beyond-size",
+       tar_archive({tar_member(
+           {.name = "./s",
+            .type = 'S',
+            .content = "abc",
+            .magic = test::kGnuMagic,
+            .tail = std::string(41, '\0') + "00000000010" + std::string(1, '\0') + "00000000003" +
+                    std::string(1, '\0') + std::string(138 - 41 - 24, '\0') + "00000000004"})}),
+       "beyond the file size"},
       {"truncated-in-content", (file("./big", big) + file("./f")).substr(0, 3000), "truncated"},
   };
 }
@@ -154,7 +171,7 @@ TEST(HostileOci, LayersAreRefusedAndLeaveNothing) {
     expect_nothing_left(repo);
     ++n;
   }
-  EXPECT_EQ(n, 18);
+  EXPECT_EQ(n, 20);
 }
 
 // Device nodes, fifos and setuid bits in a layer are data in the image, never created on

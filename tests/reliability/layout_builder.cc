@@ -24,16 +24,18 @@ std::string tar_member(const TarMember& m) {
   std::string h(512, '\0');
   put(h, 0, m.name.substr(0, 100));
   put(h, 100, octal(m.mode, 7));
-  put(h, 108, octal(0, 7));
+  put(h, 108, m.uid_field ? *m.uid_field : octal(0, 7));
   put(h, 116, octal(0, 7));
   put(h, 124, m.size_field ? *m.size_field : octal(m.content.size(), 11));
-  put(h, 136, octal(1700000000, 11));
+  put(h, 136, m.mtime_field ? *m.mtime_field : octal(1700000000, 11));
   h[156] = m.type;
   put(h, 157, m.link.substr(0, 100));
-  put(h, 257, std::string("ustar\0", 6));
-  put(h, 263, "00");
-  put(h, 329, octal(m.dev_major, 7));
-  put(h, 337, octal(m.dev_minor, 7));
+  put(h, 257, m.magic.substr(0, 8));
+  if (m.magic != std::string(8, '\0')) {
+    put(h, 329, octal(m.dev_major, 7));
+    put(h, 337, octal(m.dev_minor, 7));
+  }
+  put(h, 345, m.tail.substr(0, 167));
   put(h, 148, "        ");
   unsigned sum = 0;
   for (char c : h) sum += static_cast<unsigned char>(c);

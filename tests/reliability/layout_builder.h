@@ -17,12 +17,23 @@ struct TarMember {
   std::string link;
   uint32_t mode = 0644;
   uint32_t dev_major = 0, dev_minor = 0;
-  std::optional<std::string> size_field;  // raw 12-byte size field (default: octal content size)
+  std::optional<std::string> size_field;   // raw 12-byte size field (default: octal content size)
+  std::optional<std::string> uid_field;    // raw 8-byte uid field (default: octal 0)
+  std::optional<std::string> mtime_field;  // raw 12-byte mtime field (default: 1700000000)
+  // Bytes 257..264: magic and version. ustar by default; GNU writes "ustar  \0", v7 nothing.
+  std::string magic = std::string(
+      "ustar\0"
+      "00",
+      8);
+  std::string tail;  // raw bytes from offset 345 (ustar prefix, GNU atime/ctime/sparse, star)
   bool bad_checksum = false;
 };
 
 // One 512-byte header block followed by the content padded to 512 bytes.
 std::string tar_member(const TarMember& m);
+// The magic of GNU and oldgnu headers, and of v7 (none).
+inline const std::string kGnuMagic = std::string("ustar  \0", 8);
+inline const std::string kV7Magic = std::string(8, '\0');
 // A PAX extended header ('x') member carrying the given records.
 std::string pax_member(const std::vector<std::pair<std::string, std::string>>& records);
 // The members followed by the two zero blocks that end an archive.

@@ -25,6 +25,10 @@ class FsVerityHasher {
   void update(std::string_view data) {
     update({reinterpret_cast<const std::byte*>(data.data()), data.size()});
   }
+  // Feeds n zero bytes (a hole of a sparse file) without materialising them: whole zero
+  // blocks reuse one precomputed hash, so a large hole costs a hash push per block, not a
+  // SHA pass over its bytes.
+  void update_zeros(uint64_t n);
   uint64_t size() const noexcept;
   // Returns the fs-verity file digest; the hasher must not be used afterwards.
   Digest finish();

@@ -22,6 +22,9 @@ inline constexpr size_t kNameMax = 255;
 inline constexpr size_t kXattrNameMax = 255;
 inline constexpr size_t kXattrValueMax = 65535;
 inline constexpr size_t kXattrLineMax = 65535;  // bytes of the xattr part of one line
+// Directory nesting the strict image reader walks (deeper trees cannot be walked with
+// PATH_MAX paths); producers refuse deeper trees instead of writing unreadable images.
+inline constexpr size_t kTreeDepthMax = 2048;
 
 struct DumpfileParseOptions {
   // Strict rules (the C tools' CFS_PARSE_STRICT): final newline required, symlink SIZE must

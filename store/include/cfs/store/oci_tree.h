@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cfs/erofs/tree.h"
 #include "cfs/store/oci_tar.h"
@@ -31,15 +32,18 @@ class LayerMerger {
   void finish();
 
  private:
+  erofs::Inode& parent_dir(const std::vector<std::string_view>& parts, const std::string& what);
+
   erofs::Tree& tree_;
+  // The directory chain of the last parent looked up: tar entries come grouped by
+  // directory, so most lookups reuse it and the merge stays linear in the entries instead
+  // of walking the whole depth per entry. Cleared whenever a directory may be removed or
+  // replaced (whiteouts, replacing an entry), since the pointers would dangle.
+  std::vector<std::string> cursor_names_;
+  std::vector<erofs::Inode*> cursor_dirs_;
 };
 
-// Which xattrs survive into the image (composefs-rs' xattr modes).
-enum class XattrMode {
-  allowlist_only,   // only security.capability (the default)
-  keep_user_xattrs  // the allowlist plus user.*
-};
-
+// XattrMode and xattr_kept are in oci_tar.h: the tar parser drops unkept xattrs early.
 // transform_for_oci: the root takes /usr's mode, uid, gid, mtime (seconds) and xattrs;
 // /run is emptied and gets /usr's mtime. Trees without /usr are left as they are.
 void transform_for_oci(erofs::Tree& tree);

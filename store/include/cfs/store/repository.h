@@ -67,6 +67,9 @@ class ObjectWriter : public OutputSink {
 
   using OutputSink::write;
   void write(std::span<const std::byte> data) override;
+  // Appends n zero bytes as a hole where the filesystem allows (the file offset moves on and
+  // commit() sets the final size), so sparse files stay sparse in the object store.
+  void write_zeros(uint64_t n);
   // Finishes the object and returns its id. The object is readable through the repository
   // at once and reaches its final name, durably, at the next Repository::sync() (which every
   // image, stream and ref operation performs first).
@@ -139,6 +142,11 @@ class Repository {
   // older stream of that id), plus streams/refs/<ref> if given. Returns the object id.
   Digest write_stream(SplitStreamWriter& writer, std::string_view content_id,
                       std::optional<std::string_view> ref = std::nullopt);
+  // The two halves of write_stream: store the stream as an (unnamed) object, and later name
+  // it. Between them nothing refers to the object, so gc removes it if the caller gives up.
+  Digest write_stream_object(SplitStreamWriter& writer);
+  void link_stream(const Digest& id, std::string_view content_id,
+                   std::optional<std::string_view> ref = std::nullopt);
   void set_stream_ref(std::string_view name, std::string_view content_id);
   // Object id of a stream by content id or ref name; nullopt if unknown.
   std::optional<Digest> resolve_stream(std::string_view name) const;

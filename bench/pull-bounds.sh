@@ -1,0 +1,43 @@
+#!/bin/bash
+# Peak RSS and time of `cfsctl oci pull` on layers that stress the pull's resource bounds
+# (issue 11 item 2). Targets: 300,000 one-byte files under 200 MiB; the 50,000-deep layer
+# refused in under 10 s; an xattr bomb handled or refused in under 2 s.
+#
+#   bench/pull-bounds.sh [--build DIR] [--workdir DIR] [--files N]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=$here/build
+workdir=${TMPDIR:-/var/tmp}
+files=300000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$2; shift 2 ;;
+    --workdir) workdir=$2; shift 2 ;;
+    --files) files=$2; shift 2 ;;
+    *) echo "bench/pull-bounds.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+cfsctl=$build/bin/cfsctl
+[ -x "$cfsctl" ] || { echo "bench/pull-bounds.sh: $cfsctl not built" >&2; exit 1; }
+dir=$(mktemp -d "$workdir/cfs-pull-bounds.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+
+printf '%-34s %8s %10s %s\n' "layer" "seconds" "peak MiB" "result"
+run() {
+  local kind=$1 n=$2
+  python3 "$here/bench/make-hostile-layer.py" "$dir/$kind" "$kind" "$n" 2>/dev/null
+  rm -rf "$dir/repo"
+  "$cfsctl" --repo "$dir/repo" init --insecure > /dev/null
+  local result=ok
+  /usr/bin/time -v -o "$dir/time" "$cfsctl" --repo "$dir/repo" oci pull -q "oci:$dir/$kind:latest" t \
+    > /dev/null 2> "$dir/err" || result="refused: $(tail -c 120 "$dir/err" | tr '\n' ' ')"
+  local rss secs
+  rss=$(awk '/Maximum resident set size/ {print $NF}' "$dir/time")
+  secs=$(awk '/Elapsed \(wall clock\)/ {print $NF}' "$dir/time")
+  printf '%-34s %8s %10d %s\n' "$kind ($n)" "$secs" "$((rss / 1024))" "$result"
+}
+run many-files "$files"
+run deep 50000
+run xattr-bomb 20000
+run cap-bomb 2000
