@@ -695,7 +695,8 @@ class Runner:
             return None
         out = os.path.join(self.work, "gotar")
         env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off",
-                   GOCACHE=os.path.join(self.work, "gocache"), CGO_ENABLED="0")
+                   GOCACHE=os.path.join(self.work, "gocache"), CGO_ENABLED="0",
+                   GOPATH=os.path.join(self.work, "gopath"), GOTOOLCHAIN="local")
         run(["go", "build", "-o", out, "."], cwd=os.path.join(HERE, "gotar"), env=env)
         return out
 
