@@ -10,7 +10,7 @@
 # filesystem: objects, splitstreams, the EROFS image). Root is not needed.
 set -euo pipefail
 
-count=113
+count=100
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=$here/build
 workdir=${TMPDIR:-/var/tmp}
