@@ -2,7 +2,7 @@
 """Tar conformance corpus (issue 12): every tar writer Debian offers, real Debian payloads.
 
   corpus.py --cfsctl BUILD/bin/cfsctl [--work DIR] [--only W1,W2] [--debs N] [--no-synthetic]
-            [--cache DIR] [--keep] [--strict]
+            [--cache DIR] [--keep] [--strict] [--fuse]
 
 Synthetic part: ONE source tree with every file type and corner case (tree.py) is written by
 GNU tar (gnu, oldgnu, posix, ustar, v7; -S with gnu, oldgnu and posix sparse 0.0/0.1/1.0;
@@ -512,7 +512,7 @@ class Runner:
                 log("  gnu tar -x: " + m)
         os.makedirs(mnt)
         run([self.cfsctl, "--repo", self.repo, "oci", "mount", "--xattrs", "keep-user-xattrs",
-             name, mnt])
+             name, mnt] + (["--fuse"] if self.args.fuse else []))
         try:
             got = scan(mnt)
         finally:
@@ -808,6 +808,8 @@ def main():
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--cache", default=os.path.join(HERE, ".cache"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--fuse", action="store_true",
+                    help="mount with cfs-fuse instead of the kernel (cfsctl oci mount --fuse)")
     ap.add_argument("--strict", action="store_true",
                     help="ignore known-failures.txt: every difference fails")
     args = ap.parse_args()
