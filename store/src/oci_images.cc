@@ -170,9 +170,8 @@ void validate_tag(std::string_view tag) {
   validate_ref_name("oci/" + encode_tag(tag), "image tag");
 }
 
-void for_each_stream_entry(const Repository& repo, const SplitStreamReader& reader,
-                           const std::string& what, const std::function<void(const TarEntry&)>& fn,
-                           XattrMode mode) {
+void for_each_stream_entry(const SplitStreamReader& reader, const std::string& what,
+                           const std::function<void(const TarEntry&)>& fn, XattrMode mode) {
   if (reader.content_type() != kContentOciLayer)
     throw Error(what + " has content type " + content_type_name(reader.content_type()) +
                 ", not ocilayer");
@@ -188,7 +187,6 @@ void for_each_stream_entry(const Repository& repo, const SplitStreamReader& read
     copy.object = *object;
     fn(copy);
   };
-  (void)repo;
   EntryCollector collector(with_objects);
   TarParser parser(collector, TarMode::read_back, what, mode);
   reader.for_each_chunk([&](std::span<const std::byte> d) { parser.feed(d); },
@@ -200,7 +198,7 @@ void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
                           const std::function<void(const TarEntry&)>& fn, XattrMode mode) {
   std::string name = "oci-layer-" + diff_id;
   SplitStreamReader reader = repo.open_stream(name);
-  for_each_stream_entry(repo, reader, repo.path() + ": stream " + name, fn, mode);
+  for_each_stream_entry(reader, repo.path() + ": stream " + name, fn, mode);
 }
 
 ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {

@@ -16,8 +16,8 @@
 namespace cfs::store::oci {
 
 // Calls fn for every entry of a layer splitstream (what names it in errors).
-void for_each_stream_entry(const Repository& repo, const SplitStreamReader& reader,
-                           const std::string& what, const std::function<void(const TarEntry&)>& fn,
+void for_each_stream_entry(const SplitStreamReader& reader, const std::string& what,
+                           const std::function<void(const TarEntry&)>& fn,
                            XattrMode mode = XattrMode::keep_user_xattrs);
 
 // Calls fn for every entry of the stored layer stream oci-layer-<diff_id>; xattrs the mode

@@ -285,7 +285,7 @@ erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>&
         UniqueFd fd = repo.open_object(it->second);
         SplitStreamReader reader = SplitStreamReader::from_fd(
             fd.get(), repo.algorithm(), repo.path() + ": new stream of " + what);
-        for_each_stream_entry(repo, reader, repo.path() + ": new stream of " + what, apply, mode);
+        for_each_stream_entry(reader, repo.path() + ": new stream of " + what, apply, mode);
         continue;
       }
     }

@@ -17,6 +17,8 @@ namespace {
 constexpr size_t kBlock = 512;
 // A GNU long name or link holds a path and its NUL.
 constexpr uint64_t kLongNameMax = erofs::kPathMax + 1;
+// XATTR_SIZE_MAX: the largest xattr value any Linux filesystem stores.
+constexpr size_t kLinuxXattrValueMax = 65536;
 // Bytes of a PAX 1.0 sparse map: a count and two numbers per entry, each at most 20 digits
 // and a newline.
 constexpr size_t kSparseMapTextMax = (2 * kTarSparseEntriesMax + 1) * 21;
@@ -698,24 +700,30 @@ void TarParser::end_content() {
   handler_.entry(entry_);
 }
 
-void TarParser::add_xattr(std::string name, std::string value) {
+void TarParser::add_xattr(std::string_view name, std::string_view value) {
   if (name.empty()) fail("PAX xattr record with an empty name");
+  // No Linux filesystem holds a larger value (XATTR_SIZE_MAX): such a record is made up,
+  // whatever its name.
+  if (value.size() > kLinuxXattrValueMax && !xattr_kept(name, xattr_mode_))
+    fail("xattr " + std::string(name.substr(0, 64)) + " has a value of " +
+         std::to_string(value.size()) + " bytes (Linux holds " +
+         std::to_string(kLinuxXattrValueMax) + ")");
+  // Every xattr record counts, kept or not: a layer that is mostly xattrs is a bomb (each
+  // value within the limit, millions of them), refused before it costs minutes.
+  xattr_bytes_ += name.size() + value.size();
+  if (xattr_bytes_ > kTarXattrBudget)
+    fail("the layer carries more than " + std::to_string(kTarXattrBudget >> 20) + " MiB of xattrs");
   // Dropped here, not after the merge: a layer can carry megabytes per entry that the image
   // never holds.
   if (!xattr_kept(name, xattr_mode_)) return;
   if (name.size() > erofs::kXattrNameMax)
-    fail("xattr name '" + name.substr(0, 64) + "…' over " + std::to_string(erofs::kXattrNameMax) +
-         " bytes");
+    fail("xattr name '" + std::string(name.substr(0, 64)) + "…' over " +
+         std::to_string(erofs::kXattrNameMax) + " bytes");
   if (value.size() > erofs::kXattrValueMax)
-    fail("xattr " + name + " has a value of " + std::to_string(value.size()) +
+    fail("xattr " + std::string(name) + " has a value of " + std::to_string(value.size()) +
          " bytes (EROFS holds " + std::to_string(erofs::kXattrValueMax) + ")");
-  // Repeated names are resolved (last wins) when the entry is complete; the budget counts
-  // every record, which only errs on the safe side.
-  xattr_bytes_ += name.size() + value.size();
-  if (xattr_bytes_ > kTarXattrBudget)
-    fail("the layer carries more than " + std::to_string(kTarXattrBudget >> 20) +
-         " MiB of kept xattrs");
-  pax_.xattrs.push_back({std::move(name), std::move(value)});
+  // Repeated names are resolved (last wins) when the entry is complete.
+  pax_.xattrs.push_back({std::string(name), std::string(value)});
 }
 
 void TarParser::parse_pax(std::string_view records, bool global) {
@@ -762,12 +770,12 @@ void TarParser::parse_pax(std::string_view records, bool global) {
     } else if (key == "SCHILY.devminor") {
       set(pax_.devminor);
     } else if (key.starts_with("SCHILY.xattr.")) {
-      add_xattr(std::string(key.substr(13)), std::string(value));
+      add_xattr(key.substr(13), value);
     } else if (key.starts_with("LIBARCHIVE.xattr.")) {
       auto name = url_decode(key.substr(17));
       auto decoded = base64_decode(value);
       if (!name || !decoded) fail("malformed PAX record " + std::string(key.substr(0, 64)));
-      add_xattr(std::move(*name), std::move(*decoded));
+      add_xattr(*name, *decoded);
     } else if (key == "GNU.sparse.name") {
       set(pax_.sparse_name);
       if (pax_.sparse_name) check_path(*pax_.sparse_name, "GNU.sparse.name");

@@ -22,8 +22,9 @@
 // Resource bounds are enforced while parsing, before anything is kept: PAX headers of at
 // most kTarPaxHeaderMax bytes, GNU long names/links and PAX paths of at most PATH_MAX bytes,
 // nesting at most erofs::kTreeDepthMax, xattr names and values within EROFS's limits,
-// xattrs the image would drop (see xattr_kept) discarded at once, and at most
-// kTarXattrBudget bytes of kept xattrs per layer.
+// xattrs the image would drop (see xattr_kept) discarded at once, values over Linux's
+// XATTR_SIZE_MAX refused whatever their name, and at most kTarXattrBudget bytes of xattr
+// records per layer.
 //
 // Every entry is reported through TarHandler::entry once its content is complete.
 #pragma once
@@ -47,7 +48,7 @@ inline constexpr uint64_t kTarInlineMax = 64;
 // A PAX extended header ('x' or 'g') is metadata: one xattr value (64 KiB, twice when
 // libarchive writes it both raw and in base64) plus the paths fit many times over.
 inline constexpr uint64_t kTarPaxHeaderMax = 1u << 20;
-// Bytes of xattrs one layer may carry into the image; more is a memory bomb, not a layer.
+// Bytes of xattr records (kept or dropped) one layer may carry; more is a bomb, not a layer.
 inline constexpr uint64_t kTarXattrBudget = 64u << 20;
 // Entries of one sparse map (16 bytes each in memory).
 inline constexpr size_t kTarSparseEntriesMax = 1u << 20;
@@ -151,7 +152,7 @@ class TarParser {
   void sparse_emit_zeros(uint64_t n);
   void sparse_emit_data(std::span<const std::byte> data);
   void parse_pax(std::string_view records, bool global);
-  void add_xattr(std::string name, std::string value);
+  void add_xattr(std::string_view name, std::string_view value);
   void check_path(const std::string& path, const char* role) const;
   [[noreturn]] void fail(const std::string& message) const;
 
@@ -159,7 +160,7 @@ class TarParser {
   TarMode mode_;
   std::string what_;
   XattrMode xattr_mode_;
-  uint64_t xattr_bytes_ = 0;  // kept so far in this layer (kTarXattrBudget)
+  uint64_t xattr_bytes_ = 0;  // xattr record bytes so far in this layer (kTarXattrBudget)
   State state_ = State::header;
   uint64_t offset_ = 0;  // bytes consumed
   std::byte block_[512];
