@@ -10,6 +10,7 @@ packages="
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev clang-format
   erofs-utils attr e2fsprogs util-linux skopeo
+  python3 libcap2-bin libarchive-tools golang-go buildah time pax
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd initramfs-tools systemd udev
 "
 

@@ -1,0 +1,3 @@
+module cfs/conformance/gotar
+
+go 1.19
