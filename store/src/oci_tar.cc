@@ -50,18 +50,11 @@ Format header_format(const std::byte* h) {
 using Failer = std::function<void(const std::string&)>;
 
 // Octal (NUL/space padded, possibly unterminated) or GNU base-256 (big-endian two's
-// complement, first byte 0x80/0xff). Negative values are refused unless *negative is given;
-// then it says whether the value was negative (and 0 is returned).
-uint64_t parse_number(const std::byte* p, size_t len, const char* name, const Failer& fail,
-                      bool* negative = nullptr) {
+// complement, first byte 0x80/0xff). Negative values are refused (mtime has its own parser).
+uint64_t parse_number(const std::byte* p, size_t len, const char* name, const Failer& fail) {
   auto b = [&](size_t i) { return static_cast<uint8_t>(p[i]); };
-  if (negative) *negative = false;
   if (b(0) & 0x80) {
-    if (b(0) & 0x40) {
-      if (!negative) fail(std::string("negative ") + name + " field");
-      *negative = true;
-      return 0;
-    }
+    if (b(0) & 0x40) fail(std::string("negative ") + name + " field");
     uint64_t v = b(0) & 0x3f;
     for (size_t i = 1; i < len; ++i) {
       if (v >> 56) fail(std::string(name) + " field overflows 64 bits");
@@ -81,6 +74,25 @@ uint64_t parse_number(const std::byte* p, size_t len, const char* name, const Fa
     v = v * 8 + (b(i) - '0');
   }
   return v;
+}
+
+// The mtime field: octal, or base-256 two's complement that may be negative (GNU tar and
+// libarchive write times before 1970 so). Values beyond 64 bits are refused.
+int64_t parse_time_field(const std::byte* p, size_t len, const Failer& fail) {
+  auto b = [&](size_t i) { return static_cast<uint8_t>(p[i]); };
+  if ((b(0) & 0xc0) != 0xc0) {
+    uint64_t v = parse_number(p, len, "mtime", fail);
+    if (v > uint64_t(INT64_MAX)) fail("mtime field overflows 64 bits");
+    return static_cast<int64_t>(v);
+  }
+  // Negative: every byte before the last eight is sign extension (0xff), and the last eight
+  // hold a negative int64.
+  for (size_t i = 0; i + 8 < len; ++i)
+    if (b(i) != 0xff) fail("mtime field overflows 64 bits");
+  if (!(b(len - 8) & 0x80)) fail("mtime field overflows 64 bits");
+  uint64_t v = 0;
+  for (size_t i = len - 8; i < len; ++i) v = (v << 8) | b(i);
+  return static_cast<int64_t>(v);
 }
 
 bool parse_decimal(std::string_view s, uint64_t& out) {
@@ -345,9 +357,7 @@ void TarParser::on_header() {
   e.mode = static_cast<uint32_t>(parse_number(h + 100, 8, "mode", failer) & 07777);
   uint64_t uid = parse_number(h + 108, 8, "uid", failer);
   uint64_t gid = parse_number(h + 116, 8, "gid", failer);
-  bool negative = false;
-  // Before the epoch: EROFS cannot store it, the time becomes 0 (as for PAX below).
-  e.mtime_sec = parse_number(h + 136, 12, "mtime", failer, &negative);
+  e.mtime_sec = parse_time_field(h + 136, 12, failer);
   uint64_t dev_major = 0, dev_minor = 0;
   if (format != Format::v7) {
     dev_major = parse_number(h + 329, 8, "devmajor", failer);
@@ -384,23 +394,29 @@ void TarParser::on_header() {
   number(pax.devmajor, "SCHILY.devmajor", dev_major);
   number(pax.devminor, "SCHILY.devminor", dev_minor);
   if (pax.mtime) {
+    // [-]SECONDS[.FRACTION]: a negative time counts back from the epoch, fraction included
+    // (-5.25 is 5.25 s before it: seconds -6, nanoseconds 750000000).
     std::string_view v = *pax.mtime;
-    if (!v.empty() && v[0] == '-') {
-      if (v.size() < 2 || v.find_first_not_of("0123456789.", 1) != std::string_view::npos)
-        fail("PAX mtime '" + *pax.mtime + "' is not a time");
-      e.mtime_sec = 0;  // before the epoch: EROFS cannot store it
-      e.mtime_nsec = 0;
-    } else {
-      auto dot = v.find('.');
-      if (!parse_decimal(v.substr(0, dot), e.mtime_sec))
-        fail("PAX mtime '" + *pax.mtime + "' is not a time");
-      e.mtime_nsec = 0;
-      if (dot != std::string_view::npos) {
-        std::string frac(v.substr(dot + 1));
-        if (frac.empty() || frac.find_first_not_of("0123456789") != std::string::npos)
-          fail("PAX mtime '" + *pax.mtime + "' is not a time");
-        frac.resize(9, '0');  // nanoseconds; finer digits are truncated
-        e.mtime_nsec = static_cast<uint32_t>(std::stoul(frac));
+    bool minus = !v.empty() && v[0] == '-';
+    if (minus) v.remove_prefix(1);
+    auto dot = v.find('.');
+    uint64_t seconds = 0;
+    uint32_t nanoseconds = 0;
+    bool ok = parse_decimal(v.substr(0, dot), seconds) && seconds <= uint64_t(INT64_MAX) - 1;
+    if (ok && dot != std::string_view::npos) {
+      std::string frac(v.substr(dot + 1));
+      ok = !frac.empty() && frac.find_first_not_of("0123456789") == std::string::npos;
+      frac.resize(9, '0');  // nanoseconds; finer digits are truncated
+      if (ok) nanoseconds = static_cast<uint32_t>(std::stoul(frac));
+    }
+    if (!ok) fail("PAX mtime '" + *pax.mtime + "' is not a time");
+    e.mtime_sec = static_cast<int64_t>(seconds);
+    e.mtime_nsec = nanoseconds;
+    if (minus) {
+      e.mtime_sec = -e.mtime_sec;
+      if (nanoseconds) {
+        e.mtime_sec -= 1;
+        e.mtime_nsec = 1000000000 - nanoseconds;
       }
     }
   }

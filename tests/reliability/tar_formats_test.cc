@@ -227,14 +227,19 @@ TEST(TarFormats, V7StarUstarAndGnuNameFields) {
 }
 
 TEST(TarFormats, Base256Numbers) {
-  // uid 3000000 (> 2097151, octal's limit), a negative mtime (before the epoch: stored as 0).
+  // uid 3000000 (> 2097151, octal's limit), a negative mtime (before the epoch, kept).
   std::string uid("\x80\0\0\0\0\x2d\xc6\xc0", 8);
   std::string mtime(12, '\xff');  // -1
   Split s = split(tar_archive({tar_member(
       {.name = "f", .uid_field = uid, .mtime_field = mtime, .magic = test::kGnuMagic})}));
   ASSERT_EQ(s.entries.size(), 1u);
   EXPECT_EQ(s.entries[0].uid, 3000000u);
-  EXPECT_EQ(s.entries[0].mtime_sec, 0u);
+  EXPECT_EQ(s.entries[0].mtime_sec, -1);
+  // A base-256 time beyond 64 bits is refused, not wrapped.
+  std::string huge("\xff\x7f\0\0\0\0\0\0\0\0\0\0", 12);
+  EXPECT_THROW(split(tar_archive(
+                   {tar_member({.name = "h", .mtime_field = huge, .magic = test::kGnuMagic})})),
+               cfs::Error);
   // A base-256 size.
   std::string size("\x80\0\0\0\0\0\0\0\0\0\0\x05", 12);
   Split b = split(tar_archive({tar_member({.name = "g", .content = "hello", .size_field = size})}));
@@ -272,7 +277,8 @@ TEST(TarFormats, PaxRecords) {
   EXPECT_EQ(f.xattrs[0].value, cap);
   EXPECT_EQ(f.xattrs[1].name, "user.a=b");
   EXPECT_EQ(f.xattrs[1].value, "hello");
-  EXPECT_EQ(s.entries[1].mtime_sec, 0u);
+  EXPECT_EQ(s.entries[1].mtime_sec, -6);  // -5.25 s: 0.75 s into second -6
+  EXPECT_EQ(s.entries[1].mtime_nsec, 750000000u);
   EXPECT_EQ(s.entries[1].dev_major, 300u);
   EXPECT_EQ(s.entries[1].dev_minor, 70000u);
   EXPECT_EQ(s.entries[2].link, std::string(300, 'l'));

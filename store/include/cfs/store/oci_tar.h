@@ -74,7 +74,7 @@ struct TarEntry {
   uint32_t mode = 0;  // permission bits (07777)
   uint32_t uid = 0;
   uint32_t gid = 0;
-  uint64_t mtime_sec = 0;
+  int64_t mtime_sec = 0;  // signed: before 1970 is negative, as the image keeps it
   uint32_t mtime_nsec = 0;
   uint64_t size = 0;  // content size (regular files)
   uint32_t dev_major = 0;
