@@ -729,9 +729,9 @@ class ObjectCollector : public ImageWalker::Visitor {
   explicit ObjectCollector(const Image& image) : image_(image) {}
   void entry(uint32_t, std::string_view, const InodeInfo& child, bool first, uint32_t) override {
     if (!first || !child.is_external()) return;
-    if (auto r = image_.redirect(child)) objects.emplace_back(r->substr(1));
+    if (auto r = image_.redirect(child)) objects.push_back(r->substr(1));
   }
-  std::vector<std::string> objects;
+  std::vector<std::string_view> objects;  // into the image: no allocation per object
 
  private:
   const Image& image_;
@@ -746,14 +746,21 @@ Tree Image::to_tree() const {
   return builder.take();
 }
 
-std::vector<std::string> Image::objects() const {
+std::vector<std::string_view> Image::object_refs(bool unique) const {
   ObjectCollector collector(*this);
   ImageWalker walker(*this, &collector);
   walker.walk();
   auto& v = collector.objects;
-  std::sort(v.begin(), v.end());
-  v.erase(std::unique(v.begin(), v.end()), v.end());
+  if (unique) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  }
   return std::move(v);
+}
+
+std::vector<std::string> Image::objects() const {
+  std::vector<std::string_view> refs = object_refs();
+  return {refs.begin(), refs.end()};
 }
 
 }  // namespace cfs::erofs

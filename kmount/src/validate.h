@@ -12,7 +12,7 @@ namespace cfs::kmount::detail {
 
 struct ValidationResult {
   uint64_t inodes = 0;   // inodes the walk reached
-  uint64_t objects = 0;  // distinct objects the image names
+  uint64_t objects = 0;  // object references: one per external file
   bool objects_checked = false;
   double validation_ms = 0;
   double object_check_ms = 0;

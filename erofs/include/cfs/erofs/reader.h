@@ -213,6 +213,10 @@ class Image {
   // validate(), then the object-store paths ("ab/cdef…", no leading '/') of every
   // trusted.overlay.redirect, sorted and deduplicated.
   std::vector<std::string> objects() const;
+  // The same as views into the image (valid while it lives), without a copy of each path:
+  // what a caller that only looks objects up needs (cfs-mount before every mount). With
+  // unique false, one per external file in walk order (files with equal content repeat).
+  std::vector<std::string_view> object_refs(bool unique = true) const;
 
   // Internal: the raw image bytes at [offset, offset + len), or throw naming nid and what.
   std::span<const std::byte> slice(uint64_t offset, uint64_t len, uint64_t nid,

@@ -81,7 +81,7 @@ struct MountReport {
   bool verity_applied = false;         // verity=require was accepted by overlayfs
   std::vector<std::string> fallbacks;  // why earlier tiers/paths were abandoned
   uint64_t validated_inodes = 0;       // inodes the strict reader walked before mounting
-  uint64_t objects = 0;                // distinct objects the image names
+  uint64_t objects = 0;                // object references: one per external file
   bool objects_checked = false;        // each was found in an object directory
   double validation_ms = 0;            // the strict reader's walk
   double object_check_ms = 0;          // looking the objects up
