@@ -221,14 +221,24 @@ UniqueFd mkdirs_beneath(int dirfd, std::string_view rel, unsigned mode, const st
   return current;
 }
 
-std::optional<struct stat> lstat_beneath(int dirfd, std::string_view rel, const std::string& what) {
-  std::optional<ParentDir> parent;
+namespace {
+
+// The parent of rel, or nothing when a component on the way does not exist.
+std::optional<ParentDir> open_parent_if_exists(int dirfd, std::string_view rel,
+                                               const std::string& what) {
   try {
-    parent = open_parent_beneath(dirfd, rel, what);
+    return open_parent_beneath(dirfd, rel, what);
   } catch (const SystemError& e) {
     if (e.code() == ENOENT || e.code() == ENOTDIR) return std::nullopt;
     throw;
   }
+}
+
+}  // namespace
+
+std::optional<struct stat> lstat_beneath(int dirfd, std::string_view rel, const std::string& what) {
+  std::optional<ParentDir> parent = open_parent_if_exists(dirfd, rel, what);
+  if (!parent) return std::nullopt;
   struct stat st;
   if (::fstatat(parent->fd, parent->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return st;
   if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
@@ -237,13 +247,8 @@ std::optional<struct stat> lstat_beneath(int dirfd, std::string_view rel, const 
 
 std::optional<std::string> readlink_beneath(int dirfd, std::string_view rel,
                                             const std::string& what) {
-  std::optional<ParentDir> parent;
-  try {
-    parent = open_parent_beneath(dirfd, rel, what);
-  } catch (const SystemError& e) {
-    if (e.code() == ENOENT || e.code() == ENOTDIR) return std::nullopt;
-    throw;
-  }
+  std::optional<ParentDir> parent = open_parent_if_exists(dirfd, rel, what);
+  if (!parent) return std::nullopt;
   std::string buf(4096, '\0');
   ssize_t n = ::readlinkat(parent->fd, parent->name.c_str(), buf.data(), buf.size());
   if (n < 0) {
