@@ -1,6 +1,10 @@
 // Private helpers shared by the reader's translation units.
 #pragma once
 
+#include "cfs/erofs/reader.h"
+
+#include <optional>
+
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -39,6 +43,10 @@ inline std::string_view as_chars(std::span<const std::byte> bytes) {
 
 // Names and values from a hostile image can hold any byte: show them printable.
 std::string printable(std::string_view bytes);
+
+// The digest in a trusted.overlay.metacopy value of inode nid (nullopt when empty); throws
+// through image.fail on a malformed value. Image::metacopy_digest looks the value up first.
+std::optional<Digest> metacopy_from_value(const Image& image, uint64_t nid, std::string_view value);
 
 inline constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
 inline constexpr std::string_view kOverlayEscapedPrefix = "trusted.overlay.overlay.";

@@ -40,9 +40,15 @@ class SparseArray {
     return it == pages_.end() ? T{} : it->second[i & kMask];
   }
   T& at(uint64_t i) {
-    std::vector<T>& page = pages_[i >> kPageBits];
-    if (page.empty()) page.resize(size_t{1} << kPageBits);
-    return page[i & kMask];
+    // Inodes and blocks are mostly visited in layout order: the last page is usually the one.
+    uint64_t key = i >> kPageBits;
+    if (!last_page_ || key != last_key_) {
+      std::vector<T>& page = pages_[key];
+      if (page.empty()) page.resize(size_t{1} << kPageBits);
+      last_key_ = key;
+      last_page_ = page.data();  // stable: map nodes never move, pages never resize again
+    }
+    return last_page_[i & kMask];
   }
   // fn(index, value) for every non-zero value, in index order.
   template <typename Fn>
@@ -62,6 +68,8 @@ class SparseArray {
   static constexpr unsigned kPageBits = 9;  // an isolated reachable inode costs ~2.5 KB
   static constexpr uint64_t kMask = (uint64_t{1} << kPageBits) - 1;
   std::unordered_map<uint64_t, std::vector<T>> pages_;
+  uint64_t last_key_ = 0;
+  T* last_page_ = nullptr;
 };
 
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
@@ -146,6 +154,9 @@ class ImageWalker {
   }
 
   void walk();
+  // The trusted.overlay.redirect of the inode checked last: visitors see each inode right after
+  // its check, so they need not look it up again.
+  const std::optional<std::string_view>& checked_redirect() const { return checked_redirect_; }
 
  private:
   struct DirRecord {
@@ -178,6 +189,7 @@ class ImageWalker {
   SparseArray<uint8_t> block_used_;
   std::vector<DirRecord> dirs_;
   std::vector<XattrView> xattr_scratch_;
+  std::optional<std::string_view> checked_redirect_;
   uint64_t inodes_seen_ = 0;
 };
 
@@ -441,7 +453,9 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
   (void)dir_index;
   bool is_root = info.nid == image_.root_nid();
   bool has_metacopy = false;
-  std::optional<std::string_view> redirect;
+  std::optional<std::string_view> metacopy;
+  std::optional<std::string_view>& redirect = checked_redirect_;
+  redirect.reset();
   XattrCursor cursor = image_.xattrs(info);
   XattrView x;
   while (cursor.next(x)) {
@@ -468,6 +482,7 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
           image_.fail(info.nid,
                       "trusted.overlay.metacopy on an inode that is not an external file");
         has_metacopy = true;
+        metacopy = x.value;
       } else if (!(is_root && x.name_is(detail::kOpaqueXattr) && x.value == "y")) {
         image_.fail(info.nid, "unexpected overlay xattr " + printable(x.name()) +
                                   " (only redirect, metacopy and the root's opaque=y are "
@@ -485,7 +500,8 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
   }
   if (info.is_external()) {
     if (!has_metacopy) image_.fail(info.nid, "external file without trusted.overlay.metacopy");
-    std::optional<Digest> digest = image_.metacopy_digest(info);
+    // The values found above: looking them up again would walk the xattrs twice more.
+    std::optional<Digest> digest = detail::metacopy_from_value(image_, info.nid, *metacopy);
     if (redirect) {
       if (opt.object_redirects_only) {
         if (!is_object_redirect(*redirect))
@@ -726,15 +742,13 @@ class TreeBuilder : public ImageWalker::Visitor {
 
 class ObjectCollector : public ImageWalker::Visitor {
  public:
-  explicit ObjectCollector(const Image& image) : image_(image) {}
+  // first == true: the walker has just checked child, and kept its redirect.
   void entry(uint32_t, std::string_view, const InodeInfo& child, bool first, uint32_t) override {
     if (!first || !child.is_external()) return;
-    if (auto r = image_.redirect(child)) objects.push_back(r->substr(1));
+    if (const auto& r = walker->checked_redirect()) objects.push_back(r->substr(1));
   }
+  const ImageWalker* walker = nullptr;
   std::vector<std::string_view> objects;  // into the image: no allocation per object
-
- private:
-  const Image& image_;
 };
 
 }  // namespace
@@ -747,8 +761,9 @@ Tree Image::to_tree() const {
 }
 
 std::vector<std::string_view> Image::object_refs(bool unique) const {
-  ObjectCollector collector(*this);
+  ObjectCollector collector;
   ImageWalker walker(*this, &collector);
+  collector.walker = &walker;
   walker.walk();
   auto& v = collector.objects;
   if (unique) {
