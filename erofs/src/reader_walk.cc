@@ -551,8 +551,7 @@ namespace {
 
 class TreeBuilder : public ImageWalker::Visitor {
  public:
-  explicit TreeBuilder(const Image& image)
-      : image_(image), budget_(32 * uint64_t{image.bytes().size()} + (64u << 20)) {}
+  explicit TreeBuilder(const Image& image) : image_(image), budget_(image.decode_budget()) {}
 
   void begin_dir(uint32_t index, const InodeInfo& dir) override {
     if (index == 0) {
@@ -645,7 +644,7 @@ class TreeBuilder : public ImageWalker::Visitor {
   void charge(uint64_t bytes) {
     if (bytes > budget_)
       throw Error(image_.name() + ": decoded tree exceeds " +
-                  std::to_string(32 * uint64_t{image_.bytes().size()} + (64u << 20)) +
+                  std::to_string(image_.decode_budget()) +
                   " bytes (xattrs or data shared implausibly often)");
     budget_ -= bytes;
   }

@@ -266,10 +266,7 @@ void write_listing(const erofs::Tree& tree, OutputSink& out) {
 class CompatDumper {
  public:
   CompatDumper(const erofs::Image& image, OutputSink& out, const std::vector<std::string>& filter)
-      : image_(image),
-        out_(out),
-        filter_(filter),
-        budget_(32 * uint64_t{image.bytes().size()} + (64u << 20)) {}
+      : image_(image), out_(out), filter_(filter), budget_(image.decode_budget()) {}
 
   void dump() {
     std::string path;
@@ -413,8 +410,7 @@ class CompatDumper {
 
   void charge(uint64_t bytes) {
     if (bytes > budget_)
-      throw Error(image_.name() + ": dump exceeds " +
-                  std::to_string(32 * uint64_t{image_.bytes().size()} + (64u << 20)) +
+      throw Error(image_.name() + ": dump exceeds " + std::to_string(image_.decode_budget()) +
                   " bytes (xattrs or data shared implausibly often)");
     budget_ -= bytes;
   }

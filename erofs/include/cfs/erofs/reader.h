@@ -210,6 +210,9 @@ class Image {
   // hardlinks as shared inodes, directory size = EROFS i_size. The decoded size is capped
   // (32 x image size + 64 MiB) so hostile sharing of xattrs cannot exhaust memory.
   Tree to_tree() const;
+  // The most bytes a decoding of this image (to_tree, a dump) may produce: 32 x its size +
+  // 64 MiB, so hostile sharing of xattrs or data cannot exhaust memory or disk.
+  uint64_t decode_budget() const noexcept { return 32 * uint64_t{bytes_.size()} + (64u << 20); }
   // validate(), then the object-store paths ("ab/cdef…", no leading '/') of every
   // trusted.overlay.redirect, sorted and deduplicated.
   std::vector<std::string> objects() const;
