@@ -253,13 +253,11 @@ void Image::fail(uint64_t nid, const std::string& rule) const {
   throw InodeError(name_ + ": inode " + std::to_string(nid) + ": " + rule, nid, rule);
 }
 
-std::span<const std::byte> Image::slice(uint64_t offset, uint64_t len, uint64_t nid,
-                                        std::string_view what) const {
-  if (offset > bytes_.size() || len > bytes_.size() - offset)
-    fail(nid, std::string(what) + " at offset " + std::to_string(offset) + " (+" +
-                  std::to_string(len) + ") is beyond the end of the image (" +
-                  std::to_string(bytes_.size()) + " bytes)");
-  return bytes_.subspan(offset, len);
+void Image::fail_beyond_end(uint64_t offset, uint64_t len, uint64_t nid,
+                            std::string_view what) const {
+  fail(nid, std::string(what) + " at offset " + std::to_string(offset) + " (+" +
+                std::to_string(len) + ") is beyond the end of the image (" +
+                std::to_string(bytes_.size()) + " bytes)");
 }
 
 // ---- inodes --------------------------------------------------------------------------------
@@ -431,6 +429,7 @@ bool XattrCursor::next(XattrView& x) {
     x.suffix = as_chars(body.first(name_len));
     x.value = as_chars(body.subspan(name_len));
     x.shared = true;
+    x.shared_id = id;
     shared_next_++;
   } else {
     return false;

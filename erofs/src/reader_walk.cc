@@ -23,12 +23,32 @@ using detail::printable;
 namespace {
 
 constexpr uint32_t kDirMark = UINT32_MAX;
-constexpr uint32_t kMaxRefs = UINT32_MAX - 1;
+// A non-directory referenced once whose inode says nlink 1: already consistent, so the final
+// link-count pass need not decode it again (most files of a real image).
+constexpr uint32_t kSingleLinkOk = UINT32_MAX - 1;
+constexpr uint32_t kMaxRefs = UINT32_MAX - 2;
 constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);
 constexpr uint64_t kSlotsPerBlock = kBlockSize / kInodeSlotSize;
 
+// What check_xattrs remembers of a checked xattr name (one byte per shared xattr id).
+constexpr uint8_t kNameChecked = 0x80;
+constexpr uint8_t kFilterBitMask = 0x1f;  // its bit in the inode's xattr name filter
+// Unescaped "trusted.overlay.*" names (".overlay.overlay.*" are escaped user data):
+constexpr uint8_t kOverlayMask = 0x60;
+constexpr uint8_t kOverlayRedirect = 0x20;
+constexpr uint8_t kOverlayMetacopy = 0x40;
+constexpr uint8_t kOverlayOther = 0x60;
+static_assert(kXattrFilterBits - 1 == kFilterBitMask);
+
 bool is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+// For a dirent name: one pass instead of two memchr calls (most names are short).
+bool has_slash_or_nul(std::string_view name) {
+  for (char c : name)
+    if (c == '/' || c == '\0') return true;
+  return false;
 }
 
 // Per-index values (0 when never set) in 512-entry pages allocated on first write.
@@ -36,13 +56,25 @@ template <typename T>
 class SparseArray {
  public:
   T get(uint64_t i) const {
-    auto it = pages_.find(i >> kPageBits);
-    return it == pages_.end() ? T{} : it->second[i & kMask];
+    uint64_t key = i >> kPageBits;
+    if (last_page_ && key == last_key_) return last_page_[i & kMask];
+    if (absent_known_ && key == absent_key_) return T{};
+    auto it = pages_.find(key);
+    if (it == pages_.end()) {
+      absent_known_ = true;
+      absent_key_ = key;
+      return T{};
+    }
+    last_key_ = key;
+    // The cache is shared with at(): the pages belong to this object either way.
+    last_page_ = const_cast<T*>(it->second.data());
+    return last_page_[i & kMask];
   }
   T& at(uint64_t i) {
     // Inodes and blocks are mostly visited in layout order: the last page is usually the one.
     uint64_t key = i >> kPageBits;
     if (!last_page_ || key != last_key_) {
+      if (absent_known_ && key == absent_key_) absent_known_ = false;
       std::vector<T>& page = pages_[key];
       if (page.empty()) page.resize(size_t{1} << kPageBits);
       last_key_ = key;
@@ -68,8 +100,11 @@ class SparseArray {
   static constexpr unsigned kPageBits = 9;  // an isolated reachable inode costs ~2.5 KB
   static constexpr uint64_t kMask = (uint64_t{1} << kPageBits) - 1;
   std::unordered_map<uint64_t, std::vector<T>> pages_;
-  uint64_t last_key_ = 0;
-  T* last_page_ = nullptr;
+  // Lookup caches (get() is logically const): the page used last, and a page known absent.
+  mutable uint64_t last_key_ = 0;
+  mutable T* last_page_ = nullptr;
+  mutable uint64_t absent_key_ = 0;
+  mutable bool absent_known_ = false;
 };
 
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
@@ -125,10 +160,10 @@ int compare_names(const XattrView& a, const XattrView& b) {
   }
 }
 
-bool name_starts_with(const XattrView& x, std::string_view prefix) {
-  std::string_view p = x.prefix();
-  if (prefix.size() <= p.size()) return p.starts_with(prefix);
-  return prefix.starts_with(p) && x.suffix.starts_with(prefix.substr(p.size()));
+// Names of equal length: the same name index makes it a suffix comparison.
+bool same_name(const XattrView& a, const XattrView& b) {
+  if (a.name_index == b.name_index) return a.suffix == b.suffix;
+  return compare_names(a, b) == 0;
 }
 
 }  // namespace
@@ -175,6 +210,12 @@ class ImageWalker {
   void process_dir(uint32_t index);
   void check_inode(const InodeInfo& info, uint32_t dir_index, std::string_view name);
   void check_xattrs(const InodeInfo& info, uint32_t dir_index);
+  uint8_t classify_xattr_name(const InodeInfo& info, const XattrView& x, size_t full_len) const;
+  struct NamedXattr {
+    XattrView view;
+    uint32_t name_len;  // prefix + suffix
+  };
+  void check_unique_names(const InodeInfo& info, std::vector<NamedXattr>& list) const;
   void claim_slots(const InodeInfo& info, uint64_t end);
   void claim_blocks(const InodeInfo& info, uint64_t first, uint64_t count);
   void check_chunk_map(const InodeInfo& info, uint64_t& inline_len);
@@ -183,12 +224,16 @@ class ImageWalker {
 
   const Image& image_;
   Visitor* visitor_;
-  uint64_t slot_count_;         // 32-byte slots in the image
-  SparseArray<uint32_t> refs_;  // per inode slot: dirent references, kDirMark for directories
+  uint64_t slot_count_;  // 32-byte slots in the image
+  // Per inode slot: dirent references; kDirMark for directories, kSingleLinkOk for a file
+  // seen once so far whose nlink is 1.
+  SparseArray<uint32_t> refs_;
   SparseArray<uint8_t> slot_used_;
   SparseArray<uint8_t> block_used_;
   std::vector<DirRecord> dirs_;
-  std::vector<XattrView> xattr_scratch_;
+  std::vector<NamedXattr> xattr_scratch_;
+  // Per shared xattr id: 0 until its name was checked, then kNameChecked | flags | filter bit.
+  SparseArray<uint8_t> shared_checked_;
   std::optional<std::string_view> checked_redirect_;
   uint64_t inodes_seen_ = 0;
 };
@@ -247,8 +292,7 @@ void ImageWalker::process_dir(uint32_t index) {
       current = e.name;
       in_entry = true;
       if (e.name.size() > kNameMax) fail(entry_path(index, e.name), "name longer than 255 bytes");
-      if (e.name.find('/') != e.name.npos || e.name.find('\0') != e.name.npos)
-        fail(entry_path(index, e.name), "name contains '/' or NUL");
+      if (has_slash_or_nul(e.name)) fail(entry_path(index, e.name), "name contains '/' or NUL");
       if (has_prev && !(prev < e.name)) {
         if (prev == e.name) fail(entry_path(index, e.name), "duplicate name in directory");
         fail(entry_path(index, e.name), "directory entries not sorted ('" + printable(e.name) +
@@ -296,10 +340,14 @@ void ImageWalker::process_dir(uint32_t index) {
         if (visitor_) visitor_->entry(index, e.name, child, true, child_index);
       } else {
         bool first = refs == 0;
-        if (refs < kMaxRefs) refs++;
         if (first) {
           inodes_seen_++;
           check_inode(child, index, e.name);
+          refs = child.nlink == 1 ? kSingleLinkOk : 1;
+        } else if (refs == kSingleLinkOk) {
+          refs = 2;
+        } else if (refs < kMaxRefs) {
+          refs++;
         }
         if (visitor_) visitor_->entry(index, e.name, child, first, 0);
       }
@@ -322,12 +370,18 @@ void ImageWalker::claim_slots(const InodeInfo& info, uint64_t end) {
   uint64_t first = info.nid;
   uint64_t last = (end + kInodeSlotSize - 1) / kInodeSlotSize;  // exclusive
   if (last > slot_count_) image_.fail(info.nid, "inode extends beyond the image");
-  for (uint64_t s = first; s < last; s++) {
-    if (slot_used_.get(s))
-      image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
-    if (block_used_.get(s / kSlotsPerBlock))
-      image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(s / kSlotsPerBlock));
-    slot_used_.at(s) = 1;
+  // Block by block (an inode rarely spans two), so each block's state is looked up once.
+  for (uint64_t s = first; s < last;) {
+    uint64_t block = s / kSlotsPerBlock;
+    uint64_t block_end = std::min(last, (block + 1) * kSlotsPerBlock);
+    bool block_taken = block_used_.get(block) != 0;
+    for (; s < block_end; s++) {
+      uint8_t& used = slot_used_.at(s);
+      if (used) image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
+      if (block_taken)
+        image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(block));
+      used = 1;
+    }
   }
 }
 
@@ -460,44 +514,41 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
   XattrView x;
   while (cursor.next(x)) {
     size_t full_len = x.prefix().size() + x.suffix.size();
-    if (full_len > kXattrNameMax)
-      image_.fail(info.nid, "xattr name longer than 255 bytes: " + printable(x.name()));
-    if (x.suffix.find('\0') != x.suffix.npos)
-      image_.fail(info.nid, "xattr name contains NUL: " + printable(x.name()));
-    if (image_.xattr_filter_) {
-      uint32_t bit = XXH32(x.suffix.data(), x.suffix.size(), kXattrFilterSeed + x.name_index) &
-                     (kXattrFilterBits - 1);
-      if (filter & (1u << bit))
-        image_.fail(info.nid, "xattr name filter hides " + printable(x.name()));
+    // A shared xattr is usually referenced by thousands of inodes (SELinux labels): its name
+    // is checked once, and what the per-inode checks need of it is remembered.
+    uint8_t known = x.shared ? shared_checked_.get(x.shared_id) : 0;
+    if (!known) {
+      known = classify_xattr_name(info, x, full_len);
+      if (x.shared) shared_checked_.at(x.shared_id) = known;
     }
-    if (name_starts_with(x, detail::kOverlayPrefix) &&
-        !name_starts_with(x, detail::kOverlayEscapedPrefix)) {
-      if (x.name_is(detail::kRedirectXattr)) {
+    if (image_.xattr_filter_ && (filter & (1u << (known & kFilterBitMask))))
+      image_.fail(info.nid, "xattr name filter hides " + printable(x.name()));
+    switch (known & kOverlayMask) {
+      case kOverlayRedirect:
         if (!info.is_external())
           image_.fail(info.nid,
                       "trusted.overlay.redirect on an inode that is not an external file");
         redirect = x.value;
-      } else if (x.name_is(detail::kMetacopyXattr)) {
+        break;
+      case kOverlayMetacopy:
         if (!info.is_external())
           image_.fail(info.nid,
                       "trusted.overlay.metacopy on an inode that is not an external file");
         has_metacopy = true;
         metacopy = x.value;
-      } else if (!(is_root && x.name_is(detail::kOpaqueXattr) && x.value == "y")) {
-        image_.fail(info.nid, "unexpected overlay xattr " + printable(x.name()) +
-                                  " (only redirect, metacopy and the root's opaque=y are "
-                                  "stored unescaped)");
-      }
+        break;
+      case kOverlayOther:
+        if (!(is_root && x.name_is(detail::kOpaqueXattr) && x.value == "y"))
+          image_.fail(info.nid, "unexpected overlay xattr " + printable(x.name()) +
+                                    " (only redirect, metacopy and the root's opaque=y are "
+                                    "stored unescaped)");
+        break;
+      default:
+        break;
     }
-    list.push_back(x);
+    list.push_back({x, static_cast<uint32_t>(full_len)});
   }
-  if (list.size() > 1) {
-    std::sort(list.begin(), list.end(),
-              [](const XattrView& a, const XattrView& b) { return compare_names(a, b) < 0; });
-    for (size_t i = 1; i < list.size(); i++)
-      if (compare_names(list[i - 1], list[i]) == 0)
-        image_.fail(info.nid, "duplicate xattr " + printable(list[i].name()));
-  }
+  check_unique_names(info, list);
   if (info.is_external()) {
     if (!has_metacopy) image_.fail(info.nid, "external file without trusted.overlay.metacopy");
     // The values found above: looking them up again would walk the xattrs twice more.
@@ -519,9 +570,56 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
   }
 }
 
+uint8_t ImageWalker::classify_xattr_name(const InodeInfo& info, const XattrView& x,
+                                         size_t full_len) const {
+  if (full_len > kXattrNameMax)
+    image_.fail(info.nid, "xattr name longer than 255 bytes: " + printable(x.name()));
+  if (x.suffix.find('\0') != x.suffix.npos)
+    image_.fail(info.nid, "xattr name contains NUL: " + printable(x.name()));
+  uint8_t known = kNameChecked;
+  if (image_.xattr_filter_)
+    known |=
+        XXH32(x.suffix.data(), x.suffix.size(), kXattrFilterSeed + x.name_index) & kFilterBitMask;
+  // The part after "trusted.overlay.", for names that have that prefix.
+  // Only the trusted index or the prefix-less one (full name in the suffix) can spell it.
+  std::optional<std::string_view> rest;
+  constexpr std::string_view kTrusted = "trusted.";
+  if (x.name_index == kXattrIndexTrusted) {
+    if (x.suffix.starts_with(detail::kOverlayPrefix.substr(kTrusted.size())))
+      rest = x.suffix.substr(detail::kOverlayPrefix.size() - kTrusted.size());
+  } else if (x.prefix().empty() && x.suffix.starts_with(detail::kOverlayPrefix)) {
+    rest = x.suffix.substr(detail::kOverlayPrefix.size());
+  }
+  auto tail = [](std::string_view full) { return full.substr(detail::kOverlayPrefix.size()); };
+  if (!rest || rest->starts_with(tail(detail::kOverlayEscapedPrefix))) return known;
+  if (*rest == tail(detail::kRedirectXattr)) return known | kOverlayRedirect;
+  if (*rest == tail(detail::kMetacopyXattr)) return known | kOverlayMetacopy;
+  return known | kOverlayOther;
+}
+
+void ImageWalker::check_unique_names(const InodeInfo& info, std::vector<NamedXattr>& list) const {
+  auto duplicate = [&](const XattrView& x) {
+    image_.fail(info.nid, "duplicate xattr " + printable(x.name()));
+  };
+  // Most inodes carry a handful of xattrs: comparing every pair, and only those of equal
+  // length byte by byte, beats sorting them.
+  if (list.size() <= 8) {
+    for (size_t i = 1; i < list.size(); i++)
+      for (size_t j = 0; j < i; j++)
+        if (list[i].name_len == list[j].name_len && same_name(list[i].view, list[j].view))
+          duplicate(list[i].view);
+    return;
+  }
+  std::sort(list.begin(), list.end(), [](const NamedXattr& a, const NamedXattr& b) {
+    return compare_names(a.view, b.view) < 0;
+  });
+  for (size_t i = 1; i < list.size(); i++)
+    if (compare_names(list[i - 1].view, list[i].view) == 0) duplicate(list[i].view);
+}
+
 void ImageWalker::check_link_counts() {
   refs_.for_each([&](uint64_t nid, uint32_t refs) {
-    if (refs == kDirMark) return;
+    if (refs == kDirMark || refs == kSingleLinkOk) return;
     InodeInfo info = image_.inode(nid);
     if (info.nlink != refs)
       fail(find_path_of(nid), "nlink " + std::to_string(info.nlink) + " but " +

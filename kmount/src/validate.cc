@@ -9,6 +9,7 @@
 
 #include "cfs/erofs/reader.h"
 #include "cfs/error.h"
+#include "object_lookup.h"
 
 namespace cfs::kmount::detail {
 
@@ -27,19 +28,6 @@ erofs::Image open_block_device(int fd, const std::string& image,
   std::string bytes(size, '\0');
   pread_exact(fd, {reinterpret_cast<std::byte*>(bytes.data()), bytes.size()}, 0, image);
   return erofs::Image::from_bytes(std::move(bytes), image, options);
-}
-
-bool object_present(const std::vector<UniqueFd>& object_dirs, std::string_view object) {
-  char path[erofs::kPathMax + 1];
-  if (object.size() > erofs::kPathMax) return false;
-  object.copy(path, object.size());
-  path[object.size()] = '\0';
-  for (const UniqueFd& dir : object_dirs) {
-    struct stat st {};
-    if (::fstatat(dir.get(), path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-      return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -63,22 +51,16 @@ ValidationResult validate_image(int image_fd, bool block_device, const std::stri
   result.objects = objects.size();
   if (!check_objects) return result;
   result.objects_checked = true;
-  std::vector<std::string_view> missing;
-  uint64_t missing_count = 0;
-  for (std::string_view object : objects) {
-    if (object_present(object_dirs, object)) continue;
-    if (missing.size() < 3) missing.push_back(object);
-    missing_count++;
-  }
+  std::vector<std::string_view> missing = missing_objects(object_dirs, objects);
   result.object_check_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - validated)
           .count();
-  if (missing_count == 0) return result;
+  if (missing.empty()) return result;
   std::string list;
-  for (std::string_view m : missing) list += (list.empty() ? "" : ", ") + std::string(m);
-  if (missing_count > missing.size())
-    list += " and " + std::to_string(missing_count - missing.size()) + " more";
-  throw Error(image + ": " + std::to_string(missing_count) + " of " +
+  for (size_t i = 0; i < missing.size() && i < 3; i++)
+    list += (i ? ", " : "") + std::string(missing[i]);
+  if (missing.size() > 3) list += " and " + std::to_string(missing.size() - 3) + " more";
+  throw Error(image + ": " + std::to_string(missing.size()) + " of " +
               std::to_string(objects.size()) + " objects the image names " +
               (object_dirs.empty() ? "have no object directory to come from"
                                    : "are in no object directory") +

@@ -83,6 +83,7 @@ struct XattrView {
   std::string_view suffix;
   std::string_view value;
   bool shared = false;
+  uint32_t shared_id = 0;  // index into the shared xattr area, when shared
 
   std::string_view prefix() const noexcept;  // "user.", "trusted.", ... ("" for index 0)
   std::string name() const;                  // prefix + suffix
@@ -222,14 +223,21 @@ class Image {
   std::vector<std::string_view> object_refs(bool unique = true) const;
 
   // Internal: the raw image bytes at [offset, offset + len), or throw naming nid and what.
+  // Inline: every inode, dirent block and xattr of a walk goes through it.
   std::span<const std::byte> slice(uint64_t offset, uint64_t len, uint64_t nid,
-                                   std::string_view what) const;
+                                   std::string_view what) const {
+    if (offset > bytes_.size() || len > bytes_.size() - offset) [[unlikely]]
+      fail_beyond_end(offset, len, nid, what);
+    return bytes_.subspan(offset, len);
+  }
   [[noreturn]] void fail(uint64_t nid, const std::string& rule) const;
 
  private:
   struct Storage;
   Image(std::unique_ptr<Storage> storage, std::string name, const ReaderOptions& options);
   void parse_superblock();
+  [[noreturn]] void fail_beyond_end(uint64_t offset, uint64_t len, uint64_t nid,
+                                    std::string_view what) const;
 
   std::unique_ptr<Storage> storage_;
   std::span<const std::byte> bytes_;
