@@ -5,17 +5,23 @@
 # root, FUSE otherwise), list it, check it, and clean everything up again.
 #   ./tools/demo.sh                   (as root on a fresh machine: installs dependencies first)
 #   CFS_DEMO_KEEP=1 ./tools/demo.sh   keep the work directory (path printed) for exploring
+#   CFS_DEMO_CFSCTL=/usr/bin/cfsctl ./tools/demo.sh   run an installed cfsctl (no build)
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
 
-if [ "$(id -u)" = 0 ]; then ./tools/setup-deps.sh; fi
-if [ ! -x build/bin/cfsctl ] || [ ! -x build/bin/cfs-mount ] || [ ! -x build/bin/cfs-fuse ]; then
-  echo "== building cfs"
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C build cfsctl cfs-mount cfs-fuse
+if [ -n "${CFS_DEMO_CFSCTL:-}" ]; then
+  cfsctl=$CFS_DEMO_CFSCTL
+  echo "== using $cfsctl"
+else
+  if [ "$(id -u)" = 0 ]; then ./tools/setup-deps.sh; fi
+  if [ ! -x build/bin/cfsctl ] || [ ! -x build/bin/cfs-mount ] || [ ! -x build/bin/cfs-fuse ]; then
+    echo "== building cfs"
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    ninja -C build cfsctl cfs-mount cfs-fuse
+  fi
+  cfsctl=$top/build/bin/cfsctl
 fi
-cfsctl=$top/build/bin/cfsctl
 
 work=$(mktemp -d /tmp/cfs-demo.XXXXXX)
 mnt=$work/mnt

@@ -38,6 +38,16 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   ctest --test-dir build-asan -j"$jobs" --output-on-failure --timeout 900
 # --- end of ASan + UBSan ---
 
+# --- Debian packages: built with dpkg-buildpackage, lintian-clean, installed, the demo run
+# against the installed binaries, purged (tests/packaging/deb-test.sh); needs root. ---
+if [ "$(id -u)" = 0 ]; then
+  echo "== Debian packages: build, lintian, install, demo, purge"
+  ./tests/packaging/deb-test.sh
+else
+  echo "test.sh: not root, skipping the Debian package test (it installs packages)"
+fi
+# --- end of Debian packages ---
+
 # --- VM smoke tests (vm/run-smoke, see README "VM smoke tests"); skipped by CFS_TEST_QUICK=1 ---
 echo "== VM smoke tests: Debian 5.10, 6.1, 6.12 and the newest 7.x kernel under qemu"
 CFS_BUILD_DIR=build ./vm/run-smoke
