@@ -359,8 +359,8 @@ TEST_F(DirectoryTest, DigestStoreHoldsObjectsNamedByTheirDigest) {
 }
 
 TEST_F(DirectoryTest, ImageKeepsTreeAndHardlinks) {
-  RunResult r =
-      run(tool("mkcomposefs") + " --print-digest " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  RunResult r = run(tool("mkcomposefs") + " --hardlinks --print-digest " + quote(src_) + " " +
+                    quote(tmp_ / "img.cfs"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, cfs::fsverity_digest_file(tmp_ / "img.cfs").hex() + "\n");
 
@@ -418,6 +418,32 @@ TEST_F(DirectoryTest, ImageKeepsTreeAndHardlinks) {
   EXPECT_EQ(cfs::read_file(tmp_ / "img.cfs"), cfs::read_file(tmp_ / "again.cfs"));
 }
 
+// C mkcomposefs 1.0.8 does not detect hardlinks: each link is an inode of its own with nlink
+// 1. By default the drop-in gives the same bytes, which are those of a copy of the tree with
+// its hardlinks broken.
+TEST_F(DirectoryTest, HardlinksAreSeparateInodesByDefaultAsInC) {
+  std::string copy = tmp_ / "copy";
+  ASSERT_EQ(run("cp -a --no-preserve=links " + quote(src_) + " " + quote(copy)).status, 0);
+  ASSERT_EQ(fs::hard_link_count(copy + "/big"), 1u);
+  RunResult r =
+      run(tool("mkcomposefs") + " --use-epoch " + quote(src_) + " " + quote(tmp_ / "linked.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("mkcomposefs") + " --use-epoch " + quote(copy) + " " + quote(tmp_ / "copy.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(cfs::read_file(tmp_ / "linked.cfs"), cfs::read_file(tmp_ / "copy.cfs"));
+
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "linked.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find(" @"), std::string::npos) << "no hardlink lines expected:\n" << r.out;
+  // --hardlinks keeps them: a different image, with the links as '@' lines.
+  r = run(tool("mkcomposefs") + " --use-epoch --hardlinks " + quote(src_) + " " +
+          quote(tmp_ / "kept.cfs"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(cfs::read_file(tmp_ / "linked.cfs"), cfs::read_file(tmp_ / "kept.cfs"));
+  r = run(tool("composefs-info") + " dump " + quote(tmp_ / "kept.cfs"));
+  EXPECT_NE(r.out.find("/sub/big-link 300000 @100644"), std::string::npos) << r.out;
+}
+
 TEST_F(DirectoryTest, FsckErofsAcceptsTheImage) {
   if (run("command -v fsck.erofs").status != 0) GTEST_SKIP() << "erofs-utils not installed";
   RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
@@ -469,7 +495,8 @@ bool kernel_has_erofs() {
 TEST_F(DirectoryTest, MountedImageSharesHardlinkInodes) {
   if (::geteuid() != 0) GTEST_SKIP() << "mounting EROFS needs root";
   if (!kernel_has_erofs()) GTEST_SKIP() << "kernel has no EROFS";
-  RunResult r = run(tool("mkcomposefs") + " " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
+  RunResult r =
+      run(tool("mkcomposefs") + " --hardlinks " + quote(src_) + " " + quote(tmp_ / "img.cfs"));
   ASSERT_EQ(r.status, 0) << r.err;
   std::string mnt = tmp_ / "mnt";
   fs::create_directory(mnt);
@@ -494,7 +521,8 @@ TEST_F(DirectoryTest, MountedImageSharesHardlinkInodes) {
 TEST_F(DirectoryTest, ComputeIdIsTheV1ImageDigest) {
   RunResult id = run(tool("cfsctl") + " compute-id " + quote(src_));
   ASSERT_EQ(id.status, 0) << id.err;
-  RunResult v1 = run(tool("mkcomposefs") + " --min-version=1 --max-version=1 " +
+  // cfsctl keeps hardlinks (as composefs-rs does); the drop-in does with --hardlinks.
+  RunResult v1 = run(tool("mkcomposefs") + " --hardlinks --min-version=1 --max-version=1 " +
                      "--print-digest-only " + quote(src_));
   ASSERT_EQ(v1.status, 0) << v1.err;
   EXPECT_EQ(id.out, v1.out);

@@ -38,8 +38,9 @@ constexpr const char* kMkcomposefsDescription =
     "\n"
     "SOURCE is a directory, or with --from-file a dumpfile ('-' = stdin). For a directory,\n"
     "files of at most 64 bytes are stored inside the image; larger ones are referenced by\n"
-    "their fs-verity digest as objects XX/YYYY... (see --digest-store), hardlinks are kept\n"
-    "(unlike C mkcomposefs) and symlinks are never followed. The image is written to a\n"
+    "their fs-verity digest as objects XX/YYYY... (see --digest-store), and symlinks are\n"
+    "never followed. Hardlinked files become separate inodes, as in C mkcomposefs 1.0.8;\n"
+    "--hardlinks keeps them as one inode with its link count. The image is written to a\n"
     "temporary file next to IMAGE and renamed into place, so a failed run leaves no partial\n"
     "image. The output is byte-identical to C mkcomposefs 1.0.8 for the same tree.\n"
     "Set CFS_PARSE_STRICT in the environment for the strict dumpfile rules. As in C\n"
@@ -58,6 +59,7 @@ struct MkcomposefsOptions {
   bool skip_devices = false;
   bool skip_xattrs = false;
   bool user_xattrs = false;
+  bool hardlinks = false;
   bool print_digest = false;
   bool print_digest_only = false;
   bool from_file = false;
@@ -91,6 +93,7 @@ erofs::Tree scan_source(const MkcomposefsOptions& o) {
   scan.skip_devices = o.skip_devices;
   scan.skip_xattrs = o.skip_xattrs;
   scan.user_xattrs_only = o.user_xattrs;
+  scan.detect_hardlinks = o.hardlinks;
   scan.max_symlink = erofs::kSymlinkMaxCompat;  // C mkcomposefs keeps PATH_MAX - 1
   std::optional<DigestStore> store;
   if (!o.digest_store.empty()) store.emplace(o.digest_store);
@@ -126,6 +129,9 @@ int mkcomposefs_main(int argc, char** argv) {
                "Print the image's fs-verity digest (its composefs id) on stdout");
   app.add_flag("--print-digest-only", o.print_digest_only,
                "Print the digest and write no image (takes no IMAGE argument)");
+  app.add_flag("--hardlinks", o.hardlinks,
+               "Keep hardlinked files of SOURCE as one inode (C mkcomposefs 1.0.8 and the default "
+               "make each link a separate inode with nlink 1)");
   app.add_flag("--from-file", o.from_file, "SOURCE is a composefs-dump(5) file, '-' for stdin");
   app.add_option("--min-version", o.min_version, "Lowest format version (default 0)")
       ->type_name("N")
