@@ -22,7 +22,7 @@
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
-#include "cfs/store/oci.h"
+#include "cfs/oci/oci.h"
 #include "cfs/store/repository.h"
 #include "oci_fixture.h"
 #include "testdata.h"
@@ -31,7 +31,7 @@ namespace cfs::test::oci {
 namespace {
 
 namespace fs = std::filesystem;
-namespace so = cfs::store::oci;
+namespace so = cfs::oci;
 using store::Repository;
 
 store::Repository make_repo(const std::string& path) {

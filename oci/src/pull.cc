@@ -17,13 +17,13 @@
 #include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "cfs/store/images.h"
-#include "cfs/store/oci.h"
-#include "cfs/store/oci_source.h"
-#include "cfs/store/oci_tar.h"
-#include "oci_internal.h"
-#include "oci_util.h"
+#include "cfs/oci/oci.h"
+#include "cfs/oci/source.h"
+#include "cfs/oci/tar.h"
+#include "internal.h"
+#include "util.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 namespace {
 
@@ -56,7 +56,7 @@ struct ParsedImage {
 ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   ParsedImage img;
   img.manifest_digest = sha256_digest(bytes);
-  json m = parse_json_bounded(bytes, what + ": manifest");
+  json m = store::parse_json_bounded(bytes, what + ": manifest");
   std::string mt = json_string(m, "mediaType", "", what);
   if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
                          mt != "application/vnd.docker.distribution.manifest.v2+json"))
@@ -102,7 +102,7 @@ std::string read_config(ImageSource& source, const Descriptor& d) {
 }
 
 std::vector<std::string> config_diff_ids(std::string_view config, const std::string& what) {
-  json c = parse_json_bounded(config, what + ": config");
+  json c = store::parse_json_bounded(config, what + ": config");
   std::vector<std::string> out;
   if (!c.is_object() || !c.contains("rootfs") || !c["rootfs"].is_object() ||
       !c["rootfs"].contains("diff_ids") || !c["rootfs"]["diff_ids"].is_array())
@@ -122,7 +122,7 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
 // Splits one layer: tar headers and small contents inline, large regular files as objects.
 class LayerSplitter : public TarHandler {
  public:
-  LayerSplitter(Repository& repo, SplitStreamWriter& writer) : repo_(repo), writer_(writer) {}
+  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer) : repo_(repo), writer_(writer) {}
   void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
   void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
   void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
@@ -146,9 +146,9 @@ class LayerSplitter : public TarHandler {
   uint64_t object_bytes = 0;
 
  private:
-  Repository& repo_;
-  SplitStreamWriter& writer_;
-  std::optional<ObjectWriter> object_;
+  store::Repository& repo_;
+  store::SplitStreamWriter& writer_;
+  std::optional<store::ObjectWriter> object_;
   Digest last_object_;
 };
 
@@ -190,12 +190,12 @@ struct ImportedLayer {
   uint64_t object_bytes = 0;
 };
 
-ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descriptor& blob,
+ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const Descriptor& blob,
                            const std::string& diff_id, XattrMode xattrs, std::atomic<bool>& cancel,
                            const std::function<void(uint64_t)>& on_bytes) {
   std::string what = source.name() + ": layer " + blob.digest;
   ImportedLayer out;
-  SplitStreamWriter stream(repo.algorithm(), kContentOciLayer);
+  store::SplitStreamWriter stream(repo.algorithm(), store::kContentOciLayer);
   auto reader = source.open_blob(blob);
   ReadContext ctx{reader.get(), {}, 0, std::vector<std::byte>(kReadBuffer), on_bytes, &cancel, {}};
 
@@ -263,7 +263,7 @@ std::string image_ref_name(bool bootable, XattrMode mode) {
   return name;
 }
 
-erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
+erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::string>& diff_ids,
                          const std::map<std::string, Digest>* imported, XattrMode mode) {
   erofs::Tree tree;
   LayerMerger merger(tree);
@@ -274,7 +274,7 @@ erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>&
       auto it = imported->find(diff_id);
       if (it != imported->end()) {
         UniqueFd fd = repo.open_object(it->second);
-        SplitStreamReader reader = SplitStreamReader::from_fd(
+        store::SplitStreamReader reader = store::SplitStreamReader::from_fd(
             fd.get(), repo.algorithm(), repo.path() + ": new stream of " + what);
         for_each_stream_entry(reader, repo.path() + ": new stream of " + what, apply, mode);
         continue;
@@ -286,7 +286,7 @@ erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>&
   return tree;
 }
 
-PullResult pull(Repository& repo, std::string_view source_spec, std::optional<std::string> tag,
+PullResult pull(store::Repository& repo, std::string_view source_spec, std::optional<std::string> tag,
                 const PullOptions& options) {
   repo.require_writable();
   std::unique_ptr<ImageSource> source = open_source(source_spec);
@@ -342,9 +342,9 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   unsigned threads = options.threads ? options.threads : std::thread::hardware_concurrency();
   threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(jobs.size())));
   auto worker = [&] {
-    std::optional<Repository> own;
+    std::optional<store::Repository> own;
     try {
-      own.emplace(Repository::open(repo.path()));
+      own.emplace(store::Repository::open(repo.path()));
     } catch (...) {
       errors[jobs.empty() ? 0 : jobs[0]] = std::current_exception();
       cancel = true;
@@ -427,4 +427,4 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   return result;
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -1,4 +1,4 @@
-#include "cfs/store/oci_tar.h"
+#include "cfs/oci/tar.h"
 
 #include <algorithm>
 #include <array>
@@ -11,7 +11,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 namespace {
 
@@ -825,4 +825,4 @@ void TarParser::parse_pax(std::string_view records, bool global) {
   }
 }
 
-}  // namespace cfs::store
+}  // namespace cfs::oci

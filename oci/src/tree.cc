@@ -1,4 +1,4 @@
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tree.h"
 
 #include <fcntl.h>
 #include <selinux/label.h>
@@ -19,7 +19,7 @@
 #include "cfs/escape.h"
 #include "cfs/fd.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 namespace {
 
@@ -456,4 +456,4 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
   return true;
 }
 
-}  // namespace cfs::store
+}  // namespace cfs::oci

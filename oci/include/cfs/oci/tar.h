@@ -40,7 +40,7 @@
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 // Regular files of more than this many bytes are external objects in layer splitstreams
 // (composefs-rs' INLINE_CONTENT_MAX_V0).
@@ -198,4 +198,4 @@ class TarParser {
   uint64_t sparse_holes_ = 0;                  // hole bytes of this layer so far
 };
 
-}  // namespace cfs::store
+}  // namespace cfs::oci
