@@ -12,9 +12,9 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/images.h"
-#include "cfs/oci/oci.h"
 #include "fsutil.h"
 
 namespace cfs::oci {
@@ -185,7 +185,8 @@ BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
   BootEntry entry;
   entry.image = image_id(repo, name, /*bootable=*/true, options.xattrs);
   // The boot files: the bootable variant has /boot emptied, the plain image still has them.
-  erofs::Image image = store::open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
+  erofs::Image image =
+      store::open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
   refuse_other_boot_resources(image, name);
 
   std::vector<std::string> kernels;

@@ -9,12 +9,12 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
-#include "cfs/output.h"
 #include "cfs/oci/oci.h"
+#include "cfs/output.h"
 #include "cfs/store/refs.h"
 #include "fsutil.h"
-#include "json_util.h"
 #include "internal.h"
+#include "json_util.h"
 #include "util.h"
 
 namespace cfs::oci {
@@ -366,7 +366,8 @@ void untag_image(store::Repository& repo, std::string_view tag) {
   store::detail::unlink_at(repo.dirfd(), link, repo.path() + "/" + link);
 }
 
-Digest image_id(const store::Repository& repo, std::string_view name, bool bootable, XattrMode mode) {
+Digest image_id(const store::Repository& repo, std::string_view name, bool bootable,
+                XattrMode mode) {
   ImageRefs r = load(repo, name);
   store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
   std::string ref = image_ref_name(bootable, mode);

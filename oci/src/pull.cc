@@ -16,10 +16,10 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
-#include "cfs/store/images.h"
 #include "cfs/oci/oci.h"
 #include "cfs/oci/source.h"
 #include "cfs/oci/tar.h"
+#include "cfs/store/images.h"
 #include "internal.h"
 #include "util.h"
 
@@ -122,7 +122,8 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
 // Splits one layer: tar headers and small contents inline, large regular files as objects.
 class LayerSplitter : public TarHandler {
  public:
-  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer) : repo_(repo), writer_(writer) {}
+  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer)
+      : repo_(repo), writer_(writer) {}
   void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
   void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
   void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
@@ -286,8 +287,8 @@ erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::s
   return tree;
 }
 
-PullResult pull(store::Repository& repo, std::string_view source_spec, std::optional<std::string> tag,
-                const PullOptions& options) {
+PullResult pull(store::Repository& repo, std::string_view source_spec,
+                std::optional<std::string> tag, const PullOptions& options) {
   repo.require_writable();
   std::unique_ptr<ImageSource> source = open_source(source_spec);
   PullResult result;

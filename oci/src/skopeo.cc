@@ -198,7 +198,7 @@ class SkopeoSource : public ImageSource {
     // Members of the wrong type make json::value() throw too: all of it is a malformed reply.
     try {
       j = store::parse_json_bounded(std::string_view(buf).substr(0, static_cast<size_t>(n)),
-                             spec_ + ": skopeo proxy reply");
+                                    spec_ + ": skopeo proxy reply");
       if (!j.value("success", false))
         throw Error(spec_ + ": " + method + ": " + j.value("error", std::string("skopeo failed")));
       reply.value = j.value("value", json());

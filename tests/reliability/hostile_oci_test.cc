@@ -9,9 +9,9 @@
 #include <filesystem>
 
 #include "cfs/error.h"
+#include "cfs/oci/oci.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
-#include "cfs/oci/oci.h"
 #include "cfs/store/repository.h"
 #include "layout_builder.h"
 #include "testdata.h"

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "cfs/error.h"
+#include "cfs/oci/boot.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
-#include "cfs/oci/oci.h"
-#include "cfs/oci/boot.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
 #include "json_out.h"
