@@ -108,6 +108,8 @@ enum class TarMode {
   read_back  // splitstream chunks in: large file content arrives through feed_external
 };
 
+struct TarHeader;  // tar_format.h
+
 class TarParser {
  public:
   // what names the stream in errors ("layer sha256:…"); xattrs that mode drops from the
@@ -144,7 +146,20 @@ class TarParser {
     bool any = false;
   };
 
+  // A header's fields before PAX records and entry-type rules are applied.
+  struct RawEntry;
+
+  // Header blocks (tar_header.cc).
   void on_header();
+  void end_of_archive();
+  bool begin_extension(char type, uint64_t size);
+  RawEntry decode_header(const TarHeader& h, uint64_t size);
+  void start_entry(RawEntry raw);
+  // PAX records (tar_pax.cc).
+  void apply_pax(RawEntry& raw);
+  // Sparse members (tar_sparse.cc).
+  void read_gnu_sparse_header(const TarHeader& h, RawEntry& raw);
+  void apply_pax_sparse(RawEntry& raw, Pax& pax);
   void on_sparse_extension();
   void begin_entry_content(uint64_t data_size);
   void begin_content(uint64_t size, ContentKind kind);
@@ -165,8 +180,8 @@ class TarParser {
   XattrMode xattr_mode_;
   uint64_t xattr_bytes_ = 0;  // xattr record bytes so far in this layer (kTarXattrBudget)
   State state_ = State::header;
-  uint64_t offset_ = 0;  // bytes consumed
-  std::byte block_[512];
+  uint64_t offset_ = 0;   // bytes consumed
+  std::byte block_[512];  // kTarBlockSize
   size_t block_fill_ = 0;
 
   ContentKind kind_ = ContentKind::skip;
