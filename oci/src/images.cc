@@ -399,6 +399,135 @@ erofs::Tree image_tree(const store::Repository& repo, std::string_view name, boo
   return tree;
 }
 
+namespace {
+
+// The OCI-level checks of one image. Each failure is one error of its kind in the report; a
+// failure that leaves nothing further to check ends the image's check.
+class ImageCheck {
+ public:
+  ImageCheck(const store::Repository& repo, const std::string& name, OciFsckReport& report)
+      : repo_(repo), name_(name), report_(report) {}
+
+  void run(bool metadata_only) {
+    if (!check_manifest() || !check_config()) return;
+    store::SplitStreamReader cs = repo_.open_stream("oci-config-" + config_digest_);
+    for (const std::string& d : diff_ids_) check_layer(cs, d, metadata_only);
+    check_image_refs(cs);
+  }
+
+ private:
+  void error(const std::string& kind, const std::string& detail) {
+    report_.errors.push_back(kind + ": " + escape_for_log(name_) + ": " + detail);
+  }
+  // Runs fn; a cfs::Error it throws is reported as kind. False if it threw.
+  template <typename Fn>
+  bool attempt(const std::string& kind, Fn&& fn) {
+    try {
+      fn();
+      return true;
+    } catch (const Error& e) {
+      error(kind, e.what());
+      return false;
+    }
+  }
+
+  // The manifest stream: present, hashing to its digest, naming a config digest.
+  bool check_manifest() {
+    if (!attempt("manifest-missing", [&] { manifest_id_ = manifest_content_id(repo_, name_); }))
+      return false;
+    std::string manifest_digest = digest_of_content_id(manifest_id_, "oci-manifest-");
+    std::string manifest;
+    if (!attempt("manifest-unreadable", [&] { manifest = stream_bytes(repo_, manifest_id_); }))
+      return false;
+    if (sha256_digest(manifest) != manifest_digest)
+      error("manifest-digest-mismatch", "stored manifest hashes to " + sha256_digest(manifest));
+    return attempt("manifest-invalid", [&] {
+      manifest_ = parse(manifest, manifest_id_);
+      config_digest_ = config_digest_of(manifest_, manifest_id_);
+    });
+  }
+
+  // The config stream: named by the manifest stream, hashing to its digest, with one diff_id
+  // per manifest layer.
+  bool check_config() {
+    store::SplitStreamReader ms = repo_.open_stream(manifest_id_);
+    const Digest* config_ref = ms.find_named_ref("config:" + config_digest_);
+    auto config_stream = repo_.resolve_stream("oci-config-" + config_digest_);
+    if (!config_ref)
+      error("config-ref-missing", manifest_id_ + " has no named ref config:" + config_digest_);
+    if (!config_stream) {
+      error("config-stream-missing", "oci-config-" + config_digest_);
+      return false;
+    }
+    if (config_ref && *config_ref != *config_stream)
+      error("config-ref-mismatch",
+            "manifest names another config stream than oci-config-" + config_digest_);
+    std::string config;
+    if (!attempt("config-unreadable",
+                 [&] { config = stream_bytes(repo_, "oci-config-" + config_digest_); }))
+      return false;
+    if (sha256_digest(config) != config_digest_)
+      error("config-digest-mismatch", "stored config hashes to " + sha256_digest(config));
+    if (!attempt("config-invalid",
+                 [&] { diff_ids_ = diff_ids_of(parse(config, config_digest_), config_digest_); }))
+      return false;
+    size_t layers = manifest_.contains("layers") && manifest_["layers"].is_array()
+                        ? manifest_["layers"].size()
+                        : 0;
+    if (layers != diff_ids_.size())
+      error("layer-count-mismatch",
+            std::to_string(layers) + " layers, " + std::to_string(diff_ids_.size()) + " diff_ids");
+    return true;
+  }
+
+  // A layer stream: present, named by the config stream and (unless metadata_only)
+  // re-exporting the tar its diff_id names.
+  void check_layer(const store::SplitStreamReader& cs, const std::string& d, bool metadata_only) {
+    auto layer = repo_.resolve_stream("oci-layer-" + d);
+    if (!layer) {
+      error("layer-stream-missing", "oci-layer-" + d);
+      return;
+    }
+    const Digest* ref = cs.find_named_ref(d);
+    if (!ref || *ref != *layer)
+      error("layer-ref-mismatch", "config stream does not name oci-layer-" + d);
+    if (metadata_only) return;
+    attempt("layer-object-missing", [&] {
+      Sha256 h;
+      struct HashSink : OutputSink {
+        Sha256* h;
+        using OutputSink::write;
+        void write(std::span<const std::byte> data) override { h->update(data); }
+      } sink;
+      sink.h = &h;
+      repo_.cat_stream("oci-layer-" + d, sink);
+      std::string actual = h.finish();
+      if (actual != d) error("layer-diff-id-mismatch", "oci-layer-" + d + " hashes to " + actual);
+    });
+  }
+
+  // The EROFS images the config stream names are present.
+  void check_image_refs(const store::SplitStreamReader& cs) {
+    const Digest* image = cs.find_named_ref(kImageRefV1);
+    if (!image)
+      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
+    else if (!repo_.has_object(*image))
+      error("image-object-missing", "EROFS image " + image->hex());
+    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo_.has_object(*boot))
+      error("image-object-missing", "boot EROFS image " + boot->hex());
+  }
+
+  const store::Repository& repo_;
+  const std::string& name_;
+  OciFsckReport& report_;
+  std::string manifest_id_;
+  json manifest_;
+  std::string config_digest_;
+  std::vector<std::string> diff_ids_;
+};
+
+}  // namespace
+
 OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::string_view> name,
                           bool metadata_only) {
   OciFsckReport report;
@@ -411,100 +540,7 @@ OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::stri
   }
   for (const std::string& n : names) {
     ++report.images_checked;
-    auto error = [&](const std::string& kind, const std::string& detail) {
-      report.errors.push_back(kind + ": " + escape_for_log(n) + ": " + detail);
-    };
-    std::string manifest_id;
-    try {
-      manifest_id = manifest_content_id(repo, n);
-    } catch (const Error& e) {
-      error("manifest-missing", e.what());
-      continue;
-    }
-    std::string manifest_digest = digest_of_content_id(manifest_id, "oci-manifest-");
-    std::string manifest;
-    try {
-      manifest = stream_bytes(repo, manifest_id);
-    } catch (const Error& e) {
-      error("manifest-unreadable", e.what());
-      continue;
-    }
-    if (sha256_digest(manifest) != manifest_digest)
-      error("manifest-digest-mismatch", "stored manifest hashes to " + sha256_digest(manifest));
-    json m;
-    std::string config_digest;
-    try {
-      m = parse(manifest, manifest_id);
-      config_digest = config_digest_of(m, manifest_id);
-    } catch (const Error& e) {
-      error("manifest-invalid", e.what());
-      continue;
-    }
-    store::SplitStreamReader ms = repo.open_stream(manifest_id);
-    const Digest* config_ref = ms.find_named_ref("config:" + config_digest);
-    auto config_stream = repo.resolve_stream("oci-config-" + config_digest);
-    if (!config_ref)
-      error("config-ref-missing", manifest_id + " has no named ref config:" + config_digest);
-    if (!config_stream) {
-      error("config-stream-missing", "oci-config-" + config_digest);
-      continue;
-    }
-    if (config_ref && *config_ref != *config_stream)
-      error("config-ref-mismatch",
-            "manifest names another config stream than oci-config-" + config_digest);
-    std::string config;
-    try {
-      config = stream_bytes(repo, "oci-config-" + config_digest);
-    } catch (const Error& e) {
-      error("config-unreadable", e.what());
-      continue;
-    }
-    if (sha256_digest(config) != config_digest)
-      error("config-digest-mismatch", "stored config hashes to " + sha256_digest(config));
-    std::vector<std::string> diff_ids;
-    try {
-      diff_ids = diff_ids_of(parse(config, config_digest), config_digest);
-    } catch (const Error& e) {
-      error("config-invalid", e.what());
-      continue;
-    }
-    size_t layers = m.contains("layers") && m["layers"].is_array() ? m["layers"].size() : 0;
-    if (layers != diff_ids.size())
-      error("layer-count-mismatch",
-            std::to_string(layers) + " layers, " + std::to_string(diff_ids.size()) + " diff_ids");
-    store::SplitStreamReader cs = repo.open_stream("oci-config-" + config_digest);
-    for (const std::string& d : diff_ids) {
-      auto layer = repo.resolve_stream("oci-layer-" + d);
-      if (!layer) {
-        error("layer-stream-missing", "oci-layer-" + d);
-        continue;
-      }
-      const Digest* ref = cs.find_named_ref(d);
-      if (!ref || *ref != *layer)
-        error("layer-ref-mismatch", "config stream does not name oci-layer-" + d);
-      if (metadata_only) continue;
-      try {
-        Sha256 h;
-        struct HashSink : OutputSink {
-          Sha256* h;
-          using OutputSink::write;
-          void write(std::span<const std::byte> data) override { h->update(data); }
-        } sink;
-        sink.h = &h;
-        repo.cat_stream("oci-layer-" + d, sink);
-        std::string actual = h.finish();
-        if (actual != d) error("layer-diff-id-mismatch", "oci-layer-" + d + " hashes to " + actual);
-      } catch (const Error& e) {
-        error("layer-object-missing", e.what());
-      }
-    }
-    const Digest* image = cs.find_named_ref(kImageRefV1);
-    if (!image)
-      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
-    else if (!repo.has_object(*image))
-      error("image-object-missing", "EROFS image " + image->hex());
-    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo.has_object(*boot))
-      error("image-object-missing", "boot EROFS image " + boot->hex());
+    ImageCheck(repo, n, report).run(metadata_only);
   }
   return report;
 }

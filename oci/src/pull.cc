@@ -287,38 +287,55 @@ erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::s
   return tree;
 }
 
-PullResult pull(store::Repository& repo, std::string_view source_spec,
-                std::optional<std::string> tag, const PullOptions& options) {
-  repo.require_writable();
-  std::unique_ptr<ImageSource> source = open_source(source_spec);
-  PullResult result;
-  result.tag = tag.value_or(source->name());
-  validate_new_tag(result.tag);
+namespace {
 
-  ParsedImage img = parse_manifest(source->manifest(), source->name());
-  std::string config = read_config(*source, img.config);
-  std::vector<std::string> diff_ids = config_diff_ids(config, source->name());
-  if (diff_ids.size() != img.layers.size())
-    throw Error(source->name() + ": the config lists " + std::to_string(diff_ids.size()) +
-                " diff_ids for " + std::to_string(img.layers.size()) + " layers");
-  result.manifest_digest = img.manifest_digest;
-  result.config_digest = img.config.digest;
-  result.layers = static_cast<unsigned>(img.layers.size());
+// The manifest, config and diff_ids of the image a source offers, checked against each other.
+struct SourceImage {
+  ParsedImage parsed;
+  std::string config;
+  std::vector<std::string> diff_ids;
+};
 
-  // Which layers need importing (each distinct diff_id once).
+SourceImage read_source_image(ImageSource& source) {
+  SourceImage image{parse_manifest(source.manifest(), source.name()), {}, {}};
+  image.config = read_config(source, image.parsed.config);
+  image.diff_ids = config_diff_ids(image.config, source.name());
+  if (image.diff_ids.size() != image.parsed.layers.size())
+    throw Error(source.name() + ": the config lists " + std::to_string(image.diff_ids.size()) +
+                " diff_ids for " + std::to_string(image.parsed.layers.size()) + " layers");
+  return image;
+}
+
+// PullProgress shared by the import threads; the callback never runs concurrently.
+class ProgressReporter {
+ public:
+  ProgressReporter(const PullOptions& options, unsigned layers) : callback_(options.progress) {
+    progress_.layers_total = layers;
+  }
+  template <typename Update>
+  void report(Update&& update) {
+    std::lock_guard lock(mutex_);
+    update(progress_);
+    if (callback_) callback_(progress_);
+  }
+
+ private:
+  const std::function<void(const PullProgress&)>& callback_;
+  std::mutex mutex_;
+  PullProgress progress_;
+};
+
+// The layers to import (each distinct diff_id not yet in the repository, once), largest
+// first so that the longest import starts at once.
+std::vector<size_t> plan_imports(const store::Repository& repo, const SourceImage& image,
+                                 ProgressReporter& reporter) {
+  const auto& layers = image.parsed.layers;
+  const auto& diff_ids = image.diff_ids;
   std::vector<size_t> jobs;
   std::set<std::string> scheduled;
-  std::mutex progress_mutex;
-  PullProgress progress;
-  progress.layers_total = result.layers;
-  auto report = [&](auto&& update) {
-    std::lock_guard lock(progress_mutex);
-    update(progress);
-    if (options.progress) options.progress(progress);
-  };
-  for (size_t i = 0; i < img.layers.size(); ++i) {
+  for (size_t i = 0; i < layers.size(); ++i) {
     if (repo.resolve_stream("oci-layer-" + diff_ids[i])) {
-      report([&](PullProgress& p) {
+      reporter.report([&](PullProgress& p) {
         ++p.layers_done;
         ++p.layers_reused;
         p.message = "layer " + diff_ids[i] + " already present";
@@ -326,18 +343,41 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
       continue;
     }
     if (!scheduled.insert(diff_ids[i]).second) {
-      report([&](PullProgress& p) { ++p.layers_done; });
+      reporter.report([&](PullProgress& p) { ++p.layers_done; });
       continue;
     }
     jobs.push_back(i);
-    report([&](PullProgress& p) { p.bytes_total += img.layers[i].size; });
+    reporter.report([&](PullProgress& p) { p.bytes_total += layers[i].size; });
   }
-  // Largest first, so the longest import starts at once.
   std::sort(jobs.begin(), jobs.end(),
-            [&](size_t a, size_t b) { return img.layers[a].size > img.layers[b].size; });
+            [&](size_t a, size_t b) { return layers[a].size > layers[b].size; });
+  return jobs;
+}
 
-  std::vector<std::optional<ImportedLayer>> imported(img.layers.size());
-  std::vector<std::exception_ptr> errors(img.layers.size());
+// Rethrows the error of the first failing layer in manifest order; "cancelled" errors of
+// other layers are consequences, not causes.
+void rethrow_first_error(const std::vector<std::exception_ptr>& errors) {
+  for (const auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      if (std::string_view(err.what()) != "cancelled") throw;
+    }
+  }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// Imports the planned layers on a pool of threads, each with its own repository handle; the
+// first failure cancels the others. Indexed like the manifest's layers.
+std::vector<std::optional<ImportedLayer>> import_layers(
+    const store::Repository& repo, ImageSource& source, const SourceImage& image,
+    const std::vector<size_t>& jobs, const PullOptions& options, ProgressReporter& reporter) {
+  const auto& layers = image.parsed.layers;
+  const auto& diff_ids = image.diff_ids;
+  std::vector<std::optional<ImportedLayer>> imported(layers.size());
+  std::vector<std::exception_ptr> errors(layers.size());
   std::atomic<size_t> next{0};
   std::atomic<bool> cancel{false};
   unsigned threads = options.threads ? options.threads : std::thread::hardware_concurrency();
@@ -356,14 +396,14 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
       if (k >= jobs.size() || cancel) return;
       size_t i = jobs[k];
       try {
-        imported[i] = import_layer(*own, *source, img.layers[i], diff_ids[i], options.xattrs,
-                                   cancel, [&](uint64_t n) {
-                                     report([&](PullProgress& p) {
+        imported[i] = import_layer(*own, source, layers[i], diff_ids[i], options.xattrs, cancel,
+                                   [&](uint64_t n) {
+                                     reporter.report([&](PullProgress& p) {
                                        p.bytes_done += n;
                                        p.message.clear();
                                      });
                                    });
-        report([&](PullProgress& p) {
+        reporter.report([&](PullProgress& p) {
           ++p.layers_done;
           p.message = "layer " + diff_ids[i] + " imported";
         });
@@ -379,18 +419,51 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
     for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
     worker();
   }
-  // Report the error of the first failing layer in manifest order; "cancelled" errors of
-  // other layers are consequences, not causes.
-  for (auto& e : errors) {
-    if (!e) continue;
-    try {
-      std::rethrow_exception(e);
-    } catch (const Error& err) {
-      if (std::string_view(err.what()) != "cancelled") throw;
-    }
+  rethrow_first_error(errors);
+  return imported;
+}
+
+// Names the imported layer streams oci-layer-<diff_id>; returns every layer's stream, the
+// ones already present included.
+std::map<std::string, Digest> name_layer_streams(
+    store::Repository& repo, const std::vector<std::string>& diff_ids,
+    const std::vector<std::optional<ImportedLayer>>& imported) {
+  std::map<std::string, Digest> layer_streams;
+  for (size_t i = 0; i < imported.size(); ++i) {
+    if (!imported[i]) continue;
+    repo.link_stream(imported[i]->stream, "oci-layer-" + diff_ids[i]);
+    layer_streams[diff_ids[i]] = imported[i]->stream;
   }
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  for (const std::string& d : diff_ids) {
+    if (layer_streams.contains(d)) continue;
+    auto id = repo.resolve_stream("oci-layer-" + d);
+    if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
+    layer_streams[d] = *id;
+  }
+  return layer_streams;
+}
+
+}  // namespace
+
+PullResult pull(store::Repository& repo, std::string_view source_spec,
+                std::optional<std::string> tag, const PullOptions& options) {
+  repo.require_writable();
+  std::unique_ptr<ImageSource> source = open_source(source_spec);
+  PullResult result;
+  result.tag = tag.value_or(source->name());
+  validate_new_tag(result.tag);
+
+  SourceImage image = read_source_image(*source);
+  const ParsedImage& img = image.parsed;
+  const std::vector<std::string>& diff_ids = image.diff_ids;
+  result.manifest_digest = img.manifest_digest;
+  result.config_digest = img.config.digest;
+  result.layers = static_cast<unsigned>(img.layers.size());
+
+  ProgressReporter reporter(options, result.layers);
+  std::vector<size_t> jobs = plan_imports(repo, image, reporter);
+  std::vector<std::optional<ImportedLayer>> imported =
+      import_layers(repo, *source, image, jobs, options, reporter);
 
   std::map<std::string, Digest> new_streams;
   for (size_t i = 0; i < imported.size(); ++i) {
@@ -406,19 +479,8 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
   erofs::Tree tree = merge_layers(repo, diff_ids, &new_streams, options.xattrs);
   ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs);
 
-  std::map<std::string, Digest> layer_streams;
-  for (size_t i = 0; i < imported.size(); ++i) {
-    if (!imported[i]) continue;
-    repo.link_stream(imported[i]->stream, "oci-layer-" + diff_ids[i]);
-    layer_streams[diff_ids[i]] = imported[i]->stream;
-  }
-  for (const std::string& d : diff_ids) {
-    if (layer_streams.contains(d)) continue;
-    auto id = repo.resolve_stream("oci-layer-" + d);
-    if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
-    layer_streams[d] = *id;
-  }
-  StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, config,
+  std::map<std::string, Digest> layer_streams = name_layer_streams(repo, diff_ids, imported);
+  StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, image.config,
                                    img.config.digest, diff_ids, layer_streams, ids, options.xattrs);
   repo.set_stream_ref("oci/" + encode_tag(result.tag), "oci-manifest-" + img.manifest_digest);
   result.manifest_stream = stored.manifest_stream;

@@ -2,6 +2,8 @@
 // header of a filesystem entry, decoded in the order its fields override each other (the
 // header, then GNU long names, then PAX records).
 #include <algorithm>
+#include <optional>
+#include <utility>
 
 #include "cfs/erofs/format.h"
 #include "cfs/oci/tar.h"
@@ -16,25 +18,22 @@ namespace {
 // A GNU long name or link holds a path and its NUL.
 constexpr uint64_t kLongNameMax = erofs::kPathMax + 1;
 
-// The entry type of a typeflag other than the regular-file ones, which depend on the name.
+// The entry types of the typeflags other than the regular-file ones (whose type depends on
+// the name).
+constexpr std::pair<char, TarEntryType> kSpecialEntryTypes[] = {
+    {'1', TarEntryType::hardlink},
+    {'2', TarEntryType::symlink},
+    {'3', TarEntryType::chardev},
+    {'4', TarEntryType::blockdev},
+    {'5', TarEntryType::directory},
+    {'D', TarEntryType::directory},  // GNU dumpdir: a directory listing its names (skipped)
+    {'6', TarEntryType::fifo},
+};
+
 std::optional<TarEntryType> special_entry_type(char type) {
-  switch (type) {
-    case '1':
-      return TarEntryType::hardlink;
-    case '2':
-      return TarEntryType::symlink;
-    case '3':
-      return TarEntryType::chardev;
-    case '4':
-      return TarEntryType::blockdev;
-    case '5':
-    case 'D':  // GNU dumpdir: a directory whose content lists its names (skipped)
-      return TarEntryType::directory;
-    case '6':
-      return TarEntryType::fifo;
-    default:
-      return std::nullopt;
-  }
+  for (const auto& [flag, entry_type] : kSpecialEntryTypes)
+    if (flag == type) return entry_type;
+  return std::nullopt;
 }
 
 }  // namespace
