@@ -94,61 +94,62 @@ void TarParser::parse_pax(std::string_view records, bool global) {
     std::string_view key = record.substr(0, eq);
     std::string_view value = record.substr(eq + 1);
     pax_.any = true;
-    // Only the keys the image uses are kept: the rest (atime, uname, comments, …) would
-    // only cost memory.
-    auto set = [&](std::optional<std::string>& slot) {
-      // An empty value removes the override (POSIX: "the field is deleted").
-      if (value.empty())
-        slot.reset();
-      else
-        slot = std::string(value);
-    };
-    if (key == "path") {
-      set(pax_.path);
-      if (pax_.path) check_path(*pax_.path, "PAX path");
-    } else if (key == "linkpath") {
-      set(pax_.linkpath);
-      if (pax_.linkpath) check_path(*pax_.linkpath, "PAX linkpath");
-    } else if (key == "size") {
-      set(pax_.size);
-    } else if (key == "uid") {
-      set(pax_.uid);
-    } else if (key == "gid") {
-      set(pax_.gid);
-    } else if (key == "mtime") {
-      set(pax_.mtime);
-    } else if (key == "SCHILY.devmajor") {
-      set(pax_.devmajor);
-    } else if (key == "SCHILY.devminor") {
-      set(pax_.devminor);
-    } else if (key.starts_with("SCHILY.xattr.")) {
-      add_xattr(key.substr(13), value);
-    } else if (key.starts_with("LIBARCHIVE.xattr.")) {
-      auto name = tar::url_decode(key.substr(17));
-      auto decoded = tar::base64_decode(value);
-      if (!name || !decoded) fail("malformed PAX record " + std::string(key.substr(0, 64)));
-      add_xattr(*name, *decoded);
-    } else if (key == "GNU.sparse.name") {
-      set(pax_.sparse_name);
-      if (pax_.sparse_name) check_path(*pax_.sparse_name, "GNU.sparse.name");
-    } else if (key == "GNU.sparse.size" || key == "GNU.sparse.realsize") {
-      set(pax_.sparse_realsize);
-    } else if (key == "GNU.sparse.major") {
-      set(pax_.sparse_major);
-    } else if (key == "GNU.sparse.minor") {
-      set(pax_.sparse_minor);
-    } else if (key == "GNU.sparse.map") {
-      set(pax_.sparse_map);
-    } else if (key == "GNU.sparse.offset" || key == "GNU.sparse.numbytes") {
-      // Format 0.0 repeats these two keys in order, one pair per segment.
-      uint64_t n = 0;
-      if (!tar::parse_decimal(value, n)) fail("PAX " + std::string(key) + " is not a number");
-      bool offset = key == "GNU.sparse.offset";
-      if ((pax_.sparse_00.size() % 2 == 0) != offset)
-        fail("PAX GNU.sparse.offset/numbytes records out of order");
-      if (pax_.sparse_00.size() >= 2 * kTarSparseEntriesMax) fail("sparse map too large");
-      pax_.sparse_00.push_back(n);
-    }
+    pax_record(key, value);
+  }
+}
+
+void TarParser::pax_record(std::string_view key, std::string_view value) {
+  // Only the keys the image uses are kept: the rest (atime, uname, comments, …) would only
+  // cost memory. These are kept as text until the entry's header arrives; a role means the
+  // value is a path, checked at once.
+  struct TextKey {
+    std::string_view key;
+    std::optional<std::string> Pax::*slot;
+    const char* path_role;
+  };
+  static constexpr TextKey kTextKeys[] = {
+      {"path", &Pax::path, "PAX path"},
+      {"linkpath", &Pax::linkpath, "PAX linkpath"},
+      {"size", &Pax::size, nullptr},
+      {"uid", &Pax::uid, nullptr},
+      {"gid", &Pax::gid, nullptr},
+      {"mtime", &Pax::mtime, nullptr},
+      {"SCHILY.devmajor", &Pax::devmajor, nullptr},
+      {"SCHILY.devminor", &Pax::devminor, nullptr},
+      {"GNU.sparse.name", &Pax::sparse_name, "GNU.sparse.name"},
+      {"GNU.sparse.size", &Pax::sparse_realsize, nullptr},
+      {"GNU.sparse.realsize", &Pax::sparse_realsize, nullptr},
+      {"GNU.sparse.major", &Pax::sparse_major, nullptr},
+      {"GNU.sparse.minor", &Pax::sparse_minor, nullptr},
+      {"GNU.sparse.map", &Pax::sparse_map, nullptr},
+  };
+  for (const TextKey& k : kTextKeys) {
+    if (key != k.key) continue;
+    std::optional<std::string>& slot = pax_.*k.slot;
+    // An empty value removes the override (POSIX: "the field is deleted").
+    if (value.empty())
+      slot.reset();
+    else
+      slot = std::string(value);
+    if (slot && k.path_role) check_path(*slot, k.path_role);
+    return;
+  }
+  if (key.starts_with("SCHILY.xattr.")) {
+    add_xattr(key.substr(13), value);
+  } else if (key.starts_with("LIBARCHIVE.xattr.")) {
+    auto name = tar::url_decode(key.substr(17));
+    auto decoded = tar::base64_decode(value);
+    if (!name || !decoded) fail("malformed PAX record " + std::string(key.substr(0, 64)));
+    add_xattr(*name, *decoded);
+  } else if (key == "GNU.sparse.offset" || key == "GNU.sparse.numbytes") {
+    // Format 0.0 repeats these two keys in order, one pair per segment.
+    uint64_t n = 0;
+    if (!tar::parse_decimal(value, n)) fail("PAX " + std::string(key) + " is not a number");
+    bool offset = key == "GNU.sparse.offset";
+    if ((pax_.sparse_00.size() % 2 == 0) != offset)
+      fail("PAX GNU.sparse.offset/numbytes records out of order");
+    if (pax_.sparse_00.size() >= 2 * kTarSparseEntriesMax) fail("sparse map too large");
+    pax_.sparse_00.push_back(n);
   }
 }
 

@@ -170,6 +170,7 @@ class TarParser {
   void sparse_emit_zeros(uint64_t n);
   void sparse_emit_data(std::span<const std::byte> data);
   void parse_pax(std::string_view records, bool global);
+  void pax_record(std::string_view key, std::string_view value);
   void add_xattr(std::string_view name, std::string_view value);
   void check_path(const std::string& path, const char* role) const;
   [[noreturn]] void fail(const std::string& message) const;
