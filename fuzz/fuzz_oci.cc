@@ -23,9 +23,9 @@
 #include <fstream>
 #include <string>
 
-#include "../store/src/oci_util.h"
+#include "../oci/src/util.h"
 #include "cfs/error.h"
-#include "cfs/store/oci.h"
+#include "cfs/oci/oci.h"
 #include "cfs/store/repository.h"
 
 namespace {

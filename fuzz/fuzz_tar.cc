@@ -21,13 +21,13 @@
 #include "cfs/erofs/reader.h"
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
-#include "cfs/store/oci_tar.h"
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tar.h"
+#include "cfs/oci/tree.h"
 
 namespace {
 
 using namespace cfs;
-using namespace cfs::store;
+using namespace cfs::oci;
 
 // The split form of a layer: inline byte runs and external objects, in stream order.
 struct Piece {

@@ -14,27 +14,26 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "splitstream_format.h"
 #include "zstd_util.h"
 
 namespace cfs::store {
 
 namespace {
 
-constexpr std::string_view kMagic = "SplitStream";
-constexpr uint8_t kVersion = 0;
-constexpr uint8_t kLgBlockSize = 12;
 constexpr size_t kSpillThreshold = 8u << 20;
-constexpr size_t kLegacyMagicOffset = 18;
 // Named refs are metadata; anything larger than this is corruption, not data.
 constexpr size_t kMaxNamedRefsBytes = 64u << 20;
 
-void put_u64(std::byte* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>(v >> (8 * i));
+template <typename T>
+std::span<const std::byte> struct_bytes(const T& value) {
+  return {reinterpret_cast<const std::byte*>(&value), sizeof value};
 }
-uint64_t get_u64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
+template <typename T>
+T struct_at(std::span<const std::byte> file, size_t offset) {
+  T value;
+  std::memcpy(&value, file.data() + offset, sizeof value);
+  return value;
 }
 uint64_t align8(uint64_t v) {
   return (v + 7) & ~uint64_t{7};
@@ -48,6 +47,7 @@ struct FileRange {
   uint64_t start = 0;
   uint64_t end = 0;
   uint64_t size() const { return end - start; }
+  SplitStreamRange on_disk() const { return {start, end}; }
 };
 
 }  // namespace
@@ -109,9 +109,8 @@ struct SplitStreamWriter::State {
   }
 
   void emit_chunk_header(int64_t value) {
-    std::byte header[8];
-    put_u64(header, static_cast<uint64_t>(value));
-    stream.add(header);
+    SplitStreamChunkHeader header(static_cast<uint64_t>(value));
+    stream.add(struct_bytes(header));
   }
   void flush_inline() {
     if (pending_inline.empty() && spilled == 0) return;
@@ -217,25 +216,23 @@ void SplitStreamWriter::finish(OutputSink& out) {
   FileRange stream_range{align8(named_refs.end), 0};
   stream_range.end = stream_range.start + stream.size();
 
+  SplitStreamHeader header{};
+  std::memcpy(header.magic, kSplitStreamMagic.data(), sizeof header.magic);
+  header.version = kSplitStreamVersion;
+  header.algorithm = static_cast<uint8_t>(s.alg);
+  header.lg_blocksize = kSplitStreamLgBlockSize;
+  header.info = info.on_disk();
+  SplitStreamInfo body{};
+  body.stream_refs = stream_refs.on_disk();
+  body.object_refs = object_refs.on_disk();
+  body.stream = stream_range.on_disk();
+  body.named_refs = named_refs.on_disk();
+  body.content_type = s.content_type;
+  body.stream_size = s.stream_size;
+
   std::vector<std::byte> head(stream_range.start, std::byte{0});
-  std::memcpy(head.data(), kMagic.data(), kMagic.size());
-  head[11] = std::byte{kVersion};
-  // bytes 12..13: flags, zero
-  head[14] = static_cast<std::byte>(s.alg);
-  head[15] = std::byte{kLgBlockSize};
-  put_u64(&head[16], info.start);
-  put_u64(&head[24], info.end);
-  std::byte* i = &head[info.start];
-  put_u64(i + 0, stream_refs.start);
-  put_u64(i + 8, stream_refs.end);
-  put_u64(i + 16, object_refs.start);
-  put_u64(i + 24, object_refs.end);
-  put_u64(i + 32, stream_range.start);
-  put_u64(i + 40, stream_range.end);
-  put_u64(i + 48, named_refs.start);
-  put_u64(i + 56, named_refs.end);
-  put_u64(i + 64, s.content_type);
-  put_u64(i + 72, s.stream_size);
+  std::memcpy(head.data(), &header, sizeof header);
+  std::memcpy(&head[info.start], &body, sizeof body);
   for (size_t k = 0; k < s.stream_refs.size(); ++k)
     std::memcpy(&head[stream_refs.start + k * ds], s.stream_refs[k].bytes().data(), ds);
   for (size_t k = 0; k < s.object_refs.size(); ++k)
@@ -263,8 +260,8 @@ struct SplitStreamReader::State {
   std::span<const std::byte> bytes(FileRange r) const {
     return std::span<const std::byte>(file).subspan(r.start, r.size());
   }
-  FileRange range_at(const std::byte* p, const char* name) const {
-    FileRange r{get_u64(p), get_u64(p + 8)};
+  FileRange range(const SplitStreamRange& on_disk, const char* name) const {
+    FileRange r{on_disk.start, on_disk.end};
     if (r.start > r.end || r.end > file.size()) {
       throw Error(what + ": " + name + " range [" + std::to_string(r.start) + ", " +
                   std::to_string(r.end) + ") lies outside the " + std::to_string(file.size()) +
@@ -302,42 +299,45 @@ SplitStreamReader SplitStreamReader::from_bytes(std::vector<std::byte> file, Has
   if (f.size() < kSplitStreamHeaderSize)
     throw Error(s.what + ": too short for a splitstream header (" + std::to_string(f.size()) +
                 " bytes)");
-  auto magic_at = [&](size_t off) {
-    return std::memcmp(f.data() + off, kMagic.data(), kMagic.size()) == 0;
+  auto is_magic = [](const char(&magic)[11]) {
+    return std::string_view(magic, sizeof magic) == kSplitStreamMagic;
   };
-  size_t version_off, alg_off, lg_off, info_off;
-  if (magic_at(0)) {
-    version_off = 11, alg_off = 14, lg_off = 15, info_off = 16;
-  } else if (magic_at(kLegacyMagicOffset)) {
+  // The legacy header carries the same fields; it is normalised into the current one.
+  auto header = struct_at<SplitStreamHeader>(f, 0);
+  if (!is_magic(header.magic)) {
+    auto legacy = struct_at<SplitStreamLegacyHeader>(f, 0);
+    if (!is_magic(legacy.magic))
+      throw Error(s.what + ": not a splitstream (no \"SplitStream\" magic)");
     s.legacy = true;
-    version_off = 29, alg_off = 30, lg_off = 31, info_off = 0;
-  } else {
-    throw Error(s.what + ": not a splitstream (no \"SplitStream\" magic)");
+    header.version = legacy.version;
+    header.algorithm = legacy.algorithm;
+    header.lg_blocksize = legacy.lg_blocksize;
+    header.info = legacy.info;
   }
-  auto version = static_cast<uint8_t>(f[version_off]);
-  if (version != kVersion)
+  uint8_t version = header.version;
+  if (version != kSplitStreamVersion)
     throw Error(s.what + ": unsupported splitstream version " + std::to_string(version));
-  auto file_alg = static_cast<uint8_t>(f[alg_off]);
+  uint8_t file_alg = header.algorithm;
   if (file_alg != static_cast<uint8_t>(alg)) {
     std::string name = file_alg == 1 ? "sha256" : file_alg == 2 ? "sha512" : "unknown";
     throw Error(s.what + ": splitstream uses hash algorithm " + std::to_string(file_alg) + " (" +
                 name + "), the repository uses " + std::string(algorithm_name(alg)));
   }
-  auto lg = static_cast<uint8_t>(f[lg_off]);
-  if (lg != kLgBlockSize)
+  uint8_t lg = header.lg_blocksize;
+  if (lg != kSplitStreamLgBlockSize)
     throw Error(s.what + ": unsupported fs-verity block size 2^" + std::to_string(lg));
 
-  FileRange info = s.range_at(&f[info_off], "info");
+  FileRange info = s.range(header.info, "info");
   if (info.size() < kSplitStreamInfoSize)
     throw Error(s.what + ": info block is " + std::to_string(info.size()) + " bytes, expected " +
                 std::to_string(kSplitStreamInfoSize));
-  const std::byte* ip = &f[info.start];
-  FileRange stream_refs = s.range_at(ip + 0, "stream_refs");
-  FileRange object_refs = s.range_at(ip + 16, "object_refs");
-  s.stream = s.range_at(ip + 32, "stream");
-  FileRange named = s.range_at(ip + 48, "named_refs");
-  s.content_type = get_u64(ip + 64);
-  s.stream_size = get_u64(ip + 72);
+  auto body = struct_at<SplitStreamInfo>(f, info.start);
+  FileRange stream_refs = s.range(body.stream_refs, "stream_refs");
+  FileRange object_refs = s.range(body.object_refs, "object_refs");
+  s.stream = s.range(body.stream, "stream");
+  FileRange named = s.range(body.named_refs, "named_refs");
+  s.content_type = body.content_type;
+  s.stream_size = body.stream_size;
   s.stream_refs = s.digests(stream_refs, "stream_refs");
   s.object_refs = s.digests(object_refs, "object_refs");
 
@@ -418,9 +418,11 @@ void SplitStreamReader::for_each_chunk(
   detail::ZstdSource source(s.bytes(s.stream), s.what + ": stream");
   std::vector<std::byte> buf(1 << 20);
   for (;;) {
-    std::byte header[8];
-    if (!source.read_exact(header, "a chunk header")) return;
-    auto value = static_cast<int64_t>(get_u64(header));
+    SplitStreamChunkHeader header;
+    if (!source.read_exact({reinterpret_cast<std::byte*>(&header), sizeof header},
+                           "a chunk header"))
+      return;
+    auto value = static_cast<int64_t>(header.get());
     if (value >= 0) {
       if (static_cast<uint64_t>(value) >= s.object_refs.size()) {
         throw Error(s.what + ": stream references object " + std::to_string(value) + " of " +

@@ -9,6 +9,8 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
 test -f "$work/prefix/include/cfs/erofs/dumpfile.h"
 test -f "$work/prefix/lib/pkgconfig/cfs.pc"
+# Every installed header belongs to an installed library: cfs_oci is not installed.
+test -z "$(find "$work/prefix/include" -name 'oci*')"
 for page in man1/cfsctl.1 man5/composefs-dump.5 man8/mount.composefs.8 man8/cfs-mount.8; do
   test -f "$work/prefix/share/man/$page"
 done

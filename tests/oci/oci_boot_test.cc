@@ -1,4 +1,4 @@
-// oci prepare-boot: BLS entries for bootable images (store/include/cfs/store/oci_boot.h). The
+// oci prepare-boot: BLS entries for bootable images (oci/include/cfs/oci/boot.h). The
 // VM smoke tests boot such an entry (vm/run-smoke, scenario bootc).
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,8 +8,8 @@
 #include "cfs/error.h"
 #include "cfs/fd.h"
 #include "cfs/fsverity.h"
-#include "cfs/store/oci.h"
-#include "cfs/store/oci_boot.h"
+#include "cfs/oci/boot.h"
+#include "cfs/oci/oci.h"
 #include "cfs/store/repository.h"
 #include "oci_fixture.h"
 #include "testdata.h"
@@ -18,7 +18,7 @@ namespace cfs::test::oci {
 namespace {
 
 namespace fs = std::filesystem;
-namespace so = cfs::store::oci;
+namespace so = cfs::oci;
 using store::Repository;
 
 // An OS image whose kernels live in /usr/lib/modules (the bootc convention): two kernel

@@ -90,6 +90,15 @@ std::string zstd(std::string_view data) {
   return out;
 }
 
+// data cut into that many pieces, each compressed on its own, back to back.
+std::string compress_pieces(std::string_view data, size_t pieces,
+                            std::string (*compress_one)(std::string_view)) {
+  std::string out;
+  size_t step = data.size() / pieces + 1;
+  for (size_t off = 0; off < data.size(); off += step) out += compress_one(data.substr(off, step));
+  return out;
+}
+
 }  // namespace
 
 std::string file_content(std::string_view path, uint64_t size) {
@@ -182,21 +191,15 @@ std::string compress(std::string_view data, Compression c) {
       return std::string(data);
     case Compression::gzip:
       return gzip(data);
-    case Compression::gzip_multimember: {
+    case Compression::gzip_multimember:
       // Several gzip members back to back, as parallel compressors (pigz -i) write.
-      std::string out;
-      size_t step = data.size() / 3 + 1;
-      for (size_t off = 0; off < data.size(); off += step) out += gzip(data.substr(off, step));
-      return out;
-    }
+      return compress_pieces(data, 3, gzip);
     case Compression::zstd:
       return zstd(data);
     case Compression::zstd_chunked: {
       // Independent frames per chunk plus a skippable frame at the end, the shape of
       // zstd:chunked (its table of contents lives in a skippable frame).
-      std::string out;
-      size_t step = data.size() / 4 + 1;
-      for (size_t off = 0; off < data.size(); off += step) out += zstd(data.substr(off, step));
+      std::string out = compress_pieces(data, 4, zstd);
       std::string toc = "{\"version\":1,\"entries\":[]}";
       uint32_t magic = 0x184D2A50, len = static_cast<uint32_t>(toc.size());
       for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(magic >> (8 * i)));

@@ -3,12 +3,12 @@
 // garbage collection, the boot image, and a kernel mount of a pulled image.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -19,10 +19,10 @@
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
-#include "cfs/store/oci.h"
 #include "cfs/store/repository.h"
 #include "oci_fixture.h"
 #include "testdata.h"
@@ -31,7 +31,7 @@ namespace cfs::test::oci {
 namespace {
 
 namespace fs = std::filesystem;
-namespace so = cfs::store::oci;
+namespace so = cfs::oci;
 using store::Repository;
 
 store::Repository make_repo(const std::string& path) {

@@ -9,22 +9,19 @@
 #include <filesystem>
 
 #include "cfs/error.h"
+#include "cfs/oci/oci.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
-#include "cfs/store/oci.h"
 #include "cfs/store/repository.h"
 #include "layout_builder.h"
 #include "testdata.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 namespace {
 
 namespace fs = std::filesystem;
-using test::pax_member;
-using test::tar_archive;
-using test::tar_member;
-using test::TarMember;
-using test::TempDir;
+using store::Repository;
+using namespace cfs::test;  // the tar and layout builders
 
 size_t files_below(const fs::path& dir) {
   size_t n = 0;
@@ -47,9 +44,9 @@ void expect_nothing_left(Repository& repo) {
   EXPECT_TRUE(oci::list_images(repo).empty());
   EXPECT_EQ(files_below(repo.path() + "/streams"), 0u) << "a refused pull named a stream";
   EXPECT_EQ(files_below(repo.path() + "/images"), 0u) << "a refused pull named an image";
-  FsckReport report = fsck(repo);
+  store::FsckReport report = store::fsck(repo);
   EXPECT_TRUE(report.ok()) << (report.errors.empty() ? "" : report.errors[0]);
-  collect_garbage(repo);
+  store::collect_garbage(repo);
   EXPECT_EQ(files_below(repo.path() + "/objects"), 0u) << "gc kept objects of a refused pull";
 }
 
@@ -317,4 +314,4 @@ TEST(HostileOci, TagsMustBeUtf8WithoutControlCharacters) {
 }
 
 }  // namespace
-}  // namespace cfs::store
+}  // namespace cfs::oci

@@ -15,20 +15,20 @@
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/error.h"
 #include "cfs/fsverity.h"
+#include "cfs/oci/oci.h"
+#include "cfs/oci/tar.h"
+#include "cfs/oci/tree.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
-#include "cfs/store/oci.h"
-#include "cfs/store/oci_tar.h"
-#include "cfs/store/oci_tree.h"
 #include "cfs/store/repository.h"
 #include "layout_builder.h"
 #include "testdata.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 namespace {
 
-namespace fs = std::filesystem;
+using store::Repository;
 using test::pax_member;
 using test::tar_archive;
 using test::tar_member;
@@ -190,10 +190,10 @@ TEST(TarFormats, SparseLayerPullsKeepsHolesAndReexports) {
   repo.cat_stream("oci-layer-" + test::sha256_digest(layer), sink);
   EXPECT_TRUE(sink.str() == layer);
   // The expanded objects are reachable: gc keeps them, fsck is clean.
-  collect_garbage(repo);
+  store::collect_garbage(repo);
   EXPECT_TRUE(repo.has_object(*f->digest));
   EXPECT_TRUE(repo.has_object(*huge->digest));
-  EXPECT_TRUE(fsck(repo).ok());
+  EXPECT_TRUE(store::fsck(repo).ok());
   EXPECT_TRUE(oci::fsck_images(repo, std::nullopt).ok());
 }
 
@@ -514,4 +514,4 @@ TEST(HostileArchive, CompressedArchiveIsReadInPlace) {
 }
 
 }  // namespace
-}  // namespace cfs::store
+}  // namespace cfs::oci

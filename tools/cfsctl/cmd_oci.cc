@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "cfs/error.h"
+#include "cfs/oci/boot.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
-#include "cfs/store/oci.h"
-#include "cfs/store/oci_boot.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
 #include "json_out.h"
@@ -24,8 +24,6 @@
 namespace cfs::cli {
 
 namespace {
-
-namespace oci = store::oci;
 
 const std::string& require_repo(const GlobalOptions& global, const char* command) {
   if (global.repo.empty())

@@ -27,7 +27,9 @@ int run_cfsctl(int argc, char** argv) {
   app.add_option("--repo", global.repo, "Repository directory")->type_name("DIR");
   cfs::cli::register_image_commands(app, global);
   cfs::cli::register_repo_commands(app, global);
+#if CFS_WITH_OCI
   cfs::cli::register_oci_commands(app, global);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {

@@ -17,7 +17,7 @@
 
 struct archive;
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 // Registers libarchive's gzip, zstd, xz and bzip2 decompressors, refusing to go on if any of
 // them would run as an external program (libarchive's fallback when built without the
@@ -82,4 +82,4 @@ inline std::string json_string(const nlohmann::json& j, const std::string& key,
   return it->get<std::string>();
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -1,4 +1,4 @@
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tree.h"
 
 #include <fcntl.h>
 #include <selinux/label.h>
@@ -12,6 +12,7 @@
 #include <memory>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cfs/erofs/dumpfile.h"
@@ -19,7 +20,7 @@
 #include "cfs/escape.h"
 #include "cfs/fd.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 namespace {
 
@@ -64,30 +65,19 @@ void set_stat(erofs::Inode& inode, const TarEntry& e) {
   inode.sort_xattrs();
 }
 
+// The S_IFMT type of each entry type that becomes an inode of its own.
+constexpr std::pair<TarEntryType, uint32_t> kInodeTypes[] = {
+    {TarEntryType::regular, S_IFREG}, {TarEntryType::symlink, S_IFLNK},
+    {TarEntryType::chardev, S_IFCHR}, {TarEntryType::blockdev, S_IFBLK},
+    {TarEntryType::fifo, S_IFIFO},    {TarEntryType::directory, S_IFDIR},
+};
+
 erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std::string& what) {
-  uint32_t type = 0;
-  switch (e.type) {
-    case TarEntryType::regular:
-      type = S_IFREG;
-      break;
-    case TarEntryType::symlink:
-      type = S_IFLNK;
-      break;
-    case TarEntryType::chardev:
-      type = S_IFCHR;
-      break;
-    case TarEntryType::blockdev:
-      type = S_IFBLK;
-      break;
-    case TarEntryType::fifo:
-      type = S_IFIFO;
-      break;
-    case TarEntryType::directory:
-      type = S_IFDIR;
-      break;
-    case TarEntryType::hardlink:
-      throw Error(what + ": " + path + ": internal: hardlink is not a leaf");
-  }
+  auto it = std::find_if(std::begin(kInodeTypes), std::end(kInodeTypes),
+                         [&](const auto& t) { return t.first == e.type; });
+  if (it == std::end(kInodeTypes))
+    throw Error(what + ": " + path + ": internal: hardlink is not a leaf");
+  uint32_t type = it->second;
   erofs::InodePtr inode = erofs::make_inode(type);
   set_stat(*inode, e);
   switch (e.type) {
@@ -456,4 +446,4 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
   return true;
 }
 
-}  // namespace cfs::store
+}  // namespace cfs::oci

@@ -1,4 +1,4 @@
-#include "cfs/store/oci_source.h"
+#include "cfs/oci/source.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -17,11 +17,11 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
-#include "oci_util.h"
+#include "util.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
-std::unique_ptr<ImageSource> open_skopeo_source(std::string_view spec);  // oci_skopeo.cc
+std::unique_ptr<ImageSource> open_skopeo_source(std::string_view spec);  // skopeo.cc
 
 namespace {
 
@@ -68,7 +68,7 @@ std::string read_blob(BlobReader& reader, uint64_t limit, const std::string& wha
 }
 
 json parse_json(std::string_view text, const std::string& what) {
-  return parse_json_bounded(text, what);
+  return store::parse_json_bounded(text, what);
 }
 
 Descriptor parse_descriptor(const json& j, const std::string& what) {
@@ -576,4 +576,4 @@ std::unique_ptr<ImageSource> open_source(std::string_view spec) {
   return open_skopeo_source(spec);
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -9,15 +9,15 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
-#include "cfs/store/oci.h"
 #include "cfs/store/refs.h"
 #include "fsutil.h"
+#include "internal.h"
 #include "json_util.h"
-#include "oci_internal.h"
-#include "oci_util.h"
+#include "util.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 namespace {
 
@@ -41,9 +41,9 @@ class BoundedSink : public OutputSink {
   explicit BoundedSink(std::string what) : what_(std::move(what)) {}
   using OutputSink::write;
   void write(std::span<const std::byte> data) override {
-    if (data.size() > kMaxJsonDocument - out_.size())
+    if (data.size() > store::kMaxJsonDocument - out_.size())
       throw Error(what_ + ": larger than the JSON document limit of " +
-                  std::to_string(kMaxJsonDocument) + " bytes");
+                  std::to_string(store::kMaxJsonDocument) + " bytes");
     out_.append(reinterpret_cast<const char*>(data.data()), data.size());
   }
   std::string& str() noexcept { return out_; }
@@ -53,7 +53,7 @@ class BoundedSink : public OutputSink {
   std::string out_;
 };
 
-std::string stream_bytes(const Repository& repo, const std::string& name) {
+std::string stream_bytes(const store::Repository& repo, const std::string& name) {
   BoundedSink sink(repo.path() + ": " + name);
   repo.cat_stream(name, sink);
   return std::move(sink.str());
@@ -65,7 +65,7 @@ std::string content_id_from_link(const std::string& target) {
 }
 
 // The manifest stream's content id ("oci-manifest-sha256:…") for a tag or "@sha256:…".
-std::string manifest_content_id(const Repository& repo, std::string_view name) {
+std::string manifest_content_id(const store::Repository& repo, std::string_view name) {
   if (name.starts_with('@')) {
     std::string digest(name.substr(1));
     validate_oci_digest(digest, "image name '" + std::string(name) + "'");
@@ -76,7 +76,7 @@ std::string manifest_content_id(const Repository& repo, std::string_view name) {
   validate_tag(name);
   std::string link = std::string(kTagDir) + "/" + encode_tag(name);
   // Read beneath the repository root: a symlinked streams/refs must not be followed.
-  auto target = detail::read_link_at(repo.dirfd(), link);
+  auto target = store::detail::read_link_at(repo.dirfd(), link);
   if (!target) throw Error(repo.path() + ": no image tagged '" + escape_for_log(name) + "'");
   std::string id = content_id_from_link(*target);
   if (!id.starts_with("oci-manifest-sha256:"))
@@ -90,7 +90,7 @@ std::string digest_of_content_id(const std::string& id, std::string_view prefix)
 }
 
 json parse(std::string_view text, const std::string& what) {
-  return parse_json_bounded(text, what);
+  return store::parse_json_bounded(text, what);
 }
 
 std::string config_digest_of(const json& manifest, const std::string& what) {
@@ -115,7 +115,7 @@ std::vector<std::string> diff_ids_of(const json& config, const std::string& what
   return out;
 }
 
-std::string read_tree_file(const Repository& repo, const erofs::Inode& inode) {
+std::string read_tree_file(const store::Repository& repo, const erofs::Inode& inode) {
   if (inode.content) return *inode.content;
   if (!inode.digest) return {};
   UniqueFd fd = repo.open_object(*inode.digest);
@@ -129,7 +129,7 @@ struct ImageRefs {
   json config;
 };
 
-ImageRefs load(const Repository& repo, std::string_view name) {
+ImageRefs load(const store::Repository& repo, std::string_view name) {
   ImageRefs r;
   r.manifest_id = manifest_content_id(repo, name);
   std::string what = repo.path() + ": " + r.manifest_id;
@@ -181,7 +181,7 @@ void validate_tag(std::string_view tag) {
   if (tag.starts_with('@'))
     throw Error("image tag '" + escape_for_log(tag) + "' starts with '@' (reserved for @sha256:…)");
   if (tag.find('\0') != std::string_view::npos) throw Error("image tag contains a NUL byte");
-  validate_ref_name("oci/" + encode_tag(tag), "image tag");
+  store::validate_ref_name("oci/" + encode_tag(tag), "image tag");
 }
 
 void validate_new_tag(std::string_view tag) {
@@ -191,10 +191,10 @@ void validate_new_tag(std::string_view tag) {
                 "' is not valid UTF-8 or holds control characters");
 }
 
-void for_each_stream_entry(const SplitStreamReader& reader, const std::string& what,
+void for_each_stream_entry(const store::SplitStreamReader& reader, const std::string& what,
                            const std::function<void(const TarEntry&)>& fn, XattrMode mode) {
-  if (reader.content_type() != kContentOciLayer)
-    throw Error(what + " has content type " + content_type_name(reader.content_type()) +
+  if (reader.content_type() != store::kContentOciLayer)
+    throw Error(what + " has content type " + store::content_type_name(reader.content_type()) +
                 ", not ocilayer");
   // Sparse members larger than kTarInlineMax are inline tar bytes in the stream; their
   // expanded objects are named refs.
@@ -215,19 +215,19 @@ void for_each_stream_entry(const SplitStreamReader& reader, const std::string& w
   parser.finish();
 }
 
-void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+void for_each_layer_entry(const store::Repository& repo, const std::string& diff_id,
                           const std::function<void(const TarEntry&)>& fn, XattrMode mode) {
   std::string name = "oci-layer-" + diff_id;
-  SplitStreamReader reader = repo.open_stream(name);
+  store::SplitStreamReader reader = repo.open_stream(name);
   for_each_stream_entry(reader, repo.path() + ": stream " + name, fn, mode);
 }
 
-ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
+ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
   ImageIds ids;
   transform_for_oci(tree);
   filter_xattrs(tree, mode);
   auto write = [&] {
-    ObjectWriter writer = repo.write_object();
+    store::ObjectWriter writer = repo.write_object();
     erofs::write_image(tree, writer, erofs::WriterOptions{1, 1});
     Digest id = writer.commit();
     repo.link_image(id);
@@ -241,7 +241,7 @@ ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrM
   return ids;
 }
 
-StoredImage store_image(Repository& repo, const std::string& manifest,
+StoredImage store_image(store::Repository& repo, const std::string& manifest,
                         const std::string& manifest_digest, const std::string& config,
                         const std::string& config_digest, const std::vector<std::string>& diff_ids,
                         const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
@@ -251,7 +251,7 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   out.boot_image_id = ids.boot;
   std::string config_id = "oci-config-" + config_digest;
 
-  SplitStreamWriter cw(repo.algorithm(), kContentOciConfig);
+  store::SplitStreamWriter cw(repo.algorithm(), store::kContentOciConfig);
   Digest config_object =
       repo.ensure_object({reinterpret_cast<const std::byte*>(config.data()), config.size()});
   cw.write_external(config_object, config.size());
@@ -261,8 +261,8 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   // Image variants an earlier pull stored (another xattr mode, or the boot image when this
   // pull is not --bootable) stay referenced.
   if (repo.resolve_stream(config_id)) {
-    SplitStreamReader old = repo.open_stream(config_id);
-    for (const NamedRef& ref : old.named_refs()) {
+    store::SplitStreamReader old = repo.open_stream(config_id);
+    for (const store::NamedRef& ref : old.named_refs()) {
       if (!ref.name.starts_with("composefs.image") || ref.name == image_ref ||
           (ids.boot && ref.name == boot_ref) || !repo.has_object(ref.target))
         continue;
@@ -274,7 +274,7 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   if (ids.boot) cw.add_named_ref(boot_ref, *ids.boot);
   out.config_stream = repo.write_stream(cw, config_id);
 
-  SplitStreamWriter mw(repo.algorithm(), kContentOciManifest);
+  store::SplitStreamWriter mw(repo.algorithm(), store::kContentOciManifest);
   Digest manifest_object =
       repo.ensure_object({reinterpret_cast<const std::byte*>(manifest.data()), manifest.size()});
   mw.write_external(manifest_object, manifest.size());
@@ -284,7 +284,7 @@ StoredImage store_image(Repository& repo, const std::string& manifest,
   return out;
 }
 
-ImageSummary inspect(const Repository& repo, std::string_view name) {
+ImageSummary inspect(const store::Repository& repo, std::string_view name) {
   ImageRefs r = load(repo, name);
   ImageSummary s;
   s.tag = name.starts_with('@') ? std::string() : std::string(name);
@@ -300,7 +300,7 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
   s.os = shown("os");
   if (r.manifest.contains("layers") && r.manifest["layers"].is_array())
     s.layers = static_cast<unsigned>(r.manifest["layers"].size());
-  SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
+  store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
   if (const Digest* d = config_stream.find_named_ref(kImageRefV1)) s.image_id = *d;
   if (const Digest* d = config_stream.find_named_ref(kBootImageRefV1)) s.boot_image_id = *d;
   return s;
@@ -308,12 +308,12 @@ ImageSummary inspect(const Repository& repo, std::string_view name) {
 
 namespace {
 
-std::vector<std::string> tag_names(const Repository& repo) {
+std::vector<std::string> tag_names(const store::Repository& repo) {
   std::vector<std::string> tags;
   const std::string what = repo.path() + "/" + std::string(kTagDir);
-  UniqueFd dir = detail::open_dir_if_exists(repo.dirfd(), std::string(kTagDir), what);
+  UniqueFd dir = store::detail::open_dir_if_exists(repo.dirfd(), std::string(kTagDir), what);
   if (!dir) return tags;
-  detail::for_each_entry(dir.get(), what, [&](const std::string& name, unsigned char) {
+  store::detail::for_each_entry(dir.get(), what, [&](const std::string& name, unsigned char) {
     if (!name.starts_with('.')) tags.push_back(decode_tag(name));
   });
   std::sort(tags.begin(), tags.end());
@@ -322,7 +322,7 @@ std::vector<std::string> tag_names(const Repository& repo) {
 
 }  // namespace
 
-std::vector<ImageSummary> list_images(const Repository& repo) {
+std::vector<ImageSummary> list_images(const store::Repository& repo) {
   std::vector<ImageSummary> out;
   for (const std::string& t : tag_names(repo)) out.push_back(inspect(repo, t));
   return out;
@@ -330,21 +330,21 @@ std::vector<ImageSummary> list_images(const Repository& repo) {
 
 // Both return the stored bytes only after parsing them (bounded): callers such as
 // 'oci inspect' embed them in their own JSON output as they are.
-std::string manifest_json(const Repository& repo, std::string_view name) {
+std::string manifest_json(const store::Repository& repo, std::string_view name) {
   std::string id = manifest_content_id(repo, name);
   std::string bytes = stream_bytes(repo, id);
   (void)parse(bytes, repo.path() + ": " + id);
   return bytes;
 }
 
-std::string config_json(const Repository& repo, std::string_view name) {
+std::string config_json(const store::Repository& repo, std::string_view name) {
   std::string id = "oci-config-" + load(repo, name).config_digest;
   std::string bytes = stream_bytes(repo, id);
   (void)parse(bytes, repo.path() + ": " + id);
   return bytes;
 }
 
-void tag_image(Repository& repo, std::string_view target, std::string_view tag) {
+void tag_image(store::Repository& repo, std::string_view target, std::string_view tag) {
   repo.require_writable();
   validate_new_tag(tag);
   std::string id;
@@ -355,20 +355,21 @@ void tag_image(Repository& repo, std::string_view target, std::string_view tag) 
   repo.set_stream_ref("oci/" + encode_tag(tag), id);
 }
 
-void untag_image(Repository& repo, std::string_view tag) {
+void untag_image(store::Repository& repo, std::string_view tag) {
   repo.require_writable();
   validate_tag(tag);
   std::string link = std::string(kTagDir) + "/" + encode_tag(tag);
   // Only a symlink is a tag: anything else at that name is not ours to remove.
-  auto st = detail::lstat_at(repo.dirfd(), link, repo.path() + "/" + link);
+  auto st = store::detail::lstat_at(repo.dirfd(), link, repo.path() + "/" + link);
   if (!st || !S_ISLNK(st->st_mode))
     throw Error(repo.path() + ": no image tagged '" + escape_for_log(tag) + "'");
-  detail::unlink_at(repo.dirfd(), link, repo.path() + "/" + link);
+  store::detail::unlink_at(repo.dirfd(), link, repo.path() + "/" + link);
 }
 
-Digest image_id(const Repository& repo, std::string_view name, bool bootable, XattrMode mode) {
+Digest image_id(const store::Repository& repo, std::string_view name, bool bootable,
+                XattrMode mode) {
   ImageRefs r = load(repo, name);
-  SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
+  store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
   std::string ref = image_ref_name(bootable, mode);
   const Digest* d = config_stream.find_named_ref(ref);
   if (!d) {
@@ -387,7 +388,7 @@ XattrMode parse_xattr_mode(std::string_view name) {
               "' (expected allowlist-only or keep-user-xattrs)");
 }
 
-erofs::Tree image_tree(const Repository& repo, std::string_view name, bool bootable,
+erofs::Tree image_tree(const store::Repository& repo, std::string_view name, bool bootable,
                        XattrMode mode) {
   ImageRefs r = load(repo, name);
   erofs::Tree tree = merge_layers(repo, diff_ids_of(r.config, r.config_digest), nullptr, mode);
@@ -398,7 +399,136 @@ erofs::Tree image_tree(const Repository& repo, std::string_view name, bool boota
   return tree;
 }
 
-OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view> name,
+namespace {
+
+// The OCI-level checks of one image. Each failure is one error of its kind in the report; a
+// failure that leaves nothing further to check ends the image's check.
+class ImageCheck {
+ public:
+  ImageCheck(const store::Repository& repo, const std::string& name, OciFsckReport& report)
+      : repo_(repo), name_(name), report_(report) {}
+
+  void run(bool metadata_only) {
+    if (!check_manifest() || !check_config()) return;
+    store::SplitStreamReader cs = repo_.open_stream("oci-config-" + config_digest_);
+    for (const std::string& d : diff_ids_) check_layer(cs, d, metadata_only);
+    check_image_refs(cs);
+  }
+
+ private:
+  void error(const std::string& kind, const std::string& detail) {
+    report_.errors.push_back(kind + ": " + escape_for_log(name_) + ": " + detail);
+  }
+  // Runs fn; a cfs::Error it throws is reported as kind. False if it threw.
+  template <typename Fn>
+  bool attempt(const std::string& kind, Fn&& fn) {
+    try {
+      fn();
+      return true;
+    } catch (const Error& e) {
+      error(kind, e.what());
+      return false;
+    }
+  }
+
+  // The manifest stream: present, hashing to its digest, naming a config digest.
+  bool check_manifest() {
+    if (!attempt("manifest-missing", [&] { manifest_id_ = manifest_content_id(repo_, name_); }))
+      return false;
+    std::string manifest_digest = digest_of_content_id(manifest_id_, "oci-manifest-");
+    std::string manifest;
+    if (!attempt("manifest-unreadable", [&] { manifest = stream_bytes(repo_, manifest_id_); }))
+      return false;
+    if (sha256_digest(manifest) != manifest_digest)
+      error("manifest-digest-mismatch", "stored manifest hashes to " + sha256_digest(manifest));
+    return attempt("manifest-invalid", [&] {
+      manifest_ = parse(manifest, manifest_id_);
+      config_digest_ = config_digest_of(manifest_, manifest_id_);
+    });
+  }
+
+  // The config stream: named by the manifest stream, hashing to its digest, with one diff_id
+  // per manifest layer.
+  bool check_config() {
+    store::SplitStreamReader ms = repo_.open_stream(manifest_id_);
+    const Digest* config_ref = ms.find_named_ref("config:" + config_digest_);
+    auto config_stream = repo_.resolve_stream("oci-config-" + config_digest_);
+    if (!config_ref)
+      error("config-ref-missing", manifest_id_ + " has no named ref config:" + config_digest_);
+    if (!config_stream) {
+      error("config-stream-missing", "oci-config-" + config_digest_);
+      return false;
+    }
+    if (config_ref && *config_ref != *config_stream)
+      error("config-ref-mismatch",
+            "manifest names another config stream than oci-config-" + config_digest_);
+    std::string config;
+    if (!attempt("config-unreadable",
+                 [&] { config = stream_bytes(repo_, "oci-config-" + config_digest_); }))
+      return false;
+    if (sha256_digest(config) != config_digest_)
+      error("config-digest-mismatch", "stored config hashes to " + sha256_digest(config));
+    if (!attempt("config-invalid",
+                 [&] { diff_ids_ = diff_ids_of(parse(config, config_digest_), config_digest_); }))
+      return false;
+    size_t layers = manifest_.contains("layers") && manifest_["layers"].is_array()
+                        ? manifest_["layers"].size()
+                        : 0;
+    if (layers != diff_ids_.size())
+      error("layer-count-mismatch",
+            std::to_string(layers) + " layers, " + std::to_string(diff_ids_.size()) + " diff_ids");
+    return true;
+  }
+
+  // A layer stream: present, named by the config stream and (unless metadata_only)
+  // re-exporting the tar its diff_id names.
+  void check_layer(const store::SplitStreamReader& cs, const std::string& d, bool metadata_only) {
+    auto layer = repo_.resolve_stream("oci-layer-" + d);
+    if (!layer) {
+      error("layer-stream-missing", "oci-layer-" + d);
+      return;
+    }
+    const Digest* ref = cs.find_named_ref(d);
+    if (!ref || *ref != *layer)
+      error("layer-ref-mismatch", "config stream does not name oci-layer-" + d);
+    if (metadata_only) return;
+    attempt("layer-object-missing", [&] {
+      Sha256 h;
+      struct HashSink : OutputSink {
+        Sha256* h;
+        using OutputSink::write;
+        void write(std::span<const std::byte> data) override { h->update(data); }
+      } sink;
+      sink.h = &h;
+      repo_.cat_stream("oci-layer-" + d, sink);
+      std::string actual = h.finish();
+      if (actual != d) error("layer-diff-id-mismatch", "oci-layer-" + d + " hashes to " + actual);
+    });
+  }
+
+  // The EROFS images the config stream names are present.
+  void check_image_refs(const store::SplitStreamReader& cs) {
+    const Digest* image = cs.find_named_ref(kImageRefV1);
+    if (!image)
+      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
+    else if (!repo_.has_object(*image))
+      error("image-object-missing", "EROFS image " + image->hex());
+    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo_.has_object(*boot))
+      error("image-object-missing", "boot EROFS image " + boot->hex());
+  }
+
+  const store::Repository& repo_;
+  const std::string& name_;
+  OciFsckReport& report_;
+  std::string manifest_id_;
+  json manifest_;
+  std::string config_digest_;
+  std::vector<std::string> diff_ids_;
+};
+
+}  // namespace
+
+OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::string_view> name,
                           bool metadata_only) {
   OciFsckReport report;
   std::vector<std::string> names;
@@ -410,102 +540,9 @@ OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view
   }
   for (const std::string& n : names) {
     ++report.images_checked;
-    auto error = [&](const std::string& kind, const std::string& detail) {
-      report.errors.push_back(kind + ": " + escape_for_log(n) + ": " + detail);
-    };
-    std::string manifest_id;
-    try {
-      manifest_id = manifest_content_id(repo, n);
-    } catch (const Error& e) {
-      error("manifest-missing", e.what());
-      continue;
-    }
-    std::string manifest_digest = digest_of_content_id(manifest_id, "oci-manifest-");
-    std::string manifest;
-    try {
-      manifest = stream_bytes(repo, manifest_id);
-    } catch (const Error& e) {
-      error("manifest-unreadable", e.what());
-      continue;
-    }
-    if (sha256_digest(manifest) != manifest_digest)
-      error("manifest-digest-mismatch", "stored manifest hashes to " + sha256_digest(manifest));
-    json m;
-    std::string config_digest;
-    try {
-      m = parse(manifest, manifest_id);
-      config_digest = config_digest_of(m, manifest_id);
-    } catch (const Error& e) {
-      error("manifest-invalid", e.what());
-      continue;
-    }
-    SplitStreamReader ms = repo.open_stream(manifest_id);
-    const Digest* config_ref = ms.find_named_ref("config:" + config_digest);
-    auto config_stream = repo.resolve_stream("oci-config-" + config_digest);
-    if (!config_ref)
-      error("config-ref-missing", manifest_id + " has no named ref config:" + config_digest);
-    if (!config_stream) {
-      error("config-stream-missing", "oci-config-" + config_digest);
-      continue;
-    }
-    if (config_ref && *config_ref != *config_stream)
-      error("config-ref-mismatch",
-            "manifest names another config stream than oci-config-" + config_digest);
-    std::string config;
-    try {
-      config = stream_bytes(repo, "oci-config-" + config_digest);
-    } catch (const Error& e) {
-      error("config-unreadable", e.what());
-      continue;
-    }
-    if (sha256_digest(config) != config_digest)
-      error("config-digest-mismatch", "stored config hashes to " + sha256_digest(config));
-    std::vector<std::string> diff_ids;
-    try {
-      diff_ids = diff_ids_of(parse(config, config_digest), config_digest);
-    } catch (const Error& e) {
-      error("config-invalid", e.what());
-      continue;
-    }
-    size_t layers = m.contains("layers") && m["layers"].is_array() ? m["layers"].size() : 0;
-    if (layers != diff_ids.size())
-      error("layer-count-mismatch",
-            std::to_string(layers) + " layers, " + std::to_string(diff_ids.size()) + " diff_ids");
-    SplitStreamReader cs = repo.open_stream("oci-config-" + config_digest);
-    for (const std::string& d : diff_ids) {
-      auto layer = repo.resolve_stream("oci-layer-" + d);
-      if (!layer) {
-        error("layer-stream-missing", "oci-layer-" + d);
-        continue;
-      }
-      const Digest* ref = cs.find_named_ref(d);
-      if (!ref || *ref != *layer)
-        error("layer-ref-mismatch", "config stream does not name oci-layer-" + d);
-      if (metadata_only) continue;
-      try {
-        Sha256 h;
-        struct HashSink : OutputSink {
-          Sha256* h;
-          using OutputSink::write;
-          void write(std::span<const std::byte> data) override { h->update(data); }
-        } sink;
-        sink.h = &h;
-        repo.cat_stream("oci-layer-" + d, sink);
-        std::string actual = h.finish();
-        if (actual != d) error("layer-diff-id-mismatch", "oci-layer-" + d + " hashes to " + actual);
-      } catch (const Error& e) {
-        error("layer-object-missing", e.what());
-      }
-    }
-    const Digest* image = cs.find_named_ref(kImageRefV1);
-    if (!image)
-      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
-    else if (!repo.has_object(*image))
-      error("image-object-missing", "EROFS image " + image->hex());
-    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo.has_object(*boot))
-      error("image-object-missing", "boot EROFS image " + boot->hex());
+    ImageCheck(repo, n, report).run(metadata_only);
   }
   return report;
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -9,26 +9,26 @@
 
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
-#include "cfs/store/oci_tar.h"
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tar.h"
+#include "cfs/oci/tree.h"
 #include "cfs/store/repository.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 // Calls fn for every entry of a layer splitstream (what names it in errors).
-void for_each_stream_entry(const SplitStreamReader& reader, const std::string& what,
+void for_each_stream_entry(const store::SplitStreamReader& reader, const std::string& what,
                            const std::function<void(const TarEntry&)>& fn,
                            XattrMode mode = XattrMode::keep_user_xattrs);
 
 // Calls fn for every entry of the stored layer stream oci-layer-<diff_id>; xattrs the mode
 // drops from images are dropped while reading.
-void for_each_layer_entry(const Repository& repo, const std::string& diff_id,
+void for_each_layer_entry(const store::Repository& repo, const std::string& diff_id,
                           const std::function<void(const TarEntry&)>& fn,
                           XattrMode mode = XattrMode::keep_user_xattrs);
 
 // Merges the layers in order, reading each back from its splitstream.
 // imported maps diff_ids to layer stream objects not named yet (just pulled).
-erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
+erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::string>& diff_ids,
                          const std::map<std::string, Digest>* imported,
                          XattrMode mode = XattrMode::keep_user_xattrs);
 
@@ -40,7 +40,7 @@ struct ImageIds {
 // Applies transform_for_oci and the xattr filter, writes the V1 EROFS image as an object
 // (published as images/<id>); with bootable, transform_for_boot and the boot image too.
 // The tree is modified.
-ImageIds write_images(Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode);
+ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode);
 
 struct StoredImage {
   Digest manifest_stream;
@@ -51,10 +51,10 @@ struct StoredImage {
 
 // Writes the config stream (config JSON bytes + layer and image named refs, keeping image
 // refs of other variants that an earlier pull stored) and the manifest stream.
-StoredImage store_image(Repository& repo, const std::string& manifest,
+StoredImage store_image(store::Repository& repo, const std::string& manifest,
                         const std::string& manifest_digest, const std::string& config,
                         const std::string& config_digest, const std::vector<std::string>& diff_ids,
                         const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
                         XattrMode mode);
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

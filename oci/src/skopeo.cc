@@ -19,12 +19,12 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
-#include "cfs/store/oci_source.h"
-#include "oci_util.h"
+#include "cfs/oci/source.h"
+#include "util.h"
 
 extern char** environ;
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 namespace {
 
@@ -197,8 +197,8 @@ class SkopeoSource : public ImageSource {
     json j;
     // Members of the wrong type make json::value() throw too: all of it is a malformed reply.
     try {
-      j = parse_json_bounded(std::string_view(buf).substr(0, static_cast<size_t>(n)),
-                             spec_ + ": skopeo proxy reply");
+      j = store::parse_json_bounded(std::string_view(buf).substr(0, static_cast<size_t>(n)),
+                                    spec_ + ": skopeo proxy reply");
       if (!j.value("success", false))
         throw Error(spec_ + ": " + method + ": " + j.value("error", std::string("skopeo failed")));
       reply.value = j.value("value", json());
@@ -222,4 +222,4 @@ std::unique_ptr<ImageSource> open_skopeo_source(std::string_view spec) {
   return std::make_unique<SkopeoSource>(std::string(spec));
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

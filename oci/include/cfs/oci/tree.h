@@ -21,9 +21,9 @@
 #include <vector>
 
 #include "cfs/erofs/tree.h"
-#include "cfs/store/oci_tar.h"
+#include "cfs/oci/tar.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 class LayerMerger {
  public:
@@ -49,7 +49,7 @@ class LayerMerger {
   std::vector<std::string> cursor_names_;
   std::vector<erofs::Inode*> cursor_dirs_;
   // Children that arrived out of name order, per directory, sorted; merged into the
-  // directory when large and at finish() (see kPendingMax in oci_tree.cc).
+  // directory when large and at finish() (see kPendingMax in tree.cc).
   std::unordered_map<erofs::Inode*, std::vector<erofs::Dirent>> pending_;
 };
 
@@ -69,4 +69,4 @@ using TreeFileReader = std::function<std::string(const erofs::Inode&)>;
 // Returns true if the tree was relabelled.
 bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file);
 
-}  // namespace cfs::store
+}  // namespace cfs::oci

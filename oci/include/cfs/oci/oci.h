@@ -26,10 +26,10 @@
 
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tree.h"
 #include "cfs/store/repository.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 inline constexpr std::string_view kImageRefV1 = "composefs.image.v1";
 inline constexpr std::string_view kBootImageRefV1 = "composefs.image.boot.v1";
@@ -77,8 +77,8 @@ struct PullResult {
   uint64_t objects_bytes = 0;  // bytes of regular files stored as objects
 };
 
-// Pulls source (see oci_source.h) into repo and tags it (default tag: the source string).
-PullResult pull(Repository& repo, std::string_view source, std::optional<std::string> tag,
+// Pulls source (see source.h) into repo and tags it (default tag: the source string).
+PullResult pull(store::Repository& repo, std::string_view source, std::optional<std::string> tag,
                 const PullOptions& options = {});
 
 struct ImageSummary {
@@ -93,28 +93,28 @@ struct ImageSummary {
 };
 
 // name: a tag, or "@sha256:<hex>" for a manifest digest.
-ImageSummary inspect(const Repository& repo, std::string_view name);
-std::vector<ImageSummary> list_images(const Repository& repo);
+ImageSummary inspect(const store::Repository& repo, std::string_view name);
+std::vector<ImageSummary> list_images(const store::Repository& repo);
 // Raw JSON bytes of the manifest and config, as stored; returned only when they parse as
 // JSON within the size and nesting limits every document is held to.
-std::string manifest_json(const Repository& repo, std::string_view name);
-std::string config_json(const Repository& repo, std::string_view name);
+std::string manifest_json(const store::Repository& repo, std::string_view name);
+std::string config_json(const store::Repository& repo, std::string_view name);
 
 // tag DIGEST NAME: points NAME at the manifest "sha256:…" (or "@sha256:…", or another tag).
-void tag_image(Repository& repo, std::string_view target, std::string_view tag);
+void tag_image(store::Repository& repo, std::string_view target, std::string_view tag);
 // Removes the tag; throws if it does not exist.
-void untag_image(Repository& repo, std::string_view tag);
+void untag_image(store::Repository& repo, std::string_view tag);
 
 // The EROFS image id stored at pull (throws if the image was pulled without --bootable and
 // the boot image is asked for).
-Digest image_id(const Repository& repo, std::string_view name, bool bootable = false,
+Digest image_id(const store::Repository& repo, std::string_view name, bool bootable = false,
                 XattrMode mode = XattrMode::allowlist_only);
 // "allowlist-only" / "keep-user-xattrs" (composefs-rs' names); throws for anything else.
 XattrMode parse_xattr_mode(std::string_view name);
 
 // The merged, transformed tree of a stored image (the EROFS image's content), for tests
 // and dumps.
-erofs::Tree image_tree(const Repository& repo, std::string_view name, bool bootable,
+erofs::Tree image_tree(const store::Repository& repo, std::string_view name, bool bootable,
                        XattrMode mode = XattrMode::allowlist_only);
 
 // OCI-level consistency of one image or all tagged images: manifest bytes re-hashed against
@@ -126,7 +126,7 @@ struct OciFsckReport {
   std::vector<std::string> errors;
   bool ok() const noexcept { return errors.empty(); }
 };
-OciFsckReport fsck_images(const Repository& repo, std::optional<std::string_view> name,
+OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::string_view> name,
                           bool metadata_only = false);
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

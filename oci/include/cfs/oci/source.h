@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 struct Descriptor {
   std::string media_type;
@@ -51,4 +51,4 @@ std::unique_ptr<ImageSource> open_source(std::string_view spec);
 // The architecture names OCI uses for this machine ("amd64", "arm64", ...).
 std::string host_oci_architecture();
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

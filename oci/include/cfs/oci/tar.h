@@ -40,7 +40,7 @@
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
 
-namespace cfs::store {
+namespace cfs::oci {
 
 // Regular files of more than this many bytes are external objects in layer splitstreams
 // (composefs-rs' INLINE_CONTENT_MAX_V0).
@@ -108,6 +108,8 @@ enum class TarMode {
   read_back  // splitstream chunks in: large file content arrives through feed_external
 };
 
+struct TarHeader;  // tar_format.h
+
 class TarParser {
  public:
   // what names the stream in errors ("layer sha256:…"); xattrs that mode drops from the
@@ -144,7 +146,20 @@ class TarParser {
     bool any = false;
   };
 
+  // A header's fields before PAX records and entry-type rules are applied.
+  struct RawEntry;
+
+  // Header blocks (tar_header.cc).
   void on_header();
+  void end_of_archive();
+  bool begin_extension(char type, uint64_t size);
+  RawEntry decode_header(const TarHeader& h, uint64_t size);
+  void start_entry(RawEntry raw);
+  // PAX records (tar_pax.cc).
+  void apply_pax(RawEntry& raw);
+  // Sparse members (tar_sparse.cc).
+  void read_gnu_sparse_header(const TarHeader& h, RawEntry& raw);
+  void apply_pax_sparse(RawEntry& raw, Pax& pax);
   void on_sparse_extension();
   void begin_entry_content(uint64_t data_size);
   void begin_content(uint64_t size, ContentKind kind);
@@ -155,6 +170,7 @@ class TarParser {
   void sparse_emit_zeros(uint64_t n);
   void sparse_emit_data(std::span<const std::byte> data);
   void parse_pax(std::string_view records, bool global);
+  void pax_record(std::string_view key, std::string_view value);
   void add_xattr(std::string_view name, std::string_view value);
   void check_path(const std::string& path, const char* role) const;
   [[noreturn]] void fail(const std::string& message) const;
@@ -165,8 +181,8 @@ class TarParser {
   XattrMode xattr_mode_;
   uint64_t xattr_bytes_ = 0;  // xattr record bytes so far in this layer (kTarXattrBudget)
   State state_ = State::header;
-  uint64_t offset_ = 0;  // bytes consumed
-  std::byte block_[512];
+  uint64_t offset_ = 0;   // bytes consumed
+  std::byte block_[512];  // kTarBlockSize
   size_t block_fill_ = 0;
 
   ContentKind kind_ = ContentKind::skip;
@@ -198,4 +214,4 @@ class TarParser {
   uint64_t sparse_holes_ = 0;                  // hole bytes of this layer so far
 };
 
-}  // namespace cfs::store
+}  // namespace cfs::oci

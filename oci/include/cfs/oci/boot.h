@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "cfs/digest.h"
-#include "cfs/store/oci_tree.h"
+#include "cfs/oci/tree.h"
 #include "cfs/store/repository.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 struct BootEntryOptions {
   std::string bootdir = "/boot";
@@ -54,7 +54,7 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 // from the repository's objects and are checked against the digests the image records. Images
 // that carry their own boot entries (/boot/loader/entries, UKIs) are refused: composefs-rs
 // would prefer those, and cfs does not write them.
-BootEntry prepare_boot(const Repository& repo, std::string_view name,
+BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options);
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -16,14 +16,14 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/oci/oci.h"
+#include "cfs/oci/source.h"
+#include "cfs/oci/tar.h"
 #include "cfs/store/images.h"
-#include "cfs/store/oci.h"
-#include "cfs/store/oci_source.h"
-#include "cfs/store/oci_tar.h"
-#include "oci_internal.h"
-#include "oci_util.h"
+#include "internal.h"
+#include "util.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 namespace {
 
@@ -56,7 +56,7 @@ struct ParsedImage {
 ParsedImage parse_manifest(std::string bytes, const std::string& what) {
   ParsedImage img;
   img.manifest_digest = sha256_digest(bytes);
-  json m = parse_json_bounded(bytes, what + ": manifest");
+  json m = store::parse_json_bounded(bytes, what + ": manifest");
   std::string mt = json_string(m, "mediaType", "", what);
   if (!m.is_object() || (mt != "" && mt != "application/vnd.oci.image.manifest.v1+json" &&
                          mt != "application/vnd.docker.distribution.manifest.v2+json"))
@@ -102,7 +102,7 @@ std::string read_config(ImageSource& source, const Descriptor& d) {
 }
 
 std::vector<std::string> config_diff_ids(std::string_view config, const std::string& what) {
-  json c = parse_json_bounded(config, what + ": config");
+  json c = store::parse_json_bounded(config, what + ": config");
   std::vector<std::string> out;
   if (!c.is_object() || !c.contains("rootfs") || !c["rootfs"].is_object() ||
       !c["rootfs"].contains("diff_ids") || !c["rootfs"]["diff_ids"].is_array())
@@ -122,7 +122,8 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
 // Splits one layer: tar headers and small contents inline, large regular files as objects.
 class LayerSplitter : public TarHandler {
  public:
-  LayerSplitter(Repository& repo, SplitStreamWriter& writer) : repo_(repo), writer_(writer) {}
+  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer)
+      : repo_(repo), writer_(writer) {}
   void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
   void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
   void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
@@ -146,9 +147,9 @@ class LayerSplitter : public TarHandler {
   uint64_t object_bytes = 0;
 
  private:
-  Repository& repo_;
-  SplitStreamWriter& writer_;
-  std::optional<ObjectWriter> object_;
+  store::Repository& repo_;
+  store::SplitStreamWriter& writer_;
+  std::optional<store::ObjectWriter> object_;
   Digest last_object_;
 };
 
@@ -190,12 +191,12 @@ struct ImportedLayer {
   uint64_t object_bytes = 0;
 };
 
-ImportedLayer import_layer(Repository& repo, ImageSource& source, const Descriptor& blob,
+ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const Descriptor& blob,
                            const std::string& diff_id, XattrMode xattrs, std::atomic<bool>& cancel,
                            const std::function<void(uint64_t)>& on_bytes) {
   std::string what = source.name() + ": layer " + blob.digest;
   ImportedLayer out;
-  SplitStreamWriter stream(repo.algorithm(), kContentOciLayer);
+  store::SplitStreamWriter stream(repo.algorithm(), store::kContentOciLayer);
   auto reader = source.open_blob(blob);
   ReadContext ctx{reader.get(), {}, 0, std::vector<std::byte>(kReadBuffer), on_bytes, &cancel, {}};
 
@@ -263,7 +264,7 @@ std::string image_ref_name(bool bootable, XattrMode mode) {
   return name;
 }
 
-erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>& diff_ids,
+erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::string>& diff_ids,
                          const std::map<std::string, Digest>* imported, XattrMode mode) {
   erofs::Tree tree;
   LayerMerger merger(tree);
@@ -274,7 +275,7 @@ erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>&
       auto it = imported->find(diff_id);
       if (it != imported->end()) {
         UniqueFd fd = repo.open_object(it->second);
-        SplitStreamReader reader = SplitStreamReader::from_fd(
+        store::SplitStreamReader reader = store::SplitStreamReader::from_fd(
             fd.get(), repo.algorithm(), repo.path() + ": new stream of " + what);
         for_each_stream_entry(reader, repo.path() + ": new stream of " + what, apply, mode);
         continue;
@@ -286,38 +287,55 @@ erofs::Tree merge_layers(const Repository& repo, const std::vector<std::string>&
   return tree;
 }
 
-PullResult pull(Repository& repo, std::string_view source_spec, std::optional<std::string> tag,
-                const PullOptions& options) {
-  repo.require_writable();
-  std::unique_ptr<ImageSource> source = open_source(source_spec);
-  PullResult result;
-  result.tag = tag.value_or(source->name());
-  validate_new_tag(result.tag);
+namespace {
 
-  ParsedImage img = parse_manifest(source->manifest(), source->name());
-  std::string config = read_config(*source, img.config);
-  std::vector<std::string> diff_ids = config_diff_ids(config, source->name());
-  if (diff_ids.size() != img.layers.size())
-    throw Error(source->name() + ": the config lists " + std::to_string(diff_ids.size()) +
-                " diff_ids for " + std::to_string(img.layers.size()) + " layers");
-  result.manifest_digest = img.manifest_digest;
-  result.config_digest = img.config.digest;
-  result.layers = static_cast<unsigned>(img.layers.size());
+// The manifest, config and diff_ids of the image a source offers, checked against each other.
+struct SourceImage {
+  ParsedImage parsed;
+  std::string config;
+  std::vector<std::string> diff_ids;
+};
 
-  // Which layers need importing (each distinct diff_id once).
+SourceImage read_source_image(ImageSource& source) {
+  SourceImage image{parse_manifest(source.manifest(), source.name()), {}, {}};
+  image.config = read_config(source, image.parsed.config);
+  image.diff_ids = config_diff_ids(image.config, source.name());
+  if (image.diff_ids.size() != image.parsed.layers.size())
+    throw Error(source.name() + ": the config lists " + std::to_string(image.diff_ids.size()) +
+                " diff_ids for " + std::to_string(image.parsed.layers.size()) + " layers");
+  return image;
+}
+
+// PullProgress shared by the import threads; the callback never runs concurrently.
+class ProgressReporter {
+ public:
+  ProgressReporter(const PullOptions& options, unsigned layers) : callback_(options.progress) {
+    progress_.layers_total = layers;
+  }
+  template <typename Update>
+  void report(Update&& update) {
+    std::lock_guard lock(mutex_);
+    update(progress_);
+    if (callback_) callback_(progress_);
+  }
+
+ private:
+  const std::function<void(const PullProgress&)>& callback_;
+  std::mutex mutex_;
+  PullProgress progress_;
+};
+
+// The layers to import (each distinct diff_id not yet in the repository, once), largest
+// first so that the longest import starts at once.
+std::vector<size_t> plan_imports(const store::Repository& repo, const SourceImage& image,
+                                 ProgressReporter& reporter) {
+  const auto& layers = image.parsed.layers;
+  const auto& diff_ids = image.diff_ids;
   std::vector<size_t> jobs;
   std::set<std::string> scheduled;
-  std::mutex progress_mutex;
-  PullProgress progress;
-  progress.layers_total = result.layers;
-  auto report = [&](auto&& update) {
-    std::lock_guard lock(progress_mutex);
-    update(progress);
-    if (options.progress) options.progress(progress);
-  };
-  for (size_t i = 0; i < img.layers.size(); ++i) {
+  for (size_t i = 0; i < layers.size(); ++i) {
     if (repo.resolve_stream("oci-layer-" + diff_ids[i])) {
-      report([&](PullProgress& p) {
+      reporter.report([&](PullProgress& p) {
         ++p.layers_done;
         ++p.layers_reused;
         p.message = "layer " + diff_ids[i] + " already present";
@@ -325,26 +343,49 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
       continue;
     }
     if (!scheduled.insert(diff_ids[i]).second) {
-      report([&](PullProgress& p) { ++p.layers_done; });
+      reporter.report([&](PullProgress& p) { ++p.layers_done; });
       continue;
     }
     jobs.push_back(i);
-    report([&](PullProgress& p) { p.bytes_total += img.layers[i].size; });
+    reporter.report([&](PullProgress& p) { p.bytes_total += layers[i].size; });
   }
-  // Largest first, so the longest import starts at once.
   std::sort(jobs.begin(), jobs.end(),
-            [&](size_t a, size_t b) { return img.layers[a].size > img.layers[b].size; });
+            [&](size_t a, size_t b) { return layers[a].size > layers[b].size; });
+  return jobs;
+}
 
-  std::vector<std::optional<ImportedLayer>> imported(img.layers.size());
-  std::vector<std::exception_ptr> errors(img.layers.size());
+// Rethrows the error of the first failing layer in manifest order; "cancelled" errors of
+// other layers are consequences, not causes.
+void rethrow_first_error(const std::vector<std::exception_ptr>& errors) {
+  for (const auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      if (std::string_view(err.what()) != "cancelled") throw;
+    }
+  }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// Imports the planned layers on a pool of threads, each with its own repository handle; the
+// first failure cancels the others. Indexed like the manifest's layers.
+std::vector<std::optional<ImportedLayer>> import_layers(
+    const store::Repository& repo, ImageSource& source, const SourceImage& image,
+    const std::vector<size_t>& jobs, const PullOptions& options, ProgressReporter& reporter) {
+  const auto& layers = image.parsed.layers;
+  const auto& diff_ids = image.diff_ids;
+  std::vector<std::optional<ImportedLayer>> imported(layers.size());
+  std::vector<std::exception_ptr> errors(layers.size());
   std::atomic<size_t> next{0};
   std::atomic<bool> cancel{false};
   unsigned threads = options.threads ? options.threads : std::thread::hardware_concurrency();
   threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(jobs.size())));
   auto worker = [&] {
-    std::optional<Repository> own;
+    std::optional<store::Repository> own;
     try {
-      own.emplace(Repository::open(repo.path()));
+      own.emplace(store::Repository::open(repo.path()));
     } catch (...) {
       errors[jobs.empty() ? 0 : jobs[0]] = std::current_exception();
       cancel = true;
@@ -355,14 +396,14 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
       if (k >= jobs.size() || cancel) return;
       size_t i = jobs[k];
       try {
-        imported[i] = import_layer(*own, *source, img.layers[i], diff_ids[i], options.xattrs,
-                                   cancel, [&](uint64_t n) {
-                                     report([&](PullProgress& p) {
+        imported[i] = import_layer(*own, source, layers[i], diff_ids[i], options.xattrs, cancel,
+                                   [&](uint64_t n) {
+                                     reporter.report([&](PullProgress& p) {
                                        p.bytes_done += n;
                                        p.message.clear();
                                      });
                                    });
-        report([&](PullProgress& p) {
+        reporter.report([&](PullProgress& p) {
           ++p.layers_done;
           p.message = "layer " + diff_ids[i] + " imported";
         });
@@ -378,18 +419,51 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
     for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
     worker();
   }
-  // Report the error of the first failing layer in manifest order; "cancelled" errors of
-  // other layers are consequences, not causes.
-  for (auto& e : errors) {
-    if (!e) continue;
-    try {
-      std::rethrow_exception(e);
-    } catch (const Error& err) {
-      if (std::string_view(err.what()) != "cancelled") throw;
-    }
+  rethrow_first_error(errors);
+  return imported;
+}
+
+// Names the imported layer streams oci-layer-<diff_id>; returns every layer's stream, the
+// ones already present included.
+std::map<std::string, Digest> name_layer_streams(
+    store::Repository& repo, const std::vector<std::string>& diff_ids,
+    const std::vector<std::optional<ImportedLayer>>& imported) {
+  std::map<std::string, Digest> layer_streams;
+  for (size_t i = 0; i < imported.size(); ++i) {
+    if (!imported[i]) continue;
+    repo.link_stream(imported[i]->stream, "oci-layer-" + diff_ids[i]);
+    layer_streams[diff_ids[i]] = imported[i]->stream;
   }
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  for (const std::string& d : diff_ids) {
+    if (layer_streams.contains(d)) continue;
+    auto id = repo.resolve_stream("oci-layer-" + d);
+    if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
+    layer_streams[d] = *id;
+  }
+  return layer_streams;
+}
+
+}  // namespace
+
+PullResult pull(store::Repository& repo, std::string_view source_spec,
+                std::optional<std::string> tag, const PullOptions& options) {
+  repo.require_writable();
+  std::unique_ptr<ImageSource> source = open_source(source_spec);
+  PullResult result;
+  result.tag = tag.value_or(source->name());
+  validate_new_tag(result.tag);
+
+  SourceImage image = read_source_image(*source);
+  const ParsedImage& img = image.parsed;
+  const std::vector<std::string>& diff_ids = image.diff_ids;
+  result.manifest_digest = img.manifest_digest;
+  result.config_digest = img.config.digest;
+  result.layers = static_cast<unsigned>(img.layers.size());
+
+  ProgressReporter reporter(options, result.layers);
+  std::vector<size_t> jobs = plan_imports(repo, image, reporter);
+  std::vector<std::optional<ImportedLayer>> imported =
+      import_layers(repo, *source, image, jobs, options, reporter);
 
   std::map<std::string, Digest> new_streams;
   for (size_t i = 0; i < imported.size(); ++i) {
@@ -405,19 +479,8 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   erofs::Tree tree = merge_layers(repo, diff_ids, &new_streams, options.xattrs);
   ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs);
 
-  std::map<std::string, Digest> layer_streams;
-  for (size_t i = 0; i < imported.size(); ++i) {
-    if (!imported[i]) continue;
-    repo.link_stream(imported[i]->stream, "oci-layer-" + diff_ids[i]);
-    layer_streams[diff_ids[i]] = imported[i]->stream;
-  }
-  for (const std::string& d : diff_ids) {
-    if (layer_streams.contains(d)) continue;
-    auto id = repo.resolve_stream("oci-layer-" + d);
-    if (!id) throw Error("layer stream oci-layer-" + d + " vanished during the pull");
-    layer_streams[d] = *id;
-  }
-  StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, config,
+  std::map<std::string, Digest> layer_streams = name_layer_streams(repo, diff_ids, imported);
+  StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, image.config,
                                    img.config.digest, diff_ids, layer_streams, ids, options.xattrs);
   repo.set_stream_ref("oci/" + encode_tag(result.tag), "oci-manifest-" + img.manifest_digest);
   result.manifest_stream = stored.manifest_stream;
@@ -427,4 +490,4 @@ PullResult pull(Repository& repo, std::string_view source_spec, std::optional<st
   return result;
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci

@@ -1,4 +1,4 @@
-#include "cfs/store/oci_boot.h"
+#include "cfs/oci/boot.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,12 +12,12 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/images.h"
-#include "cfs/store/oci.h"
 #include "fsutil.h"
 
-namespace cfs::store::oci {
+namespace cfs::oci {
 
 namespace {
 
@@ -96,7 +96,7 @@ void validate_entry_id(const std::string& id) {
 
 // Streams the image's regular file at path into sink. External data is read from its object
 // and checked against the digest the image records, so a damaged object is never passed on.
-void read_image_file(const Repository& repo, const erofs::Image& image,
+void read_image_file(const store::Repository& repo, const erofs::Image& image,
                      const erofs::InodeInfo& inode, const std::string& path, OutputSink& sink) {
   std::array<std::byte, 1 << 16> buf;
   if (!inode.is_external()) {
@@ -125,7 +125,7 @@ void read_image_file(const Repository& repo, const erofs::Image& image,
 }
 
 // PRETTY_NAME from the image's os-release, if it has one.
-std::optional<std::string> pretty_name(const Repository& repo, const erofs::Image& image) {
+std::optional<std::string> pretty_name(const store::Repository& repo, const erofs::Image& image) {
   for (const char* path : {"/usr/lib/os-release", "/etc/os-release"}) {
     std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
     if (!inode || !inode->is_reg() || inode->size > 65536) continue;
@@ -150,7 +150,7 @@ std::optional<std::string> pretty_name(const Repository& repo, const erofs::Imag
 
 // Writes the image's file at path to dest: a new file, renamed into place only when complete
 // and synced.
-void copy_out(const Repository& repo, const erofs::Image& image, const std::string& path,
+void copy_out(const store::Repository& repo, const erofs::Image& image, const std::string& path,
               const std::string& dest) {
   std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
   if (!inode || !inode->is_reg()) throw Error(image.name() + ": " + path + " is not a file");
@@ -180,12 +180,13 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
   words.push_back(arg);
 }
 
-BootEntry prepare_boot(const Repository& repo, std::string_view name,
+BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options) {
   BootEntry entry;
   entry.image = image_id(repo, name, /*bootable=*/true, options.xattrs);
   // The boot files: the bootable variant has /boot emptied, the plain image still has them.
-  erofs::Image image = open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
+  erofs::Image image =
+      store::open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
   refuse_other_boot_resources(image, name);
 
   std::vector<std::string> kernels;
@@ -236,14 +237,14 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   UniqueFd bootdir = open_file(options.bootdir, O_RDONLY | O_DIRECTORY);
   const std::string files_dir = options.bootdir + "/" + id;
   const std::string entries_dir = options.bootdir + "/loader/entries";
-  UniqueFd files_fd = detail::make_dirs_at(bootdir.get(), id, files_dir);
-  UniqueFd entries_fd = detail::make_dirs_at(bootdir.get(), "loader/entries", entries_dir);
+  UniqueFd files_fd = store::detail::make_dirs_at(bootdir.get(), id, files_dir);
+  UniqueFd entries_fd = store::detail::make_dirs_at(bootdir.get(), "loader/entries", entries_dir);
   entry.kernel_path = files_dir + "/vmlinuz";
   entry.initramfs_path = files_dir + "/initramfs.img";
   entry.entry_path = entries_dir + "/" + id + ".conf";
   copy_out(repo, image, source_dir + "/vmlinuz", entry.kernel_path);
   copy_out(repo, image, source_dir + "/initramfs.img", entry.initramfs_path);
-  detail::fsync_or_throw(files_fd.get(), files_dir);
+  store::detail::fsync_or_throw(files_fd.get(), files_dir);
 
   std::string text = "# Written by cfs for " + std::string(name) + " (composefs image " +
                      entry.image.hex() + ")\n";
@@ -255,8 +256,8 @@ BootEntry prepare_boot(const Repository& repo, std::string_view name,
   AtomicFile conf(entry.entry_path, 0644);
   write_all(conf.fd(), std::as_bytes(std::span(text)), entry.entry_path);
   conf.commit();
-  detail::fsync_or_throw(entries_fd.get(), entries_dir);
+  store::detail::fsync_or_throw(entries_fd.get(), entries_dir);
   return entry;
 }
 
-}  // namespace cfs::store::oci
+}  // namespace cfs::oci
