@@ -11,34 +11,26 @@
 #include "cfs/fd.h"
 #include "cfs/kmount/repo.h"
 #include "cfs/safe_open.h"
+#include "enum_names.h"
 #include "kernel.h"
 
 namespace cfs::kmount {
 
 using detail::fd_path;
 
+namespace {
+
+constexpr auto kStateMounts = detail::enum_names(
+    std::pair{StateMount::none, "none"}, std::pair{StateMount::bind, "bind"},
+    std::pair{StateMount::overlay, "overlay"}, std::pair{StateMount::transient, "transient"});
+
+}  // namespace
+
 std::string_view to_string(StateMount mode) {
-  switch (mode) {
-    case StateMount::none:
-      return "none";
-    case StateMount::bind:
-      return "bind";
-    case StateMount::overlay:
-      return "overlay";
-    case StateMount::transient:
-      return "transient";
-  }
-  return "?";
+  return kStateMounts.name(mode);
 }
 
 namespace {
-
-std::optional<StateMount> parse_state_mount(std::string_view text) {
-  for (StateMount m :
-       {StateMount::none, StateMount::bind, StateMount::overlay, StateMount::transient})
-    if (text == to_string(m)) return m;
-  return std::nullopt;
-}
 
 // Kernel command-line words: separated by whitespace, double quotes group and are dropped.
 std::vector<std::string> cmdline_words(std::string_view cmdline) {
@@ -154,7 +146,7 @@ SetupRootConfig parse_setup_root_config(std::string_view text, const std::string
       if (value == "true") target = StateMount::transient;
     } else if (key == "mount" && section != "root") {
       if (!quoted) throw bad("mount takes a quoted string");
-      std::optional<StateMount> mode = parse_state_mount(value);
+      std::optional<StateMount> mode = kStateMounts.parse(value);
       if (!mode)
         throw bad("mount = \"" + std::string(value) +
                   "\": expected none, bind, overlay or transient");

@@ -12,12 +12,12 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/kernel_verity.h"
+#include "cfs/repo_layout.h"
 #include "cfs/safe_open.h"
 #include "cfs/store/images.h"
 #include "entries.h"
 #include "fsutil.h"
-#include "paths.h"
-#include "verity.h"
 
 namespace cfs::store {
 
@@ -75,7 +75,7 @@ class Checker {
 
   void check_streams() {
     detail::for_each_namespace_entry(dirfd_, repo_.path(), "streams", [&](const std::string& name) {
-      const std::string rel = "streams/" + name;
+      const std::string rel = repo_layout::stream_entry(name);
       ++report_.streams_checked;
       auto object = linked_object(rel);
       if (!object) {
@@ -256,7 +256,7 @@ class Checker {
       const int fd = owned.get();
       try {
         if (repo_.secure()) {
-          auto measured = detail::measure_verity(fd, alg_, rel);
+          auto measured = measure_verity(fd, alg_, rel);
           if (!measured) {
             corrupt("object-verity-missing", "fs-verity is not enabled");
             return;
