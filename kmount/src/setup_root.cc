@@ -10,6 +10,7 @@
 #include "cfs/error.h"
 #include "cfs/fd.h"
 #include "cfs/kmount/repo.h"
+#include "cfs/repo_layout.h"
 #include "cfs/safe_open.h"
 #include "enum_names.h"
 #include "kernel.h"
@@ -289,8 +290,8 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   UniqueFd sysroot_fd = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
   const BootImage* chosen = nullptr;
   for (const BootImage& c : candidates) {
-    if (lstat_beneath(sysroot_fd.get(), "composefs/images/" + c.digest.hex(),
-                      repo + "/images/" + c.digest.hex())) {
+    const std::string entry = repo_layout::image_entry(c.digest);
+    if (lstat_beneath(sysroot_fd.get(), "composefs/" + entry, repo + "/" + entry)) {
       chosen = &c;
       break;
     }
