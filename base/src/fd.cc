@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+
 #include "cfs/error.h"
 
 namespace cfs {
@@ -41,6 +43,14 @@ void pread_exact(int fd, std::span<std::byte> buf, uint64_t offset, const std::s
   }
 }
 
+size_t read_some(int fd, std::span<std::byte> buf, const std::string& what) {
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno != EINTR) throw_errno(what);
+  }
+}
+
 void write_all(int fd, std::span<const std::byte> data, const std::string& what) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -58,17 +68,11 @@ std::string read_fd(int fd, const std::string& what) {
 
 std::string read_fd(int fd, const std::string& what, size_t limit) {
   std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(what);
-    }
-    if (n == 0) break;
-    if (static_cast<size_t>(n) > limit - out.size())
+  std::array<std::byte, 65536> buf;
+  while (size_t n = read_some(fd, buf, what)) {
+    if (n > limit - out.size())
       throw Error(what + ": larger than " + std::to_string(limit) + " bytes");
-    out.append(buf, static_cast<size_t>(n));
+    out.append(reinterpret_cast<const char*>(buf.data()), n);
   }
   return out;
 }

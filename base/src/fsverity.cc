@@ -197,15 +197,7 @@ Digest fsverity_digest(std::string_view data, HashAlgorithm alg) {
 Digest fsverity_digest_fd(int fd, HashAlgorithm alg, const std::string& what) {
   FsVerityHasher h(alg);
   std::vector<std::byte> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(what);
-    }
-    if (n == 0) break;
-    h.update({buf.data(), static_cast<size_t>(n)});
-  }
+  while (size_t n = read_some(fd, buf, what)) h.update({buf.data(), n});
   return h.finish();
 }
 

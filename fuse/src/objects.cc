@@ -1,8 +1,6 @@
 #include "cfs/fuse/objects.h"
 
 #include <fcntl.h>
-#include <linux/fsverity.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/kernel_verity.h"
 #include "cfs/safe_open.h"
 
 namespace cfs::fuse {
@@ -26,20 +25,6 @@ std::string errno_text(int err) {
 }
 
 }  // namespace
-
-std::optional<Digest> kernel_verity_digest(int fd) {
-  // struct fsverity_digest ends in a flexible array: give it room for the largest digest.
-  alignas(::fsverity_digest) std::array<uint8_t, sizeof(::fsverity_digest) + 64> buf{};
-  auto* arg = reinterpret_cast<::fsverity_digest*>(buf.data());
-  arg->digest_size = 64;
-  if (::ioctl(fd, FS_IOC_MEASURE_VERITY, arg) != 0) return std::nullopt;
-  if (arg->digest_algorithm != static_cast<uint16_t>(HashAlgorithm::sha256) &&
-      arg->digest_algorithm != static_cast<uint16_t>(HashAlgorithm::sha512))
-    return std::nullopt;
-  auto alg = static_cast<HashAlgorithm>(arg->digest_algorithm);
-  if (arg->digest_size != digest_size(alg)) return std::nullopt;
-  return Digest(alg, std::span(buf).subspan(sizeof(::fsverity_digest), digest_size(alg)));
-}
 
 ObjectStore::ObjectStore(UniqueFd dir, std::string name, VerityPolicy policy)
     : dir_(std::move(dir)), name_(std::move(name)), policy_(policy) {}
@@ -108,7 +93,13 @@ UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest
 
 bool ObjectStore::verified(int fd, const VersionKey& key, const std::string& object) const {
   // A kernel measurement is authoritative and cheap; the kernel keeps such files immutable.
-  if (auto measured = kernel_verity_digest(fd)) return *measured == key.expected;
+  std::optional<Digest> measured;
+  try {
+    measured = measure_verity(fd, object);
+  } catch (const Error& e) {
+    throw ObjectError(e.what());
+  }
+  if (measured) return *measured == key.expected;
   if (policy_ == VerityPolicy::kernel)
     throw ObjectError(object + ": no fs-verity (required in a secure repository)");
 

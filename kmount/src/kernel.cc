@@ -114,23 +114,25 @@ LoopDevice LoopDevice::bind(int backing_fd, const std::string& backing_name) {
   throw Error(backing_name + ": every free loop device was taken by someone else; giving up");
 }
 
-TemporaryAttachment::TemporaryAttachment(int mount_fd, std::string_view purpose) {
+namespace {
+
+std::string attachment_parent() {
   struct stat st {};
-  std::string base = (::stat("/run", &st) == 0 && S_ISDIR(st.st_mode)) ? "/run" : "/tmp";
-  std::string tmpl = base + "/.cfs-" + std::string(purpose) + "-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) throw_errno(tmpl + ": cannot create a temporary mount point");
-  dir_ = std::move(tmpl);
-  if (::move_mount(mount_fd, "", AT_FDCWD, dir_.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-    int code = errno;
-    ::rmdir(dir_.c_str());
-    throw_errno(code, dir_ + ": cannot attach the " + std::string(purpose) + " mount");
-  }
+  return (::stat("/run", &st) == 0 && S_ISDIR(st.st_mode)) ? "/run" : "/tmp";
+}
+
+}  // namespace
+
+TemporaryAttachment::TemporaryAttachment(int mount_fd, std::string_view purpose)
+    : dir_(attachment_parent(), ".cfs-" + std::string(purpose) + "-") {
+  if (::move_mount(mount_fd, "", AT_FDCWD, dir_.path().c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    throw_errno(dir_.path() + ": cannot attach the " + std::string(purpose) + " mount");
   mounted_ = true;
 }
 
 TemporaryAttachment::~TemporaryAttachment() {
-  if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
-  ::rmdir(dir_.c_str());
+  // A directory still mounted on is left alone: removing its tree would reach into the mount.
+  if (mounted_ && ::umount2(dir_.path().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) < 0) dir_.release();
 }
 
 }  // namespace cfs::kmount::detail

@@ -6,6 +6,7 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/temp_dir.h"
 
 namespace cfs::kmount::detail {
 
@@ -72,10 +73,10 @@ class TemporaryAttachment {
   ~TemporaryAttachment();
   TemporaryAttachment(const TemporaryAttachment&) = delete;
   TemporaryAttachment& operator=(const TemporaryAttachment&) = delete;
-  const std::string& path() const noexcept { return dir_; }
+  const std::string& path() const noexcept { return dir_.path(); }
 
  private:
-  std::string dir_;
+  TempDir dir_;
   bool mounted_ = false;
 };
 

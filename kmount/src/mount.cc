@@ -17,6 +17,7 @@
 #include "cfs/error.h"
 #include "cfs/fd.h"
 #include "cfs/kmount/verity.h"
+#include "enum_names.h"
 #include "kernel.h"
 #include "validate.h"
 
@@ -28,56 +29,29 @@ using detail::LoopDevice;
 using detail::MountApiError;
 using detail::TemporaryAttachment;
 
+namespace {
+
+constexpr auto kVerityModes =
+    detail::enum_names(std::pair{VerityMode::off, "off"}, std::pair{VerityMode::attempt, "try"},
+                       std::pair{VerityMode::require, "require"});
+constexpr auto kOverlayTiers =
+    detail::enum_names(std::pair{OverlayTier::fd, "fd"}, std::pair{OverlayTier::string, "string"},
+                       std::pair{OverlayTier::legacy_dataonly, "legacy-dataonly"},
+                       std::pair{OverlayTier::legacy_lower, "legacy-lower"});
+
+}  // namespace
+
 std::string_view to_string(VerityMode mode) {
-  switch (mode) {
-    case VerityMode::off:
-      return "off";
-    case VerityMode::attempt:
-      return "try";
-    case VerityMode::require:
-      return "require";
-  }
-  return "?";
+  return kVerityModes.name(mode);
 }
-
 std::optional<VerityMode> parse_verity_mode(std::string_view text) {
-  if (text == "off") return VerityMode::off;
-  if (text == "try") return VerityMode::attempt;
-  if (text == "require") return VerityMode::require;
-  return std::nullopt;
+  return kVerityModes.parse(text);
 }
-
 std::string_view to_string(OverlayTier tier) {
-  switch (tier) {
-    case OverlayTier::fd:
-      return "fd";
-    case OverlayTier::string:
-      return "string";
-    case OverlayTier::legacy_dataonly:
-      return "legacy-dataonly";
-    case OverlayTier::legacy_lower:
-      return "legacy-lower";
-  }
-  return "?";
+  return kOverlayTiers.name(tier);
 }
-
 std::optional<OverlayTier> parse_overlay_tier(std::string_view text) {
-  for (OverlayTier t : {OverlayTier::fd, OverlayTier::string, OverlayTier::legacy_dataonly,
-                        OverlayTier::legacy_lower})
-    if (text == to_string(t)) return t;
-  return std::nullopt;
-}
-
-std::string_view to_string(DigestCheck check) {
-  switch (check) {
-    case DigestCheck::none:
-      return "none";
-    case DigestCheck::kernel:
-      return "kernel";
-    case DigestCheck::userspace:
-      return "userspace";
-  }
-  return "?";
+  return kOverlayTiers.parse(text);
 }
 
 KernelOverrides KernelOverrides::from_environment() {

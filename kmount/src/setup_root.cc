@@ -10,35 +10,28 @@
 #include "cfs/error.h"
 #include "cfs/fd.h"
 #include "cfs/kmount/repo.h"
+#include "cfs/repo_layout.h"
 #include "cfs/safe_open.h"
+#include "enum_names.h"
 #include "kernel.h"
 
 namespace cfs::kmount {
 
 using detail::fd_path;
 
+namespace {
+
+constexpr auto kStateMounts = detail::enum_names(
+    std::pair{StateMount::none, "none"}, std::pair{StateMount::bind, "bind"},
+    std::pair{StateMount::overlay, "overlay"}, std::pair{StateMount::transient, "transient"});
+
+}  // namespace
+
 std::string_view to_string(StateMount mode) {
-  switch (mode) {
-    case StateMount::none:
-      return "none";
-    case StateMount::bind:
-      return "bind";
-    case StateMount::overlay:
-      return "overlay";
-    case StateMount::transient:
-      return "transient";
-  }
-  return "?";
+  return kStateMounts.name(mode);
 }
 
 namespace {
-
-std::optional<StateMount> parse_state_mount(std::string_view text) {
-  for (StateMount m :
-       {StateMount::none, StateMount::bind, StateMount::overlay, StateMount::transient})
-    if (text == to_string(m)) return m;
-  return std::nullopt;
-}
 
 // Kernel command-line words: separated by whitespace, double quotes group and are dropped.
 std::vector<std::string> cmdline_words(std::string_view cmdline) {
@@ -154,7 +147,7 @@ SetupRootConfig parse_setup_root_config(std::string_view text, const std::string
       if (value == "true") target = StateMount::transient;
     } else if (key == "mount" && section != "root") {
       if (!quoted) throw bad("mount takes a quoted string");
-      std::optional<StateMount> mode = parse_state_mount(value);
+      std::optional<StateMount> mode = kStateMounts.parse(value);
       if (!mode)
         throw bad("mount = \"" + std::string(value) +
                   "\": expected none, bind, overlay or transient");
@@ -297,8 +290,8 @@ void setup_root(const SetupRootOptions& options, const std::function<void(std::s
   UniqueFd sysroot_fd = open_file(sysroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
   const BootImage* chosen = nullptr;
   for (const BootImage& c : candidates) {
-    if (lstat_beneath(sysroot_fd.get(), "composefs/images/" + c.digest.hex(),
-                      repo + "/images/" + c.digest.hex())) {
+    const std::string entry = repo_layout::image_entry(c.digest);
+    if (lstat_beneath(sysroot_fd.get(), "composefs/" + entry, repo + "/" + entry)) {
       chosen = &c;
       break;
     }

@@ -1,41 +1,27 @@
 #include "cfs/kmount/verity.h"
 
-#include <linux/fsverity.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstring>
+#include <optional>
 
 #include "cfs/error.h"
 #include "cfs/fsverity.h"
+#include "cfs/kernel_verity.h"
+#include "enum_names.h"
 
 namespace cfs::kmount {
 
-std::optional<Digest> measure_kernel_verity(int fd, const std::string& what) {
-  constexpr size_t max_digest = 64;
-  alignas(struct fsverity_digest) std::array<uint8_t, sizeof(struct fsverity_digest) + max_digest>
-      storage{};
-  auto* header = reinterpret_cast<struct fsverity_digest*>(storage.data());
-  header->digest_size = max_digest;
-  if (::ioctl(fd, FS_IOC_MEASURE_VERITY, header) < 0) {
-    // ENODATA: the file has no fs-verity; ENOTTY/EOPNOTSUPP: the filesystem or kernel lacks it.
-    if (errno == ENODATA || errno == ENOTTY || errno == EOPNOTSUPP || errno == EINVAL)
-      return std::nullopt;
-    throw_errno(what + ": FS_IOC_MEASURE_VERITY");
-  }
-  auto alg = static_cast<HashAlgorithm>(header->digest_algorithm);
-  if ((alg != HashAlgorithm::sha256 && alg != HashAlgorithm::sha512) ||
-      header->digest_size != digest_size(alg))
-    throw Error(what + ": fs-verity uses an unsupported hash algorithm (" +
-                std::to_string(header->digest_algorithm) + ")");
-  return Digest(alg, {storage.data() + sizeof(struct fsverity_digest), header->digest_size});
+std::string_view to_string(DigestCheck check) {
+  constexpr auto kNames = detail::enum_names(std::pair{DigestCheck::none, "none"},
+                                             std::pair{DigestCheck::kernel, "kernel"},
+                                             std::pair{DigestCheck::userspace, "userspace"});
+  return kNames.name(check);
 }
 
 DigestCheck check_digest(int fd, const Digest& expected, bool kernel_only,
                          const std::string& what) {
   DigestCheck how = DigestCheck::kernel;
-  std::optional<Digest> actual = measure_kernel_verity(fd, what);
+  std::optional<Digest> actual = measure_verity(fd, what);
   if (!actual) {
     if (kernel_only)
       throw Error(

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <string_view>
 #include <unordered_map>
@@ -19,6 +18,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/temp_dir.h"
 
 namespace cfs::oci {
 
@@ -333,27 +333,6 @@ void filter_xattrs(erofs::Tree& tree, XattrMode mode) {
 
 namespace {
 
-// A private directory for the policy files libselinux reads, removed afterwards.
-class PolicyDir {
- public:
-  PolicyDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/cfs-selinux-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw_errno("mkdtemp " + templ);
-    path_ = templ;
-  }
-  ~PolicyDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  PolicyDir(const PolicyDir&) = delete;
-  PolicyDir& operator=(const PolicyDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 struct SelabelCloser {
   void operator()(selabel_handle* h) const { selabel_close(h); }
 };
@@ -409,7 +388,8 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
     return false;
   }
 
-  PolicyDir dir;
+  // A private directory for the policy files libselinux reads, removed afterwards.
+  TempDir dir(TempDir::default_parent(), "cfs-selinux-");
   for (const char* suffix : {"", ".local", ".homedirs", ".subs", ".subs_dist"}) {
     std::string name = std::string("file_contexts") + suffix;
     const erofs::Inode* file = regular_file(tree, contexts + name);

@@ -1,8 +1,8 @@
 #include "entries.h"
 
 #include "cfs/fd.h"
+#include "cfs/repo_layout.h"
 #include "fsutil.h"
-#include "paths.h"
 
 namespace cfs::store::detail {
 
@@ -29,7 +29,7 @@ std::optional<std::string> resolve_ref_chain(int repo_dirfd, const std::string& 
   for (int depth = 0; depth < 8; ++depth) {
     auto target = read_link_at(repo_dirfd, current);
     if (!target) return std::nullopt;
-    auto next = resolve_link_target(current, *target);
+    auto next = repo_layout::resolve_link_target(current, *target);
     if (!next) return std::nullopt;
     if (next->find("/refs/") == std::string::npos) return next;
     current = *next;
@@ -40,9 +40,9 @@ std::optional<std::string> resolve_ref_chain(int repo_dirfd, const std::string& 
 std::optional<Digest> entry_object(int repo_dirfd, const std::string& entry, HashAlgorithm alg) {
   auto target = read_link_at(repo_dirfd, entry);
   if (!target) return std::nullopt;
-  auto resolved = resolve_link_target(entry, *target);
+  auto resolved = repo_layout::resolve_link_target(entry, *target);
   if (!resolved) return std::nullopt;
-  return digest_from_object_path(*resolved, alg);
+  return repo_layout::digest_from_object_path(*resolved, alg);
 }
 
 bool entry_target_exists(int repo_dirfd, const std::string& entry, HashAlgorithm alg) {
@@ -51,7 +51,7 @@ bool entry_target_exists(int repo_dirfd, const std::string& entry, HashAlgorithm
   if (!S_ISLNK(st->st_mode)) return true;
   auto object = entry_object(repo_dirfd, entry, alg);
   if (!object) return false;
-  auto object_st = lstat_at(repo_dirfd, "objects/" + object->object_path(), entry);
+  auto object_st = lstat_at(repo_dirfd, repo_layout::object_repo_path(*object), entry);
   return object_st && S_ISREG(object_st->st_mode);
 }
 

@@ -12,12 +12,12 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fsverity.h"
+#include "cfs/kernel_verity.h"
+#include "cfs/repo_layout.h"
 #include "cfs/safe_open.h"
 #include "cfs/store/images.h"
 #include "entries.h"
 #include "fsutil.h"
-#include "paths.h"
-#include "verity.h"
 
 namespace cfs::store {
 
@@ -75,7 +75,7 @@ class Checker {
 
   void check_streams() {
     detail::for_each_namespace_entry(dirfd_, repo_.path(), "streams", [&](const std::string& name) {
-      const std::string rel = "streams/" + name;
+      const std::string rel = repo_layout::stream_entry(name);
       ++report_.streams_checked;
       auto object = linked_object(rel);
       if (!object) {
@@ -86,21 +86,11 @@ class Checker {
         UniqueFd fd = repo_.open_object(*object);
         SplitStreamReader reader = SplitStreamReader::from_fd(fd.get(), alg_, rel);
         bool bad = false;
-        for (const Digest& ref : reader.object_refs()) {
-          if (!object_exists(ref)) {
-            error("missing-object-ref", rel, "object " + ref.hex() + " does not exist");
-            ++report_.missing_objects;
-            bad = true;
-          }
-        }
-        for (const NamedRef& ref : reader.named_refs()) {
-          if (!object_exists(ref.target)) {
-            error("missing-named-ref", rel,
-                  "named ref '" + ref.name + "' -> " + ref.target.hex() + " does not exist");
-            ++report_.missing_objects;
-            bad = true;
-          }
-        }
+        for (const Digest& ref : reader.object_refs())
+          bad |= !require_object(ref, "missing-object-ref", rel, "object ");
+        for (const NamedRef& ref : reader.named_refs())
+          bad |= !require_object(ref.target, "missing-named-ref", rel,
+                                 "named ref '" + ref.name + "' -> ");
         if (!bad) {
           uint64_t total = 0;
           reader.for_each_chunk([&](std::span<const std::byte> data) { total += data.size(); },
@@ -145,13 +135,8 @@ class Checker {
         UniqueFd fd = repo_.open_object(*object);
         erofs::Image image = erofs::Image::open_fd(fd.get(), rel);
         bool bad = false;
-        for (const Digest& ref : image_objects(image, alg_)) {
-          if (!object_exists(ref)) {
-            error("image-missing-object", rel, "object " + ref.hex() + " does not exist");
-            ++report_.missing_objects;
-            bad = true;
-          }
-        }
+        for (const Digest& ref : image_objects(image, alg_))
+          bad |= !require_object(ref, "image-missing-object", rel, "object ");
         if (bad) ++report_.images_corrupted;
       } catch (const Error& e) {
         error("image-invalid", rel, e.what());
@@ -188,6 +173,16 @@ class Checker {
     std::lock_guard lock(mutex_);
     // rel holds names read from the repository's directories: escaped for the terminal.
     report_.errors.push_back(kind + ": " + escape_for_log(rel) + ": " + detail);
+  }
+
+  // True if object id exists; otherwise reports "<kind>: <rel>: <named><hex> does not
+  // exist" and counts it missing.
+  bool require_object(const Digest& id, const std::string& kind, const std::string& rel,
+                      std::string_view named) {
+    if (object_exists(id)) return true;
+    error(kind, rel, std::string(named) + id.hex() + " does not exist");
+    ++report_.missing_objects;
+    return false;
   }
 
   bool object_exists(const Digest& id) const {
@@ -256,7 +251,7 @@ class Checker {
       const int fd = owned.get();
       try {
         if (repo_.secure()) {
-          auto measured = detail::measure_verity(fd, alg_, rel);
+          auto measured = measure_verity(fd, alg_, rel);
           if (!measured) {
             corrupt("object-verity-missing", "fs-verity is not enabled");
             return;

@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "cfs/error.h"
+#include "cfs/repo_layout.h"
 #include "cfs/store/images.h"
 #include "entries.h"
 #include "fsutil.h"
@@ -30,7 +31,7 @@ class Collector {
       if (auto id = Digest::from_hex(name, alg_)) image_entries_.insert(*id);
     });
     detail::for_each_namespace_entry(dirfd_, repo_.path(), "streams", [&](const std::string& name) {
-      auto object = detail::entry_object(dirfd_, "streams/" + name, alg_);
+      auto object = detail::entry_object(dirfd_, repo_layout::stream_entry(name), alg_);
       stream_entries_.emplace(name, object);
       if (object) streams_by_object_[*object].push_back(name);
     });
@@ -74,12 +75,12 @@ class Collector {
     for (const Digest& id : image_entries_) {
       if (live_images_.count(id)) continue;
       ++result.images_removed;
-      if (!dry_run) unlink_rel("images/" + id.hex());
+      if (!dry_run) unlink_rel(repo_layout::image_entry(id));
     }
     for (const auto& [name, object] : stream_entries_) {
       if (live_streams_.count(name)) continue;
       ++result.streams_removed;
-      if (!dry_run) unlink_rel("streams/" + name);
+      if (!dry_run) unlink_rel(repo_layout::stream_entry(name));
     }
     for (const char* ns : {"images", "streams"}) {
       detail::walk_refs(dirfd_, repo_.path(), ns, [&](const std::string&, const std::string& link) {
@@ -152,7 +153,7 @@ class Collector {
 
   void mark_extra_root(const std::string& root) {
     bool found = mark_entry("images/" + root);
-    found |= mark_entry("streams/" + root);
+    found |= mark_entry(repo_layout::stream_entry(root));
     // Ref names: resolve_ref_chain refuses links that leave the repository.
     bool plain = !root.empty() && root.front() != '/' && root.find("..") == std::string::npos;
     for (const char* ns : {"images", "streams"}) {
@@ -176,7 +177,7 @@ class Collector {
     } catch (const Error& e) {
       // The image's references are unknown, so nothing may be removed; say which name keeps
       // it alive and how to drop that name, so the collection can proceed afterwards.
-      throw Error(join(repo_.path(), "images/" + id.hex()) +
+      throw Error(join(repo_.path(), repo_layout::image_entry(id)) +
                   ": the strict image reader refuses it (" + e.what() + "); it is kept alive by " +
                   root_description() + ", so gc removed nothing. " + removal_hint());
     }

@@ -61,16 +61,7 @@ std::string sha256_hex(std::string_view data) {
   return cfs::to_hex({md, len});
 }
 
-TempDir::TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cfs-test-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
+TempDir::TempDir() : cfs::TempDir(std::filesystem::temp_directory_path().string(), "cfs-test-") {}
 
 void write_file(const std::string& path, std::string_view data) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cfs/temp_dir.h"
+
 namespace cfs::test {
 
 // Directory holding the composefs C vectors (tests/data/composefs-c).
@@ -27,18 +29,11 @@ std::vector<VectorRow> load_vectors();
 
 std::string sha256_hex(std::string_view data);
 
-// A temporary directory removed (recursively, after unmounting nothing) on destruction.
-class TempDir {
+// A temporary directory for one test (cfs-test-XXXXXX below $TMPDIR or /tmp), removed with
+// its contents on destruction.
+class TempDir : public cfs::TempDir {
  public:
   TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
 };
 
 void write_file(const std::string& path, std::string_view data);

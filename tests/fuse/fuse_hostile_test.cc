@@ -16,6 +16,7 @@
 #include "cfs/fd.h"
 #include "cfs/fsverity.h"
 #include "cfs/fuse/image_fs.h"
+#include "cfs/kernel_verity.h"
 #include "fuse_helpers.h"
 #include "testdata.h"
 
@@ -326,7 +327,7 @@ TEST(FuseHostile, VerdictsAreCachedPerObjectVersion) {
   // A secure repository accepts only kernel fs-verity, which this file does not have.
   fuse::ObjectStore secure(open_file(dir / "objects", O_PATH | O_DIRECTORY), dir / "objects",
                            fuse::VerityPolicy::kernel);
-  if (!fuse::kernel_verity_digest(open_file(dir / "objects/" + d.object_path(), O_RDONLY).get())) {
+  if (!measure_verity(open_file(dir / "objects/" + d.object_path(), O_RDONLY).get(), "object")) {
     EXPECT_THROW(secure.open("/" + d.object_path(), d, content.size()), fuse::ObjectError);
   }
 }

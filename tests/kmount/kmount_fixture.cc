@@ -28,6 +28,18 @@ void enter_private_mount_namespace() {
     throw_errno("making / private");
 }
 
+void PrivilegedMountTest::SetUpTestSuite() {
+  if (::geteuid() == 0) enter_private_mount_namespace();
+}
+
+void PrivilegedMountTest::SetUp() {
+  if (::geteuid() != 0) GTEST_SKIP() << "kernel mounts need root";
+}
+
+void PrivilegedMountTest::TearDown() {
+  if (::geteuid() == 0) detach_all_below(dir.path());
+}
+
 void populate_source_tree(const std::string& src) {
   for (const char* dir : {"", "/dir", "/dir/nested", "/etc", "/var", "/sysroot", "/usr/bin"})
     fs::create_directories(src + dir);

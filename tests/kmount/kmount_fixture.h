@@ -17,6 +17,17 @@ namespace cfs::test {
 // host never sees the test mounts and a crashed test leaves nothing behind.
 void enter_private_mount_namespace();
 
+// The base of the privileged kmount tests: each suite runs in a private mount namespace, a
+// test is skipped without root, and what it left mounted below dir is detached afterwards.
+class PrivilegedMountTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  void SetUp() override;
+  void TearDown() override;
+
+  TempDir dir;
+};
+
 struct BuiltImage {
   std::string path;
   std::string objects;

@@ -26,15 +26,11 @@ using namespace cfs::test;
 
 namespace {
 
-class KmountTest : public ::testing::Test {
+class KmountTest : public PrivilegedMountTest {
  protected:
-  static void SetUpTestSuite() {
-    if (::geteuid() != 0) return;
-    enter_private_mount_namespace();
-  }
-
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel mounts need root";
+    PrivilegedMountTest::SetUp();
+    if (IsSkipped()) return;
     src = dir / "src";
     mnt = dir / "mnt";
     fs::create_directories(mnt);
@@ -44,9 +40,8 @@ class KmountTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (::geteuid() != 0) return;
-    expect_nothing_left();
-    detach_all_below(dir.path());
+    if (::geteuid() == 0) expect_nothing_left();
+    PrivilegedMountTest::TearDown();
   }
 
   void expect_nothing_left() {
@@ -62,7 +57,6 @@ class KmountTest : public ::testing::Test {
 
   void unmount() { ASSERT_EQ(::umount2(mnt.c_str(), 0), 0) << std::strerror(errno); }
 
-  TempDir dir;
   std::string src, mnt;
   BuiltImage image;
   std::map<std::string, std::string> expected;

@@ -12,15 +12,11 @@ using namespace cfs::test;
 
 namespace {
 
-class SetupRootTest : public ::testing::Test {
+class SetupRootTest : public PrivilegedMountTest {
  protected:
-  static void SetUpTestSuite() {
-    if (::geteuid() != 0) return;
-    enter_private_mount_namespace();
-  }
-
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel mounts need root";
+    PrivilegedMountTest::SetUp();
+    if (IsSkipped()) return;
     sysroot = dir / "sysroot";
     std::string repo = sysroot + "/composefs";
     fs::create_directories(repo + "/images");
@@ -34,11 +30,6 @@ class SetupRootTest : public ::testing::Test {
     write_file(sysroot + "/marker", "physical root\n");
   }
 
-  void TearDown() override {
-    if (::geteuid() != 0) return;
-    detach_all_below(dir.path());
-  }
-
   RunResult setup_root(const std::string& cmdline, const std::string& config = "",
                        const std::string& env = "") {
     write_file(dir / "cmdline", cmdline + "\n");
@@ -49,7 +40,6 @@ class SetupRootTest : public ::testing::Test {
                     env);
   }
 
-  TempDir dir;
   std::string sysroot, hex, state;
   BuiltImage image;
 };

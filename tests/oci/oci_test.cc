@@ -50,7 +50,10 @@ size_t count_files(const std::string& dir) {
 
 std::set<std::string> stream_names(const Repository& repo) {
   std::set<std::string> out;
-  for (const auto& s : repo.list_streams()) out.insert(s.content_id);
+  for (const auto& e : std::filesystem::directory_iterator(repo.path() + "/streams")) {
+    std::string name = e.path().filename();
+    if (name != "refs" && !name.starts_with('.')) out.insert(name);
+  }
   return out;
 }
 
@@ -206,7 +209,7 @@ TEST_F(OciTest, EverySourceKindGivesTheSameImage) {
   write_docker_archive(tmp / "docker.tar", layers, "example/base:1");
   so::PullResult d = so::pull(repo, "docker-archive:" + tmp / "docker.tar", "docker");
   EXPECT_EQ(d.image_id, id);
-  // A compressed archive is unpacked to a temporary directory first.
+  // A compressed archive is decompressed as it is read.
   ASSERT_EQ(run("gzip -k '" + tmp / "docker.tar" + "'"), 0);
   EXPECT_EQ(so::pull(repo, "docker-archive:" + tmp / "docker.tar.gz", "dockergz").image_id, id);
   // The skopeo proxy (same protocol as composefs-rs/bootc), pointed at the local layout.
@@ -241,6 +244,37 @@ TEST_F(OciFailureTest, TamperedCompressedBlob) {
   blob[blob.size() / 2] ^= 1;
   write_file(b.blob_path(img.layer_digests[2]), blob);
   expect_refused("oci:" + layout + ":x", "");
+}
+
+// A corrupt compressed archive is refused and leaves no temporary files: it is decompressed
+// as it is read, never unpacked (an earlier version left /var/tmp/cfs-archive-* behind).
+TEST_F(OciFailureTest, CorruptCompressedArchiveLeavesNoTemporaryDirectory) {
+  auto cfs_entries = [](const std::string& dir) {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      if (e.path().filename().string().starts_with("cfs-")) out.insert(e.path());
+    return out;
+  };
+  LayoutBuilder b(layout);
+  b.add_image(base_image_layers(), "x");
+  write_dir_archive(layout, tmp / "oci.tar");
+  ASSERT_EQ(run("gzip '" + tmp / "oci.tar" + "'"), 0);
+  std::string gz = read_file(tmp / "oci.tar.gz");
+  for (size_t i = gz.size() / 3; i < gz.size() / 3 + 64; ++i) gz[i] = static_cast<char>(~gz[i]);
+  write_file(tmp / "oci.tar.gz", gz);
+
+  std::filesystem::create_directories(tmp / "tmpdir");
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  const std::string saved = old_tmpdir ? old_tmpdir : "";
+  ::setenv("TMPDIR", (tmp / "tmpdir").c_str(), 1);
+  const std::set<std::string> var_tmp_before = cfs_entries("/var/tmp");
+  expect_refused("oci-archive:" + tmp / "oci.tar.gz" + ":x", "");
+  const std::set<std::string> var_tmp_after = cfs_entries("/var/tmp");
+  old_tmpdir ? ::setenv("TMPDIR", saved.c_str(), 1) : ::unsetenv("TMPDIR");
+  EXPECT_EQ(count_files(tmp / "tmpdir"), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(tmp / "tmpdir"));
+  for (const std::string& entry : var_tmp_after)
+    EXPECT_TRUE(var_tmp_before.count(entry)) << entry << " appeared during the pull";
 }
 
 TEST_F(OciFailureTest, TamperedUncompressedLayerWithValidBlobDigest) {

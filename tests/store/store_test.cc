@@ -102,20 +102,6 @@ TEST(Meta, UnknownReadOnlyCompatibleMakesRepositoryReadOnly) {
   EXPECT_THROW(repo.ensure_object(bytes_of("data")), Error);
 }
 
-// ---------------------------------------------------------------------------- refs
-
-TEST(Refs, RelativeTargets) {
-  std::string hex(64, 'a');
-  EXPECT_EQ(relative_symlink_target("images/refs/a/b", "images/" + hex), "../../" + hex);
-  EXPECT_EQ(relative_symlink_target("images/refs/x", "images/" + hex), "../" + hex);
-  EXPECT_EQ(relative_symlink_target("streams/foo", "objects/aa/bb"), "../objects/aa/bb");
-  EXPECT_THROW(validate_ref_name("a//b", "ref"), Error);
-  EXPECT_THROW(validate_ref_name("../x", "ref"), Error);
-  EXPECT_THROW(validate_ref_name(".hidden", "ref"), Error);
-  EXPECT_THROW(validate_ref_name("", "ref"), Error);
-  EXPECT_NO_THROW(validate_ref_name("oci/quay.io%2Ffoo:latest", "ref"));
-}
-
 // ---------------------------------------------------------------------------- splitstream
 
 // Builds a splitstream by hand from the documented layout: never through the writer.
@@ -452,9 +438,10 @@ TEST(Streams, WriteCatAndRefs) {
   EXPECT_EQ(out2.str(), out.str());
   EXPECT_THROW(repo.cat_stream("missing", out2), Error);
   EXPECT_THROW(repo.write_stream(w, "bad/name"), Error);
-  auto streams = repo.list_streams();
-  ASSERT_EQ(streams.size(), 1u);
-  EXPECT_EQ(streams[0].refs, std::vector<std::string>{"layers/one"});
+  std::vector<std::string> streams;
+  for (const auto& e : fs::directory_iterator(tmp / "repo/streams"))
+    if (e.path().filename() != "refs") streams.push_back(e.path().filename());
+  EXPECT_EQ(streams, std::vector<std::string>{"oci-layer-sha256:1234"});
   EXPECT_TRUE(fsck(repo).ok());
 }
 

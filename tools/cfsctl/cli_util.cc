@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <linux/fsverity.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,7 +13,9 @@
 
 #include "cfs/atomic_file.h"
 #include "cfs/error.h"
+#include "cfs/file_copy.h"
 #include "cfs/fsverity.h"
+#include "cfs/kernel_verity.h"
 
 namespace cfs::cli {
 
@@ -53,51 +54,22 @@ class UnlinkGuard {
   std::string name_;
 };
 
-// Data copy for the object store: reflink when the filesystem allows it, else an in-kernel
-// copy, else plain reads and writes.
-void copy_file_data(int in, int out, uint64_t size, const std::string& what) {
+// Data copy for the object store: a reflink when the filesystem allows it, else a copy.
+void clone_or_copy(int in, int out, uint64_t size, const std::string& what) {
   if (::ioctl(out, FICLONE, in) == 0) return;
-  uint64_t done = 0;
-  bool in_kernel = true;
-  std::vector<char> buf;
-  while (done < size) {
-    size_t chunk = static_cast<size_t>(std::min<uint64_t>(size - done, 1 << 20));
-    ssize_t n = -1;
-    if (in_kernel) {
-      loff_t in_off = static_cast<loff_t>(done), out_off = static_cast<loff_t>(done);
-      n = ::copy_file_range(in, &in_off, out, &out_off, chunk, 0);
-      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
-                    errno == EBADF)) {
-        in_kernel = false;
-        buf.resize(1 << 20);
-        continue;
-      }
-    } else {
-      n = ::pread(in, buf.data(), chunk, static_cast<off_t>(done));
-      if (n > 0)
-        write_all(out, {reinterpret_cast<const std::byte*>(buf.data()), static_cast<size_t>(n)},
-                  what);
-    }
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(what);
-    }
-    if (n == 0) throw Error(what + ": source file shrank while being copied");
-    done += static_cast<uint64_t>(n);
-  }
+  copy_file_data(in, 0, out, size, what);
 }
 
 // Best effort, as C mkcomposefs does: objects get fs-verity where the filesystem supports
 // it, and stay plain files elsewhere.
 void try_enable_verity(int dirfd, const std::string& name) {
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  UniqueFd owner(fd);
-  fsverity_enable_arg arg{};
-  arg.version = 1;
-  arg.hash_algorithm = FS_VERITY_HASH_ALG_SHA256;
-  arg.block_size = 4096;
-  (void)::ioctl(fd, FS_IOC_ENABLE_VERITY, &arg);
+  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return;
+  try {
+    enable_verity(fd.get(), HashAlgorithm::sha256, name);
+  } catch (const Error&) {
+    // Not even a real failure stops the copy: the object is correct without fs-verity.
+  }
 }
 
 }  // namespace
@@ -140,7 +112,7 @@ void DigestStore::add(int fd, uint64_t size, const Digest& digest, const std::st
   std::string temp;
   UniqueFd out = create_unique_file(subfd.get(), ".tmp", 0644, temp, what);
   UnlinkGuard guard(subfd.get(), temp);
-  copy_file_data(fd, out.get(), size, path + " -> " + what);
+  clone_or_copy(fd, out.get(), size, path + " -> " + what);
   // The umask may have narrowed the mode; objects are meant to be world-readable.
   if (::fchmod(out.get(), 0644) < 0) throw_errno(what);
   fsync_and_close(out, what);

@@ -32,7 +32,6 @@ class Digest {
   HashAlgorithm algorithm() const noexcept { return alg_; }
   size_t size() const noexcept { return digest_size(alg_); }
   std::span<const uint8_t> bytes() const noexcept { return {bytes_.data(), size()}; }
-  std::span<uint8_t> mutable_bytes() noexcept { return {bytes_.data(), size()}; }
 
   std::string hex() const;
   // "ab/cdef…": the object path below objects/ (also the composefs redirect payload).

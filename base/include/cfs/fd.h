@@ -37,6 +37,8 @@ UniqueFd open_at(int dirfd, const std::string& path, int flags, unsigned mode = 
 
 // Read exactly buf.size() bytes at offset, or throw (short read = error naming what).
 void pread_exact(int fd, std::span<std::byte> buf, uint64_t offset, const std::string& what);
+// One read(2) into buf, retrying on EINTR: the bytes read, 0 at end of file.
+size_t read_some(int fd, std::span<std::byte> buf, const std::string& what);
 // Write all of data, retrying on short writes and EINTR.
 void write_all(int fd, std::span<const std::byte> data, const std::string& what);
 // Read a whole file into memory.

@@ -154,7 +154,6 @@ class Image {
   bool has_acl() const noexcept { return has_acl_; }  // header flag: mount without noacl
   uint64_t root_nid() const noexcept { return root_nid_; }
   uint64_t inode_count() const noexcept { return inode_count_; }  // superblock inos
-  int64_t build_time_sec() const noexcept { return build_time_sec_; }
   uint32_t build_time_nsec() const noexcept { return build_time_nsec_; }
 
   // ---- lazy access ---------------------------------------------------------------------

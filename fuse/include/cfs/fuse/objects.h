@@ -76,8 +76,4 @@ class ObjectStore {
   mutable uint64_t digests_computed_ = 0;
 };
 
-// The kernel's fs-verity digest of an open file, or nullopt when it has none (or the
-// filesystem cannot tell).
-std::optional<Digest> kernel_verity_digest(int fd);
-
 }  // namespace cfs::fuse

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cfs/digest.h"
+#include "cfs/kmount/verity.h"
 
 namespace cfs::kmount {
 
@@ -23,12 +24,13 @@ std::string_view to_string(VerityMode mode);
 std::optional<VerityMode> parse_verity_mode(std::string_view text);
 
 // The ways of handing layers to overlayfs, newest first:
-//   fd:               fsconfig(FSCONFIG_SET_FD) for lowerdir+/datadir+ (6.13+; detached
-//   layers 6.15+) string:           fsconfig(FSCONFIG_SET_STRING) lowerdir+/datadir+ =
-//   /proc/self/fd/N (6.7+) legacy_dataonly:  mount(2) with lowerdir=IMAGE::OBJECTS (data-only
-//   lowers, 6.5+) legacy_lower:     mount(2) with lowerdir=IMAGE:OBJECTS; the image's 00-ff
-//   whiteouts hide the
-//                     object directories (any overlayfs with metacopy/redirect_dir)
+//   fd               fsconfig(FSCONFIG_SET_FD) for lowerdir+/datadir+
+//                    (6.13+; detached layers 6.15+)
+//   string           fsconfig(FSCONFIG_SET_STRING) lowerdir+/datadir+ = /proc/self/fd/N
+//                    (6.7+)
+//   legacy_dataonly  mount(2) with lowerdir=IMAGE::OBJECTS (data-only lowers, 6.5+)
+//   legacy_lower     mount(2) with lowerdir=IMAGE:OBJECTS; the image's 00-ff whiteouts hide
+//                    the object directories (any overlayfs with metacopy/redirect_dir)
 enum class OverlayTier { fd, string, legacy_dataonly, legacy_lower };
 std::string_view to_string(OverlayTier tier);
 // Accepts "fd", "string", "legacy-dataonly", "legacy-lower".
@@ -68,9 +70,6 @@ struct MountOptions {
   bool check_objects = true;
   KernelOverrides overrides;
 };
-
-enum class DigestCheck { none, kernel, userspace };
-std::string_view to_string(DigestCheck check);
 
 // What the mount did, for -v output and the tests that assert a forced path was taken.
 struct MountReport {

@@ -1,17 +1,16 @@
 // The fs-verity check of an image before it is mounted.
 #pragma once
 
-#include <optional>
 #include <string>
+#include <string_view>
 
 #include "cfs/digest.h"
-#include "cfs/kmount/mount.h"
 
 namespace cfs::kmount {
 
-// FS_IOC_MEASURE_VERITY; nullopt when the file has no fs-verity (or the filesystem or kernel
-// lacks it). Throws on other errors.
-std::optional<Digest> measure_kernel_verity(int fd, const std::string& what);
+// How the image's digest was checked before mounting (reported by -v).
+enum class DigestCheck { none, kernel, userspace };
+std::string_view to_string(DigestCheck check);
 
 // Checks that the file behind fd has the expected fs-verity digest. The kernel's measurement is
 // used where the file has fs-verity; otherwise the digest is computed in userspace unless

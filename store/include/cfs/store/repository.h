@@ -31,6 +31,7 @@
 #include "cfs/digest.h"
 #include "cfs/fd.h"
 #include "cfs/output.h"
+#include "cfs/repo_layout.h"
 #include "cfs/store/lock.h"
 #include "cfs/store/meta.h"
 #include "cfs/store/splitstream.h"
@@ -47,12 +48,6 @@ struct ImageInfo {
   Digest id;
   std::vector<std::string> refs;  // names below images/refs/ that resolve to this image
   uint64_t size = 0;              // bytes of the image object (0 if the object is missing)
-};
-
-struct StreamInfo {
-  std::string content_id;
-  Digest object;
-  std::vector<std::string> refs;
 };
 
 class Repository;
@@ -156,7 +151,6 @@ class Repository {
   SplitStreamReader open_stream(std::string_view name) const;
   // Writes the reassembled stream to out, checking each object and the total size.
   void cat_stream(std::string_view name, OutputSink& out) const;
-  std::vector<StreamInfo> list_streams() const;
 
  private:
   friend class ObjectWriter;
@@ -166,6 +160,6 @@ class Repository {
 };
 
 // Relative path of an object from the repository root: "objects/ab/cdef…".
-std::string object_repo_path(const Digest& id);
+using repo_layout::object_repo_path;
 
 }  // namespace cfs::store
