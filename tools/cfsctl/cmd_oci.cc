@@ -293,7 +293,9 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       "Mount an image: the kernel (cfs-mount) as root, cfs-fuse otherwise", run_mount);
   add_variant_options(cmd, args->image, "Mount the boot image");
   cmd->add_option("MOUNTPOINT", args->mountpoint, "Existing directory")->required();
-  cmd->add_flag("--fuse", args->fuse, "Use cfs-fuse even as root");
+  cmd->add_flag("--fuse", args->fuse,
+                built_with_fuse() ? "Use cfs-fuse even as root"
+                                  : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
 }
 
 // ---- prepare-boot ----------------------------------------------------------------------

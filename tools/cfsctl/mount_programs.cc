@@ -37,6 +37,10 @@ std::optional<std::string> find_program(std::string_view name,
 
 }  // namespace
 
+bool built_with_fuse() {
+  return CFS_WITH_FUSE;
+}
+
 std::string mount_program(bool fuse) {
   // Next to cfsctl first: the build tree, where the tests run.
   const std::string self = self_dir();

@@ -12,4 +12,7 @@ namespace cfs::cli {
 // FUSE support and FUSE would be needed.
 std::string mount_program(bool fuse);
 
+// False in a build without cfs-fuse (CMake option CFS_WITH_FUSE=OFF).
+bool built_with_fuse();
+
 }  // namespace cfs::cli
