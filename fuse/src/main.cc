@@ -3,55 +3,38 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cfs/error.h"
 #include "cfs/fuse/image_fs.h"
 #include "cfs/fuse/server.h"
+#include "cfs/main_frame.h"
 #include "cfs/safe_open.h"
 #include "cfs/store/repository.h"
 #include "truncation_guard.h"
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: cfs-fuse [--repo DIR | --basedir DIR] IMAGE MOUNTPOINT [-f] [-d] [-o OPTIONS]\n"
-    "                [--threads N] [--splice] [--no-passthrough]\n"
-    "\n"
+constexpr const char* kDescription =
     "Mounts the composefs image IMAGE read-only at MOUNTPOINT through FUSE (as any user;\n"
     "needs a readable /dev/fuse and fusermount3). Unmount with `fusermount3 -u MOUNTPOINT`\n"
-    "or by sending SIGINT/SIGTERM to the server.\n"
-    "\n"
-    "  IMAGE          an image file, or with --repo an image id (hex) or ref name\n"
-    "  --basedir DIR  object directory for external files (DIR/ab/cdef...); without it and\n"
-    "                 --repo, external files read as EIO\n"
-    "  --repo DIR     a cfs repository: IMAGE is looked up in DIR/images, objects come from\n"
-    "                 DIR/objects (kernel fs-verity required if the repository is secure)\n"
-    "  -f             stay in the foreground\n"
-    "  -d             foreground with libfuse request tracing\n"
-    "  -o OPTIONS     extra mount options (e.g. allow_other); ro, nosuid, nodev and\n"
-    "                 default_permissions are always set (rw, suid and dev are refused)\n"
-    "  --threads N    idle worker threads kept (default 8)\n"
-    "  --splice       splice object data into /dev/fuse (slower here than copying)\n"
-    "  --no-passthrough\n"
-    "                 serve object data from this process even where FUSE passthrough is\n"
-    "                 available (as root on Linux 6.9+, the kernel otherwise reads opened\n"
-    "                 objects directly, after the same verification)\n"
-    "\n"
+    "or by sending SIGINT/SIGTERM to the server.";
+
+constexpr const char* kFooter =
     "Objects not protected by kernel fs-verity are digested in userspace before their\n"
     "first read; a mismatch, a missing object or a redirect that is not an object name\n"
     "reads as EIO and is logged once per open (stderr with -f, syslog otherwise).\n"
     "Objects are verified at open: bytes changed in an object file after that reach the\n"
     "handles already open (with or without passthrough); only fs-verity in the kernel\n"
-    "(a secure repository) rules that out.\n";
+    "(a secure repository) rules that out.";
 
 // Log lines go to stderr until the server daemonises (stderr is then /dev/null), to syslog
 // after that.
@@ -77,67 +60,20 @@ class Logger {
 
 struct Args {
   std::optional<std::string> repo, basedir;
-  std::vector<std::string> positional;
+  std::string image, mountpoint;
   std::vector<std::string> mount_options;
   bool foreground = false, debug = false, splice = false, passthrough = true;
   unsigned threads = 8;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "cfs-fuse: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
+  throw cfs::UsageError(message + "\nRun 'cfs-fuse --help' for usage.");
 }
 
-Args parse_args(int argc, char** argv) {
-  Args a;
-  auto value = [&](int& i, std::string_view opt) -> std::string {
-    if (i + 1 >= argc) usage_error(std::string(opt) + " needs a value");
-    return argv[++i];
-  };
-  for (int i = 1; i < argc; i++) {
-    std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (arg == "--version") {
-      std::puts("cfs-fuse " CFS_VERSION);
-      std::exit(0);
-    } else if (arg == "--repo") {
-      a.repo = value(i, arg);
-    } else if (arg.starts_with("--repo=")) {
-      a.repo = std::string(arg.substr(7));
-    } else if (arg == "--basedir") {
-      a.basedir = value(i, arg);
-    } else if (arg.starts_with("--basedir=")) {
-      a.basedir = std::string(arg.substr(10));
-    } else if (arg == "-f") {
-      a.foreground = true;
-    } else if (arg == "-d") {
-      a.foreground = a.debug = true;
-    } else if (arg == "-o") {
-      a.mount_options.push_back(value(i, arg));
-    } else if (arg.starts_with("-o")) {
-      a.mount_options.emplace_back(arg.substr(2));
-    } else if (arg == "--threads") {
-      std::string v = value(i, arg);
-      char* end = nullptr;
-      unsigned long n = std::strtoul(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n == 0 || n > 1024)
-        usage_error("--threads wants a number from 1 to 1024");
-      a.threads = static_cast<unsigned>(n);
-    } else if (arg == "--splice") {
-      a.splice = true;
-    } else if (arg == "--no-passthrough") {
-      a.passthrough = false;
-    } else if (arg == "--") {
-      for (i++; i < argc; i++) a.positional.emplace_back(argv[i]);
-    } else if (arg.size() > 1 && arg[0] == '-') {
-      usage_error("unknown option " + std::string(arg));
-    } else {
-      a.positional.emplace_back(arg);
-    }
-  }
-  for (const auto& opts : a.mount_options) {
+// -o takes what libfuse takes, except what would make the mount writable or let an image's
+// setuid binaries and device nodes work.
+void check_mount_options(const std::vector<std::string>& mount_options) {
+  for (const auto& opts : mount_options) {
     std::string_view rest = opts;
     while (!rest.empty()) {
       std::string_view opt = rest.substr(0, rest.find(','));
@@ -150,15 +86,62 @@ Args parse_args(int argc, char** argv) {
                     ": refused; cfs-fuse mounts are always nosuid,nodev");
     }
   }
-  if (a.repo && a.basedir) usage_error("--repo and --basedir exclude each other");
-  if (a.positional.size() != 2) usage_error("expected IMAGE and MOUNTPOINT");
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  CLI::App app{kDescription, "cfs-fuse"};
+  app.set_version_flag("--version", "cfs-fuse " CFS_VERSION);
+  app.footer(kFooter);
+  app.add_option("IMAGE", a.image, "an image file, or with --repo an image id (hex) or ref name")
+      ->required();
+  app.add_option("MOUNTPOINT", a.mountpoint, "existing directory to mount on")->required();
+  auto* repo = app.add_option("--repo", a.repo,
+                              "a cfs repository: IMAGE is looked up in DIR/images, objects come "
+                              "from DIR/objects (kernel fs-verity required if the repository is "
+                              "secure)")
+                   ->type_name("DIR");
+  app.add_option("--basedir", a.basedir,
+                 "object directory for external files (DIR/ab/cdef...); without it and --repo, "
+                 "external files read as EIO")
+      ->type_name("DIR")
+      ->excludes(repo);
+  app.add_flag("-f", a.foreground, "stay in the foreground");
+  bool debug = false;
+  app.add_flag("-d", debug, "foreground with libfuse request tracing");
+  // One option string per -o, so it never swallows IMAGE and MOUNTPOINT.
+  app.add_option("-o", a.mount_options,
+                 "extra mount options (e.g. allow_other); ro, nosuid, nodev and "
+                 "default_permissions are always set (rw, suid and dev are refused)")
+      ->type_name("OPTIONS")
+      ->allow_extra_args(false);
+  app.add_option("--threads", a.threads, "idle worker threads kept")
+      ->type_name("N")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  app.add_flag("--splice", a.splice,
+               "splice object data into /dev/fuse (slower here than copying)");
+  bool no_passthrough = false;
+  app.add_flag("--no-passthrough", no_passthrough,
+               "serve object data from this process even where FUSE passthrough is available "
+               "(as root on Linux 6.9+, the kernel otherwise reads opened objects directly, "
+               "after the same verification)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) throw cfs::ExitStatus(app.exit(e));  // --help, --version
+    usage_error(e.what());
+  }
+  if (debug) a.foreground = a.debug = true;
+  a.passthrough = !no_passthrough;
+  check_mount_options(a.mount_options);
   return a;
 }
 
 int run(const Args& args) {
   Logger logger;
-  const std::string& image_arg = args.positional[0];
-  const std::string& mountpoint = args.positional[1];
+  const std::string& image_arg = args.image;
+  const std::string& mountpoint = args.mountpoint;
   // C-made images use the C tools' limits; external data is still accepted only through
   // object-named redirects (ObjectStore), so compat validation opens no extra door.
   const auto reader_options = cfs::erofs::ReaderOptions::compat();
@@ -208,10 +191,5 @@ int run(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse_args(argc, argv));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cfs-fuse: %s\n", e.what());
-    return 1;
-  }
+  return cfs::run_main("cfs-fuse", [&] { return run(parse_args(argc, argv)); });
 }

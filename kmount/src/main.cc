@@ -3,7 +3,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -15,6 +14,7 @@
 #include "cfs/kmount/options.h"
 #include "cfs/kmount/repo.h"
 #include "cfs/kmount/setup_root.h"
+#include "cfs/main_frame.h"
 
 namespace {
 
@@ -190,20 +190,16 @@ int run_setup_root(int argc, char** argv) {
   return 0;
 }
 
+int dispatch(std::string_view self, int argc, char** argv) {
+  if (self == "mount.composefs") return run_helper(argc, argv);
+  if (argc > 1 && std::string_view(argv[1]) == "setup-root")
+    return run_setup_root(argc - 1, argv + 1);
+  return run_mount(argc, argv);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name = std::filesystem::path(argv[0]).filename().string();
-  try {
-    if (name == "mount.composefs") return run_helper(argc, argv);
-    if (argc > 1 && std::string_view(argv[1]) == "setup-root")
-      return run_setup_root(argc - 1, argv + 1);
-    return run_mount(argc, argv);
-  } catch (const cfs::Error& e) {
-    std::cerr << name << ": " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << name << ": " << e.what() << "\n";
-    return 1;
-  }
+  std::string_view self = cfs::program_name(argc, argv, "cfs-mount");
+  return cfs::run_main(self, [&] { return dispatch(self, argc, argv); });
 }

@@ -67,6 +67,12 @@ std::string tool(const std::string& name) {
   return quote(kBin + "/" + name);
 }
 
+// The drop-in mkcomposefs building the image of the C vector file `dump` at `image`.
+RunResult mkcomposefs_vector(const std::string& dump, const std::string& image) {
+  return run(tool("mkcomposefs") + " --from-file " + quote(cfs::test::vectors_dir() + "/" + dump) +
+             " " + quote(image));
+}
+
 void write_file(const std::string& path, const std::string& data) {
   std::ofstream f(path, std::ios::binary);
   f << data;
@@ -170,9 +176,7 @@ TEST(MkcomposefsCli, StrictModeFollowsTheEnvironment) {
 
 TEST(ComposefsInfoCli, FilterKeepsNamedTopLevelEntries) {
   TempDir tmp;
-  RunResult r =
-      run(tool("mkcomposefs") + " --from-file " +
-          quote(cfs::test::vectors_dir() + "/special.dump") + " " + quote(tmp / "out.cfs"));
+  RunResult r = mkcomposefs_vector("special.dump", tmp / "out.cfs");
   ASSERT_EQ(r.status, 0) << r.err;
   r = run(tool("composefs-info") + " --filter=chardev --filter=inline --filter=whiteout dump " +
           quote(tmp / "out.cfs"));
@@ -189,9 +193,7 @@ TEST(ComposefsInfoCli, FilterKeepsNamedTopLevelEntries) {
 // order (inline, then shared) and the v1 opaque markers of a directory holding whiteouts.
 TEST(ComposefsInfoCli, DumpPrintsWhatTheCToolPrints) {
   TempDir tmp;
-  RunResult r =
-      run(tool("mkcomposefs") + " --from-file " +
-          quote(cfs::test::vectors_dir() + "/special.dump") + " " + quote(tmp / "out.cfs"));
+  RunResult r = mkcomposefs_vector("special.dump", tmp / "out.cfs");
   ASSERT_EQ(r.status, 0) << r.err;
   r = run(tool("composefs-info") + " dump " + quote(tmp / "out.cfs"));
   ASSERT_EQ(r.status, 0) << r.err;
@@ -568,9 +570,7 @@ TEST_F(DirectoryTest, ScanOptionsAreApplied) {
 TEST(MkcomposefsCli, FailedRunLeavesTargetUntouched) {
   TempDir tmp;
   write_file(tmp / "img.cfs", "previous image");
-  RunResult r = run(tool("mkcomposefs") + " --from-file " +
-                    quote(cfs::test::vectors_dir() + "/should-fail-too-big.dump") + " " +
-                    quote(tmp / "img.cfs"));
+  RunResult r = mkcomposefs_vector("should-fail-too-big.dump", tmp / "img.cfs");
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(cfs::read_file(tmp / "img.cfs"), "previous image");
   size_t entries = 0;
@@ -637,9 +637,7 @@ TEST(CliErrors, HelpExitsZeroAndExplains) {
 
 TEST(CfsctlDump, RejectsCorruptAndOverLongImages) {
   TempDir tmp;
-  RunResult r =
-      run(tool("mkcomposefs") + " --from-file " +
-          quote(cfs::test::vectors_dir() + "/longlink.dump") + " " + quote(tmp / "long.cfs"));
+  RunResult r = mkcomposefs_vector("longlink.dump", tmp / "long.cfs");
   ASSERT_EQ(r.status, 0) << r.err;
   // cfs limits symlinks to 1024 bytes; the C-compatible reader takes them.
   r = run(tool("cfsctl") + " dump " + quote(tmp / "long.cfs"));

@@ -18,6 +18,29 @@ for name in cfsctl mkcomposefs composefs-info; do
   test -e "$work/prefix/share/bash-completion/completions/$name"
 done
 
+# The installed cfsctl (bin/) finds the installed cfs-mount (sbin/), which root mounts with:
+# the lookup comes before the repository is opened, so a missing repository is the next error.
+# Without cfs-mount (and none where the build was configured to install it) root gets an
+# error naming it, not a FUSE mount.
+if [ "$(id -u)" = 0 ]; then
+  mount_error() {
+    "$work/prefix/bin/cfsctl" --repo "$work/no-repo" oci mount tag "$work" 2>&1 || true
+  }
+  case $(mount_error) in
+    *"no such repository"*) ;;
+    *) echo "installed cfsctl does not find the installed cfs-mount: $(mount_error)" >&2; exit 1 ;;
+  esac
+  configured=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt")
+  if [ ! -e "$configured/sbin/cfs-mount" ]; then
+    mv "$work/prefix/sbin/cfs-mount" "$work/cfs-mount"
+    case $(mount_error) in
+      *"cfs-mount not found"*) ;;
+      *) echo "no cfs-mount: expected an error naming it: $(mount_error)" >&2; exit 1 ;;
+    esac
+    mv "$work/cfs-mount" "$work/prefix/sbin/cfs-mount"
+  fi
+fi
+
 # A sanitized build installs sanitized libraries: the consumers must link the runtimes too.
 sanitize=$(sed -n 's/^CFS_SANITIZE:STRING=//p' "$build/CMakeCache.txt")
 san_flags=${sanitize:+-fsanitize=$sanitize}

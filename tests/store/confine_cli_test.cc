@@ -8,13 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <set>
 
 #include "cfs/fd.h"
 #include "cfs/store/repository.h"
 #include "cfs/store/splitstream.h"
+#include "cfsctl_runner.h"
 #include "testdata.h"
 
 namespace cfs::store {
@@ -24,21 +24,11 @@ namespace fs = std::filesystem;
 using test::quote;
 using test::TempDir;
 
-const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+using Result = CliResult;
 
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr
-  double seconds = 0;
-};
-
-// Under `timeout`, so a regression to a hang fails the test (status 124) instead of the run.
+// Under `timeout`: these tests look for hangs.
 Result cfsctl(const std::string& args) {
-  Result r;
-  auto start = std::chrono::steady_clock::now();
-  r.status = test::run("timeout 20 " + quote(kCfsctl) + " " + args + " 2>&1", &r.out);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return r;
+  return run_cfsctl(args, 20);
 }
 
 bool contains(const std::string& haystack, const std::string& needle) {

@@ -19,6 +19,7 @@
 
 #include "cfs/fsverity.h"
 #include "cfs/store/repository.h"
+#include "cfsctl_runner.h"
 #include "testdata.h"
 
 extern char** environ;
@@ -30,17 +31,12 @@ namespace fs = std::filesystem;
 using test::quote;
 using test::TempDir;
 
-const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+const std::string kCfsctl = cfsctl_binary();
 
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr
-};
+using Result = CliResult;
 
 Result cfsctl(const std::string& args) {
-  Result r;
-  r.status = test::run(quote(kCfsctl) + " " + args + " 2>&1", &r.out);
-  return r;
+  return run_cfsctl(args);
 }
 
 // files of 10 B .. ~2 MB in a few directories.

@@ -2,7 +2,6 @@
 // a directory would get, without writing anything).
 #include <unistd.h>
 
-#include <memory>
 #include <string>
 
 #include "cfs/erofs/dumpfile.h"
@@ -25,18 +24,12 @@ struct DumpOptions {
 };
 
 void run_dump(const DumpOptions& o, const GlobalOptions& global) {
-  if (!global.repo.empty()) {
-    // IMAGE is an image id or ref name inside the repository.
-    store::Repository repo = store::Repository::open(global.repo);
-    erofs::Tree tree = store::open_image_reader(repo, o.image).to_tree();
-    FdSink out(STDOUT_FILENO, "stdout");
-    erofs::write_dumpfile(tree, out);
-    out.flush();
-    return;
-  }
-  // cfs rules: symlink targets of at most 1024 bytes, redirects only to digest-named objects.
-  erofs::Image image = erofs::Image::open(o.image, erofs::ReaderOptions{});
-  erofs::Tree tree = image.to_tree();
+  // An image file is read with the cfs rules (symlink targets of at most 1024 bytes,
+  // redirects only to digest-named objects); with --repo, IMAGE is an image id or ref name.
+  erofs::Tree tree =
+      global.repo.empty()
+          ? erofs::Image::open(o.image, erofs::ReaderOptions{}).to_tree()
+          : store::open_image_reader(store::Repository::open(global.repo), o.image).to_tree();
   FdSink out(STDOUT_FILENO, "stdout");
   erofs::write_dumpfile(tree, out);
   out.flush();
@@ -61,41 +54,35 @@ void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
   if (!global.repo.empty()) {
     // The id create-image would give in this repository (its hash algorithm).
     HashAlgorithm alg = store::Repository::open(global.repo).algorithm();
-    FdSink out(STDOUT_FILENO, "stdout");
-    out.write(store::compute_image_id(o.dir, alg, scan).hex() + "\n");
-    out.flush();
-    return;
+    return print(store::compute_image_id(o.dir, alg, scan).hex() + "\n");
   }
   erofs::Tree tree = erofs::scan_directory(o.dir, scan, hash_file_exact);
   DiscardSink discard;
   // Repositories store V1 images, so the id is that of the V1 image of the tree.
   erofs::WriteResult result = erofs::write_image(tree, discard, erofs::WriterOptions{1, 1});
-  FdSink out(STDOUT_FILENO, "stdout");
-  out.write(result.digest.hex() + "\n");
-  out.flush();
+  print(result.digest.hex() + "\n");
 }
 
 }  // namespace
 
 void register_image_commands(CLI::App& app, GlobalOptions& global) {
-  auto dump = std::make_shared<DumpOptions>();
-  CLI::App* dump_cmd = app.add_subcommand(
-      "dump",
+  auto [dump_cmd, dump] = add_command<DumpOptions>(
+      app, global, "dump",
       "Print a composefs image as a composefs-dump(5) file (hardlinks as '@' lines, objects as "
       "XX/YYYY... payloads). The image is validated strictly first: a corrupt image or one "
       "with a symlink target over 1024 bytes is an error (use 'composefs-info dump' for "
-      "images from the C tools that need the looser limits).");
+      "images from the C tools that need the looser limits).",
+      run_dump);
   dump_cmd->add_option("IMAGE", dump->image, "Image file")->required();
-  dump_cmd->callback([dump, &global] { run_dump(*dump, global); });
 
-  auto compute = std::make_shared<ComputeIdOptions>();
-  CLI::App* compute_cmd = app.add_subcommand(
-      "compute-id",
+  auto [compute_cmd, compute] = add_command<ComputeIdOptions>(
+      app, global, "compute-id",
       "Print the image id (fs-verity SHA-256 of the composefs image) that DIR would get, "
       "without writing an image or storing objects. The id is that of a format V1 image "
       "(min and max version 1), as repositories store them; 'mkcomposefs --print-digest-only' "
       "gives the V0 id of C mkcomposefs. Files over 64 bytes are hashed, hardlinks are kept, "
-      "symlinks are not followed.");
+      "symlinks are not followed.",
+      run_compute_id);
   compute_cmd->add_option("DIR", compute->dir, "Directory to scan")->required();
   compute_cmd->add_flag("--use-epoch", compute->use_epoch, "Set every mtime to 0");
   compute_cmd->add_flag("--skip-devices", compute->skip_devices,
@@ -106,7 +93,6 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
       ->excludes("--skip-xattrs");
   compute_cmd->add_flag("--no-hardlinks", compute->no_hardlinks,
                         "Treat every hardlink as a separate file (as C mkcomposefs does)");
-  compute_cmd->callback([compute, &global] { run_compute_id(*compute, global); });
 }
 
 }  // namespace cfs::cli

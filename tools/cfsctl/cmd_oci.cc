@@ -1,7 +1,6 @@
 // OCI commands: cfsctl --repo DIR oci
 // pull|images|inspect|tag|untag|image-id|mount|prepare-boot|fsck.
 // Thin wrappers over cfs_oci; every rule lives in the library.
-#include <limits.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,22 +19,11 @@
 #include "cfs/store/repository.h"
 #include "commands.h"
 #include "json_out.h"
+#include "mount_programs.h"
 
 namespace cfs::cli {
 
 namespace {
-
-const std::string& require_repo(const GlobalOptions& global, const char* command) {
-  if (global.repo.empty())
-    throw Error(std::string("oci ") + command + ": no repository given (use --repo DIR)");
-  return global.repo;
-}
-
-void print(const std::string& text) {
-  FdSink out(STDOUT_FILENO, "stdout");
-  out.write(text);
-  out.flush();
-}
 
 std::string human_bytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -58,6 +46,21 @@ void add_xattrs_option(CLI::App* cmd, std::string& mode, const std::string& what
       ->capture_default_str();
 }
 
+// The OCI subcommand `name`: run gets its arguments and the repository --repo names, opened.
+template <class Args>
+std::pair<CLI::App*, Args*> add_oci_command(CLI::App& oci_cmd, const GlobalOptions& global,
+                                            const std::string& name, std::string description,
+                                            void (*run)(store::Repository&, const Args&)) {
+  return add_command<Args>(oci_cmd, global, name, std::move(description),
+                           [run, name](const Args& args, const GlobalOptions& g) {
+                             store::Repository repo =
+                                 store::Repository::open(require_repo(g, "oci " + name));
+                             run(repo, args);
+                           });
+}
+
+// ---- pull ------------------------------------------------------------------------------
+
 struct PullArgs {
   std::string source;
   std::string tag;
@@ -67,8 +70,7 @@ struct PullArgs {
   unsigned threads = 0;
 };
 
-void run_pull(const PullArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "pull"));
+void run_pull(store::Repository& repo, const PullArgs& args) {
   oci::PullOptions options;
   options.bootable = args.bootable;
   options.threads = args.threads;
@@ -110,6 +112,24 @@ void run_pull(const PullArgs& args, const GlobalOptions& global) {
   print(out);
 }
 
+void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<PullArgs>(
+      oci_cmd, global, "pull",
+      "Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:TAG], or "
+      "anything skopeo understands (docker://…, containers-storage:…). Every blob digest and "
+      "layer diff_id is verified; the EROFS image is built and stored at once.",
+      run_pull);
+  cmd->add_option("SOURCE", args->source, "Image reference")->required();
+  cmd->add_option("TAG", args->tag, "Tag to store it under (default: SOURCE)");
+  cmd->add_flag("--bootable", args->bootable,
+                "Also build the boot image (/boot, /sysroot emptied; SELinux relabel)");
+  cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
+  add_xattrs_option(cmd, args->xattrs, "Xattrs the images keep");
+  cmd->add_option("--threads", args->threads, "Parallel layer imports (default: CPUs)");
+}
+
+// ---- images, inspect -------------------------------------------------------------------
+
 nlohmann::json summary_json(const oci::ImageSummary& s) {
   nlohmann::json j = {{"tag", s.tag},
                       {"manifest", s.manifest_digest},
@@ -122,10 +142,13 @@ nlohmann::json summary_json(const oci::ImageSummary& s) {
   return j;
 }
 
-void run_images(bool json, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "images"));
+struct ImagesArgs {
+  bool json = false;
+};
+
+void run_images(store::Repository& repo, const ImagesArgs& args) {
   auto images = oci::list_images(repo);
-  if (json) {
+  if (args.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& s : images) arr.push_back(summary_json(s));
     print(json_text(arr));
@@ -139,14 +162,19 @@ void run_images(bool json, const GlobalOptions& global) {
   print(out);
 }
 
+void add_images_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] =
+      add_oci_command<ImagesArgs>(oci_cmd, global, "images", "List tagged images", run_images);
+  cmd->add_flag("--json", args->json, "JSON output");
+}
+
 struct InspectArgs {
   std::string name;
   bool manifest = false;
   bool config = false;
 };
 
-void run_inspect(const InspectArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "inspect"));
+void run_inspect(store::Repository& repo, const InspectArgs& args) {
   if (args.manifest) return print(oci::manifest_json(repo, args.name) + "\n");
   if (args.config) return print(oci::config_json(repo, args.name) + "\n");
   // The stored documents are spliced in as they are: manifest_json() and config_json()
@@ -167,36 +195,88 @@ void run_inspect(const InspectArgs& args, const GlobalOptions& global) {
   print(summary);
 }
 
-// The directory holding this binary, where cfs-mount and cfs-fuse are built/installed.
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n < 0) throw_errno("/proc/self/exe");
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
+void add_inspect_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<InspectArgs>(
+      oci_cmd, global, "inspect", "Show an image (TAG or @sha256:MANIFEST) as JSON", run_inspect);
+  cmd->add_option("IMAGE", args->name, "Tag or @sha256:…")->required();
+  cmd->add_flag("--manifest", args->manifest, "Print only the manifest JSON bytes");
+  cmd->add_flag("--config", args->config, "Print only the config JSON bytes");
 }
 
-struct MountArgs {
+// ---- tag, untag, image-id --------------------------------------------------------------
+
+struct TagArgs {
+  std::string image;
+  std::string tag;
+};
+
+void run_tag(store::Repository& repo, const TagArgs& args) {
+  oci::tag_image(repo, args.image, args.tag);
+}
+
+struct UntagArgs {
+  std::string tag;
+};
+
+void run_untag(store::Repository& repo, const UntagArgs& args) {
+  oci::untag_image(repo, args.tag);
+}
+
+void add_tag_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [tag_cmd, tag] = add_oci_command<TagArgs>(
+      oci_cmd, global, "tag", "Tag an image (by manifest digest or tag)", run_tag);
+  tag_cmd->add_option("DIGEST", tag->image, "sha256:… manifest digest, @sha256:… or a tag")
+      ->required();
+  tag_cmd->add_option("NAME", tag->tag, "New tag")->required();
+
+  auto [untag_cmd, untag] = add_oci_command<UntagArgs>(
+      oci_cmd, global, "untag", "Remove a tag (the data goes at the next gc)", run_untag);
+  untag_cmd->add_option("NAME", untag->tag, "Tag")->required();
+}
+
+// Which composefs image of a pulled OCI image: IMAGE [--bootable] [--xattrs MODE].
+struct ImageVariant {
   std::string name;
-  std::string mountpoint;
-  std::string xattrs = "allowlist-only";
   bool bootable = false;
+  std::string xattrs = "allowlist-only";
+
+  Digest id(const store::Repository& repo) const {
+    return oci::image_id(repo, name, bootable, oci::parse_xattr_mode(xattrs));
+  }
+};
+
+void add_variant_options(CLI::App* cmd, ImageVariant& variant, const std::string& bootable) {
+  cmd->add_option("IMAGE", variant.name, "Tag or @sha256:…")->required();
+  cmd->add_flag("--bootable", variant.bootable, bootable);
+  add_xattrs_option(cmd, variant.xattrs, "The image variant pulled with");
+}
+
+void run_image_id(store::Repository& repo, const ImageVariant& args) {
+  print(args.id(repo).hex() + "\n");
+}
+
+void add_image_id_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<ImageVariant>(
+      oci_cmd, global, "image-id", "Print the composefs image id stored at pull", run_image_id);
+  add_variant_options(cmd, *args, "The boot image's id");
+}
+
+// ---- mount -----------------------------------------------------------------------------
+
+struct MountArgs {
+  ImageVariant image;
+  std::string mountpoint;
   bool fuse = false;
 };
 
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
+  std::string program = mount_program(args.fuse);
   std::string id;
   {
-    store::Repository repo = store::Repository::open(require_repo(global, "mount"));
-    id = oci::image_id(repo, args.name, args.bootable, oci::parse_xattr_mode(args.xattrs)).hex();
+    // Closed before the exec: the mount program takes the repository lock itself.
+    store::Repository repo = store::Repository::open(require_repo(global, "oci mount"));
+    id = args.image.id(repo).hex();
   }
-  std::string dir = self_dir();
-  std::string kernel = dir + "/cfs-mount";
-  std::string fuse = dir + "/cfs-fuse";
-  bool use_kernel = !args.fuse && ::geteuid() == 0 && ::access(kernel.c_str(), X_OK) == 0;
-  std::string program = use_kernel ? kernel : fuse;
-  if (::access(program.c_str(), X_OK) != 0)
-    throw Error("oci mount: " + program + " is not available");
   std::vector<std::string> argv_s = {program, "--repo", global.repo, id, args.mountpoint};
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
@@ -205,14 +285,62 @@ void run_mount(const MountArgs& args, const GlobalOptions& global) {
   throw_errno("oci mount: exec " + program);
 }
 
+void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_command<MountArgs>(
+      oci_cmd, global, "mount",
+      "Mount an image: the kernel (cfs-mount) as root, cfs-fuse otherwise", run_mount);
+  add_variant_options(cmd, args->image, "Mount the boot image");
+  cmd->add_option("MOUNTPOINT", args->mountpoint, "Existing directory")->required();
+  cmd->add_flag("--fuse", args->fuse,
+                built_with_fuse() ? "Use cfs-fuse even as root"
+                                  : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
+}
+
+// ---- prepare-boot ----------------------------------------------------------------------
+
+struct PrepareBootArgs {
+  std::string name;
+  oci::BootEntryOptions options;
+  std::string entry_id, kernel_version;
+  std::string xattrs = "allowlist-only";
+};
+
+void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
+  oci::BootEntryOptions options = args.options;
+  if (!args.entry_id.empty()) options.entry_id = args.entry_id;
+  if (!args.kernel_version.empty()) options.kernel_version = args.kernel_version;
+  options.xattrs = oci::parse_xattr_mode(args.xattrs);
+  oci::BootEntry entry = oci::prepare_boot(repo, args.name, options);
+  print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " + entry.kernel_path +
+        "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options + "\n");
+}
+
+void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<PrepareBootArgs>(
+      oci_cmd, global, "prepare-boot",
+      "Copy the kernel and initramfs of a bootable image (pulled with --bootable) from "
+      "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
+      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image",
+      run_prepare_boot);
+  cmd->add_option("IMAGE", args->name, "Tag or @sha256:…")->required();
+  cmd->add_option("--bootdir", args->options.bootdir, "Boot partition root")->capture_default_str();
+  cmd->add_option("--entry-id", args->entry_id, "Entry name (default: the kernel version)");
+  cmd->add_option("--kernel-version", args->kernel_version,
+                  "Kernel to use when the image has several (default: the first by name)");
+  cmd->add_option("--cmdline", args->options.kernel_arguments,
+                  "Kernel argument after the composefs one; repeatable");
+  add_xattrs_option(cmd, args->xattrs, "The image variant pulled with");
+}
+
+// ---- fsck ------------------------------------------------------------------------------
+
 struct FsckArgs {
   std::string name;
   bool json = false;
   bool metadata_only = false;
 };
 
-void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "fsck"));
+void run_fsck(store::Repository& repo, const FsckArgs& args) {
   store::FsckOptions options;
   options.metadata_only = args.metadata_only;
   store::FsckReport base = store::fsck(repo, options);
@@ -240,7 +368,17 @@ void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
   out += "status: " + std::to_string(errors.size()) + " error(s)\n";
   for (const auto& e : errors) out += "  - " + e + "\n";
   print(out);
-  throw CLI::RuntimeError(1);
+  throw ExitStatus(1);
+}
+
+void add_fsck_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<FsckArgs>(
+      oci_cmd, global, "fsck",
+      "Check the repository and the OCI images (all tagged ones, or IMAGE)", run_fsck);
+  cmd->add_option("IMAGE", args->name, "Tag or @sha256:…");
+  cmd->add_flag("--json", args->json, "JSON output (exit 0)");
+  cmd->add_flag("--metadata-only", args->metadata_only,
+                "Skip hashing object data and layer contents");
 }
 
 }  // namespace
@@ -248,122 +386,14 @@ void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
 void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   CLI::App* oci_cmd = app.add_subcommand("oci", "OCI container images in a repository");
   oci_cmd->require_subcommand(1);
-
-  auto pull = std::make_shared<PullArgs>();
-  CLI::App* pull_cmd = oci_cmd->add_subcommand(
-      "pull",
-      "Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:TAG], or "
-      "anything skopeo understands (docker://…, containers-storage:…). Every blob digest and "
-      "layer diff_id is verified; the EROFS image is built and stored at once.");
-  pull_cmd->add_option("SOURCE", pull->source, "Image reference")->required();
-  pull_cmd->add_option("TAG", pull->tag, "Tag to store it under (default: SOURCE)");
-  pull_cmd->add_flag("--bootable", pull->bootable,
-                     "Also build the boot image (/boot, /sysroot emptied; SELinux relabel)");
-  pull_cmd->add_flag("-q,--quiet", pull->quiet, "No progress output");
-  add_xattrs_option(pull_cmd, pull->xattrs, "Xattrs the images keep");
-  pull_cmd->add_option("--threads", pull->threads, "Parallel layer imports (default: CPUs)");
-  pull_cmd->callback([pull, &global] { run_pull(*pull, global); });
-
-  auto images_json = std::make_shared<bool>(false);
-  CLI::App* images_cmd = oci_cmd->add_subcommand("images", "List tagged images");
-  images_cmd->add_flag("--json", *images_json, "JSON output");
-  images_cmd->callback([images_json, &global] { run_images(*images_json, global); });
-
-  auto inspect = std::make_shared<InspectArgs>();
-  CLI::App* inspect_cmd =
-      oci_cmd->add_subcommand("inspect", "Show an image (TAG or @sha256:MANIFEST) as JSON");
-  inspect_cmd->add_option("IMAGE", inspect->name, "Tag or @sha256:…")->required();
-  inspect_cmd->add_flag("--manifest", inspect->manifest, "Print only the manifest JSON bytes");
-  inspect_cmd->add_flag("--config", inspect->config, "Print only the config JSON bytes");
-  inspect_cmd->callback([inspect, &global] { run_inspect(*inspect, global); });
-
-  auto tag = std::make_shared<std::pair<std::string, std::string>>();
-  CLI::App* tag_cmd = oci_cmd->add_subcommand("tag", "Tag an image (by manifest digest or tag)");
-  tag_cmd->add_option("DIGEST", tag->first, "sha256:… manifest digest, @sha256:… or a tag")
-      ->required();
-  tag_cmd->add_option("NAME", tag->second, "New tag")->required();
-  tag_cmd->callback([tag, &global] {
-    store::Repository repo = store::Repository::open(require_repo(global, "tag"));
-    oci::tag_image(repo, tag->first, tag->second);
-  });
-
-  auto untag = std::make_shared<std::string>();
-  CLI::App* untag_cmd =
-      oci_cmd->add_subcommand("untag", "Remove a tag (the data goes at the next gc)");
-  untag_cmd->add_option("NAME", *untag, "Tag")->required();
-  untag_cmd->callback([untag, &global] {
-    store::Repository repo = store::Repository::open(require_repo(global, "untag"));
-    oci::untag_image(repo, *untag);
-  });
-
-  struct ImageIdArgs {
-    std::string name;
-    bool bootable = false;
-    std::string xattrs = "allowlist-only";
-  };
-  auto id = std::make_shared<ImageIdArgs>();
-  CLI::App* id_cmd =
-      oci_cmd->add_subcommand("image-id", "Print the composefs image id stored at pull");
-  id_cmd->add_option("IMAGE", id->name, "Tag or @sha256:…")->required();
-  id_cmd->add_flag("--bootable", id->bootable, "The boot image's id");
-  add_xattrs_option(id_cmd, id->xattrs, "The image variant pulled with");
-  id_cmd->callback([id, &global] {
-    store::Repository repo = store::Repository::open(require_repo(global, "image-id"));
-    print(oci::image_id(repo, id->name, id->bootable, oci::parse_xattr_mode(id->xattrs)).hex() +
-          "\n");
-  });
-
-  auto mount = std::make_shared<MountArgs>();
-  CLI::App* mount_cmd = oci_cmd->add_subcommand(
-      "mount", "Mount an image: the kernel (cfs-mount) as root, cfs-fuse otherwise");
-  mount_cmd->add_option("IMAGE", mount->name, "Tag or @sha256:…")->required();
-  mount_cmd->add_option("MOUNTPOINT", mount->mountpoint, "Existing directory")->required();
-  mount_cmd->add_flag("--bootable", mount->bootable, "Mount the boot image");
-  mount_cmd->add_flag("--fuse", mount->fuse, "Use cfs-fuse even as root");
-  add_xattrs_option(mount_cmd, mount->xattrs, "The image variant pulled with");
-  mount_cmd->callback([mount, &global] { run_mount(*mount, global); });
-
-  struct PrepareBootArgs {
-    std::string name;
-    oci::BootEntryOptions options;
-    std::string entry_id, kernel_version;
-    std::string xattrs = "allowlist-only";
-  };
-  auto boot = std::make_shared<PrepareBootArgs>();
-  CLI::App* boot_cmd = oci_cmd->add_subcommand(
-      "prepare-boot",
-      "Copy the kernel and initramfs of a bootable image (pulled with --bootable) from "
-      "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
-      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image");
-  boot_cmd->add_option("IMAGE", boot->name, "Tag or @sha256:…")->required();
-  boot_cmd->add_option("--bootdir", boot->options.bootdir, "Boot partition root")
-      ->capture_default_str();
-  boot_cmd->add_option("--entry-id", boot->entry_id, "Entry name (default: the kernel version)");
-  boot_cmd->add_option("--kernel-version", boot->kernel_version,
-                       "Kernel to use when the image has several (default: the first by name)");
-  boot_cmd->add_option("--cmdline", boot->options.kernel_arguments,
-                       "Kernel argument after the composefs one; repeatable");
-  add_xattrs_option(boot_cmd, boot->xattrs, "The image variant pulled with");
-  boot_cmd->callback([boot, &global] {
-    store::Repository repo = store::Repository::open(require_repo(global, "prepare-boot"));
-    oci::BootEntryOptions options = boot->options;
-    if (!boot->entry_id.empty()) options.entry_id = boot->entry_id;
-    if (!boot->kernel_version.empty()) options.kernel_version = boot->kernel_version;
-    options.xattrs = oci::parse_xattr_mode(boot->xattrs);
-    oci::BootEntry entry = oci::prepare_boot(repo, boot->name, options);
-    print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " +
-          entry.kernel_path + "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options +
-          "\n");
-  });
-
-  auto fsck = std::make_shared<FsckArgs>();
-  CLI::App* fsck_cmd = oci_cmd->add_subcommand(
-      "fsck", "Check the repository and the OCI images (all tagged ones, or IMAGE)");
-  fsck_cmd->add_option("IMAGE", fsck->name, "Tag or @sha256:…");
-  fsck_cmd->add_flag("--json", fsck->json, "JSON output (exit 0)");
-  fsck_cmd->add_flag("--metadata-only", fsck->metadata_only,
-                     "Skip hashing object data and layer contents");
-  fsck_cmd->callback([fsck, &global] { run_fsck(*fsck, global); });
+  add_pull_command(*oci_cmd, global);
+  add_images_command(*oci_cmd, global);
+  add_inspect_command(*oci_cmd, global);
+  add_tag_commands(*oci_cmd, global);
+  add_image_id_command(*oci_cmd, global);
+  add_mount_command(*oci_cmd, global);
+  add_prepare_boot_command(*oci_cmd, global);
+  add_fsck_command(*oci_cmd, global);
 }
 
 }  // namespace cfs::cli

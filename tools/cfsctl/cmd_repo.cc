@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -21,18 +20,6 @@
 namespace cfs::cli {
 
 namespace {
-
-const std::string& require_repo(const GlobalOptions& global, const char* command) {
-  if (global.repo.empty())
-    throw Error(std::string(command) + ": no repository given (use --repo DIR)");
-  return global.repo;
-}
-
-void print(const std::string& text) {
-  FdSink out(STDOUT_FILENO, "stdout");
-  out.write(text);
-  out.flush();
-}
 
 struct InitArgs {
   std::string path;
@@ -69,11 +56,15 @@ void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) 
   print(result.id.hex() + "\n");
 }
 
-void run_images(bool json, const GlobalOptions& global) {
+struct ImagesArgs {
+  bool json = false;
+};
+
+void run_images(const ImagesArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "images"));
   auto images = repo.list_images();
   std::string out;
-  if (json) {
+  if (args.json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& image : images)
       list.push_back({{"id", image.id.hex()}, {"size", image.size}, {"refs", image.refs}});
@@ -88,18 +79,27 @@ void run_images(bool json, const GlobalOptions& global) {
   print(out);
 }
 
-void run_cat(const std::string& name, const GlobalOptions& global) {
+struct CatArgs {
+  std::string name;
+};
+
+void run_cat(const CatArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "cat"));
   FdSink out(STDOUT_FILENO, "stdout");
-  repo.cat_stream(name, out);
+  repo.cat_stream(args.name, out);
 }
 
-void run_fsck(bool json, bool metadata_only, const GlobalOptions& global) {
+struct FsckArgs {
+  bool json = false;
+  bool metadata_only = false;
+};
+
+void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
   store::Repository repo = store::Repository::open(require_repo(global, "fsck"));
   store::FsckOptions options;
-  options.metadata_only = metadata_only;
+  options.metadata_only = args.metadata_only;
   store::FsckReport r = store::fsck(repo, options);
-  if (json) {
+  if (args.json) {
     nlohmann::ordered_json j;
     j["ok"] = r.ok();
     j["has_metadata"] = r.has_metadata;
@@ -170,56 +170,48 @@ void run_gc(const GcArgs& args, const GlobalOptions& global) {
 }  // namespace
 
 void register_repo_commands(CLI::App& app, GlobalOptions& global) {
-  auto init = std::make_shared<InitArgs>();
-  CLI::App* init_cmd = app.add_subcommand(
-      "init",
+  auto [init_cmd, init] = add_command<InitArgs>(
+      app, global, "init",
       "Create a repository at --repo DIR (or PATH). Secure repositories need fs-verity on the "
-      "filesystem; --insecure makes one that names objects by userspace digests instead.");
+      "filesystem; --insecure makes one that names objects by userspace digests instead.",
+      run_init);
   init_cmd->add_option("PATH", init->path, "Repository directory (default: --repo)");
   init_cmd->add_option("--hash", init->hash, "fs-verity hash: sha256 or sha512 (default)")
       ->check(CLI::IsMember({"sha256", "sha512"}));
   init_cmd->add_flag("--insecure", init->insecure, "Do not require fs-verity");
-  init_cmd->callback([init, &global] { run_init(*init, global); });
 
-  auto create = std::make_shared<CreateImageArgs>();
-  CLI::App* create_cmd = app.add_subcommand(
-      "create-image",
+  auto [create_cmd, create] = add_command<CreateImageArgs>(
+      app, global, "create-image",
       "Store the files of directory SRC as objects and a composefs image (EROFS V1) of it; "
-      "prints the image id. With a NAME the image is also named images/refs/NAME.");
+      "prints the image id. With a NAME the image is also named images/refs/NAME.",
+      run_create_image);
   create_cmd->add_option("SRC", create->source, "Source directory")->required();
   create_cmd->add_option("NAME", create->positional_name, "Ref name for the image");
   create_cmd->add_option("--name", create->name, "Ref name for the image");
-  create_cmd->callback([create, &global] { run_create_image(*create, global); });
 
-  auto images_json = std::make_shared<bool>(false);
-  CLI::App* images_cmd = app.add_subcommand("images", "List the repository's images and refs");
-  images_cmd->add_flag("--json", *images_json, "JSON output");
-  images_cmd->callback([images_json, &global] { run_images(*images_json, global); });
+  auto [images_cmd, images] = add_command<ImagesArgs>(
+      app, global, "images", "List the repository's images and refs", run_images);
+  images_cmd->add_flag("--json", images->json, "JSON output");
 
-  auto cat_name = std::make_shared<std::string>();
-  CLI::App* cat_cmd = app.add_subcommand(
-      "cat", "Write the content of a stream (content id or ref below streams/refs) to stdout");
-  cat_cmd->add_option("NAME", *cat_name, "Stream name")->required();
-  cat_cmd->callback([cat_name, &global] { run_cat(*cat_name, global); });
+  auto [cat_cmd, cat] = add_command<CatArgs>(
+      app, global, "cat",
+      "Write the content of a stream (content id or ref below streams/refs) to stdout", run_cat);
+  cat_cmd->add_option("NAME", cat->name, "Stream name")->required();
 
-  auto fsck_json = std::make_shared<bool>(false);
-  auto fsck_metadata_only = std::make_shared<bool>(false);
-  CLI::App* fsck_cmd = app.add_subcommand(
-      "fsck",
+  auto [fsck_cmd, fsck] = add_command<FsckArgs>(
+      app, global, "fsck",
       "Check every object's digest, every stream and image, and every ref; exits 1 on "
-      "problems (with --json: always 0, see \"ok\")");
-  fsck_cmd->add_flag("--json", *fsck_json, "JSON output");
-  fsck_cmd->add_flag("--metadata-only", *fsck_metadata_only,
+      "problems (with --json: always 0, see \"ok\")",
+      run_fsck);
+  fsck_cmd->add_flag("--json", fsck->json, "JSON output");
+  fsck_cmd->add_flag("--metadata-only", fsck->metadata_only,
                      "Do not re-read object data (objects are checked to exist, not re-hashed)");
-  fsck_cmd->callback([fsck_json, fsck_metadata_only, &global] {
-    run_fsck(*fsck_json, *fsck_metadata_only, global);
-  });
 
-  auto gc = std::make_shared<GcArgs>();
-  CLI::App* gc_cmd = app.add_subcommand(
-      "gc",
+  auto [gc_cmd, gc] = add_command<GcArgs>(
+      app, global, "gc",
       "Remove images, streams and objects that no ref below images/refs or streams/refs "
-      "reaches");
+      "reaches",
+      run_gc);
   gc_cmd->add_flag("--dry-run", gc->dry_run, "Only report what would be removed");
   gc_cmd->add_option("--root", gc->roots,
                      "Also keep this image (id or images/refs name) or stream (name or "
@@ -232,7 +224,6 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
                    "Give up after waiting SECONDS for readers to release the repository lock")
       ->check(CLI::NonNegativeNumber)
       ->excludes(no_wait);
-  gc_cmd->callback([gc, &global] { run_gc(*gc, global); });
 }
 
 }  // namespace cfs::cli

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-#include <functional>
+#include <memory>
 #include <string>
+#include <utility>
+
+#include "cfs/main_frame.h"
 
 namespace cfs::cli {
 
@@ -14,11 +17,29 @@ struct GlobalOptions {
 };
 
 // Each register_* adds subcommands whose callbacks run the command; a callback reports
-// failure by throwing cfs::Error (printed by main as "cfsctl: <message>", exit 1) or by
-// throwing CLI::RuntimeError(code) after printing its own message.
+// failure by throwing cfs::Error (printed by main's frame as "cfsctl: <message>", exit 1) or
+// by throwing cfs::ExitStatus(code) after printing its own report.
 void register_image_commands(CLI::App& app, GlobalOptions& global);  // dump, compute-id
 void register_repo_commands(CLI::App& app, GlobalOptions& global);   // init, create-image, ...
 void register_oci_commands(CLI::App& app, GlobalOptions& global);    // oci pull, images, ...
+
+// Adds the subcommand `name` to parent. CLI11 parses its options into an Args that the
+// subcommand owns (bind them through the returned pointer); after parsing, its callback calls
+// run(args, global).
+template <class Args, class Run>
+std::pair<CLI::App*, Args*> add_command(CLI::App& parent, const GlobalOptions& global,
+                                        std::string name, std::string description, Run run) {
+  auto args = std::make_shared<Args>();
+  CLI::App* command = parent.add_subcommand(std::move(name), std::move(description));
+  command->callback([args, &global, run = std::move(run)] { run(*args, global); });
+  return {command, args.get()};
+}
+
+// The repository --repo names; a cfs::Error naming `command` when there is none.
+const std::string& require_repo(const GlobalOptions& global, const std::string& command);
+
+// Writes a command's output to stdout, failing (rather than exiting 0) when it cannot.
+void print(const std::string& text);
 
 // The C-compatible drop-in tools; argv excludes the program name. Return the exit code.
 int mkcomposefs_main(int argc, char** argv);
