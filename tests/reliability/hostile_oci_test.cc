@@ -21,7 +21,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using store::Repository;
-using namespace cfs::test;  // the tar and layout builders
+using namespace cfs::test;
+using cfs::test::TempDir;  // not cfs::TempDir, which the test one extends  // the tar and layout builders
 
 size_t files_below(const fs::path& dir) {
   size_t n = 0;
