@@ -156,22 +156,23 @@ class TarParser {
   RawEntry decode_header(const TarHeader& h, uint64_t size);
   void start_entry(RawEntry raw);
   // PAX records (tar_pax.cc).
+  void parse_pax(std::string_view records, bool global);
+  void pax_record(std::string_view key, std::string_view value);
+  void add_xattr(std::string_view name, std::string_view value);
   void apply_pax(RawEntry& raw);
   // Sparse members (tar_sparse.cc).
   void read_gnu_sparse_header(const TarHeader& h, RawEntry& raw);
   void apply_pax_sparse(RawEntry& raw, Pax& pax);
   void on_sparse_extension();
+  void check_sparse_map(uint64_t data_size);
+  bool parse_sparse_map_text();
+  void sparse_content(std::span<const std::byte> piece);
+  void sparse_emit_zeros(uint64_t n);
+  void sparse_emit_data(std::span<const std::byte> data);
+  // Content and the stream state (tar_parser.cc).
   void begin_entry_content(uint64_t data_size);
   void begin_content(uint64_t size, ContentKind kind);
   void end_content();
-  void sparse_content(std::span<const std::byte> piece);
-  bool parse_sparse_map_text();
-  void check_sparse_map(uint64_t data_size);
-  void sparse_emit_zeros(uint64_t n);
-  void sparse_emit_data(std::span<const std::byte> data);
-  void parse_pax(std::string_view records, bool global);
-  void pax_record(std::string_view key, std::string_view value);
-  void add_xattr(std::string_view name, std::string_view value);
   void check_path(const std::string& path, const char* role) const;
   [[noreturn]] void fail(const std::string& message) const;
 
