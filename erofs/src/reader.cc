@@ -570,26 +570,9 @@ std::optional<Digest> Image::metacopy_digest(const InodeInfo& inode) const {
 
 std::optional<Digest> detail::metacopy_from_value(const Image& image, uint64_t nid,
                                                   std::string_view value) {
-  if (value.empty()) return std::nullopt;
-  auto fail = [&](const std::string& rule) { image.fail(nid, rule); };
-  auto bytes = std::span(reinterpret_cast<const uint8_t*>(value.data()), value.size());
-  if (bytes.size() < sizeof(MetacopyHeader))
-    fail("trusted.overlay.metacopy value of " + std::to_string(bytes.size()) +
-         " bytes is shorter than its header");
-  uint8_t version = bytes[0], len = bytes[1], flags = bytes[2], algo = bytes[3];
-  if (version != kMetacopyVersion)
-    fail("trusted.overlay.metacopy version " + std::to_string(version) + ", expected 0");
-  if (flags != 0) fail("trusted.overlay.metacopy flags " + std::to_string(flags) + ", expected 0");
-  if (algo != static_cast<uint8_t>(HashAlgorithm::sha256) &&
-      algo != static_cast<uint8_t>(HashAlgorithm::sha512))
-    fail("trusted.overlay.metacopy digest algorithm " + std::to_string(algo) +
-         " is neither sha256 (1) nor sha512 (2)");
-  auto alg = static_cast<HashAlgorithm>(algo);
-  size_t want = sizeof(MetacopyHeader) + digest_size(alg);
-  if (len != want || bytes.size() != want)
-    fail("trusted.overlay.metacopy length " + std::to_string(len) + " / value size " +
-         std::to_string(bytes.size()) + ", expected " + std::to_string(want));
-  return Digest(alg, bytes.subspan(sizeof(MetacopyHeader)));
+  composefs::Metacopy metacopy = composefs::parse_metacopy(value);
+  if (!metacopy.error.empty()) image.fail(nid, metacopy.error);
+  return metacopy.digest;
 }
 
 }  // namespace cfs::erofs
