@@ -244,6 +244,9 @@ class CompatDumper {
 
 void write_compat_dump(const Image& image, OutputSink& out,
                        std::span<const std::string> top_filter) {
+  // The dumper trusts what validate() checks (one name per non-directory inode, stubs only
+  // in the root).
+  image.validate();
   CompatDumper(image, out, top_filter).dump();
 }
 

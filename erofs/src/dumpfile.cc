@@ -198,7 +198,8 @@ struct DumpfileParser::State {
       if (value.size() > kXattrValueMax)
         fail("xattr '" + key + "' value longer than " + std::to_string(kXattrValueMax) + " bytes");
       budget += 7 + key.size() + value.size();
-      if (budget + 12 > 32767) fail("xattrs of one entry exceed the 32767-byte inode budget");
+      if (budget + sizeof(XattrIbodyHeader) > kXattrBudgetCompat)
+        fail("xattrs of one entry exceed the 32767-byte inode budget");
       inode.set_xattr(std::move(key), std::move(value));  // later duplicates replace
     }
   }
@@ -294,8 +295,7 @@ struct DumpfileParser::State {
                  std::to_string(inode.size));
           inode.content = std::move(content);
         } else if (inode.size > 0) {
-          // EROFS chunk maps cover at most 1024 chunks of 2^43 bytes.
-          if (inode.size > (uint64_t{1024} << 43))
+          if (inode.size > kFileSizeMax)
             fail("file size " + std::to_string(inode.size) + " exceeds the 8 PiB EROFS limit");
           inode.payload = std::move(payload);
           inode.digest = file_digest;

@@ -24,7 +24,6 @@ namespace cfs::erofs::writer_impl {
 
 constexpr uint64_t kBlock = kBlockSize;
 constexpr uint64_t kSlot = kInodeSlotSize;
-constexpr uint32_t kMaxChunks = 1024;              // LCFS_MAX_NONINLINE_CHUNKS
 constexpr size_t kSymlinkMax = kSymlinkMaxCompat;  // PATH_MAX - 1
 constexpr size_t kMaxShared = kMaxSharedXattrsPerInode;
 
@@ -32,19 +31,7 @@ constexpr uint64_t round_up(uint64_t v, uint64_t align) {
   return (v + align - 1) / align * align;
 }
 
-// ---- names the overlay rewrite uses ------------------------------------------------------
-using composefs::kEscapedOpaque;
-using composefs::kEscapedWhiteout;
-using composefs::kEscapedWhiteouts;
-using composefs::kMetacopyXattr;
-using composefs::kOpaqueXattr;
-using composefs::kOverlayEscapedPrefix;
-using composefs::kOverlayPrefix;
-using composefs::kRedirectXattr;
-using composefs::kUserOpaque;
-using composefs::kUserWhiteout;
-using composefs::kUserWhiteouts;
-using composefs::whiteout_stub_name;
+// ---- xattr names the writer looks for ------------------------------------------------------
 constexpr std::string_view kSelinuxName = "security.selinux";
 constexpr std::string_view kAclAccessName = "system.posix_acl_access";
 constexpr std::string_view kAclDefaultName = "system.posix_acl_default";

@@ -135,7 +135,7 @@ std::string ImageWriter::record_path(const Record& rec) const {
   while (!(cur->flags & kRoot)) {
     const Record& parent = records_[cur->parent];
     if (cur->flags & kStub) {
-      parts.push_back(whiteout_stub_name(cur->stub));
+      parts.push_back(composefs::whiteout_stub_name(cur->stub));
     } else {
       for (const Dirent& d : parent.inode->children)
         if (d.inode.get() == cur->inode) {

@@ -23,9 +23,9 @@ uint64_t hash_pair(const XattrView& x, std::vector<char>& scratch) {
 void ImageWriter::prepare_root_extras() {
   root_extras_.assign(kDotEntries.begin(), kDotEntries.end());
   for (uint32_t i = 0; i < composefs::kWhiteoutStubCount; i++)
-    if (!tree_.root->find(whiteout_stub_name(i)))
+    if (!tree_.root->find(composefs::whiteout_stub_name(i)))
       root_extras_.push_back(
-          {whiteout_stub_name(i), Entry::kStubEntry, static_cast<uint8_t>(i), nullptr});
+          {composefs::whiteout_stub_name(i), Entry::kStubEntry, static_cast<uint8_t>(i), nullptr});
 }
 
 void ImageWriter::build_records() {
@@ -117,36 +117,39 @@ XattrView ImageWriter::user_xattr(const Inode& owner, uint16_t index) const {
   const Xattr& x = owner.xattrs[index];
   std::string_view name = x.name;
   // Escaping keeps user-supplied overlay xattrs from being interpreted by overlayfs.
-  if (name.starts_with(kOverlayPrefix))
-    return {{kOverlayEscapedPrefix, name.substr(kOverlayPrefix.size())}, {x.value, {}}, index};
+  if (name.starts_with(composefs::kOverlayPrefix))
+    return {{composefs::kOverlayEscapedPrefix, name.substr(composefs::kOverlayPrefix.size())},
+            {x.value, {}},
+            index};
   return {{name, {}}, {x.value, {}}, index};
 }
 
 XattrView ImageWriter::generated_xattr(const Inode& owner, uint16_t source) const {
   switch (source) {
     case kSrcMetacopy: {
-      if (!owner.digest) return {{kMetacopyXattr, {}}, {}, source};
+      if (!owner.digest) return {{composefs::kMetacopyXattr, {}}, {}, source};
       const Digest& d = *owner.digest;
       std::string_view bytes(reinterpret_cast<const char*>(d.bytes().data()), d.size());
-      return {
-          {kMetacopyXattr, {}}, {composefs::metacopy_header_bytes(d.algorithm()), bytes}, source};
+      return {{composefs::kMetacopyXattr, {}},
+              {composefs::metacopy_header_bytes(d.algorithm()), bytes},
+              source};
     }
     case kSrcRedirect:
-      return {{kRedirectXattr, {}}, {"/", owner.payload}, source};
+      return {{composefs::kRedirectXattr, {}}, {"/", owner.payload}, source};
     case kSrcWhiteoutEscaped:
-      return {{kEscapedWhiteout, {}}, {}, source};
+      return {{composefs::kEscapedWhiteout, {}}, {}, source};
     case kSrcWhiteoutUser:
-      return {{kUserWhiteout, {}}, {}, source};
+      return {{composefs::kUserWhiteout, {}}, {}, source};
     case kSrcWhiteoutsEscaped:
-      return {{kEscapedWhiteouts, {}}, {}, source};
+      return {{composefs::kEscapedWhiteouts, {}}, {}, source};
     case kSrcWhiteoutsUser:
-      return {{kUserWhiteouts, {}}, {}, source};
+      return {{composefs::kUserWhiteouts, {}}, {}, source};
     case kSrcOpaqueEscaped:
-      return {{kEscapedOpaque, {}}, {composefs::kWhiteoutDirOpaqueValue, {}}, source};
+      return {{composefs::kEscapedOpaque, {}}, {composefs::kWhiteoutDirOpaqueValue, {}}, source};
     case kSrcOpaqueUser:
-      return {{kUserOpaque, {}}, {composefs::kWhiteoutDirOpaqueValue, {}}, source};
+      return {{composefs::kUserOpaque, {}}, {composefs::kWhiteoutDirOpaqueValue, {}}, source};
     default:
-      return {{kOpaqueXattr, {}}, {composefs::kRootOpaqueValue, {}}, source};
+      return {{composefs::kOpaqueXattr, {}}, {composefs::kRootOpaqueValue, {}}, source};
   }
 }
 

@@ -14,31 +14,6 @@ using erofs::DirEntry;
 using erofs::InodeInfo;
 using erofs::XattrView;
 
-namespace {
-
-uint32_t type_of_ft(uint8_t ft) {
-  switch (ft) {
-    case erofs::kFtRegFile:
-      return S_IFREG;
-    case erofs::kFtDir:
-      return S_IFDIR;
-    case erofs::kFtChrdev:
-      return S_IFCHR;
-    case erofs::kFtBlkdev:
-      return S_IFBLK;
-    case erofs::kFtFifo:
-      return S_IFIFO;
-    case erofs::kFtSock:
-      return S_IFSOCK;
-    case erofs::kFtSymlink:
-      return S_IFLNK;
-    default:
-      return 0;
-  }
-}
-
-}  // namespace
-
 ImageFs::ImageFs(erofs::Image image, std::unique_ptr<ObjectStore> objects, LogFn log)
     : image_(std::move(image)),
       objects_(std::move(objects)),
@@ -113,7 +88,7 @@ bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
 
 uint32_t ImageFs::entry_type(const DirEntry& entry) const {
   if (entry.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(entry.nid))) return S_IFCHR;
-  return type_of_ft(entry.file_type);
+  return erofs::mode_type_of(entry.file_type);
 }
 
 bool ImageFs::has_whiteout_child(const InodeInfo& dir) const {

@@ -13,8 +13,8 @@ namespace cfs::erofs {
 // `composefs-info dump`: the image as a composefs-dump(5) file, read straight from the image
 // as the C reader sees it (xattrs in stored order, opaque markers kept, '@' lines with the
 // target's fields), so that `mkcomposefs --from-file` rebuilds the same image. top_filter
-// keeps only the named root entries (empty: all). The image must have passed validate().
-// Throws cfs::Error when the output would exceed image.decode_budget().
+// keeps only the named root entries (empty: all). The image is validated first; throws
+// cfs::Error for an invalid image or when the output would exceed image.decode_budget().
 void write_compat_dump(const Image& image, OutputSink& out,
                        std::span<const std::string> top_filter = {});
 
