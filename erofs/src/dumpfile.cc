@@ -1,4 +1,4 @@
-// composefs-dump(5) parser and writer.
+// composefs-dump(5) parser.
 #include "cfs/erofs/dumpfile.h"
 
 #include <unistd.h>
@@ -24,53 +24,7 @@ int hex_digit(char c) {
   return -1;
 }
 
-bool is_graph(unsigned char c) {
-  return c > 0x20 && c < 0x7f;
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Escaping
-
-void append_escaped(std::string& out, std::string_view bytes, bool xattr) {
-  static constexpr char digits[] = "0123456789abcdef";
-  for (unsigned char c : bytes) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        continue;
-      case '\n':
-        out += "\\n";
-        continue;
-      case '\r':
-        out += "\\r";
-        continue;
-      case '\t':
-        out += "\\t";
-        continue;
-      default:
-        break;
-    }
-    if (is_graph(c) && !(xattr && c == '=')) {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += digits[c >> 4];
-      out += digits[c & 15];
-    }
-  }
-}
-
-void append_field(std::string& out, std::string_view bytes) {
-  if (bytes.empty()) {
-    out += '-';
-  } else if (bytes == "-") {
-    out += "\\x2d";
-  } else {
-    append_escaped(out, bytes, false);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Parser
@@ -244,8 +198,112 @@ struct DumpfileParser::State {
       if (value.size() > kXattrValueMax)
         fail("xattr '" + key + "' value longer than " + std::to_string(kXattrValueMax) + " bytes");
       budget += 7 + key.size() + value.size();
-      if (budget + 12 > 32767) fail("xattrs of one entry exceed the 32767-byte inode budget");
+      if (budget + sizeof(XattrIbodyHeader) > kXattrBudgetCompat)
+        fail("xattrs of one entry exceed the 32767-byte inode budget");
       inode.set_xattr(std::move(key), std::move(value));  // later duplicates replace
+    }
+  }
+
+  static constexpr int kFields =
+      11;  // PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST
+
+  // Splits off the 11 fixed fields; returns the rest (the xattrs).
+  std::string_view split_fields(std::string_view line, std::string_view (&fields)[kFields]) const {
+    std::string_view rest = line;
+    for (int i = 0; i < kFields; i++) {
+      size_t sp = rest.find(' ');
+      if (sp == std::string_view::npos) {
+        // The C parser treats missing trailing CONTENT/DIGEST as '-'; only strict mode refuses.
+        if (i < kFields - 1 && (options.strict || i < 8))
+          fail("expected 11 fields, found " + std::to_string(i + 1));
+        fields[i] = rest;
+        for (int j = i + 1; j < kFields; j++) fields[j] = "-";
+        return {};
+      }
+      fields[i] = rest.substr(0, sp);
+      rest = rest.substr(sp + 1);
+    }
+    return rest;
+  }
+
+  uint32_t parse_mode(std::string_view field) const {
+    auto mode = number<uint32_t>(field, "mode", 8);
+    uint32_t type = mode & S_IFMT;
+    if (std::find(std::begin(kValidTypes), std::end(kValidTypes), type) == std::end(kValidTypes))
+      fail("mode " + std::string(field) + " has no valid file type");
+    if (mode & ~(S_IFMT | 07777)) {
+      // EROFS stores 16 mode bits; the C tools silently drop the rest.
+      if (options.strict) fail("mode " + std::string(field) + " has bits beyond the file type");
+      mode &= S_IFMT | 07777;
+    }
+    return mode;
+  }
+
+  // SIZE, NLINK, UID, GID, RDEV (returned whole, the inode keeps 32 bits) and MTIME.
+  uint64_t parse_stat(Inode& inode, const std::string_view (&fields)[kFields]) const {
+    inode.size = number<uint64_t>(fields[1], "size");
+    inode.nlink = number<uint32_t>(fields[3], "nlink");
+    inode.uid = number<uint32_t>(fields[4], "uid");
+    inode.gid = number<uint32_t>(fields[5], "gid");
+    const auto rdev = number<uint64_t>(fields[6], "rdev");
+    // Truncated to 32 bits, as C does (strtoull into a uint32_t st_rdev): a device whose low
+    // bits are zero is then a whiteout, escaped as one, not an unescaped 0:0 in the image.
+    inode.rdev = static_cast<uint32_t>(rdev);
+    size_t dot = fields[7].find('.');
+    if (dot == std::string_view::npos)
+      fail("mtime '" + std::string(fields[7]) + "' is not SEC.NSEC");
+    inode.mtime_sec = seconds(fields[7].substr(0, dot));
+    inode.mtime_nsec = number<uint32_t>(fields[7].substr(dot + 1), "mtime nanoseconds");
+    if (inode.mtime_nsec >= 1000000000u && options.strict) fail("mtime nanoseconds out of range");
+    return rdev;
+  }
+
+  // PAYLOAD, CONTENT and DIGEST, checked with RDEV against the file type.
+  void parse_data(Inode& inode, const std::string_view (&fields)[kFields], uint64_t rdev) const {
+    std::string payload = unescape(fields[8], "payload", true);
+    bool has_content = fields[9] != "-";
+    std::string content = unescape(fields[9], "content", true);
+    std::optional<Digest> file_digest = digest(fields[10]);
+
+    if (!inode.is_device() && rdev != 0) {
+      if (options.strict) fail("rdev set on a non-device entry");
+      inode.rdev = 0;
+    }
+
+    switch (inode.type()) {
+      case S_IFDIR:
+        inode.size = 0;
+        inode.nlink = 2;
+        break;
+      case S_IFLNK:
+        if (payload.empty()) fail("symlink without a target");
+        if (payload.size() > options.max_symlink)
+          fail("symlink target longer than " + std::to_string(options.max_symlink) + " bytes");
+        if (options.strict && inode.size != payload.size())
+          fail("symlink size " + std::to_string(inode.size) + " differs from target length " +
+               std::to_string(payload.size()));
+        if (options.strict && has_content) fail("symlink with inline content");
+        inode.size = payload.size();
+        inode.payload = std::move(payload);
+        break;
+      case S_IFREG:
+        if (has_content) {
+          if (content.size() > kInlineContentMax)
+            fail("inline content longer than " + std::to_string(kInlineContentMax) + " bytes");
+          if (content.size() != inode.size)
+            fail("inline content length " + std::to_string(content.size()) + " differs from size " +
+                 std::to_string(inode.size));
+          inode.content = std::move(content);
+        } else if (inode.size > 0) {
+          if (inode.size > kFileSizeMax)
+            fail("file size " + std::to_string(inode.size) + " exceeds the 8 PiB EROFS limit");
+          inode.payload = std::move(payload);
+          inode.digest = file_digest;
+        }
+        break;
+      default:
+        if (options.strict && has_content) fail("inline content on a non-regular file");
+        break;
     }
   }
 
@@ -255,23 +313,8 @@ struct DumpfileParser::State {
       if (options.strict) fail("empty line");
       return;
     }
-    std::string_view fields[11];
-    std::string_view rest = line;
-    for (int i = 0; i < 11; i++) {
-      size_t sp = rest.find(' ');
-      if (sp == std::string_view::npos) {
-        // The C parser treats missing trailing CONTENT/DIGEST as '-'; only strict mode refuses.
-        if (i < 10 && (options.strict || i < 8))
-          fail("expected 11 fields, found " + std::to_string(i + 1));
-        fields[i] = rest;
-        for (int j = i + 1; j < 11; j++) fields[j] = "-";
-        rest = {};
-        break;
-      } else {
-        fields[i] = rest.substr(0, sp);
-        rest = rest.substr(sp + 1);
-      }
-    }
+    std::string_view fields[kFields];
+    const std::string_view xattrs = split_fields(line, fields);
 
     std::string path = canonical_path(unescape(fields[0], "path", false));
     std::string_view mode_field = fields[2];
@@ -293,83 +336,12 @@ struct DumpfileParser::State {
       return;
     }
 
-    auto mode = number<uint32_t>(mode_field, "mode", 8);
-    uint32_t type = mode & S_IFMT;
-    if (std::find(std::begin(kValidTypes), std::end(kValidTypes), type) == std::end(kValidTypes))
-      fail("mode " + std::string(mode_field) + " has no valid file type");
-    if (mode & ~(S_IFMT | 07777)) {
-      // EROFS stores 16 mode bits; the C tools silently drop the rest.
-      if (options.strict)
-        fail("mode " + std::string(mode_field) + " has bits beyond the file type");
-      mode &= S_IFMT | 07777;
-    }
-    InodePtr inode = make_inode(mode);
-    inode->size = number<uint64_t>(fields[1], "size");
-    inode->nlink = number<uint32_t>(fields[3], "nlink");
-    inode->uid = number<uint32_t>(fields[4], "uid");
-    inode->gid = number<uint32_t>(fields[5], "gid");
-    const auto rdev = number<uint64_t>(fields[6], "rdev");
-    // Truncated to 32 bits, as C does (strtoull into a uint32_t st_rdev): a device whose low
-    // bits are zero is then a whiteout, escaped as one, not an unescaped 0:0 in the image.
-    inode->rdev = static_cast<uint32_t>(rdev);
-    size_t dot = fields[7].find('.');
-    if (dot == std::string_view::npos)
-      fail("mtime '" + std::string(fields[7]) + "' is not SEC.NSEC");
-    inode->mtime_sec = seconds(fields[7].substr(0, dot));
-    inode->mtime_nsec = number<uint32_t>(fields[7].substr(dot + 1), "mtime nanoseconds");
-    if (inode->mtime_nsec >= 1000000000u && options.strict) fail("mtime nanoseconds out of range");
-
-    std::string payload = unescape(fields[8], "payload", true);
-    bool has_content = fields[9] != "-";
-    std::string content = unescape(fields[9], "content", true);
-    std::optional<Digest> file_digest = digest(fields[10]);
-
-    if (!inode->is_device() && rdev != 0) {
-      if (options.strict) fail("rdev set on a non-device entry");
-      inode->rdev = 0;
-    }
-
-    switch (type) {
-      case S_IFDIR:
-        inode->size = 0;
-        inode->nlink = 2;
-        break;
-      case S_IFLNK:
-        if (payload.empty()) fail("symlink without a target");
-        if (payload.size() > options.max_symlink)
-          fail("symlink target longer than " + std::to_string(options.max_symlink) + " bytes");
-        if (options.strict && inode->size != payload.size())
-          fail("symlink size " + std::to_string(inode->size) + " differs from target length " +
-               std::to_string(payload.size()));
-        if (options.strict && has_content) fail("symlink with inline content");
-        inode->size = payload.size();
-        inode->payload = std::move(payload);
-        break;
-      case S_IFREG:
-        if (has_content) {
-          if (content.size() > kInlineContentMax)
-            fail("inline content longer than " + std::to_string(kInlineContentMax) + " bytes");
-          if (content.size() != inode->size)
-            fail("inline content length " + std::to_string(content.size()) + " differs from size " +
-                 std::to_string(inode->size));
-          inode->content = std::move(content);
-        } else if (inode->size > 0) {
-          // EROFS chunk maps cover at most 1024 chunks of 2^43 bytes.
-          if (inode->size > (uint64_t{1024} << 43))
-            fail("file size " + std::to_string(inode->size) + " exceeds the 8 PiB EROFS limit");
-          inode->payload = std::move(payload);
-          inode->digest = file_digest;
-        }
-        break;
-      default:
-        if (options.strict && has_content) fail("inline content on a non-regular file");
-        break;
-    }
-
-    parse_xattrs(*inode, rest);
+    InodePtr inode = make_inode(parse_mode(mode_field));
+    parse_data(*inode, fields, parse_stat(*inode, fields));
+    parse_xattrs(*inode, xattrs);
 
     if (path == "/") {
-      if (type != S_IFDIR) fail("the root entry must be a directory");
+      if (!inode->is_dir()) fail("the root entry must be a directory");
       tree.root = std::move(inode);
       have_root = true;
       cached_dir = nullptr;
@@ -523,104 +495,6 @@ Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions&
     return parser.finish(false);
   }
   return parser.finish(true);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writer
-
-namespace {
-
-void append_number(std::string& out, uint64_t v, int base = 10) {
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
-  out.append(buf, end);
-}
-
-void append_entry(std::string& out, std::string_view path, const Inode& inode,
-                  const std::string* hardlink_target) {
-  append_escaped(out, path, false);
-  out += ' ';
-  append_number(out, inode.is_symlink() ? inode.payload.size() : inode.size);
-  out += ' ';
-  if (hardlink_target) out += '@';
-  append_number(out, inode.mode, 8);
-  out += ' ';
-  append_number(out, inode.is_dir() ? directory_nlink(inode) : inode.nlink);
-  out += ' ';
-  append_number(out, inode.uid);
-  out += ' ';
-  append_number(out, inode.gid);
-  out += ' ';
-  append_number(out, inode.is_device() ? inode.rdev : 0);
-  out += ' ';
-  if (inode.mtime_sec < 0) {
-    out += '-';
-    append_number(out, 0 - static_cast<uint64_t>(inode.mtime_sec));
-  } else {
-    append_number(out, static_cast<uint64_t>(inode.mtime_sec));
-  }
-  out += '.';
-  append_number(out, inode.mtime_nsec);
-  out += ' ';
-  if (hardlink_target) {
-    append_field(out, *hardlink_target);
-    out += " - -";
-  } else {
-    append_field(out, inode.is_symlink() || inode.is_external() ? inode.payload : std::string());
-    out += ' ';
-    append_field(out, inode.is_reg() && inode.content ? *inode.content : std::string());
-    out += ' ';
-    if (inode.is_external() && inode.digest) {
-      out += inode.digest->hex();
-    } else {
-      out += '-';
-    }
-  }
-  for (const Xattr& x : inode.xattrs) {
-    out += ' ';
-    append_escaped(out, x.name, true);
-    out += '=';
-    append_escaped(out, x.value, true);
-  }
-  out += '\n';
-}
-
-}  // namespace
-
-void write_dumpfile(const Tree& tree, OutputSink& out) {
-  // Hardlinked inodes: the full line goes to the inode's home (the dirent not marked as a
-  // link, else the first name), the other names become '@' lines, as the parser (and C)
-  // read them back. '@' lines may precede their target.
-  struct Home {
-    std::string path;
-    bool marked_link;
-  };
-  std::unordered_map<const Inode*, Home> home;
-  walk(tree, [&](const WalkEntry& e) {
-    if (!e.shared) return;
-    auto [it, inserted] = home.try_emplace(&e.inode, Home{e.path, e.link});
-    if (!inserted && it->second.marked_link && !e.link) it->second = {e.path, false};
-  });
-  std::string buf;
-  walk(tree, [&](const WalkEntry& e) {
-    const std::string* target = nullptr;
-    if (e.shared) {
-      const std::string& home_path = home.at(&e.inode).path;
-      if (home_path != e.path) target = &home_path;
-    }
-    append_entry(buf, e.path, e.inode, target);
-    if (buf.size() >= (1 << 20)) {
-      out.write(buf);
-      buf.clear();
-    }
-  });
-  out.write(buf);
-}
-
-std::string dumpfile_to_string(const Tree& tree) {
-  StringSink sink;
-  write_dumpfile(tree, sink);
-  return std::move(sink.str());
 }
 
 }  // namespace cfs::erofs

@@ -262,49 +262,54 @@ void Image::fail_beyond_end(uint64_t offset, uint64_t len, uint64_t nid,
 
 // ---- inodes --------------------------------------------------------------------------------
 
+namespace {
+
+// An inode's fields that compact and extended inodes both have (in their own widths).
+template <typename RawInode>
+InodeInfo common_fields(uint64_t nid, const RawInode& raw, DataLayout layout) {
+  return {.nid = nid,
+          .mode = raw.i_mode,
+          .nlink = raw.i_nlink,
+          .uid = raw.i_uid,
+          .gid = raw.i_gid,
+          .size = raw.i_size,
+          .ino = raw.i_ino,
+          .extended = std::is_same_v<RawInode, InodeExtended>,
+          .layout = layout,
+          .raw_u = raw.i_u,
+          .xattr_icount = raw.i_xattr_icount};
+}
+
+}  // namespace
+
 InodeInfo Image::inode(uint64_t nid) const {
   if (nid >= bytes_.size() / kInodeSlotSize) fail(nid, "inode number beyond the end of the image");
-  InodeInfo info;
-  info.nid = nid;
   uint64_t off = nid * kInodeSlotSize;
   auto head = slice(off, sizeof(InodeCompact), nid, "inode");
   uint16_t i_format = load_le<uint16_t>(head, 0);
   if (i_format & ~kKnownIFormatBits) fail(nid, "unsupported i_format " + hex32(i_format));
-  info.extended = (i_format & kInodeLayoutExtended) != 0;
+  const bool extended = (i_format & kInodeLayoutExtended) != 0;
   uint16_t layout = (i_format >> kDataLayoutBit) & kDataLayoutMask;
   if (layout != static_cast<uint16_t>(DataLayout::flat_plain) &&
       layout != static_cast<uint16_t>(DataLayout::flat_inline) &&
       layout != static_cast<uint16_t>(DataLayout::chunk_based))
     fail(nid, "unsupported data layout " + std::to_string(layout) + " (compressed or unknown)");
-  info.layout = static_cast<DataLayout>(layout);
+  const auto data_layout = static_cast<DataLayout>(layout);
 
+  InodeInfo info;
   size_t isize;
-  if (info.extended) {
+  if (extended) {
     auto raw = slice(off, sizeof(InodeExtended), nid, "extended inode");
     InodeExtended e;
     std::memcpy(&e, raw.data(), sizeof e);
-    info.xattr_icount = e.i_xattr_icount;
-    info.mode = e.i_mode;
-    info.size = e.i_size;
-    info.raw_u = e.i_u;
-    info.ino = e.i_ino;
-    info.uid = e.i_uid;
-    info.gid = e.i_gid;
+    info = common_fields(nid, e, data_layout);
     info.mtime_sec = static_cast<int64_t>(e.i_mtime);  // two's complement before 1970
     info.mtime_nsec = e.i_mtime_nsec;
-    info.nlink = e.i_nlink;
     isize = sizeof(InodeExtended);
   } else {
     InodeCompact c;
     std::memcpy(&c, head.data(), sizeof c);
-    info.xattr_icount = c.i_xattr_icount;
-    info.mode = c.i_mode;
-    info.nlink = c.i_nlink;
-    info.size = c.i_size;
-    info.raw_u = c.i_u;
-    info.ino = c.i_ino;
-    info.uid = c.i_uid;
-    info.gid = c.i_gid;
+    info = common_fields(nid, c, data_layout);
     info.mtime_sec = build_time_sec_;
     info.mtime_nsec = build_time_nsec_;
     isize = sizeof(InodeCompact);
@@ -569,26 +574,9 @@ std::optional<Digest> Image::metacopy_digest(const InodeInfo& inode) const {
 
 std::optional<Digest> detail::metacopy_from_value(const Image& image, uint64_t nid,
                                                   std::string_view value) {
-  if (value.empty()) return std::nullopt;
-  auto fail = [&](const std::string& rule) { image.fail(nid, rule); };
-  auto bytes = std::span(reinterpret_cast<const uint8_t*>(value.data()), value.size());
-  if (bytes.size() < sizeof(MetacopyHeader))
-    fail("trusted.overlay.metacopy value of " + std::to_string(bytes.size()) +
-         " bytes is shorter than its header");
-  uint8_t version = bytes[0], len = bytes[1], flags = bytes[2], algo = bytes[3];
-  if (version != kMetacopyVersion)
-    fail("trusted.overlay.metacopy version " + std::to_string(version) + ", expected 0");
-  if (flags != 0) fail("trusted.overlay.metacopy flags " + std::to_string(flags) + ", expected 0");
-  if (algo != static_cast<uint8_t>(HashAlgorithm::sha256) &&
-      algo != static_cast<uint8_t>(HashAlgorithm::sha512))
-    fail("trusted.overlay.metacopy digest algorithm " + std::to_string(algo) +
-         " is neither sha256 (1) nor sha512 (2)");
-  auto alg = static_cast<HashAlgorithm>(algo);
-  size_t want = sizeof(MetacopyHeader) + digest_size(alg);
-  if (len != want || bytes.size() != want)
-    fail("trusted.overlay.metacopy length " + std::to_string(len) + " / value size " +
-         std::to_string(bytes.size()) + ", expected " + std::to_string(want));
-  return Digest(alg, bytes.subspan(sizeof(MetacopyHeader)));
+  composefs::Metacopy metacopy = composefs::parse_metacopy(value);
+  if (!metacopy.error.empty()) image.fail(nid, metacopy.error);
+  return metacopy.digest;
 }
 
 }  // namespace cfs::erofs

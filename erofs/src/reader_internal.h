@@ -3,6 +3,8 @@
 
 #include "cfs/erofs/reader.h"
 
+#include "cfs/erofs/composefs.h"
+
 #include <optional>
 
 #include <cstdint>
@@ -48,16 +50,17 @@ std::string printable(std::string_view bytes);
 // through image.fail on a malformed value. Image::metacopy_digest looks the value up first.
 std::optional<Digest> metacopy_from_value(const Image& image, uint64_t nid, std::string_view value);
 
-inline constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
-inline constexpr std::string_view kOverlayEscapedPrefix = "trusted.overlay.overlay.";
-inline constexpr std::string_view kRedirectXattr = "trusted.overlay.redirect";
-inline constexpr std::string_view kMetacopyXattr = "trusted.overlay.metacopy";
-inline constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
-inline constexpr std::string_view kEscapedWhiteout = "trusted.overlay.overlay.whiteout";
-inline constexpr std::string_view kEscapedWhiteouts = "trusted.overlay.overlay.whiteouts";
-inline constexpr std::string_view kEscapedOpaque = "trusted.overlay.overlay.opaque";
-inline constexpr std::string_view kUserWhiteout = "user.overlay.whiteout";
-inline constexpr std::string_view kUserWhiteouts = "user.overlay.whiteouts";
-inline constexpr std::string_view kUserOpaque = "user.overlay.opaque";
+// The composefs names, as the reader's code spells them.
+using composefs::kEscapedOpaque;
+using composefs::kEscapedWhiteout;
+using composefs::kEscapedWhiteouts;
+using composefs::kMetacopyXattr;
+using composefs::kOpaqueXattr;
+using composefs::kOverlayEscapedPrefix;
+using composefs::kOverlayPrefix;
+using composefs::kRedirectXattr;
+using composefs::kUserOpaque;
+using composefs::kUserWhiteout;
+using composefs::kUserWhiteouts;
 
 }  // namespace cfs::erofs::detail

@@ -40,9 +40,7 @@ constexpr uint8_t kOverlayMetacopy = 0x40;
 constexpr uint8_t kOverlayOther = 0x60;
 static_assert(kXattrFilterBits - 1 == kFilterBitMask);
 
-bool is_lower_hex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
+using composefs::is_lower_hex;
 
 // For a dirent name: one pass instead of two memchr calls (most names are short).
 bool has_slash_or_nul(std::string_view name) {
@@ -110,8 +108,7 @@ class SparseArray {
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
 // of a non-data-only lower layer.
 bool is_root_stub(std::string_view name, const InodeInfo& inode) {
-  return inode.type() == S_IFCHR && inode.rdev == 0 && name.size() == 2 && is_lower_hex(name[0]) &&
-         is_lower_hex(name[1]);
+  return composefs::is_whiteout_stub(name, inode.mode, inode.rdev);
 }
 
 // "/ab/" + 62 (sha256) or 126 (sha512) lowercase hex digits.
@@ -791,33 +788,28 @@ class TreeBuilder : public ImageWalker::Visitor {
     bool whiteout = false, user_whiteout = false;
     XattrCursor cursor = image_.xattrs(in);
     XattrView x;
+    const bool empty_regular = in.is_reg() && in.size == 0;
     while (cursor.next(x)) {
       charge(x.prefix().size() + x.suffix.size() + x.value.size());
-      if (x.name_is(detail::kRedirectXattr) || x.name_is(detail::kMetacopyXattr)) continue;
-      if (in.is_reg() && in.size == 0 && x.value.empty() && x.name_is(detail::kEscapedWhiteout)) {
-        whiteout = true;
-        continue;
-      }
-      if (in.is_reg() && in.size == 0 && x.value.empty() && x.name_is(detail::kUserWhiteout)) {
-        user_whiteout = true;
-        continue;
-      }
-      if (has_whiteout_child) {
-        if (x.value.empty() &&
-            (x.name_is(detail::kEscapedWhiteouts) || x.name_is(detail::kUserWhiteouts)))
+      switch (composefs::classify(x, empty_regular, image_.format_version())) {
+        case composefs::StoredXattr::redirect:
+        case composefs::StoredXattr::metacopy:
           continue;
-        if (image_.format_version() >= 1 && x.value == "x" &&
-            (x.name_is(detail::kEscapedOpaque) || x.name_is(detail::kUserOpaque)))
+        case composefs::StoredXattr::whiteout:
+          whiteout = true;
           continue;
+        case composefs::StoredXattr::user_whiteout:
+          user_whiteout = true;
+          continue;
+        case composefs::StoredXattr::dir_marker:
+          if (has_whiteout_child) continue;
+          break;
+        case composefs::StoredXattr::user:
+          break;
       }
-      std::string name = x.name();
-      if (name.starts_with(detail::kOverlayEscapedPrefix)) {
-        name.erase(detail::kOverlayPrefix.size(),
-                   detail::kOverlayEscapedPrefix.size() - detail::kOverlayPrefix.size());
-      } else if (name.starts_with(detail::kOverlayPrefix)) {
-        continue;  // the writer's own (root opaque); it adds them again
-      }
-      out.xattrs.push_back({std::move(name), std::string(x.value)});
+      // The writer's own trusted.overlay.* (root opaque) have no name here; it adds them again.
+      if (auto name = composefs::unescape_xattr_name(x.name()))
+        out.xattrs.push_back({std::move(*name), std::string(x.value)});
     }
     if (user_whiteout && !whiteout) out.xattrs.push_back({std::string(detail::kUserWhiteout), ""});
     if (whiteout) {

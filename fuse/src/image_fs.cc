@@ -1,58 +1,18 @@
 #include "cfs/fuse/image_fs.h"
 
-#include "truncation_guard.h"
-
 #include <fcntl.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "cfs/erofs/composefs.h"
+#include "truncation_guard.h"
 
 namespace cfs::fuse {
 
 using erofs::DirEntry;
 using erofs::InodeInfo;
 using erofs::XattrView;
-
-namespace {
-
-// The composefs encoding (composefs-c.md §2.1 step 3), as the reader's to_tree() undoes it.
-constexpr std::string_view kOverlayPrefix = "trusted.overlay.";
-constexpr std::string_view kOverlayEscapedPrefix = "trusted.overlay.overlay.";
-constexpr std::string_view kRedirect = "trusted.overlay.redirect";
-constexpr std::string_view kMetacopy = "trusted.overlay.metacopy";
-constexpr std::string_view kEscapedWhiteout = "trusted.overlay.overlay.whiteout";
-constexpr std::string_view kEscapedWhiteouts = "trusted.overlay.overlay.whiteouts";
-constexpr std::string_view kEscapedOpaque = "trusted.overlay.overlay.opaque";
-constexpr std::string_view kUserWhiteout = "user.overlay.whiteout";
-constexpr std::string_view kUserWhiteouts = "user.overlay.whiteouts";
-constexpr std::string_view kUserOpaque = "user.overlay.opaque";
-
-bool is_lower_hex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-uint32_t type_of_ft(uint8_t ft) {
-  switch (ft) {
-    case erofs::kFtRegFile:
-      return S_IFREG;
-    case erofs::kFtDir:
-      return S_IFDIR;
-    case erofs::kFtChrdev:
-      return S_IFCHR;
-    case erofs::kFtBlkdev:
-      return S_IFBLK;
-    case erofs::kFtFifo:
-      return S_IFIFO;
-    case erofs::kFtSock:
-      return S_IFSOCK;
-    case erofs::kFtSymlink:
-      return S_IFLNK;
-    default:
-      return 0;
-  }
-}
-
-}  // namespace
 
 ImageFs::ImageFs(erofs::Image image, std::unique_ptr<ObjectStore> objects, LogFn log)
     : image_(std::move(image)),
@@ -81,7 +41,7 @@ InodeInfo ImageFs::inode_of(uint64_t ino) const {
 
 bool ImageFs::is_whiteout(const InodeInfo& inode) const {
   if (!inode.is_reg() || inode.size != 0 || inode.xattr_size == 0) return false;
-  auto v = image_.find_xattr(inode, kEscapedWhiteout);
+  auto v = image_.find_xattr(inode, erofs::composefs::kEscapedWhiteout);
   return v && v->empty();
 }
 
@@ -121,15 +81,14 @@ void ImageFs::fill_stat(const InodeInfo& inode, struct stat& st) const {
 bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
   // The writer's 00-ff whiteout stubs in the root exist only for the kernel overlay.
   if (dir.nid != image_.root_nid() || entry.file_type != erofs::kFtChrdev) return false;
-  if (entry.name.size() != 2 || !is_lower_hex(entry.name[0]) || !is_lower_hex(entry.name[1]))
-    return false;
+  if (!erofs::composefs::is_whiteout_stub_name(entry.name)) return false;
   InodeInfo child = image_.inode(entry.nid);
-  return child.type() == S_IFCHR && child.rdev == 0;
+  return erofs::composefs::is_whiteout_stub(entry.name, child.mode, child.rdev);
 }
 
 uint32_t ImageFs::entry_type(const DirEntry& entry) const {
   if (entry.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(entry.nid))) return S_IFCHR;
-  return type_of_ft(entry.file_type);
+  return erofs::mode_type_of(entry.file_type);
 }
 
 bool ImageFs::has_whiteout_child(const InodeInfo& dir) const {
@@ -154,33 +113,33 @@ void ImageFs::visible_xattrs(
     const InodeInfo& inode,
     const std::function<bool(const std::string&, std::string_view)>& fn) const {
   if (inode.xattr_size == 0) return;
-  bool whiteout = is_whiteout(inode);
+  namespace composefs = erofs::composefs;
+  const bool whiteout = is_whiteout(inode);
+  const bool empty_regular = inode.is_reg() && inode.size == 0;
   std::optional<bool> whiteout_child;  // computed only if a marker needs it
-  auto parent_marker = [&](const XattrView& x) {
-    bool candidate =
-        (x.value.empty() && (x.name_is(kEscapedWhiteouts) || x.name_is(kUserWhiteouts))) ||
-        (image_.format_version() >= 1 && x.value == "x" &&
-         (x.name_is(kEscapedOpaque) || x.name_is(kUserOpaque)));
-    if (!candidate || !inode.is_dir()) return false;
-    if (!whiteout_child) whiteout_child = has_whiteout_child(inode);
-    return *whiteout_child;
-  };
-
   erofs::XattrCursor cursor = image_.xattrs(inode);
   XattrView x;
   while (cursor.next(x)) {
-    if (x.name_is(kRedirect) || x.name_is(kMetacopy)) continue;
-    bool empty_reg = inode.is_reg() && inode.size == 0 && x.value.empty();
-    if (empty_reg && x.name_is(kEscapedWhiteout)) continue;
-    if (empty_reg && whiteout && x.name_is(kUserWhiteout)) continue;
-    if (parent_marker(x)) continue;
-    std::string name = x.name();
-    if (name.starts_with(kOverlayEscapedPrefix)) {
-      name.erase(kOverlayPrefix.size(), kOverlayEscapedPrefix.size() - kOverlayPrefix.size());
-    } else if (name.starts_with(kOverlayPrefix)) {
-      continue;  // composefs' own (root opaque, ...)
+    switch (composefs::classify(x, empty_regular, image_.format_version())) {
+      case composefs::StoredXattr::redirect:
+      case composefs::StoredXattr::metacopy:
+      case composefs::StoredXattr::whiteout:
+        continue;
+      case composefs::StoredXattr::user_whiteout:
+        if (whiteout) continue;
+        break;
+      case composefs::StoredXattr::dir_marker:
+        if (inode.is_dir()) {
+          if (!whiteout_child) whiteout_child = has_whiteout_child(inode);
+          if (*whiteout_child) continue;
+        }
+        break;
+      case composefs::StoredXattr::user:
+        break;
     }
-    if (!fn(name, x.value)) return;
+    auto name = composefs::unescape_xattr_name(x.name());
+    if (!name) continue;  // composefs' own (root opaque, ...)
+    if (!fn(*name, x.value)) return;
   }
 }
 

@@ -7,14 +7,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <optional>
-#include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "cfs/atomic_file.h"
+#include "cfs/erofs/compat_dump.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/erofs/scan.h"
@@ -206,289 +204,6 @@ constexpr const char* kComposefsInfoDescription =
     "Images are checked strictly before anything is printed; a corrupt image is an error.\n"
     "Output is identical to composefs-info 1.0.8.\n";
 
-// ls escaping (C composefs-info): like the dumpfile's, but spaces stay readable in paths.
-void append_ls_path(std::string& out, std::string_view path) {
-  for (unsigned char c : path) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          static constexpr char kHex[] = "0123456789abcdef";
-          out += "\\x";
-          out += kHex[c >> 4];
-          out += kHex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-}
-
-void write_listing(const erofs::Tree& tree, OutputSink& out) {
-  std::string line;
-  erofs::walk(tree, [&](const erofs::WalkEntry& entry) {
-    if (entry.path == "/") return;
-    const erofs::Inode& inode = entry.inode;
-    line.clear();
-    append_ls_path(line, entry.path);
-    // Later links to an inode are bare names, as the C tool prints them.
-    if (entry.first_visit) {
-      if (inode.is_dir()) {
-        line += "/\t";
-      } else if (inode.is_symlink()) {
-        line += "\t-> ";
-        erofs::append_escaped(line, inode.payload, false);
-      } else if (inode.is_reg() && !inode.payload.empty()) {
-        line += "\t@ ";
-        erofs::append_escaped(line, inode.payload, false);
-      }
-    }
-    line += '\n';
-    out.write(line);
-  });
-}
-
-// composefs-info dump, printed straight from the image as the C tool's reader sees it. The
-// Tree keeps xattrs sorted and drops the overlay markers, while the C tool prints each
-// inode's xattrs in stored order (inline, then shared), keeps the opaque markers, and gives
-// '@' lines the target's content, digest and xattrs; going through the image directly is
-// the only way to print byte for byte the same text.
-//
-// Linear in the output: xattr names are indexed per inode, a hardlinked inode is decoded once
-// (its later names reuse the formatted fields), and the output is capped like `cfsctl dump`'s
-// decoded tree (32 x image size + 64 MiB), since a small image can share a large xattr value
-// with every inode.
-class CompatDumper {
- public:
-  CompatDumper(const erofs::Image& image, OutputSink& out, const std::vector<std::string>& filter)
-      : image_(image), out_(out), filter_(filter), budget_(image.decode_budget()) {}
-
-  void dump() {
-    std::string path;
-    erofs::InodeInfo root = image_.root();
-    emit(path, format(root), nullptr);
-    walk_dir(root, path);
-  }
-
- private:
-  // An inode as the C reader rebuilds it.
-  struct Node {
-    uint32_t mode = 0;
-    uint64_t size = 0;
-    uint64_t rdev = 0;
-    std::optional<std::string_view> payload;
-    std::optional<std::string> content;
-    std::optional<Digest> digest;
-    std::vector<std::pair<std::string, std::string_view>> xattrs;
-    std::unordered_map<std::string, size_t> xattr_index;  // name -> position in xattrs
-  };
-
-  // One inode's line without its path: the fields before the payload (after "PATH "), the
-  // payload, and the rest from the content field on (with the newline).
-  struct Formatted {
-    std::string head;  // "SIZE MODE NLINK UID GID RDEV MTIME " (MODE without '@')
-    std::string payload;
-    std::string tail;
-  };
-
-  static constexpr std::string_view kOverlay = "trusted.overlay.";
-  static constexpr std::string_view kEscaped = "trusted.overlay.overlay.";
-
-  Node load(const erofs::InodeInfo& inode) const {
-    Node node;
-    node.mode = inode.mode;
-    node.size = inode.size;
-    if (inode.type() == S_IFCHR || inode.type() == S_IFBLK) node.rdev = inode.rdev;
-    if (inode.is_symlink()) node.payload = image_.symlink_target(inode);
-    if (inode.is_reg() && !inode.is_external() && inode.size > 0) {
-      std::string data(static_cast<size_t>(inode.size), '\0');
-      size_t n = image_.read(inode, 0, std::as_writable_bytes(std::span(data)));
-      data.resize(n);
-      node.content = std::move(data);
-    }
-    erofs::XattrCursor cursor = image_.xattrs(inode);
-    erofs::XattrView x;
-    while (cursor.next(x)) {
-      std::string name = x.name();
-      bool is_reg = (node.mode & S_IFMT) == S_IFREG;
-      if (name == "trusted.overlay.redirect") {
-        if (is_reg) {
-          std::string_view v = x.value;
-          if (v.size() > 1 && v[0] == '/') v.remove_prefix(1);
-          node.payload = v;
-        }
-      } else if (name == "trusted.overlay.metacopy") {
-        // {version, length, flags, algorithm} then the digest; other sizes mean "no digest"
-        if (is_reg && x.value.size() == 4 + 32)
-          node.digest = Digest(HashAlgorithm::sha256,
-                               {reinterpret_cast<const uint8_t*>(x.value.data()) + 4, 32});
-      } else if (name == "trusted.overlay.overlay.whiteout" && is_reg) {
-        node.mode = (node.mode & ~S_IFMT) | S_IFCHR;
-        node.rdev = 0;
-        node.size = 0;
-      } else if (name == "trusted.overlay.overlay.whiteouts" || name == "user.overlay.whiteout" ||
-                 name == "user.overlay.whiteouts") {
-        // bookkeeping of the writer, not part of the tree
-      } else if (name.starts_with(kOverlay)) {
-        if (name.starts_with(kEscaped))
-          set_xattr(node, "trusted.overlay." + name.substr(kEscaped.size()), x.value);
-      } else {
-        set_xattr(node, std::move(name), x.value);
-      }
-    }
-    return node;
-  }
-
-  // C's lcfs_node_set_xattr: a repeated name replaces the value in place.
-  static void set_xattr(Node& node, std::string name, std::string_view value) {
-    auto [it, inserted] = node.xattr_index.try_emplace(name, node.xattrs.size());
-    if (!inserted) {
-      node.xattrs[it->second].second = value;
-      return;
-    }
-    node.xattrs.emplace_back(std::move(name), value);
-  }
-
-  static void append_optional(std::string& out, std::optional<std::string_view> value) {
-    if (!value)
-      out += '-';
-    else if (*value == "-")
-      out += "\\x2d";
-    else
-      erofs::append_escaped(out, *value, false);
-  }
-
-  Formatted format(const erofs::InodeInfo& inode) const {
-    Node node = load(inode);
-    Formatted f;
-    char mode[16];
-    std::snprintf(mode, sizeof mode, "%o", node.mode);
-    f.head = std::to_string(node.size) + ' ' + mode + ' ' + std::to_string(inode.nlink) + ' ' +
-             std::to_string(inode.uid) + ' ' + std::to_string(inode.gid) + ' ' +
-             std::to_string(node.rdev) + ' ' + std::to_string(inode.mtime_sec) + '.' +
-             std::to_string(inode.mtime_nsec) + ' ';
-    append_optional(f.payload, node.payload);
-    f.tail += ' ';
-    append_optional(f.tail,
-                    node.content ? std::optional<std::string_view>(*node.content) : std::nullopt);
-    f.tail += ' ';
-    f.tail += node.digest ? node.digest->hex() : "-";
-    for (const auto& [name, value] : node.xattrs) {
-      f.tail += ' ';
-      erofs::append_escaped(f.tail, name, true);
-      f.tail += '=';
-      erofs::append_escaped(f.tail, value, true);
-    }
-    f.tail += '\n';
-    return f;
-  }
-
-  void emit(const std::string& path, const Formatted& f, const std::string* hardlink_to) {
-    line_.clear();
-    erofs::append_escaped(line_, path.empty() ? "/" : path, false);
-    line_ += ' ';
-    if (hardlink_to) {
-      // The head starts with SIZE, then MODE: the '@' goes right before MODE.
-      size_t mode_at = f.head.find(' ') + 1;
-      line_.append(f.head, 0, mode_at);
-      line_ += '@';
-      line_.append(f.head, mode_at);
-      append_optional(line_, *hardlink_to);
-    } else {
-      line_ += f.head;
-      line_ += f.payload;
-    }
-    charge(line_.size() + f.tail.size());
-    out_.write(line_);
-    out_.write(f.tail);
-  }
-
-  void charge(uint64_t bytes) {
-    if (bytes > budget_)
-      throw Error(image_.name() + ": dump exceeds " + std::to_string(image_.decode_budget()) +
-                  " bytes (xattrs or data shared implausibly often)");
-    budget_ -= bytes;
-  }
-
-  using Children = std::vector<std::pair<std::string, uint64_t>>;
-
-  Children children_of(const erofs::InodeInfo& dir, bool top) const {
-    erofs::DirCursor cursor = image_.dirents(dir);
-    erofs::DirEntry entry;
-    Children children;
-    while (cursor.next(entry)) {
-      if (entry.name == "." || entry.name == "..") continue;
-      if (top && !filter_.empty() &&
-          std::find(filter_.begin(), filter_.end(), entry.name) == filter_.end())
-        continue;
-      children.emplace_back(std::string(entry.name), entry.nid);
-    }
-    return children;
-  }
-
-  // Depth-first pre-order with an explicit stack: a hostile image may nest directories far
-  // deeper than the call stack could follow.
-  void walk_dir(const erofs::InodeInfo& top, std::string& path) {
-    struct Frame {
-      Children children;
-      size_t next = 0;
-      size_t path_len = 0;
-    };
-    std::vector<Frame> stack;
-    stack.push_back({children_of(top, true), 0, path.size()});
-    while (!stack.empty()) {
-      Frame& frame = stack.back();
-      if (frame.next == frame.children.size()) {
-        stack.pop_back();
-        continue;
-      }
-      const auto& [name, nid] = frame.children[frame.next++];
-      path.resize(frame.path_len);
-      path += '/';
-      path += name;
-      erofs::InodeInfo inode = image_.inode(nid);
-      // The 00-ff object-dir stubs (C's reader skips every stored 0/0 device).
-      if (inode.type() == S_IFCHR && inode.rdev == 0) continue;
-      if (inode.is_dir() || inode.nlink <= 1) {
-        // validate() made sure such an inode has exactly one name.
-        emit(path, format(inode), nullptr);
-        if (inode.is_dir()) stack.push_back({children_of(inode, false), 0, path.size()});
-        continue;
-      }
-      auto it = links_.find(nid);
-      if (it == links_.end()) {
-        it = links_.emplace(nid, Link{path, format(inode)}).first;
-        emit(path, it->second.fields, nullptr);
-      } else {
-        emit(path, it->second.fields, &it->second.path);
-      }
-    }
-  }
-
-  struct Link {
-    std::string path;  // the first name, which later names point to
-    Formatted fields;
-  };
-
-  const erofs::Image& image_;
-  OutputSink& out_;
-  const std::vector<std::string>& filter_;
-  std::unordered_map<uint64_t, Link> links_;  // hardlinked inodes by nid
-  std::string line_;
-  uint64_t budget_;
-};
-
 // --filter: keep only the named top-level entries.
 void filter_top_level(erofs::Tree& tree, const std::vector<std::string>& keep) {
   if (keep.empty()) return;
@@ -555,13 +270,12 @@ int composefs_info_main(int argc, char** argv) {
       continue;
     }
     if (command == "dump") {
-      image.validate();
-      CompatDumper(image, out, filters).dump();
+      erofs::write_compat_dump(image, out, filters);
       continue;
     }
     erofs::Tree tree = image.to_tree();
     filter_top_level(tree, filters);
-    write_listing(tree, out);
+    erofs::write_compat_listing(tree, out);
   }
 
   if (!objects.empty()) {

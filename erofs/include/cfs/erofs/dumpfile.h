@@ -51,6 +51,8 @@ std::string dumpfile_to_string(const Tree& tree);
 
 // Escaping as the C tools write it. xattr=true also escapes '='.
 void append_escaped(std::string& out, std::string_view bytes, bool xattr);
+// The same for composefs-info ls paths, which keep spaces readable.
+void append_listing_escaped(std::string& out, std::string_view bytes);
 // Field escaping: empty -> "-", exactly "-" -> "\x2d".
 void append_field(std::string& out, std::string_view bytes);
 

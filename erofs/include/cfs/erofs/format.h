@@ -64,6 +64,12 @@ inline constexpr size_t kNameMax = 255;
 inline constexpr size_t kXattrNameMax = 255;  // full name (prefix included), as the kernel's
 inline constexpr size_t kXattrValueMax = 65535;
 inline constexpr size_t kXattrLineMax = 65535;  // bytes of the xattr part of one dumpfile line
+// The C tools' budget for one inode's xattrs: 12 + the sum of (7 + name + value) per xattr.
+inline constexpr size_t kXattrBudgetCompat = 32767;
+// A chunk-based (external) file has at most 1024 chunks (C LCFS_MAX_NONINLINE_CHUNKS) of at
+// most 2^43 bytes (block size << the 5-bit chunk format): 8 PiB.
+inline constexpr uint32_t kMaxChunks = 1024;
+inline constexpr uint64_t kFileSizeMax = uint64_t{kMaxChunks} << 43;
 // A user's trusted.overlay.NAME is stored escaped as trusted.overlay.overlay.NAME, 8 bytes
 // longer, and the stored name must still fit kXattrNameMax.
 inline constexpr size_t kOverlayEscapeGrowth = 8;  // "overlay."
@@ -141,6 +147,7 @@ enum class DataLayout : uint16_t {
 inline constexpr uint16_t kDataLayoutBit = 1;
 inline constexpr uint16_t kDataLayoutMask = 0x7;
 inline constexpr uint16_t kChunkFormatBlkbitsMask = 0x1f;
+static_assert(kFileSizeMax == uint64_t{kMaxChunks} << (kBlockSizeBits + kChunkFormatBlkbitsMask));
 inline constexpr uint16_t kChunkFormatIndexes = 0x20;
 
 inline constexpr uint16_t make_i_format(bool extended, DataLayout layout) {
@@ -226,38 +233,35 @@ struct DiskDirent {
 };
 static_assert(sizeof(DiskDirent) == 12);
 
+// Dirent file types (the kernel's FT_*), numbered 0..7 in this order.
 enum FileType : uint8_t {
-  kFtUnknown = 0,
-  kFtRegFile = 1,
-  kFtDir = 2,
-  kFtChrdev = 3,
-  kFtBlkdev = 4,
-  kFtFifo = 5,
-  kFtSock = 6,
-  kFtSymlink = 7,
+  kFtUnknown,
+  kFtRegFile,
+  kFtDir,
+  kFtChrdev,
+  kFtBlkdev,
+  kFtFifo,
+  kFtSock,
+  kFtSymlink
 };
+
+// The S_IFMT bits each FileType stands for, indexed by FileType.
+inline constexpr std::array<uint32_t, 8> kFileTypeModes = {0,       S_IFREG, S_IFDIR,  S_IFCHR,
+                                                           S_IFBLK, S_IFIFO, S_IFSOCK, S_IFLNK};
 
 // The dirent file type of an st_mode (kFtUnknown for invalid types).
 constexpr uint8_t file_type_of(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-      return kFtRegFile;
-    case S_IFDIR:
-      return kFtDir;
-    case S_IFCHR:
-      return kFtChrdev;
-    case S_IFBLK:
-      return kFtBlkdev;
-    case S_IFIFO:
-      return kFtFifo;
-    case S_IFSOCK:
-      return kFtSock;
-    case S_IFLNK:
-      return kFtSymlink;
-    default:
-      return kFtUnknown;
-  }
+  for (uint8_t ft = kFtRegFile; ft < kFileTypeModes.size(); ft++)
+    if (kFileTypeModes[ft] == (mode & S_IFMT)) return ft;
+  return kFtUnknown;
 }
+
+// The S_IFMT bits of a dirent file type (0 for unknown ones).
+constexpr uint32_t mode_type_of(uint8_t file_type) {
+  return file_type < kFileTypeModes.size() ? kFileTypeModes[file_type] : 0;
+}
+static_assert(file_type_of(S_IFLNK | 0777) == kFtSymlink && mode_type_of(kFtDir) == S_IFDIR);
+static_assert(file_type_of(0) == kFtUnknown && mode_type_of(8) == 0);
 
 // ---- overlayfs metacopy xattr value -------------------------------------------------------
 inline constexpr uint8_t kMetacopyVersion = 0;
