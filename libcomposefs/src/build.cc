@@ -173,8 +173,7 @@ NodePtr build(int dirfd, const std::string& fname, int flags, std::string& faile
         throw;
       }
     } else {
-      if ((flags & LCFS_BUILD_SKIP_DEVICES) != 0 && (type == DT_BLK || type == DT_CHR))
-        continue;
+      if ((flags & LCFS_BUILD_SKIP_DEVICES) != 0 && (type == DT_BLK || type == DT_CHR)) continue;
       child = load_file(fd, name.c_str(), flags);
     }
     if (lcfs_node_add_child(node.get(), child.get(), name.c_str()) < 0) throw_errno(failed);
@@ -191,8 +190,7 @@ using cfs::lcfs::with_errno;
 
 extern "C" {
 
-int lcfs_node_set_from_content(lcfs_node_s* node, int dirfd, const char* fname,
-                               int buildflags) {
+int lcfs_node_set_from_content(lcfs_node_s* node, int dirfd, const char* fname, int buildflags) {
   if (node == nullptr) {
     errno = EINVAL;
     return -1;
@@ -212,9 +210,9 @@ lcfs_node_s* lcfs_load_node_from_file(int dirfd, const char* fname, int buildfla
 
 lcfs_node_s* lcfs_build(int dirfd, const char* fname, int buildflags, char** failed_path_out) {
   std::string failed;
-  lcfs_node_s* root = with_errno(
-      [&] { return cfs::lcfs::build(dirfd, fname, buildflags, failed).release(); },
-      static_cast<lcfs_node_s*>(nullptr));
+  lcfs_node_s* root =
+      with_errno([&] { return cfs::lcfs::build(dirfd, fname, buildflags, failed).release(); },
+                 static_cast<lcfs_node_s*>(nullptr));
   if (root == nullptr && failed_path_out != nullptr) {
     const int saved = errno;
     *failed_path_out = strdup(failed.c_str());  // the caller frees it, as with C's

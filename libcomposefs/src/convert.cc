@@ -9,7 +9,9 @@
 namespace cfs::lcfs {
 namespace {
 
-[[noreturn]] void refuse() { throw_errno(EINVAL, "libcomposefs: invalid node"); }
+[[noreturn]] void refuse() {
+  throw_errno(EINVAL, "libcomposefs: invalid node");
+}
 
 class ToTree {
  public:

@@ -121,7 +121,9 @@ int lcfs_write_to(lcfs_node_s* root, lcfs_write_options_s* options) {
 lcfs_node_s* lcfs_load_node_from_image_ext(const uint8_t* image_data, size_t image_data_size,
                                            const lcfs_read_options_s* opts) {
   return with_errno(
-      [&] { return cfs::lcfs::load({image_data, image_data_size}, opts); },
+      [&] {
+        return cfs::lcfs::load({image_data, image_data_size}, opts);
+      },
       static_cast<lcfs_node_s*>(nullptr));
 }
 
@@ -138,7 +140,9 @@ lcfs_node_s* lcfs_load_node_from_fd_ext(int fd, const lcfs_read_options_s* opts)
       static_cast<lcfs_node_s*>(nullptr));
 }
 
-lcfs_node_s* lcfs_load_node_from_fd(int fd) { return lcfs_load_node_from_fd_ext(fd, nullptr); }
+lcfs_node_s* lcfs_load_node_from_fd(int fd) {
+  return lcfs_load_node_from_fd_ext(fd, nullptr);
+}
 
 int lcfs_version_from_fd(int fd) {
   lcfs_erofs_header_s header{};

@@ -29,8 +29,7 @@ int mount_fd(int fd, const char* mountpoint, const lcfs_mount_options_s* options
     return fail(EINVAL);
   std::optional<cfs::Digest> expected;
   if (options->expected_fsverity_digest != nullptr) {
-    expected = cfs::Digest::from_hex(options->expected_fsverity_digest,
-                                     cfs::HashAlgorithm::sha256);
+    expected = cfs::Digest::from_hex(options->expected_fsverity_digest, cfs::HashAlgorithm::sha256);
     if (!expected) return fail(EINVAL);
     uint8_t found[LCFS_DIGEST_SIZE];
     int res = lcfs_fd_measure_fsverity(found, fd);

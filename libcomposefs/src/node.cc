@@ -195,8 +195,7 @@ int lcfs_node_unset_xattr(lcfs_node_s* node, const char* name) {
   return 0;
 }
 
-int lcfs_node_set_xattr(lcfs_node_s* node, const char* name, const char* value,
-                        size_t value_len) {
+int lcfs_node_set_xattr(lcfs_node_s* node, const char* name, const char* value, size_t value_len) {
   const size_t name_len = std::strlen(name);
   if (name_len == 0 || name_len > cfs::lcfs::kXattrNameMax) {
     errno = ERANGE;
@@ -223,7 +222,9 @@ int lcfs_node_set_xattr(lcfs_node_s* node, const char* name, const char* value,
       -1);
 }
 
-size_t lcfs_node_get_n_xattr(lcfs_node_s* node) { return node->xattrs.size(); }
+size_t lcfs_node_get_n_xattr(lcfs_node_s* node) {
+  return node->xattrs.size();
+}
 
 const char* lcfs_node_get_xattr_name(lcfs_node_s* node, size_t index) {
   return index < node->xattrs.size() ? node->xattrs[index].name.c_str() : nullptr;
@@ -257,7 +258,9 @@ int lcfs_node_set_symlink_payload(lcfs_node_s* node, const char* payload) {
   return 0;
 }
 
-const char* lcfs_node_get_payload(lcfs_node_s* node) { return node->head.payload; }
+const char* lcfs_node_get_payload(lcfs_node_s* node) {
+  return node->head.payload;
+}
 
 int lcfs_node_set_content(lcfs_node_s* node, const uint8_t* data, size_t data_size) {
   if (data != nullptr && data_size > LCFS_INLINE_CONTENT_MAX) {
@@ -277,14 +280,18 @@ int lcfs_node_set_content(lcfs_node_s* node, const uint8_t* data, size_t data_si
       -1);
 }
 
-const uint8_t* lcfs_node_get_content(lcfs_node_s* node) { return node->head.content; }
+const uint8_t* lcfs_node_get_content(lcfs_node_s* node) {
+  return node->head.content;
+}
 
 lcfs_node_s* lcfs_node_lookup_child(lcfs_node_s* node, const char* name) {
   auto it = cfs::lcfs::child_position(node, name);
   return it != node->children.end() && *(*it)->name == name ? *it : nullptr;
 }
 
-lcfs_node_s* lcfs_node_get_parent(lcfs_node_s* node) { return node->head.parent; }
+lcfs_node_s* lcfs_node_get_parent(lcfs_node_s* node) {
+  return node->head.parent;
+}
 
 int lcfs_node_add_child(lcfs_node_s* parent, lcfs_node_s* child, const char* name) {
   if ((parent->head.inode.st_mode & S_IFMT) != S_IFDIR) {
@@ -321,9 +328,13 @@ int lcfs_node_add_child(lcfs_node_s* parent, lcfs_node_s* child, const char* nam
       -1);
 }
 
-const char* lcfs_node_get_name(lcfs_node_s* node) { return node->head.name; }
+const char* lcfs_node_get_name(lcfs_node_s* node) {
+  return node->head.name;
+}
 
-size_t lcfs_node_get_n_children(lcfs_node_s* node) { return node->children.size(); }
+size_t lcfs_node_get_n_children(lcfs_node_s* node) {
+  return node->children.size();
+}
 
 lcfs_node_s* lcfs_node_get_child(lcfs_node_s* node, size_t i) {
   return i < node->children.size() ? node->children[i] : nullptr;
@@ -341,11 +352,19 @@ void lcfs_node_make_hardlink(lcfs_node_s* node, lcfs_node_s* target) {
   target->head.inode.st_nlink++;
 }
 
-lcfs_node_s* lcfs_node_get_hardlink_target(lcfs_node_s* node) { return node->head.link_to; }
+lcfs_node_s* lcfs_node_get_hardlink_target(lcfs_node_s* node) {
+  return node->head.link_to;
+}
 
-bool lcfs_node_dirp(lcfs_node_s* node) { return (node->head.inode.st_mode & S_IFMT) == S_IFDIR; }
-uint32_t lcfs_node_get_mode(lcfs_node_s* node) { return node->head.inode.st_mode; }
-void lcfs_node_set_mode(lcfs_node_s* node, uint32_t mode) { node->head.inode.st_mode = mode; }
+bool lcfs_node_dirp(lcfs_node_s* node) {
+  return (node->head.inode.st_mode & S_IFMT) == S_IFDIR;
+}
+uint32_t lcfs_node_get_mode(lcfs_node_s* node) {
+  return node->head.inode.st_mode;
+}
+void lcfs_node_set_mode(lcfs_node_s* node, uint32_t mode) {
+  node->head.inode.st_mode = mode;
+}
 
 int lcfs_node_try_set_mode(lcfs_node_s* node, uint32_t mode) {
   if (!cfs::lcfs::valid_mode(mode)) {
@@ -356,20 +375,40 @@ int lcfs_node_try_set_mode(lcfs_node_s* node, uint32_t mode) {
   return 0;
 }
 
-uint32_t lcfs_node_get_uid(lcfs_node_s* node) { return node->head.inode.st_uid; }
-void lcfs_node_set_uid(lcfs_node_s* node, uint32_t uid) { node->head.inode.st_uid = uid; }
-uint32_t lcfs_node_get_gid(lcfs_node_s* node) { return node->head.inode.st_gid; }
-void lcfs_node_set_gid(lcfs_node_s* node, uint32_t gid) { node->head.inode.st_gid = gid; }
+uint32_t lcfs_node_get_uid(lcfs_node_s* node) {
+  return node->head.inode.st_uid;
+}
+void lcfs_node_set_uid(lcfs_node_s* node, uint32_t uid) {
+  node->head.inode.st_uid = uid;
+}
+uint32_t lcfs_node_get_gid(lcfs_node_s* node) {
+  return node->head.inode.st_gid;
+}
+void lcfs_node_set_gid(lcfs_node_s* node, uint32_t gid) {
+  node->head.inode.st_gid = gid;
+}
 // The node keeps 32 bits of device number, as 1.0.8 does; rdev64 truncates on the way in.
-uint32_t lcfs_node_get_rdev(lcfs_node_s* node) { return node->head.inode.st_rdev; }
-uint64_t lcfs_node_get_rdev64(lcfs_node_s* node) { return node->head.inode.st_rdev; }
-void lcfs_node_set_rdev(lcfs_node_s* node, uint32_t rdev) { node->head.inode.st_rdev = rdev; }
+uint32_t lcfs_node_get_rdev(lcfs_node_s* node) {
+  return node->head.inode.st_rdev;
+}
+uint64_t lcfs_node_get_rdev64(lcfs_node_s* node) {
+  return node->head.inode.st_rdev;
+}
+void lcfs_node_set_rdev(lcfs_node_s* node, uint32_t rdev) {
+  node->head.inode.st_rdev = rdev;
+}
 void lcfs_node_set_rdev64(lcfs_node_s* node, uint64_t rdev) {
   node->head.inode.st_rdev = static_cast<uint32_t>(rdev);
 }
-uint32_t lcfs_node_get_nlink(lcfs_node_s* node) { return node->head.inode.st_nlink; }
-void lcfs_node_set_nlink(lcfs_node_s* node, uint32_t nlink) { node->head.inode.st_nlink = nlink; }
-uint64_t lcfs_node_get_size(lcfs_node_s* node) { return node->head.inode.st_size; }
+uint32_t lcfs_node_get_nlink(lcfs_node_s* node) {
+  return node->head.inode.st_nlink;
+}
+void lcfs_node_set_nlink(lcfs_node_s* node, uint32_t nlink) {
+  node->head.inode.st_nlink = nlink;
+}
+uint64_t lcfs_node_get_size(lcfs_node_s* node) {
+  return node->head.inode.st_size;
+}
 
 void lcfs_node_set_size(lcfs_node_s* node, uint64_t size) {
   if (size == node->head.inode.st_size) return;

@@ -77,5 +77,4 @@ lcfs_node_s* new_node();
 lcfs_node_s* follow_links(lcfs_node_s* node) noexcept;
 bool valid_mode(uint32_t mode) noexcept;
 
-
 }  // namespace cfs::lcfs
