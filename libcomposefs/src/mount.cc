@@ -45,8 +45,9 @@ int mount_fd(int fd, const char* mountpoint, const lcfs_mount_options_s* options
         if (options->upperdir != nullptr) {
           mo.upperdir = options->upperdir;
           mo.workdir = options->workdir;
+          // Without an upper layer the overlay is read-only whatever the flags say, as in C.
+          mo.writable = (options->flags & LCFS_MOUNT_FLAGS_READONLY) == 0;
         }
-        mo.writable = (options->flags & LCFS_MOUNT_FLAGS_READONLY) == 0;
         if ((options->flags & LCFS_MOUNT_FLAGS_REQUIRE_VERITY) != 0)
           mo.verity = cfs::kmount::VerityMode::require;
         else if ((options->flags & LCFS_MOUNT_FLAGS_TRY_VERITY) != 0)

@@ -2,6 +2,7 @@
 // lcfs_node_* and written with lcfs_write_to must be byte-identical to what cfs's own writer
 // makes of the same dumpfile, and images must load back into the same tree.
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -357,6 +358,52 @@ TEST(LibComposefs, VersionFromFdAndMountArgumentChecks) {
   EXPECT_EQ(lcfs_mount_fd(fd, (dir / "mnt").c_str(), &options), -1);
   EXPECT_EQ(errno, EINVAL);
   close(fd);
+}
+
+TEST(LibComposefs, MountImageServesTheTree) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting needs root";
+  cfs::test::TempDir dir;
+  const std::string data = cfs::test::pattern(10000, 5);
+  const cfs::Digest digest = cfs::fsverity_digest(data);
+  mkdir((dir / "objects").c_str(), 0755);
+  mkdir((dir / "objects/" + digest.object_path().substr(0, 2)).c_str(), 0755);
+  cfs::test::write_file(dir / "objects/" + digest.object_path(), data);
+  mkdir((dir / "mnt").c_str(), 0755);
+
+  Node root(lcfs_node_new());
+  lcfs_node_set_mode(root.get(), S_IFDIR | 0755);
+  lcfs_node_s* file = add(root.get(), "file", S_IFREG | 0644);
+  lcfs_node_set_size(file, data.size());
+  ASSERT_EQ(lcfs_node_set_payload(file, digest.object_path().c_str()), 0);
+  Written w = write(root.get());
+  ASSERT_EQ(w.rc, 0);
+  cfs::test::write_file(dir / "image.cfs", w.image);
+
+  const char* objdirs[] = {nullptr};
+  const std::string objects = dir / "objects";
+  objdirs[0] = objects.c_str();
+  lcfs_mount_options_s options{};
+  options.objdirs = objdirs;
+  options.n_objdirs = 1;
+  options.flags = LCFS_MOUNT_FLAGS_READONLY;
+  ASSERT_EQ(lcfs_mount_image((dir / "image.cfs").c_str(), (dir / "mnt").c_str(), &options), 0)
+      << std::strerror(errno);
+  std::string read_back;
+  {
+    int fd = open((dir / "mnt/file").c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    char buf[4096];
+    for (ssize_t n; fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0;) read_back.append(buf, n);
+    if (fd >= 0) close(fd);
+  }
+  EXPECT_EQ(umount2((dir / "mnt").c_str(), MNT_DETACH), 0);
+  EXPECT_TRUE(read_back == data);
+
+  // A required digest on an image without fs-verity: C's ENOVERITY, nothing mounted.
+  options.expected_fsverity_digest =
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  EXPECT_EQ(lcfs_mount_image((dir / "image.cfs").c_str(), (dir / "mnt").c_str(), &options), -1);
+  EXPECT_EQ(errno, ENOVERITY);
 }
 
 }  // namespace
