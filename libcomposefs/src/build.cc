@@ -24,11 +24,6 @@ constexpr int kKnownFlags = LCFS_BUILD_SKIP_XATTRS | LCFS_BUILD_USE_EPOCH |
                             LCFS_BUILD_SKIP_DEVICES | LCFS_BUILD_COMPUTE_DIGEST |
                             LCFS_BUILD_NO_INLINE | LCFS_BUILD_USER_XATTRS | LCFS_BUILD_BY_DIGEST;
 
-struct NodeRef {
-  void operator()(lcfs_node_s* node) const noexcept { lcfs_node_unref(node); }
-};
-using NodePtr = std::unique_ptr<lcfs_node_s, NodeRef>;
-
 struct DirCloser {
   void operator()(DIR* dir) const noexcept { closedir(dir); }
 };

@@ -59,11 +59,6 @@ class ToTree {
   std::unordered_map<const lcfs_node_s*, erofs::InodePtr> inodes_;
 };
 
-struct NodeRef {
-  void operator()(lcfs_node_s* node) const noexcept { lcfs_node_unref(node); }
-};
-using NodePtr = std::unique_ptr<lcfs_node_s, NodeRef>;
-
 class FromTree {
  public:
   NodePtr node_for(const erofs::Inode& inode) {

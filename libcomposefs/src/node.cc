@@ -11,6 +11,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "cfs/erofs/format.h"
 #include "guard.h"
 
 namespace cfs::lcfs {
@@ -98,18 +99,7 @@ lcfs_node_s* follow_links(lcfs_node_s* node) noexcept {
 }
 
 bool valid_mode(uint32_t mode) noexcept {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-    case S_IFDIR:
-    case S_IFLNK:
-    case S_IFBLK:
-    case S_IFCHR:
-    case S_IFSOCK:
-    case S_IFIFO:
-      return true;
-    default:
-      return false;
-  }
+  return erofs::file_type_of(mode) != erofs::kFtUnknown;
 }
 
 }  // namespace cfs::lcfs

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,5 +77,11 @@ lcfs_node_s* new_node();
 // Follows link_to to the node that owns the data; nullptr on a cycle.
 lcfs_node_s* follow_links(lcfs_node_s* node) noexcept;
 bool valid_mode(uint32_t mode) noexcept;
+
+// Owns one reference, for nodes under construction.
+struct NodeRef {
+  void operator()(lcfs_node_s* node) const noexcept { lcfs_node_unref(node); }
+};
+using NodePtr = std::unique_ptr<lcfs_node_s, NodeRef>;
 
 }  // namespace cfs::lcfs

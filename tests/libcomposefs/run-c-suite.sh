@@ -128,6 +128,18 @@ EOC
 offset=$("$work/layout")
 [ "$offset" = 144 ] || { echo "FAIL: C's struct lcfs_node_s has its inode at $offset, cfs's at 144"; exit 1; }
 
+# The library exports exactly the LCFS_EXTERN functions of C's public headers, nothing more.
+lib=$build/lib/libcomposefs.so.1
+expected=$(cat "$src"/libcomposefs/lcfs-writer.h "$src"/libcomposefs/lcfs-mount.h | tr '\n' ' ' |
+  grep -o 'LCFS_EXTERN[^(]*(' | grep -o 'lcfs_[a-z0-9_]*[[:space:]]*($' | tr -d ' (' | sort)
+exported=$(nm -D --defined-only "$lib" | awk '{ print $3 }' | sort)
+if [ "$expected" != "$exported" ]; then
+  echo "FAIL: exported symbols differ from C's LCFS_EXTERN list:"
+  diff <(echo "$expected") <(echo "$exported") | sed 's/^/  | /'
+  exit 1
+fi
+echo "PASS exports ($(echo "$exported" | wc -l) symbols, as C's headers declare)"
+
 # ---- run C composefs' test suite ------------------------------------------------------------
 # The asset lists, as C's tests/meson.build passes them.
 list() { # VARIABLE
