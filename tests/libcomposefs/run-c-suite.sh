@@ -115,6 +115,13 @@ utils=$src/libcomposefs/lcfs-utils.c
 "$cc" "${cflags[@]}" -o "$bin/composefs-dump" "$src/tools/composefs-dump.c" "$utils" "${libs[@]}"
 "$cc" "${cflags[@]}" -o "$bin/mount.composefs" "$src/tools/mountcomposefs.c" "$utils" "${libs[@]}"
 "$cc" "${cflags[@]}" -o "$bin/test-lcfs" "$src/tests/test-lcfs.c" "${libs[@]}"
+# C's FUSE server reads images with its own code (no library calls): it checks that images
+# written through this library read back right in C's reader too.
+if pkg-config --exists fuse3 && [ -e /dev/fuse ]; then
+  # shellcheck disable=SC2046 # pkg-config prints several words
+  "$cc" "${cflags[@]}" -DHAVE_FUSE3=1 $(pkg-config --cflags fuse3) -o "$bin/composefs-fuse" \
+    "$src/tools/cfs-fuse.c" "$utils" $(pkg-config --libs fuse3) "${libs[@]}"
+fi
 
 # The tools read node->inode.st_mode through C's private struct: cfs's node must put it at
 # the same offset (its own static_assert says 144).
@@ -171,7 +178,15 @@ run check-units "$src/tests/test-units.sh" "$bin"
 run check-checksums "$src/tests/test-checksums.sh" "$bin" "$assets" "$checksum_assets"
 run check-dump-filtered "$src/tests/test-dump-filtered.sh" "$bin" "$assets"
 run check-should-fail "$src/tests/test-should-fail.sh" "$bin" "${should_fail[@]}"
-# check-random-fuse needs composefs-fuse, C's FUSE server: not part of the library's ABI.
+# Ten random trees through mkcomposefs and C's FUSE server: minutes on a loaded machine, so
+# only when asked for.
+if [ "${CFS_LIBCOMPOSEFS_RANDOM_FUSE:-0}" != 1 ]; then
+  echo "SKIP check-random-fuse (set CFS_LIBCOMPOSEFS_RANDOM_FUSE=1 to run it)"
+elif [ -x "$bin/composefs-fuse" ] && command -v python3 >/dev/null; then
+  run check-random-fuse "$src/tests/test-random-fuse.sh" "$bin"
+else
+  echo "SKIP check-random-fuse (needs fuse3's pkg-config file, /dev/fuse and python3)"
+fi
 
 echo "libcomposefs C suite: $passed passed, ${#failed[@]} failed${failed[*]:+: ${failed[*]}}"
 [ ${#failed[@]} -eq 0 ]
