@@ -21,3 +21,12 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfsConfig.cmake
 file(RELATIVE_PATH CFS_PC_TO_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
 configure_file(cmake/cfs.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cfs.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+if(CFS_WITH_LIBCOMPOSEFS)
+  # Installable beside C composefs' package or instead of it: same soname, headers and .pc.
+  install(TARGETS cfs_libcomposefs
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} NAMELINK_COMPONENT Development)
+  install(DIRECTORY libcomposefs/include/libcomposefs DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(FILES ${CMAKE_BINARY_DIR}/libcomposefs/composefs.pc
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endif()
