@@ -7,7 +7,7 @@
 # Refuses to run if any of the packages is installed already: purging is part of the test.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-packages=(cfs cfs-mount libcfs-dev)
+packages=(cfs cfs-mount libcfs-dev libcomposefs1-cfs libcomposefs-cfs-dev)
 
 fail() {
   echo "deb-test: FAIL: $*" >&2
@@ -18,7 +18,7 @@ for tool in dpkg-buildpackage dh lintian; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (tools/setup-deps.sh installs it)"
 done
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
-for p in "${packages[@]}" composefs; do
+for p in "${packages[@]}" composefs libcomposefs1 libcomposefs-dev; do
   installed "$p" && fail "package $p is installed already; this test installs and purges its own"
 done
 
@@ -58,6 +58,34 @@ for p in "${packages[@]}"; do dpkg -L "$p"; done | sort -u >"$work/owned"
 man -w mkcomposefs >/dev/null 2>&1 || [ -e /usr/share/man/man1/mkcomposefs.1.gz ] ||
   fail "mkcomposefs(1) not installed"
 pkg-config --exists cfs || fail "pkg-config does not find cfs.pc"
+# A C program built against the installed libcomposefs headers and library writes an image
+# that the installed composefs-info reads.
+cat >"$work/lcfs.c" <<'C'
+#include <libcomposefs/lcfs-writer.h>
+#include <stdio.h>
+#include <sys/stat.h>
+static ssize_t out(void *file, void *buf, size_t len) { return fwrite(buf, 1, len, file); }
+int main(int argc, char **argv) {
+  struct lcfs_node_s *root = lcfs_node_new(), *file = lcfs_node_new();
+  lcfs_node_set_mode(root, S_IFDIR | 0755);
+  lcfs_node_set_mode(file, S_IFREG | 0644);
+  lcfs_node_set_content(file, (const uint8_t *)"hello\n", 6);
+  lcfs_node_set_size(file, 6);
+  if (lcfs_node_add_child(root, file, "hello") != 0) return 1;
+  FILE *f = fopen(argv[argc - 1], "wb");
+  struct lcfs_write_options_s options = {.format = LCFS_FORMAT_EROFS, .file = f, .file_write_cb = out};
+  int r = lcfs_write_to(root, &options);
+  fclose(f);
+  lcfs_node_unref(root);
+  return r != 0;
+}
+C
+# shellcheck disable=SC2046
+cc -o "$work/lcfs" "$work/lcfs.c" $(pkg-config --cflags --libs composefs) ||
+  fail "a C program does not build against the installed libcomposefs"
+"$work/lcfs" "$work/lcfs.cfs" || fail "lcfs_write_to through the installed library"
+/usr/bin/composefs-info dump "$work/lcfs.cfs" | grep -q '^/hello 6 100644 1 0 0 0 0.0 - hello\\n -' ||
+  fail "the image written through libcomposefs does not read back"
 
 echo "== the README's demo, against the installed cfsctl"
 CFS_DEMO_CFSCTL=/usr/bin/cfsctl "$top/tools/demo.sh" | tee "$work/demo.log"
