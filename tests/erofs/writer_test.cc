@@ -42,6 +42,13 @@ Tree root_only() {
   return t;
 }
 
+// The fs-verity digest of the image of a root holding one entry.
+std::string digest_with_child(const std::string& name, const InodePtr& child) {
+  Tree t = root_only();
+  t.root->set_child(name, child);
+  return verity_hex(image_to_string(t));
+}
+
 std::string write_error(const Tree& tree) {
   try {
     image_to_string(tree);
@@ -61,24 +68,20 @@ TEST(ErofsWriter, RootOnly) {
 }
 
 TEST(ErofsWriter, InlineFile) {
-  Tree t = root_only();
   auto f = make_inode(S_IFREG | 0644);
   f->size = 6;
   f->content = "hello\n";
-  t.root->set_child("hello", f);
-  std::string image = image_to_string(t);
-  EXPECT_EQ(verity_hex(image), "9a49aef2f62e29c4e856df146915099142be57928bbca1f6945c5b8f95800556");
+  EXPECT_EQ(digest_with_child("hello", f),
+            "9a49aef2f62e29c4e856df146915099142be57928bbca1f6945c5b8f95800556");
 }
 
 TEST(ErofsWriter, ExternalFileWithDigest) {
-  Tree t = root_only();
   auto f = make_inode(S_IFREG | 0644);
   f->size = 100000;
   f->payload = "01/23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
   f->digest = Digest::from_hex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
-  t.root->set_child("ext", f);
-  std::string image = image_to_string(t);
-  EXPECT_EQ(verity_hex(image), "341efab043259c82d7eeb853a3b4c8932ecf0a8d22a912b58ba6782c78187b5a");
+  EXPECT_EQ(digest_with_child("ext", f),
+            "341efab043259c82d7eeb853a3b4c8932ecf0a8d22a912b58ba6782c78187b5a");
 }
 
 TEST(ErofsWriter, WhiteoutRaisesVersion) {

@@ -112,26 +112,21 @@ func main() {
 			}
 		}
 		switch *format {
-		case "pax":
-			hdr.Format = tar.FormatPAX
-			hdr.ModTime = hdr.ModTime.Truncate(time.Second)
-			hdr.AccessTime = time.Time{}
-			hdr.ChangeTime = time.Time{}
-		case "pax-ns":
+		case "pax", "pax-ns":
 			hdr.Format = tar.FormatPAX
 		case "gnu":
 			hdr.Format = tar.FormatGNU
-			hdr.ModTime = hdr.ModTime.Truncate(time.Second)
-			hdr.AccessTime = time.Time{}
-			hdr.ChangeTime = time.Time{}
 		case "ustar":
 			hdr.Format = tar.FormatUSTAR
-			hdr.ModTime = hdr.ModTime.Truncate(time.Second)
-			hdr.AccessTime = time.Time{}
-			hdr.ChangeTime = time.Time{}
 		default:
 			fmt.Fprintln(os.Stderr, "unknown format", *format)
 			os.Exit(2)
+		}
+		// Only pax-ns keeps sub-second and access/change times (as PAX records).
+		if *format != "pax-ns" {
+			hdr.ModTime = hdr.ModTime.Truncate(time.Second)
+			hdr.AccessTime = time.Time{}
+			hdr.ChangeTime = time.Time{}
 		}
 		if hdr.Format == tar.FormatPAX {
 			xs := lxattrs(p)
