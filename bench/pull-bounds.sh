@@ -7,19 +7,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 build=$here/build
 workdir=${TMPDIR:-/var/tmp}
 files=300000
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --build) build=$2; shift 2 ;;
-    --workdir) workdir=$2; shift 2 ;;
-    --files) files=$2; shift 2 ;;
-    *) echo "bench/pull-bounds.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-cfsctl=$build/bin/cfsctl
-[ -x "$cfsctl" ] || { echo "bench/pull-bounds.sh: $cfsctl not built" >&2; exit 1; }
+parse_options bench/pull-bounds.sh "build workdir files" "$@"
+require_cfsctl bench/pull-bounds.sh "$build"
 dir=$(mktemp -d "$workdir/cfs-pull-bounds.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 

@@ -12,20 +12,13 @@ set -euo pipefail
 
 count=100
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 build=$here/build
 workdir=${TMPDIR:-/var/tmp}
 cache=$here/tests/conformance/.cache
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --count) count=$2; shift 2 ;;
-    --build) build=$2; shift 2 ;;
-    --workdir) workdir=$2; shift 2 ;;
-    --cache) cache=$2; shift 2 ;;
-    *) echo "bench/pull-debs.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-cfsctl=$build/bin/cfsctl
-[ -x "$cfsctl" ] || { echo "bench/pull-debs.sh: $cfsctl not built" >&2; exit 1; }
+parse_options bench/pull-debs.sh "count build workdir cache" "$@"
+require_cfsctl bench/pull-debs.sh "$build"
 threads=$(nproc)
 
 mapfile -t names < <(grep -v '^#' "$here/tests/conformance/debs.txt" | grep . | head -n "$count")

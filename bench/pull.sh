@@ -13,20 +13,12 @@ size_mib=1024
 layers=8
 compress=gzip
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 build=$here/build
 workdir=${TMPDIR:-/var/tmp}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size-mib) size_mib=$2; shift 2 ;;
-    --layers) layers=$2; shift 2 ;;
-    --compress) compress=$2; shift 2 ;;
-    --build) build=$2; shift 2 ;;
-    --workdir) workdir=$2; shift 2 ;;
-    *) echo "bench/pull.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-cfsctl=$build/bin/cfsctl
-[ -x "$cfsctl" ] || { echo "bench/pull.sh: $cfsctl not built" >&2; exit 1; }
+parse_options bench/pull.sh "size-mib layers compress build workdir" "$@"
+require_cfsctl bench/pull.sh "$build"
 threads=$(nproc)
 
 dir=$(mktemp -d "$workdir/cfs-pull-bench.XXXXXX")
