@@ -45,7 +45,10 @@ lintian --fail-on error --suppress-tags-from-file /dev/null "$work"/*.changes |
   tee "$work/lintian.log" || fail "lintian reports errors (above)"
 
 echo "== install"
-dpkg -i "$work"/*.deb >/dev/null || fail "dpkg -i failed"
+# The packages themselves, not their -dbgsym companions (which would then block the purge).
+debs=()
+for p in "${packages[@]}"; do debs+=("$work/${p}_"*.deb); done
+dpkg -i "${debs[@]}" >/dev/null || fail "dpkg -i failed"
 we_installed=1
 for p in "${packages[@]}"; do installed "$p" || fail "$p did not install"; done
 # Everything each package owns, to check after the purge.
