@@ -9,6 +9,7 @@
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "cfs/erofs/format.h"
 
@@ -35,14 +36,23 @@ bool is_regular_at(int dir_fd, std::string_view name) {
   return ::fstatat(dir_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
+// A reference split into its directory ("" for none) and the name in it.
+std::pair<std::string_view, std::string_view> split_ref(std::string_view ref) {
+  size_t slash = ref.rfind('/');
+  if (slash == ref.npos) return {{}, ref};
+  return {ref.substr(0, slash), ref.substr(slash + 1)};
+}
+
 // Removes from wanted every name that is a regular file in dir_fd, by reading the directory
-// (one getdents64 call per few hundred entries instead of a path walk per name).
-void list_and_remove(int dir_fd, NameSet& wanted) {
+// (one getdents64 call per few hundred entries instead of a path walk per name). Returns true
+// when it read the directory to its end, so that what is left in wanted is not there.
+bool list_and_remove(int dir_fd, NameSet& wanted) {
   size_t budget = kListEntriesPerName * wanted.size() + kListSlack;
   alignas(8) char buf[32768];
   while (!wanted.empty() && budget > 0) {
     long n = ::syscall(SYS_getdents64, dir_fd, buf, sizeof buf);
-    if (n <= 0) return;  // end, or an error the per-name lookups will meet again
+    if (n == 0) return true;
+    if (n < 0) return false;  // the per-name lookups meet the error again
     for (long off = 0; off < n;) {
       // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
       unsigned short reclen;
@@ -56,20 +66,17 @@ void list_and_remove(int dir_fd, NameSet& wanted) {
       if (type == DT_REG || (type == DT_UNKNOWN && is_regular_at(dir_fd, name))) wanted.erase(it);
     }
   }
+  return wanted.empty();
 }
 
 // Looks the names of one directory up in one object directory; removes those found.
 void find_in(int object_dir, std::string_view dir, NameSet& wanted) {
   if (wanted.size() >= kListThreshold) {
-    UniqueFd fd;
-    if (dir.empty()) {
-      fd = UniqueFd(::openat(object_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    } else if (dir.size() <= erofs::kPathMax) {
-      std::string path(dir);
-      fd = UniqueFd(::openat(object_dir, path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    }
+    std::string path = dir.empty() ? "." : std::string(dir);
+    UniqueFd fd(::openat(object_dir, path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) return;  // no such directory: nothing in it is present
-    list_and_remove(fd.get(), wanted);
+    if (list_and_remove(fd.get(), wanted)) return;
+    // The listing stopped early: look the rest up one by one.
     for (auto it = wanted.begin(); it != wanted.end();)
       it = is_regular_at(fd.get(), *it) ? wanted.erase(it) : std::next(it);
     return;
@@ -87,9 +94,8 @@ std::vector<std::string_view> missing_objects(const std::vector<UniqueFd>& objec
   // Grouped by directory (the 256 fan-out directories of a repository).
   std::unordered_map<std::string_view, NameSet> by_dir;
   for (std::string_view ref : refs) {
-    size_t slash = ref.rfind('/');
-    std::string_view dir = slash == ref.npos ? std::string_view{} : ref.substr(0, slash);
-    by_dir[dir].insert(slash == ref.npos ? ref : ref.substr(slash + 1));
+    auto [dir, name] = split_ref(ref);
+    by_dir[dir].insert(name);
   }
   for (const UniqueFd& object_dir : object_dirs)
     for (auto& [dir, wanted] : by_dir)
@@ -97,11 +103,8 @@ std::vector<std::string_view> missing_objects(const std::vector<UniqueFd>& objec
 
   std::vector<std::string_view> missing;
   for (std::string_view ref : refs) {
-    size_t slash = ref.rfind('/');
-    std::string_view dir = slash == ref.npos ? std::string_view{} : ref.substr(0, slash);
-    const NameSet& left = by_dir[dir];
-    if (!left.empty() && left.count(slash == ref.npos ? ref : ref.substr(slash + 1)))
-      missing.push_back(ref);
+    auto [dir, name] = split_ref(ref);
+    if (by_dir[dir].count(name)) missing.push_back(ref);
   }
   return missing;
 }
