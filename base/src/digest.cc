@@ -60,6 +60,18 @@ std::string Digest::object_path() const {
   return h.substr(0, 2) + "/" + h.substr(2);
 }
 
+bool Digest::is_object_path(std::string_view path) const noexcept {
+  constexpr char kDigits[] = "0123456789abcdef";
+  if (path.size() != 2 * size() + 1 || path[2] != '/') return false;
+  // Hex digit k sits at path[k], or path[k + 1] once past the slash.
+  auto digit_at = [&](size_t k) { return path[k < 2 ? k : k + 1]; };
+  std::span<const uint8_t> raw = bytes();
+  for (size_t i = 0; i < raw.size(); i++)
+    if (digit_at(2 * i) != kDigits[raw[i] >> 4] || digit_at(2 * i + 1) != kDigits[raw[i] & 0xf])
+      return false;
+  return true;
+}
+
 std::optional<Digest> Digest::from_hex(std::string_view hex) {
   if (hex.size() == 64) return from_hex(hex, HashAlgorithm::sha256);
   if (hex.size() == 128) return from_hex(hex, HashAlgorithm::sha512);

@@ -92,6 +92,19 @@ MappedFile MappedFile::map(int fd, const std::string& what) {
   return MappedFile(p, static_cast<size_t>(st.st_size));
 }
 
+MappedFile MappedFile::map_read(int fd, const std::string& what) {
+  MappedFile file = map(fd, what);
+  if (file.size_ == 0) return file;
+  // Reads every page now: an unreadable block fails here (EIO, or EFAULT as the kernel
+  // reports a would-be SIGBUS) instead of killing the process at its first access. Kernels
+  // before 5.14 do not know the advice (EINVAL); their pages come in on first access.
+  if (::madvise(file.data_, file.size_, MADV_POPULATE_READ) < 0 && errno != EINVAL) {
+    int err = errno == EFAULT ? EIO : errno;
+    throw SystemError(err, what + ": reading the file");
+  }
+  return file;
+}
+
 MappedFile MappedFile::open(const std::string& path) {
   UniqueFd fd = open_file(path, O_RDONLY);
   return map(fd.get(), path);

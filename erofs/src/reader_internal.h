@@ -33,10 +33,9 @@ class InodeError : public cfs::Error {
 
 template <typename T>
 T load_le(std::span<const std::byte> bytes, size_t offset) {
-  T v = 0;
-  for (size_t i = 0; i < sizeof(T); i++)
-    v |= static_cast<T>(std::to_integer<uint8_t>(bytes[offset + i])) << (8 * i);
-  return v;
+  T v;
+  std::memcpy(&v, bytes.data() + offset, sizeof v);
+  return Le<T>::to_host(v);
 }
 
 inline std::string_view as_chars(std::span<const std::byte> bytes) {

@@ -8,7 +8,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <memory>
 #include <unordered_map>
 
 #include "cfs/erofs/reader.h"
@@ -22,11 +24,6 @@ using detail::printable;
 
 namespace {
 
-constexpr uint32_t kDirMark = UINT32_MAX;
-// A non-directory referenced once whose inode says nlink 1: already consistent, so the final
-// link-count pass need not decode it again (most files of a real image).
-constexpr uint32_t kSingleLinkOk = UINT32_MAX - 1;
-constexpr uint32_t kMaxRefs = UINT32_MAX - 2;
 constexpr uint64_t kFirstInodeOffset = kSuperblockOffset + sizeof(Superblock);
 constexpr uint64_t kSlotsPerBlock = kBlockSize / kInodeSlotSize;
 
@@ -42,10 +39,21 @@ static_assert(kXattrFilterBits - 1 == kFilterBitMask);
 
 using composefs::is_lower_hex;
 
-// For a dirent name: one pass instead of two memchr calls (most names are short).
+// For a dirent name: one pass eight bytes at a time (most names are short, so two memchr
+// calls or a byte loop cost more), with the classic "has a zero byte" word test applied to
+// the word and to the word xor '/'.
 bool has_slash_or_nul(std::string_view name) {
-  for (char c : name)
-    if (c == '/' || c == '\0') return true;
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighs = 0x8080808080808080ULL;
+  auto has_zero_byte = [](uint64_t w) { return ((w - kOnes) & ~w & kHighs) != 0; };
+  size_t i = 0;
+  for (; i + 8 <= name.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, name.data() + i, sizeof w);
+    if (has_zero_byte(w) || has_zero_byte(w ^ (kOnes * '/'))) return true;
+  }
+  for (; i < name.size(); i++)
+    if (name[i] == '/' || name[i] == '\0') return true;
   return false;
 }
 
@@ -80,19 +88,6 @@ class SparseArray {
     }
     return last_page_[i & kMask];
   }
-  // fn(index, value) for every non-zero value, in index order.
-  template <typename Fn>
-  void for_each(Fn&& fn) const {
-    std::vector<uint64_t> keys;
-    keys.reserve(pages_.size());
-    for (const auto& [key, page] : pages_) keys.push_back(key);
-    std::sort(keys.begin(), keys.end());
-    for (uint64_t key : keys) {
-      const std::vector<T>& page = pages_.at(key);
-      for (size_t j = 0; j < page.size(); j++)
-        if (page[j] != T{}) fn((key << kPageBits) | j, page[j]);
-    }
-  }
 
  private:
   static constexpr unsigned kPageBits = 9;  // an isolated reachable inode costs ~2.5 KB
@@ -104,6 +99,81 @@ class SparseArray {
   mutable uint64_t absent_key_ = 0;
   mutable bool absent_known_ = false;
 };
+
+// One bit per index, in 4096-bit pages allocated on first set: 1 bit per 32-byte inode slot
+// or block keeps the walk's bookkeeping to a few pages even for large images (each new page
+// of memory costs a page fault, which dominates under virtualisation).
+class SparseBitmap {
+ public:
+  bool test(uint64_t i) const {
+    const uint64_t* page = find(i >> kPageBits);
+    return page && ((page[(i & kMask) >> 6] >> (i & 63)) & 1);
+  }
+  // Sets bit i and returns its previous value.
+  bool test_and_set(uint64_t i) {
+    uint64_t& word = page_for(i >> kPageBits)[(i & kMask) >> 6];
+    const uint64_t bit = uint64_t{1} << (i & 63);
+    const bool was = word & bit;
+    word |= bit;
+    return was;
+  }
+  // Sets the bits [first, first + count), which must lie within one page; returns whether
+  // any of them was set before.
+  bool test_and_set_in_page(uint64_t first, uint64_t count) {
+    uint64_t* page = page_for(first >> kPageBits);
+    bool was = false;
+    for (uint64_t i = first & kMask, end = i + count; i < end;) {
+      uint64_t n = std::min<uint64_t>(64 - (i & 63), end - i);
+      uint64_t bits = (n < 64 ? (uint64_t{1} << n) - 1 : ~uint64_t{0}) << (i & 63);
+      was |= (page[i >> 6] & bits) != 0;
+      page[i >> 6] |= bits;
+      i += n;
+    }
+    return was;
+  }
+  // Whether any bit in [first, first + count) is set; the range must lie within one page.
+  bool any_in_page(uint64_t first, uint64_t count) const {
+    const uint64_t* page = find(first >> kPageBits);
+    if (!page) return false;
+    for (uint64_t i = first & kMask, end = i + count; i < end;) {
+      uint64_t word = page[i >> 6] >> (i & 63);
+      uint64_t n = std::min<uint64_t>(64 - (i & 63), end - i);
+      if (n < 64) word &= (uint64_t{1} << n) - 1;
+      if (word) return true;
+      i += n;
+    }
+    return false;
+  }
+  static constexpr unsigned kPageBits = 12;
+
+ private:
+  static constexpr uint64_t kMask = (uint64_t{1} << kPageBits) - 1;
+  static constexpr size_t kWords = (size_t{1} << kPageBits) / 64;
+
+  const uint64_t* find(uint64_t key) const {
+    if (last_page_ && key == last_key_) return last_page_;
+    auto it = pages_.find(key);
+    if (it == pages_.end()) return nullptr;
+    last_key_ = key;
+    last_page_ = it->second.get();
+    return last_page_;
+  }
+  uint64_t* page_for(uint64_t key) {
+    if (last_page_ && key == last_key_) return last_page_;
+    auto& page = pages_[key];
+    if (!page) page = std::make_unique<uint64_t[]>(kWords);  // zeroed
+    last_key_ = key;
+    last_page_ = page.get();
+    return last_page_;
+  }
+
+  std::unordered_map<uint64_t, std::unique_ptr<uint64_t[]>> pages_;
+  mutable uint64_t last_key_ = 0;
+  mutable uint64_t* last_page_ = nullptr;
+};
+
+// claim_blocks checks a block's slots with one any_in_page().
+static_assert((uint64_t{1} << SparseBitmap::kPageBits) % kSlotsPerBlock == 0);
 
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
 // of a non-data-only lower layer.
@@ -182,10 +252,17 @@ class ImageWalker {
       : image_(image), visitor_(visitor), slot_count_(image.bytes().size() / kInodeSlotSize) {
     // The composefs header and the superblock occupy the first slots.
     for (uint64_t s = 0; s < kFirstInodeOffset / kInodeSlotSize && s < slot_count_; s++)
-      slot_used_.at(s) = 1;
+      slot_used_.test_and_set(s);
   }
 
   void walk();
+  // How many entries per-inode vectors should reserve: the superblock's inode count, bounded
+  // by what the image can hold and by a sane maximum (it is untrusted). Reserving only takes
+  // address space; without it, growing copies the vectors and touches twice the memory.
+  size_t expected_inodes() const {
+    constexpr uint64_t kMaxReserve = uint64_t{1} << 22;
+    return static_cast<size_t>(std::min({image_.inode_count(), slot_count_, kMaxReserve}));
+  }
   // The trusted.overlay.redirect of the inode checked last: visitors see each inode right after
   // its check, so they need not look it up again.
   const std::optional<std::string_view>& checked_redirect() const { return checked_redirect_; }
@@ -222,15 +299,42 @@ class ImageWalker {
   const Image& image_;
   Visitor* visitor_;
   uint64_t slot_count_;  // 32-byte slots in the image
-  // Per inode slot: dirent references; kDirMark for directories, kSingleLinkOk for a file
-  // seen once so far whose nlink is 1.
-  SparseArray<uint32_t> refs_;
-  SparseArray<uint8_t> slot_used_;
-  SparseArray<uint8_t> block_used_;
+  // Per inode slot: referenced by a dirent (or the superblock, for the root).
+  SparseBitmap seen_;
+  // Dirent references of the non-directories whose count may disagree with their nlink:
+  // those with nlink other than 1, and any referenced twice. Every other file is a single
+  // reference to an inode saying nlink 1 (most of a real image), already consistent.
+  std::unordered_map<uint64_t, uint32_t> link_refs_;
+  SparseBitmap slot_used_;
+  SparseBitmap block_used_;
   std::vector<DirRecord> dirs_;
   std::vector<NamedXattr> xattr_scratch_;
   // Per shared xattr id: 0 until its name was checked, then kNameChecked | flags | filter bit.
   SparseArray<uint8_t> shared_checked_;
+  // The same for the last few inline xattr names: every external file repeats
+  // trusted.overlay.metacopy and .redirect with values of its own.
+  class RecentNames {
+   public:
+    uint8_t find(const XattrView& x) const {
+      for (const Entry& e : entries_)
+        if (e.known && e.name_index == x.name_index && e.suffix == x.suffix) return e.known;
+      return 0;
+    }
+    void add(const XattrView& x, uint8_t known) {
+      entries_[next_] = {x.suffix, x.name_index, known};
+      next_ = (next_ + 1) % entries_.size();
+    }
+
+   private:
+    struct Entry {
+      std::string_view suffix;  // into the image
+      uint8_t name_index = 0;
+      uint8_t known = 0;
+    };
+    std::array<Entry, 4> entries_{};
+    size_t next_ = 0;
+  };
+  RecentNames recent_names_;
   std::optional<std::string_view> checked_redirect_;
   uint64_t inodes_seen_ = 0;
 };
@@ -257,7 +361,8 @@ std::string ImageWalker::entry_path(uint32_t dir_index, std::string_view name) c
 void ImageWalker::walk() {
   uint64_t root = image_.root_nid();
   if (root >= slot_count_) fail("/", "root nid beyond the image");
-  refs_.at(root) = kDirMark;
+  seen_.test_and_set(root);
+  dirs_.reserve(expected_inodes() / 4 + 1);  // real trees: 1 directory in 5-10 entries
   dirs_.push_back({root, root, 0, 0, {}});
   inodes_seen_ = 1;
   try {
@@ -318,16 +423,15 @@ void ImageWalker::process_dir(uint32_t index) {
         fail(entry_path(index, e.name), "dirent type " + std::to_string(e.file_type) +
                                             " does not match the inode's type " +
                                             std::to_string(want_type));
-      uint32_t& refs = refs_.at(e.nid);
+      const bool seen = seen_.test_and_set(e.nid);
       if (child.is_dir()) {
-        if (refs != 0)
+        if (seen)
           fail(entry_path(index, e.name),
                "directory nid " + std::to_string(e.nid) +
                    " is reachable twice (hardlinked directory or cycle)");
         if (rec.depth + 1 > kMaxDirDepth)
           fail(entry_path(index, e.name),
                "directory nesting deeper than " + std::to_string(kMaxDirDepth));
-        refs = kDirMark;
         inodes_seen_++;
         subdirs++;
         if (dirs_.size() >= UINT32_MAX) fail(entry_path(index, e.name), "too many directories");
@@ -336,15 +440,15 @@ void ImageWalker::process_dir(uint32_t index) {
         check_inode(child, index, e.name);
         if (visitor_) visitor_->entry(index, e.name, child, true, child_index);
       } else {
-        bool first = refs == 0;
+        const bool first = !seen;
         if (first) {
           inodes_seen_++;
           check_inode(child, index, e.name);
-          refs = child.nlink == 1 ? kSingleLinkOk : 1;
-        } else if (refs == kSingleLinkOk) {
-          refs = 2;
-        } else if (refs < kMaxRefs) {
-          refs++;
+          if (child.nlink != 1) link_refs_[e.nid] = 1;
+        } else {
+          uint32_t& refs = link_refs_[e.nid];
+          if (refs == 0) refs = 1;  // the first reference, of an inode saying nlink 1
+          if (refs < UINT32_MAX) refs++;
         }
         if (visitor_) visitor_->entry(index, e.name, child, first, 0);
       }
@@ -371,14 +475,11 @@ void ImageWalker::claim_slots(const InodeInfo& info, uint64_t end) {
   for (uint64_t s = first; s < last;) {
     uint64_t block = s / kSlotsPerBlock;
     uint64_t block_end = std::min(last, (block + 1) * kSlotsPerBlock);
-    bool block_taken = block_used_.get(block) != 0;
-    for (; s < block_end; s++) {
-      uint8_t& used = slot_used_.at(s);
-      if (used) image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
-      if (block_taken)
-        image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(block));
-      used = 1;
-    }
+    if (slot_used_.test_and_set_in_page(s, block_end - s))
+      image_.fail(info.nid, "inode bytes overlap another inode or the superblock");
+    if (block_used_.test(block))
+      image_.fail(info.nid, "inode bytes overlap data block " + std::to_string(block));
+    s = block_end;
   }
 }
 
@@ -389,13 +490,11 @@ void ImageWalker::claim_blocks(const InodeInfo& info, uint64_t first, uint64_t c
       image_.fail(info.nid, "data block " + std::to_string(b) +
                                 " beyond the superblock block count " +
                                 std::to_string(image_.blocks_));
-    if (block_used_.get(b))
+    if (block_used_.test_and_set(b))
       image_.fail(info.nid, "data block " + std::to_string(b) + " is used twice");
-    for (uint64_t s = b * kSlotsPerBlock; s < (b + 1) * kSlotsPerBlock; s++)
-      if (slot_used_.get(s))
-        image_.fail(info.nid, "data block " + std::to_string(b) +
-                                  " overlaps inode metadata or the superblock");
-    block_used_.at(b) = 1;
+    if (slot_used_.any_in_page(b * kSlotsPerBlock, kSlotsPerBlock))
+      image_.fail(info.nid,
+                  "data block " + std::to_string(b) + " overlaps inode metadata or the superblock");
   }
 }
 
@@ -513,10 +612,13 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
     size_t full_len = x.prefix().size() + x.suffix.size();
     // A shared xattr is usually referenced by thousands of inodes (SELinux labels): its name
     // is checked once, and what the per-inode checks need of it is remembered.
-    uint8_t known = x.shared ? shared_checked_.get(x.shared_id) : 0;
+    uint8_t known = x.shared ? shared_checked_.get(x.shared_id) : recent_names_.find(x);
     if (!known) {
       known = classify_xattr_name(info, x, full_len);
-      if (x.shared) shared_checked_.at(x.shared_id) = known;
+      if (x.shared)
+        shared_checked_.at(x.shared_id) = known;
+      else
+        recent_names_.add(x, known);
     }
     if (image_.xattr_filter_ && (filter & (1u << (known & kFilterBitMask))))
       image_.fail(info.nid, "xattr name filter hides " + printable(x.name()));
@@ -555,7 +657,7 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
         if (!is_object_redirect(*redirect))
           image_.fail(info.nid, "redirect '" + printable(*redirect) +
                                     "' is not an object path \"/xx/<hex digest>\"");
-        if (digest && digest->object_path() != redirect->substr(1))
+        if (digest && !digest->is_object_path(redirect->substr(1)))
           image_.fail(info.nid, "redirect '" + printable(*redirect) +
                                     "' does not name the metacopy digest's object " +
                                     digest->object_path());
@@ -615,14 +717,17 @@ void ImageWalker::check_unique_names(const InodeInfo& info, std::vector<NamedXat
 }
 
 void ImageWalker::check_link_counts() {
-  refs_.for_each([&](uint64_t nid, uint32_t refs) {
-    if (refs == kDirMark || refs == kSingleLinkOk) return;
-    InodeInfo info = image_.inode(nid);
-    if (info.nlink != refs)
-      fail(find_path_of(nid), "nlink " + std::to_string(info.nlink) + " but " +
-                                  std::to_string(refs) + " directory entries refer to inode " +
-                                  std::to_string(nid));
-  });
+  // The lowest mismatching inode is reported, whatever order the map holds them in.
+  std::optional<std::pair<uint64_t, uint32_t>> worst;
+  for (const auto& [nid, refs] : link_refs_) {
+    if (worst && nid > worst->first) continue;
+    if (image_.inode(nid).nlink != refs) worst = {nid, refs};
+  }
+  if (!worst) return;
+  auto [nid, refs] = *worst;
+  fail(find_path_of(nid), "nlink " + std::to_string(image_.inode(nid).nlink) + " but " +
+                              std::to_string(refs) + " directory entries refer to inode " +
+                              std::to_string(nid));
 }
 
 std::string ImageWalker::find_path_of(uint64_t nid) const {
@@ -853,6 +958,7 @@ std::vector<std::string_view> Image::object_refs(bool unique) const {
   ObjectCollector collector;
   ImageWalker walker(*this, &collector);
   collector.walker = &walker;
+  collector.objects.reserve(walker.expected_inodes());
   walker.walk();
   auto& v = collector.objects;
   if (unique) {

@@ -463,6 +463,39 @@ TEST(Fault, UnreadableObjectIsReportedByFsck) {
   EXPECT_EQ(cfsctl(backing_repo, "fsck").status, 0);
 }
 
+// An image file that cannot be read: every reader of it (dump, fsck, composefs-info) fails
+// with a clear error naming it; none dies of SIGBUS, as a lazily mapped image did.
+TEST(Fault, UnreadableImageIsAnErrorNotACrash) {
+  TempDir tmp;
+  make_tree(tmp / "stored", 10, 43, 100000);
+  const std::string backing_repo = tmp / "backing/repo";
+  fs::create_directories(tmp / "backing");
+  ASSERT_EQ(cfsctl(backing_repo, "init --insecure --hash sha256").status, 0);
+  ASSERT_EQ(cfsctl(backing_repo, "create-image " + quote(tmp / "stored") + " --name s").status, 0);
+  const std::string image = fs::canonical(backing_repo + "/images/refs/s");
+  fs::create_directories(tmp / "mnt");
+  EioFuse disk(tmp / "backing", tmp / "mnt", {fs::relative(image, tmp / "backing").string()});
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount FUSE";
+  const std::string repo = tmp / "mnt/repo";
+  const std::string image_name = fs::path(image).filename();
+
+  for (const std::string& args : {std::string("dump s"), std::string("fsck")}) {
+    Result r = cfsctl(repo, args);
+    EXPECT_EQ(r.status, 1) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << args << ": " << r.out;
+    EXPECT_TRUE(r.out.find(image_name.substr(0, 20)) != std::string::npos ||
+                r.out.find("image s") != std::string::npos)
+        << args << ": " << r.out;
+  }
+  const std::string info = std::string(CFS_BINDIR) + "/composefs-info";
+  std::string out;
+  int status = run(
+      quote(info) + " dump " + quote(tmp / "mnt" / fs::relative(image, tmp / "backing")) + " 2>&1",
+      &out);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("Input/output error"), std::string::npos) << out;
+}
+
 size_t count_temp_files(const std::string& dir) {
   size_t n = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir))

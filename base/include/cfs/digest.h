@@ -36,6 +36,8 @@ class Digest {
   std::string hex() const;
   // "ab/cdef…": the object path below objects/ (also the composefs redirect payload).
   std::string object_path() const;
+  // Whether path is exactly object_path() (lowercase hex), compared without building it.
+  bool is_object_path(std::string_view path) const noexcept;
 
   // Accepts 64 (sha256) or 128 (sha512) hex digits, either case; nullopt otherwise.
   static std::optional<Digest> from_hex(std::string_view hex);

@@ -54,6 +54,10 @@ class MappedFile {
   MappedFile() = default;
   static MappedFile map(int fd, const std::string& what);
   static MappedFile open(const std::string& path);
+  // map() with every page read in at once: a read error is an exception here instead of a
+  // SIGBUS at some later access (the pages stay in the page cache, so a block that fails
+  // only later can still do that), and walking the file afterwards takes no page faults.
+  static MappedFile map_read(int fd, const std::string& what);
   MappedFile(MappedFile&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
   MappedFile& operator=(MappedFile&& other) noexcept;

@@ -23,13 +23,25 @@ class Le {
  public:
   Le() = default;
   Le(T v) { set(v); }  // NOLINT: implicit by design, fields read like plain integers
+  // One load or store on little-endian hosts (g++ does not merge the byte loop of a 64-bit
+  // field, and the reader decodes millions of these); byte-swapped elsewhere.
   T get() const noexcept {
-    T v = 0;
-    for (size_t i = 0; i < sizeof(T); i++) v |= static_cast<T>(bytes_[i]) << (8 * i);
-    return v;
+    T v;
+    std::memcpy(&v, bytes_, sizeof v);
+    return to_host(v);
   }
   void set(T v) noexcept {
-    for (size_t i = 0; i < sizeof(T); i++) bytes_[i] = static_cast<uint8_t>(v >> (8 * i));
+    v = to_host(v);
+    std::memcpy(bytes_, &v, sizeof v);
+  }
+  static T to_host(T v) noexcept {  // its own inverse
+    if constexpr (std::endian::native == std::endian::big && sizeof(T) > 1) {
+      T out = 0;
+      for (size_t i = 0; i < sizeof(T); i++)
+        out = static_cast<T>((out << 8) | ((v >> (8 * i)) & 0xff));
+      return out;
+    }
+    return v;
   }
   operator T() const noexcept { return get(); }  // NOLINT
   Le& operator=(T v) noexcept {
