@@ -335,7 +335,8 @@ class RegistryBlobReader : public BlobReader {
 
  private:
   void start() {
-    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_, what_);
+    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_,
+                             pos_ ? what_ + " from byte " + std::to_string(pos_) : what_);
     if (pos_ == 0) return;
     if (transfer_->status() == 206) {
       std::string range = transfer_->header("content-range");
