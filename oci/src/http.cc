@@ -216,7 +216,7 @@ bool Transfer::read_all(std::string& out, size_t limit) {
     if (!read_some(buf, n)) return false;
     if (n == 0) return true;
     if (out.size() + n > limit) {
-      error_ = {0, "response larger than " + std::to_string(limit) + " bytes"};
+      error_ = {0, "response larger than " + std::to_string(limit) + " bytes", true};
       return false;
     }
     out.append(reinterpret_cast<const char*>(buf), n);

@@ -28,6 +28,7 @@ struct Request {
 struct TransportError {
   int curl_code = 0;
   std::string message;
+  bool too_large = false;  // read_all's limit, not the network: not worth a retry
 };
 
 class Transfer {

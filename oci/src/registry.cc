@@ -65,16 +65,15 @@ class RegistryClient {
         ref_(std::move(ref)),
         endpoints_(std::move(endpoints)),
         options_(std::move(options)) {
-    creds_ = registry::lookup_credentials(
-        options_.auth_files ? *options_.auth_files : registry::default_auth_files(), ref_);
+    // Each location (mirror or rewritten registry) is authenticated with the auth files'
+    // entry for what is pulled from it, as containers/image does.
+    std::vector<std::string> files =
+        options_.auth_files ? *options_.auth_files : registry::default_auth_files();
     for (const Endpoint& e : endpoints_) {
       Reference r = ref_;
-      r.registry = e.host;
+      r.registry = e.host == "registry-1.docker.io" ? "docker.io" : e.host;
       r.repository = e.repository;
-      // A mirror is authenticated with its own entry of the auth files.
-      if (e.mirror)
-        mirror_creds_[e.host] = registry::lookup_credentials(
-            options_.auth_files ? *options_.auth_files : registry::default_auth_files(), r);
+      if (!creds_.contains(e.host)) creds_[e.host] = registry::lookup_credentials(files, r);
     }
   }
 
@@ -112,9 +111,15 @@ class RegistryClient {
   std::string fetch_manifest_from(const Endpoint& e, const std::string& reference,
                                   std::string& media_type) {
     std::string what = "docker://" + ref_.name() + ": " + where(e) + ": manifest " + reference;
-    auto t = open(e, "/manifests/" + reference, {kManifestAccept}, 0, what);
+    std::unique_ptr<http::Transfer> t;
     std::string body;
-    if (!t->read_all(body, kMaxManifest)) throw Error(what + ": " + t->error().message);
+    for (unsigned failures = 0;; ++failures) {
+      t = open(e, "/manifests/" + reference, {kManifestAccept}, 0, what);
+      if (t->read_all(body, kMaxManifest)) break;
+      if (failures >= options_.retries || t->error().too_large)
+        throw Error(what + ": " + t->error().message + give_up(failures));
+      backoff(what + ": " + t->error().message, failures);
+    }
     media_type = t->header("content-type");
     if (auto semi = media_type.find(';'); semi != std::string::npos) media_type.resize(semi);
     std::string actual = sha256_digest(body);
@@ -200,8 +205,8 @@ class RegistryClient {
 
  private:
   std::optional<registry::Credentials> creds_for(const std::string& host) const {
-    auto it = mirror_creds_.find(host);
-    return it != mirror_creds_.end() ? it->second : creds_;
+    auto it = creds_.find(host);
+    return it != creds_.end() ? it->second : std::nullopt;
   }
 
   std::string scheme_for(const Endpoint& e) {
@@ -250,8 +255,7 @@ class RegistryClient {
       http::Request req;
       req.url = url;
       if (!basic.empty()) req.headers.push_back(basic);
-      req.verify_tls = options_.tls_verify && !(e.insecure && realm.starts_with("http://"));
-      if (realm.starts_with("https://") && e.insecure) req.verify_tls = false;
+      req.verify_tls = options_.tls_verify && !e.insecure;
       http::Transfer t(req);
       std::string body;
       if (!t.wait_headers() || !t.read_all(body, kMaxSmallBody)) {
@@ -286,8 +290,7 @@ class RegistryClient {
   Reference ref_;
   std::vector<Endpoint> endpoints_;
   RegistryOptions options_;
-  std::optional<registry::Credentials> creds_;
-  std::map<std::string, std::optional<registry::Credentials>> mirror_creds_;
+  std::map<std::string, std::optional<registry::Credentials>> creds_;  // by endpoint host
   size_t active_ = 0;
   std::mutex mutex_;  // guards auth_ and http_hosts_ (blobs are read by several threads)
   std::map<std::string, std::string> auth_;  // host -> "Authorization: …"
