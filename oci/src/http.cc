@@ -188,7 +188,9 @@ bool Transfer::pump() {
 bool Transfer::wait_headers() {
   while (!headers_done_) {
     if (done_) return error_.message.empty();
-    if (!pump()) return false;
+    // One round can deliver the headers, body bytes and then a failure: the failure is the
+    // body's, reported by read_some after the bytes that did arrive.
+    if (!pump()) return headers_done_;
   }
   return true;
 }
@@ -202,7 +204,8 @@ bool Transfer::read_some(std::span<std::byte> buf, size_t& n) {
   n = 0;
   while (buffer_pos_ == buffer_.size()) {
     if (done_) return error_.message.empty();
-    if (!pump()) return false;
+    // Bytes that arrived before a failure are handed out first.
+    if (!pump() && buffer_pos_ == buffer_.size()) return false;
   }
   n = std::min(buf.size(), buffer_.size() - buffer_pos_);
   std::memcpy(buf.data(), buffer_.data() + buffer_pos_, n);

@@ -243,6 +243,18 @@ def sample_files(seed, count, size):
     return [(f"usr/share/{seed}/f{i}", rnd.randbytes(rnd.randint(1, size))) for i in range(count)]
 
 
+def wait_for_objects(repo, timeout=30):
+    """Returns once the pull stored its first file object (the big layer is streaming)."""
+    deadline = time.time() + timeout
+    objects = os.path.join(repo, "objects")
+    while time.time() < deadline:
+        for root, _, files in os.walk(objects):
+            if files:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the pull stored no object within %d s" % timeout)
+
+
 def host_arch():
     m = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
@@ -383,7 +395,7 @@ def main():
                                  f"docker://{host}/test/big:v1", "big", "--limit-rate", "8M",
                                  "--retry-times", "6", "--retry-delay-ms", "300"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        wait_for_objects(repo)
         reg.kill()
         time.sleep(1.0)
         reg.start()
@@ -401,7 +413,7 @@ def main():
                                  f"docker://{host}/test/big:v1", "big", "--limit-rate", "8M",
                                  "--retry-times", "1", "--retry-delay-ms", "200"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        wait_for_objects(repo)
         reg.kill()
         out, err = proc.communicate(timeout=120)
         check(proc.returncode != 0 and f"registry {host}, repository test/big" in err
