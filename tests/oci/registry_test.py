@@ -6,6 +6,7 @@ its PID; images are pushed with skopeo.
 Images are written here with Python's tarfile (no cfs code). Checks:
   - a docker:// pull gives the same manifest and image id as a pull of the oci: layout;
   - an image index resolves to this machine's architecture, and pulls by digest work;
+  - tampered manifests (by tag and by digest) and layer blobs are refused;
   - bearer-token auth: docker-registry's token auth needs a JWT issuer, so a small proxy
     written here (BearerProxy) stands in front of the real registry, answers 401 with a
     Bearer challenge and issues tokens for the credentials of an auth.json;
@@ -104,6 +105,7 @@ class BearerProxy(http.server.ThreadingHTTPServer):
         self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.token = "tok-" + str(random.getrandbits(64))
         self.token_requests = []  # (authorization, query)
+        self.tamper = None  # "manifests" or "blobs": bodies of those answers get altered
         super().__init__(("127.0.0.1", port), ProxyHandler)
 
 
@@ -130,12 +132,25 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
         conn.request("GET", self.path, headers=headers)
         resp = conn.getresponse()
+        # Blobs: only the layers (the config, a few hundred bytes, is checked the same way).
+        tamper = srv.tamper and f"/{srv.tamper}/" in self.path and resp.status == 200 and (
+            srv.tamper == "manifests" or int(resp.getheader("Content-Length", "0")) > 10000)
         self.send_response(resp.status)
         for k, v in resp.getheaders():
-            if k.lower() not in ("connection", "transfer-encoding"):
+            if k.lower() not in ("connection", "transfer-encoding") and not (
+                    tamper and k.lower() == "content-length"):
                 self.send_header(k, v)
+        body = None
+        if tamper:
+            body = resp.read()
+            # A manifest stays valid JSON (a trailing space); a blob gets one byte flipped.
+            body = body + b" " if srv.tamper == "manifests" else \
+                body[:-1] + bytes([body[-1] ^ 1])
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        while True:
+        if body is not None:
+            self.wfile.write(body)
+        while body is None:
             chunk = resp.read(65536)
             if not chunk:
                 break
@@ -376,6 +391,24 @@ def main():
                      "--retry-times", "0", env=env_none)
         check(r.returncode != 0 and "HTTP 401" in r.stderr and bad in r.stderr,
               "bearer auth: refused credentials name their auth file")
+
+        # Tampered answers: manifests are checked against the digest asked for or the
+        # registry's Docker-Content-Digest, blobs against the manifest's digest.
+        proxy.tamper = "manifests"
+        r = cfs.pull(cfs.repo(), f"docker://{phost}/test/img:v1", env=env)
+        check(r.returncode != 0 and "Docker-Content-Digest" in r.stderr,
+              "tampered manifest by tag: refused (Docker-Content-Digest)")
+        r = cfs.pull(cfs.repo(), f"docker://{phost}/test/img@{host_manifest}", env=env)
+        check(r.returncode != 0 and "corrupt or tampered" in r.stderr,
+              "tampered manifest by digest: refused")
+        proxy.tamper = "blobs"
+        repo = cfs.repo()
+        r = cfs.pull(repo, f"docker://{phost}/test/img:v1", env=env)
+        check(r.returncode != 0 and "corrupt or tampered" in r.stderr
+              and cfs.run(repo, "fsck").returncode == 0
+              and "pulled" not in cfs.run(repo, "oci", "images").stdout,
+              "tampered blob: refused, nothing tagged, fsck passes")
+        proxy.tamper = None
 
         # registries.conf: a mirror for a registry that is down.
         dead = free_port()
