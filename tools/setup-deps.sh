@@ -7,9 +7,10 @@ packages="
   build-essential cmake ninja-build pkg-config git
   libssl-dev libzstd-dev libarchive-dev libfuse3-dev fuse3 libcli11-dev
   nlohmann-json3-dev libxxhash-dev libselinux1-dev zlib1g-dev
+  libcurl4-openssl-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev clang-format
-  erofs-utils attr e2fsprogs util-linux skopeo
+  erofs-utils attr e2fsprogs util-linux skopeo docker-registry
   python3 libcap2-bin libarchive-tools golang-go buildah time pax
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd initramfs-tools systemd udev
   debhelper dpkg-dev fakeroot lintian

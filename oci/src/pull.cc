@@ -448,7 +448,7 @@ std::map<std::string, Digest> name_layer_streams(
 PullResult pull(store::Repository& repo, std::string_view source_spec,
                 std::optional<std::string> tag, const PullOptions& options) {
   repo.require_writable();
-  std::unique_ptr<ImageSource> source = open_source(source_spec);
+  std::unique_ptr<ImageSource> source = open_source(source_spec, options.registry);
   PullResult result;
   result.tag = tag.value_or(source->name());
   validate_new_tag(result.tag);

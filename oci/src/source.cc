@@ -17,6 +17,7 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/oci/registry.h"
 #include "util.h"
 
 namespace cfs::oci {
@@ -550,7 +551,12 @@ std::string host_oci_architecture() {
 }
 
 std::unique_ptr<ImageSource> open_source(std::string_view spec) {
+  return open_source(spec, RegistryOptions{});
+}
+
+std::unique_ptr<ImageSource> open_source(std::string_view spec, const RegistryOptions& registry) {
   std::string name(spec);
+  if (spec.starts_with("docker://")) return open_registry_source(spec.substr(9), registry);
   // "skopeo:" forces the proxy even for transports cfs reads natively.
   if (spec.starts_with("skopeo:")) return open_skopeo_source(spec.substr(7));
   if (spec.starts_with("oci:")) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -68,14 +69,55 @@ struct PullArgs {
   bool bootable = false;
   bool quiet = false;
   unsigned threads = 0;
+  // docker:// (the registry client)
+  unsigned retry_times = 3;
+  unsigned retry_delay_ms = 1000;
+  std::string limit_rate;
+  bool tls_verify = true;
+  std::string authfile;
+  std::string registries_conf;
 };
+
+// "2M", "512k", "1000": bytes per second (K/M/G are powers of 1024).
+uint64_t parse_rate(const std::string& text) {
+  size_t end = 0;
+  uint64_t value = 0;
+  try {
+    value = std::stoull(text, &end);
+  } catch (const std::exception&) {
+    throw UsageError("--limit-rate: '" + text + "' is not a number of bytes per second");
+  }
+  std::string suffix = text.substr(end);
+  uint64_t unit = 1;
+  if (suffix == "k" || suffix == "K")
+    unit = 1024;
+  else if (suffix == "m" || suffix == "M")
+    unit = 1024 * 1024;
+  else if (suffix == "g" || suffix == "G")
+    unit = 1024ull * 1024 * 1024;
+  else if (!suffix.empty())
+    throw UsageError("--limit-rate: '" + text + "': the suffix must be K, M or G");
+  return value * unit;
+}
 
 void run_pull(store::Repository& repo, const PullArgs& args) {
   oci::PullOptions options;
   options.bootable = args.bootable;
   options.threads = args.threads;
   options.xattrs = oci::parse_xattr_mode(args.xattrs);
+  options.registry.retries = args.retry_times;
+  options.registry.retry_delay_ms = args.retry_delay_ms;
+  if (!args.limit_rate.empty()) options.registry.max_rate = parse_rate(args.limit_rate);
+  options.registry.tls_verify = args.tls_verify;
+  if (!args.authfile.empty()) options.registry.auth_files = std::vector{args.authfile};
+  if (!args.registries_conf.empty()) options.registry.registries_conf = args.registries_conf;
   bool tty = ::isatty(STDERR_FILENO) == 1;
+  // Retries and resumed transfers are reported even with --quiet: they explain a slow pull.
+  std::mutex notice_mutex;
+  options.registry.notice = [&](const std::string& message) {
+    std::lock_guard lock(notice_mutex);
+    std::fprintf(stderr, "%s%s\n", tty && !args.quiet ? "\r\033[K" : "", message.c_str());
+  };
   auto last = std::chrono::steady_clock::time_point{};
   if (!args.quiet) {
     options.progress = [&](const oci::PullProgress& p) {
@@ -115,9 +157,10 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
 void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   auto [cmd, args] = add_oci_command<PullArgs>(
       oci_cmd, global, "pull",
-      "Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:TAG], or "
-      "anything skopeo understands (docker://…, containers-storage:…). Every blob digest and "
-      "layer diff_id is verified; the EROFS image is built and stored at once.",
+      "Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:TAG], "
+      "docker://REGISTRY/REPO[:TAG][@DIGEST] (the built-in registry client), or anything skopeo "
+      "understands (containers-storage:…, skopeo:docker://…). Every blob digest and layer "
+      "diff_id is verified; the EROFS image is built and stored at once.",
       run_pull);
   cmd->add_option("SOURCE", args->source, "Image reference")->required();
   cmd->add_option("TAG", args->tag, "Tag to store it under (default: SOURCE)");
@@ -126,6 +169,23 @@ void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   add_xattrs_option(cmd, args->xattrs, "Xattrs the images keep");
   cmd->add_option("--threads", args->threads, "Parallel layer imports (default: CPUs)");
+  cmd->add_option("--retry-times", args->retry_times,
+                  "docker://: further attempts after a network failure or a 429/5xx answer; a "
+                  "broken blob transfer resumes where it stopped (default 3)");
+  cmd->add_option("--retry-delay-ms", args->retry_delay_ms,
+                  "docker://: wait before the first retry, doubled for each next (default 1000)");
+  cmd->add_option("--limit-rate", args->limit_rate,
+                  "docker://: bytes per second per blob transfer (K, M, G suffixes)");
+  cmd->add_option("--tls-verify", args->tls_verify,
+                  "docker://: verify TLS certificates and require https (default true; "
+                  "127.0.0.0/8, localhost and insecure registries of registries.conf are never "
+                  "verified)");
+  cmd->add_option("--authfile", args->authfile,
+                  "docker://: the auth.json to use (default: $REGISTRY_AUTH_FILE, "
+                  "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+                  "~/.docker/config.json)");
+  cmd->add_option("--registries-conf", args->registries_conf,
+                  "docker://: a registries.conf to use instead of the system's");
 }
 
 // ---- images, inspect -------------------------------------------------------------------

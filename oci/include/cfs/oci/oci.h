@@ -26,6 +26,7 @@
 
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
+#include "cfs/oci/registry.h"
 #include "cfs/oci/tree.h"
 #include "cfs/store/repository.h"
 
@@ -61,6 +62,8 @@ struct PullOptions {
   unsigned threads = 0;  // 0: hardware_concurrency
   // Called from any thread, never concurrently.
   std::function<void(const PullProgress&)> progress;
+  // The registry client's settings (docker:// sources).
+  RegistryOptions registry;
 };
 
 struct PullResult {

@@ -4,9 +4,10 @@
 //   oci:DIR[:REF]          an OCI image layout (index.json, blobs/<alg>/<hex>)
 //   oci-archive:FILE[:REF] a tar of an OCI image layout
 //   docker-archive:FILE    what `docker save` / `podman save` write (manifest.json + layer tars)
-//   anything else          through `skopeo experimental-image-proxy` (docker://…,
-//                          containers-storage:…, dir:…); "skopeo:SPEC" sends SPEC through
-//                          the proxy even if it is one of the transports above
+//   docker://REF           a registry, through the native client (registry.h)
+//   anything else          through `skopeo experimental-image-proxy` (containers-storage:…,
+//                          dir:…); "skopeo:SPEC" sends SPEC through the proxy even if it is
+//                          one of the transports above (skopeo:docker://… included)
 #pragma once
 
 #include <cstddef>
@@ -46,7 +47,11 @@ class ImageSource {
   virtual std::string name() const = 0;
 };
 
+struct RegistryOptions;  // registry.h
+
 std::unique_ptr<ImageSource> open_source(std::string_view spec);
+// The same, with the settings of the registry client for docker:// sources.
+std::unique_ptr<ImageSource> open_source(std::string_view spec, const RegistryOptions& registry);
 
 // The architecture names OCI uses for this machine ("amd64", "arm64", ...).
 std::string host_oci_architecture();

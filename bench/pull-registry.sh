@@ -1,0 +1,100 @@
+#!/bin/bash
+# docker:// pulls from a local registry (Debian's docker-registry on 127.0.0.1, a random free
+# port in 15000-15999, stopped by PID at the end), in one run:
+#   (a) `skopeo copy docker://… dir:…`: the peer (verified blob download, no decompression);
+#   (b) `cfsctl oci pull docker://…`: the built-in registry client (download, decompress,
+#       split into objects, EROFS, streams);
+#   (c) `cfsctl oci pull skopeo:docker://…`: the same pull through skopeo's image proxy.
+# Bytes are what each fetched from the registry (skopeo: the blobs it wrote).
+#
+#   bench/pull-registry.sh [--size-mib 128] [--layers 4] [--compress gzip|zstd] [--build DIR]
+#                          [--workdir DIR]
+set -euo pipefail
+
+size_mib=128
+layers=4
+compress=gzip
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
+build=$here/build
+workdir=${TMPDIR:-/var/tmp}
+parse_options bench/pull-registry.sh "size-mib layers compress build workdir" "$@"
+require_cfsctl bench/pull-registry.sh "$build"
+command -v docker-registry > /dev/null || { echo "bench/pull-registry.sh: docker-registry is not installed" >&2; exit 1; }
+
+dir=$(mktemp -d "$workdir/cfs-registry-bench.XXXXXX")
+registry_pid=""
+cleanup() {
+  [ -z "$registry_pid" ] || { kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; }
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+port=""
+for _ in $(seq 100); do
+  p=$((15000 + RANDOM % 1000))
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+done
+[ -n "$port" ] || { echo "bench/pull-registry.sh: no free port" >&2; exit 1; }
+cat > "$dir/config.yml" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:$port
+CONF
+# skopeo's image proxy takes no --tls-verify: the registry is declared insecure for it in
+# the registries.conf of a HOME of its own (skopeo 1.9 ignores $CONTAINERS_REGISTRIES_CONF).
+mkdir -p "$dir/home/.config/containers"
+printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port" \
+  > "$dir/home/.config/containers/registries.conf"
+docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 200); do
+  curl -sf "http://127.0.0.1:$port/v2/" > /dev/null && break
+  sleep 0.05
+done
+
+echo "generating a $size_mib MiB, $layers-layer $compress layout in $dir ..." >&2
+"$here/tests/oci/make-sample-layout.sh" "$dir/layout" --layers "$layers" --size-mib "$size_mib" \
+  --compress "$compress" > /dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$dir/layout:latest" "docker://127.0.0.1:$port/bench/img:latest"
+image="docker://127.0.0.1:$port/bench/img:latest"
+
+now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc; }
+
+t0=$(now)
+skopeo copy -q --src-tls-verify=false "$image" "dir:$dir/skopeo" > /dev/null
+t_skopeo=$(elapsed "$t0" "$(now)")
+b_skopeo=$(find "$dir/skopeo" -type f -name '[0-9a-f]*' ! -name manifest.json -printf '%s\n' | awk '{s += $1} END {print s}')
+rm -rf "$dir/skopeo"
+
+# read_bytes OUTPUT: the "N read" figure of a cfsctl pull, in bytes.
+read_bytes() {
+  sed -n 's/^layers .*), \([0-9.]*\) \([KMG]i\)\{0,1\}B read.*/\1 \2/p' <<< "$1" |
+    awk '{m = 1; if ($2 == "Ki") m = 1024; if ($2 == "Mi") m = 1048576; if ($2 == "Gi") m = 1073741824; printf "%d\n", $1 * m}'
+}
+
+"$cfsctl" --repo "$dir/repo" init --insecure > /dev/null
+t0=$(now)
+out=$("$cfsctl" --repo "$dir/repo" oci pull "$image" native 2> /dev/null)
+t_native=$(elapsed "$t0" "$(now)")
+b_native=$(read_bytes "$out")
+
+"$cfsctl" --repo "$dir/repo2" init --insecure > /dev/null
+t0=$(now)
+out=$(HOME=$dir/home "$cfsctl" --repo "$dir/repo2" oci pull "skopeo:$image" proxy 2> /dev/null)
+t_proxy=$(elapsed "$t0" "$(now)")
+b_proxy=$(read_bytes "$out")
+
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+printf '\ndocker:// pull from docker-registry on 127.0.0.1, %s MiB %s image, %s layers\n' "$size_mib" "$compress" "$layers"
+printf '%-52s %9s %10s %8s\n' "what" "seconds" "MiB read" "ratio"
+printf '%-52s %9.2f %10s %8s\n' "skopeo copy docker:// -> dir: (peer)" "$t_skopeo" "$(mib "$b_skopeo")" "1.00"
+printf '%-52s %9.2f %10s %8.2f\n' "cfsctl oci pull docker:// (built-in client)" "$t_native" "$(mib "$b_native")" "$(echo "$t_native / $t_skopeo" | bc -l)"
+printf '%-52s %9.2f %10s %8.2f\n' "cfsctl oci pull skopeo:docker:// (image proxy)" "$t_proxy" "$(mib "$b_proxy")" "$(echo "$t_proxy / $t_skopeo" | bc -l)"

@@ -1,0 +1,97 @@
+// What the registry client reads besides HTTP: image references, registries.conf (v2 TOML),
+// auth.json credentials and WWW-Authenticate challenges. Pure functions over text and files,
+// so they are tested without a network.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cfs::oci::registry {
+
+// docker://[REGISTRY/]REPOSITORY[:TAG][@DIGEST], the "docker://" already removed.
+struct Reference {
+  std::string registry;    // "quay.io", "127.0.0.1:5000"; "docker.io" for Docker Hub
+  std::string repository;  // "library/debian"
+  std::string tag;         // empty when pulled by digest only
+  std::string digest;      // "sha256:…" or empty
+  // "registry/repository" (what registries.conf prefixes and auth.json keys match).
+  std::string name() const { return registry + "/" + repository; }
+  // "tag" or "digest", for the manifest URL.
+  std::string manifest_ref() const { return digest.empty() ? tag : digest; }
+};
+// Throws cfs::Error naming spec when it is not a valid reference.
+Reference parse_reference(std::string_view spec);
+
+// One place to pull from: a mirror or the registry itself.
+struct Endpoint {
+  std::string host;        // "host[:port]" as in URLs; Docker Hub is registry-1.docker.io
+  std::string repository;  // after registries.conf's prefix rewriting
+  bool insecure = false;   // http allowed and TLS not verified
+  bool mirror = false;
+};
+
+struct RegistryEntry {
+  std::string prefix;  // what it matches ("example.com/ns" or "example.com"); defaults to location
+  std::string location;  // what it rewrites the prefix to
+  bool insecure = false;
+  bool blocked = false;
+  struct Mirror {
+    std::string location;
+    bool insecure = false;
+    std::string pull_from_mirror;  // "", "all", "digest-only", "tag-only"
+  };
+  std::vector<Mirror> mirrors;
+};
+
+class RegistriesConf {
+ public:
+  // Parses one file's text (what names it in errors); entries of later files with the same
+  // prefix replace earlier ones.
+  void add(std::string_view toml_text, const std::string& what);
+  // The system files: $CONTAINERS_REGISTRIES_CONF alone if set, else
+  // ~/.config/containers/registries.conf if it exists, else /etc/containers/registries.conf;
+  // then the *.conf drop-ins of /etc/containers/registries.conf.d and
+  // ~/.config/containers/registries.conf.d in name order. Missing files are skipped.
+  static RegistriesConf load_default();
+  // Mirrors first (in file order), then the registry; throws if the entry is blocked.
+  std::vector<Endpoint> endpoints(const Reference& ref) const;
+  const std::vector<RegistryEntry>& entries() const { return entries_; }
+
+ private:
+  std::vector<RegistryEntry> entries_;
+};
+
+struct Credentials {
+  std::string username;
+  std::string password;
+  std::string source;  // the file they came from
+};
+
+// The auth files consulted, in order: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+// ~/.config/containers/auth.json, ~/.docker/config.json.
+std::vector<std::string> default_auth_files();
+// Credentials for "registry/repository" from one auth file's JSON text: the most specific key
+// of "auths" wins ("reg/ns/repo", "reg/ns", "reg"; legacy "https://reg/v1/" keys match the
+// registry). nullopt if the file has none for it.
+std::optional<Credentials> find_credentials(std::string_view json_text, const std::string& file,
+                                            const Reference& ref);
+// The first credentials any of the files holds; unreadable JSON is an error naming the file.
+std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
+                                              const Reference& ref);
+
+// A WWW-Authenticate challenge: the scheme ("bearer", lowercase) and its parameters.
+struct Challenge {
+  std::string scheme;
+  std::map<std::string, std::string> params;  // lowercase keys
+};
+// Parses the first challenge of a header value (RFC 7235: scheme, then key="quoted value" or
+// key=token pairs). Throws cfs::Error naming what when it cannot be parsed.
+Challenge parse_challenge(std::string_view header, const std::string& what);
+
+// true for 127.0.0.0/8, ::1 and localhost (served over http without registries.conf).
+bool is_loopback_host(std::string_view host_port);
+
+}  // namespace cfs::oci::registry
