@@ -10,6 +10,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "cfs/error.h"
@@ -486,7 +488,14 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   fuse_loop_config config{};
   config.clone_fd = 0;
   config.max_idle_threads = options.idle_threads;
+  std::optional<int> hook_rc;
+  std::jthread hook;
+  if (options.in_mount) hook = std::jthread([&] { hook_rc = options.in_mount(); });
   int rc = fuse_session_loop_mt(se.get(), &config);
+  if (hook.joinable()) {
+    hook.join();
+    return *hook_rc;
+  }
   // A positive value is the signal that asked us to stop: a normal, clean exit.
   return rc < 0 ? 1 : 0;
 }
