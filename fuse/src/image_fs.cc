@@ -65,7 +65,7 @@ void ImageFs::fill_stat(const InodeInfo& inode, struct stat& st) const {
     default:
       break;
   }
-  if (is_whiteout(inode)) {
+  if (!overlay_lower_ && is_whiteout(inode)) {
     st.st_mode = S_IFCHR | (inode.mode & ~S_IFMT);
     st.st_rdev = 0;
     st.st_size = 0;
@@ -80,6 +80,7 @@ void ImageFs::fill_stat(const InodeInfo& inode, struct stat& st) const {
 
 bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
   // The writer's 00-ff whiteout stubs in the root exist only for the kernel overlay.
+  if (overlay_lower_) return false;
   if (dir.nid != image_.root_nid() || entry.file_type != erofs::kFtChrdev) return false;
   if (!erofs::composefs::is_whiteout_stub_name(entry.name)) return false;
   InodeInfo child = image_.inode(entry.nid);
@@ -87,7 +88,9 @@ bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
 }
 
 uint32_t ImageFs::entry_type(const DirEntry& entry) const {
-  if (entry.file_type == erofs::kFtRegFile && is_whiteout(image_.inode(entry.nid))) return S_IFCHR;
+  if (!overlay_lower_ && entry.file_type == erofs::kFtRegFile &&
+      is_whiteout(image_.inode(entry.nid)))
+    return S_IFCHR;
   return erofs::mode_type_of(entry.file_type);
 }
 
@@ -113,6 +116,7 @@ void ImageFs::visible_xattrs(
     const InodeInfo& inode,
     const std::function<bool(const std::string&, std::string_view)>& fn) const {
   if (inode.xattr_size == 0) return;
+  if (overlay_lower_) return overlay_xattrs(inode, fn);
   namespace composefs = erofs::composefs;
   const bool whiteout = is_whiteout(inode);
   const bool empty_regular = inode.is_reg() && inode.size == 0;
@@ -140,6 +144,52 @@ void ImageFs::visible_xattrs(
     auto name = composefs::unescape_xattr_name(x.name());
     if (!name) continue;  // composefs' own (root opaque, ...)
     if (!fn(*name, x.value)) return;
+  }
+}
+
+void ImageFs::serve_as_overlay_lower(std::unordered_set<std::string> usable_objects) {
+  overlay_lower_ = true;
+  usable_objects_ = std::move(usable_objects);
+}
+
+void ImageFs::overlay_xattrs(
+    const InodeInfo& inode,
+    const std::function<bool(const std::string&, std::string_view)>& fn) const {
+  namespace composefs = erofs::composefs;
+  constexpr std::string_view kUserOverlay = "user.overlay.";
+  const bool empty_regular = inode.is_reg() && inode.size == 0;
+  // Redirect and metacopy go together: an object that was not verified gets neither, and
+  // the overlay then reads the file from this server (which verifies at open).
+  bool usable = false;
+  if (inode.is_external()) {
+    auto redirect = image_.redirect(inode);
+    usable = redirect && redirect->starts_with('/') &&
+             usable_objects_.contains(std::string(redirect->substr(1)));
+  }
+  erofs::XattrCursor cursor = image_.xattrs(inode);
+  XattrView x;
+  std::string name;
+  while (cursor.next(x)) {
+    if (x.name_is(composefs::kRedirectXattr) || x.name_is(composefs::kMetacopyXattr)) {
+      if (!usable) continue;
+    } else if (x.name_is(composefs::kOpaqueXattr)) {
+      // the root's opaque marker, composefs' own
+    } else if (x.prefix() == "trusted.") {
+      continue;  // escaped user trusted.* and the rest: unreadable in a user namespace
+    }
+    name = x.name();
+    if (name.starts_with(composefs::kOverlayPrefix)) {
+      name.replace(0, composefs::kOverlayPrefix.size(), kUserOverlay);
+    } else if (name.starts_with(kUserOverlay)) {
+      auto kind = composefs::classify(x, empty_regular, image_.format_version());
+      // The writer's whiteout markers are meant for exactly this overlay; any other
+      // user.overlay.* is the image's data, escaped so the overlay shows it and never acts on
+      // it (a redirect of the image's own would bypass the object verification).
+      if (kind != composefs::StoredXattr::user_whiteout &&
+          kind != composefs::StoredXattr::dir_marker)
+        name.insert(kUserOverlay.size(), "overlay.");
+    }
+    if (!fn(name, x.value)) return;
   }
 }
 

@@ -6,15 +6,18 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cfs/error.h"
 #include "cfs/fuse/image_fs.h"
+#include "cfs/fuse/overlay.h"
 #include "cfs/fuse/server.h"
 #include "cfs/main_frame.h"
 #include "cfs/safe_open.h"
@@ -64,6 +67,9 @@ struct Args {
   std::vector<std::string> mount_options;
   bool foreground = false, debug = false, splice = false, passthrough = true;
   unsigned threads = 8;
+  bool overlay = false, allow_missing_objects = false;
+  std::optional<std::string> upper;
+  std::vector<std::string> command;  // after "--" (overlay mode)
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -90,6 +96,13 @@ void check_mount_options(const std::vector<std::string>& mount_options) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
+  // Everything after the first "--" is the command to run in the overlay's namespace.
+  for (int i = 1; i < argc; i++) {
+    if (std::string_view(argv[i]) != "--") continue;
+    a.command.assign(argv + i + 1, argv + argc);
+    argc = i;
+    break;
+  }
   CLI::App app{kDescription, "cfs-fuse"};
   app.set_version_flag("--version", "cfs-fuse " CFS_VERSION);
   app.footer(kFooter);
@@ -126,6 +139,18 @@ Args parse_args(int argc, char** argv) {
                "serve object data from this process even where FUSE passthrough is available "
                "(as root on Linux 6.9+, the kernel otherwise reads opened objects directly, "
                "after the same verification)");
+  app.add_flag("--overlay", a.overlay,
+               "rootless overlay mode: serve only the metadata, under a kernel overlayfs "
+               "(userxattr) in a new user and mount namespace that reads object data directly; "
+               "objects are verified before the mount (see below). The mount is visible only "
+               "in that namespace: give a command after `--` to run there, or enter it with "
+               "nsenter -t PID -U -m (the PID is printed)");
+  app.add_option("--upper", a.upper,
+                 "with --overlay: make the overlay writable, changes kept in DIR/upper (DIR/work "
+                 "is its work directory; both created if absent)")
+      ->type_name("DIR");
+  app.add_flag("--allow-missing-objects", a.allow_missing_objects,
+               "with --overlay: mount although objects are missing (their files read as EIO)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -133,9 +158,62 @@ Args parse_args(int argc, char** argv) {
     usage_error(e.what());
   }
   if (debug) a.foreground = a.debug = true;
+  if (!a.overlay && (a.upper || a.allow_missing_objects || !a.command.empty()))
+    usage_error("--upper, --allow-missing-objects and a command after -- need --overlay");
+  if (a.overlay) a.foreground = true;
   a.passthrough = !no_passthrough;
   check_mount_options(a.mount_options);
   return a;
+}
+
+std::string absolute(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (!real) cfs::throw_errno(path);
+  std::string out(real);
+  std::free(real);
+  return out;
+}
+
+// The check that makes the overlay safe to mount: every object the image names is verified
+// here, or by the kernel on every read (verity=require) when all of them have fs-verity.
+cfs::fuse::OverlayOptions check_objects_for_overlay(cfs::fuse::ImageFs& fs, const Args& args,
+                                                    const std::string& objects_dir,
+                                                    Logger& logger) {
+  cfs::fuse::OverlayOptions o;
+  o.mountpoint = absolute(args.mountpoint);
+  o.objects_dir = absolute(objects_dir);
+  if (args.upper) o.upper = absolute(*args.upper);
+  o.command = args.command;
+  o.notice = [&logger](const std::string& line) { logger.log(line); };
+  cfs::fuse::ObjectCheck check;
+  try {
+    check = cfs::fuse::verify_image_objects(fs.image(), *fs.objects(),
+                                            std::max(2u, std::thread::hardware_concurrency()));
+  } catch (const cfs::fuse::ObjectError& e) {
+    throw cfs::Error(std::string(e.what()) + " (refusing to mount)");
+  }
+  if (!check.missing.empty()) {
+    std::string line = fs.objects()->name() + ": " + std::to_string(check.missing.size()) +
+                       " object(s) the image names are missing, e.g. " + check.missing.front();
+    if (!args.allow_missing_objects)
+      throw cfs::Error(line +
+                       " (mount anyway with --allow-missing-objects; their files then "
+                       "read as EIO)");
+    logger.log(line + "; their files read as EIO");
+  }
+  o.verity_require = check.digested == 0 && check.kernel_verity > 0 && check.all_have_digest;
+  char mib[32];
+  std::snprintf(mib, sizeof mib, "%.1f", static_cast<double>(check.bytes) / (1 << 20));
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.2f", check.seconds);
+  logger.log("verified " + std::to_string(check.usable.size()) + " object(s), " + mib +
+             " MiB, in " + secs + " s: " + std::to_string(check.kernel_verity) +
+             " by kernel fs-verity, " + std::to_string(check.digested) + " digested here" +
+             (o.verity_require ? "; overlay verity=require"
+                               : "; objects changed after this check are not re-checked "
+                                 "(no fs-verity)"));
+  fs.serve_as_overlay_lower(std::move(check.usable));
+  return o;
 }
 
 int run(const Args& args) {
@@ -170,8 +248,15 @@ int run(const Args& args) {
   image->validate();
   cfs::fuse::guard_image_mapping(image->bytes());
 
+  std::string objects_dir;
+  if (args.overlay) {
+    if (!objects) usage_error("--overlay needs the object directory (--basedir or --repo)");
+    objects_dir = args.repo ? *args.repo + "/objects" : *args.basedir;
+  }
   cfs::fuse::ImageFs fs(std::move(*image), std::move(objects),
                         [&logger](const std::string& line) { logger.log(line); });
+  cfs::fuse::OverlayOptions overlay;
+  if (args.overlay) overlay = check_objects_for_overlay(fs, args, objects_dir, logger);
   cfs::fuse::ServerOptions options;
   options.mountpoint = mountpoint;
   options.mount_options = args.mount_options;
@@ -185,6 +270,7 @@ int run(const Args& args) {
   options.on_serving = [&] {
     if (!args.foreground) logger.use_syslog();
   };
+  if (args.overlay) return cfs::fuse::serve_overlay(fs, options, overlay);
   return cfs::fuse::serve(fs, options);
 }
 

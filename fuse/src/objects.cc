@@ -42,6 +42,14 @@ uint64_t ObjectStore::digests_computed() const {
   return digests_computed_;
 }
 
+bool ObjectStore::exists(std::string_view object_path) const {
+  struct stat st;
+  if (::fstatat(dir_.get(), std::string(object_path).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+    return true;
+  if (errno == ENOENT) return false;
+  throw ObjectError(name_ + "/" + std::string(object_path) + ": " + errno_text(errno));
+}
+
 UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest>& metacopy,
                            uint64_t size) const {
   // Only "/" + the object path of a digest is accepted: anything else could name a file the

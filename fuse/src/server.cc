@@ -6,10 +6,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "cfs/error.h"
@@ -56,6 +59,9 @@ struct Session {
   HandleTable<FileHandle> files{};
   Passthrough* passthrough = nullptr;  // set when the transport hooks are installed
   int fuse_fd = -1;
+  // The kernel takes ENOSYS from OPENDIR as "no opendir/releasedir ever again" and then
+  // caches directory contents as if FOPEN_CACHE_DIR|FOPEN_KEEP_CACHE had been given.
+  std::atomic<bool> no_opendir{false};
 };
 
 Session& session_of(fuse_req_t req) {
@@ -67,7 +73,10 @@ double timeout(fuse_req_t req) {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-  const auto& s = *static_cast<const Session*>(userdata);
+  auto& s = *static_cast<Session*>(userdata);
+  // Two requests fewer per directory (a third of a cold `find` over a tree's requests):
+  // readdir is stateless, resuming from the offset alone.
+  if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) s.no_opendir = true;
   auto offer = [&](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
@@ -131,6 +140,10 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (session_of(req).no_opendir) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   std::unique_ptr<DirStream> dir;
   int err = session_of(req).fs.opendir(ino, dir);
   if (err != 0) {
@@ -144,8 +157,18 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) != 0) dirs.remove(fi->fh);
 }
 
-void do_readdir(fuse_req_t req, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
-  auto& dir = HandleTable<DirStream>::get(fi->fh);
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
+                bool plus) {
+  // Without OPENDIR (fh 0) each call reads from a cursor of its own, placed at the offset.
+  std::unique_ptr<DirStream> own;
+  if (fi->fh == 0) {
+    int err = session_of(req).fs.opendir(ino, own);
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  auto& dir = own ? *own : HandleTable<DirStream>::get(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   std::string name;
@@ -180,12 +203,12 @@ void do_readdir(fuse_req_t req, size_t size, off_t offset, fuse_file_info* fi, b
     fuse_reply_buf(req, buf.data(), used);
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  do_readdir(req, size, off, fi, false);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, false);
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  do_readdir(req, size, off, fi, true);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, true);
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -486,7 +509,14 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   fuse_loop_config config{};
   config.clone_fd = 0;
   config.max_idle_threads = options.idle_threads;
+  std::optional<int> hook_rc;
+  std::jthread hook;
+  if (options.in_mount) hook = std::jthread([&] { hook_rc = options.in_mount(); });
   int rc = fuse_session_loop_mt(se.get(), &config);
+  if (hook.joinable()) {
+    hook.join();
+    return *hook_rc;
+  }
   // A positive value is the signal that asked us to stop: a normal, clean exit.
   return rc < 0 ? 1 : 0;
 }

@@ -329,50 +329,6 @@ TEST(FuseCli, DaemonisesAndExitsOnUnmount) {
   EXPECT_NE(::kill(*daemon, 0), 0) << "daemon still running after unmount";
 }
 
-// A throwaway system user, removed again (with /dev/fuse's mode restored) on destruction.
-class TempUser {
- public:
-  TempUser() {
-    name_ = "cfsfuse" + std::to_string(::getpid());
-    std::string out;
-    if (run_argv({"useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name_},
-                 &out) != 0)
-      throw std::runtime_error("useradd failed: " + out);
-    created_ = true;
-    passwd* pw = ::getpwnam(name_.c_str());
-    if (!pw) throw std::runtime_error("getpwnam failed after useradd");
-    as_ = {pw->pw_uid, pw->pw_gid};
-  }
-  ~TempUser() {
-    if (created_) run_argv({"userdel", name_});
-  }
-  const RunAs& as() const { return as_; }
-
- private:
-  std::string name_;
-  bool created_ = false;
-  RunAs as_{};
-};
-
-class DevFuseMode {
- public:
-  DevFuseMode() {
-    struct stat st;
-    if (::stat("/dev/fuse", &st) == 0) {
-      saved_ = st.st_mode & 07777;
-      known_ = true;
-    }
-  }
-  ~DevFuseMode() {
-    if (known_) ::chmod("/dev/fuse", saved_);
-  }
-  bool set(mode_t mode) { return ::chmod("/dev/fuse", mode) == 0; }
-
- private:
-  mode_t saved_ = 0;
-  bool known_ = false;
-};
-
 TEST(FuseCli, UnprivilegedUserMountsThroughFusermount) {
   if (::geteuid() != 0) GTEST_SKIP() << "creating a throwaway user needs root";
   if (!have("useradd") || !have("userdel")) GTEST_SKIP() << "useradd/userdel missing";

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -398,16 +400,20 @@ int run_argv(const std::vector<std::string>& argv_in, std::string* output,
   return status;
 }
 
-std::string run_in_child_as(const RunAs& as, const std::function<std::string()>& fn) {
+namespace {
+
+// fn's result from a forked child that first ran enter().
+std::string run_in_child(const std::function<void()>& enter,
+                         const std::function<std::string()>& fn) {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     ::close(pipefd[0]);
-    become(as);
     std::string result;
     try {
+      enter();
       result = fn();
     } catch (const std::exception& e) {
       result = std::string("EXCEPTION: ") + e.what();
@@ -425,6 +431,58 @@ std::string run_in_child_as(const RunAs& as, const std::function<std::string()>&
   ::close(pipefd[1]);
   int status = 0;
   return drain_and_reap(pipefd[0], pid, status);
+}
+
+}  // namespace
+
+std::string run_in_child_as(const RunAs& as, const std::function<std::string()>& fn) {
+  return run_in_child([&] { become(as); }, fn);
+}
+
+std::string run_in_namespaces_of(pid_t pid, const std::function<std::string()>& fn) {
+  return run_in_child(
+      [&] {
+        for (const char* ns : {"user", "mnt"}) {
+          std::string path = "/proc/" + std::to_string(pid) + "/ns/" + ns;
+          UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+          if (!fd) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
+          if (::setns(fd.get(), 0) != 0)
+            throw std::runtime_error("setns " + path + ": " + std::strerror(errno));
+        }
+      },
+      fn);
+}
+
+TempUser::TempUser() {
+  name_ = "cfsfuse" + std::to_string(::getpid());
+  std::string out;
+  if (run_argv({"useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name_},
+               &out) != 0)
+    throw std::runtime_error("useradd failed: " + out);
+  created_ = true;
+  passwd* pw = ::getpwnam(name_.c_str());
+  if (!pw) throw std::runtime_error("getpwnam failed after useradd");
+  as_ = {pw->pw_uid, pw->pw_gid};
+}
+
+TempUser::~TempUser() {
+  if (created_) run_argv({"userdel", name_});
+}
+
+DevFuseMode::DevFuseMode() {
+  struct stat st;
+  if (::stat("/dev/fuse", &st) == 0) {
+    saved_ = st.st_mode & 07777;
+    known_ = true;
+  }
+}
+
+DevFuseMode::~DevFuseMode() {
+  if (known_) ::chmod("/dev/fuse", saved_);
+}
+
+bool DevFuseMode::set(mode_t mode) {
+  return ::chmod("/dev/fuse", mode) == 0;
 }
 
 }  // namespace cfs::test

@@ -93,4 +93,35 @@ int run_argv(const std::vector<std::string>& argv, std::string* output = nullptr
 // passed back through a pipe).
 std::string run_in_child_as(const RunAs& as, const std::function<std::string()>& fn);
 
+// Runs fn in a forked child that joined the user and mount namespaces of pid (as root: the
+// namespaces cfs-fuse --overlay made); returns what fn returned.
+std::string run_in_namespaces_of(pid_t pid, const std::function<std::string()>& fn);
+
+// A throwaway system user, removed again on destruction.
+class TempUser {
+ public:
+  TempUser();
+  ~TempUser();
+  TempUser(const TempUser&) = delete;
+  TempUser& operator=(const TempUser&) = delete;
+  const RunAs& as() const { return as_; }
+
+ private:
+  std::string name_;
+  bool created_ = false;
+  RunAs as_{};
+};
+
+// /dev/fuse's mode, restored exactly on destruction.
+class DevFuseMode {
+ public:
+  DevFuseMode();
+  ~DevFuseMode();
+  bool set(mode_t mode);
+
+ private:
+  mode_t saved_ = 0;
+  bool known_ = false;
+};
+
 }  // namespace cfs::test

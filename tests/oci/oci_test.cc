@@ -503,6 +503,44 @@ TEST_F(OciTest, KernelMountShowsExactlyTheLayers) {
   }
 }
 
+// cfsctl oci mount --overlay hands the mount to cfs-fuse --overlay: the command after -- runs
+// in the namespace where the overlay is, reading what the image holds.
+TEST_F(OciTest, OverlayMountRunsTheCommandWhereTheMountIs) {
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+  if (::access((std::string(CFS_BINDIR) + "/cfs-fuse").c_str(), X_OK) != 0)
+    GTEST_SKIP() << "cfs-fuse not built";
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/fuse is not usable here";
+  if (run("unshare -Urm sh -c 'cd \"$(mktemp -d)\" && mount -t tmpfs t . && mkdir l d m && "
+          "mount -t overlay o -o ro,userxattr,lowerdir+=l,datadir+=d m' 2>&1") != 0)
+    GTEST_SKIP() << "no rootless overlayfs with data-only layers here";
+  LayoutBuilder b(layout);
+  b.add_image(bootable_image_layers(1), "os");
+  {
+    Repository repo = make_repo(repo_path);
+    so::pull(repo, "oci:" + layout + ":os", "os", {});
+  }
+  std::string mnt = tmp / "mnt";
+  fs::create_directory(mnt);
+  std::string out;
+  ASSERT_EQ(run(cfsctl + " --repo " + repo_path + " oci mount os " + mnt + " --overlay -- " +
+                    "sha256sum " + mnt + "/usr/lib/modules/6.1.0-1/kernel/fs.ko 2>&1",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find(sha256_hex(file_content("/usr/lib/modules/6.1.0-1/kernel/fs.ko", 40000))),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("verified"), std::string::npos) << out;
+  // Nothing is left mounted here: the mount lived in the command's namespace.
+  EXPECT_NE(run("mountpoint -q " + mnt), 0);
+  // The overlay options need --overlay.
+  EXPECT_NE(
+      run(cfsctl + " --repo " + repo_path + " oci mount os " + mnt + " --upper " + mnt + " 2>&1",
+          &out),
+      0);
+  EXPECT_NE(out.find("need --overlay"), std::string::npos) << out;
+}
+
 TEST_F(OciTest, CliPullImagesGc) {
   std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
   LayoutBuilder b(layout);

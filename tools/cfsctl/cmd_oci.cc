@@ -327,10 +327,16 @@ struct MountArgs {
   ImageVariant image;
   std::string mountpoint;
   bool fuse = false;
+  bool overlay = false;
+  std::string upper;
+  bool allow_missing_objects = false;
+  std::vector<std::string> command;
 };
 
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
-  std::string program = mount_program(args.fuse);
+  if (!args.overlay && (!args.upper.empty() || args.allow_missing_objects || !args.command.empty()))
+    throw UsageError("oci mount: --upper, --allow-missing-objects and a command need --overlay");
+  std::string program = mount_program(args.fuse || args.overlay);
   std::string id;
   {
     // Closed before the exec: the mount program takes the repository lock itself.
@@ -338,6 +344,15 @@ void run_mount(const MountArgs& args, const GlobalOptions& global) {
     id = args.image.id(repo).hex();
   }
   std::vector<std::string> argv_s = {program, "--repo", global.repo, id, args.mountpoint};
+  if (args.overlay) {
+    argv_s.push_back("--overlay");
+    if (!args.upper.empty()) argv_s.insert(argv_s.end(), {"--upper", args.upper});
+    if (args.allow_missing_objects) argv_s.push_back("--allow-missing-objects");
+    if (!args.command.empty()) {
+      argv_s.push_back("--");
+      argv_s.insert(argv_s.end(), args.command.begin(), args.command.end());
+    }
+  }
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -354,6 +369,24 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("--fuse", args->fuse,
                 built_with_fuse() ? "Use cfs-fuse even as root"
                                   : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
+  cmd->add_flag("--overlay", args->overlay,
+                "Rootless overlay mode (cfs-fuse --overlay): a metadata-only FUSE under a kernel "
+                "overlayfs in a new user and mount namespace, object data read by the kernel; "
+                "objects are verified before the mount. The mount exists only in that "
+                "namespace: give a command after `--` to run there");
+  cmd->add_option("--upper", args->upper,
+                  "With --overlay: writable, changes kept in DIR/upper (DIR/work beside it)")
+      ->type_name("DIR");
+  cmd->add_flag("--allow-missing-objects", args->allow_missing_objects,
+                "With --overlay: mount although objects are missing (their files read as EIO)");
+  // Everything after IMAGE and MOUNTPOINT (and a "--") is the command: CLI11 hands what
+  // follows "--" to the parent command, so the words are taken from what remains unparsed.
+  cmd->prefix_command();
+  cmd->parse_complete_callback([cmd = cmd, args = args] {
+    args->command = cmd->remaining();
+    if (!args->command.empty() && args->command.front() == "--")
+      args->command.erase(args->command.begin());
+  });
 }
 
 // ---- prepare-boot ----------------------------------------------------------------------

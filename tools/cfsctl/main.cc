@@ -1,7 +1,9 @@
 // cfsctl: one binary for the cfs command line and the C-compatible drop-ins. Invoked as
 // "mkcomposefs" or "composefs-info" (argv[0], e.g. through a symlink) it behaves like the
 // C tool; "cfsctl mkcomposefs ..." and "cfsctl composefs-info ..." do the same.
+#include <algorithm>
 #include <string_view>
+#include <vector>
 
 #include "cfs/main_frame.h"
 #include "commands.h"
@@ -22,8 +24,20 @@ int run_cfsctl(int argc, char** argv) {
 #if CFS_WITH_OCI
   cfs::cli::register_oci_commands(app, global);
 #endif
+  // `oci mount ... -- COMMAND...`: CLI11 would hand the words after "--" to the top-level
+  // command, which takes none; without the marker they stay with `oci mount`, which reads
+  // everything after its IMAGE and MOUNTPOINT as the command.
+  std::vector<char*> args(argv, argv + argc);
+  for (int i = 2; i < argc; i++) {
+    if (std::string_view(argv[i - 1]) == "oci" && std::string_view(argv[i]) == "mount") {
+      auto marker = std::find_if(args.begin() + i, args.end(),
+                                 [](const char* a) { return std::string_view(a) == "--"; });
+      if (marker != args.end()) args.erase(marker);
+      break;
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::ParseError& e) {
     // --help/--version exit 0; every usage error exits 2, as getopt-based tools do.
     int code = app.exit(e);

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cfs/erofs/reader.h"
@@ -80,6 +81,18 @@ class ImageFs {
   ImageFs(erofs::Image image, std::unique_ptr<ObjectStore> objects, LogFn log);
 
   const erofs::Image& image() const noexcept { return image_; }
+
+  // Serve the raw EROFS layout as the lower layer of a kernel overlayfs mounted with
+  // userxattr (cfs-fuse --overlay) instead of the decoded tree: composefs' own
+  // trusted.overlay.* xattrs appear as user.overlay.*, other trusted.* are dropped (a user
+  // namespace cannot read them), the image's own user.overlay.* names (other than the
+  // whiteout markers the writer stores for such mounts) are escaped as user.overlay.overlay.*,
+  // and the root's whiteout stubs and whiteout files are left for the overlay to interpret.
+  // Only files whose object path is in usable_objects get their redirect and metacopy; the
+  // overlay reads every other file from this server, which verifies at open as usual. Call
+  // before serving.
+  void serve_as_overlay_lower(std::unordered_set<std::string> usable_objects);
+  bool overlay_lower() const noexcept { return overlay_lower_; }
   const ObjectStore* objects() const noexcept { return objects_.get(); }
   const InodeNumbers& numbers() const noexcept { return numbers_; }
 
@@ -121,8 +134,14 @@ class ImageFs {
   int settled() const;
   int image_error(uint64_t ino, const std::exception& e) const;
 
+  // The overlay-lower view's xattrs (see serve_as_overlay_lower).
+  void overlay_xattrs(const erofs::InodeInfo& inode,
+                      const std::function<bool(const std::string&, std::string_view)>& fn) const;
+
   erofs::Image image_;
   std::unique_ptr<ObjectStore> objects_;
+  bool overlay_lower_ = false;
+  std::unordered_set<std::string> usable_objects_;
   LogFn log_;
   InodeNumbers numbers_;
   // Directories (by nid) already scanned for a whiteout child: the answer decides whether

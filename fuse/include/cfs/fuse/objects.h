@@ -48,6 +48,10 @@ class ObjectStore {
   UniqueFd open(std::string_view redirect, const std::optional<Digest>& metacopy,
                 uint64_t size) const;
 
+  // Whether DIR/object_path ("ab/cdef…") exists at all (a missing object, as opposed to one
+  // that fails its checks). Throws ObjectError on errors other than ENOENT.
+  bool exists(std::string_view object_path) const;
+
   const std::string& name() const noexcept { return name_; }
   VerityPolicy policy() const noexcept { return policy_; }
   // Userspace digests computed so far (each object version is hashed once).

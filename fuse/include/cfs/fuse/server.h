@@ -34,6 +34,11 @@ struct ServerOptions {
   // Called once the mount is up and the process is final (after daemonising), before
   // requests are served: e.g. to switch logging to syslog.
   std::function<void()> on_serving;
+  // If set: run on a thread of its own once the mount is up, while requests are served (the
+  // overlay mode builds its overlay on the mount there). It must leave nothing mounted that
+  // keeps the connection alive when it returns: serve() then waits for the connection to end
+  // and returns its value.
+  std::function<int()> in_mount;
   // Notices about the connection (FUSE passthrough on or off, and why).
   std::function<void(const std::string&)> log;
 };
