@@ -626,6 +626,27 @@ TEST_F(OciTest, CliComposefsRsOciCommands) {
       << "--expected-digest needs --bootable";
   ASSERT_EQ(run(cfsctl + "oci fsck t", &out), 0) << out;
 
+  // mount NAME MNT with a writable upper layer (kernel, as root), as composefs-rs' mount.
+  if (::geteuid() == 0 && ::access((std::string(CFS_BINDIR) + "/cfs-mount").c_str(), X_OK) == 0) {
+    for (const char* d : {"m-rw", "up", "wk"}) fs::create_directory(tmp / d);
+    ASSERT_EQ(run(cfsctl + "mount " + trim(stored) + " " + tmp / "m-rw" + " --upperdir " +
+                      tmp / "up" + " --workdir " + tmp / "wk" + " --read-write 2>&1",
+                  &out),
+              0)
+        << out;
+    test::write_file(tmp / "m-rw/written", "x");
+    EXPECT_TRUE(fs::exists(tmp / "up/written")) << "the write went to the upper directory";
+    EXPECT_TRUE(fs::exists(tmp / "m-rw/usr/lib/modules/6.1.0-1/vmlinuz"));
+    ASSERT_EQ(::umount2((tmp / "m-rw").c_str(), MNT_DETACH), 0);
+    EXPECT_NE(run(cfsctl + "mount " + trim(stored) + " " + tmp / "m-rw" + " --fuse yes" +
+                      " --upperdir " + tmp / "up" + " --workdir " + tmp / "wk" + " 2>&1",
+                  &out),
+              0);
+    EXPECT_NE(out.find("cfs-fuse serves images read-only"), std::string::npos) << out;
+    EXPECT_NE(run(cfsctl + "mount nosuch " + tmp / "m-rw" + " 2>&1", &out), 0);
+    EXPECT_NE(out.find("no image named 'nosuch'"), std::string::npos) << out;
+  }
+
   // cfs-fuse --repo R TAG mounts the image 'cfsctl oci mount' would.
   std::string fuse = std::string(CFS_BINDIR) + "/cfs-fuse";
   if (::access(fuse.c_str(), X_OK) != 0 || ::access("/dev/fuse", R_OK | W_OK) != 0) return;

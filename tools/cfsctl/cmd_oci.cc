@@ -357,23 +357,25 @@ struct MountArgs {
   ImageVariant image;
   std::string mountpoint;
   bool fuse = false;
+  std::string upperdir, workdir;
+  bool read_write = false;
 };
 
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
-  std::string program = mount_program(args.fuse);
-  std::string id;
+  MountRequest request;
+  request.command = "oci mount";
   {
     // Closed before the exec: the mount program takes the repository lock itself.
     store::Repository repo = open_repo(global, "oci mount");
-    id = args.image.id(repo).hex();
+    request.image = args.image.id(repo).hex();
   }
-  std::vector<std::string> argv_s = {program, "--repo", require_repo(global, "oci mount"), id,
-                                     args.mountpoint};
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  ::execv(program.c_str(), argv.data());
-  throw_errno("oci mount: exec " + program);
+  request.repo = require_repo(global, "oci mount");
+  request.mountpoint = args.mountpoint;
+  request.fuse = args.fuse ? "yes" : "auto";
+  request.upperdir = args.upperdir;
+  request.workdir = args.workdir;
+  request.read_write = args.read_write;
+  exec_mount(request);
 }
 
 void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
@@ -385,6 +387,9 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("--fuse", args->fuse,
                 built_with_fuse() ? "Use cfs-fuse even as root"
                                   : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
+  cmd->add_option("--upperdir", args->upperdir, "Writable overlay upper directory (kernel mounts)");
+  cmd->add_option("--workdir", args->workdir, "Overlay work directory (with --upperdir)");
+  cmd->add_flag("--read-write", args->read_write, "Mount writable (needs --upperdir)");
 }
 
 // ---- prepare-boot ----------------------------------------------------------------------

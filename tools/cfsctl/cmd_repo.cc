@@ -23,6 +23,7 @@
 #include "cfs/store/repository.h"
 #include "commands.h"
 #include "json_out.h"
+#include "mount_programs.h"
 
 namespace cfs::cli {
 
@@ -287,6 +288,24 @@ void run_image_objects(const ImageObjectsArgs& args, const GlobalOptions& global
   print(out);
 }
 
+struct MountArgs {
+  MountRequest request;
+};
+
+// composefs-rs' mount NAME MOUNTPOINT: an image of the repository (id or images/refs name).
+void run_mount(const MountArgs& args, const GlobalOptions& global) {
+  MountRequest request = args.request;
+  request.command = "mount";
+  {
+    // Upgraded and checked here, closed before the exec (the mount program locks it itself).
+    store::Repository repo = open_repo(global, "mount");
+    if (!repo.resolve_image(request.image))
+      throw Error(repo.path() + ": no image named '" + request.image + "'");
+  }
+  request.repo = require_repo(global, "mount");
+  exec_mount(request);
+}
+
 }  // namespace
 
 void register_repo_commands(CLI::App& app, GlobalOptions& global) {
@@ -338,6 +357,25 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
       "images/refs/NAME; prints the id. The image must pass the strict reader.",
       run_import_image);
   import_cmd->add_option("NAME", import_args->name, "Ref name")->required();
+
+  auto [mount_cmd, mount] = add_command<MountArgs>(
+      app, global, "mount",
+      "Mount an image of the repository (id or ref name): the kernel (cfs-mount) as root, "
+      "cfs-fuse otherwise",
+      run_mount);
+  mount_cmd->add_option("NAME", mount->request.image, "Image id or ref name")->required();
+  mount_cmd->add_option("MOUNTPOINT", mount->request.mountpoint, "Existing directory")->required();
+  mount_cmd
+      ->add_option("--fuse", mount->request.fuse,
+                   "auto (the kernel as root, FUSE otherwise), yes or no")
+      ->check(CLI::IsMember({"auto", "yes", "no"}))
+      ->capture_default_str();
+  mount_cmd->add_option("--upperdir", mount->request.upperdir,
+                        "Writable overlay upper directory (kernel mounts)");
+  mount_cmd->add_option("--workdir", mount->request.workdir,
+                        "Overlay work directory (with --upperdir)");
+  mount_cmd->add_flag("--read-write", mount->request.read_write,
+                      "Mount writable (needs --upperdir)");
 
   auto [objects_cmd, objects_args] = add_command<ImageObjectsArgs>(
       app, global, "image-objects",

@@ -12,6 +12,17 @@ namespace cfs::cli {
 // FUSE support and FUSE would be needed.
 std::string mount_program(bool fuse);
 
+// A mount of a repository image by cfs-mount or cfs-fuse, as composefs-rs' MountOpts say.
+struct MountRequest {
+  std::string command;  // names the cfsctl command in errors
+  std::string repo, image, mountpoint;
+  std::string fuse = "auto";      // auto: the kernel as root, FUSE otherwise; yes; no
+  std::string upperdir, workdir;  // a writable overlay upper layer (kernel mounts only)
+  bool read_write = false;
+};
+// Replaces this process with the mount program; throws cfs::Error if it cannot.
+[[noreturn]] void exec_mount(const MountRequest& request);
+
 // False in a build without cfs-fuse (CMake option CFS_WITH_FUSE=OFF).
 bool built_with_fuse();
 
