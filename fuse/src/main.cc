@@ -23,6 +23,9 @@
 #include "cfs/safe_open.h"
 #include "cfs/store/repository.h"
 #include "truncation_guard.h"
+#if CFS_WITH_OCI
+#include "cfs/oci/oci.h"
+#endif
 
 namespace {
 
@@ -106,7 +109,9 @@ Args parse_args(int argc, char** argv) {
   CLI::App app{kDescription, "cfs-fuse"};
   app.set_version_flag("--version", "cfs-fuse " CFS_VERSION);
   app.footer(kFooter);
-  app.add_option("IMAGE", a.image, "an image file, or with --repo an image id (hex) or ref name")
+  app.add_option("IMAGE", a.image,
+                 "an image file, or with --repo an image id (hex), ref name, or OCI tag or "
+                 "@sha256:<manifest digest> of a pulled image")
       ->required();
   app.add_option("MOUNTPOINT", a.mountpoint, "existing directory to mount on")->required();
   auto* repo = app.add_option("--repo", a.repo,
@@ -216,6 +221,17 @@ cfs::fuse::OverlayOptions check_objects_for_overlay(cfs::fuse::ImageFs& fs, cons
   return o;
 }
 
+// IMAGE with --repo: an image id or images/refs name, else (with OCI support) an OCI tag or
+// @sha256:<manifest digest>, whose composefs image 'cfsctl oci mount' would mount.
+std::string resolve_repo_image(const cfs::store::Repository& repo, const std::string& name) {
+  if (repo.resolve_image(name)) return name;
+#if CFS_WITH_OCI
+  return cfs::oci::image_id(repo, name).hex();
+#else
+  return name;  // open_image names the missing image
+#endif
+}
+
 int run(const Args& args) {
   Logger logger;
   const std::string& image_arg = args.image;
@@ -230,9 +246,10 @@ int run(const Args& args) {
   if (args.repo) {
     repo = std::make_unique<cfs::store::Repository>(
         cfs::store::Repository::open(*args.repo, cfs::store::LockMode::shared));
-    cfs::UniqueFd fd = repo->open_image(image_arg);
+    std::string image_name = resolve_repo_image(*repo, image_arg);
+    cfs::UniqueFd fd = repo->open_image(image_name);
     image.emplace(
-        cfs::erofs::Image::open_fd(fd.get(), *args.repo + "/images/" + image_arg, reader_options));
+        cfs::erofs::Image::open_fd(fd.get(), *args.repo + "/images/" + image_name, reader_options));
     objects = std::make_unique<cfs::fuse::ObjectStore>(
         cfs::open_dir_beneath(repo->dirfd(), "objects", *args.repo + "/objects", true),
         *args.repo + "/objects",

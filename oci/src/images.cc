@@ -381,6 +381,30 @@ Digest image_id(const store::Repository& repo, std::string_view name, bool boota
   return *d;
 }
 
+Digest ensure_image(store::Repository& repo, std::string_view name, bool bootable, XattrMode mode) {
+  ImageRefs r = load(repo, name);
+  {
+    store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
+    const Digest* d = config_stream.find_named_ref(image_ref_name(bootable, mode));
+    if (d && repo.has_object(*d)) return *d;
+  }
+  repo.require_writable();
+  std::vector<std::string> diff_ids = diff_ids_of(r.config, r.config_digest);
+  std::map<std::string, Digest> layer_streams;
+  for (const std::string& d : diff_ids) {
+    auto id = repo.resolve_stream("oci-layer-" + d);
+    if (!id) throw Error(repo.path() + ": layer stream oci-layer-" + d + " is missing");
+    layer_streams.emplace(d, *id);
+  }
+  erofs::Tree tree = merge_layers(repo, diff_ids, nullptr, mode);
+  ImageIds ids = write_images(repo, tree, bootable, mode);
+  StoredImage stored = store_image(repo, stream_bytes(repo, r.manifest_id),
+                                   digest_of_content_id(r.manifest_id, "oci-manifest-"),
+                                   stream_bytes(repo, "oci-config-" + r.config_digest),
+                                   r.config_digest, diff_ids, layer_streams, ids, mode);
+  return bootable ? *stored.boot_image_id : stored.image_id;
+}
+
 XattrMode parse_xattr_mode(std::string_view name) {
   if (name == "allowlist-only") return XattrMode::allowlist_only;
   if (name == "keep-user-xattrs") return XattrMode::keep_user_xattrs;

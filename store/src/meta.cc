@@ -51,7 +51,13 @@ std::string RepoMeta::to_json() const {
   j["features"]["read-only-compatible"] = read_only_compatible;
   j["features"]["incompatible"] = incompatible;
   j["erofs_formats"]["default"] = erofs_default;
-  j["erofs_formats"]["extra"] = erofs_extra;
+  // composefs-rs leaves an empty "extra" out (and writes the set in ascending order).
+  if (!erofs_extra.empty()) {
+    std::vector<uint32_t> extra = erofs_extra;
+    std::sort(extra.begin(), extra.end());
+    extra.erase(std::unique(extra.begin(), extra.end()), extra.end());
+    j["erofs_formats"]["extra"] = extra;
+  }
   return j.dump(2) + "\n";
 }
 

@@ -5,6 +5,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <functional>
+
 #include "cfs/atomic_file.h"
 #include "cfs/error.h"
 #include "cfs/kernel_verity.h"
@@ -53,19 +55,75 @@ void refuse_symlinked_fanout_dirs(int objects_fd, const std::string& path) {
   });
 }
 
-std::optional<HashAlgorithm> infer_algorithm(int objects_fd, const std::string& what) {
-  std::optional<HashAlgorithm> found;
+// The first object found below objects/XX/ whose name has the length of a sha256 (62 hex
+// digits after the XX) or sha512 (126) digest, in directory order, as composefs-rs looks.
+struct FoundObject {
+  HashAlgorithm algorithm;
+  std::string path;  // "XX/<rest>", relative to objects/
+};
+
+std::optional<FoundObject> find_first_object(int objects_fd, const std::string& what) {
+  std::optional<FoundObject> found;
   detail::for_each_entry(objects_fd, what, [&](const std::string& sub, unsigned char) {
     if (found || sub.size() != 2) return;
     UniqueFd dir = detail::open_dir_if_exists(objects_fd, sub, join(what, sub));
     if (!dir) return;
     detail::for_each_entry(dir.get(), join(what, sub), [&](const std::string& name, unsigned char) {
       if (found) return;
-      if (name.size() == 62) found = HashAlgorithm::sha256;
-      if (name.size() == 126) found = HashAlgorithm::sha512;
+      if (name.size() == 62) found = FoundObject{HashAlgorithm::sha256, sub + "/" + name};
+      if (name.size() == 126) found = FoundObject{HashAlgorithm::sha512, sub + "/" + name};
     });
   });
   return found;
+}
+
+// Writes meta.json into dir: complete (and with fs-verity when with_verity) before its name
+// appears, and never over an existing one. before_link runs just before the name is linked.
+// False if meta.json appeared meanwhile (nothing is left behind then).
+bool publish_meta(int dir, const std::string& path, const RepoMeta& meta, bool with_verity,
+                  const std::function<void()>& before_link) {
+  const std::string text = meta.to_json();
+  const std::string what = join(path, "meta.json");
+  std::string temp_name;
+  UniqueFd fd = open_tmpfile(dir, 0644, what);
+  if (!fd) fd = create_named_temp(dir, ".tmp-meta-", temp_name, 0644, what);
+  auto drop_temp = [&] {
+    if (!temp_name.empty()) ::unlinkat(dir, temp_name.c_str(), 0);
+  };
+  try {
+    write_all(fd.get(), {reinterpret_cast<const std::byte*>(text.data()), text.size()}, what);
+    detail::fsync_or_throw(fd.get(), what);
+    if (with_verity) {
+      UniqueFd ro = temp_name.empty() ? reopen_read_only(fd.get(), what)
+                                      : open_regular_beneath(dir, temp_name, O_RDONLY, what);
+      fd.reset();
+      if (enable_verity(ro.get(), meta.algorithm, what) == VerityEnable::unsupported)
+        throw Error(path +
+                    ": the filesystem does not support fs-verity; use --insecure to create a "
+                    "repository whose objects are not verified by the kernel");
+      fd = std::move(ro);
+    }
+    before_link();
+  } catch (...) {
+    drop_temp();
+    throw;
+  }
+  bool linked = temp_name.empty() ? link_tmpfile(fd.get(), dir, "meta.json", what)
+                                  : rename_noreplace(dir, temp_name, dir, "meta.json", what);
+  if (!linked) {
+    drop_temp();
+    return false;
+  }
+  detail::fsync_or_throw(dir, path);
+  return true;
+}
+
+// Why the repository at dir cannot be written, or an empty string if it can.
+std::string unwritable_reason(int dir) {
+  struct statvfs vfs;
+  if (::fstatvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) return "read-only filesystem";
+  if (::faccessat(dir, ".", W_OK, AT_EACCESS) < 0) return "no write permission";
+  return {};
 }
 
 }  // namespace
@@ -96,42 +154,18 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
     throw Error(path + ": already a repository (meta.json exists)");
   RepoMeta meta;
   meta.algorithm = options.algorithm;
-  const std::string text = meta.to_json();
-  const std::string what = join(path, "meta.json");
-  std::string temp_name;
-  UniqueFd fd = open_tmpfile(dir.get(), 0644, what);
-  if (!fd) fd = create_named_temp(dir.get(), ".tmp-meta-", temp_name, 0644, what);
-  write_all(fd.get(), {reinterpret_cast<const std::byte*>(text.data()), text.size()}, what);
-  detail::fsync_or_throw(fd.get(), what);
-  if (!options.insecure) {
-    UniqueFd ro = temp_name.empty() ? reopen_read_only(fd.get(), what)
-                                    : open_regular_beneath(dir.get(), temp_name, O_RDONLY, what);
-    fd.reset();
-    if (enable_verity(ro.get(), options.algorithm, what) == VerityEnable::unsupported) {
-      if (!temp_name.empty()) ::unlinkat(dir.get(), temp_name.c_str(), 0);
-      throw Error(path +
-                  ": the filesystem does not support fs-verity; use --insecure to create a "
-                  "repository whose objects are not verified by the kernel");
-    }
-    fd = std::move(ro);
-  }
   // meta.json appears last: a directory that has it is a complete repository.
-  for (std::string_view sub : repo_layout::kFixedDirs)
-    detail::make_dir_at(dir.get(), std::string(sub), 0755, join(path, sub));
-  detail::syncfs_or_throw(dir.get(), path);
-  bool linked = temp_name.empty()
-                    ? link_tmpfile(fd.get(), dir.get(), "meta.json", what)
-                    : rename_noreplace(dir.get(), temp_name, dir.get(), "meta.json", what);
-  if (!linked) {
-    if (!temp_name.empty()) ::unlinkat(dir.get(), temp_name.c_str(), 0);
-    throw Error(path + ": already a repository (meta.json appeared concurrently)");
-  }
-  detail::fsync_or_throw(dir.get(), path);
+  bool linked = publish_meta(dir.get(), path, meta, !options.insecure, [&] {
+    for (std::string_view sub : repo_layout::kFixedDirs)
+      detail::make_dir_at(dir.get(), std::string(sub), 0755, join(path, sub));
+    detail::syncfs_or_throw(dir.get(), path);
+  });
+  if (!linked) throw Error(path + ": already a repository (meta.json appeared concurrently)");
   dir.reset();  // releases the exclusive lock; open() takes the shared one
   return open(path);
 }
 
-Repository Repository::open(const std::string& path, LockMode lock) {
+Repository Repository::open(const std::string& path, LockMode lock, MissingMeta missing) {
   auto s = std::make_unique<State>();
   s->path = path;
   {
@@ -149,42 +183,69 @@ Repository Repository::open(const std::string& path, LockMode lock) {
   if (s->objects) refuse_symlinked_fanout_dirs(s->objects.get(), path);
 
   // A regular file only: a FIFO in its place must give an error, not hang every command.
-  UniqueFd meta;
-  try {
-    meta = open_regular_beneath(s->dir.get(), "meta.json", O_RDONLY, s->what("meta.json"));
-  } catch (const SystemError& e) {
-    if (e.code() != ENOENT) throw;
+  auto open_meta = [&] {
+    try {
+      return open_regular_beneath(s->dir.get(), "meta.json", O_RDONLY, s->what("meta.json"));
+    } catch (const SystemError& e) {
+      if (e.code() != ENOENT) throw;
+    }
+    return UniqueFd();
+  };
+  UniqueFd meta = open_meta();
+  if (!meta && s->objects) {
+    // An old composefs-rs repository: objects/ but no meta.json yet.
+    auto found = find_first_object(s->objects.get(), s->what("objects"));
+    if (missing == MissingMeta::refuse)
+      throw Error(path +
+                  ": no meta.json (a repository from before meta.json); refusing to upgrade it "
+                  "(--no-upgrade): run without --no-upgrade, or 'init --ensure', to write one");
+    if (!found)
+      throw Error(path + ": no meta.json and no objects to infer the hash algorithm from");
+    std::string reason = unwritable_reason(s->dir.get());
+    if (missing == MissingMeta::upgrade && reason.empty()) {
+      // composefs-rs' open_upgrade: the algorithm from the object's name length, secure if
+      // that object has fs-verity, and the metadata composefs-rs writes for a new repository
+      // of that algorithm (EROFS V1 with the v1_erofs flag).
+      const std::string object_what = s->what("objects/" + found->path);
+      UniqueFd object = open_regular_beneath(s->objects.get(), found->path, O_RDONLY, object_what);
+      bool verity = measure_verity(object.get(), found->algorithm, object_what).has_value();
+      RepoMeta upgraded;
+      upgraded.algorithm = found->algorithm;
+      // False when another process wrote it first: its meta.json is read below instead.
+      s->upgraded = publish_meta(s->dir.get(), path, upgraded, verity, [] {});
+      meta = open_meta();
+      if (!meta) throw Error(s->what("meta.json") + ": vanished right after it was written");
+    } else {
+      s->has_meta = false;
+      s->meta.algorithm = found->algorithm;
+      s->meta.read_only_compatible.clear();
+      s->meta.erofs_default = 2;
+      s->writable = false;
+      s->read_only_reason =
+          missing == MissingMeta::upgrade
+              ? "no meta.json, and it cannot be written to upgrade the repository: " + reason
+              : "no meta.json; open it with upgrading (cfsctl does) to write one";
+    }
   }
   if (meta) {
     s->meta =
         parse_meta(read_fd(meta.get(), s->what("meta.json"), kMaxMetaJson), s->what("meta.json"));
     s->secure = measure_verity(meta.get(), s->meta.algorithm, s->what("meta.json")).has_value();
     if (!s->objects) throw Error(s->what("objects") + ": missing (repository is incomplete)");
-  } else {
-    if (!s->objects)
-      throw Error(path + ": not a composefs repository (no meta.json; create one with 'init')");
-    auto alg = infer_algorithm(s->objects.get(), s->what("objects"));
-    if (!alg) throw Error(path + ": no meta.json and no objects to infer the hash algorithm from");
-    s->has_meta = false;
-    s->meta.algorithm = *alg;
-    s->meta.read_only_compatible.clear();
-    s->meta.erofs_default = 2;
-    s->writable = false;
-    s->read_only_reason = "no meta.json; upgrade it with composefs-rs or re-create it";
+  } else if (!s->objects) {
+    throw Error(path + ": not a composefs repository (no meta.json; create one with 'init')");
   }
 
   if (s->writable && !meta_allows_writing(s->meta)) {
     s->writable = false;
     s->read_only_reason = "meta.json lists read-only-compatible features this cfs does not know";
   }
-  struct statvfs vfs;
-  if (s->writable && ::fstatvfs(s->dir.get(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) {
-    s->writable = false;
-    s->read_only_reason = "read-only filesystem";
-  }
-  if (s->writable && ::faccessat(s->dir.get(), ".", W_OK, AT_EACCESS) < 0) {
-    s->writable = false;
-    s->read_only_reason = "no write permission";
+  if (s->writable) {
+    std::string reason = unwritable_reason(s->dir.get());
+    if (!reason.empty()) {
+      s->writable = false;
+      s->read_only_reason = reason;
+    }
   }
   return Repository(std::move(s));
 }
@@ -206,6 +267,9 @@ bool Repository::secure() const noexcept {
 }
 bool Repository::has_meta() const noexcept {
   return state_->has_meta;
+}
+bool Repository::upgraded() const noexcept {
+  return state_->upgraded;
 }
 bool Repository::writable() const noexcept {
   return state_->writable;

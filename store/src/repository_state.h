@@ -41,6 +41,7 @@ struct Repository::State {
   UniqueFd objects;
   RepoMeta meta;
   bool has_meta = true;
+  bool upgraded = false;  // open() wrote meta.json for an old composefs-rs repository
   bool secure = false;
   bool writable = true;
   std::string read_only_reason;

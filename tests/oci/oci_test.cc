@@ -582,6 +582,124 @@ TEST_F(OciTest, CliPullImagesGc) {
   EXPECT_EQ(count_files(repo_path + "/objects"), 0u);
 }
 
+// composefs-rs' spellings: oci compute-id (also of a boot image never stored), oci dump,
+// oci layer, prepare-boot of an image pulled without --bootable (the boot image is built and
+// the boot directory created, as composefs-rs does), pull --expected-digest, and cfs-fuse
+// given an OCI tag.
+TEST_F(OciTest, CliComposefsRsOciCommands) {
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl --repo " + repo_path + " ";
+  LayoutBuilder b(layout);
+  auto layers = bootable_image_layers(1);
+  layers.pop_back();  // the UKI: cfs writes BLS entries only
+  BuiltImage img = b.add_image(layers, "os");
+  std::string out;
+  ASSERT_EQ(run(cfsctl + "init --insecure --algorithm=fsverity-sha256-12 >/dev/null"), 0);
+  ASSERT_EQ(run(cfsctl + "oci pull -q oci:" + layout + ":os t 2>&1", &out), 0) << out;
+  std::string stored, computed, boot, dump, stored_dump;
+  ASSERT_EQ(run(cfsctl + "oci image-id t", &stored), 0);
+  ASSERT_EQ(run(cfsctl + "oci compute-id t", &computed), 0);
+  EXPECT_EQ(computed, stored);
+  ASSERT_EQ(run(cfsctl + "oci compute-id --bootable @" + img.manifest_digest, &boot), 0);
+  EXPECT_EQ(trim(boot).size(), 64u) << boot;
+  EXPECT_NE(run(cfsctl + "oci image-id --bootable t 2>&1", &out), 0) << "not stored yet";
+
+  ASSERT_EQ(run(cfsctl + "oci dump t", &dump), 0);
+  ASSERT_EQ(run(cfsctl + "dump " + trim(stored), &stored_dump), 0);
+  // The same entries as the stored image's dump; directories show size 0, as composefs-rs'
+  // dumps of a tree do (an image's dump shows the EROFS directory size).
+  std::istringstream lines(stored_dump);
+  std::string normalized;
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string path, size, mode;
+    fields >> path >> size >> mode;
+    bool dir =
+        !mode.empty() && mode[0] != '@' && (std::stoul(mode, nullptr, 8) & S_IFMT) == S_IFDIR;
+    if (dir) line = path + " 0 " + line.substr(path.size() + size.size() + 2);
+    normalized += line + "\n";
+  }
+  if (dump != normalized) {
+    test::write_file(tmp / "a", dump);
+    test::write_file(tmp / "b", normalized);
+    std::string diff;
+    run("diff " + tmp / "a" + " " + tmp / "b" + " | head -20", &diff);
+    ADD_FAILURE() << "oci dump differs from the dump of the stored image:\n" << diff;
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    ASSERT_EQ(run(cfsctl + "oci layer " + img.diff_ids[i] + " > " + tmp / "layer.tar"), 0);
+    EXPECT_TRUE(read_file(tmp / "layer.tar") == layers[i].tar) << "layer " << i;
+  }
+  EXPECT_NE(run(cfsctl + "oci layer sha256:" + std::string(64, '0') + " >/dev/null 2>&1"), 0);
+
+  const std::string efi = tmp / "efi";
+  ASSERT_EQ(run(cfsctl + "oci prepare-boot t --bootdir " + efi + " --entry-id=example --cmdline rw",
+                &out),
+            0)
+      << out;
+  ASSERT_EQ(run(cfsctl + "oci image-id --bootable t", &out), 0) << out;
+  EXPECT_EQ(out, boot) << "prepare-boot stored the boot image compute-id computed";
+  std::string entry = read_file(efi + "/loader/entries/example.conf");
+  EXPECT_NE(entry.find("composefs.digest=?v1-sha256-12:" + trim(boot) + " rw"), std::string::npos)
+      << entry;
+
+  ASSERT_EQ(run(cfsctl + "oci pull -q --bootable --expected-digest " + trim(boot) +
+                    " oci:" + layout + ":os t 2>&1",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(
+      out.find("Boot image: " + trim(boot) + " (xattr-mode=allowlist-only, format-version=V1)"),
+      std::string::npos)
+      << out;
+  EXPECT_NE(run(cfsctl + "oci pull -q --bootable --expected-digest " + std::string(64, 'a') +
+                    " oci:" + layout + ":os t 2>&1",
+                &out),
+            0);
+  EXPECT_NE(out.find("no boot image configuration matched expected digest"), std::string::npos)
+      << out;
+  EXPECT_NE(
+      run(cfsctl + "oci pull -q --expected-digest " + trim(boot) + " oci:" + layout + ":os t 2>&1",
+          &out),
+      0)
+      << "--expected-digest needs --bootable";
+  ASSERT_EQ(run(cfsctl + "oci fsck t", &out), 0) << out;
+
+  // mount NAME MNT with a writable upper layer (kernel, as root), as composefs-rs' mount.
+  if (::geteuid() == 0 && ::access((std::string(CFS_BINDIR) + "/cfs-mount").c_str(), X_OK) == 0) {
+    for (const char* d : {"m-rw", "up", "wk"}) fs::create_directory(tmp / d);
+    ASSERT_EQ(run(cfsctl + "mount " + trim(stored) + " " + tmp / "m-rw" + " --upperdir " +
+                      tmp / "up" + " --workdir " + tmp / "wk" + " --read-write 2>&1",
+                  &out),
+              0)
+        << out;
+    test::write_file(tmp / "m-rw/written", "x");
+    EXPECT_TRUE(fs::exists(tmp / "up/written")) << "the write went to the upper directory";
+    EXPECT_TRUE(fs::exists(tmp / "m-rw/usr/lib/modules/6.1.0-1/vmlinuz"));
+    ASSERT_EQ(::umount2((tmp / "m-rw").c_str(), MNT_DETACH), 0);
+    EXPECT_NE(run(cfsctl + "mount " + trim(stored) + " " + tmp / "m-rw" + " --fuse yes" +
+                      " --upperdir " + tmp / "up" + " --workdir " + tmp / "wk" + " 2>&1",
+                  &out),
+              0);
+    EXPECT_NE(out.find("cfs-fuse serves images read-only"), std::string::npos) << out;
+    EXPECT_NE(run(cfsctl + "mount nosuch " + tmp / "m-rw" + " 2>&1", &out), 0);
+    EXPECT_NE(out.find("no image named 'nosuch'"), std::string::npos) << out;
+  }
+
+  // cfs-fuse --repo R TAG mounts the image 'cfsctl oci mount' would.
+  std::string fuse = std::string(CFS_BINDIR) + "/cfs-fuse";
+  if (::access(fuse.c_str(), X_OK) != 0 || ::access("/dev/fuse", R_OK | W_OK) != 0) return;
+  std::string mnt = tmp / "mnt";
+  fs::create_directory(mnt);
+  ASSERT_EQ(run(fuse + " --repo " + repo_path + " t " + mnt + " 2>&1", &out), 0) << out;
+  {
+    Repository repo = Repository::open(repo_path);
+    expect_mount_matches(repo, so::image_tree(repo, "t", false), mnt);
+  }
+  ASSERT_EQ(::umount2(mnt.c_str(), MNT_DETACH), 0);
+  EXPECT_NE(run(fuse + " --repo " + repo_path + " nosuch " + mnt + " 2>&1", &out), 0);
+  EXPECT_NE(out.find("no image tagged 'nosuch'"), std::string::npos) << out;
+}
+
 // --xattrs keep-user-xattrs: a second image variant (composefs-rs' ref name) that keeps user.*,
 // stored next to the default one in the same config stream; both survive gc through the tag.
 TEST_F(OciTest, CliXattrModes) {

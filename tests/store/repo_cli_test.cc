@@ -11,9 +11,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -34,6 +36,11 @@ using test::TempDir;
 const std::string kCfsctl = cfsctl_binary();
 
 using Result = CliResult;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 Result cfsctl(const std::string& args) {
   return run_cfsctl(args);
@@ -59,7 +66,14 @@ TEST(RepoCli, EveryCommand) {
   Result r = cfsctl("--repo " + repo + " init --insecure --hash sha256");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("insecure fsverity-sha256-12"), std::string::npos);
-  EXPECT_NE(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);  // exists
+  // init again asking for what is there succeeds (composefs-rs' init is idempotent); asking
+  // for another algorithm fails.
+  r = cfsctl("--repo " + repo + " init --insecure --hash sha256");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("Repository already initialized at"), std::string::npos) << r.out;
+  r = cfsctl("--repo " + repo + " init --insecure --algorithm=fsverity-sha512-12");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("already initialized with fsverity-sha256-12"), std::string::npos) << r.out;
 
   r = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " --name base");
   ASSERT_EQ(r.status, 0) << r.out;
@@ -282,9 +296,17 @@ TEST(RepoCli, BadInputGivesClearErrors) {
   Result r = cfsctl("--repo " + quote(tmp / "none") + " images");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find(tmp / "none" + ": no such repository"), std::string::npos) << r.out;
-  r = cfsctl("images");
-  EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.out.find("--repo"), std::string::npos) << r.out;
+  {
+    // Without --repo: --user is $HOME/.var/lib/composefs, as in composefs-rs.
+    const char* home = std::getenv("HOME");
+    std::string saved = home ? home : "";
+    ::setenv("HOME", (tmp / "home").c_str(), 1);
+    r = cfsctl("--user images");
+    if (home) ::setenv("HOME", saved.c_str(), 1);
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.out.find(tmp / "home/.var/lib/composefs: no such repository"), std::string::npos)
+        << r.out;
+  }
   test::write_file(tmp / "plain", "x");
   r = cfsctl("--repo " + quote(tmp / "plain") + " fsck");
   EXPECT_EQ(r.status, 1);
@@ -307,6 +329,135 @@ TEST(RepoCli, BadInputGivesClearErrors) {
   r = cfsctl("--repo " + repo + " images");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("unknown incompatible feature 'new'"), std::string::npos) << r.out;
+}
+
+// What composefs-rs 0.9.0 writes when Repository::open_upgrade upgrades a repository without
+// meta.json (RepoMetadata::new(algorithm): the default EROFS format V1, hence the v1_erofs
+// flag, serialised by serde_json's pretty printer plus a newline).
+std::string composefs_rs_upgrade_meta(const std::string& algorithm) {
+  return "{\n  \"version\": 1,\n  \"algorithm\": \"" + algorithm +
+         "\",\n  \"features\": {\n    \"compatible\": [],\n    \"read-only-compatible\": [\n"
+         "      \"v1_erofs\"\n    ],\n    \"incompatible\": []\n  },\n  \"erofs_formats\": {\n"
+         "    \"default\": 1\n  }\n}\n";
+}
+
+// A populated repository whose meta.json is removed (what composefs-rs before meta.json
+// left) is upgraded by the first command, refused with --no-upgrade, and works afterwards.
+TEST(RepoCli, RepositoryWithoutMetaJsonIsUpgraded) {
+  for (const char* hash : {"sha256", "sha512"}) {
+    SCOPED_TRACE(hash);
+    TempDir tmp;
+    const std::string repo = quote(tmp / "repo");
+    make_tree(tmp / "src", 12, 5, 100000);
+    ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash " + std::string(hash)).status, 0);
+    Result r = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " --name base");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const std::string id = test::trim(r.out);
+    // New repositories get the same bytes composefs-rs writes for them.
+    const std::string algorithm = std::string("fsverity-") + hash + "-12";
+    EXPECT_EQ(slurp(tmp / "repo/meta.json"), composefs_rs_upgrade_meta(algorithm));
+    fs::remove(tmp / "repo/meta.json");
+
+    r = cfsctl("--repo " + repo + " --no-upgrade images");
+    EXPECT_EQ(r.status, 1) << r.out;
+    EXPECT_NE(r.out.find("no meta.json"), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(tmp / "repo/meta.json")) << "--no-upgrade wrote meta.json";
+
+    r = cfsctl("--repo " + repo + " images");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find(id + " base\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("upgraded a repository without meta.json"), std::string::npos) << r.out;
+    // Byte for byte what composefs-rs' open_upgrade writes; insecure (the objects have no
+    // fs-verity here) and not left behind as a temporary.
+    EXPECT_EQ(slurp(tmp / "repo/meta.json"), composefs_rs_upgrade_meta(algorithm));
+    for (const auto& e : fs::directory_iterator(tmp / "repo"))
+      EXPECT_FALSE(e.path().filename().string().starts_with(".tmp")) << e.path();
+
+    // The upgraded repository is writable and consistent.
+    {
+      Repository lib = Repository::open(tmp / "repo");
+      EXPECT_TRUE(lib.has_meta());
+      EXPECT_TRUE(lib.writable());
+      EXPECT_EQ(lib.meta().erofs_default, 1u);
+    }
+    make_tree(tmp / "src2", 3, 6, 5000);
+    r = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src2") + " second");
+    EXPECT_EQ(r.status, 0) << r.out;
+    r = cfsctl("--repo " + repo + " fsck");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("meta.json: ok"), std::string::npos) << r.out;
+
+    // init --ensure upgrades too, and keeps an existing repository as it is.
+    fs::remove(tmp / "repo/meta.json");
+    r = cfsctl("--repo " + repo + " init --ensure --insecure --algorithm=" + algorithm);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("Upgraded legacy repository at"), std::string::npos) << r.out;
+    EXPECT_EQ(slurp(tmp / "repo/meta.json"), composefs_rs_upgrade_meta(algorithm));
+    r = cfsctl("--repo " + repo + " init --ensure --algorithm=" + algorithm);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("existing configuration preserved"), std::string::npos) << r.out;
+  }
+}
+
+// The object names decide the algorithm; a repository with no usable object cannot be
+// upgraded and says so, and a read-only one opens read-only.
+TEST(RepoCli, UpgradeNeedsAnObjectAndAWritableRepository) {
+  TempDir tmp;
+  fs::create_directories(tmp / "empty/objects/ab");
+  test::write_file(tmp / "empty/objects/ab/short", "x");
+  Result r = cfsctl("--repo " + quote(tmp / "empty") + " images");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("no meta.json and no objects to infer the hash algorithm from"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(tmp / "empty/meta.json"));
+}
+
+// init --reset-metadata keeps objects/ and starts streams, images and meta.json afresh.
+TEST(RepoCli, InitResetMetadata) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  make_tree(tmp / "src", 4, 7, 5000);
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha512").status, 0);
+  ASSERT_EQ(cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " a").status, 0);
+  Result r =
+      cfsctl("--repo " + repo + " init --insecure --reset-metadata --algorithm=fsverity-sha256-12");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_FALSE(fs::exists(tmp / "repo/images/refs/a"));
+  EXPECT_FALSE(fs::is_empty(tmp / "repo/objects"));
+  EXPECT_EQ(slurp(tmp / "repo/meta.json"), composefs_rs_upgrade_meta("fsverity-sha256-12"));
+}
+
+// import-image stores an image read from stdin (after the strict reader accepted it) and
+// image-objects lists the objects it names.
+TEST(RepoCli, ImportImageAndImageObjects) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  make_tree(tmp / "src", 6, 8, 20000);
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  Result r = cfsctl("--repo " + repo + " create-image " + quote(tmp / "src") + " orig");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string id = test::trim(r.out);
+  r = cfsctl("--repo " + repo + " image-objects orig");
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::set<std::string> listed;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) listed.insert(line);
+  std::set<std::string> expected;
+  for (const auto& e : fs::recursive_directory_iterator(tmp / "src"))
+    if (e.is_regular_file() && e.file_size() > 64)
+      expected.insert(fsverity_digest(slurp(e.path()), HashAlgorithm::sha256).hex());
+  EXPECT_EQ(listed, expected);
+
+  const std::string image = tmp / "repo/images/" + id;
+  r = run_cfsctl("--repo " + repo + " import-image copy < " + quote(image));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(test::trim(r.out), id);
+  EXPECT_EQ(fs::read_symlink(tmp / "repo/images/refs/copy").filename(), id);
+  test::write_file(tmp / "junk", std::string(8192, 'j'));
+  r = run_cfsctl("--repo " + repo + " import-image junk < " + quote(tmp / "junk"));
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_FALSE(fs::exists(tmp / "repo/images/refs/junk"));
 }
 
 // meta.json is read by every command: a huge or deeply nested one is refused before it costs

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "cfs/erofs/dumpfile.h"
+#include "cfs/erofs/writer.h"
 #include "cfs/error.h"
 #include "cfs/oci/boot.h"
 #include "cfs/oci/oci.h"
@@ -54,8 +57,7 @@ std::pair<CLI::App*, Args*> add_oci_command(CLI::App& oci_cmd, const GlobalOptio
                                             void (*run)(store::Repository&, const Args&)) {
   return add_command<Args>(oci_cmd, global, name, std::move(description),
                            [run, name](const Args& args, const GlobalOptions& g) {
-                             store::Repository repo =
-                                 store::Repository::open(require_repo(g, "oci " + name));
+                             store::Repository repo = open_repo(g, "oci " + name);
                              run(repo, args);
                            });
 }
@@ -76,6 +78,7 @@ struct PullArgs {
   bool tls_verify = true;
   std::string authfile;
   std::string registries_conf;
+  std::string expected_digest;
 };
 
 // "2M", "512k", "1000": bytes per second (K/M/G are powers of 1024).
@@ -98,6 +101,35 @@ uint64_t parse_rate(const std::string& text) {
   else if (!suffix.empty())
     throw UsageError("--limit-rate: '" + text + "': the suffix must be K, M or G");
   return value * unit;
+}
+
+// The id a variant of a pulled image has, computed from its stored layers (nothing written).
+Digest compute_image_id(const store::Repository& repo, std::string_view name, bool bootable,
+                        oci::XattrMode mode) {
+  erofs::Tree tree = oci::image_tree(repo, name, bootable, mode);
+  VeritySink sink(nullptr, repo.algorithm());
+  erofs::write_image(tree, sink, erofs::WriterOptions{1, 1});
+  return sink.finish();
+}
+
+// pull --expected-digest: composefs-rs' recovery of a boot image built with other defaults;
+// every xattr mode is tried (cfs writes EROFS format V1 only), and the match is stored.
+std::string find_boot_image(store::Repository& repo, const std::string& tag,
+                            const std::string& expected_hex) {
+  auto expected = Digest::from_hex(expected_hex, repo.algorithm());
+  if (!expected)
+    throw Error("oci pull: --expected-digest '" + expected_hex + "' is not a " +
+                std::string(algorithm_name(repo.algorithm())) + " digest in hex");
+  unsigned tried = 0;
+  for (const char* mode_name : {"allowlist-only", "keep-user-xattrs"}) {
+    oci::XattrMode mode = oci::parse_xattr_mode(mode_name);
+    ++tried;
+    if (compute_image_id(repo, tag, true, mode) != *expected) continue;
+    Digest stored = oci::ensure_image(repo, tag, true, mode);
+    return "Boot image: " + stored.hex() + " (xattr-mode=" + mode_name + ", format-version=V1)\n";
+  }
+  throw Error("oci pull: no boot image configuration matched expected digest " + expected_hex +
+              " (tried " + std::to_string(tried) + " mode/version combinations)");
 }
 
 void run_pull(store::Repository& repo, const PullArgs& args) {
@@ -142,6 +174,9 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
     throw;
   }
   if (tty && !args.quiet) std::fputs("\n", stderr);
+  if (!args.expected_digest.empty()) {
+    print(find_boot_image(repo, r.tag, args.expected_digest));
+  }
   std::string out = "manifest " + r.manifest_digest + "\nconfig " + r.config_digest + "\nimage " +
                     r.image_id.hex() + "\n";
   if (r.boot_image_id) out += "boot-image " + r.boot_image_id->hex() + "\n";
@@ -164,8 +199,13 @@ void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       run_pull);
   cmd->add_option("SOURCE", args->source, "Image reference")->required();
   cmd->add_option("TAG", args->tag, "Tag to store it under (default: SOURCE)");
-  cmd->add_flag("--bootable", args->bootable,
-                "Also build the boot image (/boot, /sysroot emptied; SELinux relabel)");
+  auto* bootable =
+      cmd->add_flag("--bootable", args->bootable,
+                    "Also build the boot image (/boot, /sysroot emptied; SELinux relabel)");
+  cmd->add_option("--expected-digest", args->expected_digest,
+                  "With --bootable: find (and store) the boot image variant whose id is HEX "
+                  "among the xattr modes, for boot images made with other defaults")
+      ->needs(bootable);
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   add_xattrs_option(cmd, args->xattrs, "Xattrs the images keep");
   cmd->add_option("--threads", args->threads, "Parallel layer imports (default: CPUs)");
@@ -321,12 +361,64 @@ void add_image_id_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   add_variant_options(cmd, *args, "The boot image's id");
 }
 
+// ---- compute-id, dump, layer (composefs-rs' spellings) ----------------------------------
+
+void run_compute_id(store::Repository& repo, const ImageVariant& args) {
+  print(compute_image_id(repo, args.name, args.bootable, oci::parse_xattr_mode(args.xattrs)).hex() +
+        "\n");
+}
+
+void run_oci_dump(store::Repository& repo, const ImageVariant& args) {
+  erofs::Tree tree =
+      oci::image_tree(repo, args.name, args.bootable, oci::parse_xattr_mode(args.xattrs));
+  FdSink out(STDOUT_FILENO, "stdout");
+  erofs::write_dumpfile(tree, out);
+  out.flush();
+}
+
+struct LayerArgs {
+  std::string diff_id;
+};
+
+void run_layer(store::Repository& repo, const LayerArgs& args) {
+  if (::isatty(STDOUT_FILENO) == 1)
+    throw Error("oci layer: refusing to write tar data to a terminal (redirect it)");
+  if (!args.diff_id.starts_with("sha256:"))
+    throw Error("oci layer: '" + args.diff_id + "' is not a diff_id (sha256:<hex>)");
+  FdSink out(STDOUT_FILENO, "stdout");
+  repo.cat_stream("oci-layer-" + args.diff_id, out);
+  out.flush();
+}
+
+void add_image_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [compute_cmd, compute] = add_oci_command<ImageVariant>(
+      oci_cmd, global, "compute-id",
+      "Compute the composefs image id of a pulled image from its stored layers (no image "
+      "needs to be stored: --bootable works for images pulled without it)",
+      run_compute_id);
+  add_variant_options(compute_cmd, *compute, "The boot image's id");
+
+  auto [dump_cmd, dump] = add_oci_command<ImageVariant>(
+      oci_cmd, global, "dump",
+      "Print the root filesystem of a pulled image (after the OCI transform, and the boot "
+      "transform with --bootable) as a composefs-dump(5) file",
+      run_oci_dump);
+  add_variant_options(dump_cmd, *dump, "Dump the boot variant");
+
+  auto [layer_cmd, layer] = add_oci_command<LayerArgs>(
+      oci_cmd, global, "layer", "Write a stored layer (by diff_id) as the uncompressed tar",
+      run_layer);
+  layer_cmd->add_option("DIFF_ID", layer->diff_id, "sha256:…")->required();
+}
+
 // ---- mount -----------------------------------------------------------------------------
 
 struct MountArgs {
   ImageVariant image;
   std::string mountpoint;
   bool fuse = false;
+  std::string upperdir, workdir;
+  bool read_write = false;
   bool overlay = false;
   std::string upper;
   bool allow_missing_objects = false;
@@ -334,30 +426,24 @@ struct MountArgs {
 };
 
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
-  if (!args.overlay && (!args.upper.empty() || args.allow_missing_objects || !args.command.empty()))
-    throw UsageError("oci mount: --upper, --allow-missing-objects and a command need --overlay");
-  std::string program = mount_program(args.fuse || args.overlay);
-  std::string id;
+  MountRequest request;
+  request.command = "oci mount";
   {
     // Closed before the exec: the mount program takes the repository lock itself.
-    store::Repository repo = store::Repository::open(require_repo(global, "oci mount"));
-    id = args.image.id(repo).hex();
+    store::Repository repo = open_repo(global, "oci mount");
+    request.image = args.image.id(repo).hex();
   }
-  std::vector<std::string> argv_s = {program, "--repo", global.repo, id, args.mountpoint};
-  if (args.overlay) {
-    argv_s.push_back("--overlay");
-    if (!args.upper.empty()) argv_s.insert(argv_s.end(), {"--upper", args.upper});
-    if (args.allow_missing_objects) argv_s.push_back("--allow-missing-objects");
-    if (!args.command.empty()) {
-      argv_s.push_back("--");
-      argv_s.insert(argv_s.end(), args.command.begin(), args.command.end());
-    }
-  }
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  ::execv(program.c_str(), argv.data());
-  throw_errno("oci mount: exec " + program);
+  request.repo = require_repo(global, "oci mount");
+  request.mountpoint = args.mountpoint;
+  request.fuse = args.fuse ? "yes" : "auto";
+  request.upperdir = args.upperdir;
+  request.workdir = args.workdir;
+  request.read_write = args.read_write;
+  request.overlay = args.overlay;
+  request.overlay_upper = args.upper;
+  request.allow_missing_objects = args.allow_missing_objects;
+  request.run_command = args.command;
+  exec_mount(request);
 }
 
 void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
@@ -369,6 +455,9 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("--fuse", args->fuse,
                 built_with_fuse() ? "Use cfs-fuse even as root"
                                   : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
+  cmd->add_option("--upperdir", args->upperdir, "Writable overlay upper directory (kernel mounts)");
+  cmd->add_option("--workdir", args->workdir, "Overlay work directory (with --upperdir)");
+  cmd->add_flag("--read-write", args->read_write, "Mount writable (needs --upperdir)");
   cmd->add_flag("--overlay", args->overlay,
                 "Rootless overlay mode (cfs-fuse --overlay): a metadata-only FUSE under a kernel "
                 "overlayfs in a new user and mount namespace, object data read by the kernel; "
@@ -403,6 +492,12 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
   if (!args.entry_id.empty()) options.entry_id = args.entry_id;
   if (!args.kernel_version.empty()) options.kernel_version = args.kernel_version;
   options.xattrs = oci::parse_xattr_mode(args.xattrs);
+  // composefs-rs builds the boot image here when the pull did not (no --bootable), and
+  // creates the boot directory when it is missing (its example scripts rely on both).
+  oci::ensure_image(repo, args.name, true, options.xattrs);
+  std::error_code ec;
+  std::filesystem::create_directories(options.bootdir, ec);
+  if (ec) throw Error(options.bootdir + ": creating the boot directory: " + ec.message());
   oci::BootEntry entry = oci::prepare_boot(repo, args.name, options);
   print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " + entry.kernel_path +
         "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options + "\n");
@@ -411,7 +506,8 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
 void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   auto [cmd, args] = add_oci_command<PrepareBootArgs>(
       oci_cmd, global, "prepare-boot",
-      "Copy the kernel and initramfs of a bootable image (pulled with --bootable) from "
+      "Copy the kernel and initramfs of a bootable image (its boot image is built and stored "
+      "first if the pull did not) from "
       "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
       "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image",
       run_prepare_boot);
@@ -484,6 +580,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   add_inspect_command(*oci_cmd, global);
   add_tag_commands(*oci_cmd, global);
   add_image_id_command(*oci_cmd, global);
+  add_image_commands(*oci_cmd, global);
   add_mount_command(*oci_cmd, global);
   add_prepare_boot_command(*oci_cmd, global);
   add_fsck_command(*oci_cmd, global);

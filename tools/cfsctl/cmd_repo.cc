@@ -1,21 +1,29 @@
 // Repository commands: init, create-image, images, cat, fsck, gc. Thin wrappers over
 // cfs_store; every rule lives in the library.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
+#include "cfs/erofs/reader.h"
 #include "cfs/error.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
 #include "cfs/store/images.h"
+#include "cfs/store/refs.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
 #include "json_out.h"
+#include "mount_programs.h"
 
 namespace cfs::cli {
 
@@ -23,20 +31,77 @@ namespace {
 
 struct InitArgs {
   std::string path;
-  std::string hash = "sha512";
+  std::string hash;
+  std::string algorithm;  // composefs-rs' spelling: fsverity-sha256-12 / fsverity-sha512-12
   bool insecure = false;
+  bool reset_metadata = false;
+  bool ensure = false;
 };
+
+// composefs-rs' reset_metadata: streams/, images/ and meta.json go, objects/ stays.
+void reset_metadata(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(path, ec))) return;
+  for (const char* name : {"streams", "images", "meta.json"}) {
+    fs::path p = fs::path(path) / name;
+    if (!fs::exists(fs::symlink_status(p, ec))) continue;
+    fs::remove_all(p, ec);
+    if (ec) throw Error(p.string() + ": removing: " + ec.message());
+  }
+}
+
+void print_created(const std::string& path, const store::Repository& repo) {
+  print("Initialized " + std::string(repo.secure() ? "secure" : "insecure") + " " +
+        repo.meta().algorithm_string() + " repository in " + path + "\n");
+}
 
 void run_init(const InitArgs& args, const GlobalOptions& global) {
   std::string path = !args.path.empty() ? args.path : require_repo(global, "init");
   store::InitOptions options;
-  auto alg = parse_algorithm_name(args.hash);
-  if (!alg) throw Error("init: unknown hash '" + args.hash + "' (use sha256 or sha512)");
-  options.algorithm = *alg;
-  options.insecure = args.insecure;
+  if (!args.algorithm.empty()) {
+    options.algorithm = store::parse_algorithm_string(args.algorithm, "init --algorithm");
+  } else {
+    const std::string& hash = !args.hash.empty() ? args.hash : global.hash;
+    auto alg = parse_algorithm_name(hash.empty() ? "sha512" : hash);
+    if (!alg) throw Error("init: unknown hash '" + hash + "' (use sha256 or sha512)");
+    options.algorithm = *alg;
+  }
+  options.insecure = args.insecure || global.insecure;
+  if (args.reset_metadata) reset_metadata(path);
+
+  struct stat st;
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  const bool has_meta = exists && ::access((path + "/meta.json").c_str(), F_OK) == 0;
+  const bool has_objects = exists && ::access((path + "/objects").c_str(), F_OK) == 0;
+  if (has_meta || (args.ensure && has_objects)) {
+    // composefs-rs: init of an initialized repository succeeds when it asks for what is
+    // there; --ensure keeps whatever is there (upgrading one without meta.json).
+    store::Repository repo = store::Repository::open(
+        path, store::LockMode::shared,
+        args.ensure ? store::MissingMeta::upgrade : store::MissingMeta::read_only);
+    store::RepoMeta wanted;
+    wanted.algorithm = options.algorithm;
+    if (repo.algorithm() != options.algorithm)
+      throw Error(path + ": repository already initialized with " + repo.meta().algorithm_string() +
+                  "; cannot initialize it with " + wanted.algorithm_string());
+    if (repo.upgraded()) return print("Upgraded legacy repository at " + path + "\n");
+    if (args.ensure)
+      return print("Repository already initialized at " + path +
+                   " (existing configuration preserved)\n");
+    if (repo.meta().to_json() != wanted.to_json())
+      throw Error(path +
+                  ": repository already initialized with a different configuration "
+                  "(EROFS format " +
+                  std::to_string(repo.meta().erofs_default) + "); use --ensure to keep it");
+    return print("Repository already initialized at " + path + "\n");
+  }
+  // composefs-rs creates missing parent directories.
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   store::Repository repo = store::Repository::init(path, options);
-  print("Initialized " + std::string(repo.secure() ? "secure" : "insecure") + " " +
-        repo.meta().algorithm_string() + " repository in " + path + "\n");
+  print_created(path, repo);
 }
 
 struct CreateImageArgs {
@@ -49,7 +114,7 @@ void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) 
   if (!args.name.empty() && !args.positional_name.empty())
     throw Error("create-image: give the name once (NAME or --name)");
   const std::string& name = args.name.empty() ? args.positional_name : args.name;
-  store::Repository repo = store::Repository::open(require_repo(global, "create-image"));
+  store::Repository repo = open_repo(global, "create-image");
   std::optional<std::string_view> ref;
   if (!name.empty()) ref = name;
   store::CreateImageResult result = store::create_image(repo, args.source, ref);
@@ -58,10 +123,11 @@ void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) 
 
 struct ImagesArgs {
   bool json = false;
+  bool no_trunc = false;  // composefs-rs' flag; ids are always printed in full here
 };
 
 void run_images(const ImagesArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "images"));
+  store::Repository repo = open_repo(global, "images");
   auto images = repo.list_images();
   std::string out;
   if (args.json) {
@@ -84,7 +150,7 @@ struct CatArgs {
 };
 
 void run_cat(const CatArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "cat"));
+  store::Repository repo = open_repo(global, "cat");
   FdSink out(STDOUT_FILENO, "stdout");
   repo.cat_stream(args.name, out);
 }
@@ -95,7 +161,7 @@ struct FsckArgs {
 };
 
 void run_fsck(const FsckArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "fsck"));
+  store::Repository repo = open_repo(global, "fsck");
   store::FsckOptions options;
   options.metadata_only = args.metadata_only;
   store::FsckReport r = store::fsck(repo, options);
@@ -145,7 +211,7 @@ struct GcArgs {
 };
 
 void run_gc(const GcArgs& args, const GlobalOptions& global) {
-  store::Repository repo = store::Repository::open(require_repo(global, "gc"));
+  store::Repository repo = open_repo(global, "gc");
   store::GcOptions options{.dry_run = args.dry_run, .extra_roots = args.roots};
   if (args.no_wait) options.lock_timeout = std::chrono::milliseconds(0);
   if (args.timeout)
@@ -167,6 +233,79 @@ void run_gc(const GcArgs& args, const GlobalOptions& global) {
   print(out);
 }
 
+struct TransactionArgs {};
+
+// composefs-rs' transaction: hold the shared repository lock (which gc waits for) until
+// the process is ended.
+void run_transaction(const TransactionArgs&, const GlobalOptions& global) {
+  store::Repository repo = open_repo(global, "transaction");
+  for (;;) ::pause();
+}
+
+struct ImportImageArgs {
+  std::string name;
+};
+
+// composefs-rs' import-image: an EROFS image from stdin stored as images/<id> and named
+// images/refs/NAME. Unlike composefs-rs, the image must pass the strict reader first.
+void run_import_image(const ImportImageArgs& args, const GlobalOptions& global) {
+  store::Repository repo = open_repo(global, "import-image");
+  repo.require_writable();
+  store::validate_ref_name(args.name, "import-image");
+  store::ObjectWriter writer = repo.write_object();
+  std::vector<std::byte> buf(1 << 16);
+  for (;;) {
+    ssize_t n = ::read(STDIN_FILENO, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("import-image: reading stdin");
+    }
+    if (n == 0) break;
+    writer.write(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+  }
+  Digest id = writer.commit();
+  {
+    UniqueFd fd = repo.open_object(id);
+    erofs::Image::open_fd(fd.get(), "import-image: stdin").validate();
+  }
+  repo.link_image(id);
+  repo.set_image_ref(args.name, id);
+  print(id.hex() + "\n");
+}
+
+struct ImageObjectsArgs {
+  std::string name;
+};
+
+// composefs-rs' image-objects: every object an image's files name, one id per line (sorted).
+void run_image_objects(const ImageObjectsArgs& args, const GlobalOptions& global) {
+  store::Repository repo = open_repo(global, "image-objects");
+  std::string out;
+  for (std::string path : store::open_image_reader(repo, args.name).objects()) {
+    path.erase(2, 1);  // "ab/cdef…" -> "abcdef…"
+    out += path + "\n";
+  }
+  print(out);
+}
+
+struct MountArgs {
+  MountRequest request;
+};
+
+// composefs-rs' mount NAME MOUNTPOINT: an image of the repository (id or images/refs name).
+void run_mount(const MountArgs& args, const GlobalOptions& global) {
+  MountRequest request = args.request;
+  request.command = "mount";
+  {
+    // Upgraded and checked here, closed before the exec (the mount program locks it itself).
+    store::Repository repo = open_repo(global, "mount");
+    if (!repo.resolve_image(request.image))
+      throw Error(repo.path() + ": no image named '" + request.image + "'");
+  }
+  request.repo = require_repo(global, "mount");
+  exec_mount(request);
+}
+
 }  // namespace
 
 void register_repo_commands(CLI::App& app, GlobalOptions& global) {
@@ -176,9 +315,22 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
       "filesystem; --insecure makes one that names objects by userspace digests instead.",
       run_init);
   init_cmd->add_option("PATH", init->path, "Repository directory (default: --repo)");
-  init_cmd->add_option("--hash", init->hash, "fs-verity hash: sha256 or sha512 (default)")
-      ->check(CLI::IsMember({"sha256", "sha512"}));
+  auto* hash =
+      init_cmd->add_option("--hash", init->hash, "fs-verity hash: sha256 or sha512 (default)")
+          ->check(CLI::IsMember({"sha256", "sha512"}));
+  init_cmd
+      ->add_option("--algorithm", init->algorithm,
+                   "composefs-rs' spelling of the hash: fsverity-sha256-12 or "
+                   "fsverity-sha512-12 (default)")
+      ->check(CLI::IsMember({"fsverity-sha256-12", "fsverity-sha512-12"}))
+      ->excludes(hash);
   init_cmd->add_flag("--insecure", init->insecure, "Do not require fs-verity");
+  init_cmd->add_flag("--reset-metadata", init->reset_metadata,
+                     "Remove streams/, images/ and meta.json (keeping objects/) first; streams "
+                     "and images must be imported again");
+  init_cmd->add_flag("--ensure", init->ensure,
+                     "Keep an existing repository as it is (upgrading one without meta.json) "
+                     "and create one otherwise");
 
   auto [create_cmd, create] = add_command<CreateImageArgs>(
       app, global, "create-image",
@@ -192,6 +344,44 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
   auto [images_cmd, images] = add_command<ImagesArgs>(
       app, global, "images", "List the repository's images and refs", run_images);
   images_cmd->add_flag("--json", images->json, "JSON output");
+  images_cmd->add_flag("--no-trunc", images->no_trunc, "Full ids (they always are)");
+  images_cmd->alias("list-images");
+
+  add_command<TransactionArgs>(app, global, "transaction",
+                               "Hold the repository's shared lock until killed: gc waits meanwhile",
+                               run_transaction);
+
+  auto [import_cmd, import_args] = add_command<ImportImageArgs>(
+      app, global, "import-image",
+      "Store an EROFS composefs image read from stdin as images/<id> and name it "
+      "images/refs/NAME; prints the id. The image must pass the strict reader.",
+      run_import_image);
+  import_cmd->add_option("NAME", import_args->name, "Ref name")->required();
+
+  auto [mount_cmd, mount] = add_command<MountArgs>(
+      app, global, "mount",
+      "Mount an image of the repository (id or ref name): the kernel (cfs-mount) as root, "
+      "cfs-fuse otherwise",
+      run_mount);
+  mount_cmd->add_option("NAME", mount->request.image, "Image id or ref name")->required();
+  mount_cmd->add_option("MOUNTPOINT", mount->request.mountpoint, "Existing directory")->required();
+  mount_cmd
+      ->add_option("--fuse", mount->request.fuse,
+                   "auto (the kernel as root, FUSE otherwise), yes or no")
+      ->check(CLI::IsMember({"auto", "yes", "no"}))
+      ->capture_default_str();
+  mount_cmd->add_option("--upperdir", mount->request.upperdir,
+                        "Writable overlay upper directory (kernel mounts)");
+  mount_cmd->add_option("--workdir", mount->request.workdir,
+                        "Overlay work directory (with --upperdir)");
+  mount_cmd->add_flag("--read-write", mount->request.read_write,
+                      "Mount writable (needs --upperdir)");
+
+  auto [objects_cmd, objects_args] = add_command<ImageObjectsArgs>(
+      app, global, "image-objects",
+      "List the object ids the files of an image (id or ref name) refer to, one per line",
+      run_image_objects);
+  objects_cmd->add_option("NAME", objects_args->name, "Image id or ref name")->required();
 
   auto [cat_cmd, cat] = add_command<CatArgs>(
       app, global, "cat",
@@ -212,8 +402,8 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
       "Remove images, streams and objects that no ref below images/refs or streams/refs "
       "reaches",
       run_gc);
-  gc_cmd->add_flag("--dry-run", gc->dry_run, "Only report what would be removed");
-  gc_cmd->add_option("--root", gc->roots,
+  gc_cmd->add_flag("-n,--dry-run", gc->dry_run, "Only report what would be removed");
+  gc_cmd->add_option("-r,--root", gc->roots,
                      "Also keep this image (id or images/refs name) or stream (name or "
                      "streams/refs name) and what it reaches; repeatable");
   auto* no_wait =

@@ -8,12 +8,19 @@
 #include <utility>
 
 #include "cfs/main_frame.h"
+#include "cfs/store/repository.h"
 
 namespace cfs::cli {
 
-// Global options shared by every subcommand.
+// Global options shared by every subcommand (composefs-rs' cfsctl has the same ones).
 struct GlobalOptions {
-  std::string repo;  // --repo DIR
+  std::string repo;             // --repo DIR
+  bool user = false;            // --user: $HOME/.var/lib/composefs
+  bool system = false;          // --system: /sysroot/composefs
+  std::string hash;             // --hash sha256|sha512: must match the repository's algorithm
+  bool no_upgrade = false;      // --no-upgrade: refuse repositories without meta.json
+  bool require_verity = false;  // --require-verity: refuse insecure repositories
+  bool insecure = false;        // --insecure (hidden, composefs-rs compatibility)
 };
 
 // Each register_* adds subcommands whose callbacks run the command; a callback reports
@@ -35,8 +42,16 @@ std::pair<CLI::App*, Args*> add_command(CLI::App& parent, const GlobalOptions& g
   return {command, args.get()};
 }
 
-// The repository --repo names; a cfs::Error naming `command` when there is none.
-const std::string& require_repo(const GlobalOptions& global, const std::string& command);
+// The repository path: --repo, --system (/sysroot/composefs), --user
+// ($HOME/.var/lib/composefs), else the system one for root and the user one for others, as
+// composefs-rs' cfsctl chooses. A cfs::Error naming `command` when $HOME is needed and unset.
+std::string require_repo(const GlobalOptions& global, const std::string& command);
+
+// Opens that repository with the global options applied: a repository without meta.json is
+// upgraded as composefs-rs does (refused with --no-upgrade), --hash must match its algorithm
+// and --require-verity its security.
+store::Repository open_repo(const GlobalOptions& global, const std::string& command,
+                            store::LockMode lock = store::LockMode::shared);
 
 // Writes a command's output to stdout, failing (rather than exiting 0) when it cannot.
 void print(const std::string& text);

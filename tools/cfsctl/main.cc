@@ -18,7 +18,26 @@ int run_cfsctl(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "cfsctl " CFS_VERSION);
   cfs::cli::GlobalOptions global;
-  app.add_option("--repo", global.repo, "Repository directory")->type_name("DIR");
+  auto* repo = app.add_option("--repo", global.repo, "Repository directory")->type_name("DIR");
+  auto* user = app.add_flag("--user", global.user,
+                            "Use the user's repository $HOME/.var/lib/composefs (the default "
+                            "for users other than root)");
+  auto* system =
+      app.add_flag("--system", global.system,
+                   "Use the system repository /sysroot/composefs (the default for root)");
+  repo->excludes(user)->excludes(system);
+  user->excludes(system);
+  app.add_option("--hash", global.hash,
+                 "Expected hash algorithm of the repository: sha256 or sha512 (taken from "
+                 "meta.json; a different one is an error)")
+      ->check(CLI::IsMember({"sha256", "sha512"}));
+  app.add_flag("--no-upgrade", global.no_upgrade,
+               "Refuse a repository without meta.json instead of writing one (composefs-rs' "
+               "upgrade of repositories from before meta.json)");
+  app.add_flag("--require-verity", global.require_verity,
+               "Refuse a repository that does not have fs-verity enabled");
+  // composefs-rs keeps --insecure (hidden) for old scripts; security comes from meta.json.
+  app.add_flag("--insecure", global.insecure, "")->group("");
   cfs::cli::register_image_commands(app, global);
   cfs::cli::register_repo_commands(app, global);
 #if CFS_WITH_OCI

@@ -1,5 +1,7 @@
 #include "mount_programs.h"
 
+#include <vector>
+
 #include <limits.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <string_view>
 
 #include "cfs/error.h"
+#include "cfs/main_frame.h"
 #include "cfsctl/build_config.h"
 
 namespace cfs::cli {
@@ -61,6 +64,44 @@ std::string mount_program(bool fuse) {
                 "root only, through cfs-mount");
   if (auto path = find_program("cfs-fuse", {self, CFS_INSTALL_BINDIR}, tried)) return *path;
   throw Error("oci mount: cfs-fuse not found (looked for " + tried + ")");
+}
+
+void exec_mount(const MountRequest& r) {
+  if (r.upperdir.empty() != r.workdir.empty())
+    throw Error(r.command + ": --upperdir and --workdir go together");
+  if (r.read_write && r.upperdir.empty())
+    throw Error(r.command + ": --read-write needs --upperdir and --workdir");
+  if (!r.overlay && (!r.overlay_upper.empty() || r.allow_missing_objects || !r.run_command.empty()))
+    throw UsageError(r.command + ": --upper, --allow-missing-objects and a command need --overlay");
+  if (r.overlay && !r.upperdir.empty())
+    throw UsageError(r.command + ": --overlay takes --upper, not --upperdir/--workdir");
+  bool fuse = r.overlay || r.fuse == "yes" || (r.fuse == "auto" && ::geteuid() != 0);
+  if (r.fuse == "no" && ::geteuid() != 0)
+    throw Error(r.command + ": --fuse no: kernel mounts need root");
+  if (fuse && !r.upperdir.empty())
+    throw Error(r.command +
+                ": --upperdir: cfs-fuse serves images read-only; a writable overlay "
+                "needs a kernel mount (as root, --fuse no or auto)");
+  std::string program = mount_program(fuse);
+  std::vector<std::string> args = {program, "--repo", r.repo, r.image, r.mountpoint};
+  if (!r.upperdir.empty()) {
+    args.insert(args.end(), {"--upperdir", r.upperdir, "--workdir", r.workdir});
+    if (r.read_write) args.push_back("--rw");
+  }
+  if (r.overlay) {
+    args.push_back("--overlay");
+    if (!r.overlay_upper.empty()) args.insert(args.end(), {"--upper", r.overlay_upper});
+    if (r.allow_missing_objects) args.push_back("--allow-missing-objects");
+    if (!r.run_command.empty()) {
+      args.push_back("--");
+      args.insert(args.end(), r.run_command.begin(), r.run_command.end());
+    }
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(program.c_str(), argv.data());
+  throw_errno(r.command + ": exec " + program);
 }
 
 }  // namespace cfs::cli

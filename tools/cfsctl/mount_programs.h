@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace cfs::cli {
 
@@ -11,6 +12,23 @@ namespace cfs::cli {
 // there (as root that is an error, not a quiet switch to FUSE), or when this build has no
 // FUSE support and FUSE would be needed.
 std::string mount_program(bool fuse);
+
+// A mount of a repository image by cfs-mount or cfs-fuse, as composefs-rs' MountOpts say.
+struct MountRequest {
+  std::string command;  // names the cfsctl command in errors
+  std::string repo, image, mountpoint;
+  std::string fuse = "auto";      // auto: the kernel as root, FUSE otherwise; yes; no
+  std::string upperdir, workdir;  // a writable overlay upper layer (kernel mounts only)
+  bool read_write = false;
+  // Rootless overlay mode (cfs-fuse --overlay): its writable directory, whether missing
+  // objects are allowed, and the command to run in the namespace where the mount lives.
+  bool overlay = false;
+  std::string overlay_upper;
+  bool allow_missing_objects = false;
+  std::vector<std::string> run_command;
+};
+// Replaces this process with the mount program; throws cfs::Error if it cannot.
+[[noreturn]] void exec_mount(const MountRequest& request);
 
 // False in a build without cfs-fuse (CMake option CFS_WITH_FUSE=OFF).
 bool built_with_fuse();

@@ -13,7 +13,7 @@ _cfsctl_help_words() {
     /^Subcommands:/ { section = "sub"; next }
     /^(Options|Positionals):/ { section = ($1 == "Options:") ? "opt" : "pos"; next }
     /^[^ ]/ { section = "" }
-    section == "sub" && /^  [a-z]/ { print "SUB\t" $1 }
+    section == "sub" && /^  [a-z]/ { name = $1; sub(/,$/, "", name); print "SUB\t" name }
     section == "opt" && /^  -/ {
       # "  --repo DIR      text": a value name follows the option after one space; a
       # description follows after a run of spaces or on the next line.
@@ -102,6 +102,7 @@ _cfsctl() {
       --repo|--bootdir|--basedir|--digest-store) COMPREPLY=($(compgen -d -- "$cur")) ;;
       --root) [ -n "$repo" ] && COMPREPLY=($(compgen -W "$(_cfsctl_images "$cmd" "$repo")" -- "$cur")) ;;
       --hash) COMPREPLY=($(compgen -W "sha256 sha512" -- "$cur")) ;;
+      --algorithm) COMPREPLY=($(compgen -W "fsverity-sha256-12 fsverity-sha512-12" -- "$cur")) ;;
       --xattrs) COMPREPLY=($(compgen -W "allowlist-only keep-user-xattrs" -- "$cur")) ;;
       *) COMPREPLY=() ;;
     esac
@@ -124,7 +125,7 @@ _cfsctl() {
   # Positional arguments that name something in the repository.
   local joined="${path[*]}"
   case "$joined" in
-    "oci inspect"|"oci untag"|"oci image-id"|"oci prepare-boot"|"oci fsck")
+    "oci inspect"|"oci untag"|"oci image-id"|"oci prepare-boot"|"oci fsck"|"oci compute-id"|"oci dump")
       [ "$positionals" -eq 0 ] && [ -n "$repo" ] &&
         COMPREPLY=($(compgen -W "$(_cfsctl_tags "$cmd" "$repo")" -- "$cur"))
       ;;
@@ -138,6 +139,9 @@ _cfsctl() {
       else
         COMPREPLY=($(compgen -d -- "$cur"))
       fi
+      ;;
+    "image-objects")
+      [ -n "$repo" ] && COMPREPLY=($(compgen -W "$(_cfsctl_images "$cmd" "$repo")" -- "$cur"))
       ;;
     "cat")
       [ -n "$repo" ] && COMPREPLY=($(compgen -W "$(_cfsctl_streams "$repo")" -- "$cur"))

@@ -112,6 +112,13 @@ void untag_image(store::Repository& repo, std::string_view tag);
 // the boot image is asked for).
 Digest image_id(const store::Repository& repo, std::string_view name, bool bootable = false,
                 XattrMode mode = XattrMode::allowlist_only);
+// The same, but a variant that was not stored at pull (e.g. the boot image of an image pulled
+// without --bootable) is built from the stored layers, stored, and referenced from the config
+// (config and manifest streams are rewritten; tags keep naming the image), as composefs-rs'
+// prepare-boot and pull --bootable of an already pulled image do. Needs a writable repository
+// only when the variant is missing.
+Digest ensure_image(store::Repository& repo, std::string_view name, bool bootable,
+                    XattrMode mode = XattrMode::allowlist_only);
 // "allowlist-only" / "keep-user-xattrs" (composefs-rs' names); throws for anything else.
 XattrMode parse_xattr_mode(std::string_view name);
 

@@ -3,7 +3,7 @@
 //
 //   {"version": 1, "algorithm": "fsverity-sha512-12",
 //    "features": {"compatible": [], "read-only-compatible": ["v1_erofs"], "incompatible": []},
-//    "erofs_formats": {"default": 1, "extra": []}}
+//    "erofs_formats": {"default": 1}}          ("extra": [2] when V2 images are made too)
 //
 // Feature rules (ext4 style): unknown "incompatible" features refuse the open, unknown
 // "read-only-compatible" features allow reading only, unknown "compatible" ones are ignored.
@@ -36,7 +36,8 @@ struct RepoMeta {
 
   // "fsverity-sha256-12" / "fsverity-sha512-12".
   std::string algorithm_string() const;
-  // Pretty JSON with a trailing newline, keys in composefs-rs order.
+  // Pretty JSON with a trailing newline, byte for byte what composefs-rs (serde_json's
+  // pretty printer) writes for the same metadata.
   std::string to_json() const;
 };
 

@@ -50,6 +50,20 @@ struct ImageInfo {
   uint64_t size = 0;              // bytes of the image object (0 if the object is missing)
 };
 
+// What Repository::open does with a directory that has objects/ but no meta.json (made by
+// composefs-rs before it wrote meta.json).
+enum class MissingMeta {
+  // Open it read-only, the algorithm inferred from the object names.
+  read_only,
+  // Upgrade it as composefs-rs' open_upgrade does: the algorithm from the length of the
+  // first object name found (62 or 126 hex digits after objects/XX/), secure if that object
+  // has fs-verity, and meta.json written as composefs-rs writes it for that algorithm (EROFS
+  // V1, "v1_erofs"). Where the repository cannot be written, it opens read-only instead.
+  upgrade,
+  // Refuse to open it.
+  refuse,
+};
+
 class Repository;
 
 // Streams bytes into a new object. Nothing is visible until commit(); an ObjectWriter
@@ -84,9 +98,9 @@ class Repository {
   // call fails if the filesystem cannot do that.
   static Repository init(const std::string& path, const InitOptions& options);
   // Opens an existing repository, waiting for the lock. A directory with objects/ but no
-  // meta.json (an old composefs-rs repository) is opened with the algorithm inferred from
-  // its object names.
-  static Repository open(const std::string& path, LockMode lock = LockMode::shared);
+  // meta.json (an old composefs-rs repository) is handled as `missing` says.
+  static Repository open(const std::string& path, LockMode lock = LockMode::shared,
+                         MissingMeta missing = MissingMeta::read_only);
 
   Repository(Repository&&) noexcept;
   Repository& operator=(Repository&&) noexcept;
@@ -99,6 +113,7 @@ class Repository {
   HashAlgorithm algorithm() const noexcept;
   bool secure() const noexcept;
   bool has_meta() const noexcept;  // false for inferred legacy repositories
+  bool upgraded() const noexcept;  // true if open() wrote meta.json (MissingMeta::upgrade)
   // False when the filesystem is read-only, the directory is not writable or meta.json
   // lists read-only-compatible features this implementation does not know.
   bool writable() const noexcept;
