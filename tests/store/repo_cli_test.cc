@@ -65,7 +65,7 @@ TEST(RepoCli, EveryCommand) {
   ASSERT_EQ(r.status, 0) << r.out;
   std::string id = test::trim(r.out);
   ASSERT_EQ(id.size(), 64u) << r.out;
-  Result computed = cfsctl("compute-id " + quote(tmp / "src"));
+  Result computed = cfsctl("compute-id --hash sha256 " + quote(tmp / "src"));
   EXPECT_EQ(test::trim(computed.out), id) << "create-image and compute-id disagree";
 
   r = cfsctl("--repo " + repo + " images");
