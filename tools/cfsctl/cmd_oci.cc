@@ -301,7 +301,7 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
 struct PrepareBootArgs {
   std::string name;
   oci::BootEntryOptions options;
-  std::string entry_id, kernel_version;
+  std::string entry_id, kernel_version, expected_digest;
   std::string xattrs = "allowlist-only";
 };
 
@@ -310,7 +310,19 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
   if (!args.entry_id.empty()) options.entry_id = args.entry_id;
   if (!args.kernel_version.empty()) options.kernel_version = args.kernel_version;
   options.xattrs = oci::parse_xattr_mode(args.xattrs);
+  if (!args.expected_digest.empty()) {
+    options.expected_digest = Digest::from_hex(args.expected_digest, repo.algorithm());
+    if (!options.expected_digest)
+      throw Error("--expected-digest '" + args.expected_digest + "' is not a " +
+                  std::string(algorithm_name(repo.algorithm())) + " digest in hex");
+  }
   oci::BootEntry entry = oci::prepare_boot(repo, args.name, options);
+  if (!entry.ukis.empty()) {
+    std::string out;
+    for (const std::string& uki : entry.ukis) out += "uki " + uki + "\n";
+    for (const std::string& addon : entry.addons) out += "addon " + addon + "\n";
+    return print(out + "image " + entry.image.hex() + "\n");
+  }
   print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " + entry.kernel_path +
         "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options + "\n");
 }
@@ -320,10 +332,15 @@ void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       oci_cmd, global, "prepare-boot",
       "Copy the kernel and initramfs of a bootable image (pulled with --bootable) from "
       "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
-      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image",
+      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image. An image "
+      "that ships unified kernel images (/boot/EFI/Linux/*.efi, /usr/lib/modules/<kver>/*.efi, "
+      "with their .efi.extra.d addons) gets those copied to BOOTDIR/EFI/Linux instead, each "
+      "refused unless its .cmdline composefs.digest= names the image's boot image",
       run_prepare_boot);
   cmd->add_option("IMAGE", args->name, "Tag or @sha256:…")->required();
   cmd->add_option("--bootdir", args->options.bootdir, "Boot partition root")->capture_default_str();
+  cmd->add_option("--expected-digest", args->expected_digest,
+                  "Refuse unless the boot image's id is this (hex)");
   cmd->add_option("--entry-id", args->entry_id, "Entry name (default: the kernel version)");
   cmd->add_option("--kernel-version", args->kernel_version,
                   "Kernel to use when the image has several (default: the first by name)");
