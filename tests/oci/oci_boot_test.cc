@@ -395,6 +395,64 @@ TEST(PeFile, HostileHeadersAreRefused) {
   EXPECT_NE(error(good.substr(0, 10)).find("shorter than a DOS header"), std::string::npos);
 }
 
+// Entries come and go: removing one leaves its kernels to boot-gc, which removes exactly the
+// files no remaining entry names and nothing it does not own.
+TEST_F(OciBootTest, RemovedEntriesKernelsAreCollected) {
+  pull(os_layers(), "os");
+  Repository repo = Repository::open(repo_path);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  for (const char* id : {"e1", "e2"}) {
+    options.entry_id = id;
+    so::prepare_boot(repo, "os", options);
+  }
+  // Files the boot loader or the admin own: never collected.
+  fs::create_directories(bootdir + "/grub/fonts");
+  write_file(bootdir + "/grub/grub.cfg", "x");
+  write_file(bootdir + "/grub/vmlinuz", "not in a flat directory");
+  write_file(bootdir + "/config-6.1", "x");
+  write_file(bootdir + "/loader/loader.conf", "timeout 3\n");
+  fs::create_directories(bootdir + "/EFI/BOOT");
+  write_file(bootdir + "/EFI/BOOT/BOOTX64.EFI", "x");
+  // An orphaned addon directory and a live UKI with its addons.
+  fs::create_directories(bootdir + "/EFI/Linux/gone.efi.extra.d");
+  write_file(bootdir + "/EFI/Linux/gone.efi.extra.d/a.addon.efi", "x");
+  fs::create_directories(bootdir + "/EFI/Linux/live.efi.extra.d");
+  write_file(bootdir + "/EFI/Linux/live.efi", "x");
+  write_file(bootdir + "/EFI/Linux/live.efi.extra.d/a.addon.efi", "x");
+
+  EXPECT_EQ(so::gc_boot_dir(bootdir, true),
+            std::vector<std::string>{bootdir + "/EFI/Linux/gone.efi.extra.d"});
+  EXPECT_EQ(so::remove_boot_entry(bootdir, "e1"),
+            std::vector<std::string>{bootdir + "/loader/entries/e1.conf"});
+  EXPECT_TRUE(fs::exists(bootdir + "/e1/vmlinuz"));
+  std::vector<std::string> removed = so::gc_boot_dir(bootdir);
+  EXPECT_EQ(removed,
+            (std::vector<std::string>{bootdir + "/e1/initramfs.img", bootdir + "/e1/vmlinuz",
+                                      bootdir + "/EFI/Linux/gone.efi.extra.d"}));
+  EXPECT_EQ(boot_files(), (std::vector<std::string>{
+                              "EFI/BOOT/BOOTX64.EFI", "EFI/Linux/live.efi",
+                              "EFI/Linux/live.efi.extra.d/a.addon.efi", "config-6.1",
+                              "e2/initramfs.img", "e2/vmlinuz", "grub/grub.cfg", "grub/vmlinuz",
+                              "loader/entries/e2.conf", "loader/loader.conf"}));
+  EXPECT_EQ(so::gc_boot_dir(bootdir), std::vector<std::string>{});
+  // A UKI entry goes with its addons.
+  EXPECT_EQ(so::remove_boot_entry(bootdir, "live"),
+            (std::vector<std::string>{bootdir + "/EFI/Linux/live.efi",
+                                      bootdir + "/EFI/Linux/live.efi.extra.d"}));
+  EXPECT_THROW(so::remove_boot_entry(bootdir, "live"), Error);
+  EXPECT_THROW(so::remove_boot_entry(bootdir, "../e2"), Error);
+  // Through the CLI.
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+  std::string out;
+  ASSERT_EQ(run(quote(cfsctl) + " oci remove-boot-entry e2 --bootdir " + quote(bootdir), &out), 0)
+      << out;
+  EXPECT_EQ(out, "removed " + bootdir + "/loader/entries/e2.conf\n");
+  ASSERT_EQ(run(quote(cfsctl) + " oci boot-gc --bootdir " + quote(bootdir), &out), 0) << out;
+  EXPECT_EQ(out, "removed " + bootdir + "/e2/initramfs.img\nremoved " + bootdir + "/e2/vmlinuz\n");
+  EXPECT_FALSE(fs::exists(bootdir + "/e2"));
+}
+
 TEST_F(OciBootTest, Cli) {
   pull(os_layers(), "os");
   std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";

@@ -327,6 +327,49 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
         "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options + "\n");
 }
 
+struct RemoveBootEntryArgs {
+  std::string id;
+  std::string bootdir = "/boot";
+};
+
+void run_remove_boot_entry(const RemoveBootEntryArgs& args, const GlobalOptions&) {
+  std::string out;
+  for (const std::string& path : oci::remove_boot_entry(args.bootdir, args.id))
+    out += "removed " + path + "\n";
+  print(out);
+}
+
+struct BootGcArgs {
+  std::string bootdir = "/boot";
+  bool dry_run = false;
+};
+
+void run_boot_gc(const BootGcArgs& args, const GlobalOptions&) {
+  std::string out;
+  for (const std::string& path : oci::gc_boot_dir(args.bootdir, args.dry_run))
+    out += (args.dry_run ? "would remove " : "removed ") + path + "\n";
+  print(out);
+}
+
+void add_boot_entry_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [rm_cmd, rm] = add_command<RemoveBootEntryArgs>(
+      oci_cmd, global, "remove-boot-entry",
+      "Remove boot entry ID from the boot partition: loader/entries/ID.conf and/or the UKI "
+      "EFI/Linux/ID.efi with its ID.efi.extra.d addons (boot-gc removes the kernels a "
+      "removed entry named)",
+      run_remove_boot_entry);
+  rm_cmd->add_option("ID", rm->id, "Entry id")->required();
+  rm_cmd->add_option("--bootdir", rm->bootdir, "Boot partition root")->capture_default_str();
+
+  auto [gc_cmd, gc] = add_command<BootGcArgs>(
+      oci_cmd, global, "boot-gc",
+      "Remove the kernels, initramfs images and UKIs in the boot partition's entry directories "
+      "that no loader/entries/*.conf names, and addon directories whose UKI is gone",
+      run_boot_gc);
+  gc_cmd->add_option("--bootdir", gc->bootdir, "Boot partition root")->capture_default_str();
+  gc_cmd->add_flag("--dry-run", gc->dry_run, "Only print what would be removed");
+}
+
 void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   auto [cmd, args] = add_oci_command<PrepareBootArgs>(
       oci_cmd, global, "prepare-boot",
@@ -410,6 +453,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   add_image_id_command(*oci_cmd, global);
   add_mount_command(*oci_cmd, global);
   add_prepare_boot_command(*oci_cmd, global);
+  add_boot_entry_commands(*oci_cmd, global);
   add_fsck_command(*oci_cmd, global);
 }
 

@@ -76,4 +76,18 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options);
 
+// Removes boot entry id from bootdir: its Type 1 entry loader/entries/<id>.conf and/or its
+// UKI EFI/Linux/<id>.efi with <id>.efi.extra.d/ (the UKI before its addons). The kernels a
+// Type 1 entry named stay until gc_boot_dir. Returns what was removed; throws if there is no
+// such entry.
+std::vector<std::string> remove_boot_entry(const std::string& bootdir, const std::string& id);
+
+// The boot directory's garbage: in every flat top-level directory of bootdir (only regular
+// files in it; EFI/ and loader/ excepted), the kernels, initramfs images and UKIs
+// (vmlinuz, initramfs.img, *.efi) that no Type 1 entry in loader/entries names (linux, initrd,
+// efi, devicetree), and EFI/Linux/*.efi.extra.d directories whose UKI is gone. Removes them
+// (and directories left empty) unless dry_run; returns their paths. Other files and
+// directories (grub/, loader.conf, config-*) are never touched.
+std::vector<std::string> gc_boot_dir(const std::string& bootdir, bool dry_run = false);
+
 }  // namespace cfs::oci
