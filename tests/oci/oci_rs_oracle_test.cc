@@ -23,10 +23,10 @@ std::string oracle_path() {
   return env && *env ? env : "/var/tmp/rs-oracle/bin/rsoracle";
 }
 
-std::string output_of(const std::string& command) {
+std::string output_of(const std::string& command, bool may_fail = false) {
   std::string out;
   int status = run(command + " 2>&1", &out);
-  if (status != 0) ADD_FAILURE() << command << " exited " << status << ": " << out;
+  if (status != 0 && !may_fail) ADD_FAILURE() << command << " exited " << status << ": " << out;
   return status == 0 ? trim(out) : std::string();
 }
 
@@ -49,8 +49,18 @@ TEST(RsOracle, ComputeIdOfExtractedRoots) {
         SCOPED_TRACE(l.name + " --hash " + hash + " " + flags);
         std::string ours =
             output_of(kCfsctl + " compute-id --hash " + hash + " " + flags + " " + quote(root));
+        // composefs-rs' boot transform requires /boot and /sysroot (cfs empties those that
+        // exist): a root without them is compared only where composefs-rs takes it.
+        bool rs_refuses =
+            std::string(flags) == "--bootable" &&
+            (!fs::is_directory(root + "/boot") || !fs::is_directory(root + "/sysroot"));
         std::string theirs = output_of(oracle + " --hash " + hash + " --erofs-version 1 " +
-                                       "compute-id " + flags + " " + quote(root));
+                                           "compute-id " + flags + " " + quote(root),
+                                       rs_refuses);
+        if (rs_refuses) {
+          EXPECT_EQ(theirs, "") << "composefs-rs took a bootable root without /boot or /sysroot";
+          continue;
+        }
         EXPECT_EQ(ours, theirs);
         EXPECT_EQ(ours.size(), std::string(hash) == "sha256" ? 64u : 128u);
         ++compared;

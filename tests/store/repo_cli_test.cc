@@ -175,7 +175,7 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
     EXPECT_EQ(cfsctl("--repo " + quote(repo) + " init --insecure --hash sha256").status, 0);
     return repo;
   };
-  std::string expected = test::trim(cfsctl("compute-id " + quote(tmp / "src")).out);
+  std::string expected = test::trim(cfsctl("compute-id --hash sha256 " + quote(tmp / "src")).out);
   // How long a full run takes (fastest of two), to spread the kills over it.
   long duration = 0;
   for (int i = 0; i < 2; ++i) {
