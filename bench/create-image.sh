@@ -64,7 +64,7 @@ best_of() {
 openssl_all() { find "$work/src" -type f -print0 | xargs -0 openssl dgst -sha256; }
 t_openssl=$(best_of openssl_all)
 "$bin/cfsctl" --repo "$work/r256" init --insecure --hash sha256 >/dev/null
-t_compute=$(best_of "$bin/cfsctl" compute-id "$work/src")
+t_compute=$(best_of "$bin/cfsctl" compute-id --hash sha256 "$work/src")
 t_create=$(PREPARE="rm -rf '$work/repo' && '$bin/cfsctl' --repo '$work/repo' init --insecure --hash sha256 >/dev/null" \
   best_of "$bin/cfsctl" --repo "$work/repo" create-image "$work/src")
 t_again=$(best_of "$bin/cfsctl" --repo "$work/repo" create-image "$work/src")
@@ -84,7 +84,7 @@ if [ -n "${C_TOOLS:-}" ]; then
   t_mk=$(PREPARE="rm -rf '$work/cstore' '$work/c.img'" \
     best_of "$bin/mkcomposefs" --digest-store="$work/cstore" "$work/src" "$work/c.img")
 fi
-id1=$("$bin/cfsctl" compute-id "$work/src")
+id1=$("$bin/cfsctl" --repo "$work/repo" compute-id "$work/src")
 id2=$("$bin/cfsctl" --repo "$work/repo" create-image "$work/src")
 [ "$id1" = "$id2" ] || { echo "compute-id $id1 != create-image $id2" >&2; exit 1; }
 "$bin/cfsctl" --repo "$work/repo" fsck >/dev/null || { echo "fsck failed after the benchmark" >&2; exit 1; }

@@ -177,6 +177,13 @@ int run_setup_root(int argc, char** argv) {
   app.add_option("--sysroot", options.sysroot, "physical root filesystem")->capture_default_str();
   app.add_option("--config", options.config_file, "configuration (TOML subset)")
       ->capture_default_str();
+  app.add_option("--gpt-auto-root", options.gpt_auto_root,
+                 "block device whose number goes into --volatile-root (systemd#35017); empty: "
+                 "skip")
+      ->capture_default_str();
+  app.add_option("--volatile-root", options.volatile_root,
+                 "symlink for systemd to find the physical root")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.overrides = KernelOverrides::from_environment();
   try {

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <cstring>
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
@@ -268,8 +270,24 @@ void mount_state(int image_fd, int root_fd, const std::string& name, StateMount 
 
 }  // namespace
 
+std::string link_volatile_root(const std::string& gpt_auto_root, const std::string& volatile_root) {
+  struct stat st;
+  if (::stat(gpt_auto_root.c_str(), &st) < 0)
+    return gpt_auto_root + ": " + std::strerror(errno) + "; " + volatile_root + " not linked";
+  if (!S_ISBLK(st.st_mode))
+    return gpt_auto_root + " is not a block device; " + volatile_root + " not linked";
+  std::string target =
+      "/dev/block/" + std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+  if (::symlink(target.c_str(), volatile_root.c_str()) == 0)
+    return volatile_root + " -> " + target + " (" + gpt_auto_root + ")";
+  if (errno == EEXIST) return volatile_root + " exists already; kept";
+  return volatile_root + ": " + std::strerror(errno) + " (best effort, ignored)";
+}
+
 void setup_root(const SetupRootOptions& options, const std::function<void(std::string_view)>& log) {
   const std::string& sysroot = options.sysroot;
+  if (!options.gpt_auto_root.empty())
+    log(link_volatile_root(options.gpt_auto_root, options.volatile_root));
   std::string cmdline = read_file(options.cmdline_file);
   std::vector<BootImage> candidates = parse_kernel_cmdline(cmdline);
   if (candidates.empty())

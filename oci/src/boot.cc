@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 
 #include "cfs/atomic_file.h"
 #include "cfs/erofs/reader.h"
@@ -13,6 +14,7 @@
 #include "cfs/escape.h"
 #include "cfs/fd.h"
 #include "cfs/oci/oci.h"
+#include "cfs/oci/pe.h"
 #include "cfs/output.h"
 #include "cfs/store/images.h"
 #include "fsutil.h"
@@ -56,21 +58,53 @@ bool is_regular(const erofs::Image& image, const std::string& path) {
   return inode && inode->is_reg();
 }
 
-// The boot entries composefs-rs would take before /usr/lib/modules kernels; cfs writes none of
-// those, so an image with any is refused rather than given a different entry.
-void refuse_other_boot_resources(const erofs::Image& image, std::string_view name) {
-  auto refuse = [&](const std::string& path, const std::string& what) {
-    throw Error(escape_for_log(name) + ": the image carries " + what + " (" + escape_for_log(path) +
-                "); cfs writes boot entries only for /usr/lib/modules/<kver>/vmlinuz kernels");
-  };
+// In-image Boot Loader Specification entries: composefs-rs would prefer them; cfs does not
+// relocate them yet, so such an image is refused rather than given a different entry.
+void refuse_bls_entries(const erofs::Image& image, std::string_view name) {
   for (const std::string& entry : list_dir(image, "/boot/loader/entries"))
-    if (entry.ends_with(".conf")) refuse("/boot/loader/entries/" + entry, "its own BLS entries");
-  for (const std::string& file : list_dir(image, "/boot/EFI/Linux"))
-    if (file.ends_with(".efi")) refuse("/boot/EFI/Linux/" + file, "a unified kernel image");
+    if (entry.ends_with(".conf"))
+      throw Error(escape_for_log(name) + ": the image carries its own BLS entries (" +
+                  escape_for_log("/boot/loader/entries/" + entry) +
+                  "); cfs writes boot entries only for /usr/lib/modules kernels and UKIs");
+}
+
+struct UkiSource {
+  std::string path;  // in the image
+  std::string dest;  // below BOOTDIR/EFI/Linux
+  bool addon = false;
+};
+
+constexpr std::string_view kEfiExt = ".efi";
+constexpr std::string_view kAddonExt = ".addon.efi";
+constexpr std::string_view kAddonDirExt = ".efi.extra.d";
+
+bool is_directory(const erofs::Image& image, const std::string& path) {
+  std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
+  return inode && inode->is_dir();
+}
+
+// The EFI binaries of dir: *.efi files (UKIs, or addons when named *.addon.efi) and the
+// addons in *.efi.extra.d directories, as composefs-rs' boot crate finds them.
+void collect_efi(const erofs::Image& image, const std::string& dir, std::vector<UkiSource>& out) {
+  for (const std::string& name : list_dir(image, dir)) {
+    std::string path = dir + "/" + name;
+    if (name.ends_with(kEfiExt) && is_regular(image, path)) {
+      out.push_back({path, name, name.ends_with(kAddonExt)});
+    } else if (name.ends_with(kAddonDirExt) && is_directory(image, path)) {
+      for (const std::string& addon : list_dir(image, path))
+        if (addon.ends_with(kEfiExt) && is_regular(image, path + "/" + addon))
+          out.push_back({path + "/" + addon, name + "/" + addon, true});
+    }
+  }
+}
+
+// Type 2 entries: /boot/EFI/Linux and /usr/lib/modules/<kver>/.
+std::vector<UkiSource> find_ukis(const erofs::Image& image) {
+  std::vector<UkiSource> out;
+  collect_efi(image, "/boot/EFI/Linux", out);
   for (const std::string& kver : list_dir(image, kModulesDir))
-    for (const std::string& file : list_dir(image, std::string(kModulesDir) + "/" + kver))
-      if (file.ends_with(".efi"))
-        refuse(std::string(kModulesDir) + "/" + kver + "/" + file, "a unified kernel image");
+    collect_efi(image, std::string(kModulesDir) + "/" + kver, out);
+  return out;
 }
 
 // A boot entry is line-oriented text read by the boot loader: a line break in any value it
@@ -180,14 +214,154 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
   words.push_back(arg);
 }
 
+std::optional<ComposefsArgument> composefs_argument(std::string_view cmdline) {
+  std::optional<ComposefsArgument> found;
+  size_t at = 0;
+  while (at < cmdline.size()) {
+    while (at < cmdline.size() && std::isspace(static_cast<unsigned char>(cmdline[at]))) ++at;
+    size_t end = at;
+    while (end < cmdline.size() && !std::isspace(static_cast<unsigned char>(cmdline[end]))) ++end;
+    std::string_view word = cmdline.substr(at, end - at);
+    at = end;
+    if (word.starts_with("composefs=")) {
+      throw Error("the command line names a format V2 image ('" + escape_for_log(word) +
+                  "'); cfs repositories hold V1 images (composefs.digest=v1-...)");
+    }
+    if (!word.starts_with("composefs.digest=")) continue;
+    std::string_view value = word.substr(std::string_view("composefs.digest=").size());
+    ComposefsArgument arg;
+    if (value.starts_with('?')) {
+      arg.insecure = true;
+      value.remove_prefix(1);
+    }
+    auto bad = [&] {
+      return Error("'" + escape_for_log(word) +
+                   "' is not composefs.digest=[?]v1-<sha256|sha512>-12:<hex digest>");
+    };
+    size_t colon = value.find(':');
+    if (!value.starts_with("v1-") || colon == std::string_view::npos) throw bad();
+    std::string_view descriptor = value.substr(3, colon - 3);
+    if (!descriptor.ends_with("-12")) throw bad();
+    std::optional<HashAlgorithm> alg =
+        parse_algorithm_name(descriptor.substr(0, descriptor.size() - 3));
+    if (!alg) throw bad();
+    std::optional<Digest> digest = Digest::from_hex(value.substr(colon + 1), *alg);
+    if (!digest) throw bad();
+    arg.image = *digest;
+    if (found && found->image != arg.image)
+      throw Error("the command line names two composefs images (" + found->image.hex() + " and " +
+                  arg.image.hex() + ")");
+    found = arg;
+  }
+  return found;
+}
+
+namespace {
+
+std::string image_file_bytes(const store::Repository& repo, const erofs::Image& image,
+                             const std::string& path) {
+  std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
+  if (!inode || !inode->is_reg()) throw Error(image.name() + ": " + path + " is not a file");
+  StringSink sink;
+  read_image_file(repo, image, *inode, path, sink);
+  return sink.str();
+}
+
+// Writes the image's UKIs and addons to BOOTDIR/EFI/Linux after checking every one: a UKI's
+// .cmdline must name the boot image (composefs.digest=), an addon must not name any.
+// Nothing is written unless all pass.
+void write_ukis(const store::Repository& repo, const erofs::Image& image, std::string_view name,
+                std::vector<UkiSource> ukis, const BootEntryOptions& options, BootEntry& entry) {
+  if (!options.kernel_arguments.empty())
+    throw Error(escape_for_log(name) +
+                ": the image boots through unified kernel images, whose command line is sealed "
+                "in them; --cmdline cannot be added");
+  size_t kernels = std::count_if(ukis.begin(), ukis.end(), [](auto& u) { return !u.addon; });
+  if (kernels == 0)
+    throw Error(escape_for_log(name) + ": the image carries UKI addons (" +
+                escape_for_log(ukis.front().path) + ") but no unified kernel image");
+  if (options.entry_id) {
+    if (kernels != 1)
+      throw Error(escape_for_log(name) + ": --entry-id renames the image's UKI, but it has " +
+                  std::to_string(kernels));
+    validate_entry_id(*options.entry_id);
+    const UkiSource& uki =
+        *std::find_if(ukis.begin(), ukis.end(), [](auto& u) { return !u.addon; });
+    std::string old_name = uki.dest, new_name = *options.entry_id + ".efi";
+    for (UkiSource& u : ukis) {
+      if (u.dest == old_name)
+        u.dest = new_name;
+      else if (u.dest.starts_with(old_name + ".extra.d/"))
+        u.dest = new_name + u.dest.substr(old_name.size());
+    }
+  }
+  std::vector<std::string> data;
+  for (const UkiSource& u : ukis) {
+    std::string what = escape_for_log(name) + ": " + escape_for_log(u.path);
+    require_entry_text(u.dest, what + ": file name");
+    data.push_back(image_file_bytes(repo, image, u.path));
+    PeFile pe(std::as_bytes(std::span(data.back())), what);
+    std::optional<std::string> cmdline = pe.text_section(".cmdline");
+    std::optional<ComposefsArgument> arg;
+    try {
+      if (cmdline) arg = composefs_argument(*cmdline);
+    } catch (const Error& e) {
+      throw Error(what + ": .cmdline: " + e.what());
+    }
+    if (u.addon) {
+      if (arg)
+        throw Error(what + ": the addon's .cmdline names a composefs image; only the UKI may");
+      continue;
+    }
+    if (!cmdline) throw Error(what + ": the UKI has no .cmdline section");
+    if (!arg)
+      throw Error(what +
+                  ": the UKI's .cmdline has no composefs.digest= argument, so it would not "
+                  "boot the image");
+    if (arg->image != entry.image)
+      throw Error(what + ": the UKI's .cmdline boots composefs image " + arg->image.hex() +
+                  ", not this image's boot image " + entry.image.hex());
+  }
+
+  struct stat st;
+  if (::stat(options.bootdir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    throw Error(options.bootdir + ": no such directory (the boot partition's root, --bootdir)");
+  UniqueFd bootdir = open_file(options.bootdir, O_RDONLY | O_DIRECTORY);
+  // Addons first, the UKIs last: a boot loader never sees a UKI without its addons.
+  std::vector<size_t> order(ukis.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_partition(order.begin(), order.end(), [&](size_t i) { return ukis[i].addon; });
+  for (size_t i : order) {
+    std::string rel = "EFI/Linux/" + ukis[i].dest;
+    std::string dir_rel = rel.substr(0, rel.rfind('/'));
+    UniqueFd dir =
+        store::detail::make_dirs_at(bootdir.get(), dir_rel, options.bootdir + "/" + dir_rel);
+    std::string dest = options.bootdir + "/" + rel;
+    AtomicFile out(dest, 0644);
+    write_all(out.fd(), std::as_bytes(std::span(data[i])), dest);
+    out.commit();
+    store::detail::fsync_or_throw(dir.get(), options.bootdir + "/" + dir_rel);
+    (ukis[i].addon ? entry.addons : entry.ukis).push_back(dest);
+  }
+}
+
+}  // namespace
+
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options) {
   BootEntry entry;
   entry.image = image_id(repo, name, /*bootable=*/true, options.xattrs);
+  if (options.expected_digest && *options.expected_digest != entry.image)
+    throw Error(escape_for_log(name) + ": the boot image is " + entry.image.hex() +
+                ", not the expected " + options.expected_digest->hex() + " (--expected-digest)");
   // The boot files: the bootable variant has /boot emptied, the plain image still has them.
   erofs::Image image =
       store::open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
-  refuse_other_boot_resources(image, name);
+  refuse_bls_entries(image, name);
+  if (std::vector<UkiSource> ukis = find_ukis(image); !ukis.empty()) {
+    write_ukis(repo, image, name, std::move(ukis), options, entry);
+    return entry;
+  }
 
   std::vector<std::string> kernels;
   for (const std::string& kver : list_dir(image, kModulesDir))

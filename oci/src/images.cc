@@ -224,8 +224,10 @@ void for_each_layer_entry(const store::Repository& repo, const std::string& diff
 
 ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
   ImageIds ids;
-  transform_for_oci(tree);
-  filter_xattrs(tree, mode);
+  TreeFileReader reader = [&](const erofs::Inode& i, const std::string&) {
+    return read_tree_file(repo, i);
+  };
+  transform_tree(tree, TreeTransform{.oci = true, .xattrs = mode, .bootable = false}, reader);
   auto write = [&] {
     store::ObjectWriter writer = repo.write_object();
     erofs::write_image(tree, writer, erofs::WriterOptions{1, 1});
@@ -235,7 +237,7 @@ ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable,
   };
   ids.image = write();
   if (bootable) {
-    transform_for_boot(tree, [&](const erofs::Inode& i) { return read_tree_file(repo, i); });
+    transform_for_boot(tree, reader);
     ids.boot = write();
   }
   return ids;
@@ -416,10 +418,9 @@ erofs::Tree image_tree(const store::Repository& repo, std::string_view name, boo
                        XattrMode mode) {
   ImageRefs r = load(repo, name);
   erofs::Tree tree = merge_layers(repo, diff_ids_of(r.config, r.config_digest), nullptr, mode);
-  transform_for_oci(tree);
-  filter_xattrs(tree, mode);
-  if (bootable)
-    transform_for_boot(tree, [&](const erofs::Inode& i) { return read_tree_file(repo, i); });
+  transform_tree(
+      tree, TreeTransform{.oci = true, .xattrs = mode, .bootable = bootable},
+      [&](const erofs::Inode& i, const std::string&) { return read_tree_file(repo, i); });
   return tree;
 }
 

@@ -37,7 +37,7 @@ struct ImageIds {
   std::optional<Digest> boot;
 };
 
-// Applies transform_for_oci and the xattr filter, writes the V1 EROFS image as an object
+// Applies transform_tree (the OCI transform and the xattr filter), writes the V1 EROFS image as an object
 // (published as images/<id>); with bootable, transform_for_boot and the boot image too.
 // The tree is modified.
 ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode);

@@ -18,6 +18,8 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "cfs/fsverity.h"
+#include "cfs/safe_open.h"
 #include "cfs/temp_dir.h"
 
 namespace cfs::oci {
@@ -277,8 +279,12 @@ void LayerMerger::apply(const TarEntry& e, const std::string& what) {
 
 void LayerMerger::finish() {
   forget_dirs();
+  count_links(tree_);
+}
+
+void count_links(erofs::Tree& tree) {
   std::unordered_map<erofs::Inode*, uint32_t> links;
-  std::vector<erofs::Inode*> stack{tree_.root.get()};
+  std::vector<erofs::Inode*> stack{tree.root.get()};
   while (!stack.empty()) {
     erofs::Inode* dir = stack.back();
     stack.pop_back();
@@ -316,12 +322,13 @@ void transform_for_oci(erofs::Tree& tree) {
   root.uid = usr->uid;
   root.gid = usr->gid;
   root.mtime_sec = usr->mtime_sec;
-  root.mtime_nsec = 0;
+  root.mtime_nsec = usr->mtime_nsec;
   root.xattrs = usr->xattrs;
   if (erofs::Inode* run = top_dir(tree, "run")) {
     run->children.clear();
     run->mtime_sec = usr->mtime_sec;
-    run->mtime_nsec = 0;
+    run->mtime_nsec = usr->mtime_nsec;
+    count_links(tree);
   }
 }
 
@@ -368,17 +375,18 @@ const erofs::Inode* regular_file(const erofs::Tree& tree, const std::string& pat
 bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
   if (erofs::Inode* usr = top_dir(tree, "usr")) {
     for (const char* name : {"boot", "sysroot"}) {
+      // composefs-rs sets the seconds only: the nanoseconds stay the directory's own.
       if (erofs::Inode* dir = top_dir(tree, name)) {
         dir->children.clear();
         dir->mtime_sec = usr->mtime_sec;
-        dir->mtime_nsec = 0;
       }
     }
+    count_links(tree);
   }
 
   std::optional<std::string> type;
   if (const erofs::Inode* config = regular_file(tree, "/etc/selinux/config"))
-    type = policy_type(read_file(*config));
+    type = policy_type(read_file(*config, "/etc/selinux/config"));
   if (type && (type->empty() || type->find('/') != std::string::npos || *type == ".."))
     throw Error("/etc/selinux/config: SELINUXTYPE '" + escape_for_log(*type) +
                 "' is not a policy name");
@@ -394,7 +402,7 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
     std::string name = std::string("file_contexts") + suffix;
     const erofs::Inode* file = regular_file(tree, contexts + name);
     if (!file) continue;
-    std::string data = read_file(*file);
+    std::string data = read_file(*file, contexts + name);
     UniqueFd fd = open_file(dir.path() + "/" + name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     write_all(fd.get(), {reinterpret_cast<const std::byte*>(data.data()), data.size()},
               dir.path() + "/" + name);
@@ -424,6 +432,32 @@ bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file) {
     }
   });
   return true;
+}
+
+void transform_tree(erofs::Tree& tree, const TreeTransform& transform,
+                    const TreeFileReader& read_file) {
+  if (transform.oci) {
+    transform_for_oci(tree);
+    filter_xattrs(tree, transform.xattrs);
+  }
+  if (transform.bootable) transform_for_boot(tree, read_file);
+}
+
+TreeFileReader directory_file_reader(std::string dir) {
+  return [dir = std::move(dir)](const erofs::Inode& inode, const std::string& path) {
+    if (inode.content) return *inode.content;
+    if (!inode.digest) return std::string();
+    std::string what = dir + path;
+    UniqueFd root = open_file(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    std::string_view rel = path;
+    while (rel.starts_with('/')) rel.remove_prefix(1);
+    UniqueFd fd = open_regular_beneath(root.get(), rel, O_RDONLY, what);
+    std::string data = read_fd(fd.get(), what);
+    if (data.size() != inode.size ||
+        fsverity_digest(data, inode.digest->algorithm()) != *inode.digest)
+      throw Error(what + ": the file changed after it was scanned");
+    return data;
+  };
 }
 
 }  // namespace cfs::oci

@@ -27,7 +27,8 @@ void check_source_dir(const std::string& src) {
 
 CreateImageResult create_image(Repository& repo, const std::string& src,
                                std::optional<std::string_view> ref,
-                               const erofs::ScanOptions& options) {
+                               const erofs::ScanOptions& options,
+                               const TreeTransformFn& transform) {
   repo.require_writable();
   if (ref) validate_ref_name(*ref, "image ref");
   check_source_dir(src);
@@ -44,6 +45,7 @@ CreateImageResult create_image(Repository& repo, const std::string& src,
         result.bytes_stored += size;
         return id;
       });
+  if (transform) transform(tree);
   ObjectWriter image = repo.write_object();
   erofs::WriteResult written = erofs::write_image(tree, image, repository_writer_options());
   result.image_size = written.size;
@@ -53,12 +55,19 @@ CreateImageResult create_image(Repository& repo, const std::string& src,
   return result;
 }
 
-Digest compute_image_id(const std::string& src, HashAlgorithm alg,
-                        const erofs::ScanOptions& options) {
+erofs::Tree scan_image_tree(const std::string& src, HashAlgorithm alg,
+                            const erofs::ScanOptions& options, const TreeTransformFn& transform) {
   check_source_dir(src);
   erofs::Tree tree = erofs::scan_directory(
       src, options,
       [&](int fd, uint64_t, const std::string& path) { return fsverity_digest_fd(fd, alg, path); });
+  if (transform) transform(tree);
+  return tree;
+}
+
+Digest compute_image_id(const std::string& src, HashAlgorithm alg,
+                        const erofs::ScanOptions& options, const TreeTransformFn& transform) {
+  erofs::Tree tree = scan_image_tree(src, alg, options, transform);
   VeritySink sink(nullptr, alg);
   erofs::write_image(tree, sink, repository_writer_options());
   return sink.finish();

@@ -521,7 +521,9 @@ TEST_F(DirectoryTest, MountedImageSharesHardlinkInodes) {
 }
 
 TEST_F(DirectoryTest, ComputeIdIsTheV1ImageDigest) {
-  RunResult id = run(tool("cfsctl") + " compute-id " + quote(src_));
+  // The plain scan (no OCI transform) with SHA-256 is what mkcomposefs computes.
+  RunResult id = run(tool("cfsctl") + " compute-id --no-propagate-usr-to-root --hash sha256 " +
+                     quote(src_));
   ASSERT_EQ(id.status, 0) << id.err;
   // cfsctl keeps hardlinks (as composefs-rs does); the drop-in does with --hardlinks.
   RunResult v1 = run(tool("mkcomposefs") + " --hardlinks --min-version=1 --max-version=1 " +

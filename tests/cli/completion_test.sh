@@ -56,9 +56,11 @@ cfsctl --repo "$repo" create-image "$work/tree" base-image >/dev/null
 cfsctl --repo "$repo" oci pull -q "oci:$work/layout" sample-tag >/dev/null
 cfsctl --repo "$repo" oci tag sample-tag other-tag >/dev/null
 
-expect "top-level subcommands" "$(printf '%s\n' cat compute-id create-image dump fsck gc image-objects images import-image init mount oci transaction | sort)" \
+expect "top-level subcommands" "$(printf '%s\n' cat compute-id compute-karg create-dumpfile create-image dump fsck gc image-objects images import-image init mount oci transaction | sort)" \
   "$(complete_words cfsctl '' | grep -vx -e composefs-info -e mkcomposefs)"
 expect "prefix of a subcommand" "compute-id
+compute-karg
+create-dumpfile
 create-image" "$(complete_words cfsctl c | grep -v '^cat$')"
 expect "oci subcommands after --repo" "$(cfsctl oci --help | awk '/^Subcommands:/{s=1;next} s&&/^  [a-z]/{print $1}' | sort)" \
   "$(complete_words cfsctl --repo "$repo" oci '')"

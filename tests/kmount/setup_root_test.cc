@@ -1,5 +1,7 @@
 // `cfs-mount setup-root` in a private mount namespace with a fake /sysroot and cmdline file.
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -35,14 +37,38 @@ class SetupRootTest : public PrivilegedMountTest {
     write_file(dir / "cmdline", cmdline + "\n");
     std::string config_path = dir / "setup-root.conf";
     if (!config.empty()) write_file(config_path, config);
+    // The gpt-auto-root workaround looks at test paths, never the host's /dev and /run.
     return run_tool("setup-root --cmdline " + (dir / "cmdline") + " --sysroot " + sysroot +
-                        " --config " + config_path,
+                        " --config " + config_path + " --gpt-auto-root " + (dir / "gpt-auto-root") +
+                        " --volatile-root " + (dir / "volatile-root"),
                     env);
   }
 
   std::string sysroot, hex, state;
   BuiltImage image;
 };
+
+// systemd#35017: /run/systemd/volatile-root names the gpt-auto root's block device, so
+// systemd finds the physical root below the composefs one; an existing link is kept.
+TEST_F(SetupRootTest, LinksVolatileRootToTheGptAutoRootDevice) {
+  RunResult r = setup_root("composefs.digest=?v1-sha256-12:" + hex);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("gpt-auto-root: No such file or directory"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::is_symlink(dir / "volatile-root"));
+  detach_all_below(dir.path());
+  ASSERT_EQ(::mknod((dir / "gpt-auto-root").c_str(), S_IFBLK | 0600, makedev(7, 200)), 0);
+  r = setup_root("composefs.digest=?v1-sha256-12:" + hex);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(fs::read_symlink(dir / "volatile-root"), "/dev/block/7:200") << r.output;
+  detach_all_below(dir.path());
+  fs::remove(dir / "volatile-root");
+  fs::create_symlink("/dev/block/1:1", dir / "volatile-root");
+  r = setup_root("composefs.digest=?v1-sha256-12:" + hex);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("exists already; kept"), std::string::npos) << r.output;
+  EXPECT_EQ(fs::read_symlink(dir / "volatile-root"), "/dev/block/1:1");
+}
 
 TEST_F(SetupRootTest, MountsImageWithEtcOverlayAndVarBind) {
   RunResult r = setup_root("root=/dev/vda rw composefs.digest=?v1-sha256-12:" + hex + " quiet");

@@ -10,6 +10,7 @@
 #include "cfs/fsverity.h"
 #include "cfs/oci/boot.h"
 #include "cfs/oci/oci.h"
+#include "cfs/oci/pe.h"
 #include "cfs/store/repository.h"
 #include "oci_fixture.h"
 #include "testdata.h"
@@ -218,7 +219,8 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
 
   // Images with their own boot entries or UKIs (composefs-rs would prefer those).
   pull(bootable_image_layers(1), "uki");
-  EXPECT_NE(error_of("uki", options).find("carries a unified kernel image (/boot/EFI/Linux/"),
+  EXPECT_NE(error_of("uki", options)
+                .find("/boot/EFI/Linux/cfs-6.1.0-1.efi: not a valid PE/EFI executable"),
             std::string::npos)
       << error_of("uki", options);
   pull(os_layers("/boot 0 40755 2 0 0 0 1700000007.0 - - -\n"
@@ -255,6 +257,200 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
             std::string::npos)
       << error_of("os", options);
   EXPECT_EQ(boot_files(), std::vector<std::string>{});
+}
+
+// A real UKI: systemd's EFI stub with .cmdline, .linux and .initrd sections added by objcopy,
+// as ukify does. Empty (and the test skips) without the stub.
+const char* const kStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+std::string make_pe(const std::string& dir, const std::string& cmdline, bool with_kernel) {
+  write_file(dir + "/cmdline", cmdline);
+  write_file(dir + "/linux", file_content("/kernel", 100000));
+  write_file(dir + "/initrd", file_content("/initrd", 50000));
+  std::string cmd = "objcopy --add-section .cmdline=" + quote(dir + "/cmdline") +
+                    " --change-section-vma .cmdline=0x30000";
+  if (with_kernel)
+    cmd +=
+        " --add-section .linux=" + quote(dir + "/linux") +
+        " --change-section-vma .linux=0x2000000 --add-section .initrd=" + quote(dir + "/initrd") +
+        " --change-section-vma .initrd=0x3000000";
+  cmd += std::string(" ") + kStub + " " + quote(dir + "/out.efi") + " 2>&1";
+  std::string out;
+  if (run(cmd, &out) != 0) throw std::runtime_error("objcopy: " + out);
+  return read_file(dir + "/out.efi");
+}
+
+std::vector<RawEntry> efi_dirs() {
+  return {{"boot/", '5', "", ""}, {"boot/EFI/", '5', "", ""}, {"boot/EFI/Linux/", '5', "", ""}};
+}
+
+TEST_F(OciBootTest, UnifiedKernelImagesNamingTheBootImage) {
+  if (::access(kStub, R_OK) != 0)
+    GTEST_SKIP() << kStub << " missing (package systemd-boot-efi, tools/setup-deps.sh)";
+  // The sealed build: the boot image id comes first (/boot is emptied in it, so the UKI that
+  // goes into /boot does not change it), then the UKI whose command line names it.
+  std::vector<Layer> base = os_layers();
+  base.push_back(Layer{tar_from_entries(efi_dirs()), Compression::gzip});
+  pull(base, "unsealed");
+  Digest boot = so::image_id(Repository::open(repo_path), "unsealed", true);
+  std::string uki_bytes;
+  auto sealed_layers = [&](const std::string& uki_cmdline, const std::string& addon_cmdline) {
+    std::vector<RawEntry> entries = efi_dirs();
+    uki_bytes = make_pe(tmp.path(), uki_cmdline, true);
+    entries.push_back({"boot/EFI/Linux/os.efi", '0', "", uki_bytes});
+    entries.push_back({"boot/EFI/Linux/os.efi.extra.d/", '5', "", ""});
+    entries.push_back({"boot/EFI/Linux/os.efi.extra.d/debug.addon.efi", '0', "",
+                       make_pe(tmp.path(), addon_cmdline, false)});
+    std::vector<Layer> layers = base;
+    layers.push_back(Layer{tar_from_entries(entries), Compression::zstd});
+    return layers;
+  };
+  std::string karg = so::composefs_kernel_argument(boot, true);
+  pull(sealed_layers(karg + " rw quiet", "debug"), "sealed");
+  Repository repo = Repository::open(repo_path);
+  ASSERT_EQ(so::image_id(repo, "sealed", true), boot) << "the UKI changed the boot image";
+
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.expected_digest = so::image_id(repo, "sealed", false);  // not the boot image
+  EXPECT_NE(error_of("sealed", options).find("--expected-digest"), std::string::npos);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+  options.expected_digest = boot;
+  so::BootEntry entry = so::prepare_boot(repo, "sealed", options);
+  EXPECT_EQ(entry.ukis, std::vector<std::string>{bootdir + "/EFI/Linux/os.efi"});
+  EXPECT_EQ(entry.addons,
+            std::vector<std::string>{bootdir + "/EFI/Linux/os.efi.extra.d/debug.addon.efi"});
+  EXPECT_TRUE(read_file(bootdir + "/EFI/Linux/os.efi") == uki_bytes);
+  // The written UKI's own .cmdline, read back by the PE parser.
+  std::string written = read_file(bootdir + "/EFI/Linux/os.efi");
+  so::PeFile pe(std::as_bytes(std::span(written)), "os.efi");
+  EXPECT_EQ(pe.text_section(".cmdline"), karg + " rw quiet");
+  EXPECT_EQ(so::composefs_argument(*pe.text_section(".cmdline"))->image, boot);
+  // --entry-id renames the UKI and its addon directory.
+  options.entry_id = "e1";
+  entry = so::prepare_boot(repo, "sealed", options);
+  EXPECT_EQ(entry.ukis, std::vector<std::string>{bootdir + "/EFI/Linux/e1.efi"});
+  EXPECT_TRUE(fs::exists(bootdir + "/EFI/Linux/e1.efi.extra.d/debug.addon.efi"));
+  options.entry_id.reset();
+  options.expected_digest.reset();
+
+  // Refused, writing nothing: a UKI that boots another image, one without the argument, an
+  // addon that names an image, and --cmdline (sealed in the UKI).
+  fs::remove_all(bootdir);
+  fs::create_directories(bootdir);
+  Digest other = so::image_id(repo, "unsealed", false);
+  pull(sealed_layers(so::composefs_kernel_argument(other, false), "debug"), "other");
+  EXPECT_NE(error_of("other", options).find("boots composefs image " + other.hex()),
+            std::string::npos)
+      << error_of("other", options);
+  pull(sealed_layers("root=/dev/sda rw", "debug"), "noarg");
+  EXPECT_NE(error_of("noarg", options).find("has no composefs.digest= argument"),
+            std::string::npos);
+  pull(sealed_layers(karg, karg), "addon");
+  EXPECT_NE(error_of("addon", options).find("the addon's .cmdline names a composefs image"),
+            std::string::npos);
+  pull(sealed_layers("composefs.digest=v1-sha256-12:abc", "debug"), "malformed");
+  EXPECT_NE(error_of("malformed", options).find("is not composefs.digest="), std::string::npos);
+  options.kernel_arguments = {"rw"};
+  EXPECT_NE(error_of("sealed", options).find("--cmdline cannot be added"), std::string::npos);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+}
+
+// The PE parser refuses what it cannot bound: each header field pointing outside the file.
+TEST(PeFile, HostileHeadersAreRefused) {
+  if (::access(kStub, R_OK) != 0)
+    GTEST_SKIP() << kStub << " missing (package systemd-boot-efi, tools/setup-deps.sh)";
+  TempDir tmp;
+  std::string good = make_pe(tmp.path(), "console=ttyS0", true);
+  auto error = [](std::string data) {
+    try {
+      so::PeFile pe(std::as_bytes(std::span(data)), "x.efi");
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_EQ(error(good), "");
+  auto put32 = [](std::string& d, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) d[at + i] = static_cast<char>(v >> (8 * i));
+  };
+  uint32_t pe = static_cast<uint8_t>(good[0x3c]) | static_cast<uint8_t>(good[0x3d]) << 8;
+  std::string d = good;
+  d[0] = 'X';
+  EXPECT_NE(error(d).find("no 'MZ' signature"), std::string::npos);
+  d = good;
+  put32(d, 0x3c, static_cast<uint32_t>(good.size()));
+  EXPECT_NE(error(d).find("outside the file"), std::string::npos);
+  d = good;
+  d[pe + 6] = static_cast<char>(200);  // NumberOfSections
+  EXPECT_NE(error(d).find("200 sections"), std::string::npos);
+  d = good.substr(0, pe + 24 + 100);  // the section table cut off
+  EXPECT_NE(error(d).find("section table outside the file"), std::string::npos) << error(d);
+  size_t end = 0;
+  so::PeFile parsed(std::as_bytes(std::span(good)), "x");
+  for (const so::PeSection& sec : parsed.sections())
+    end = std::max<size_t>(end, sec.raw_offset + sec.raw_size);
+  d = good.substr(0, end - 1);  // the last section's data cut off
+  EXPECT_NE(error(d).find("has its data outside the file"), std::string::npos) << error(d);
+  EXPECT_NE(error(good.substr(0, 10)).find("shorter than a DOS header"), std::string::npos);
+}
+
+// Entries come and go: removing one leaves its kernels to boot-gc, which removes exactly the
+// files no remaining entry names and nothing it does not own.
+TEST_F(OciBootTest, RemovedEntriesKernelsAreCollected) {
+  pull(os_layers(), "os");
+  Repository repo = Repository::open(repo_path);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  for (const char* id : {"e1", "e2"}) {
+    options.entry_id = id;
+    so::prepare_boot(repo, "os", options);
+  }
+  // Files the boot loader or the admin own: never collected.
+  fs::create_directories(bootdir + "/grub/fonts");
+  write_file(bootdir + "/grub/grub.cfg", "x");
+  write_file(bootdir + "/grub/vmlinuz", "not in a flat directory");
+  write_file(bootdir + "/config-6.1", "x");
+  write_file(bootdir + "/loader/loader.conf", "timeout 3\n");
+  fs::create_directories(bootdir + "/EFI/BOOT");
+  write_file(bootdir + "/EFI/BOOT/BOOTX64.EFI", "x");
+  // An orphaned addon directory and a live UKI with its addons.
+  fs::create_directories(bootdir + "/EFI/Linux/gone.efi.extra.d");
+  write_file(bootdir + "/EFI/Linux/gone.efi.extra.d/a.addon.efi", "x");
+  fs::create_directories(bootdir + "/EFI/Linux/live.efi.extra.d");
+  write_file(bootdir + "/EFI/Linux/live.efi", "x");
+  write_file(bootdir + "/EFI/Linux/live.efi.extra.d/a.addon.efi", "x");
+
+  EXPECT_EQ(so::gc_boot_dir(bootdir, true),
+            std::vector<std::string>{bootdir + "/EFI/Linux/gone.efi.extra.d"});
+  EXPECT_EQ(so::remove_boot_entry(bootdir, "e1"),
+            std::vector<std::string>{bootdir + "/loader/entries/e1.conf"});
+  EXPECT_TRUE(fs::exists(bootdir + "/e1/vmlinuz"));
+  std::vector<std::string> removed = so::gc_boot_dir(bootdir);
+  EXPECT_EQ(removed,
+            (std::vector<std::string>{bootdir + "/e1/initramfs.img", bootdir + "/e1/vmlinuz",
+                                      bootdir + "/EFI/Linux/gone.efi.extra.d"}));
+  EXPECT_EQ(boot_files(), (std::vector<std::string>{
+                              "EFI/BOOT/BOOTX64.EFI", "EFI/Linux/live.efi",
+                              "EFI/Linux/live.efi.extra.d/a.addon.efi", "config-6.1",
+                              "e2/initramfs.img", "e2/vmlinuz", "grub/grub.cfg", "grub/vmlinuz",
+                              "loader/entries/e2.conf", "loader/loader.conf"}));
+  EXPECT_EQ(so::gc_boot_dir(bootdir), std::vector<std::string>{});
+  // A UKI entry goes with its addons.
+  EXPECT_EQ(so::remove_boot_entry(bootdir, "live"),
+            (std::vector<std::string>{bootdir + "/EFI/Linux/live.efi",
+                                      bootdir + "/EFI/Linux/live.efi.extra.d"}));
+  EXPECT_THROW(so::remove_boot_entry(bootdir, "live"), Error);
+  EXPECT_THROW(so::remove_boot_entry(bootdir, "../e2"), Error);
+  // Through the CLI.
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+  std::string out;
+  ASSERT_EQ(run(quote(cfsctl) + " oci remove-boot-entry e2 --bootdir " + quote(bootdir), &out), 0)
+      << out;
+  EXPECT_EQ(out, "removed " + bootdir + "/loader/entries/e2.conf\n");
+  ASSERT_EQ(run(quote(cfsctl) + " oci boot-gc --bootdir " + quote(bootdir), &out), 0) << out;
+  EXPECT_EQ(out, "removed " + bootdir + "/e2/initramfs.img\nremoved " + bootdir + "/e2/vmlinuz\n");
+  EXPECT_FALSE(fs::exists(bootdir + "/e2"));
 }
 
 TEST_F(OciBootTest, Cli) {

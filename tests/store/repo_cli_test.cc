@@ -79,7 +79,7 @@ TEST(RepoCli, EveryCommand) {
   ASSERT_EQ(r.status, 0) << r.out;
   std::string id = test::trim(r.out);
   ASSERT_EQ(id.size(), 64u) << r.out;
-  Result computed = cfsctl("compute-id " + quote(tmp / "src"));
+  Result computed = cfsctl("compute-id --hash sha256 " + quote(tmp / "src"));
   EXPECT_EQ(test::trim(computed.out), id) << "create-image and compute-id disagree";
 
   r = cfsctl("--repo " + repo + " images");
@@ -189,7 +189,7 @@ TEST(RepoCli, KillNineDuringCreateImageLeavesConsistentRepository) {
     EXPECT_EQ(cfsctl("--repo " + quote(repo) + " init --insecure --hash sha256").status, 0);
     return repo;
   };
-  std::string expected = test::trim(cfsctl("compute-id " + quote(tmp / "src")).out);
+  std::string expected = test::trim(cfsctl("compute-id --hash sha256 " + quote(tmp / "src")).out);
   // How long a full run takes (fastest of two), to spread the kills over it.
   long duration = 0;
   for (int i = 0; i < 2; ++i) {

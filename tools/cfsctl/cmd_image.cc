@@ -1,5 +1,5 @@
-// Image commands: dump (an image as a composefs-dump(5) file) and compute-id (the image id
-// a directory would get, without writing anything).
+// Image commands: dump (an image as a composefs-dump(5) file), and for a directory compute-id
+// (the image id it would get), create-dumpfile and compute-karg, none of which store anything.
 #include <unistd.h>
 
 #include <string>
@@ -14,6 +14,10 @@
 #include "cfs/store/repository.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "dir_transform.h"
+#if CFS_WITH_OCI
+#include "cfs/oci/boot.h"
+#endif
 
 namespace cfs::cli {
 
@@ -37,6 +41,7 @@ void run_dump(const DumpOptions& o, const GlobalOptions& global) {
 
 struct ComputeIdOptions {
   std::string dir;
+  DirTransformArgs transform;
   bool use_epoch = false;
   bool skip_devices = false;
   bool skip_xattrs = false;
@@ -44,24 +49,53 @@ struct ComputeIdOptions {
   bool no_hardlinks = false;
 };
 
-void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
+erofs::ScanOptions scan_options(const ComputeIdOptions& o) {
   erofs::ScanOptions scan;
   scan.use_epoch = o.use_epoch;
   scan.skip_devices = o.skip_devices;
   scan.skip_xattrs = o.skip_xattrs;
   scan.user_xattrs_only = o.user_xattrs;
   scan.detect_hardlinks = !o.no_hardlinks;
-  if (!global.repo.empty()) {
-    // The id create-image would give in this repository (its hash algorithm).
-    HashAlgorithm alg = store::Repository::open(global.repo).algorithm();
-    return print(store::compute_image_id(o.dir, alg, scan).hex() + "\n");
-  }
-  erofs::Tree tree = erofs::scan_directory(o.dir, scan, hash_file_exact);
-  DiscardSink discard;
-  // Repositories store V1 images, so the id is that of the V1 image of the tree.
-  erofs::WriteResult result = erofs::write_image(tree, discard, erofs::WriterOptions{1, 1});
-  print(result.digest.hex() + "\n");
+  return scan;
 }
+
+void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
+  // The id create-image gives in a repository of that algorithm (V1 image).
+  Digest id = store::compute_image_id(o.dir, dir_hash(o.transform, global), scan_options(o),
+                                      dir_transform(o.transform, o.dir));
+  print(id.hex() + "\n");
+}
+
+struct CreateDumpfileOptions {
+  std::string dir;
+  DirTransformArgs transform;
+};
+
+void run_create_dumpfile(const CreateDumpfileOptions& o, const GlobalOptions& global) {
+  erofs::Tree tree = store::scan_image_tree(o.dir, dir_hash(o.transform, global), {},
+                                            dir_transform(o.transform, o.dir));
+  FdSink out(STDOUT_FILENO, "stdout");
+  erofs::write_dumpfile(tree, out);
+  out.flush();
+}
+
+#if CFS_WITH_OCI
+struct ComputeKargOptions {
+  std::string dir;
+  DirTransformArgs transform;
+  bool insecure = false;
+};
+
+void run_compute_karg(ComputeKargOptions o, const GlobalOptions& global) {
+  // A karg names the image a sealed system boots: always the bootable variant with the
+  // default xattr allowlist, as composefs-rs' compute-karg.
+  o.transform.bootable = true;
+  o.transform.xattrs = "allowlist-only";
+  Digest id = store::compute_image_id(o.dir, dir_hash(o.transform, global), {},
+                                      dir_transform(o.transform, o.dir));
+  print(oci::composefs_kernel_argument(id, o.insecure) + "\n");
+}
+#endif
 
 }  // namespace
 
@@ -77,13 +111,18 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
 
   auto [compute_cmd, compute] = add_command<ComputeIdOptions>(
       app, global, "compute-id",
-      "Print the image id (fs-verity SHA-256 of the composefs image) that DIR would get, "
-      "without writing an image or storing objects. The id is that of a format V1 image "
-      "(min and max version 1), as repositories store them; 'mkcomposefs --print-digest-only' "
-      "gives the V0 id of C mkcomposefs. Files over 64 bytes are hashed, hardlinks are kept, "
-      "symlinks are not followed.",
+      "Print the image id (fs-verity digest of the composefs image) that DIR would get, "
+      "without writing an image or storing objects. DIR gets the transforms of an OCI pull "
+      "(root metadata from /usr, /run emptied, only security.capability xattrs kept; with "
+      "--bootable also /boot and /sysroot emptied and SELinux labels from DIR's policy), so "
+      "a root directory gives the id 'oci image-id' gives after pulling it as an image, as "
+      "composefs-rs' compute-id does; --no-propagate-usr-to-root is the plain scan. The id is "
+      "that of a format V1 image, as repositories store them ('mkcomposefs "
+      "--print-digest-only' gives the V0 id of C mkcomposefs). Files over 64 bytes are "
+      "hashed, hardlinks are kept, symlinks are not followed.",
       run_compute_id);
   compute_cmd->add_option("DIR", compute->dir, "Directory to scan")->required();
+  add_dir_transform_options(compute_cmd, compute->transform, false, true);
   compute_cmd->add_flag("--use-epoch", compute->use_epoch, "Set every mtime to 0");
   compute_cmd->add_flag("--skip-devices", compute->skip_devices,
                         "Leave out block and character devices");
@@ -93,6 +132,29 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
       ->excludes("--skip-xattrs");
   compute_cmd->add_flag("--no-hardlinks", compute->no_hardlinks,
                         "Treat every hardlink as a separate file (as C mkcomposefs does)");
+
+  auto [dumpfile_cmd, dumpfile] = add_command<CreateDumpfileOptions>(
+      app, global, "create-dumpfile",
+      "Print DIR as a composefs-dump(5) file, with the transforms compute-id applies; "
+      "stores nothing.",
+      run_create_dumpfile);
+  dumpfile_cmd->add_option("DIR", dumpfile->dir, "Directory to scan")->required();
+  add_dir_transform_options(dumpfile_cmd, dumpfile->transform, false, true);
+
+#if CFS_WITH_OCI
+  auto [karg_cmd, karg] = add_command<ComputeKargOptions>(
+      app, global, "compute-karg",
+      "Print the kernel argument that boots DIR as a sealed composefs root: "
+      "composefs.digest=v1-<sha256|sha512>-12:<id> with the id of DIR's bootable variant "
+      "(compute-id --bootable), for a UKI's command line (e.g. in a Containerfile: "
+      "cfsctl compute-karg / > /etc/kernel/cmdline).",
+      run_compute_karg);
+  karg_cmd->add_option("DIR", karg->dir, "Root directory to scan")->required();
+  add_dir_transform_options(karg_cmd, karg->transform, true, true);
+  karg_cmd->add_flag("--insecure", karg->insecure,
+                     "Mark the argument '?' (composefs.digest=?v1-...): fs-verity is not "
+                     "required at boot");
+#endif
 }
 
 }  // namespace cfs::cli

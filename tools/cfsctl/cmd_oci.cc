@@ -483,7 +483,7 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
 struct PrepareBootArgs {
   std::string name;
   oci::BootEntryOptions options;
-  std::string entry_id, kernel_version;
+  std::string entry_id, kernel_version, expected_digest;
   std::string xattrs = "allowlist-only";
 };
 
@@ -498,9 +498,64 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
   std::error_code ec;
   std::filesystem::create_directories(options.bootdir, ec);
   if (ec) throw Error(options.bootdir + ": creating the boot directory: " + ec.message());
+  if (!args.expected_digest.empty()) {
+    options.expected_digest = Digest::from_hex(args.expected_digest, repo.algorithm());
+    if (!options.expected_digest)
+      throw Error("--expected-digest '" + args.expected_digest + "' is not a " +
+                  std::string(algorithm_name(repo.algorithm())) + " digest in hex");
+  }
   oci::BootEntry entry = oci::prepare_boot(repo, args.name, options);
+  if (!entry.ukis.empty()) {
+    std::string out;
+    for (const std::string& uki : entry.ukis) out += "uki " + uki + "\n";
+    for (const std::string& addon : entry.addons) out += "addon " + addon + "\n";
+    return print(out + "image " + entry.image.hex() + "\n");
+  }
   print("entry " + entry.entry_path + "\nkernel " + entry.kernel_version + " " + entry.kernel_path +
         "\ninitramfs " + entry.initramfs_path + "\noptions " + entry.options + "\n");
+}
+
+struct RemoveBootEntryArgs {
+  std::string id;
+  std::string bootdir = "/boot";
+};
+
+void run_remove_boot_entry(const RemoveBootEntryArgs& args, const GlobalOptions&) {
+  std::string out;
+  for (const std::string& path : oci::remove_boot_entry(args.bootdir, args.id))
+    out += "removed " + path + "\n";
+  print(out);
+}
+
+struct BootGcArgs {
+  std::string bootdir = "/boot";
+  bool dry_run = false;
+};
+
+void run_boot_gc(const BootGcArgs& args, const GlobalOptions&) {
+  std::string out;
+  for (const std::string& path : oci::gc_boot_dir(args.bootdir, args.dry_run))
+    out += (args.dry_run ? "would remove " : "removed ") + path + "\n";
+  print(out);
+}
+
+void add_boot_entry_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [rm_cmd, rm] = add_command<RemoveBootEntryArgs>(
+      oci_cmd, global, "remove-boot-entry",
+      "Remove boot entry ID from the boot partition: loader/entries/ID.conf and/or the UKI "
+      "EFI/Linux/ID.efi with its ID.efi.extra.d addons (boot-gc removes the kernels a "
+      "removed entry named)",
+      run_remove_boot_entry);
+  rm_cmd->add_option("ID", rm->id, "Entry id")->required();
+  rm_cmd->add_option("--bootdir", rm->bootdir, "Boot partition root")->capture_default_str();
+
+  auto [gc_cmd, gc] = add_command<BootGcArgs>(
+      oci_cmd, global, "boot-gc",
+      "Remove the kernels, initramfs images and UKIs in the boot partition's entry directories "
+      "that no loader/entries/*.conf names, and addon directories whose UKI is gone",
+      run_boot_gc);
+  gc_cmd->add_option("--bootdir", gc->bootdir, "Boot partition root")->capture_default_str();
+  gc_cmd->add_flag("--dry-run", gc->dry_run, "Only print what would be removed");
 }
 
 void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
@@ -509,10 +564,15 @@ void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       "Copy the kernel and initramfs of a bootable image (its boot image is built and stored "
       "first if the pull did not) from "
       "/usr/lib/modules/<kver>/ to BOOTDIR/<entry-id>/ and write the Boot Loader Specification "
-      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image",
+      "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image. An image "
+      "that ships unified kernel images (/boot/EFI/Linux/*.efi, /usr/lib/modules/<kver>/*.efi, "
+      "with their .efi.extra.d addons) gets those copied to BOOTDIR/EFI/Linux instead, each "
+      "refused unless its .cmdline composefs.digest= names the image's boot image",
       run_prepare_boot);
   cmd->add_option("IMAGE", args->name, "Tag or @sha256:…")->required();
   cmd->add_option("--bootdir", args->options.bootdir, "Boot partition root")->capture_default_str();
+  cmd->add_option("--expected-digest", args->expected_digest,
+                  "Refuse unless the boot image's id is this (hex)");
   cmd->add_option("--entry-id", args->entry_id, "Entry name (default: the kernel version)");
   cmd->add_option("--kernel-version", args->kernel_version,
                   "Kernel to use when the image has several (default: the first by name)");
@@ -583,6 +643,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   add_image_commands(*oci_cmd, global);
   add_mount_command(*oci_cmd, global);
   add_prepare_boot_command(*oci_cmd, global);
+  add_boot_entry_commands(*oci_cmd, global);
   add_fsck_command(*oci_cmd, global);
 }
 

@@ -22,6 +22,7 @@
 #include "cfs/store/refs.h"
 #include "cfs/store/repository.h"
 #include "commands.h"
+#include "dir_transform.h"
 #include "json_out.h"
 #include "mount_programs.h"
 
@@ -108,6 +109,7 @@ struct CreateImageArgs {
   std::string source;
   std::string name;
   std::string positional_name;
+  DirTransformArgs transform;
 };
 
 void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) {
@@ -117,7 +119,8 @@ void run_create_image(const CreateImageArgs& args, const GlobalOptions& global) 
   store::Repository repo = open_repo(global, "create-image");
   std::optional<std::string_view> ref;
   if (!name.empty()) ref = name;
-  store::CreateImageResult result = store::create_image(repo, args.source, ref);
+  store::CreateImageResult result =
+      store::create_image(repo, args.source, ref, {}, dir_transform(args.transform, args.source));
   print(result.id.hex() + "\n");
 }
 
@@ -335,11 +338,14 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
   auto [create_cmd, create] = add_command<CreateImageArgs>(
       app, global, "create-image",
       "Store the files of directory SRC as objects and a composefs image (EROFS V1) of it; "
-      "prints the image id. With a NAME the image is also named images/refs/NAME.",
+      "prints the image id. With a NAME the image is also named images/refs/NAME. SRC gets "
+      "the transforms of an OCI pull (see compute-id); --no-propagate-usr-to-root stores the "
+      "tree as scanned.",
       run_create_image);
   create_cmd->add_option("SRC", create->source, "Source directory")->required();
   create_cmd->add_option("NAME", create->positional_name, "Ref name for the image");
   create_cmd->add_option("--name", create->name, "Ref name for the image");
+  add_dir_transform_options(create_cmd, create->transform, false, false);
 
   auto [images_cmd, images] = add_command<ImagesArgs>(
       app, global, "images", "List the repository's images and refs", run_images);

@@ -46,8 +46,17 @@ struct SetupRootOptions {
   std::string cmdline_file = "/proc/cmdline";
   std::string sysroot = "/sysroot";
   std::string config_file = "/usr/lib/composefs/setup-root-conf.toml";
+  // systemd's gpt-auto-root workaround (systemd#35017, as composefs-rs' setup-root): when
+  // gpt_auto_root is a block device, volatile_root becomes a symlink to /dev/block/MAJ:MIN so
+  // systemd-gpt-auto-generator and systemd-repart find the physical root under the composefs
+  // one. Best effort: an existing link is kept, a failure is logged and ignored.
+  std::string gpt_auto_root = "/dev/gpt-auto-root";
+  std::string volatile_root = "/run/systemd/volatile-root";
   KernelOverrides overrides;
 };
+
+// The workaround alone (setup_root runs it first); returns what it did, for the log.
+std::string link_volatile_root(const std::string& gpt_auto_root, const std::string& volatile_root);
 
 // Performs the whole step, reporting each action through log. Throws cfs::Error with a message
 // fit for the console; on failure the mounts it made are taken down again.

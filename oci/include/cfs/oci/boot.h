@@ -29,6 +29,8 @@ struct BootEntryOptions {
   std::optional<std::string> kernel_version;     // default: the first in byte order (composefs-rs)
   std::vector<std::string> kernel_arguments;     // added after the composefs argument
   XattrMode xattrs = XattrMode::allowlist_only;  // which variant of the image to boot
+  // Refuse unless the boot image has this id (a sealed image's published digest).
+  std::optional<Digest> expected_digest;
 };
 
 struct BootEntry {
@@ -38,7 +40,20 @@ struct BootEntry {
   std::string kernel_path;
   std::string initramfs_path;
   std::string options;  // the entry's kernel command line
+  // Type 2: the UKIs and addons written below BOOTDIR/EFI/Linux (then the fields above other
+  // than image are empty).
+  std::vector<std::string> ukis;
+  std::vector<std::string> addons;
 };
+
+// The composefs image a kernel command line boots (composefs.digest=[?]v1-<alg>-12:<hex>),
+// nullopt if it names none. Throws for a malformed value, a V2 "composefs=" argument or two
+// arguments naming different images.
+struct ComposefsArgument {
+  Digest image;
+  bool insecure = false;
+};
+std::optional<ComposefsArgument> composefs_argument(std::string_view cmdline);
 
 // The kernel argument cfs-mount setup-root (and composefs-rs' setup-root) boots image by:
 // composefs.digest=v1-sha256-12:<hex>, with '?' after '=' when verity is not to be enforced.
@@ -51,10 +66,28 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 // Writes the boot entry for image name (a tag or @sha256:…), which must have been pulled with
 // --bootable. Files are written to temporary names, synced and renamed, the entry last, so a
 // bootloader never sees an entry whose kernel is incomplete. Kernel and initramfs data come
-// from the repository's objects and are checked against the digests the image records. Images
-// that carry their own boot entries (/boot/loader/entries, UKIs) are refused: composefs-rs
-// would prefer those, and cfs does not write them.
+// from the repository's objects and are checked against the digests the image records.
+// An image that ships unified kernel images (Type 2: /boot/EFI/Linux/*.efi and
+// /usr/lib/modules/<kver>/*.efi, addons as *.addon.efi and in <uki>.efi.extra.d/) gets those
+// written to BOOTDIR/EFI/Linux instead (--entry-id renames its one UKI), each UKI's .cmdline
+// checked (oci/pe.h parses the PE file) to name the boot image: a UKI that would boot another
+// image is refused and nothing is written. Images with their own BLS Type 1 entries
+// (/boot/loader/entries) are refused: cfs does not relocate them.
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options);
+
+// Removes boot entry id from bootdir: its Type 1 entry loader/entries/<id>.conf and/or its
+// UKI EFI/Linux/<id>.efi with <id>.efi.extra.d/ (the UKI before its addons). The kernels a
+// Type 1 entry named stay until gc_boot_dir. Returns what was removed; throws if there is no
+// such entry.
+std::vector<std::string> remove_boot_entry(const std::string& bootdir, const std::string& id);
+
+// The boot directory's garbage: in every flat top-level directory of bootdir (only regular
+// files in it; EFI/ and loader/ excepted), the kernels, initramfs images and UKIs
+// (vmlinuz, initramfs.img, *.efi) that no Type 1 entry in loader/entries names (linux, initrd,
+// efi, devicetree), and EFI/Linux/*.efi.extra.d directories whose UKI is gone. Removes them
+// (and directories left empty) unless dry_run; returns their paths. Other files and
+// directories (grub/, loader.conf, config-*) are never touched.
+std::vector<std::string> gc_boot_dir(const std::string& bootdir, bool dry_run = false);
 
 }  // namespace cfs::oci

@@ -54,19 +54,43 @@ class LayerMerger {
 };
 
 // XattrMode and xattr_kept are in oci_tar.h: the tar parser drops unkept xattrs early.
-// transform_for_oci: the root takes /usr's mode, uid, gid, mtime (seconds) and xattrs;
-// /run is emptied and gets /usr's mtime. Trees without /usr are left as they are.
+// transform_for_oci (composefs-rs' transform_for_oci without the xattr filter): the root takes
+// /usr's mode, uid, gid, mtime (seconds and nanoseconds) and xattrs; /run is emptied and gets
+// /usr's mtime. Trees without /usr are left as they are.
 void transform_for_oci(erofs::Tree& tree);
 void filter_xattrs(erofs::Tree& tree, XattrMode mode);
+// Sets nlink of every non-directory inode to the number of dirents that share it (after a
+// transform has emptied directories, a hardlink's other names may be gone).
+void count_links(erofs::Tree& tree);
 
-// Reads the data of a regular file of the tree (inline content or its object).
-using TreeFileReader = std::function<std::string(const erofs::Inode&)>;
+// Reads the data of a regular file of the tree (inline content or its object); path is the
+// file's absolute path in the tree.
+using TreeFileReader = std::function<std::string(const erofs::Inode&, const std::string& path)>;
 
-// transform_for_boot: /boot and /sysroot emptied (mtime := /usr seconds), then SELinux
+// transform_for_boot: /boot and /sysroot emptied (mtime seconds := /usr's), then SELinux
 // labels from the image's own policy (/etc/selinux/config SELINUXTYPE and
 // /etc/selinux/<type>/contexts/files/file_contexts{,.local,.homedirs,.subs,.subs_dist})
 // through libselinux, or security.selinux stripped everywhere if the image has no policy.
 // Returns true if the tree was relabelled.
 bool transform_for_boot(erofs::Tree& tree, const TreeFileReader& read_file);
+
+// The transforms an image gets, the same for a pull and for a directory (cfsctl compute-id,
+// create-image, create-dumpfile, compute-karg), so a root directory and the OCI image built
+// from it get the same image id.
+struct TreeTransform {
+  // composefs-rs' OCI transform (transform_for_oci + filter_xattrs); false is composefs-rs'
+  // --no-propagate-usr-to-root, which leaves the tree as scanned (xattrs included).
+  bool oci = true;
+  XattrMode xattrs = XattrMode::allowlist_only;
+  bool bootable = false;  // then transform_for_boot
+};
+void transform_tree(erofs::Tree& tree, const TreeTransform& transform,
+                    const TreeFileReader& read_file);
+
+// A TreeFileReader for a tree scanned from the directory dir: inline content from the tree,
+// other files read from dir (beneath it, following no symlink) and checked against the
+// digest the scan recorded, so a file changed since the scan is an error, not a label from
+// other data.
+TreeFileReader directory_file_reader(std::string dir);
 
 }  // namespace cfs::oci

@@ -2,6 +2,7 @@
 // an image id without storing anything (compute-id), and reading a stored image back.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,16 +25,29 @@ struct CreateImageResult {
   uint64_t image_size = 0;
 };
 
-// Scans src, stores every external file as an object, writes the EROFS image as an object,
-// links images/<id> and, with ref, images/refs/<ref>. Throws (naming the path) on unreadable
-// sources or files that change while being read; the repository stays consistent.
+// Changes a scanned tree before its image is written (cfs_oci's transform_tree: the OCI and
+// boot transforms); empty: the tree as scanned.
+using TreeTransformFn = std::function<void(erofs::Tree&)>;
+
+// Scans src, stores every external file as an object, applies transform, writes the EROFS
+// image as an object, links images/<id> and, with ref, images/refs/<ref>. Throws (naming the
+// path) on unreadable sources or files that change while being read; the repository stays
+// consistent (objects stored before a failure are unnamed and go at the next gc).
 CreateImageResult create_image(Repository& repo, const std::string& src,
                                std::optional<std::string_view> ref = std::nullopt,
-                               const erofs::ScanOptions& options = {});
+                               const erofs::ScanOptions& options = {},
+                               const TreeTransformFn& transform = {});
+
+// The tree create_image would write for src in a repository using alg (files hashed, nothing
+// stored), transform applied.
+erofs::Tree scan_image_tree(const std::string& src, HashAlgorithm alg,
+                            const erofs::ScanOptions& options = {},
+                            const TreeTransformFn& transform = {});
 
 // The id create_image would print for src in a repository using alg; stores nothing.
 Digest compute_image_id(const std::string& src, HashAlgorithm alg,
-                        const erofs::ScanOptions& options = {});
+                        const erofs::ScanOptions& options = {},
+                        const TreeTransformFn& transform = {});
 
 // Opens a stored image (by id or ref) with the strict reader.
 erofs::Image open_image_reader(const Repository& repo, std::string_view name);

@@ -1,0 +1,74 @@
+// cfsctl compute-id of a directory against composefs-rs' own compute-id (the rs-oracle, built
+// from composefs-rs 0.9.0 by shared/tools/rs-oracle/build.sh): every test layout's root,
+// extracted by libarchive, with and without the OCI transform, plain and bootable, sha256 and
+// sha512. Skipped, saying why, where the oracle is not built.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "layout_extract.h"
+#include "testdata.h"
+
+namespace cfs::test::oci {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kCfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+
+std::string oracle_path() {
+  const char* env = std::getenv("CFS_RS_ORACLE");
+  return env && *env ? env : "/var/tmp/rs-oracle/bin/rsoracle";
+}
+
+std::string output_of(const std::string& command, bool may_fail = false) {
+  std::string out;
+  int status = run(command + " 2>&1", &out);
+  if (status != 0 && !may_fail) ADD_FAILURE() << command << " exited " << status << ": " << out;
+  return status == 0 ? trim(out) : std::string();
+}
+
+TEST(RsOracle, ComputeIdOfExtractedRoots) {
+  const std::string oracle = oracle_path();
+  if (::access(oracle.c_str(), X_OK) != 0)
+    GTEST_SKIP() << "the composefs-rs oracle is not built (" << oracle
+                 << " missing; shared/tools/rs-oracle/build.sh builds it, CFS_RS_ORACLE "
+                    "overrides the path)";
+  if (::geteuid() != 0) GTEST_SKIP() << "extracting layers keeps owners and devices: needs root";
+  TempDir tmp;
+  unsigned compared = 0;
+  for (const TestLayout& l : build_test_layouts(tmp.path())) {
+    std::string root = tmp.path() + "/root-" + l.name;
+    fs::create_directory(root);
+    extract_image(l.dir, l.ref, root);
+    for (const char* hash : {"sha256", "sha512"}) {
+      for (const char* flags :
+           {"", "--bootable", "--no-propagate-usr-to-root", "--xattrs keep-user-xattrs"}) {
+        SCOPED_TRACE(l.name + " --hash " + hash + " " + flags);
+        std::string ours =
+            output_of(kCfsctl + " compute-id --hash " + hash + " " + flags + " " + quote(root));
+        // composefs-rs' boot transform requires /boot and /sysroot (cfs empties those that
+        // exist): a root without them is compared only where composefs-rs takes it.
+        bool rs_refuses =
+            std::string(flags) == "--bootable" &&
+            (!fs::is_directory(root + "/boot") || !fs::is_directory(root + "/sysroot"));
+        std::string theirs = output_of(oracle + " --hash " + hash + " --erofs-version 1 " +
+                                           "compute-id " + flags + " " + quote(root),
+                                       rs_refuses);
+        if (rs_refuses) {
+          EXPECT_EQ(theirs, "") << "composefs-rs took a bootable root without /boot or /sysroot";
+          continue;
+        }
+        EXPECT_EQ(ours, theirs);
+        EXPECT_EQ(ours.size(), std::string(hash) == "sha256" ? 64u : 128u);
+        ++compared;
+      }
+    }
+  }
+  std::printf("compared %u compute-id results with %s\n", compared, oracle.c_str());
+}
+
+}  // namespace
+}  // namespace cfs::test::oci
