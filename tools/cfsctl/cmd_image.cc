@@ -52,14 +52,19 @@ void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
   scan.user_xattrs_only = o.user_xattrs;
   scan.detect_hardlinks = !o.no_hardlinks;
   if (!global.repo.empty()) {
+    if (global.erofs_version && *global.erofs_version != store::kRepositoryErofsVersion)
+      throw Error("compute-id --repo: repositories store EROFS format " +
+                  std::to_string(store::kRepositoryErofsVersion) + " images");
     // The id create-image would give in this repository (its hash algorithm).
     HashAlgorithm alg = store::Repository::open(global.repo).algorithm();
     return print(store::compute_image_id(o.dir, alg, scan).hex() + "\n");
   }
   erofs::Tree tree = erofs::scan_directory(o.dir, scan, hash_file_exact);
   DiscardSink discard;
-  // Repositories store V1 images, so the id is that of the V1 image of the tree.
-  erofs::WriteResult result = erofs::write_image(tree, discard, erofs::WriterOptions{1, 1});
+  // Repositories store V1 images, so the id is that of the V1 image of the tree, unless
+  // --erofs-version asks for another format.
+  erofs::WriteResult result = erofs::write_image(
+      tree, discard, erofs::WriterOptions::for_erofs_version(global.erofs_version.value_or(1)));
   print(result.digest.hex() + "\n");
 }
 

@@ -7,6 +7,9 @@
 #include <string>
 #include <utility>
 
+#include <cstdint>
+#include <optional>
+
 #include "cfs/main_frame.h"
 
 namespace cfs::cli {
@@ -14,6 +17,8 @@ namespace cfs::cli {
 // Global options shared by every subcommand.
 struct GlobalOptions {
   std::string repo;  // --repo DIR
+  // --erofs-version 0|1|2 (composefs-rs' spelling): the EROFS format compute-id computes.
+  std::optional<uint32_t> erofs_version;
 };
 
 // Each register_* adds subcommands whose callbacks run the command; a callback reports

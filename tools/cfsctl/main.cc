@@ -17,6 +17,10 @@ int run_cfsctl(int argc, char** argv) {
   app.set_version_flag("--version", "cfsctl " CFS_VERSION);
   cfs::cli::GlobalOptions global;
   app.add_option("--repo", global.repo, "Repository directory")->type_name("DIR");
+  app.add_option(
+         "--erofs-version", global.erofs_version,
+         "EROFS format of compute-id without --repo: 0, 1 (default) or 2 (composefs-rs' V2)")
+      ->check(CLI::Range(0, 2));
   cfs::cli::register_image_commands(app, global);
   cfs::cli::register_repo_commands(app, global);
 #if CFS_WITH_OCI
