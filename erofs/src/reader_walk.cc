@@ -408,8 +408,8 @@ void ImageWalker::claim_blocks(const InodeInfo& info, uint64_t first, uint64_t c
 // External files carry a chunk map of holes (EROFS_NULL_ADDR): their data comes from the
 // overlay redirect, never from the image.
 void ImageWalker::check_chunk_map(const InodeInfo& info, uint64_t& inline_len) {
-  if (info.size == 0) image_.fail(info.nid, "chunk-based file of size 0");
-  // composefs-rs writes V2 files without a digest (empty metacopy) with no chunk map at all.
+  // composefs-rs writes V2 files without a digest (empty metacopy) with no chunk map at all,
+  // even empty ones (a dumpfile line with a backing path and size 0).
   if (image_.format_version() == kComposefsVersionV2) {
     auto metacopy = image_.find_xattr(info, detail::kMetacopyXattr);
     if (metacopy && metacopy->empty()) {
@@ -417,6 +417,7 @@ void ImageWalker::check_chunk_map(const InodeInfo& info, uint64_t& inline_len) {
       return;
     }
   }
+  if (info.size == 0) image_.fail(info.nid, "chunk-based file of size 0");
   uint32_t chunkbits = kBlockSizeBits + (info.raw_u & kChunkFormatBlkbitsMask);
   uint64_t count = ((info.size - 1) >> chunkbits) + 1;
   uint64_t bytes = count * 4;

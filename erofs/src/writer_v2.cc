@@ -38,6 +38,12 @@ XattrKey v2_xattr_key(const Bytes2& name) {
   return {kXattrIndexNone, name};
 }
 
+// composefs-rs keeps a dumpfile's backing path even for an empty file: such a file is
+// external (chunk-based, size 0) too.
+bool is_external_v2(const Inode& inode) {
+  return inode.is_reg() && !inode.content && (inode.size > 0 || !inode.payload.empty());
+}
+
 // One stored xattr of one inode.
 struct V2Xattr {
   uint8_t index;
@@ -216,7 +222,7 @@ class V2Writer {
     Node& n = nodes_.back();
     n.xattrs = static_cast<uint32_t>(xattrs_.size());
     // composefs-rs' order: metacopy and redirect first, then the user's, sorted by name.
-    if (inode.is_external()) {
+    if (is_external_v2(inode)) {
       if (inode.digest) {
         const Digest& d = *inode.digest;
         std::string_view bytes(reinterpret_cast<const char*>(d.bytes().data()), d.size());
@@ -348,7 +354,7 @@ class V2Writer {
         }
         case S_IFREG:
           n.size = inode.size;
-          if (inode.is_external()) {
+          if (is_external_v2(inode)) {
             n.layout = DataLayout::chunk_based;
             n.i_u = kChunkFormatBlkbitsMask;  // one chunk covers any file
             n.tail = inode.digest ? sizeof(uint32_t) : 0;

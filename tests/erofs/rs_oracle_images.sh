@@ -16,7 +16,7 @@ if [ ! -x "$ORACLE" ]; then
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-failures=0 compared=0 skipped=0
+failures=0 compared=0 skipped=0 rs_differs_from_c=0
 
 # ---- generated trees ---------------------------------------------------------------------
 D=$(printf '%064d' 0 | tr 0 a)
@@ -46,8 +46,8 @@ gen whiteouts <<G
 /ff 0 20644 1 0 0 0 1.0 - - -
 /d 0 40755 2 0 0 0 1.0 - - - user.x=1
 /d/gone 0 20000 1 0 0 0 1.0 - - - user.overlay.whiteout=
-/d/dev 0 20644 1 0 0 0 1.0 259 - - -
-/d/blk 0 60644 1 0 0 0 1.0 2049 - - -
+/d/dev 0 20644 1 0 0 259 1.0 - - -
+/d/blk 0 60644 1 0 0 2049 1.0 - - -
 /fifo 0 10644 1 0 0 0 1.0 - - -
 G
 {
@@ -79,7 +79,7 @@ compare() {  # label dumpfile version
   local ours=$TMP/ours.img theirs=$TMP/theirs.img
   rm -f "$ours" "$theirs"
   if ! "$ORACLE" --hash sha256 --erofs-version "$v" dump2img "$dump" "$theirs" >/dev/null 2>"$TMP/err"; then
-    echo "skip $label V$v: composefs-rs refuses it: $(head -c 200 "$TMP/err")"
+    echo "skip $label V$v: composefs-rs refuses it: $(grep -m1 -A2 'Caused by' "$TMP/err" | tail -n +2 | tr -s ' \n' ' ' | head -c 160)"
     skipped=$((skipped + 1))
     return
   fi
@@ -91,6 +91,15 @@ compare() {  # label dumpfile version
   fi
   compared=$((compared + 1))
   if ! cmp -s "$ours" "$theirs"; then
+    # V1 is C's format: where composefs-rs' V1 differs from C mkcomposefs 1.0.8 (its
+    # README's known limits), cfs follows C.
+    local c_img=$TMP/c.img
+    if [ "$v" = 1 ] && "$(dirname "$ORACLE")/c-mkcomposefs" --from-file --min-version=1 \
+      --max-version=1 "$dump" "$c_img" >/dev/null 2>&1 && cmp -s "$ours" "$c_img"; then
+      echo "ok   $label V1: equal to C mkcomposefs (composefs-rs' V1 differs from C here)"
+      rs_differs_from_c=$((rs_differs_from_c + 1))
+      return
+    fi
     echo "FAIL $label V$v: images differ ($(cmp "$ours" "$theirs" 2>&1 | head -1))"
     failures=$((failures + 1))
     return
@@ -118,6 +127,14 @@ for f in "$VEC"/*.dump "$VEC"/*.dump.gz "$TMP"/gen-*.dump; do
   if [[ $f == *.gz ]]; then
     dump=$TMP/$(basename "$f" .gz)
     gzip -dc "$f" > "$dump"
+  fi
+  # Known gap: an empty regular file with a backing path is an external file to composefs-rs
+  # but an empty inline one to C and to cfs's dumpfile parser (which drops the path); both
+  # tools get such lines without the path.
+  if awk '$2 == "0" && $3 ~ /^100/ && $9 != "-" { found = 1 } END { exit !found }' "$dump"; then
+    awk 'BEGIN { OFS = " " } $2 == "0" && $3 ~ /^100/ && $9 != "-" { $9 = "-" } { print }' \
+      "$dump" > "$TMP/normalized.dump"
+    dump=$TMP/normalized.dump
   fi
   for v in 2 1; do compare "$(basename "$f")" "$dump" "$v"; done
 done
@@ -147,5 +164,5 @@ for v in 2 1; do
   fi
 done
 
-echo "rs-oracle images: $compared compared byte for byte, $failures failed, $skipped refused by composefs-rs"
+echo "rs-oracle images: $compared compared byte for byte, $failures failed ($rs_differs_from_c V1 images equal to C's where composefs-rs differs from C), $skipped refused by composefs-rs"
 [ "$failures" = 0 ] && [ "$compared" -gt 0 ]
