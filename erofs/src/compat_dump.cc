@@ -209,8 +209,12 @@ class CompatDumper {
       path += '/';
       path += name;
       InodeInfo inode = image_.inode(nid);
-      // C's reader skips every stored 0/0 device; validate() allowed them only as root stubs.
-      if (in_root && composefs::is_whiteout_stub(name, inode.mode, inode.rdev)) continue;
+      // C's reader skips every stored 0/0 device; validate() allowed them only as root stubs,
+      // or anywhere in a V2 image (the tree's own whiteouts, which C skips as well).
+      const bool v2 = !composefs::has_whiteout_stubs(image_.format_version());
+      if (inode.type() == S_IFCHR && inode.rdev == 0 &&
+          (v2 || (in_root && composefs::is_whiteout_stub_name(name))))
+        continue;
       if (inode.is_dir() || inode.nlink <= 1) {
         // validate() made sure such an inode has exactly one name.
         emit(path, format(inode), nullptr);

@@ -26,6 +26,7 @@ std::optional<std::string> unescape_xattr_name(std::string stored) {
 StoredXattr classify(const XattrView& x, bool empty_regular, uint32_t format_version) {
   if (x.name_is(kRedirectXattr)) return StoredXattr::redirect;
   if (x.name_is(kMetacopyXattr)) return StoredXattr::metacopy;
+  if (!has_whiteout_stubs(format_version)) return StoredXattr::user;  // V2: no markers
   if (x.value.empty()) {
     if (empty_regular && x.name_is(kEscapedWhiteout)) return StoredXattr::whiteout;
     if (empty_regular && x.name_is(kUserWhiteout)) return StoredXattr::user_whiteout;

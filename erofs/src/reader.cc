@@ -216,13 +216,14 @@ void Image::parse_superblock() {
     bad("composefs header", "bad magic " + hex32(header.magic) + " (not a composefs image)");
   if (header.version != kComposefsHeaderVersion)
     bad("composefs header", "unsupported header version " + std::to_string(header.version));
-  if (header.composefs_version > 1)
+  if (header.composefs_version > kComposefsVersionV2)
     bad("composefs header",
         "unsupported composefs format version " + std::to_string(header.composefs_version));
   if (header.flags & ~kComposefsFlagHasAcl)
     bad("composefs header", "unknown flags " + hex32(header.flags));
   format_version_ = header.composefs_version;
-  has_acl_ = header.flags & kComposefsFlagHasAcl;
+  // V2 writers never set the flag: whether the image holds ACLs is unknown, so keep them.
+  has_acl_ = (header.flags & kComposefsFlagHasAcl) || format_version_ == kComposefsVersionV2;
 
   Superblock sb;
   std::memcpy(&sb, bytes_.data() + kSuperblockOffset, sizeof sb);
@@ -248,9 +249,13 @@ void Image::parse_superblock() {
   if (sb.blocks == 0 || sb.blocks > image_blocks)
     bad(where, "block count " + std::to_string(sb.blocks) + " does not fit the " +
                    std::to_string(bytes_.size()) + "-byte image");
+  // V2 shared xattr ids are absolute (offset / 4): the table has no base block.
+  if (format_version_ == kComposefsVersionV2 && sb.xattr_blkaddr != 0)
+    bad(where, "xattr_blkaddr " + std::to_string(sb.xattr_blkaddr) +
+                   " in a format V2 image, expected 0 (absolute shared xattr ids)");
+  blocks_ = sb.blocks;
   if (uint64_t{sb.xattr_blkaddr} >= image_blocks)
     bad(where, "xattr_blkaddr " + std::to_string(sb.xattr_blkaddr) + " beyond the image");
-  blocks_ = sb.blocks;
   xattr_base_ = uint64_t{sb.xattr_blkaddr} * kBlockSize;
   root_nid_ = sb.root_nid;
   inode_count_ = sb.inos;
@@ -379,6 +384,8 @@ std::string_view XattrView::prefix() const noexcept {
       return "system.posix_acl_default";
     case kXattrIndexTrusted:
       return "trusted.";
+    case kXattrIndexLustre:
+      return "lustre.";
     case kXattrIndexSecurity:
       return "security.";
     default:
@@ -412,8 +419,10 @@ XattrCursor::XattrCursor(const Image& image, const InodeInfo& inode)
 }
 
 namespace {
-bool valid_xattr_index(uint8_t index) {
-  return index <= kXattrIndexTrusted || index == kXattrIndexSecurity;
+// C's writer has no "lustre." prefix; composefs-rs uses it in V2 images.
+bool valid_xattr_index(uint8_t index, uint32_t format_version) {
+  return index <= kXattrIndexTrusted || index == kXattrIndexSecurity ||
+         (index == kXattrIndexLustre && format_version == kComposefsVersionV2);
 }
 }  // namespace
 
@@ -460,7 +469,7 @@ bool XattrCursor::next(XattrView& x) {
   } else {
     return false;
   }
-  if (!valid_xattr_index(x.name_index))
+  if (!valid_xattr_index(x.name_index, img.format_version_))
     img.fail(nid_, "unknown xattr name index " + std::to_string(x.name_index));
   if (x.name_index == kXattrIndexNone && x.suffix.empty()) img.fail(nid_, "empty xattr name");
   return true;

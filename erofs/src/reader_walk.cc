@@ -177,8 +177,9 @@ static_assert((uint64_t{1} << SparseBitmap::kPageBits) % kSlotsPerBlock == 0);
 
 // The 256 "00".."ff" whiteouts the writer puts in the root to hide the object directories
 // of a non-data-only lower layer.
-bool is_root_stub(std::string_view name, const InodeInfo& inode) {
-  return composefs::is_whiteout_stub(name, inode.mode, inode.rdev);
+bool is_root_stub(const Image& image, std::string_view name, const InodeInfo& inode) {
+  return composefs::has_whiteout_stubs(image.format_version()) &&
+         composefs::is_whiteout_stub(name, inode.mode, inode.rdev);
 }
 
 // "/ab/" + 62 (sha256) or 126 (sha512) lowercase hex digits.
@@ -386,6 +387,7 @@ void ImageWalker::process_dir(uint32_t index) {
     if (visitor_) visitor_->begin_dir(index, dir);
     bool seen_dot = false, seen_dotdot = false;
     uint32_t subdirs = 0;
+    uint32_t stub_like = 0;  // V2 root: chr 0/0 entries named 00..ff
     std::string_view prev;
     bool has_prev = false;
     DirCursor cursor = image_.dirents(dir);
@@ -418,6 +420,7 @@ void ImageWalker::process_dir(uint32_t index) {
         continue;
       }
       InodeInfo child = image_.inode(e.nid);
+      if (index == 0 && composefs::is_whiteout_stub(e.name, child.mode, child.rdev)) stub_like++;
       uint8_t want_type = file_type_of(child.mode);
       if (e.file_type != want_type)
         fail(entry_path(index, e.name), "dirent type " + std::to_string(e.file_type) +
@@ -457,6 +460,9 @@ void ImageWalker::process_dir(uint32_t index) {
     in_entry = false;
     if (!seen_dot) fail(dir_path(index), "directory has no '.' entry");
     if (!seen_dotdot) fail(dir_path(index), "directory has no '..' entry");
+    if (!composefs::has_whiteout_stubs(image_.format_version()) &&
+        stub_like == composefs::kWhiteoutStubCount)
+      fail("/", "format V2 image with the 00-ff whiteout stub table of format V0/V1");
     if (dir.nlink != 2 + uint64_t{subdirs})
       fail(dir_path(index), "directory nlink " + std::to_string(dir.nlink) + ", expected " +
                                 std::to_string(2 + uint64_t{subdirs}) + " (2 + subdirectories)");
@@ -501,6 +507,15 @@ void ImageWalker::claim_blocks(const InodeInfo& info, uint64_t first, uint64_t c
 // External files carry a chunk map of holes (EROFS_NULL_ADDR): their data comes from the
 // overlay redirect, never from the image.
 void ImageWalker::check_chunk_map(const InodeInfo& info, uint64_t& inline_len) {
+  // composefs-rs writes V2 files without a digest (empty metacopy) with no chunk map at all,
+  // even empty ones (a dumpfile line with a backing path and size 0).
+  if (image_.format_version() == kComposefsVersionV2) {
+    auto metacopy = image_.find_xattr(info, detail::kMetacopyXattr);
+    if (metacopy && metacopy->empty()) {
+      inline_len = 0;
+      return;
+    }
+  }
   if (info.size == 0) image_.fail(info.nid, "chunk-based file of size 0");
   uint32_t chunkbits = kBlockSizeBits + (info.raw_u & kChunkFormatBlkbitsMask);
   uint64_t count = ((info.size - 1) >> chunkbits) + 1;
@@ -532,6 +547,7 @@ void ImageWalker::check_inode(const InodeInfo& info, uint32_t dir_index, std::st
   if (off < kFirstInodeOffset)
     image_.fail(info.nid, "inode overlaps the composefs header or superblock");
 
+  const bool v2 = image_.format_version() == kComposefsVersionV2;
   uint64_t inline_len = 0;
   uint64_t flat_blocks = 0;
   switch (info.type()) {
@@ -541,20 +557,24 @@ void ImageWalker::check_inode(const InodeInfo& info, uint32_t dir_index, std::st
     case S_IFREG:
       if (info.layout == DataLayout::chunk_based) {
         check_chunk_map(info, inline_len);
-      } else if (info.size > kInlineContentMax) {
+      } else if (const size_t max = v2 ? kInlineContentMaxV2 : kInlineContentMax; info.size > max) {
         image_.fail(info.nid, "inline file data of " + std::to_string(info.size) +
-                                  " bytes exceeds " + std::to_string(kInlineContentMax));
+                                  " bytes exceeds " + std::to_string(max) +
+                                  (v2 ? " (format V2)" : ""));
       }
       break;
     case S_IFLNK: {
-      if (info.size == 0 || info.size > opt.max_symlink)
+      const size_t max = v2 ? std::min(opt.max_symlink, kSymlinkMaxV2) : opt.max_symlink;
+      if (info.size == 0 || info.size > max)
         image_.fail(info.nid, "symlink target length " + std::to_string(info.size) +
-                                  " outside 1.." + std::to_string(opt.max_symlink));
+                                  " outside 1.." + std::to_string(max) +
+                                  (v2 ? " (format V2)" : ""));
       std::string_view target = image_.symlink_target(info);
       if (target.find('\0') != target.npos)
         image_.fail(info.nid, "symlink target contains a NUL byte");
       // Kernels before 6.12 reject fast symlinks whose inode and target straddle blocks.
-      if (info.layout == DataLayout::flat_inline &&
+      // V2's layout only keeps the target itself in one block (checked below).
+      if (!v2 && info.layout == DataLayout::flat_inline &&
           off / kBlockSize != (info.tail_offset + info.size - 1) / kBlockSize)
         image_.fail(info.nid, "symlink inode and inline target cross a block boundary");
       break;
@@ -565,11 +585,17 @@ void ImageWalker::check_inode(const InodeInfo& info, uint32_t dir_index, std::st
       if (info.layout != DataLayout::flat_plain)
         image_.fail(info.nid, "special file with a data layout other than flat");
       if (info.type() == S_IFCHR && info.rdev == 0) {
-        if (dir_index != 0 || !is_root_stub(name, info))
-          image_.fail(info.nid,
-                      "overlay whiteout (character device 0/0) outside the root's 00-ff stubs");
-        if (info.nlink != 1)
-          image_.fail(info.nid, "root whiteout stub with nlink " + std::to_string(info.nlink));
+        // V2 stores the tree's whiteouts as they are; V0/V1 only the root's stubs.
+        if (v2) {
+          if (info.nlink != 1)
+            image_.fail(info.nid, "whiteout with nlink " + std::to_string(info.nlink));
+        } else {
+          if (dir_index != 0 || !is_root_stub(image_, name, info))
+            image_.fail(info.nid,
+                        "overlay whiteout (character device 0/0) outside the root's 00-ff stubs");
+          if (info.nlink != 1)
+            image_.fail(info.nid, "root whiteout stub with nlink " + std::to_string(info.nlink));
+        }
       }
       break;
   }
@@ -602,6 +628,7 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
         image_.slice(info.xattr_offset, sizeof(XattrIbodyHeader), info.nid, "xattr header"), 0);
   (void)dir_index;
   bool is_root = info.nid == image_.root_nid();
+  const bool v2 = image_.format_version() == kComposefsVersionV2;
   bool has_metacopy = false;
   std::optional<std::string_view> metacopy;
   std::optional<std::string_view>& redirect = checked_redirect_;
@@ -637,7 +664,7 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
         metacopy = x.value;
         break;
       case kOverlayOther:
-        if (!(is_root && x.name_is(detail::kOpaqueXattr) && x.value == "y"))
+        if (!(is_root && !v2 && x.name_is(detail::kOpaqueXattr) && x.value == "y"))
           image_.fail(info.nid, "unexpected overlay xattr " + printable(x.name()) +
                                     " (only redirect, metacopy and the root's opaque=y are "
                                     "stored unescaped)");
@@ -645,6 +672,10 @@ void ImageWalker::check_xattrs(const InodeInfo& info, uint32_t dir_index) {
       default:
         break;
     }
+    // V2 stores whiteouts as chr 0/0: an escaped whiteout is V1's encoding (as composefs-rs).
+    if (v2 && info.is_reg() && x.name_is(detail::kEscapedWhiteout))
+      image_.fail(info.nid, "escaped overlay whiteout (" + std::string(detail::kEscapedWhiteout) +
+                                ") in a format V2 image");
     list.push_back({x, static_cast<uint32_t>(full_len)});
   }
   check_unique_names(info, list);
@@ -766,7 +797,7 @@ class TreeBuilder : public ImageWalker::Visitor {
     const bool hardlinked = !child.is_dir() && child.nlink > 1;
     order_.push_back({child.nid, hardlinked ? dirs_[dir_index] : nullptr,
                       hardlinked ? dirs_[dir_index]->children.size() : 0});
-    if (dir_index == 0 && is_root_stub(name, child)) return;
+    if (dir_index == 0 && is_root_stub(image_, name, child)) return;
     InodePtr inode;
     if (first) {
       inode = make_inode(child.mode);
@@ -795,7 +826,8 @@ class TreeBuilder : public ImageWalker::Visitor {
   }
 
   Tree take() {
-    mark_hardlink_homes();
+    // V2 is laid out depth-first, and its writer puts a hardlinked inode at its first name.
+    if (composefs::has_whiteout_stubs(image_.format_version())) mark_hardlink_homes();
     return std::move(tree_);
   }
 

@@ -19,10 +19,11 @@ namespace cfs::erofs {
 namespace writer_impl {
 
 ImageWriter::ImageWriter(const Tree& tree, const WriterOptions& options) : tree_(tree) {
-  if (options.min_version > kFormatVersionMax || options.max_version > kFormatVersionMax)
+  // Format V2 has its own writer (writer_v2.cc); this one writes C's V0 and V1.
+  if (options.min_version > 1 || options.max_version > 1)
     throw Error("composefs image: format version " +
                 std::to_string(std::max(options.min_version, options.max_version)) +
-                " is not supported (maximum " + std::to_string(kFormatVersionMax) + ")");
+                " is not supported by the V0/V1 writer");
   version_ = options.min_version;
   max_version_ = std::max(options.max_version, options.min_version);
 }
@@ -189,7 +190,30 @@ bool ImageWriter::is_primary(const Dirent& d) const {
 
 }  // namespace writer_impl
 
+WriterOptions WriterOptions::for_erofs_version(uint32_t version) {
+  switch (version) {
+    case 0:
+      return {0, 1};
+    case 1:
+      return {1, 1};
+    case kComposefsVersionV2:
+      return {kComposefsVersionV2, kComposefsVersionV2};
+    default:
+      throw Error("EROFS format version " + std::to_string(version) +
+                  " is not supported (0, 1 or 2)");
+  }
+}
+
 WriteResult write_image(const Tree& tree, OutputSink& out, const WriterOptions& options) {
+  if (options.min_version > kFormatVersionMax || options.max_version > kFormatVersionMax)
+    throw Error("composefs image: format version " +
+                std::to_string(std::max(options.min_version, options.max_version)) +
+                " is not supported (maximum " + std::to_string(kFormatVersionMax) + ")");
+  if (options.min_version == kComposefsVersionV2) return writer_impl::write_image_v2(tree, out);
+  if (options.max_version == kComposefsVersionV2)
+    throw Error(
+        "composefs image: format version 2 is chosen with min_version 2; no tree is "
+        "raised to it");
   return writer_impl::ImageWriter(tree, options).write(out);
 }
 

@@ -397,4 +397,7 @@ class ImageWriter {
   uint64_t data_start_ = 0;
 };
 
+// Format V2 (composefs-rs' layout): writer_v2.cc.
+WriteResult write_image_v2(const Tree& tree, OutputSink& out);
+
 }  // namespace cfs::erofs::writer_impl

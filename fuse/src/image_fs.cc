@@ -79,8 +79,11 @@ void ImageFs::fill_stat(const InodeInfo& inode, struct stat& st) const {
 }
 
 bool ImageFs::hidden(const InodeInfo& dir, const DirEntry& entry) const {
-  // The writer's 00-ff whiteout stubs in the root exist only for the kernel overlay.
+  // As an overlay's lower layer the image is served as it is, stubs included.
   if (overlay_lower_) return false;
+  // The writer's 00-ff whiteout stubs in the root exist only for the kernel overlay; V2
+  // images have none (a chr 0/0 there is the tree's own whiteout).
+  if (!erofs::composefs::has_whiteout_stubs(image_.format_version())) return false;
   if (dir.nid != image_.root_nid() || entry.file_type != erofs::kFtChrdev) return false;
   if (!erofs::composefs::is_whiteout_stub_name(entry.name)) return false;
   InodeInfo child = image_.inode(entry.nid);

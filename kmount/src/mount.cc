@@ -136,8 +136,10 @@ ImageFile open_image(const std::string& path) {
   erofs::ComposefsHeader header;
   pread_exact(image.fd.get(), {reinterpret_cast<std::byte*>(&header), sizeof header}, 0,
               path + ": composefs header");
+  // V2 images (composefs-rs) have no ACL flag: only V0/V1 may say they hold no ACLs.
   if (header.magic == erofs::kComposefsMagic)
-    image.has_acl = (header.flags & erofs::kComposefsFlagHasAcl) != 0;
+    image.has_acl = (header.flags & erofs::kComposefsFlagHasAcl) != 0 ||
+                    header.composefs_version == erofs::kComposefsVersionV2;
   return image;
 }
 

@@ -593,7 +593,7 @@ TEST(CliErrors, BadArgumentsExitNonZeroWithAMessage) {
       {tool("mkcomposefs"), "SOURCE"},
       {tool("mkcomposefs") + " --from-file " + dump, "IMAGE"},
       {tool("mkcomposefs") + " --no-such-option " + dump + " x", "no-such-option"},
-      {tool("mkcomposefs") + " --from-file --min-version=2 " + dump + " x", "min-version"},
+      {tool("mkcomposefs") + " --from-file --min-version=3 " + dump + " x", "min-version"},
       {tool("mkcomposefs") + " --from-file --max-version=x " + dump + " x", "max-version"},
       {tool("mkcomposefs") + " --from-file --threads=0 " + dump + " x", "threads"},
       {tool("mkcomposefs") + " --from-file --print-digest-only " + dump + " x", "IMAGE"},

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "cfs/erofs/composefs.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
@@ -658,7 +659,7 @@ TEST(ReaderCorrupt, SuperblockRules) {
   };
   EXPECT_THAT(with(0, uint32_t{1}), HasSubstr("composefs header: bad magic"));
   EXPECT_THAT(with(4, uint32_t{2}), HasSubstr("unsupported header version 2"));
-  EXPECT_THAT(with(12, uint32_t{2}), HasSubstr("unsupported composefs format version 2"));
+  EXPECT_THAT(with(12, uint32_t{3}), HasSubstr("unsupported composefs format version 3"));
   EXPECT_THAT(with(kSuperblockOffset, uint32_t{0}), HasSubstr("superblock: bad EROFS magic"));
   EXPECT_THAT(with(kSuperblockOffset + offsetof(Superblock, blkszbits), uint8_t{9}),
               HasSubstr("block size bits 9"));
@@ -759,6 +760,106 @@ TEST(ReaderCorrupt, RandomDamageNeverCrashes) {
   }
   EXPECT_GT(rejected, 1000);
   EXPECT_GT(accepted, 0);
+}
+
+// ---- format V2 (composefs-rs' layout) ------------------------------------------------------
+
+constexpr WriterOptions kV2{.min_version = 2, .max_version = 2};
+
+Tree v2_tree() {
+  return parse_dumpfile(
+      "/ 0 40755 2 0 0 0 1000.0 - - - security.selinux=root_t user.a=1\n"
+      "/a 0 40755 2 0 0 0 1000.0 - - - security.selinux=root_t\n"
+      "/a/x 5 100644 2 0 0 0 1000.0 - hello - user.a=1 lustre.k=v\n"
+      "/a/gone 0 20000 1 0 0 0 1.0 - - - user.overlay.whiteout=\n"
+      "/ab 0 20000 1 0 0 0 1.0 - - -\n"
+      "/b 5 @100644 - - - - 0.0 /a/x - -\n"
+      "/big 512 100644 1 0 0 0 7.0 - " +
+          std::string(512, 'b') +
+          " -\n"
+          "/ext 9000 100644 1 0 0 0 1.0 aa/" +
+          std::string(62, 'a') + " - " + std::string(64, 'a') +
+          "\n"
+          "/link 1024 120777 1 0 0 0 1.0 " +
+          std::string(1024, 'l') +
+          " - -\n"
+          "/ovl 0 100644 1 0 0 0 1.0 - - - trusted.overlay.opaque=y\n",
+      "v2.dump");
+}
+
+// composefs-rs stores no sub-second mtimes in V2: the tree it reads back has none.
+void zero_nsec(Inode& inode) {
+  inode.mtime_nsec = 0;
+  for (auto& d : inode.children) zero_nsec(*d.inode);
+}
+
+TEST(ReaderV2, AcceptsAndRestoresTheTree) {
+  Tree source = v2_tree();
+  Fixture f(source, kV2);
+  Image image = f.image();
+  EXPECT_EQ(image.format_version(), 2u);
+  EXPECT_TRUE(image.has_acl());  // V2 has no ACL flag: keep ACL support
+  image.validate();
+  // Whiteouts stay chr 0/0 wherever they are (no stubs to hide in V2), user.overlay.* and
+  // escaped trusted.overlay.* xattrs are the user's, hardlinks stay one inode.
+  Tree tree = image.to_tree();
+  zero_dir_sizes(*tree.root);
+  zero_dir_sizes(*source.root);
+  zero_nsec(*source.root);
+  EXPECT_EQ(dumpfile_to_string(tree), dumpfile_to_string(source));
+  EXPECT_EQ(tree.lookup("/a/x"), tree.lookup("/b"));
+  // Every inode is extended and its ino is its nid; shared xattr ids are absolute.
+  for (const char* path : {"/", "/a", "/a/x", "/ab", "/big", "/ext", "/link"}) {
+    InodeInfo in = f.at(path);
+    EXPECT_TRUE(in.extended) << path;
+    EXPECT_EQ(in.ino, in.nid) << path;
+  }
+  // Writing the tree again gives the same bytes.
+  EXPECT_EQ(image_to_string(image.to_tree(), kV2), f.bytes);
+  EXPECT_EQ(image.objects(), std::vector<std::string>{"aa/" + std::string(62, 'a')});
+}
+
+TEST(ReaderV2, RefusesV1EncodingsAndOversizedData) {
+  // A V1 image relabelled V2: its shared xattr base, its root's unescaped opaque=y and its
+  // stub table all belong to format V1.
+  Fixture v1(v2_tree(), {.min_version = 1, .max_version = 1});
+  v1.put(12, uint32_t{2});
+  EXPECT_THAT(v1.error(), AllOf(Not(HasSubstr("(no error)")), HasSubstr("V2")));
+
+  // A user's trusted.overlay.whiteout is stored escaped, which is V1's whiteout encoding:
+  // composefs-rs refuses such V2 images, and so does cfs.
+  Tree escaped = parse_dumpfile(
+      "/ 0 40755 2 0 0 0 0.0 - - -\n/f 0 100644 1 0 0 0 0.0 - - - trusted.overlay.whiteout=\n",
+      "e.dump");
+  EXPECT_THAT(Fixture(escaped, kV2).error(), HasSubstr("escaped overlay whiteout"));
+
+  // The 256 root stubs of V0/V1.
+  Tree stubs = parse_dumpfile("/ 0 40755 2 0 0 0 0.0 - - -\n", "s.dump");
+  for (uint32_t i = 0; i < 256; i++)
+    stubs.root->set_child(std::string(composefs::whiteout_stub_name(i)),
+                          make_inode(S_IFCHR | 0644));
+  EXPECT_THAT(Fixture(stubs, kV2).error(), HasSubstr("00-ff whiteout stub table"));
+  stubs.root->remove_child("7f");  // 255 of them are just whiteouts
+  EXPECT_EQ(Fixture(stubs, kV2).error(), "(no error)");
+
+  Fixture f(v2_tree(), kV2);
+  auto with = [&](std::string_view path, size_t field, auto value) {
+    Fixture g = f;
+    g.put(g.at(path).nid * kInodeSlotSize + field, value);
+    return g.error();
+  };
+  EXPECT_THAT(with("/big", offsetof(InodeExtended, i_size), uint64_t{513}),
+              HasSubstr("inline file data of 513 bytes exceeds 512 (format V2)"));
+  EXPECT_THAT(with("/link", offsetof(InodeExtended, i_size), uint64_t{1025}),
+              HasSubstr("symlink target length 1025 outside 1..1024 (format V2)"));
+  EXPECT_THAT(with("/ab", offsetof(InodeExtended, i_nlink), uint32_t{2}),
+              HasSubstr("whiteout with nlink 2"));
+  // V2 shared xattr ids are absolute: a table base would misplace them.
+  Fixture g = f;
+  g.put(kSuperblockOffset + offsetof(Superblock, xattr_blkaddr), uint32_t{1});
+  EXPECT_THAT(g.error(), HasSubstr("xattr_blkaddr 1 in a format V2 image"));
+  // The same tree in format V1 (whiteouts escaped, stubs added) is a valid V1 image.
+  EXPECT_EQ(Fixture(v2_tree(), {.min_version = 1, .max_version = 1}).error(), "(no error)");
 }
 
 }  // namespace

@@ -509,7 +509,11 @@ TEST(ErofsWriter, RejectsInconsistentInlineContent) {
 
 TEST(ErofsWriter, RejectsUnsupportedVersions) {
   Tree t = root_only();
-  EXPECT_THROW(image_to_string(t, {.min_version = 2, .max_version = 2}), Error);
+  EXPECT_THROW(image_to_string(t, {.min_version = 3, .max_version = 3}), Error);
+  // V2 is chosen, never reached by raising V0/V1.
+  EXPECT_THROW(image_to_string(t, {.min_version = 0, .max_version = 2}), Error);
+  EXPECT_THROW(WriterOptions::for_erofs_version(3), Error);
+  EXPECT_EQ(WriterOptions::for_erofs_version(2).min_version, 2u);
 }
 
 // Prints the write time of the 64k-entry reference tree (speed is judged by bench/erofs.sh).

@@ -60,10 +60,24 @@ erofs::ScanOptions scan_options(const ComputeIdOptions& o) {
 }
 
 void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
-  // The id create-image gives in a repository of that algorithm (V1 image).
-  Digest id = store::compute_image_id(o.dir, dir_hash(o.transform, global), scan_options(o),
-                                      dir_transform(o.transform, o.dir));
-  print(id.hex() + "\n");
+  const HashAlgorithm alg = dir_hash(o.transform, global);
+  const uint32_t version = global.erofs_version.value_or(store::kRepositoryErofsVersion);
+  if (version == store::kRepositoryErofsVersion) {
+    // The id create-image gives in a repository of that algorithm.
+    print(store::compute_image_id(o.dir, alg, scan_options(o), dir_transform(o.transform, o.dir))
+              .hex() +
+          "\n");
+    return;
+  }
+  if (!global.repo.empty())
+    throw Error("compute-id --repo: repositories store EROFS format " +
+                std::to_string(store::kRepositoryErofsVersion) + " images");
+  // --erofs-version: the id of the tree written in that format.
+  erofs::Tree tree =
+      store::scan_image_tree(o.dir, alg, scan_options(o), dir_transform(o.transform, o.dir));
+  VeritySink sink(nullptr, alg);
+  erofs::write_image(tree, sink, erofs::WriterOptions::for_erofs_version(version));
+  print(sink.finish().hex() + "\n");
 }
 
 struct CreateDumpfileOptions {

@@ -7,6 +7,9 @@
 #include <string>
 #include <utility>
 
+#include <cstdint>
+#include <optional>
+
 #include "cfs/main_frame.h"
 #include "cfs/store/repository.h"
 
@@ -21,6 +24,8 @@ struct GlobalOptions {
   bool no_upgrade = false;      // --no-upgrade: refuse repositories without meta.json
   bool require_verity = false;  // --require-verity: refuse insecure repositories
   bool insecure = false;        // --insecure (hidden, composefs-rs compatibility)
+  // --erofs-version 0|1|2 (composefs-rs' spelling): the EROFS format compute-id computes.
+  std::optional<uint32_t> erofs_version;
 };
 
 // Each register_* adds subcommands whose callbacks run the command; a callback reports

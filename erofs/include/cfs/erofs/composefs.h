@@ -65,6 +65,14 @@ enum class StoredXattr : uint8_t {
 // empty_regular: the inode is a regular file of size 0 (the only kind that can be a whiteout).
 StoredXattr classify(const XattrView& x, bool empty_regular, uint32_t format_version);
 
+// ---- format V2 ------------------------------------------------------------------------------
+// V0/V1 (C's layout) add the root's 00-ff stubs and store whiteouts escaped as regular files;
+// V2 (composefs-rs' layout) stores neither: a chr 0/0 anywhere is a user's whiteout, and only
+// the redirect and metacopy xattrs are composefs' own (user trusted.overlay.* stay escaped).
+constexpr bool has_whiteout_stubs(uint32_t format_version) {
+  return format_version < kComposefsVersionV2;
+}
+
 // ---- the root's whiteout stubs ------------------------------------------------------------
 // The writer adds chr 0/0 inodes "00".."ff" to the root (unless the tree has the name) so
 // that a lower layer's object directories stay hidden under the overlay. They are not part

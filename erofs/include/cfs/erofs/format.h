@@ -71,6 +71,10 @@ inline constexpr uint64_t kNullAddr = 0xffffffff;  // EROFS_NULL_ADDR: a hole in
 inline constexpr size_t kSymlinkMaxCfs = 1024;
 inline constexpr size_t kSymlinkMaxCompat = 4095;
 inline constexpr size_t kInlineContentMax = 5000;  // C LCFS_INLINE_CONTENT_MAX
+// Format V2 (composefs-rs' own format) stores inline files and symlink targets whole in the
+// inode; composefs-rs refuses larger ones (MAX_INLINE_CONTENT, SYMLINK_MAX) in V2 images.
+inline constexpr size_t kInlineContentMaxV2 = 512;
+inline constexpr size_t kSymlinkMaxV2 = 1024;
 inline constexpr size_t kPathMax = 4096;
 inline constexpr size_t kNameMax = 255;
 inline constexpr size_t kXattrNameMax = 255;  // full name (prefix included), as the kernel's
@@ -99,12 +103,15 @@ constexpr size_t xattr_name_max(std::string_view name) {
 inline constexpr uint32_t kComposefsMagic = 0xd078629a;
 inline constexpr uint32_t kComposefsHeaderVersion = 1;  // LCFS_EROFS_VERSION (container version)
 inline constexpr uint32_t kComposefsFlagHasAcl = 1u << 0;
+// composefs_version 2: extended inodes in depth-first order, no root whiteout stubs, native
+// whiteouts, absolute shared xattr ids (xattr_blkaddr 0); see composefs-rs.md §7.
+inline constexpr uint32_t kComposefsVersionV2 = 2;
 
 struct ComposefsHeader {
   le32 magic;
   le32 version;
   le32 flags;
-  le32 composefs_version;  // format V0 / V1
+  le32 composefs_version;  // format V0 / V1 (C layout) or V2 (composefs-rs' own layout)
   le32 unused[4];
 };
 static_assert(sizeof(ComposefsHeader) == 32);

@@ -151,7 +151,8 @@ class Image {
   const ReaderOptions& options() const noexcept { return options_; }
   std::span<const std::byte> bytes() const noexcept { return bytes_; }
   uint32_t format_version() const noexcept { return format_version_; }  // composefs_version
-  bool has_acl() const noexcept { return has_acl_; }  // header flag: mount without noacl
+  // The header's ACL flag (false: mount with noacl); always true for V2, which has no flag.
+  bool has_acl() const noexcept { return has_acl_; }
   uint64_t root_nid() const noexcept { return root_nid_; }
   uint64_t inode_count() const noexcept { return inode_count_; }  // superblock inos
   uint32_t build_time_nsec() const noexcept { return build_time_nsec_; }
@@ -204,6 +205,11 @@ class Image {
   //  - xattrs: known name prefixes, names 1..255 bytes without NUL, no duplicates, not
   //    hidden by the inode's name filter; unescaped trusted.overlay.* only as redirect and
   //    metacopy on external files and opaque=y on the root; redirects as the options say.
+  //  - format V2 (composefs-rs): inline files <= 512 bytes, symlinks <= 1024 bytes (their
+  //    whole target inline, which may share a block with the next inode's start rather than
+  //    its own); whiteouts are chr 0/0 anywhere with nlink 1, never escaped regular files,
+  //    and the root holds no 00-ff stub table; no root opaque=y; external files without a
+  //    digest may have no chunk map (as composefs-rs writes them).
   void validate() const;
   // validate(), then the reverse composefs mapping (composefs-c.md §2.9): root 00-ff stubs
   // dropped, overlay xattrs turned back into payload/digest/whiteouts, escapes undone,

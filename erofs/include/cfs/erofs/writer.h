@@ -1,4 +1,5 @@
-// The composefs EROFS writer: byte-identical to C mkcomposefs 1.0.8 for format V0 and V1.
+// The composefs EROFS writer: byte-identical to C mkcomposefs 1.0.8 for format V0 and V1,
+// and to composefs-rs 0.9.0 (`--erofs-version 2`) for format V2.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +11,19 @@
 
 namespace cfs::erofs {
 
-inline constexpr uint32_t kFormatVersionMax = 1;
+inline constexpr uint32_t kFormatVersionMax = 2;
 
 struct WriterOptions {
   // The format version starts at min_version and is raised to 1 (if max_version allows)
   // when the tree holds an overlay whiteout (chr 0/0), exactly as mkcomposefs does.
+  // Format V2 (composefs-rs' layout, composefs-rs.md §7) is chosen with min_version 2 (then
+  // max_version must be 2 too); it is never reached by raising the version.
   uint32_t min_version = 0;
   uint32_t max_version = 1;
+
+  // composefs-rs' --erofs-version N: 0 = C's default (V0, raised to V1 by whiteouts),
+  // 1 = V1, 2 = V2. Throws cfs::Error for other values.
+  static WriterOptions for_erofs_version(uint32_t version);
 };
 
 struct WriteResult {
