@@ -80,6 +80,8 @@ erofs::Tree read_dumpfile(const std::string& source) {
   erofs::DumpfileParseOptions parse;
   parse.max_symlink = erofs::kSymlinkMaxCompat;
   parse.strict = std::getenv("CFS_PARSE_STRICT") != nullptr;
+  // Inline content stays in the file until the image is written (a fraction of the memory).
+  parse.reference_content = true;
   if (source == "-") return erofs::parse_dumpfile_fd(STDIN_FILENO, "<stdin>", parse);
   UniqueFd fd = open_file(source, O_RDONLY);
   return erofs::parse_dumpfile_fd(fd.get(), source, parse);
