@@ -2,6 +2,8 @@
 // (validate, to_tree, objects) lives in reader_walk.cc.
 #include "cfs/erofs/reader.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
 #include <variant>
@@ -163,6 +165,13 @@ Image::Image(std::unique_ptr<Storage> storage, std::string name, const ReaderOpt
 Image::Image(Image&&) noexcept = default;
 Image& Image::operator=(Image&&) noexcept = default;
 Image::~Image() = default;
+
+void Image::release_pages() const noexcept {
+  if (!std::holds_alternative<MappedFile>(storage_->data) || bytes_.empty()) return;
+  // A private, read-only file mapping: dropping pages loses nothing (mmap's address is page
+  // aligned). Failure only means the pages stay.
+  ::madvise(const_cast<std::byte*>(bytes_.data()), bytes_.size(), MADV_DONTNEED);
+}
 
 Image Image::open(const std::string& path, const ReaderOptions& options) {
   auto storage = std::make_unique<Storage>();

@@ -212,6 +212,10 @@ class Image {
   Tree to_tree() const;
   // The most bytes a decoding of this image (to_tree, a dump) may produce: 32 x its size +
   // 64 MiB, so hostile sharing of xattrs or data cannot exhaust memory or disk.
+  // Drops the resident pages of a mapped image (they are read back from the file when touched
+  // again): a walk over a large image calls it now and then to keep its memory small. Data
+  // stays valid; images from bytes are untouched.
+  void release_pages() const noexcept;
   uint64_t decode_budget() const noexcept { return 32 * uint64_t{bytes_.size()} + (64u << 20); }
   // validate(), then the object-store paths ("ab/cdef…", no leading '/') of every
   // trusted.overlay.redirect, sorted and deduplicated.
