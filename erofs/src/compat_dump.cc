@@ -203,6 +203,8 @@ class CompatDumper {
         stack.pop_back();
         continue;
       }
+      // The walk touches each page of the image about once: keep only the recent ones.
+      if ((++visited_ & 4095) == 0) image_.release_pages();
       const bool in_root = stack.size() == 1;
       const auto& [name, nid] = frame.children[frame.next++];
       path.resize(frame.path_len);
@@ -242,6 +244,7 @@ class CompatDumper {
   std::unordered_map<uint64_t, Link> links_;  // hardlinked inodes by nid
   std::string line_;
   uint64_t budget_;
+  uint64_t visited_ = 0;
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
 // composefs-dump(5) parser.
 #include "cfs/erofs/dumpfile.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -24,6 +26,73 @@ int hex_digit(char c) {
   return -1;
 }
 
+// Appends the unescaped bytes of a dumpfile field to out; returns what is wrong with it
+// ("... in " + the field's name completes the message), nullptr if nothing.
+// *bad is set to the position of the offending byte.
+const char* unescape_field(std::string_view field, std::string& out, size_t* bad = nullptr) {
+  out.reserve(out.size() + field.size());
+  for (size_t i = 0; i < field.size(); i++) {
+    const char c = field[i];
+    if (c == '\0') return "NUL byte in ";
+    if (c != '\\') {
+      // Runs of plain bytes are copied at once.
+      size_t end = i + 1;
+      while (end < field.size() && field[end] != '\\' && field[end] != '\0') end++;
+      out.append(field.data() + i, end - i);
+      i = end - 1;
+      continue;
+    }
+    if (++i >= field.size()) return "unterminated escape in ";
+    switch (field[i]) {
+      case '\\':
+        out += '\\';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'x': {
+        int hi = i + 1 < field.size() ? hex_digit(field[i + 1]) : -1;
+        int lo = i + 2 < field.size() ? hex_digit(field[i + 2]) : -1;
+        if (hi < 0 || lo < 0) return "invalid \\x escape in ";
+        out += static_cast<char>(hi << 4 | lo);
+        i += 2;
+        break;
+      }
+      default:
+        if (bad) *bad = i;
+        return "invalid escape in ";
+    }
+  }
+  return nullptr;
+}
+
+// The dumpfile a tree's content_ref point into, kept open (a duplicate of the parser's fd).
+class DumpfileContent final : public ContentSource {
+ public:
+  DumpfileContent(UniqueFd fd, std::string filename)
+      : fd_(std::move(fd)), filename_(std::move(filename)) {}
+
+  void read(const ContentRef& ref, uint64_t size, std::string& out) const override {
+    raw_.resize(ref.length);
+    pread_exact(fd_.get(), std::as_writable_bytes(std::span(raw_)), ref.offset, filename_);
+    out.clear();
+    if (unescape_field(raw_, out) || out.size() != size)
+      throw Error(escape_for_log(filename_) + ": inline content at byte " +
+                  std::to_string(ref.offset) + " changed after the file was parsed");
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string filename_;
+  mutable std::string raw_;  // scratch: one read at a time
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -33,6 +102,10 @@ struct DumpfileParser::State {
   std::string filename;
   DumpfileParseOptions options;
   size_t lineno = 0;
+  // File offset of the line being parsed when inline content is left in the file, else -1.
+  int64_t line_offset = -1;
+  std::string_view line_start;  // the line being parsed (offsets of its fields)
+  std::string scratch;
   Tree tree;
   bool have_root = false;
 
@@ -58,43 +131,20 @@ struct DumpfileParser::State {
 
   // Unescapes a field; '-' means empty when dash_is_empty.
   std::string unescape(std::string_view field, const char* what, bool dash_is_empty) const {
-    if (dash_is_empty && field == "-") return {};
     std::string out;
-    out.reserve(field.size());
-    for (size_t i = 0; i < field.size(); i++) {
-      char c = field[i];
-      if (c == '\0') fail(std::string("NUL byte in ") + what);
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (++i >= field.size()) fail(std::string("unterminated escape in ") + what);
-      switch (field[i]) {
-        case '\\':
-          out += '\\';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'x': {
-          int hi = i + 1 < field.size() ? hex_digit(field[i + 1]) : -1;
-          int lo = i + 2 < field.size() ? hex_digit(field[i + 2]) : -1;
-          if (hi < 0 || lo < 0) fail(std::string("invalid \\x escape in ") + what);
-          out += static_cast<char>(hi << 4 | lo);
-          i += 2;
-          break;
-        }
-        default:
-          fail(std::string("invalid escape '\\") + field[i] + "' in " + what);
-      }
-    }
+    if (dash_is_empty && field == "-") return out;
+    unescape_to(field, what, out);
     return out;
+  }
+
+  void unescape_to(std::string_view field, const char* what, std::string& out) const {
+    out.clear();
+    size_t bad = 0;
+    if (const char* problem = unescape_field(field, out, &bad)) {
+      if (std::string_view(problem) == "invalid escape in ")
+        fail(std::string("invalid escape '\\") + field[bad] + "' in " + what);
+      fail(std::string(problem) + what);
+    }
   }
 
   template <typename T>
@@ -259,10 +309,18 @@ struct DumpfileParser::State {
   }
 
   // PAYLOAD, CONTENT and DIGEST, checked with RDEV against the file type.
-  void parse_data(Inode& inode, const std::string_view (&fields)[kFields], uint64_t rdev) const {
+  void parse_data(Inode& inode, const std::string_view (&fields)[kFields], uint64_t rdev) {
     std::string payload = unescape(fields[8], "payload", true);
     bool has_content = fields[9] != "-";
-    std::string content = unescape(fields[9], "content", true);
+    // Referenced content is unescaped into scratch only to check it and learn its length.
+    const bool reference = has_content && line_offset >= 0 && inode.is_reg() &&
+                           fields[9].size() <= kInlineContentMax * 4;
+    std::string content;
+    if (reference)
+      unescape_to(fields[9], "content", scratch);
+    else
+      content = unescape(fields[9], "content", true);
+    const size_t content_size = reference ? scratch.size() : content.size();
     std::optional<Digest> file_digest = digest(fields[10]);
 
     if (!inode.is_device() && rdev != 0) {
@@ -288,12 +346,18 @@ struct DumpfileParser::State {
         break;
       case S_IFREG:
         if (has_content) {
-          if (content.size() > kInlineContentMax)
+          if (content_size > kInlineContentMax)
             fail("inline content longer than " + std::to_string(kInlineContentMax) + " bytes");
-          if (content.size() != inode.size)
-            fail("inline content length " + std::to_string(content.size()) + " differs from size " +
+          if (content_size != inode.size)
+            fail("inline content length " + std::to_string(content_size) + " differs from size " +
                  std::to_string(inode.size));
-          inode.content = std::move(content);
+          if (reference && content_size > 0) {
+            inode.content_ref.offset = static_cast<uint64_t>(line_offset) +
+                                       static_cast<uint64_t>(fields[9].data() - line_start.data());
+            inode.content_ref.length = static_cast<uint32_t>(fields[9].size());
+          } else {
+            inode.content = std::move(content);
+          }
         } else if (inode.size > 0) {
           if (inode.size > kFileSizeMax)
             fail("file size " + std::to_string(inode.size) + " exceeds the 8 PiB EROFS limit");
@@ -309,6 +373,7 @@ struct DumpfileParser::State {
 
   void parse_line(std::string_view line) {
     lineno++;
+    line_start = line;
     if (line.empty()) {
       if (options.strict) fail("empty line");
       return;
@@ -470,6 +535,16 @@ Tree parse_dumpfile(std::string_view text, std::string filename,
 
 Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions& options) {
   DumpfileParser parser(filename, options);
+  DumpfileParser::State& state = *parser.state_;
+  std::shared_ptr<const ContentSource> source;
+  struct stat st;
+  if (options.reference_content && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      ::lseek(fd, 0, SEEK_CUR) == 0) {
+    UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!dup) throw_errno(filename);
+    source = std::make_shared<DumpfileContent>(std::move(dup), filename);
+  }
+  uint64_t consumed = 0;  // file offset of buf[0]
   std::string buf;
   std::vector<char> chunk(1 << 20);
   size_t start = 0;
@@ -481,20 +556,27 @@ Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions&
     }
     if (n == 0) break;
     buf.erase(0, start);
+    consumed += start;
     start = 0;
     buf.append(chunk.data(), static_cast<size_t>(n));
     for (;;) {
       size_t nl = buf.find('\n', start);
       if (nl == std::string::npos) break;
+      if (source) state.line_offset = static_cast<int64_t>(consumed + start);
       parser.parse_line(std::string_view(buf).substr(start, nl - start));
       start = nl + 1;
     }
   }
   if (start < buf.size()) {
+    if (source) state.line_offset = static_cast<int64_t>(consumed + start);
     parser.parse_line(std::string_view(buf).substr(start));
-    return parser.finish(false);
+    Tree tree = parser.finish(false);
+    tree.content_source = std::move(source);
+    return tree;
   }
-  return parser.finish(true);
+  Tree tree = parser.finish(true);
+  tree.content_source = std::move(source);
+  return tree;
 }
 
 }  // namespace cfs::erofs

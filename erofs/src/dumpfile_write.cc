@@ -78,8 +78,8 @@ void append_number(std::string& out, uint64_t v, int base = 10) {
   out.append(buf, end);
 }
 
-void append_entry(std::string& out, std::string_view path, const Inode& inode,
-                  const std::string* hardlink_target) {
+void append_entry(std::string& out, std::string_view path, const Tree& tree, const Inode& inode,
+                  const std::string* hardlink_target, std::string& content_buf) {
   append_escaped(out, path, false);
   out += ' ';
   append_number(out, inode.is_symlink() ? inode.payload.size() : inode.size);
@@ -110,7 +110,8 @@ void append_entry(std::string& out, std::string_view path, const Inode& inode,
   } else {
     append_field(out, inode.is_symlink() || inode.is_external() ? inode.payload : std::string());
     out += ' ';
-    append_field(out, inode.is_reg() && inode.content ? *inode.content : std::string());
+    append_field(out,
+                 inode.is_reg() ? tree.inline_content(inode, content_buf) : std::string_view());
     out += ' ';
     if (inode.is_external() && inode.digest) {
       out += inode.digest->hex();
@@ -144,13 +145,14 @@ void write_dumpfile(const Tree& tree, OutputSink& out) {
     if (!inserted && it->second.marked_link && !e.link) it->second = {e.path, false};
   });
   std::string buf;
+  std::string content_buf;
   walk(tree, [&](const WalkEntry& e) {
     const std::string* target = nullptr;
     if (e.shared) {
       const std::string& home_path = home.at(&e.inode).path;
       if (home_path != e.path) target = &home_path;
     }
-    append_entry(buf, e.path, e.inode, target);
+    append_entry(buf, e.path, tree, e.inode, target, content_buf);
     if (buf.size() >= (1 << 20)) {
       out.write(buf);
       buf.clear();

@@ -3,11 +3,13 @@
 #include "cfs/erofs/reader.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
 #include <variant>
+#include <vector>
 
 #include "cfs/error.h"
 #include "cfs/escape.h"
@@ -176,15 +178,35 @@ namespace {
 // image padded with a hole costs what its reachable metadata costs, not its apparent size.
 constexpr uint64_t kReadWholeMax = uint64_t{512} << 20;
 
-MappedFile load_image(int fd, const std::string& name) {
+// Reads the whole file through a small buffer, so that an unreadable block is an error here,
+// without keeping its pages in this process.
+void check_readable(int fd, uint64_t size, const std::string& name) {
+  std::vector<std::byte> buffer(size_t{1} << 20);
+  for (uint64_t at = 0; at < size; at += buffer.size()) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - at));
+    pread_exact(fd, std::span(buffer).first(n), at, name + ": reading the file");
+  }
+}
+
+MappedFile load_image(int fd, const std::string& name, const ReaderOptions& options) {
   struct stat st;
   if (::fstat(fd, &st) < 0) throw_errno(name);
-  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) <= kReadWholeMax)
-    return MappedFile::map_read(fd, name);
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) <= kReadWholeMax) {
+    if (!options.low_memory) return MappedFile::map_read(fd, name);
+    check_readable(fd, static_cast<uint64_t>(st.st_size), name);
+  }
   return MappedFile::map(fd, name);
 }
 
 }  // namespace
+
+void Image::release_pages() const noexcept {
+  if (!options_.low_memory || !std::holds_alternative<MappedFile>(storage_->data) || bytes_.empty())
+    return;
+  // A private, read-only file mapping: dropping pages loses nothing (mmap's address is page
+  // aligned). Failure only means the pages stay.
+  ::madvise(const_cast<std::byte*>(bytes_.data()), bytes_.size(), MADV_DONTNEED);
+}
 
 Image Image::open(const std::string& path, const ReaderOptions& options) {
   UniqueFd fd = open_file(path, O_RDONLY);
@@ -193,7 +215,7 @@ Image Image::open(const std::string& path, const ReaderOptions& options) {
 
 Image Image::open_fd(int fd, std::string name, const ReaderOptions& options) {
   auto storage = std::make_unique<Storage>();
-  storage->data = load_image(fd, name);
+  storage->data = load_image(fd, name, options);
   return Image(std::move(storage), std::move(name), options);
 }
 

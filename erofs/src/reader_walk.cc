@@ -371,7 +371,11 @@ void ImageWalker::walk() {
   } catch (const InodeError& e) {
     fail("/", e.rule());
   }
-  for (uint32_t i = 0; i < dirs_.size(); i++) process_dir(i);
+  for (uint32_t i = 0; i < dirs_.size(); i++) {
+    process_dir(i);
+    // Every page is checked once; with ReaderOptions::low_memory only recent ones stay.
+    if ((i & 255) == 255) image_.release_pages();
+  }
   check_link_counts();
   if (inodes_seen_ != image_.inode_count())
     fail("/", "superblock counts " + std::to_string(image_.inode_count()) + " inodes but " +

@@ -77,6 +77,14 @@ void Inode::sort_xattrs() {
                    [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
 }
 
+std::string_view Tree::inline_content(const Inode& inode, std::string& buf) const {
+  if (inode.content) return *inode.content;
+  if (inode.content_ref.length == 0) return {};
+  if (!content_source) throw Error("composefs tree: inline content without a content source");
+  content_source->read(inode.content_ref, inode.size, buf);
+  return buf;
+}
+
 Inode* Tree::lookup(std::string_view path) const {
   if (path.empty() || path[0] != '/') return nullptr;
   Inode* cur = root.get();

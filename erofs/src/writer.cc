@@ -75,10 +75,12 @@ void ImageWriter::validate_inode(const std::string& path, const Inode& inode) {
   }
   if (!inode.is_dir() && !inode.children.empty()) fail(path, "only directories can have children");
   if (inode.is_reg()) {
-    if (inode.content) {
-      if (inode.content->size() != inode.size)
+    if (inode.has_content()) {
+      if (inode.content && inode.content->size() != inode.size)
         fail(path, "inline content is " + std::to_string(inode.content->size()) +
                        " bytes but the file size is " + std::to_string(inode.size));
+      if (!inode.content && !tree_.content_source)
+        fail(path, "inline content is referenced but the tree has no content source");
       if (inode.size > kInlineContentMax)
         fail(path, "inline content of " + std::to_string(inode.size) +
                        " bytes exceeds the maximum of " + std::to_string(kInlineContentMax));

@@ -132,8 +132,8 @@ void ImageWriter::emit_inode(Emitter& out, uint32_t r, std::span<const PairRef> 
   } else if (chunk_count > 0) {
     emit_null_chunks(out, chunk_count);
   } else {
-    const std::string& content = *rec.inode->content;
-    out.put(std::string_view(content).substr(content.size() - rec.tail));
+    const std::string_view content = tree_.inline_content(*rec.inode, content_buf_);
+    out.put(content.substr(content.size() - rec.tail));
   }
 }
 
@@ -226,11 +226,12 @@ void ImageWriter::emit_data_blocks(Emitter& out, uint32_t r) {
   } else if (type == S_IFLNK) {
     out.put(rec.inode->payload);
     out.align(kBlock);
-  } else if (!rec.inode->content) {
+  } else if (!rec.inode->has_content()) {
     // A chunk map too big to inline: one block of null chunk addresses.
     emit_null_chunks(out, kBlock / sizeof(uint32_t));
   } else {
-    out.put(std::string_view(*rec.inode->content).substr(0, uint64_t{rec.n_blocks} * kBlock));
+    const std::string_view content = tree_.inline_content(*rec.inode, content_buf_);
+    out.put(content.substr(0, uint64_t{rec.n_blocks} * kBlock));
     out.align(kBlock);
   }
 }

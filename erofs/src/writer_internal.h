@@ -391,6 +391,7 @@ class ImageWriter {
   std::vector<PairRef> pairs_;
   std::vector<char> scratch_;
   std::vector<OutEntry> entries_;
+  std::string content_buf_;  // inline content read back from Tree::content_source
   uint64_t shared_size_ = 0;
   uint64_t n_data_blocks_ = 0;
   uint64_t inodes_end_ = 0;

@@ -44,7 +44,7 @@ void ImageWriter::compute_sizes(Record& rec, bool is_root) const {
     } else if (inode.is_symlink()) {
       tail = inode.payload.size();
     } else if (inode.is_reg() && inode.size > 0) {
-      if (inode.content) {
+      if (inode.has_content()) {
         blocks = inode.size / kBlock;
         tail = inode.size % kBlock;
         if (tail > kBlock / 2) {

@@ -139,6 +139,58 @@ TEST(ErofsWriter, AllReferenceVectorsAreByteIdentical) {
   }
 }
 
+// Inline content left in the dumpfile (what mkcomposefs --from-file does) gives the same
+// image and the same dumpfile as content held in memory, for every vector.
+TEST(ErofsWriter, ContentReferencedInTheDumpfileGivesTheSameImage) {
+  test::TempDir dir;
+  size_t referenced = 0;
+  for (const auto& v : all_vectors()) {
+    SCOPED_TRACE(v.row.asset);
+    const std::string path = dir.path() + "/input.dump";
+    test::write_file(path, test::read_vector(v.row.asset));
+    UniqueFd fd = open_file(path, O_RDONLY);
+    DumpfileParseOptions options = compat();
+    options.reference_content = true;
+    Tree tree = parse_dumpfile_fd(fd.get(), path, options);
+    fd.reset();  // the tree keeps its own descriptor
+    walk(tree, [&](const WalkEntry& e) {
+      if (e.inode.content_ref.length > 0) {
+        referenced++;
+        EXPECT_FALSE(e.inode.content) << e.path;
+      }
+    });
+    const std::string image =
+        image_to_string(tree, {.min_version = v.row.min_version, .max_version = v.row.max_version});
+    EXPECT_TRUE(image == v.image) << "referenced content changed the image";
+    EXPECT_EQ(dumpfile_to_string(tree), dumpfile_to_string(v.tree));
+  }
+  EXPECT_GT(referenced, 0u) << "no vector had its inline content referenced";
+}
+
+TEST(ErofsWriter, ReferencedContentChangedAfterParsingIsAnError) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/input.dump";
+  test::write_file(path, "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - hello -\n");
+  UniqueFd fd = open_file(path, O_RDONLY);
+  Tree tree = parse_dumpfile_fd(fd.get(), path, {.reference_content = true});
+  ASSERT_GT(tree.lookup("/f")->content_ref.length, 0u);
+  EXPECT_EQ(dumpfile_to_string(tree),
+            "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - hello -\n");
+  test::write_file(path, "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - he\\q -\n");
+  try {
+    image_to_string(tree);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(path));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("changed after the file was parsed"));
+  }
+  // Text and pipes are copied: nothing to read back.
+  Tree copied = parse_dumpfile("/ 0 40755 2 0 0 0 0.0 - - -\n/f 2 100644 1 0 0 0 0.0 - hi -\n", "t",
+                               {.reference_content = true});
+  EXPECT_EQ(copied.lookup("/f")->content, "hi");
+  EXPECT_FALSE(copied.content_source);
+}
+
 // The C test suite's other round trip (composefs-dump): image -> tree (strict reader) ->
 // image must give the same bytes.
 TEST(ErofsWriter, ReaderRoundTripIsByteIdentical) {

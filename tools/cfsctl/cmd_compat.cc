@@ -80,6 +80,8 @@ erofs::Tree read_dumpfile(const std::string& source) {
   erofs::DumpfileParseOptions parse;
   parse.max_symlink = erofs::kSymlinkMaxCompat;
   parse.strict = std::getenv("CFS_PARSE_STRICT") != nullptr;
+  // Inline content stays in the file until the image is written (a fraction of the memory).
+  parse.reference_content = true;
   if (source == "-") return erofs::parse_dumpfile_fd(STDIN_FILENO, "<stdin>", parse);
   UniqueFd fd = open_file(source, O_RDONLY);
   return erofs::parse_dumpfile_fd(fd.get(), source, parse);
@@ -254,7 +256,9 @@ int composefs_info_main(int argc, char** argv) {
   FdSink out(STDOUT_FILENO, "stdout");
   std::vector<std::string> objects;
   for (const std::string& file : files) {
-    erofs::Image image = erofs::Image::open(file, erofs::ReaderOptions::compat());
+    erofs::ReaderOptions options = erofs::ReaderOptions::compat();
+    options.low_memory = true;  // one pass over each image
+    erofs::Image image = erofs::Image::open(file, options);
     if (command == "objects" || command == "missing-objects") {
       if (filters.empty()) {
         std::vector<std::string> more = image.objects();

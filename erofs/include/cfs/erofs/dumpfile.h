@@ -19,6 +19,10 @@ struct DumpfileParseOptions {
   // equal the target length, no CONTENT on symlinks, RDEV 0 on non-devices.
   bool strict = false;
   size_t max_symlink = kSymlinkMaxCfs;
+  // parse_dumpfile_fd on a regular file: leave inline content in the file (Inode::content_ref,
+  // read back through Tree::content_source, which keeps the file open) instead of copying it.
+  // Other inputs (pipes, text) are copied as usual.
+  bool reference_content = false;
 };
 
 // Incremental parser: feed lines (without the trailing '\n') in order, then finish().
@@ -33,6 +37,7 @@ class DumpfileParser {
   Tree finish(bool final_newline = true);
 
  private:
+  friend Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions& options);
   struct State;
   std::unique_ptr<State> state_;
 };

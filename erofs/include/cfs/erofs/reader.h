@@ -37,9 +37,14 @@ struct ReaderOptions {
   // false (C-compatible): any "/"-rooted relative path without empty, "." or ".."
   // components (the C test vectors carry names like "ab/cdef….file").
   bool object_redirects_only = true;
+  // false: every page of the image is read in when it is opened and stays resident (an
+  // unreadable block is an error at open, and walks take no page faults). true, for one-pass
+  // tools over large images (composefs-info): the file is checked readable when opened
+  // without keeping its pages, mapped lazily, and release_pages() drops what was read.
+  bool low_memory = false;
 
   // The rules the composefs-info / mkcomposefs drop-ins apply to C-made images.
-  static ReaderOptions compat() { return {kSymlinkMaxCompat, false}; }
+  static ReaderOptions compat() { return {kSymlinkMaxCompat, false, false}; }
 };
 
 // The decoded fixed part of one inode, plus where its variable parts live in the image.
@@ -218,6 +223,10 @@ class Image {
   Tree to_tree() const;
   // The most bytes a decoding of this image (to_tree, a dump) may produce: 32 x its size +
   // 64 MiB, so hostile sharing of xattrs or data cannot exhaust memory or disk.
+  // With ReaderOptions::low_memory, drops the resident pages of the mapped image (they are
+  // read back from the file when touched again): a walk over a large image calls it now and
+  // then to keep its memory small. Data stays valid; other images are untouched.
+  void release_pages() const noexcept;
   uint64_t decode_budget() const noexcept { return 32 * uint64_t{bytes_.size()} + (64u << 20); }
   // validate(), then the object-store paths ("ab/cdef…", no leading '/') of every
   // trusted.overlay.redirect, sorted and deduplicated.

@@ -28,6 +28,22 @@ struct Xattr {
 struct Inode;
 using InodePtr = std::shared_ptr<Inode>;
 
+// Inline content of a regular file left in the dumpfile the tree was parsed from (see
+// DumpfileParseOptions::reference_content) instead of being copied into memory: the byte
+// range of its escaped CONTENT field. Unescaped, it is Inode::size bytes. length 0: none.
+struct ContentRef {
+  uint64_t offset = 0;
+  uint32_t length = 0;
+};
+
+// Reads back the content a tree references (Tree::content_source).
+class ContentSource {
+ public:
+  virtual ~ContentSource() = default;
+  // Replaces out with the size bytes of ref; throws cfs::Error if the source changed.
+  virtual void read(const ContentRef& ref, uint64_t size, std::string& out) const = 0;
+};
+
 struct Dirent {
   std::string name;
   InodePtr inode;
@@ -47,14 +63,16 @@ struct Inode {
   // device number is truncated where it enters the tree, so a device whose low 32 bits are
   // zero is a whiteout everywhere (escaped by the writer), exactly as C mkcomposefs sees it.
   uint32_t rdev = 0;
-  int64_t mtime_sec = 0;  // signed: before 1970 is negative, as in struct timespec
   uint32_t mtime_nsec = 0;
-  uint64_t size = 0;  // regular files: data size; symlinks: target length; directories: unused
+  int64_t mtime_sec = 0;  // signed: before 1970 is negative, as in struct timespec
+  uint64_t size = 0;      // regular files: data size; symlinks: target length; directories: unused
   // Symlink target, or for externally stored regular files the backing path relative to
   // the object directory ("ab/cdef…"). Empty otherwise.
   std::string payload;
-  // Regular files stored inline in the image.
+  // Regular files stored inline in the image: the bytes, or where they sit in the tree's
+  // content_source (content_ref.length > 0; content is then nullopt). See has_content().
   std::optional<std::string> content;
+  ContentRef content_ref;
   // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
   std::optional<Digest> digest;
   std::vector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
@@ -68,7 +86,9 @@ struct Inode {
   // An overlay whiteout in the source tree: a character device with rdev 0.
   bool is_whiteout() const noexcept { return type() == S_IFCHR && rdev == 0; }
   // A regular file whose data lives outside the image (in the object store).
-  bool is_external() const noexcept { return is_reg() && !content && size > 0; }
+  bool is_external() const noexcept { return is_reg() && !has_content() && size > 0; }
+  // Whether a regular file's data is inline (held in content or referenced by content_ref).
+  bool has_content() const noexcept { return content || content_ref.length > 0; }
 
   // Child lookup by name (binary search), nullptr if absent.
   Inode* find(std::string_view name) const;
@@ -89,6 +109,11 @@ InodePtr make_inode(uint32_t mode);
 // A whole filesystem tree; root is always a directory.
 struct Tree {
   InodePtr root = make_inode(S_IFDIR | 0755);
+  // Where inodes' content_ref point; null when every inline content is held in memory.
+  std::shared_ptr<const ContentSource> content_source;
+
+  // A regular file's inline content: *inode.content, or read from content_source into buf.
+  std::string_view inline_content(const Inode& inode, std::string& buf) const;
 
   // Resolve an absolute path ("/", "/a/b"); nullptr if any component is missing.
   Inode* lookup(std::string_view path) const;
