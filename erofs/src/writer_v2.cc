@@ -41,7 +41,7 @@ XattrKey v2_xattr_key(const Bytes2& name) {
 // composefs-rs keeps a dumpfile's backing path even for an empty file: such a file is
 // external (chunk-based, size 0) too.
 bool is_external_v2(const Inode& inode) {
-  return inode.is_reg() && !inode.content && (inode.size > 0 || !inode.payload.empty());
+  return inode.is_reg() && !inode.has_content() && (inode.size > 0 || !inode.payload.empty());
 }
 
 // One stored xattr of one inode.
@@ -111,8 +111,10 @@ class V2Writer {
   void check(const std::string& path, const Inode& inode) {
     switch (inode.type()) {
       case S_IFREG:
-        if (inode.content) {
-          if (inode.content->size() != inode.size)
+        if (inode.has_content()) {
+          if (!inode.content && !tree_.content_source)
+            fail(path, "inline content is referenced but the tree has no content source");
+          if (inode.content && inode.content->size() != inode.size)
             fail(path, "inline content is " + std::to_string(inode.content->size()) +
                            " bytes but the file size is " + std::to_string(inode.size));
           if (inode.size > kInlineContentMaxV2)
@@ -527,7 +529,7 @@ class V2Writer {
           const le32 null_addr = static_cast<uint32_t>(kNullAddr);
           out.put_struct(null_addr);
         } else {
-          out.put(*inode.content);
+          out.put(tree_.inline_content(inode, content_buf_));
         }
       }
       out.align(kSlot);
@@ -539,6 +541,7 @@ class V2Writer {
   }
 
   const Tree& tree_;
+  std::string content_buf_;  // inline content read back from the tree's content source
   std::vector<Node> nodes_;
   std::vector<uint32_t> child_nodes_;  // per directory, its children's nodes in name order
   std::vector<V2Xattr> xattrs_;

@@ -153,7 +153,7 @@ setfattr -n user.shared -v 1 "$DIR/small" "$DIR/sub" 2>/dev/null
 setfattr -n user.other -v "$(head -c 300 /dev/zero | tr '\0' v)" "$DIR/sub/big" 2>/dev/null
 touch -d @1234567890.5 "$DIR/small" "$DIR/sub"
 for v in 2 1; do
-  ours=$("$CFSCTL" --erofs-version $v compute-id "$DIR" 2>&1)
+  ours=$("$CFSCTL" --erofs-version $v compute-id --no-propagate-usr-to-root --hash sha256 "$DIR" 2>&1)
   theirs=$("$ORACLE" --hash sha256 --erofs-version $v compute-id --no-propagate-usr-to-root "$DIR" 2>&1)
   compared=$((compared + 1))
   if [ "$ours" = "$theirs" ] && [ ${#ours} = 64 ]; then

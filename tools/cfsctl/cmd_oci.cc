@@ -428,12 +428,6 @@ struct MountArgs {
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
   MountRequest request;
   request.command = "oci mount";
-  {
-    // Closed before the exec: the mount program takes the repository lock itself.
-    store::Repository repo = open_repo(global, "oci mount");
-    request.image = args.image.id(repo).hex();
-  }
-  request.repo = require_repo(global, "oci mount");
   request.mountpoint = args.mountpoint;
   request.fuse = args.fuse ? "yes" : "auto";
   request.upperdir = args.upperdir;
@@ -443,6 +437,15 @@ void run_mount(const MountArgs& args, const GlobalOptions& global) {
   request.overlay_upper = args.upper;
   request.allow_missing_objects = args.allow_missing_objects;
   request.run_command = args.command;
+  // A mount that cannot happen (bad options, no mount program) is reported before the
+  // repository is touched.
+  choose_mount_program(request);
+  {
+    // Closed before the exec: the mount program takes the repository lock itself.
+    store::Repository repo = open_repo(global, "oci mount");
+    request.image = args.image.id(repo).hex();
+  }
+  request.repo = require_repo(global, "oci mount");
   exec_mount(request);
 }
 

@@ -66,7 +66,7 @@ std::string mount_program(bool fuse) {
   throw Error("oci mount: cfs-fuse not found (looked for " + tried + ")");
 }
 
-void exec_mount(const MountRequest& r) {
+std::string choose_mount_program(const MountRequest& r) {
   if (r.upperdir.empty() != r.workdir.empty())
     throw Error(r.command + ": --upperdir and --workdir go together");
   if (r.read_write && r.upperdir.empty())
@@ -82,7 +82,11 @@ void exec_mount(const MountRequest& r) {
     throw Error(r.command +
                 ": --upperdir: cfs-fuse serves images read-only; a writable overlay "
                 "needs a kernel mount (as root, --fuse no or auto)");
-  std::string program = mount_program(fuse);
+  return mount_program(fuse);
+}
+
+void exec_mount(const MountRequest& r) {
+  std::string program = choose_mount_program(r);
   std::vector<std::string> args = {program, "--repo", r.repo, r.image, r.mountpoint};
   if (!r.upperdir.empty()) {
     args.insert(args.end(), {"--upperdir", r.upperdir, "--workdir", r.workdir});

@@ -27,6 +27,9 @@ struct MountRequest {
   bool allow_missing_objects = false;
   std::vector<std::string> run_command;
 };
+// Checks the request's options and finds the program that serves it (cfs-mount or
+// cfs-fuse); throws naming what is wrong or every place the program was looked for.
+std::string choose_mount_program(const MountRequest& request);
 // Replaces this process with the mount program; throws cfs::Error if it cannot.
 [[noreturn]] void exec_mount(const MountRequest& request);
 
