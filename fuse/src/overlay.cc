@@ -19,6 +19,7 @@
 
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/fs_context.h"
 #include "cfs/kernel_verity.h"
 
 namespace cfs::fuse {
@@ -167,24 +168,9 @@ void enter_namespaces() {
     throw_errno("making the new mount namespace private");
 }
 
-// The messages the kernel queued on an fs_context, joined.
-std::string kernel_messages(int fsfd) {
-  std::string joined;
-  char buf[1024];
-  ssize_t n;
-  while ((n = ::read(fsfd, buf, sizeof buf)) > 0) {
-    std::string_view msg(buf, static_cast<size_t>(n));
-    if (msg.size() > 2 && msg[1] == ' ') msg.remove_prefix(2);
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\0')) msg.remove_suffix(1);
-    if (!joined.empty()) joined += "; ";
-    joined += msg;
-  }
-  return joined;
-}
-
 [[noreturn]] void overlay_failed(int fsfd, const std::string& step) {
   int code = errno;
-  std::string detail = kernel_messages(fsfd);
+  std::string detail = drain_fs_context_log(fsfd);
   throw SystemError(code,
                     "overlayfs " + step + (detail.empty() ? "" : " (kernel: " + detail + ")"));
 }

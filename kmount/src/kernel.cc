@@ -10,31 +10,13 @@
 #include <cstring>
 #include <utility>
 
+#include "cfs/fs_context.h"
+
 namespace cfs::kmount::detail {
 
 std::string fd_path(int fd) {
   return "/proc/self/fd/" + std::to_string(fd);
 }
-
-namespace {
-
-// The messages the kernel queued on an fs_context ("e overlay: ..."), joined; empty if none.
-std::string drain_kernel_log(int fsfd) {
-  std::string joined;
-  char buf[1024];
-  for (;;) {
-    ssize_t n = ::read(fsfd, buf, sizeof buf);
-    if (n <= 0) break;
-    std::string_view msg(buf, static_cast<size_t>(n));
-    if (msg.size() > 2 && msg[1] == ' ') msg.remove_prefix(2);
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\0')) msg.remove_suffix(1);
-    if (!joined.empty()) joined += "; ";
-    joined += msg;
-  }
-  return joined;
-}
-
-}  // namespace
 
 FsContext::FsContext(std::string fstype) : fstype_(std::move(fstype)) {
   fd_.reset(::fsopen(fstype_.c_str(), FSOPEN_CLOEXEC));
@@ -47,7 +29,7 @@ FsContext::FsContext(std::string fstype) : fstype_(std::move(fstype)) {
 
 void FsContext::fail(MountApiError::Stage stage, const std::string& step) {
   int code = errno;
-  std::string detail = drain_kernel_log(fd_.get());
+  std::string detail = drain_fs_context_log(fd_.get());
   std::string message = fstype_ + " " + step;
   if (!detail.empty()) message += " (kernel: " + detail + ")";
   throw MountApiError(code, stage, message);
@@ -61,7 +43,7 @@ void FsContext::set_string(const std::string& key, const std::string& value) {
 int FsContext::try_set_string(const std::string& key, const std::string& value) {
   if (::fsconfig(fd_.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) == 0) return 0;
   int code = errno;
-  drain_kernel_log(fd_.get());
+  drain_fs_context_log(fd_.get());
   return code;
 }
 

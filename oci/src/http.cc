@@ -1,5 +1,7 @@
 #include "http.h"
 
+#include "tar_fields.h"
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -250,30 +252,9 @@ std::string base64_encode(std::string_view data) {
 }
 
 std::string base64_decode(std::string_view text, const std::string& what) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  while (!text.empty() && text.back() == '=') text.remove_suffix(1);
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    int v = value(c);
-    if (v < 0) throw Error(what + ": not valid base64");
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  if (bits >= 6) throw Error(what + ": not valid base64 (truncated)");
-  return out;
+  std::optional<std::string> out = tar::base64_decode(text);
+  if (!out) throw Error(what + ": not valid base64");
+  return std::move(*out);
 }
 
 std::string url_escape(std::string_view s) {
