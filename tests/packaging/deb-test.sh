@@ -58,7 +58,7 @@ for p in "${packages[@]}"; do dpkg -L "$p"; done | sort -u >"$work/owned"
 /usr/bin/mkcomposefs --help >/dev/null || fail "installed mkcomposefs --help"
 /usr/sbin/mount.composefs -h >/dev/null || fail "installed mount.composefs -h"
 [ -x /usr/lib/dracut/modules.d/37cfs-composefs/module-setup.sh ] || fail "dracut module missing"
-[ -x /usr/lib/initcpio/install/cfs-composefs ] && [ -x /usr/lib/initcpio/hooks/cfs-composefs ] ||
+[ -x /usr/lib/initcpio/install/cfs-composefs ] && [ -f /usr/lib/initcpio/hooks/cfs-composefs ] ||
   fail "mkinitcpio hook missing"
 man -w mkcomposefs >/dev/null 2>&1 || [ -e /usr/share/man/man1/mkcomposefs.1.gz ] ||
   fail "mkcomposefs(1) not installed"
