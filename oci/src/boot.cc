@@ -197,7 +197,18 @@ void copy_out(const store::Repository& repo, const erofs::Image& image, const st
 
 }  // namespace
 
-std::string composefs_kernel_argument(const Digest& image, bool insecure) {
+namespace {
+
+// The composefs format of a stored image (its header's composefs_version), which decides the
+// kernel argument's spelling.
+uint32_t image_erofs_version(const store::Repository& repo, const Digest& image) {
+  return store::open_image_reader(repo, image.hex()).format_version();
+}
+
+}  // namespace
+
+std::string composefs_kernel_argument(const Digest& image, bool insecure, uint32_t erofs_version) {
+  if (erofs_version == 2) return std::string("composefs=") + (insecure ? "?" : "") + image.hex();
   return std::string("composefs.digest=") + (insecure ? "?" : "") + "v1-" +
          std::string(algorithm_name(image.algorithm())) + "-12:" + image.hex();
 }
@@ -223,13 +234,29 @@ std::optional<ComposefsArgument> composefs_argument(std::string_view cmdline) {
     while (end < cmdline.size() && !std::isspace(static_cast<unsigned char>(cmdline[end]))) ++end;
     std::string_view word = cmdline.substr(at, end - at);
     at = end;
+    ComposefsArgument arg;
+    auto add = [&] {
+      if (found && found->image != arg.image)
+        throw Error("the command line names two composefs images (" + found->image.hex() + " and " +
+                    arg.image.hex() + ")");
+      found = arg;
+    };
     if (word.starts_with("composefs=")) {
-      throw Error("the command line names a format V2 image ('" + escape_for_log(word) +
-                  "'); cfs repositories hold V1 images (composefs.digest=v1-...)");
+      // A format V2 image: the bare digest, sha256 or sha512 by its length.
+      std::string_view value = word.substr(std::string_view("composefs=").size());
+      if (value.starts_with('?')) {
+        arg.insecure = true;
+        value.remove_prefix(1);
+      }
+      std::optional<Digest> digest = Digest::from_hex(
+          value, value.size() == 128 ? HashAlgorithm::sha512 : HashAlgorithm::sha256);
+      if (!digest) throw Error("'" + escape_for_log(word) + "' is not composefs=[?]<hex digest>");
+      arg.image = *digest;
+      add();
+      continue;
     }
     if (!word.starts_with("composefs.digest=")) continue;
     std::string_view value = word.substr(std::string_view("composefs.digest=").size());
-    ComposefsArgument arg;
     if (value.starts_with('?')) {
       arg.insecure = true;
       value.remove_prefix(1);
@@ -248,10 +275,7 @@ std::optional<ComposefsArgument> composefs_argument(std::string_view cmdline) {
     std::optional<Digest> digest = Digest::from_hex(value.substr(colon + 1), *alg);
     if (!digest) throw bad();
     arg.image = *digest;
-    if (found && found->image != arg.image)
-      throw Error("the command line names two composefs images (" + found->image.hex() + " and " +
-                  arg.image.hex() + ")");
-    found = arg;
+    add();
   }
   return found;
 }
@@ -396,7 +420,8 @@ BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
   const std::string title = pretty_name(repo, image).value_or("composefs " + entry.kernel_version);
   require_entry_text(title, escape_for_log(name) + ": os-release PRETTY_NAME");
 
-  std::vector<std::string> words{composefs_kernel_argument(entry.image, !repo.secure())};
+  std::vector<std::string> words{composefs_kernel_argument(entry.image, !repo.secure(),
+                                                           image_erofs_version(repo, entry.image))};
   for (const std::string& arg : options.kernel_arguments) {
     if (arg.empty()) throw Error("a kernel argument is empty");
     require_entry_text(arg, "kernel argument");

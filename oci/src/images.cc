@@ -140,6 +140,28 @@ ImageRefs load(const store::Repository& repo, std::string_view name) {
   return r;
 }
 
+// "composefs.image" and the names below it (".v1", ".boot", ".xattrs=…"): the EROFS images
+// a config stream names. Layer refs are diff_ids ("sha256:…").
+bool is_image_ref_name(std::string_view name) {
+  return name == kImageRef ||
+         (name.starts_with(kImageRef) && name.substr(kImageRef.size()).starts_with('.'));
+}
+
+bool is_boot_image_ref_name(std::string_view name) {
+  return name == kBootImageRef ||
+         (name.starts_with(kBootImageRef) && name.substr(kBootImageRef.size()).starts_with('.'));
+}
+
+// The config stream's image of a variant: the repository's default format's, else (unless a
+// format was chosen for this handle) the other format's. nullptr if neither is there.
+const Digest* find_image_ref(const store::Repository& repo, const store::SplitStreamReader& cs,
+                             bool bootable, XattrMode mode) {
+  const uint32_t version = repo.erofs_version();
+  if (const Digest* d = cs.find_named_ref(image_ref_name(bootable, mode, version))) return d;
+  if (repo.erofs_version_chosen()) return nullptr;
+  return cs.find_named_ref(image_ref_name(bootable, mode, version == 2 ? 1 : 2));
+}
+
 }  // namespace
 
 std::string encode_tag(std::string_view tag) {
@@ -222,23 +244,26 @@ void for_each_layer_entry(const store::Repository& repo, const std::string& diff
   for_each_stream_entry(reader, repo.path() + ": stream " + name, fn, mode);
 }
 
-ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode) {
+ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode,
+                      const std::vector<uint32_t>& versions) {
   ImageIds ids;
   TreeFileReader reader = [&](const erofs::Inode& i, const std::string&) {
     return read_tree_file(repo, i);
   };
   transform_tree(tree, TreeTransform{.oci = true, .xattrs = mode, .bootable = false}, reader);
-  auto write = [&] {
-    store::ObjectWriter writer = repo.write_object();
-    erofs::write_image(tree, writer, erofs::WriterOptions{1, 1});
-    Digest id = writer.commit();
-    repo.link_image(id);
-    return id;
+  auto write = [&](FormatImages& out) {
+    for (uint32_t version : versions) {
+      store::ObjectWriter writer = repo.write_object();
+      erofs::write_image(tree, writer, erofs::WriterOptions::for_erofs_version(version));
+      Digest id = writer.commit();
+      repo.link_image(id);
+      out.emplace_back(version, id);
+    }
   };
-  ids.image = write();
+  write(ids.images);
   if (bootable) {
     transform_for_boot(tree, reader);
-    ids.boot = write();
+    write(ids.boot);
   }
   return ids;
 }
@@ -249,31 +274,33 @@ StoredImage store_image(store::Repository& repo, const std::string& manifest,
                         const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
                         XattrMode mode) {
   StoredImage out;
-  out.image_id = ids.image;
-  out.boot_image_id = ids.boot;
   std::string config_id = "oci-config-" + config_digest;
+
+  // The config's image refs: those an earlier pull stored (other formats, another xattr mode,
+  // the boot images when this pull is not --bootable) stay, the ones written now replace
+  // theirs. The default format goes in last, so it wins where V0 and V1 share a name.
+  std::map<std::string, Digest> images;
+  if (repo.resolve_stream(config_id)) {
+    store::SplitStreamReader old = repo.open_stream(config_id);
+    for (const store::NamedRef& ref : old.named_refs())
+      if (is_image_ref_name(ref.name) && repo.has_object(ref.target)) images[ref.name] = ref.target;
+  }
+  for (bool bootable : {false, true}) {
+    const FormatImages& written = bootable ? ids.boot : ids.images;
+    for (auto it = written.rbegin(); it != written.rend(); ++it)
+      images[image_ref_name(bootable, mode, it->first)] = it->second;
+  }
+  if (auto it = images.find(image_ref_name(false, mode, repo.erofs_version())); it != images.end())
+    out.image_id = it->second;
+  if (auto it = images.find(image_ref_name(true, mode, repo.erofs_version())); it != images.end())
+    out.boot_image_id = it->second;
 
   store::SplitStreamWriter cw(repo.algorithm(), store::kContentOciConfig);
   Digest config_object =
       repo.ensure_object({reinterpret_cast<const std::byte*>(config.data()), config.size()});
   cw.write_external(config_object, config.size());
   for (const std::string& d : diff_ids) cw.add_named_ref(d, layer_streams.at(d));
-  std::string image_ref = image_ref_name(false, mode);
-  std::string boot_ref = image_ref_name(true, mode);
-  // Image variants an earlier pull stored (another xattr mode, or the boot image when this
-  // pull is not --bootable) stay referenced.
-  if (repo.resolve_stream(config_id)) {
-    store::SplitStreamReader old = repo.open_stream(config_id);
-    for (const store::NamedRef& ref : old.named_refs()) {
-      if (!ref.name.starts_with("composefs.image") || ref.name == image_ref ||
-          (ids.boot && ref.name == boot_ref) || !repo.has_object(ref.target))
-        continue;
-      cw.add_named_ref(ref.name, ref.target);
-      if (ref.name == boot_ref) out.boot_image_id = ref.target;
-    }
-  }
-  cw.add_named_ref(image_ref, ids.image);
-  if (ids.boot) cw.add_named_ref(boot_ref, *ids.boot);
+  for (const auto& [name, id] : images) cw.add_named_ref(name, id);
   out.config_stream = repo.write_stream(cw, config_id);
 
   store::SplitStreamWriter mw(repo.algorithm(), store::kContentOciManifest);
@@ -303,8 +330,10 @@ ImageSummary inspect(const store::Repository& repo, std::string_view name) {
   if (r.manifest.contains("layers") && r.manifest["layers"].is_array())
     s.layers = static_cast<unsigned>(r.manifest["layers"].size());
   store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
-  if (const Digest* d = config_stream.find_named_ref(kImageRefV1)) s.image_id = *d;
-  if (const Digest* d = config_stream.find_named_ref(kBootImageRefV1)) s.boot_image_id = *d;
+  if (const Digest* d = find_image_ref(repo, config_stream, false, XattrMode::allowlist_only))
+    s.image_id = *d;
+  if (const Digest* d = find_image_ref(repo, config_stream, true, XattrMode::allowlist_only))
+    s.boot_image_id = *d;
   return s;
 }
 
@@ -372,9 +401,9 @@ Digest image_id(const store::Repository& repo, std::string_view name, bool boota
                 XattrMode mode) {
   ImageRefs r = load(repo, name);
   store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
-  std::string ref = image_ref_name(bootable, mode);
-  const Digest* d = config_stream.find_named_ref(ref);
+  const Digest* d = find_image_ref(repo, config_stream, bootable, mode);
   if (!d) {
+    std::string ref = image_ref_name(bootable, mode, repo.erofs_version());
     std::string flags = std::string(bootable ? " --bootable" : "") +
                         (mode == XattrMode::keep_user_xattrs ? " --xattrs keep-user-xattrs" : "");
     throw Error(repo.path() + ": image '" + escape_for_log(name) + "' has no " + ref +
@@ -383,11 +412,13 @@ Digest image_id(const store::Repository& repo, std::string_view name, bool boota
   return *d;
 }
 
-Digest ensure_image(store::Repository& repo, std::string_view name, bool bootable, XattrMode mode) {
+Digest ensure_image(store::Repository& repo, std::string_view name, bool bootable, XattrMode mode,
+                    std::optional<uint32_t> erofs_version) {
   ImageRefs r = load(repo, name);
+  const uint32_t version = erofs_version.value_or(repo.erofs_version());
   {
     store::SplitStreamReader config_stream = repo.open_stream("oci-config-" + r.config_digest);
-    const Digest* d = config_stream.find_named_ref(image_ref_name(bootable, mode));
+    const Digest* d = config_stream.find_named_ref(image_ref_name(bootable, mode, version));
     if (d && repo.has_object(*d)) return *d;
   }
   repo.require_writable();
@@ -399,12 +430,14 @@ Digest ensure_image(store::Repository& repo, std::string_view name, bool bootabl
     layer_streams.emplace(d, *id);
   }
   erofs::Tree tree = merge_layers(repo, diff_ids, nullptr, mode);
-  ImageIds ids = write_images(repo, tree, bootable, mode);
-  StoredImage stored = store_image(repo, stream_bytes(repo, r.manifest_id),
-                                   digest_of_content_id(r.manifest_id, "oci-manifest-"),
-                                   stream_bytes(repo, "oci-config-" + r.config_digest),
-                                   r.config_digest, diff_ids, layer_streams, ids, mode);
-  return bootable ? *stored.boot_image_id : stored.image_id;
+  std::vector<uint32_t> versions =
+      erofs_version ? std::vector<uint32_t>{*erofs_version} : repo.erofs_versions();
+  ImageIds ids = write_images(repo, tree, bootable, mode, versions);
+  (void)store_image(repo, stream_bytes(repo, r.manifest_id),
+                    digest_of_content_id(r.manifest_id, "oci-manifest-"),
+                    stream_bytes(repo, "oci-config-" + r.config_digest), r.config_digest, diff_ids,
+                    layer_streams, ids, mode);
+  return (bootable ? ids.boot : ids.images).front().second;
 }
 
 XattrMode parse_xattr_mode(std::string_view name) {
@@ -531,15 +564,21 @@ class ImageCheck {
     });
   }
 
-  // The EROFS images the config stream names are present.
+  // The config stream names a (plain) EROFS image, of any format, and every EROFS image it
+  // names is present.
   void check_image_refs(const store::SplitStreamReader& cs) {
-    const Digest* image = cs.find_named_ref(kImageRefV1);
-    if (!image)
-      error("image-ref-missing", "config stream has no " + std::string(kImageRefV1));
-    else if (!repo_.has_object(*image))
-      error("image-object-missing", "EROFS image " + image->hex());
-    if (const Digest* boot = cs.find_named_ref(kBootImageRefV1); boot && !repo_.has_object(*boot))
-      error("image-object-missing", "boot EROFS image " + boot->hex());
+    bool plain = false;
+    for (const store::NamedRef& ref : cs.named_refs()) {
+      if (!is_image_ref_name(ref.name)) continue;
+      const bool boot = is_boot_image_ref_name(ref.name);
+      plain = plain || !boot;
+      if (!repo_.has_object(ref.target))
+        error("image-object-missing", std::string(boot ? "boot " : "") + "EROFS image " +
+                                          ref.target.hex() + " (" + ref.name + ")");
+    }
+    if (!plain)
+      error("image-ref-missing",
+            "config stream has no " + std::string(kImageRef) + " or " + std::string(kImageRefV1));
   }
 
   const store::Repository& repo_;

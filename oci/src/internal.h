@@ -32,21 +32,25 @@ erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::s
                          const std::map<std::string, Digest>* imported,
                          XattrMode mode = XattrMode::keep_user_xattrs);
 
+// (format, image id) pairs, the default format first.
+using FormatImages = std::vector<std::pair<uint32_t, Digest>>;
+
 struct ImageIds {
-  Digest image;
-  std::optional<Digest> boot;
+  FormatImages images;
+  FormatImages boot;  // empty unless bootable
 };
 
-// Applies transform_tree (the OCI transform and the xattr filter), writes the V1 EROFS image as an object
-// (published as images/<id>); with bootable, transform_for_boot and the boot image too.
-// The tree is modified.
-ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode);
+// Applies transform_tree (the OCI transform and the xattr filter), writes one EROFS image per
+// format of versions as an object (published as images/<id>); with bootable,
+// transform_for_boot and the boot images too. The tree is modified.
+ImageIds write_images(store::Repository& repo, erofs::Tree& tree, bool bootable, XattrMode mode,
+                      const std::vector<uint32_t>& versions);
 
 struct StoredImage {
   Digest manifest_stream;
   Digest config_stream;
-  Digest image_id;
-  std::optional<Digest> boot_image_id;
+  std::optional<Digest> image_id;       // of the repository's default format, if stored
+  std::optional<Digest> boot_image_id;  // likewise
 };
 
 // Writes the config stream (config JSON bytes + layer and image named refs, keeping image

@@ -258,8 +258,12 @@ ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const D
 
 }  // namespace
 
-std::string image_ref_name(bool bootable, XattrMode mode) {
-  std::string name(bootable ? kBootImageRefV1 : kImageRefV1);
+std::string image_ref_name(bool bootable, XattrMode mode, uint32_t erofs_version) {
+  if (erofs_version > store::kMaxErofsVersion)
+    throw Error("EROFS format " + std::to_string(erofs_version) + " is not supported (0, 1 or 2)");
+  const bool v2 = erofs_version == 2;
+  std::string name(bootable ? (v2 ? kBootImageRef : kBootImageRefV1)
+                            : (v2 ? kImageRef : kImageRefV1));
   if (mode == XattrMode::keep_user_xattrs) name += ".xattrs=keep-user-xattrs";
   return name;
 }
@@ -477,7 +481,7 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
   // Everything is verified; merging can still refuse a hostile layer before anything is
   // named.
   erofs::Tree tree = merge_layers(repo, diff_ids, &new_streams, options.xattrs);
-  ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs);
+  ImageIds ids = write_images(repo, tree, options.bootable, options.xattrs, repo.erofs_versions());
 
   std::map<std::string, Digest> layer_streams = name_layer_streams(repo, diff_ids, imported);
   StoredImage stored = store_image(repo, img.manifest, img.manifest_digest, image.config,
@@ -485,8 +489,10 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
   repo.set_stream_ref("oci/" + encode_tag(result.tag), "oci-manifest-" + img.manifest_digest);
   result.manifest_stream = stored.manifest_stream;
   result.config_stream = stored.config_stream;
-  result.image_id = stored.image_id;
+  result.image_id = *stored.image_id;
   result.boot_image_id = stored.boot_image_id;
+  result.images = ids.images;
+  result.boot_images = ids.boot;
   return result;
 }
 

@@ -46,11 +46,18 @@ CreateImageResult create_image(Repository& repo, const std::string& src,
         return id;
       });
   if (transform) transform(tree);
-  ObjectWriter image = repo.write_object();
-  erofs::WriteResult written = erofs::write_image(tree, image, repository_writer_options());
-  result.image_size = written.size;
-  result.id = image.commit();
-  repo.link_image(result.id);
+  for (uint32_t version : repo.erofs_versions()) {
+    ObjectWriter image = repo.write_object();
+    erofs::WriteResult written =
+        erofs::write_image(tree, image, erofs::WriterOptions::for_erofs_version(version));
+    Digest id = image.commit();
+    repo.link_image(id);
+    if (result.images.empty()) {
+      result.image_size = written.size;
+      result.id = id;
+    }
+    result.images.emplace_back(version, id);
+  }
   if (ref) repo.set_image_ref(*ref, result.id);
   return result;
 }

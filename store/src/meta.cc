@@ -39,6 +39,26 @@ std::vector<std::string> string_list(const nlohmann::json& features, const char*
 
 }  // namespace
 
+std::vector<uint32_t> RepoMeta::erofs_versions() const {
+  std::vector<uint32_t> out{erofs_default};
+  std::vector<uint32_t> extra = erofs_extra;
+  std::sort(extra.begin(), extra.end());
+  for (uint32_t v : extra)
+    if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+  return out;
+}
+
+RepoMeta RepoMeta::for_erofs_version(HashAlgorithm algorithm, uint32_t version) {
+  if (version > kMaxErofsVersion)
+    throw Error("EROFS format " + std::to_string(version) + " is not supported (0, 1 or 2)");
+  RepoMeta meta;
+  meta.algorithm = algorithm;
+  meta.erofs_default = version;
+  meta.read_only_compatible.clear();
+  if (version == 1) meta.read_only_compatible.emplace_back(kFeatureV1Erofs);
+  return meta;
+}
+
 std::string RepoMeta::algorithm_string() const {
   return "fsverity-" + std::string(algorithm_name(algorithm)) + "-12";
 }
@@ -112,23 +132,32 @@ RepoMeta parse_meta(std::string_view text, const std::string& what) {
                     "'; refusing to open it");
     }
 
+    auto format = [&](const nlohmann::json& v, const char* field) {
+      if (!v.is_number_unsigned())
+        throw Error(what + ": erofs_formats." + field + " is not a format number");
+      uint64_t n = v.get<uint64_t>();
+      if (n > kMaxErofsVersion)
+        throw Error(what + ": erofs_formats." + field + " names EROFS format " + std::to_string(n) +
+                    ", which this cfs does not know (0, 1 or 2)");
+      return static_cast<uint32_t>(n);
+    };
+    bool explicit_formats = false;
     if (j.contains("erofs_formats")) {
       const auto& formats = j.at("erofs_formats");
-      if (!formats.is_object() || !formats.contains("default") ||
-          !formats.at("default").is_number_unsigned())
+      if (!formats.is_object() || !formats.contains("default"))
         throw Error(what + ": \"erofs_formats\" lacks a numeric \"default\"");
-      meta.erofs_default = formats.at("default").get<uint32_t>();
+      meta.erofs_default = format(formats.at("default"), "default");
       meta.erofs_extra.clear();
       if (formats.contains("extra")) {
         if (!formats.at("extra").is_array())
           throw Error(what + ": erofs_formats.extra is not an array");
-        for (const auto& v : formats.at("extra")) {
-          if (!v.is_number_unsigned())
-            throw Error(what + ": erofs_formats.extra holds a non-number");
-          meta.erofs_extra.push_back(v.get<uint32_t>());
-        }
+        for (const auto& v : formats.at("extra")) meta.erofs_extra.push_back(format(v, "extra"));
       }
-    } else {
+      // composefs-rs cannot tell {"default": 2} from an absent field (its serde default) and
+      // lets the v1_erofs flag decide for both.
+      explicit_formats = meta.erofs_default != 2 || !meta.erofs_extra.empty();
+    }
+    if (!explicit_formats) {
       // Older composefs-rs repositories: V2 images unless the v1_erofs flag says V1.
       bool v1 = std::find(meta.read_only_compatible.begin(), meta.read_only_compatible.end(),
                           kFeatureV1Erofs) != meta.read_only_compatible.end();

@@ -152,8 +152,7 @@ Repository Repository::init(const std::string& path, const InitOptions& options)
   lock_directory(dir.get(), LockMode::exclusive, path);
   if (detail::lstat_at(dir.get(), "meta.json", join(path, "meta.json")))
     throw Error(path + ": already a repository (meta.json exists)");
-  RepoMeta meta;
-  meta.algorithm = options.algorithm;
+  RepoMeta meta = RepoMeta::for_erofs_version(options.algorithm, options.erofs_version);
   // meta.json appears last: a directory that has it is a complete repository.
   bool linked = publish_meta(dir.get(), path, meta, !options.insecure, [&] {
     for (std::string_view sub : repo_layout::kFixedDirs)
@@ -258,6 +257,21 @@ int Repository::dirfd() const noexcept {
 }
 const RepoMeta& Repository::meta() const noexcept {
   return state_->meta;
+}
+std::vector<uint32_t> Repository::erofs_versions() const {
+  if (state_->erofs_override) return {*state_->erofs_override};
+  return state_->meta.erofs_versions();
+}
+uint32_t Repository::erofs_version() const {
+  return erofs_versions().front();
+}
+void Repository::set_erofs_version(uint32_t version) {
+  if (version > kMaxErofsVersion)
+    throw Error("EROFS format " + std::to_string(version) + " is not supported (0, 1 or 2)");
+  state_->erofs_override = version;
+}
+bool Repository::erofs_version_chosen() const noexcept {
+  return state_->erofs_override.has_value();
 }
 HashAlgorithm Repository::algorithm() const noexcept {
   return state_->meta.algorithm;

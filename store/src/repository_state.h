@@ -40,6 +40,7 @@ struct Repository::State {
   UniqueFd dir;
   UniqueFd objects;
   RepoMeta meta;
+  std::optional<uint32_t> erofs_override;  // set_erofs_version()
   bool has_meta = true;
   bool upgraded = false;  // open() wrote meta.json for an old composefs-rs repository
   bool secure = false;

@@ -1,7 +1,9 @@
 // cfs against composefs-rs 0.9.0 (the rs-oracle, built by shared/tools/rs-oracle/build.sh),
 // for every test layout: cfsctl compute-id of its root, extracted by libarchive, against
 // rsoracle compute-id (with and without the OCI transform, plain and bootable), and the
-// image id of a pull against rsoci (plain, bootable, keep-user-xattrs); sha256 and sha512.
+// image id of a pull against rsoci (plain, bootable, keep-user-xattrs); sha256 and sha512;
+// and the images of every EROFS format a repository is configured for (V1, V2, V1 + extra
+// V2) against rsoci --erofs-version N.
 // Skipped, saying why, where the oracle is not built.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "cfs/fd.h"
 #include "layout_extract.h"
 #include "testdata.h"
 
@@ -116,6 +119,91 @@ TEST(RsOracle, OciImageIdsOfPulledLayouts) {
   std::printf("compared %u OCI image ids with %s (%u pulls refused by composefs-rs)\n", compared,
               rsoci.c_str(), refused);
   EXPECT_GE(compared, 8u) << "too few layouts composefs-rs reads to compare";
+}
+
+TEST(RsOracle, OciImagesOfEveryConfiguredFormat) {
+  const std::string rsoci = fs::path(oracle_path()).parent_path() / "rsoci";
+  if (::access(rsoci.c_str(), X_OK) != 0)
+    GTEST_SKIP() << "the composefs-rs oracle is not built (" << rsoci
+                 << " missing; shared/tools/rs-oracle/build.sh builds it, CFS_RS_ORACLE "
+                    "overrides the directory)";
+  if (::geteuid() != 0) GTEST_SKIP() << "extracting layers keeps owners and devices: needs root";
+  struct Config {
+    const char* name;
+    const char* init;   // init options
+    const char* extra;  // erofs_formats.extra written into meta.json (composefs-rs' library)
+    std::vector<uint32_t> versions;  // default first
+  };
+  const std::vector<Config> configs = {
+      {"v1", "--erofs-version 1", nullptr, {1}},
+      {"v2", "--erofs-version 2", nullptr, {2}},
+      {"v1+v2", "--erofs-version 1", "[2]", {1, 2}},
+  };
+  TempDir tmp;
+  unsigned compared = 0, refused = 0;
+  for (const TestLayout& l : build_test_layouts(tmp.path())) {
+    const std::string source = quote("oci:" + l.dir + ":" + l.ref);
+    std::string root = tmp.path() + "/root-" + l.name;
+    fs::create_directory(root);
+    extract_image(l.dir, l.ref, root);
+    const bool has_boot_dirs =
+        fs::is_directory(root + "/boot") && fs::is_directory(root + "/sysroot");
+    // Layouts composefs-rs cannot read (see above) are left out at once.
+    if (output_of(rsoci + " --hash sha256 " + source, true).empty()) {
+      ++refused;
+      continue;
+    }
+    for (const char* hash : {"sha256", "sha512"}) {
+      for (const Config& c : configs) {
+        const std::string repo = tmp.path() + "/repo-" + l.name + "-" + hash + "-" + c.name;
+        const std::string cfsctl = kCfsctl + " --repo " + quote(repo) + " ";
+        output_of(cfsctl + "init --insecure --hash " + hash + " " + c.init);
+        if (c.extra) {
+          std::string meta = read_file(repo + "/meta.json");
+          size_t at = meta.find("\"default\": 1");
+          ASSERT_NE(at, std::string::npos) << meta;
+          meta.insert(at + 12, ",\n    \"extra\": " + std::string(c.extra));
+          write_file(repo + "/meta.json", meta);
+        }
+        for (const char* flags : {"", "--bootable"}) {
+          SCOPED_TRACE(l.name + " --hash " + hash + " " + c.name + " " + flags);
+          if (std::string(flags) == "--bootable" && !has_boot_dirs) continue;
+          output_of(cfsctl + "oci pull -q " + flags + " " + source + " t");
+          // The default format's image is the one image-id gives.
+          std::string default_id = output_of(cfsctl + "oci image-id " + flags + " t");
+          for (uint32_t v : c.versions) {
+            const std::string n = std::to_string(v);
+            std::string ours =
+                output_of(cfsctl + "--erofs-version " + n + " oci image-id " + flags + " t");
+            std::string theirs = output_of(rsoci + " --hash " + hash + " --erofs-version " + n +
+                                           " " + flags + " " + source);
+            EXPECT_EQ(ours, theirs) << "format " << v;
+            EXPECT_EQ(ours.size(), std::string(hash) == "sha256" ? 64u : 128u);
+            if (v == c.versions.front()) {
+              EXPECT_EQ(default_id, ours);
+            }
+            ++compared;
+          }
+        }
+        output_of(cfsctl + "gc");
+        std::string fsck = output_of(cfsctl + "oci fsck");
+        EXPECT_NE(fsck.find("status: ok"), std::string::npos) << fsck;
+        for (uint32_t v : c.versions) {
+          for (const char* flags : {"", "--bootable"}) {
+            if (std::string(flags) == "--bootable" && !has_boot_dirs) continue;
+            std::string id = output_of(cfsctl + "--erofs-version " + std::to_string(v) +
+                                       " oci image-id " + flags + " t");
+            EXPECT_TRUE(fs::exists(repo + "/images/" + id)) << "gc kept format " << v;
+          }
+        }
+      }
+    }
+  }
+  std::printf(
+      "compared %u images of configured formats with %s (%u layouts refused by "
+      "composefs-rs)\n",
+      compared, rsoci.c_str(), refused);
+  EXPECT_GE(compared, 16u) << "too few layouts composefs-rs reads to compare";
 }
 
 }  // namespace

@@ -70,6 +70,35 @@ TEST(Meta, LegacyFormatsInferredFromFlag) {
   EXPECT_EQ(v1.erofs_default, 1u);
 }
 
+// composefs-rs' FormatConfig: the default first, then the extra ones ascending; {"default":2}
+// is its serde default, so the v1_erofs flag decides for it as for an absent field.
+TEST(Meta, ErofsFormatsAsComposefsRsReadsThem) {
+  auto meta = [](const std::string& formats, bool v1_flag) {
+    return parse_meta(R"({"version":1,"algorithm":"fsverity-sha256-12","features":{)"
+                      R"("read-only-compatible":[)" +
+                          std::string(v1_flag ? "\"v1_erofs\"" : "") + "]}" +
+                          (formats.empty() ? "" : ",\"erofs_formats\":" + formats) + "}",
+                      "m");
+  };
+  EXPECT_EQ(meta(R"({"default":1,"extra":[2]})", true).erofs_versions(),
+            (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(meta(R"({"default":2,"extra":[2,1,0]})", false).erofs_versions(),
+            (std::vector<uint32_t>{2, 0, 1}));
+  EXPECT_EQ(meta(R"({"default":2})", false).erofs_versions(), std::vector<uint32_t>{2});
+  EXPECT_EQ(meta(R"({"default":2})", true).erofs_versions(), std::vector<uint32_t>{1});
+  EXPECT_EQ(meta(R"({"default":0})", false).erofs_versions(), std::vector<uint32_t>{0});
+  EXPECT_EQ(meta("", false).erofs_versions(), std::vector<uint32_t>{2});
+  EXPECT_THROW(meta(R"({"default":3})", false), Error);
+  EXPECT_THROW(meta(R"({"default":1,"extra":[7]})", true), Error);
+  // init --erofs-version 2 as composefs-rs writes it: no v1_erofs flag.
+  EXPECT_EQ(RepoMeta::for_erofs_version(HashAlgorithm::sha256, 2).to_json(),
+            "{\n  \"version\": 1,\n  \"algorithm\": \"fsverity-sha256-12\",\n  \"features\": {\n"
+            "    \"compatible\": [],\n    \"read-only-compatible\": [],\n    \"incompatible\": "
+            "[]\n  },\n  \"erofs_formats\": {\n    \"default\": 2\n  }\n}\n");
+  EXPECT_EQ(RepoMeta::for_erofs_version(HashAlgorithm::sha256, 1).to_json(),
+            RepoMeta{.algorithm = HashAlgorithm::sha256}.to_json());
+}
+
 TEST(Meta, RejectsUnknownIncompatibleAndBadFields) {
   auto fails_with = [](const std::string& json, const std::string& needle) {
     try {

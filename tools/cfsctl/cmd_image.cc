@@ -63,15 +63,12 @@ void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
   const HashAlgorithm alg = dir_hash(o.transform, global);
   const uint32_t version = global.erofs_version.value_or(store::kRepositoryErofsVersion);
   if (version == store::kRepositoryErofsVersion) {
-    // The id create-image gives in a repository of that algorithm.
+    // The id create-image gives in a (format V1) repository of that algorithm.
     print(store::compute_image_id(o.dir, alg, scan_options(o), dir_transform(o.transform, o.dir))
               .hex() +
           "\n");
     return;
   }
-  if (!global.repo.empty())
-    throw Error("compute-id --repo: repositories store EROFS format " +
-                std::to_string(store::kRepositoryErofsVersion) + " images");
   // --erofs-version: the id of the tree written in that format.
   erofs::Tree tree =
       store::scan_image_tree(o.dir, alg, scan_options(o), dir_transform(o.transform, o.dir));
@@ -105,9 +102,13 @@ void run_compute_karg(ComputeKargOptions o, const GlobalOptions& global) {
   // default xattr allowlist, as composefs-rs' compute-karg.
   o.transform.bootable = true;
   o.transform.xattrs = "allowlist-only";
-  Digest id = store::compute_image_id(o.dir, dir_hash(o.transform, global), {},
-                                      dir_transform(o.transform, o.dir));
-  print(oci::composefs_kernel_argument(id, o.insecure) + "\n");
+  // --erofs-version 2: the V2 image's id, as composefs=<hex> (composefs-rs' compute-karg).
+  const uint32_t version = global.erofs_version.value_or(store::kRepositoryErofsVersion);
+  const HashAlgorithm alg = dir_hash(o.transform, global);
+  erofs::Tree tree = store::scan_image_tree(o.dir, alg, {}, dir_transform(o.transform, o.dir));
+  VeritySink sink(nullptr, alg);
+  erofs::write_image(tree, sink, erofs::WriterOptions::for_erofs_version(version));
+  print(oci::composefs_kernel_argument(sink.finish(), o.insecure, version) + "\n");
 }
 #endif
 
@@ -160,6 +161,7 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
       app, global, "compute-karg",
       "Print the kernel argument that boots DIR as a sealed composefs root: "
       "composefs.digest=v1-<sha256|sha512>-12:<id> with the id of DIR's bootable variant "
+      "(with --erofs-version 2: composefs=<id> of its format V2 image) "
       "(compute-id --bootable), for a UKI's command line (e.g. in a Containerfile: "
       "cfsctl compute-karg / > /etc/kernel/cmdline).",
       run_compute_karg);

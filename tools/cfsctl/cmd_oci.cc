@@ -3,6 +3,7 @@
 // Thin wrappers over cfs_oci; every rule lives in the library.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -103,30 +104,39 @@ uint64_t parse_rate(const std::string& text) {
   return value * unit;
 }
 
-// The id a variant of a pulled image has, computed from its stored layers (nothing written).
+// The id a variant of a pulled image has in EROFS format version (default: the repository's),
+// computed from its stored layers (nothing written).
 Digest compute_image_id(const store::Repository& repo, std::string_view name, bool bootable,
-                        oci::XattrMode mode) {
+                        oci::XattrMode mode, std::optional<uint32_t> version = std::nullopt) {
   erofs::Tree tree = oci::image_tree(repo, name, bootable, mode);
   VeritySink sink(nullptr, repo.algorithm());
-  erofs::write_image(tree, sink, erofs::WriterOptions{1, 1});
+  erofs::write_image(
+      tree, sink, erofs::WriterOptions::for_erofs_version(version.value_or(repo.erofs_version())));
   return sink.finish();
 }
 
 // pull --expected-digest: composefs-rs' recovery of a boot image built with other defaults;
-// every xattr mode is tried (cfs writes EROFS format V1 only), and the match is stored.
+// every xattr mode and EROFS format (the repository's first) is tried, and the match is
+// stored.
 std::string find_boot_image(store::Repository& repo, const std::string& tag,
                             const std::string& expected_hex) {
   auto expected = Digest::from_hex(expected_hex, repo.algorithm());
   if (!expected)
     throw Error("oci pull: --expected-digest '" + expected_hex + "' is not a " +
                 std::string(algorithm_name(repo.algorithm())) + " digest in hex");
+  std::vector<uint32_t> versions = repo.erofs_versions();
+  for (uint32_t v : {1u, 2u})
+    if (std::find(versions.begin(), versions.end(), v) == versions.end()) versions.push_back(v);
   unsigned tried = 0;
-  for (const char* mode_name : {"allowlist-only", "keep-user-xattrs"}) {
-    oci::XattrMode mode = oci::parse_xattr_mode(mode_name);
-    ++tried;
-    if (compute_image_id(repo, tag, true, mode) != *expected) continue;
-    Digest stored = oci::ensure_image(repo, tag, true, mode);
-    return "Boot image: " + stored.hex() + " (xattr-mode=" + mode_name + ", format-version=V1)\n";
+  for (uint32_t version : versions) {
+    for (const char* mode_name : {"allowlist-only", "keep-user-xattrs"}) {
+      oci::XattrMode mode = oci::parse_xattr_mode(mode_name);
+      ++tried;
+      if (compute_image_id(repo, tag, true, mode, version) != *expected) continue;
+      Digest stored = oci::ensure_image(repo, tag, true, mode, version);
+      return "Boot image: " + stored.hex() + " (xattr-mode=" + mode_name + ", format-version=V" +
+             std::to_string(version) + ")\n";
+    }
   }
   throw Error("oci pull: no boot image configuration matched expected digest " + expected_hex +
               " (tried " + std::to_string(tried) + " mode/version combinations)");
@@ -180,6 +190,12 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
   std::string out = "manifest " + r.manifest_digest + "\nconfig " + r.config_digest + "\nimage " +
                     r.image_id.hex() + "\n";
   if (r.boot_image_id) out += "boot-image " + r.boot_image_id->hex() + "\n";
+  // The images of the repository's extra formats (erofs_formats.extra).
+  for (bool boot : {false, true})
+    for (const auto& [version, id] : boot ? r.boot_images : r.images)
+      if (id != (boot ? *r.boot_image_id : r.image_id))
+        out += std::string(boot ? "boot-image" : "image") + "-v" + std::to_string(version) + " " +
+               id.hex() + "\n";
   out += "tagged " + r.tag + "\n";
   if (!args.quiet)
     out += "layers " + std::to_string(r.layers) + " (" + std::to_string(r.layers_imported) +
@@ -195,7 +211,9 @@ void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       "Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:TAG], "
       "docker://REGISTRY/REPO[:TAG][@DIGEST] (the built-in registry client), or anything skopeo "
       "understands (containers-storage:…, skopeo:docker://…). Every blob digest and layer "
-      "diff_id is verified; the EROFS image is built and stored at once.",
+      "diff_id is verified; the EROFS image is built and stored at once, one per format of "
+      "the repository's erofs_formats (or --erofs-version), named in the config as "
+      "composefs-rs names them (composefs.image for V2, composefs.image.v1 for V1).",
       run_pull);
   cmd->add_option("SOURCE", args->source, "Image reference")->required();
   cmd->add_option("TAG", args->tag, "Tag to store it under (default: SOURCE)");

@@ -37,6 +37,7 @@ struct InitArgs {
   bool insecure = false;
   bool reset_metadata = false;
   bool ensure = false;
+  std::optional<uint32_t> erofs_version;  // init --erofs-version (else the global one, else 1)
 };
 
 // composefs-rs' reset_metadata: streams/, images/ and meta.json go, objects/ stays.
@@ -69,6 +70,9 @@ void run_init(const InitArgs& args, const GlobalOptions& global) {
     options.algorithm = *alg;
   }
   options.insecure = args.insecure || global.insecure;
+  // composefs-rs: init's own --erofs-version, else the global one, else V1.
+  options.erofs_version =
+      args.erofs_version.value_or(global.erofs_version.value_or(store::kRepositoryErofsVersion));
   if (args.reset_metadata) reset_metadata(path);
 
   struct stat st;
@@ -81,8 +85,8 @@ void run_init(const InitArgs& args, const GlobalOptions& global) {
     store::Repository repo = store::Repository::open(
         path, store::LockMode::shared,
         args.ensure ? store::MissingMeta::upgrade : store::MissingMeta::read_only);
-    store::RepoMeta wanted;
-    wanted.algorithm = options.algorithm;
+    store::RepoMeta wanted =
+        store::RepoMeta::for_erofs_version(options.algorithm, options.erofs_version);
     if (repo.algorithm() != options.algorithm)
       throw Error(path + ": repository already initialized with " + repo.meta().algorithm_string() +
                   "; cannot initialize it with " + wanted.algorithm_string());
@@ -94,7 +98,8 @@ void run_init(const InitArgs& args, const GlobalOptions& global) {
       throw Error(path +
                   ": repository already initialized with a different configuration "
                   "(EROFS format " +
-                  std::to_string(repo.meta().erofs_default) + "); use --ensure to keep it");
+                  std::to_string(repo.meta().erofs_default) + ", asked for " +
+                  std::to_string(options.erofs_version) + "); use --ensure to keep it");
     return print("Repository already initialized at " + path + "\n");
   }
   // composefs-rs creates missing parent directories.
@@ -335,11 +340,19 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
   init_cmd->add_flag("--ensure", init->ensure,
                      "Keep an existing repository as it is (upgrading one without meta.json) "
                      "and create one otherwise");
+  init_cmd
+      ->add_option("--erofs-version", init->erofs_version,
+                   "EROFS format of the repository's images (meta.json erofs_formats): 1 "
+                   "(default; C mkcomposefs' format), 2 (composefs-rs' original format, older "
+                   "bootc hosts) or 0; default: the global --erofs-version, else 1")
+      ->check(CLI::Range(0, 2));
 
   auto [create_cmd, create] = add_command<CreateImageArgs>(
       app, global, "create-image",
-      "Store the files of directory SRC as objects and a composefs image (EROFS V1) of it; "
-      "prints the image id. With a NAME the image is also named images/refs/NAME. SRC gets "
+      "Store the files of directory SRC as objects and a composefs image of it in each EROFS "
+      "format the repository is configured for (meta.json erofs_formats, or --erofs-version); "
+      "prints the default format's image id. With a NAME that image is also named "
+      "images/refs/NAME. SRC gets "
       "the transforms of an OCI pull (see compute-id); --no-propagate-usr-to-root stores the "
       "tree as scanned.",
       run_create_image);

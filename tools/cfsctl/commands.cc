@@ -34,6 +34,8 @@ store::Repository open_repo(const GlobalOptions& global, const std::string& comm
                 " (from meta.json) but --hash " + global.hash + " was given");
   if (global.require_verity && !repo.secure())
     throw Error(path + ": repository does not have fs-verity enabled (--require-verity)");
+  // composefs-rs: --erofs-version overrides meta.json's formats for this command only.
+  if (global.erofs_version) repo.set_erofs_version(*global.erofs_version);
   return repo;
 }
 

@@ -24,7 +24,9 @@ struct GlobalOptions {
   bool no_upgrade = false;      // --no-upgrade: refuse repositories without meta.json
   bool require_verity = false;  // --require-verity: refuse insecure repositories
   bool insecure = false;        // --insecure (hidden, composefs-rs compatibility)
-  // --erofs-version 0|1|2 (composefs-rs' spelling): the EROFS format compute-id computes.
+  // --erofs-version 0|1|2 (composefs-rs' spelling): the EROFS format compute-id computes,
+  // and, for commands that open a repository, the one format images are written in and
+  // looked up by instead of meta.json's erofs_formats (meta.json is not changed).
   std::optional<uint32_t> erofs_version;
 };
 
@@ -54,7 +56,7 @@ std::string require_repo(const GlobalOptions& global, const std::string& command
 
 // Opens that repository with the global options applied: a repository without meta.json is
 // upgraded as composefs-rs does (refused with --no-upgrade), --hash must match its algorithm
-// and --require-verity its security.
+// and --require-verity its security; --erofs-version becomes the handle's EROFS format.
 store::Repository open_repo(const GlobalOptions& global, const std::string& command,
                             store::LockMode lock = store::LockMode::shared);
 

@@ -38,9 +38,10 @@ int run_cfsctl(int argc, char** argv) {
                "Refuse a repository that does not have fs-verity enabled");
   // composefs-rs keeps --insecure (hidden) for old scripts; security comes from meta.json.
   app.add_flag("--insecure", global.insecure, "")->group("");
-  app.add_option(
-         "--erofs-version", global.erofs_version,
-         "EROFS format of compute-id without --repo: 0, 1 (default) or 2 (composefs-rs' V2)")
+  app.add_option("--erofs-version", global.erofs_version,
+                 "EROFS format 0, 1 or 2 (composefs-rs' V2) of the images this command writes or "
+                 "looks up, instead of the repository's erofs_formats (meta.json is not changed); "
+                 "compute-id's format (default 1)")
       ->check(CLI::Range(0, 2));
   cfs::cli::register_image_commands(app, global);
   cfs::cli::register_repo_commands(app, global);

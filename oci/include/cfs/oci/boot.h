@@ -46,9 +46,9 @@ struct BootEntry {
   std::vector<std::string> addons;
 };
 
-// The composefs image a kernel command line boots (composefs.digest=[?]v1-<alg>-12:<hex>),
-// nullopt if it names none. Throws for a malformed value, a V2 "composefs=" argument or two
-// arguments naming different images.
+// The composefs image a kernel command line boots (composefs.digest=[?]v1-<alg>-12:<hex>, or
+// a format V2 image's composefs=[?]<hex>, the algorithm from the digest's length), nullopt if
+// it names none. Throws for a malformed value or two arguments naming different images.
 struct ComposefsArgument {
   Digest image;
   bool insecure = false;
@@ -56,8 +56,10 @@ struct ComposefsArgument {
 std::optional<ComposefsArgument> composefs_argument(std::string_view cmdline);
 
 // The kernel argument cfs-mount setup-root (and composefs-rs' setup-root) boots image by:
-// composefs.digest=v1-sha256-12:<hex>, with '?' after '=' when verity is not to be enforced.
-std::string composefs_kernel_argument(const Digest& image, bool insecure);
+// composefs.digest=v1-sha256-12:<hex> for a format V0/V1 image, composefs=<hex> for a V2
+// one, with '?' after '=' when verity is not to be enforced.
+std::string composefs_kernel_argument(const Digest& image, bool insecure,
+                                      uint32_t erofs_version = 1);
 
 // Adds arg to a kernel command line the way composefs-rs does: a word with the same key (up to
 // and including '=', or the whole word) is replaced, otherwise arg is appended.

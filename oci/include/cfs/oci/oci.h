@@ -4,8 +4,11 @@
 //                                    (headers inline, regular files > 64 bytes as objects)
 //   streams/oci-config-<digest>      splitstream "ociconfg": the config JSON as one object;
 //                                    named refs <diff_id> -> layer streams,
-//                                    composefs.image.v1 -> the EROFS image (V1),
-//                                    composefs.image.boot.v1 -> the bootable variant
+//                                    composefs.image -> the EROFS image (format V2),
+//                                    composefs.image.v1 -> the EROFS image (V0/V1),
+//                                    composefs.image.boot[.v1] -> the bootable variants
+//                                    (one image per format meta.json's erofs_formats
+//                                    lists; ".xattrs=keep-user-xattrs" appended for that mode)
 //   streams/oci-manifest-<digest>    splitstream "ocimanif": the manifest JSON as one object;
 //                                    named refs config:<digest> -> config stream,
 //                                    <diff_id> -> layer streams
@@ -22,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cfs/digest.h"
@@ -32,11 +36,15 @@
 
 namespace cfs::oci {
 
+inline constexpr std::string_view kImageRef = "composefs.image";  // format V2
 inline constexpr std::string_view kImageRefV1 = "composefs.image.v1";
+inline constexpr std::string_view kBootImageRef = "composefs.image.boot";
 inline constexpr std::string_view kBootImageRefV1 = "composefs.image.boot.v1";
 
-// "composefs.image.v1", with ".xattrs=keep-user-xattrs" for that mode (composefs-rs' names).
-std::string image_ref_name(bool bootable, XattrMode mode = XattrMode::allowlist_only);
+// The config stream's named ref of an image variant, as composefs-rs names it: V0 and V1
+// images share the ".v1" names, V2 has the plain ones; ".xattrs=keep-user-xattrs" is appended
+// for that mode. Throws for formats above 2.
+std::string image_ref_name(bool bootable, XattrMode mode, uint32_t erofs_version);
 
 std::string encode_tag(std::string_view tag);
 std::string decode_tag(std::string_view encoded);
@@ -72,8 +80,11 @@ struct PullResult {
   std::string config_digest;
   Digest manifest_stream;  // object ids of the splitstreams
   Digest config_stream;
-  Digest image_id;  // the V1 EROFS image
+  Digest image_id;  // the EROFS image in the repository's default format
   std::optional<Digest> boot_image_id;
+  // Every image written, (format, id), default format first; boot images likewise.
+  std::vector<std::pair<uint32_t, Digest>> images;
+  std::vector<std::pair<uint32_t, Digest>> boot_images;
   unsigned layers = 0;
   unsigned layers_imported = 0;
   uint64_t bytes_read = 0;     // compressed bytes read from the source
@@ -108,17 +119,23 @@ void tag_image(store::Repository& repo, std::string_view target, std::string_vie
 // Removes the tag; throws if it does not exist.
 void untag_image(store::Repository& repo, std::string_view tag);
 
-// The EROFS image id stored at pull (throws if the image was pulled without --bootable and
-// the boot image is asked for).
+// The EROFS image id stored at pull, in the repository's default format (repo.erofs_version()).
+// When the config has no image of that format (pulled by a cfs that wrote V1 only, or before
+// the format configuration changed) the image of the other format is returned, unless the
+// format was chosen for this handle (Repository::set_erofs_version). Throws if neither
+// exists (e.g. the boot image of an image pulled without --bootable).
 Digest image_id(const store::Repository& repo, std::string_view name, bool bootable = false,
                 XattrMode mode = XattrMode::allowlist_only);
-// The same, but a variant that was not stored at pull (e.g. the boot image of an image pulled
-// without --bootable) is built from the stored layers, stored, and referenced from the config
+// The same, but a variant that was not stored at pull in the default format (e.g. the boot
+// image of an image pulled without --bootable) is built from the stored layers in every
+// format of repo.erofs_versions() (or only in erofs_version, if given), stored, and
+// referenced from the config
 // (config and manifest streams are rewritten; tags keep naming the image), as composefs-rs'
 // prepare-boot and pull --bootable of an already pulled image do. Needs a writable repository
 // only when the variant is missing.
 Digest ensure_image(store::Repository& repo, std::string_view name, bool bootable,
-                    XattrMode mode = XattrMode::allowlist_only);
+                    XattrMode mode = XattrMode::allowlist_only,
+                    std::optional<uint32_t> erofs_version = std::nullopt);
 // "allowlist-only" / "keep-user-xattrs" (composefs-rs' names); throws for anything else.
 XattrMode parse_xattr_mode(std::string_view name);
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cfs/digest.h"
@@ -15,11 +16,14 @@
 
 namespace cfs::store {
 
-// Repositories store EROFS format V1 images, as composefs-rs does for new repositories.
+// The EROFS format of new repositories (composefs-rs' default), and of compute-id without
+// --erofs-version.
 inline constexpr uint32_t kRepositoryErofsVersion = 1;
 
 struct CreateImageResult {
-  Digest id;
+  Digest id;  // the image in the repository's default format (the one ref names)
+  // Every image written: one per format the repository is configured for, default first.
+  std::vector<std::pair<uint32_t, Digest>> images;
   uint64_t files_stored = 0;  // regular files written (or found) as objects
   uint64_t bytes_stored = 0;  // their total size
   uint64_t image_size = 0;
@@ -29,10 +33,11 @@ struct CreateImageResult {
 // boot transforms); empty: the tree as scanned.
 using TreeTransformFn = std::function<void(erofs::Tree&)>;
 
-// Scans src, stores every external file as an object, applies transform, writes the EROFS
-// image as an object, links images/<id> and, with ref, images/refs/<ref>. Throws (naming the
-// path) on unreadable sources or files that change while being read; the repository stays
-// consistent (objects stored before a failure are unnamed and go at the next gc).
+// Scans src, stores every external file as an object, applies transform, writes one EROFS
+// image per format of repo.erofs_versions() as an object and links images/<id> for each,
+// and, with ref, images/refs/<ref> to the default format's (composefs-rs' commit_images). Throws
+// (naming the path) on unreadable sources or files that change while being read; the repository
+// stays consistent (objects stored before a failure are unnamed and go at the next gc).
 CreateImageResult create_image(Repository& repo, const std::string& src,
                                std::optional<std::string_view> ref = std::nullopt,
                                const erofs::ScanOptions& options = {},

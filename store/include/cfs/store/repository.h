@@ -42,6 +42,9 @@ struct InitOptions {
   HashAlgorithm algorithm = HashAlgorithm::sha512;
   // Skip fs-verity: objects are named by userspace digests and nothing is kernel-checked.
   bool insecure = false;
+  // The EROFS format of its images (meta.json's erofs_formats.default; composefs-rs' init
+  // --erofs-version). 1 is composefs-rs' default for new repositories.
+  uint32_t erofs_version = 1;
 };
 
 struct ImageInfo {
@@ -110,6 +113,15 @@ class Repository {
   const std::string& path() const noexcept;
   int dirfd() const noexcept;
   const RepoMeta& meta() const noexcept;
+  // The EROFS formats images are written in: meta.json's (default first, then the extra ones),
+  // or only the one set_erofs_version() chose.
+  std::vector<uint32_t> erofs_versions() const;
+  // The first of them: the format whose image a lookup returns.
+  uint32_t erofs_version() const;
+  // For this handle only (meta.json is not changed): images are written, and looked up, in
+  // this format alone (composefs-rs' global --erofs-version). Throws above kMaxErofsVersion.
+  void set_erofs_version(uint32_t version);
+  bool erofs_version_chosen() const noexcept;  // set_erofs_version() was called
   HashAlgorithm algorithm() const noexcept;
   bool secure() const noexcept;
   bool has_meta() const noexcept;  // false for inferred legacy repositories
