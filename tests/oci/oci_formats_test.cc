@@ -212,6 +212,28 @@ TEST_F(OciFormatsTest, FsckChecksEveryFormatsImage) {
   EXPECT_NE(report.errors[0].find("(composefs.image)"), std::string::npos) << report.errors[0];
 }
 
+// create-image writes one image per format; its ref names the default format's. The ids are
+// those compute-id gives for each format (compute-id --erofs-version 2 is compared with
+// composefs-rs in erofs_rs_oracle_images).
+TEST_F(OciFormatsTest, CreateImageWritesEveryConfiguredFormat) {
+  const std::string path = tmp / "repo";
+  { make_repo(path, 1, {2}); }
+  const std::string src = tmp / "src";
+  fs::create_directories(src + "/usr/bin");
+  write_file(src + "/usr/bin/tool", std::string(5000, 'x'));
+  const std::string cfsctl = kCfsctl + " --repo " + path + " ";
+  std::string id, v1, v2, images;
+  ASSERT_EQ(run(cfsctl + "create-image " + src + " img", &id), 0);
+  ASSERT_EQ(run(cfsctl + "compute-id " + src, &v1), 0);
+  ASSERT_EQ(run(cfsctl + "--erofs-version 2 compute-id " + src, &v2), 0);
+  EXPECT_EQ(trim(id), trim(v1));
+  ASSERT_EQ(run(cfsctl + "images", &images), 0);
+  EXPECT_NE(images.find(trim(v1) + " img\n"), std::string::npos) << images;
+  EXPECT_NE(images.find(trim(v2) + "\n"), std::string::npos) << images;
+  Repository repo = Repository::open(path);
+  EXPECT_EQ(format_of(repo, *Digest::from_hex(trim(v2), repo.algorithm())), 2u);
+}
+
 // A pulled V2 image through the kernel: cfsctl oci mount hands it to cfs-mount.
 TEST_F(OciFormatsTest, KernelMountOfPulledV2Image) {
   if (::geteuid() != 0) GTEST_SKIP() << "kernel mounts need root";
