@@ -11,6 +11,7 @@
 #include "cfs/oci/boot.h"
 #include "cfs/oci/oci.h"
 #include "cfs/oci/pe.h"
+#include "cfs/store/images.h"
 #include "cfs/store/repository.h"
 #include "oci_fixture.h"
 #include "testdata.h"
@@ -85,6 +86,27 @@ class OciBootTest : public ::testing::Test {
   std::string repo_path = tmp / "repo";
   std::string bootdir = tmp / "boot";
 };
+
+// A repository whose images are format V2 (composefs-rs' init --erofs-version 2): the entry
+// boots the V2 boot image by composefs=<id>, as composefs-rs writes it for such a repository,
+// and that argument reads back as the image.
+TEST_F(OciBootTest, V2RepositoryEntryBootsTheV2ImageByComposefsArgument) {
+  write_file(repo_path + "/meta.json",
+             store::RepoMeta::for_erofs_version(HashAlgorithm::sha256, 2).to_json());
+  pull(os_layers(), "os");
+  Repository repo = Repository::open(repo_path);
+  const Digest boot_id = so::image_id(repo, "os", true);
+  EXPECT_EQ(store::open_image_reader(repo, boot_id.hex()).format_version(), 2u);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.kernel_arguments = {"rw"};
+  so::BootEntry entry = so::prepare_boot(repo, "os", options);
+  EXPECT_EQ(entry.image, boot_id);
+  EXPECT_EQ(entry.options, "composefs=?" + boot_id.hex() + " rw");
+  EXPECT_EQ(so::composefs_argument(entry.options)->image, boot_id);
+  EXPECT_TRUE(so::composefs_argument(entry.options)->insecure);
+  EXPECT_THROW(so::composefs_argument("composefs=abc"), Error);
+}
 
 TEST_F(OciBootTest, WritesTheEntryAndFilesOfTheFirstKernel) {
   pull(os_layers(), "os");
