@@ -83,7 +83,10 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 // BOOTDIR/loader/entries/<id>.conf with those paths rewritten and composefs.digest= (then the
 // --cmdline arguments) put into its first options line, replacing a word with the same key.
 // <id> is the entry file's name without .conf, or --entry-id (only for an image with one
-// entry). The entries' own options must name no other composefs image. BOOTDIR/<id>/ also
+// entry). composefs-rs relocates only under --entry-id and otherwise copies the files to the
+// paths the entry names; cfs always relocates, so an image's entry can never write outside
+// BOOTDIR/<id>/ (e.g. over EFI/BOOT/BOOTX64.EFI). The entries' own options must name no other
+// composefs image. BOOTDIR/<id>/ also
 // gets a list of the files cfs put there (.cfs-boot-files), so that gc_boot_dir knows them.
 // Every entry and file is checked before anything is written.
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
