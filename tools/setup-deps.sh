@@ -13,7 +13,7 @@ packages="
   erofs-utils attr e2fsprogs util-linux skopeo docker-registry
   python3 libcap2-bin libarchive-tools golang-go buildah time pax
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd initramfs-tools systemd udev
-  systemd-boot-efi
+  systemd-boot-efi ovmf dosfstools mtools binutils
   debhelper dpkg-dev fakeroot lintian
 "
 

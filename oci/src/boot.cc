@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <deque>
+#include <set>
 
 #include "cfs/atomic_file.h"
 #include "cfs/erofs/reader.h"
@@ -56,16 +58,6 @@ std::vector<std::string> list_dir(const erofs::Image& image, std::string_view pa
 bool is_regular(const erofs::Image& image, const std::string& path) {
   std::optional<erofs::InodeInfo> inode = lookup_path(image, path);
   return inode && inode->is_reg();
-}
-
-// In-image Boot Loader Specification entries: composefs-rs would prefer them; cfs does not
-// relocate them yet, so such an image is refused rather than given a different entry.
-void refuse_bls_entries(const erofs::Image& image, std::string_view name) {
-  for (const std::string& entry : list_dir(image, "/boot/loader/entries"))
-    if (entry.ends_with(".conf"))
-      throw Error(escape_for_log(name) + ": the image carries its own BLS entries (" +
-                  escape_for_log("/boot/loader/entries/" + entry) +
-                  "); cfs writes boot entries only for /usr/lib/modules kernels and UKIs");
 }
 
 struct UkiSource {
@@ -369,6 +361,224 @@ void write_ukis(const store::Repository& repo, const erofs::Image& image, std::s
   }
 }
 
+// ---- the image's own BLS Type 1 entries ----------------------------------------------------
+
+constexpr std::string_view kEntriesDir = "/boot/loader/entries";
+constexpr std::string_view kFileList = ".cfs-boot-files";
+constexpr size_t kMaxEntrySize = 64 * 1024;
+
+// The value of a "KEY value" line (KEY followed by at least one blank), as [start, end) in
+// line without the blanks around it; nullopt for other keys.
+std::optional<std::pair<size_t, size_t>> entry_value(std::string_view line, std::string_view key) {
+  if (!line.starts_with(key) || line.size() == key.size() ||
+      (line[key.size()] != ' ' && line[key.size()] != '\t'))
+    return std::nullopt;
+  size_t start = line.find_first_not_of(" \t", key.size());
+  if (start == std::string_view::npos) return std::pair{line.size(), line.size()};
+  size_t end = line.find_last_not_of(" \t") + 1;
+  return std::pair{start, end};
+}
+
+struct RelocatedFile {
+  std::string source;  // absolute path in the image
+  std::string name;    // file name below BOOTDIR/<id>/
+};
+
+struct Type1Source {
+  std::string conf;  // the entry file in the image
+  std::string id;
+  std::string text;  // the rewritten entry
+  std::vector<RelocatedFile> files;
+};
+
+// Reads and rewrites one in-image entry; throws for anything it cannot relocate faithfully.
+Type1Source relocate_entry(const store::Repository& repo, const erofs::Image& image,
+                           std::string_view name, const std::string& conf_name,
+                           const std::string& id, const std::string& karg,
+                           const BootEntryOptions& options, const Digest& boot_image) {
+  Type1Source out;
+  out.conf = std::string(kEntriesDir) + "/" + conf_name;
+  out.id = id;
+  const std::string what = escape_for_log(name) + ": " + escape_for_log(out.conf);
+  std::optional<erofs::InodeInfo> inode = lookup_path(image, out.conf);
+  if (!inode || !inode->is_reg()) throw Error(what + " is not a regular file");
+  if (inode->size > kMaxEntrySize)
+    throw Error(what + " is larger than " + std::to_string(kMaxEntrySize) + " bytes");
+  std::string text = image_file_bytes(repo, image, out.conf);
+  if (!is_valid_utf8(text)) throw Error(what + " is not valid UTF-8");
+  std::vector<std::string> lines;
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = text.find('\n', at);
+    lines.push_back(text.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
+    at = nl == std::string::npos ? text.size() : nl + 1;
+  }
+  bool kernel = false;
+  std::optional<size_t> options_line;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::string& line = lines[i];
+    for (char c : line)
+      if (c != '\t' && (static_cast<unsigned char>(c) < 0x20 || c == 0x7f))
+        throw Error(what + ": line " + std::to_string(i + 1) + " holds a control character");
+    if (entry_value(line, "devicetree-overlay"))
+      throw Error(what + ": devicetree-overlay is not relocated by cfs");
+    if (entry_value(line, "options") && !options_line) options_line = i;
+    for (std::string_view key : {"linux", "initrd", "efi", "devicetree"}) {
+      std::optional<std::pair<size_t, size_t>> range = entry_value(line, key);
+      if (!range) continue;
+      std::string path = line.substr(range->first, range->second - range->first);
+      size_t slash = path.rfind('/');
+      std::string file = slash == std::string::npos ? path : path.substr(slash + 1);
+      if (!path.starts_with('/') || file.empty() || file == "." || file == "..")
+        throw Error(what + ": " + std::string(key) + " '" + escape_for_log(path) +
+                    "' is not an absolute path to a file");
+      if (!is_regular(image, path))
+        throw Error(what + ": " + std::string(key) + " " + escape_for_log(path) +
+                    " is not a regular file in the image (paths are looked up from the "
+                    "image's root)");
+      for (const RelocatedFile& f : out.files)
+        if (f.name == file && f.source != path)
+          throw Error(what + ": " + escape_for_log(f.source) + " and " + escape_for_log(path) +
+                      " would both become /" + id + "/" + escape_for_log(file));
+      if (file == kFileList)
+        throw Error(what + ": a file named " + std::string(kFileList) + " cannot be relocated");
+      if (std::none_of(out.files.begin(), out.files.end(),
+                       [&](const RelocatedFile& f) { return f.source == path; }))
+        out.files.push_back({path, file});
+      if (key == "linux" || key == "efi") kernel = true;
+      line.replace(range->first, range->second - range->first, "/" + id + "/" + file);
+    }
+  }
+  if (!kernel) throw Error(what + ": the entry names no kernel (linux or efi)");
+
+  // The composefs argument, then --cmdline, into the first options line (composefs-rs'
+  // add_cmdline: a word with the same key is replaced, otherwise the argument is appended).
+  std::vector<std::string> args{karg};
+  for (const std::string& arg : options.kernel_arguments) {
+    if (arg.empty()) throw Error("a kernel argument is empty");
+    require_entry_text(arg, "kernel argument");
+    args.push_back(arg);
+  }
+  if (!options_line) {
+    lines.push_back("options");
+    options_line = lines.size() - 1;
+  }
+  {
+    std::string& line = lines[*options_line];
+    std::optional<std::pair<size_t, size_t>> range = entry_value(line, "options");
+    std::vector<std::string> words;
+    if (range) {
+      std::string_view value =
+          std::string_view(line).substr(range->first, range->second - range->first);
+      for (size_t at = 0; at < value.size();) {
+        size_t end = value.find_first_of(" \t", at);
+        if (end == std::string_view::npos) end = value.size();
+        if (end > at) words.emplace_back(value.substr(at, end - at));
+        at = end + 1;
+      }
+    }
+    for (const std::string& arg : args) add_kernel_argument(words, arg);
+    std::string joined;
+    for (const std::string& word : words) joined += (joined.empty() ? "" : " ") + word;
+    line = "options " + joined;
+  }
+  // All options lines together must boot exactly the boot image.
+  std::string cmdline;
+  for (const std::string& line : lines)
+    if (std::optional<std::pair<size_t, size_t>> range = entry_value(line, "options"))
+      cmdline += line.substr(range->first, range->second - range->first) + " ";
+  std::optional<ComposefsArgument> arg;
+  try {
+    arg = composefs_argument(cmdline);
+  } catch (const Error& e) {
+    throw Error(what + ": options: " + e.what());
+  }
+  if (!arg || arg->image != boot_image)
+    throw Error(what + ": the entry's options would not boot the boot image " + boot_image.hex());
+
+  out.text = "# Written by cfs for " + std::string(name) + " (composefs image " + boot_image.hex() +
+             ") from " + out.conf + "\n";
+  for (const std::string& line : lines) out.text += line + "\n";
+  return out;
+}
+
+// Relocates every in-image entry into BOOTDIR; nothing is written unless all of them and every
+// file they name check out (the files' data is verified while it goes to temporary files,
+// which are renamed into place only when all are complete; the entries come last).
+void write_type1_entries(const store::Repository& repo, const erofs::Image& image,
+                         std::string_view name, const std::vector<std::string>& confs,
+                         const BootEntryOptions& options, BootEntry& entry) {
+  if (options.entry_id && confs.size() != 1)
+    throw Error(escape_for_log(name) + ": --entry-id renames the image's BLS entry, but it has " +
+                std::to_string(confs.size()));
+  require_entry_text(name, "image name");
+  const std::string karg = composefs_kernel_argument(entry.image, !repo.secure(),
+                                                     image_erofs_version(repo, entry.image));
+  std::vector<Type1Source> sources;
+  for (const std::string& conf : confs) {
+    std::string id = options.entry_id.value_or(conf.substr(0, conf.size() - 5));
+    validate_entry_id(id);
+    require_entry_text(id, "boot entry id");
+    if (id == "loader" || id == "EFI")
+      throw Error(escape_for_log(name) + ": boot entry id '" + id +
+                  "' would put the entry's files into BOOTDIR/" + id);
+    sources.push_back(relocate_entry(repo, image, name, conf, id, karg, options, entry.image));
+  }
+
+  struct stat st;
+  if (::stat(options.bootdir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    throw Error(options.bootdir + ": no such directory (the boot partition's root, --bootdir)");
+  UniqueFd bootdir = open_file(options.bootdir, O_RDONLY | O_DIRECTORY);
+  std::deque<AtomicFile> pending;
+  std::vector<UniqueFd> dirs;
+  for (const Type1Source& source : sources) {
+    const std::string dir = options.bootdir + "/" + source.id;
+    dirs.push_back(store::detail::make_dirs_at(bootdir.get(), source.id, dir));
+    // The list of what cfs put here, merged with an earlier one for the same id.
+    std::set<std::string> listed;
+    if (UniqueFd old = UniqueFd(::openat(dirs.back().get(), std::string(kFileList).c_str(),
+                                         O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        old) {
+      std::string text = read_fd(old.get(), dir + "/" + std::string(kFileList), 1 << 20);
+      for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        std::string line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+        at = nl == std::string::npos ? text.size() : nl + 1;
+        if (!line.empty()) listed.insert(line);
+      }
+    }
+    for (const RelocatedFile& f : source.files) {
+      listed.insert(f.name);
+      std::string dest = dir + "/" + f.name;
+      AtomicFile& out = pending.emplace_back(dest, 0644);
+      FdSink sink(out.fd(), dest);
+      read_image_file(repo, image, *lookup_path(image, f.source), f.source, sink);
+      sink.flush();
+      entry.files.push_back(dest);
+    }
+    std::string list;
+    for (const std::string& f : listed) list += f + "\n";
+    AtomicFile& out = pending.emplace_back(dir + "/" + std::string(kFileList), 0644);
+    write_all(out.fd(), std::as_bytes(std::span(list)), out.path());
+  }
+  // The lists first, so that a crash between here and the entries leaves files gc knows.
+  for (size_t i = pending.size(); i-- > 0;)
+    if (pending[i].path().ends_with("/" + std::string(kFileList))) pending[i].commit();
+  for (AtomicFile& f : pending)
+    if (!f.path().ends_with("/" + std::string(kFileList))) f.commit();
+  for (size_t i = 0; i < sources.size(); ++i)
+    store::detail::fsync_or_throw(dirs[i].get(), options.bootdir + "/" + sources[i].id);
+  const std::string entries_dir = options.bootdir + "/loader/entries";
+  UniqueFd entries_fd = store::detail::make_dirs_at(bootdir.get(), "loader/entries", entries_dir);
+  for (const Type1Source& source : sources) {
+    std::string path = entries_dir + "/" + source.id + ".conf";
+    AtomicFile conf(path, 0644);
+    write_all(conf.fd(), std::as_bytes(std::span(source.text)), path);
+    conf.commit();
+    entry.entries.push_back(path);
+  }
+  store::detail::fsync_or_throw(entries_fd.get(), entries_dir);
+}
+
 }  // namespace
 
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
@@ -381,7 +591,13 @@ BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
   // The boot files: the bootable variant has /boot emptied, the plain image still has them.
   erofs::Image image =
       store::open_image_reader(repo, image_id(repo, name, false, options.xattrs).hex());
-  refuse_bls_entries(image, name);
+  std::vector<std::string> confs;
+  for (const std::string& conf : list_dir(image, kEntriesDir))
+    if (conf.ends_with(".conf")) confs.push_back(conf);
+  if (!confs.empty()) {
+    write_type1_entries(repo, image, name, confs, options, entry);
+    return entry;
+  }
   if (std::vector<UkiSource> ukis = find_ukis(image); !ukis.empty()) {
     write_ukis(repo, image, name, std::move(ukis), options, entry);
     return entry;

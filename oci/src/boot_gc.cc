@@ -94,6 +94,25 @@ bool is_boot_file_name(const std::string& name) {
   return name == "vmlinuz" || name == "initramfs.img" || name.ends_with(".efi");
 }
 
+// The list prepare-boot leaves in a directory it relocated an image's entry into: the names of
+// the files it put there, one a line.
+constexpr std::string_view kFileList = ".cfs-boot-files";
+
+std::set<std::string> listed_files(const std::string& dir) {
+  std::set<std::string> listed;
+  const std::string path = dir + "/" + std::string(kFileList);
+  if (!lstat_is(path, S_IFREG)) return listed;
+  UniqueFd fd = open_file(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  std::string text = read_fd(fd.get(), path, 1 << 20);
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = text.find('\n', at);
+    std::string line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    at = nl == std::string::npos ? text.size() : nl + 1;
+    if (!line.empty()) listed.insert(line);
+  }
+  return listed;
+}
+
 }  // namespace
 
 std::vector<std::string> remove_boot_entry(const std::string& bootdir, const std::string& id) {
@@ -138,8 +157,19 @@ std::vector<std::string> gc_boot_dir(const std::string& bootdir, bool dry_run) {
       return lstat_is(path + "/" + f, S_IFREG);
     });
     if (!flat || files.empty()) continue;
-    for (const std::string& f : files)
-      if (is_boot_file_name(f) && !named.contains(dir + "/" + f)) garbage.push_back(path + "/" + f);
+    std::set<std::string> listed = listed_files(path);
+    size_t collected = 0;
+    for (const std::string& f : files) {
+      if (f == kFileList) continue;
+      if ((is_boot_file_name(f) || listed.contains(f)) && !named.contains(dir + "/" + f)) {
+        garbage.push_back(path + "/" + f);
+        ++collected;
+      }
+    }
+    // The list goes last, with the last file it covers.
+    bool has_list = std::find(files.begin(), files.end(), kFileList) != files.end();
+    if (has_list && collected + 1 == files.size())
+      garbage.push_back(path + "/" + std::string(kFileList));
   }
   // Addon directories whose UKI is gone.
   const std::string linux_dir = bootdir + "/EFI/Linux";

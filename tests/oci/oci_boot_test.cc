@@ -239,19 +239,12 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
   EXPECT_NE(error_of("os", options).find("holds control characters"), std::string::npos);
   options.kernel_arguments.clear();
 
-  // Images with their own boot entries or UKIs (composefs-rs would prefer those).
+  // An image whose UKI is not a PE file.
   pull(bootable_image_layers(1), "uki");
   EXPECT_NE(error_of("uki", options)
                 .find("/boot/EFI/Linux/cfs-6.1.0-1.efi: not a valid PE/EFI executable"),
             std::string::npos)
       << error_of("uki", options);
-  pull(os_layers("/boot 0 40755 2 0 0 0 1700000007.0 - - -\n"
-                 "/boot/loader 0 40755 2 0 0 0 1700000007.0 - - -\n"
-                 "/boot/loader/entries 0 40755 2 0 0 0 1700000007.0 - - -\n"
-                 "/boot/loader/entries/x.conf 6 100644 1 0 0 0 1700000007.0 - title\\x0a -\n"),
-       "bls");
-  EXPECT_NE(error_of("bls", options).find("its own BLS entries (/boot/loader/entries/x.conf)"),
-            std::string::npos);
   // A kernel without an initramfs.
   pull({dump_layer("/ 0 40755 2 0 0 0 1700000000.0 - - -\n"
                    "/usr 0 40755 2 0 0 0 1700000000.0 - - -\n"
@@ -278,6 +271,185 @@ TEST_F(OciBootTest, RefusalsAreClearAndWriteNothing) {
   EXPECT_NE(error_of("os", options).find("does not match the digest the image records"),
             std::string::npos)
       << error_of("os", options);
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+}
+
+// An image with its own BLS Type 1 entries (kernel-install's layout: kernels in /boot, the
+// entry naming them from the image's root), as composefs-rs relocates them.
+std::string bls_lines(const std::string& entry_name, const std::string& text) {
+  std::string escaped;
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= ' ' || u >= 0x7f || c == '\\' || c == '=') {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+      escaped += buf;
+    } else {
+      escaped += c;
+    }
+  }
+  return "/boot/loader/entries/" + entry_name + " " + std::to_string(text.size()) +
+         " 100644 1 0 0 0 1700000007.0 - " + escaped + " -\n";
+}
+
+std::vector<Layer> bls_layers(const std::string& fedora_entry, const std::string& extra = "") {
+  return os_layers(
+      "/boot 0 40755 2 0 0 0 1700000007.0 - - -\n"
+      "/boot/vmlinuz-6.1.0-9 300000 100644 1 0 0 0 1700000007.0 - - -\n"
+      "/boot/initramfs-6.1.0-9.img 200000 100600 1 0 0 0 1700000007.0 - - -\n"
+      "/boot/microcode.img 5000 100644 1 0 0 0 1700000007.0 - - -\n"
+      "/boot/loader 0 40755 2 0 0 0 1700000007.0 - - -\n"
+      "/boot/loader/entries 0 40755 2 0 0 0 1700000007.0 - - -\n" +
+      bls_lines("fedora-6.1.conf", fedora_entry) +
+      bls_lines("rescue.conf", "title Rescue\nlinux /usr/lib/modules/6.12.0-2/vmlinuz\n") + extra);
+}
+
+TEST_F(OciBootTest, ImagesOwnTypeOneEntriesAreRelocated) {
+  const std::string fedora =
+      "title Fedora 40\n"
+      "version 6.1.0-9\n"
+      "linux\t/boot/vmlinuz-6.1.0-9\n"
+      "initrd /boot/microcode.img\n"
+      "initrd /boot/initramfs-6.1.0-9.img\n"
+      "options root=UUID=1234 composefs.digest=?v1-sha256-12:" +
+      std::string(64, 'a') + " rw\n";
+  pull(bls_layers(fedora), "bls");
+  Repository repo = Repository::open(repo_path);
+  const Digest boot = so::image_id(repo, "bls", true);
+  const std::string karg = so::composefs_kernel_argument(boot, true);
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  options.kernel_arguments = {"quiet", "rw"};
+
+  // Checked before anything is written: the digest, --entry-id with two entries.
+  options.expected_digest = so::image_id(repo, "bls", false);
+  EXPECT_NE(error_of("bls", options).find("--expected-digest"), std::string::npos);
+  options.expected_digest = boot;
+  options.entry_id = "one";
+  EXPECT_NE(error_of("bls", options).find("--entry-id renames the image's BLS entry, but it has 2"),
+            std::string::npos)
+      << error_of("bls", options);
+  options.entry_id.reset();
+  EXPECT_EQ(boot_files(), std::vector<std::string>{});
+
+  so::BootEntry entry = so::prepare_boot(repo, "bls", options);
+  EXPECT_EQ(entry.image, boot);
+  EXPECT_EQ(entry.entries, (std::vector<std::string>{bootdir + "/loader/entries/fedora-6.1.conf",
+                                                     bootdir + "/loader/entries/rescue.conf"}));
+  EXPECT_EQ(boot_files(), (std::vector<std::string>{
+                              "fedora-6.1/.cfs-boot-files", "fedora-6.1/initramfs-6.1.0-9.img",
+                              "fedora-6.1/microcode.img", "fedora-6.1/vmlinuz-6.1.0-9",
+                              "loader/entries/fedora-6.1.conf", "loader/entries/rescue.conf",
+                              "rescue/.cfs-boot-files", "rescue/vmlinuz"}));
+  // The stale composefs argument is replaced in place, --cmdline words are replaced or added.
+  EXPECT_EQ(read_file(bootdir + "/loader/entries/fedora-6.1.conf"),
+            "# Written by cfs for bls (composefs image " + boot.hex() +
+                ") from /boot/loader/entries/fedora-6.1.conf\n"
+                "title Fedora 40\n"
+                "version 6.1.0-9\n"
+                "linux\t/fedora-6.1/vmlinuz-6.1.0-9\n"
+                "initrd /fedora-6.1/microcode.img\n"
+                "initrd /fedora-6.1/initramfs-6.1.0-9.img\n"
+                "options root=UUID=1234 " +
+                karg + " rw quiet\n");
+  // An entry without options gets an options line.
+  EXPECT_EQ(read_file(bootdir + "/loader/entries/rescue.conf"),
+            "# Written by cfs for bls (composefs image " + boot.hex() +
+                ") from /boot/loader/entries/rescue.conf\n"
+                "title Rescue\n"
+                "linux /rescue/vmlinuz\n"
+                "options " +
+                karg + " quiet rw\n");
+  EXPECT_TRUE(read_file(bootdir + "/fedora-6.1/vmlinuz-6.1.0-9") ==
+              file_content("/boot/vmlinuz-6.1.0-9", 300000));
+  EXPECT_TRUE(read_file(bootdir + "/fedora-6.1/initramfs-6.1.0-9.img") ==
+              file_content("/boot/initramfs-6.1.0-9.img", 200000));
+  EXPECT_TRUE(read_file(bootdir + "/rescue/vmlinuz") ==
+              file_content("/usr/lib/modules/6.12.0-2/vmlinuz", 300000));
+  EXPECT_EQ(read_file(bootdir + "/fedora-6.1/.cfs-boot-files"),
+            "initramfs-6.1.0-9.img\nmicrocode.img\nvmlinuz-6.1.0-9\n");
+  // What a boot loader reads boots the boot image.
+  EXPECT_EQ(so::composefs_argument(read_file(bootdir + "/loader/entries/rescue.conf"))->image,
+            boot);
+
+  // The entry goes, boot-gc takes the files it brought (and the list), nothing else.
+  EXPECT_EQ(so::remove_boot_entry(bootdir, "fedora-6.1"),
+            std::vector<std::string>{bootdir + "/loader/entries/fedora-6.1.conf"});
+  EXPECT_EQ(
+      so::gc_boot_dir(bootdir),
+      (std::vector<std::string>{
+          bootdir + "/fedora-6.1/initramfs-6.1.0-9.img", bootdir + "/fedora-6.1/microcode.img",
+          bootdir + "/fedora-6.1/vmlinuz-6.1.0-9", bootdir + "/fedora-6.1/.cfs-boot-files"}));
+  EXPECT_FALSE(fs::exists(bootdir + "/fedora-6.1"));
+  EXPECT_EQ(so::gc_boot_dir(bootdir), std::vector<std::string>{});
+  EXPECT_TRUE(fs::exists(bootdir + "/rescue/vmlinuz"));
+
+  // Through the CLI, one entry renamed by --entry-id.
+  fs::remove_all(bootdir);
+  fs::create_directories(bootdir);
+  pull(os_layers("/boot 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/boot/loader 0 40755 2 0 0 0 1700000007.0 - - -\n"
+                 "/boot/loader/entries 0 40755 2 0 0 0 1700000007.0 - - -\n" +
+                 bls_lines("x.conf",
+                           "linux /usr/lib/modules/6.1.0-9/vmlinuz\n"
+                           "initrd /usr/lib/modules/6.1.0-9/initramfs.img\n")),
+       "one");
+  std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl";
+  std::string out;
+  ASSERT_EQ(run(quote(cfsctl) + " --repo " + quote(repo_path) + " oci prepare-boot one --bootdir " +
+                    quote(bootdir) + " --entry-id e1 2>&1",
+                &out),
+            0)
+      << out;
+  const Digest one = so::image_id(Repository::open(repo_path), "one", true);
+  EXPECT_EQ(out, "entry " + bootdir + "/loader/entries/e1.conf\nfile " + bootdir +
+                     "/e1/vmlinuz\nfile " + bootdir + "/e1/initramfs.img\nimage " + one.hex() +
+                     "\n");
+  EXPECT_NE(read_file(bootdir + "/loader/entries/e1.conf")
+                .find("linux /e1/vmlinuz\ninitrd /e1/initramfs.img\noptions " +
+                      so::composefs_kernel_argument(one, true) + "\n"),
+            std::string::npos);
+}
+
+TEST_F(OciBootTest, TypeOneEntriesThatCannotBeRelocatedAreRefused) {
+  so::BootEntryOptions options;
+  options.bootdir = bootdir;
+  auto refused = [&](const std::string& tag, const std::string& fedora, const std::string& why) {
+    pull(bls_layers(fedora), tag);
+    std::string error = error_of(tag, options);
+    EXPECT_NE(error.find(why), std::string::npos) << tag << ": " << error;
+    EXPECT_EQ(boot_files(), std::vector<std::string>{}) << tag;
+  };
+  refused("missing", "linux /boot/vmlinuz-9\n",
+          "/boot/loader/entries/fedora-6.1.conf: linux /boot/vmlinuz-9 is not a regular file in "
+          "the image");
+  refused("relative", "linux vmlinuz-6.1.0-9\n", "is not an absolute path to a file");
+  refused("dir", "linux /boot/loader\n", "is not a regular file in the image");
+  refused("nokernel", "title x\ninitrd /boot/microcode.img\n", "names no kernel");
+  refused("clash",
+          "linux /usr/lib/modules/6.1.0-9/vmlinuz\ninitrd /usr/lib/modules/6.12.0-2/vmlinuz\n",
+          "would both become /fedora-6.1/vmlinuz");
+  refused("v2", "linux /boot/vmlinuz-6.1.0-9\noptions composefs=abcd\n", "names a format V2 image");
+  refused("other",
+          "linux /boot/vmlinuz-6.1.0-9\noptions rw\noptions composefs.digest=v1-sha256-12:" +
+              std::string(64, 'b') + "\n",
+          "names two composefs images");
+  refused("control", "linux /boot/vmlinuz-6.1.0-9\noptions rw\x1b[31m\n",
+          "line 2 holds a control character");
+  refused("overlay", "linux /boot/vmlinuz-6.1.0-9\ndevicetree-overlay /a.dtbo /b.dtbo\n",
+          "devicetree-overlay is not relocated");
+  // A damaged initramfs object: nothing is written, not even the entry's kernel.
+  pull(bls_layers("linux /boot/vmlinuz-6.1.0-9\ninitrd /boot/initramfs-6.1.0-9.img\n"), "damaged");
+  {
+    std::string initrd = file_content("/boot/initramfs-6.1.0-9.img", 200000);
+    std::string object = repo_path + "/objects/" + fsverity_digest(initrd).object_path();
+    ASSERT_TRUE(fs::exists(object));
+    fs::permissions(object, fs::perms::owner_write, fs::perm_options::add);
+    initrd[10] ^= 1;
+    write_file(object, initrd);
+  }
+  std::string error = error_of("damaged", options);
+  EXPECT_NE(error.find("does not match the digest the image records"), std::string::npos) << error;
   EXPECT_EQ(boot_files(), std::vector<std::string>{});
 }
 

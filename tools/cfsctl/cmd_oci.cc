@@ -526,6 +526,12 @@ void run_prepare_boot(store::Repository& repo, const PrepareBootArgs& args) {
                   std::string(algorithm_name(repo.algorithm())) + " digest in hex");
   }
   oci::BootEntry entry = oci::prepare_boot(repo, args.name, options);
+  if (!entry.entries.empty()) {
+    std::string out;
+    for (const std::string& path : entry.entries) out += "entry " + path + "\n";
+    for (const std::string& path : entry.files) out += "file " + path + "\n";
+    return print(out + "image " + entry.image.hex() + "\n");
+  }
   if (!entry.ukis.empty()) {
     std::string out;
     for (const std::string& uki : entry.ukis) out += "uki " + uki + "\n";
@@ -588,13 +594,17 @@ void add_prepare_boot_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       "entry BOOTDIR/loader/entries/<entry-id>.conf that boots its composefs image. An image "
       "that ships unified kernel images (/boot/EFI/Linux/*.efi, /usr/lib/modules/<kver>/*.efi, "
       "with their .efi.extra.d addons) gets those copied to BOOTDIR/EFI/Linux instead, each "
-      "refused unless its .cmdline composefs.digest= names the image's boot image",
+      "refused unless its .cmdline composefs.digest= names the image's boot image. An image "
+      "with its own Boot Loader Specification entries (/boot/loader/entries/*.conf) gets those "
+      "relocated instead: the files they name go to BOOTDIR/<entry-id>/, the entries get "
+      "composefs.digest= in their options",
       run_prepare_boot);
   cmd->add_option("IMAGE", args->name, "Tag or @sha256:…")->required();
   cmd->add_option("--bootdir", args->options.bootdir, "Boot partition root")->capture_default_str();
   cmd->add_option("--expected-digest", args->expected_digest,
                   "Refuse unless the boot image's id is this (hex)");
-  cmd->add_option("--entry-id", args->entry_id, "Entry name (default: the kernel version)");
+  cmd->add_option("--entry-id", args->entry_id,
+                  "Entry name (default: the kernel version, or the image's entry or UKI name)");
   cmd->add_option("--kernel-version", args->kernel_version,
                   "Kernel to use when the image has several (default: the first by name)");
   cmd->add_option("--cmdline", args->options.kernel_arguments,

@@ -44,6 +44,10 @@ struct BootEntry {
   // than image are empty).
   std::vector<std::string> ukis;
   std::vector<std::string> addons;
+  // The image's own Type 1 entries, relocated: the entries written to
+  // BOOTDIR/loader/entries and the files they name, below BOOTDIR/<entry id>/.
+  std::vector<std::string> entries;
+  std::vector<std::string> files;
 };
 
 // The composefs image a kernel command line boots (composefs.digest=[?]v1-<alg>-12:<hex>, or
@@ -73,8 +77,20 @@ void add_kernel_argument(std::vector<std::string>& words, const std::string& arg
 // /usr/lib/modules/<kver>/*.efi, addons as *.addon.efi and in <uki>.efi.extra.d/) gets those
 // written to BOOTDIR/EFI/Linux instead (--entry-id renames its one UKI), each UKI's .cmdline
 // checked (oci/pe.h parses the PE file) to name the boot image: a UKI that would boot another
-// image is refused and nothing is written. Images with their own BLS Type 1 entries
-// (/boot/loader/entries) are refused: cfs does not relocate them.
+// image is refused and nothing is written.
+// Images with their own BLS Type 1 entries (/boot/loader/entries/*.conf) get those relocated,
+// as composefs-rs' boot crate does, and they take precedence over UKIs and /usr/lib/modules
+// kernels: the files an entry names (linux, initrd, efi, devicetree: absolute paths, looked up
+// from the image's root) are written to BOOTDIR/<id>/<file name>, the entry to
+// BOOTDIR/loader/entries/<id>.conf with those paths rewritten and composefs.digest= (then the
+// --cmdline arguments) put into its first options line, replacing a word with the same key.
+// <id> is the entry file's name without .conf, or --entry-id (only for an image with one
+// entry). composefs-rs relocates only under --entry-id and otherwise copies the files to the
+// paths the entry names; cfs always relocates, so an image's entry can never write outside
+// BOOTDIR/<id>/ (e.g. over EFI/BOOT/BOOTX64.EFI). The entries' own options must name no other
+// composefs image. BOOTDIR/<id>/ also
+// gets a list of the files cfs put there (.cfs-boot-files), so that gc_boot_dir knows them.
+// Every entry and file is checked before anything is written.
 BootEntry prepare_boot(const store::Repository& repo, std::string_view name,
                        const BootEntryOptions& options);
 
@@ -87,9 +103,10 @@ std::vector<std::string> remove_boot_entry(const std::string& bootdir, const std
 // The boot directory's garbage: in every flat top-level directory of bootdir (only regular
 // files in it; EFI/ and loader/ excepted), the kernels, initramfs images and UKIs
 // (vmlinuz, initramfs.img, *.efi) that no Type 1 entry in loader/entries names (linux, initrd,
-// efi, devicetree), and EFI/Linux/*.efi.extra.d directories whose UKI is gone. Removes them
-// (and directories left empty) unless dry_run; returns their paths. Other files and
-// directories (grub/, loader.conf, config-*) are never touched.
+// efi, devicetree), the files a relocated entry brought (listed in the directory's
+// .cfs-boot-files, which goes when nothing else is left), and EFI/Linux/*.efi.extra.d directories
+// whose UKI is gone. Removes them (and directories left empty) unless dry_run; returns their paths.
+// Other files and directories (grub/, loader.conf, config-*) are never touched.
 std::vector<std::string> gc_boot_dir(const std::string& bootdir, bool dry_run = false);
 
 }  // namespace cfs::oci
