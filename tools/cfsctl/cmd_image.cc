@@ -107,7 +107,8 @@ void run_compute_karg(ComputeKargOptions o, const GlobalOptions& global) {
   o.transform.xattrs = "allowlist-only";
   Digest id = store::compute_image_id(o.dir, dir_hash(o.transform, global), {},
                                       dir_transform(o.transform, o.dir));
-  print(oci::composefs_kernel_argument(id, o.insecure) + "\n");
+  // composefs-rs marks the argument with the global --insecure too.
+  print(oci::composefs_kernel_argument(id, o.insecure || global.insecure) + "\n");
 }
 #endif
 

@@ -557,6 +557,7 @@ struct MountArgs {
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
   MountRequest request;
   request.command = "oci mount";
+  request.insecure = global.insecure;
   request.mountpoint = args.mountpoint;
   request.fuse = args.fuse ? "yes" : "auto";
   request.upperdir = args.upperdir;

@@ -329,6 +329,7 @@ struct MountArgs {
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
   MountRequest request = args.request;
   request.command = "mount";
+  request.insecure = global.insecure;
   choose_mount_program(request);  // before the repository is touched
   {
     // Upgraded and checked here, closed before the exec (the mount program locks it itself).

@@ -32,6 +32,7 @@ store::Repository open_repo(const GlobalOptions& global, const std::string& comm
   if (!global.hash.empty() && global.hash != algorithm_name(repo.algorithm()))
     throw Error(path + ": repository is configured for " + repo.meta().algorithm_string() +
                 " (from meta.json) but --hash " + global.hash + " was given");
+  if (global.insecure) repo.set_insecure();
   if (global.require_verity && !repo.secure())
     throw Error(path + ": repository does not have fs-verity enabled (--require-verity)");
   return repo;

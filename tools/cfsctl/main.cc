@@ -36,7 +36,8 @@ int run_cfsctl(int argc, char** argv) {
                "upgrade of repositories from before meta.json)");
   app.add_flag("--require-verity", global.require_verity,
                "Refuse a repository that does not have fs-verity enabled");
-  // composefs-rs keeps --insecure (hidden) for old scripts; security comes from meta.json.
+  // composefs-rs keeps --insecure (hidden) for old scripts: security comes from meta.json,
+  // and --insecure overrides it for this run (see cfsctl(1)).
   app.add_flag("--insecure", global.insecure, "")->group("");
   app.add_option(
          "--erofs-version", global.erofs_version,
