@@ -495,6 +495,29 @@ TEST(RepoCli, DumpFiles) {
   EXPECT_EQ(theirs, d_lines) << "composefs-rs' dumpfile of the same tree";
 }
 
+// --no-repo (composefs-rs): compute-id ignores --repo and takes the global --hash (default
+// sha512); commands that need the repository refuse it.
+TEST(RepoCli, NoRepo) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  make_tree(tmp / "src", 4, 3, 1000);
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  Result in_repo = cfsctl("--repo " + repo + " compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(in_repo.status, 0) << in_repo.out;
+  EXPECT_EQ(test::trim(in_repo.out).size(), 64u);
+  Result r = cfsctl("--repo " + repo + " --no-repo compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(test::trim(r.out).size(), 128u) << "sha512 without a repository";
+  r = cfsctl("--no-repo --hash sha256 compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, in_repo.out);
+  r = cfsctl("--repo " + repo + " --hash sha512 compute-id " + quote(tmp / "src"));
+  EXPECT_EQ(r.status, 1) << r.out;
+  r = cfsctl("--repo " + repo + " --no-repo images");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--no-repo is only supported for"), std::string::npos) << r.out;
+}
+
 // import-image stores an image read from stdin (after the strict reader accepted it) and
 // image-objects lists the objects it names.
 TEST(RepoCli, ImportImageAndImageObjects) {

@@ -69,7 +69,7 @@ void run_compute_id(const ComputeIdOptions& o, const GlobalOptions& global) {
           "\n");
     return;
   }
-  if (!global.repo.empty())
+  if (!global.repo.empty() && !global.no_repo)
     throw Error("compute-id --repo: repositories store EROFS format " +
                 std::to_string(store::kRepositoryErofsVersion) + " images");
   // --erofs-version: the id of the tree written in that format.

@@ -22,6 +22,10 @@ std::string require_repo(const GlobalOptions& global, const std::string& command
 
 store::Repository open_repo(const GlobalOptions& global, const std::string& command,
                             store::LockMode lock) {
+  if (global.no_repo)
+    throw UsageError(command +
+                     ": --no-repo is only supported for compute-id, compute-karg and "
+                     "create-dumpfile");
   std::string path = require_repo(global, command);
   store::Repository repo = store::Repository::open(
       path, lock, global.no_upgrade ? store::MissingMeta::refuse : store::MissingMeta::upgrade);

@@ -39,6 +39,10 @@ int run_cfsctl(int argc, char** argv) {
   // composefs-rs keeps --insecure (hidden) for old scripts: security comes from meta.json,
   // and --insecure overrides it for this run (see cfsctl(1)).
   app.add_flag("--insecure", global.insecure, "")->group("");
+  app.add_flag("--no-repo", global.no_repo,
+               "Open no repository: compute-id, compute-karg and create-dumpfile then use "
+               "--hash (default sha512) instead of the repository's algorithm; other commands "
+               "refuse it");
   app.add_option(
          "--erofs-version", global.erofs_version,
          "EROFS format of compute-id without --repo: 0, 1 (default) or 2 (composefs-rs' V2)")
