@@ -679,7 +679,7 @@ TEST_F(OciTest, CliComposefsRsOciCommands) {
                   &out),
               0)
         << out;
-    EXPECT_EQ(trim(out), info["verity"].get<std::string>());
+    EXPECT_EQ(trim(out), "sha256:" + info["verity"].get<std::string>());
     EXPECT_TRUE(fs::is_symlink(tmp / "imported/streams/refs/layer" + std::to_string(i)));
     ASSERT_EQ(run(other + "oci layer " + img.diff_ids[i] + " > " + tmp / "back.tar"), 0);
     EXPECT_TRUE(read_file(tmp / "back.tar") == layers[i].tar);

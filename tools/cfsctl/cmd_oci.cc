@@ -525,15 +525,16 @@ struct ImportLayerArgs {
 void run_import_layer(store::Repository& repo, const ImportLayerArgs& args) {
   std::optional<std::string_view> ref;
   if (!args.name.empty()) ref = args.name;
-  print(oci::import_layer(repo, STDIN_FILENO, args.diff_id, ref, "oci import-layer: stdin").hex() +
-        "\n");
+  // composefs-rs prints the id with its algorithm ("sha512:<hex>").
+  Digest id = oci::import_layer(repo, STDIN_FILENO, args.diff_id, ref, "oci import-layer: stdin");
+  print(std::string(algorithm_name(repo.algorithm())) + ":" + id.hex() + "\n");
 }
 
 void add_import_layer_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   auto [cmd, args] = add_oci_command<ImportLayerArgs>(
       oci_cmd, global, "import-layer",
       "Store an uncompressed layer tar read from stdin as the layer DIFF_ID (its sha256 must "
-      "be DIFF_ID) and print the layer stream's object id; NAME also names it "
+      "be DIFF_ID) and print the layer stream's object id (ALG:HEX); NAME also names it "
       "streams/refs/NAME. A layer already stored is only named.",
       run_import_layer);
   cmd->add_option("DIFF_ID", args->diff_id, "sha256:… of the uncompressed tar")->required();
