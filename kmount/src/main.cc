@@ -24,7 +24,7 @@ int run_mount(int argc, char** argv) {
   CLI::App app{"Mount a composefs image with the kernel (EROFS + overlayfs)", "cfs-mount"};
   std::string image, target, repo, digest_hex, verity_text, upperdir, workdir, idmap;
   std::vector<std::string> basedirs;
-  bool writable = false, verbose = false;
+  bool writable = false, verbose = false, insecure = false;
   app.add_option("IMAGE", image,
                  "image file; with --repo an image id (hex) or a ref below images/refs/ (a "
                  "file then needs a path starting with /, ./ or ../)")
@@ -38,6 +38,9 @@ int run_mount(int argc, char** argv) {
   app.add_option("--upperdir", upperdir, "overlay upper directory (with --workdir)");
   app.add_option("--workdir", workdir, "overlay work directory (with --upperdir)");
   app.add_flag("--rw", writable, "mount writable (needs --upperdir and --workdir)");
+  app.add_flag("--insecure", insecure,
+               "with --repo: do not force --verity require on a secure repository (what "
+               "composefs-rs' cfsctl --insecure does; cfsctl passes it on)");
   app.add_option("--idmap", idmap, "idmap the image through this user namespace file");
   app.add_flag("-v,--verbose", verbose, "print how the mount was made");
   bool allow_missing = false;
@@ -89,7 +92,7 @@ int run_mount(int argc, char** argv) {
     if (!resolved) objects = open_repo_objects(repo);
     options.object_dirs.insert(options.object_dirs.begin(),
                                resolved ? resolved->objects_path() : repo_fd_path(objects.get()));
-    if (repository_is_secure(repo)) {
+    if (!insecure && repository_is_secure(repo)) {
       if (verity && *verity != VerityMode::require)
         throw cfs::Error(repo +
                          ": a secure repository (fs-verity on meta.json) is mounted with "

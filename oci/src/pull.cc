@@ -3,8 +3,10 @@
 // tree, written as an EROFS image, then the layer, config and manifest streams and the tag.
 #include <archive.h>
 #include <archive_entry.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -20,6 +22,7 @@
 #include "cfs/oci/source.h"
 #include "cfs/oci/tar.h"
 #include "cfs/store/images.h"
+#include "cfs/store/refs.h"
 #include "internal.h"
 #include "util.h"
 
@@ -257,6 +260,45 @@ ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const D
 }
 
 }  // namespace
+
+Digest import_layer(store::Repository& repo, int fd, std::string_view diff_id,
+                    std::optional<std::string_view> ref, const std::string& what) {
+  validate_oci_digest(diff_id, what + ": diff_id");
+  if (ref) store::validate_ref_name(*ref, "layer ref");
+  const std::string content_id = "oci-layer-" + std::string(diff_id);
+  if (std::optional<Digest> existing = repo.resolve_stream(content_id)) {
+    if (ref) repo.set_stream_ref(*ref, content_id);
+    return *existing;
+  }
+  repo.require_writable();
+  store::SplitStreamWriter stream(repo.algorithm(), store::kContentOciLayer);
+  LayerSplitter splitter(repo, stream);
+  // The tar bytes go into the stream unchanged whatever the mode; as in a pull, the parse
+  // keeps only the xattrs an image can use.
+  TarParser parser(splitter, TarMode::split, what, XattrMode::keep_user_xattrs);
+  Sha256 uncompressed;
+  std::vector<std::byte> buf(kReadBuffer);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(what + ": reading");
+    }
+    if (n == 0) break;
+    auto piece = std::span(buf).first(static_cast<size_t>(n));
+    uncompressed.update(piece);
+    parser.feed(piece);
+  }
+  parser.finish();
+  std::string actual = uncompressed.finish();
+  if (actual != diff_id)
+    throw Error(what + ": the tar's sha256 is " + actual + ", not the diff_id " +
+                std::string(diff_id) + " it is to be stored as");
+  Digest id = repo.write_stream_object(stream);
+  repo.sync();
+  repo.link_stream(id, content_id, ref);
+  return id;
+}
 
 std::string image_ref_name(bool bootable, XattrMode mode, uint32_t erofs_version) {
   if (erofs_version > store::kMaxErofsVersion)

@@ -14,6 +14,7 @@
 namespace cfs::oci {
 
 bool xattr_kept(std::string_view name, XattrMode mode) noexcept {
+  if (mode == XattrMode::all) return true;
   if (name == "security.capability") return true;
   return mode == XattrMode::keep_user_xattrs && name.starts_with("user.");
 }

@@ -279,6 +279,10 @@ HashAlgorithm Repository::algorithm() const noexcept {
 bool Repository::secure() const noexcept {
   return state_->secure;
 }
+
+void Repository::set_insecure() noexcept {
+  state_->secure = false;
+}
 bool Repository::has_meta() const noexcept {
   return state_->has_meta;
 }

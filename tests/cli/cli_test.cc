@@ -522,8 +522,8 @@ TEST_F(DirectoryTest, MountedImageSharesHardlinkInodes) {
 
 TEST_F(DirectoryTest, ComputeIdIsTheV1ImageDigest) {
   // The plain scan (no OCI transform) with SHA-256 is what mkcomposefs computes.
-  RunResult id = run(tool("cfsctl") + " compute-id --no-propagate-usr-to-root --hash sha256 " +
-                     quote(src_));
+  RunResult id =
+      run(tool("cfsctl") + " compute-id --no-propagate-usr-to-root --hash sha256 " + quote(src_));
   ASSERT_EQ(id.status, 0) << id.err;
   // cfsctl keeps hardlinks (as composefs-rs does); the drop-in does with --hardlinks.
   RunResult v1 = run(tool("mkcomposefs") + " --hardlinks --min-version=1 --max-version=1 " +
@@ -721,6 +721,29 @@ TEST(MkcomposefsCli, MalformedDigestIsAnError) {
           dump);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("<stdin>:2: invalid digest"), std::string::npos) << r.err;
+}
+
+// An empty regular file whose dumpfile line names a backing path (with or without a
+// digest): C mkcomposefs 1.0.8 stores it as an empty inline file, dropping the path, and so
+// does mkcomposefs here (the image digest is C's). composefs-rs' dumpfile parser keeps such a
+// file external (redirect and metacopy); the mkcomposefs drop-in stays with C.
+TEST(MkcomposefsCli, EmptyFileWithBackingPathIsInlineAsInC) {
+  const std::string hex(64, 'a');
+  const std::string dump = "/ 0 40755 2 0 0 0 0.0 - - -\n/f 0 100644 1 0 0 0 0.0 aa/" +
+                           hex.substr(2) + " - -\n/g 0 100644 1 0 0 0 0.0 aa/" + hex.substr(2) +
+                           " - " + hex + "\n";
+  RunResult r = run(tool("mkcomposefs") + " --from-file --print-digest-only -", dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  // c-mkcomposefs 1.0.8 --from-file --print-digest-only of the same dumpfile.
+  EXPECT_EQ(r.out, "8d398102599150f3ca8dbd8411267fe78eb196ce3a802c3c095bccbedbe0838e\n");
+  TempDir tmp;
+  r = run(tool("mkcomposefs") + " --from-file - " + tmp.path() + "/e.img", dump);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run(tool("composefs-info") + " dump " + tmp.path() + "/e.img", "");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "/ 4096 40755 2 0 0 0 0.0 - - -\n/f 0 100644 1 0 0 0 0.0 - - -\n"
+            "/g 0 100644 1 0 0 0 0.0 - - -\n");
 }
 
 TEST(ComposefsInfoCli, DumpOfManyXattrsAndHardlinksIsCorrect) {

@@ -56,7 +56,7 @@ cfsctl --repo "$repo" create-image "$work/tree" base-image >/dev/null
 cfsctl --repo "$repo" oci pull -q "oci:$work/layout" sample-tag >/dev/null
 cfsctl --repo "$repo" oci tag sample-tag other-tag >/dev/null
 
-expect "top-level subcommands" "$(printf '%s\n' cat compute-id compute-karg create-dumpfile create-image dump fsck gc image-objects images import-image init mount oci transaction | sort)" \
+expect "top-level subcommands" "$(printf '%s\n' cat compute-id compute-karg create-dumpfile create-image dump dump-files fsck gc image-objects images import-image init mount oci transaction | sort)" \
   "$(complete_words cfsctl '' | grep -vx -e composefs-info -e mkcomposefs)"
 expect "prefix of a subcommand" "compute-id
 compute-karg

@@ -141,16 +141,24 @@ std::vector<Layer> transform_layers() {
 
 }  // namespace
 
-std::vector<TestLayout> build_test_layouts(const std::string& parent) {
+std::vector<TestLayout> build_test_layouts(const std::string& parent, GzipMembers gzip) {
+  // The same tars either way: only the compressed blobs (and so the manifests) differ.
+  auto layers = [gzip](std::vector<Layer> l) {
+    if (gzip == GzipMembers::single)
+      for (Layer& layer : l)
+        if (layer.compression == Compression::gzip_multimember)
+          layer.compression = Compression::gzip;
+    return l;
+  };
   std::vector<TestLayout> out;
   LayoutBuilder b(parent + "/fixture");
-  b.add_image(base_image_layers(), "base");
+  b.add_image(layers(base_image_layers()), "base");
   out.push_back({b.dir(), "base", "base"});
-  b.add_image(bootable_image_layers(1), "os1");
+  b.add_image(layers(bootable_image_layers(1)), "os1");
   out.push_back({b.dir(), "os1", "bootable-v1"});
-  b.add_image(bootable_image_layers(2), "os2");
+  b.add_image(layers(bootable_image_layers(2)), "os2");
   out.push_back({b.dir(), "os2", "bootable-v2"});
-  b.add_image(transform_layers(), "transforms");
+  b.add_image(layers(transform_layers()), "transforms");
   out.push_back({b.dir(), "transforms", "transforms"});
   std::string script = std::string(CFS_TESTDATA) + "/../oci/make-sample-layout.sh";
   std::string log;

@@ -20,7 +20,13 @@ struct TestLayout {
 // layout of make-sample-layout.sh, and an image whose root differs from /usr and whose /run,
 // /boot and xattrs exercise each transform (nanosecond mtimes, a hardlink out of /run,
 // security.selinux and user.* xattrs).
-std::vector<TestLayout> build_test_layouts(const std::string& parent);
+// gzip: the base image has a layer of several gzip members back to back (as pigz -i and
+// other parallel compressors write); GzipMembers::single writes that layer as one member
+// instead (the same tar, so the same diff_id and image ids), for readers that stop after the
+// first member (composefs-rs 0.9.0).
+enum class GzipMembers { as_built, single };
+std::vector<TestLayout> build_test_layouts(const std::string& parent,
+                                           GzipMembers gzip = GzipMembers::as_built);
 // Only the last of them (in parent/transforms, ref "transforms").
 TestLayout build_transform_layout(const std::string& parent);
 

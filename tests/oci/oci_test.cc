@@ -10,10 +10,12 @@
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/writer.h"
@@ -630,6 +632,64 @@ TEST_F(OciTest, CliComposefsRsOciCommands) {
     EXPECT_TRUE(read_file(tmp / "layer.tar") == layers[i].tar) << "layer " << i;
   }
   EXPECT_NE(run(cfsctl + "oci layer sha256:" + std::string(64, '0') + " >/dev/null 2>&1"), 0);
+
+  // oci layer --json / --dumpfile, and oci import-layer of the same tars into another
+  // repository: the same layer streams (same object ids), the same tars back.
+  const std::string other = std::string(CFS_BINDIR) + "/cfsctl --repo " + (tmp / "imported") + " ";
+  ASSERT_EQ(run(other + "init --insecure --algorithm=fsverity-sha256-12 >/dev/null"), 0);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    SCOPED_TRACE("layer " + std::to_string(i));
+    ASSERT_EQ(run(cfsctl + "oci layer --json " + img.diff_ids[i], &out), 0) << out;
+    nlohmann::json info = nlohmann::json::parse(out);
+    EXPECT_EQ(info["diffId"], img.diff_ids[i]);
+    EXPECT_EQ(info["size"], layers[i].tar.size());
+    EXPECT_EQ(info["splitstream"]["inlineSize"].get<uint64_t>() +
+                  info["splitstream"]["externalSize"].get<uint64_t>(),
+              layers[i].tar.size());
+    std::string dump;
+    ASSERT_EQ(run(cfsctl + "oci layer --dumpfile " + img.diff_ids[i], &dump), 0);
+    EXPECT_EQ(std::count(dump.begin(), dump.end(), '\n'), info["entryCount"].get<long>());
+    std::string listing;
+    test::write_file(tmp / "layer.tar", layers[i].tar);
+    ASSERT_EQ(run("tar -tvf " + tmp / "layer.tar" + " 2>/dev/null", &listing), 0);
+    EXPECT_EQ(std::count(listing.begin(), listing.end(), '\n'), info["entryCount"].get<long>());
+    size_t links = 0, external = 0;
+    std::istringstream lines(dump);
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_TRUE(line.starts_with("/.")) << line;  // the tar's "./" names, made absolute
+      links += line.find(" 0 @120000 - - - - 0.0 /") != std::string::npos;
+      std::istringstream fields(line);
+      std::string path, size, mode, nlink, uid, gid, rdev, mtime, payload, content, digest;
+      fields >> path >> size >> mode >> nlink >> uid >> gid >> rdev >> mtime >> payload >>
+          content >> digest;
+      if (digest != "-") {
+        ++external;
+        EXPECT_EQ(payload, digest.substr(0, 2) + "/" + digest.substr(2));
+        EXPECT_TRUE(fs::exists(repo_path + "/objects/" + payload)) << line;
+      }
+    }
+    size_t tar_links = 0;
+    std::istringstream tar_lines(listing);
+    for (std::string line; std::getline(tar_lines, line);) tar_links += line.starts_with('h');
+    EXPECT_EQ(links, tar_links);
+    EXPECT_EQ(external > 0, info["splitstream"]["externalSize"].get<uint64_t>() > 0);
+
+    ASSERT_EQ(run(other + "oci import-layer " + img.diff_ids[i] + " layer" + std::to_string(i) +
+                      " < " + tmp / "layer.tar",
+                  &out),
+              0)
+        << out;
+    EXPECT_EQ(trim(out), "sha256:" + info["verity"].get<std::string>());
+    EXPECT_TRUE(fs::is_symlink(tmp / "imported/streams/refs/layer" + std::to_string(i)));
+    ASSERT_EQ(run(other + "oci layer " + img.diff_ids[i] + " > " + tmp / "back.tar"), 0);
+    EXPECT_TRUE(read_file(tmp / "back.tar") == layers[i].tar);
+  }
+  // A tar whose sha256 is not the diff_id it is given is refused, and nothing is named.
+  const std::string wrong = "sha256:" + std::string(64, 'a');
+  EXPECT_EQ(run(other + "oci import-layer " + wrong + " < " + tmp / "layer.tar" + " 2>&1", &out), 1)
+      << out;
+  EXPECT_NE(out.find("not the diff_id " + wrong), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp / "imported/streams/oci-layer-" + wrong));
 
   const std::string efi = tmp / "efi";
   ASSERT_EQ(run(cfsctl + "oci prepare-boot t --bootdir " + efi + " --entry-id=example --cmdline rw",

@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -426,6 +427,95 @@ TEST(RepoCli, InitResetMetadata) {
   EXPECT_FALSE(fs::exists(tmp / "repo/images/refs/a"));
   EXPECT_FALSE(fs::is_empty(tmp / "repo/objects"));
   EXPECT_EQ(slurp(tmp / "repo/meta.json"), composefs_rs_upgrade_meta("fsverity-sha256-12"));
+}
+
+// dump-files prints composefs-rs' dumpfile lines of chosen paths of an image: a file's line,
+// a directory with its subtree (SIZE 0, later names of a hardlinked file as @120000 lines),
+// and with --backing-path-only "inline" or the object path. Where the composefs-rs oracle is
+// built, the lines of a directory equal its dumpfile of the same tree.
+TEST(RepoCli, DumpFiles) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  const std::string src = tmp / "src";
+  fs::create_directories(src + "/d/sub");
+  test::write_file(src + "/d/a", "hi\n");
+  test::write_file(src + "/d/big", test::pattern(5000, 7));
+  ASSERT_EQ(::link((src + "/d/big").c_str(), (src + "/d/sub/big2").c_str()), 0);
+  fs::create_symlink("a", src + "/d/link");
+  ASSERT_EQ(::setxattr((src + "/d/a").c_str(), "user.k", "v=1", 3, 0), 0);
+  for (const char* p : {"/d/sub/big2", "/d/sub", "/d/link", "/d/big", "/d/a", "/d"}) {
+    struct timespec times[2] = {{1700000000, 5}, {1700000000, 5}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (src + p).c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+  }
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  Result r =
+      cfsctl("--repo " + repo + " create-image --no-propagate-usr-to-root " + quote(src) + " img");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string big = fsverity_digest(test::pattern(5000, 7), HashAlgorithm::sha256).hex();
+  const std::string big_path = big.substr(0, 2) + "/" + big.substr(2);
+  const std::string mode_d = [&] {
+    struct stat st;
+    ::stat((src + "/d").c_str(), &st);
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%o", st.st_mode);
+    return std::string(buf);
+  }();
+  const std::string uid = std::to_string(::getuid()) + " " + std::to_string(::getgid());
+  r = cfsctl("--repo " + repo + " dump-files img /d d/a");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string a_line = " 3 100644 1 " + uid + " 0 1700000000.5 - hi\\n - user.k=v\\x3d1\n";
+  const std::string d_lines =
+      "/d 0 " + mode_d + " 3 " + uid + " 0 1700000000.5 - - -\n" + "/d/a" + a_line +
+      "/d/big 5000 100644 2 " + uid + " 0 1700000000.5 " + big_path + " - " + big + "\n" +
+      "/d/link 1 120777 1 " + uid + " 0 1700000000.5 a - -\n" + "/d/sub 0 " + mode_d + " 2 " + uid +
+      " 0 1700000000.5 - - -\n" + "/d/sub/big2 0 @120000 - - - - 0.0 /d/big - -\n";
+  EXPECT_EQ(r.out, d_lines + "d/a" + a_line);
+  r = cfsctl("--repo " + repo + " dump-files --backing-path-only img /d/a /d/sub/big2");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "/d/a inline\n/d/sub/big2 " + big_path + "\n");
+  r = cfsctl("--repo " + repo + " dump-files --backing-path-only img /d");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("/d is a directory"), std::string::npos) << r.out;
+  r = cfsctl("--repo " + repo + " dump-files img /d/missing");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("/d/missing not found"), std::string::npos) << r.out;
+
+  const char* env = std::getenv("CFS_RS_ORACLE");
+  const std::string oracle = env && *env ? env : "/var/tmp/rs-oracle/bin/rsoracle";
+  if (::access(oracle.c_str(), X_OK) != 0) {
+    std::printf("composefs-rs oracle %s not built: dump-files not compared with it\n",
+                oracle.c_str());
+    return;
+  }
+  std::string theirs;
+  ASSERT_EQ(test::run(oracle + " --hash sha256 create-dumpfile --no-propagate-usr-to-root " +
+                          quote(src) + " | grep '^/d'",
+                      &theirs),
+            0);
+  EXPECT_EQ(theirs, d_lines) << "composefs-rs' dumpfile of the same tree";
+}
+
+// --no-repo (composefs-rs): compute-id ignores --repo and takes the global --hash (default
+// sha512); commands that need the repository refuse it.
+TEST(RepoCli, NoRepo) {
+  TempDir tmp;
+  const std::string repo = quote(tmp / "repo");
+  make_tree(tmp / "src", 4, 3, 1000);
+  ASSERT_EQ(cfsctl("--repo " + repo + " init --insecure --hash sha256").status, 0);
+  Result in_repo = cfsctl("--repo " + repo + " compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(in_repo.status, 0) << in_repo.out;
+  EXPECT_EQ(test::trim(in_repo.out).size(), 64u);
+  Result r = cfsctl("--repo " + repo + " --no-repo compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(test::trim(r.out).size(), 128u) << "sha512 without a repository";
+  r = cfsctl("--no-repo --hash sha256 compute-id " + quote(tmp / "src"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, in_repo.out);
+  r = cfsctl("--repo " + repo + " --hash sha512 compute-id " + quote(tmp / "src"));
+  EXPECT_EQ(r.status, 1) << r.out;
+  r = cfsctl("--repo " + repo + " --no-repo images");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--no-repo is only supported for"), std::string::npos) << r.out;
 }
 
 // import-image stores an image read from stdin (after the strict reader accepted it) and

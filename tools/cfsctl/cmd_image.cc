@@ -108,7 +108,9 @@ void run_compute_karg(ComputeKargOptions o, const GlobalOptions& global) {
   erofs::Tree tree = store::scan_image_tree(o.dir, alg, {}, dir_transform(o.transform, o.dir));
   VeritySink sink(nullptr, alg);
   erofs::write_image(tree, sink, erofs::WriterOptions::for_erofs_version(version));
-  print(oci::composefs_kernel_argument(sink.finish(), o.insecure, version) + "\n");
+  // composefs-rs marks the argument with the global --insecure too.
+  print(oci::composefs_kernel_argument(sink.finish(), o.insecure || global.insecure, version) +
+        "\n");
 }
 #endif
 

@@ -1,6 +1,8 @@
 // OCI commands: cfsctl --repo DIR oci
 // pull|images|inspect|tag|untag|image-id|mount|prepare-boot|fsck.
 // Thin wrappers over cfs_oci; every rule lives in the library.
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "commands.h"
 #include "json_out.h"
 #include "mount_programs.h"
+#include "rs_dump.h"
 
 namespace cfs::cli {
 
@@ -396,9 +399,100 @@ void run_oci_dump(store::Repository& repo, const ImageVariant& args) {
 
 struct LayerArgs {
   std::string diff_id;
+  bool dumpfile = false;
+  bool json = false;
 };
 
+// composefs-rs' path of a tar entry: one leading '/' dropped, '/' prepended, trailing '/'s
+// dropped, and the root ("/") left empty (written as "-").
+std::string rs_tar_path(std::string_view tar_path) {
+  if (tar_path.starts_with('/')) tar_path.remove_prefix(1);
+  std::string path = "/" + std::string(tar_path);
+  while (path.size() > 1 && path.ends_with('/')) path.pop_back();
+  return path == "/" ? std::string() : path;
+}
+
+// One line of composefs-rs' `oci layer --dumpfile`: the entry as the tar has it (every
+// entry NLINK 1, hardlinks as @120000 lines, all xattrs sorted by name).
+void append_layer_entry(std::string& out, const oci::TarEntry& t) {
+  std::string path = rs_tar_path(t.path);
+  if (t.type == oci::TarEntryType::hardlink)
+    return append_rs_hardlink(out, path, rs_tar_path(t.link));
+  RsDumpEntry e;
+  e.uid = t.uid;
+  e.gid = t.gid;
+  e.mtime_sec = t.mtime_sec;
+  e.mtime_nsec = t.mtime_nsec;
+  uint32_t type = S_IFREG;
+  switch (t.type) {
+    case oci::TarEntryType::directory:
+      type = S_IFDIR;
+      break;
+    case oci::TarEntryType::symlink:
+      type = S_IFLNK;
+      e.size = t.link.size();
+      e.payload = t.link;
+      break;
+    case oci::TarEntryType::chardev:
+    case oci::TarEntryType::blockdev:
+      type = t.type == oci::TarEntryType::chardev ? S_IFCHR : S_IFBLK;
+      e.rdev = ::makedev(t.dev_major, t.dev_minor);
+      break;
+    case oci::TarEntryType::fifo:
+      type = S_IFIFO;
+      break;
+    default:
+      e.size = t.size;
+      if (t.object) {
+        std::string hex = t.object->hex();
+        e.payload = hex.substr(0, 2) + "/" + hex.substr(2);
+        e.digest = hex;
+      } else if (t.content) {
+        e.content = *t.content;
+      }
+  }
+  e.mode = type | t.mode;
+  // Sorted by name, the last record of a name winning (composefs-rs collects a BTreeMap).
+  for (const erofs::Xattr& x : t.xattrs) {
+    auto it = std::find_if(e.xattrs.begin(), e.xattrs.end(),
+                           [&](const erofs::Xattr& y) { return y.name == x.name; });
+    if (it != e.xattrs.end())
+      it->value = x.value;
+    else
+      e.xattrs.push_back(x);
+  }
+  std::sort(e.xattrs.begin(), e.xattrs.end(),
+            [](const erofs::Xattr& a, const erofs::Xattr& b) { return a.name < b.name; });
+  append_rs_entry(out, path, e);
+}
+
 void run_layer(store::Repository& repo, const LayerArgs& args) {
+  if (args.json) {
+    oci::LayerInfo info = oci::layer_info(repo, args.diff_id);
+    nlohmann::ordered_json j;
+    j["diffId"] = info.diff_id;
+    j["verity"] = info.stream.hex();
+    j["size"] = info.size;
+    j["entryCount"] = info.entries;
+    j["splitstream"] = {{"externalObjects", info.objects},
+                        {"externalSize", info.external_size},
+                        {"inlineSize", info.size - std::min(info.size, info.external_size)}};
+    return print(json_text(j));
+  }
+  if (args.dumpfile) {
+    FdSink out(STDOUT_FILENO, "stdout");
+    std::string buf;
+    oci::for_each_stored_layer_entry(repo, args.diff_id, [&](const oci::TarEntry& e) {
+      append_layer_entry(buf, e);
+      if (buf.size() >= (1 << 20)) {
+        out.write(buf);
+        buf.clear();
+      }
+    });
+    out.write(buf);
+    out.flush();
+    return;
+  }
   if (::isatty(STDOUT_FILENO) == 1)
     throw Error("oci layer: refusing to write tar data to a terminal (redirect it)");
   if (!args.diff_id.starts_with("sha256:"))
@@ -427,6 +521,40 @@ void add_image_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
       oci_cmd, global, "layer", "Write a stored layer (by diff_id) as the uncompressed tar",
       run_layer);
   layer_cmd->add_option("DIFF_ID", layer->diff_id, "sha256:…")->required();
+  auto* layer_dumpfile = layer_cmd->add_flag(
+      "--dumpfile", layer->dumpfile,
+      "Print the layer's tar entries as dumpfile lines (composefs-rs' form: paths as the tar "
+      "names them with a leading '/', NLINK 1, hardlinks as @120000 lines, every xattr)");
+  layer_cmd
+      ->add_flag("--json", layer->json,
+                 "Print the layer's figures as JSON: diffId, verity (the stream's object id), "
+                 "size (tar bytes), entryCount, splitstream.{externalObjects,externalSize,"
+                 "inlineSize}")
+      ->excludes(layer_dumpfile);
+}
+
+struct ImportLayerArgs {
+  std::string diff_id;
+  std::string name;
+};
+
+void run_import_layer(store::Repository& repo, const ImportLayerArgs& args) {
+  std::optional<std::string_view> ref;
+  if (!args.name.empty()) ref = args.name;
+  // composefs-rs prints the id with its algorithm ("sha512:<hex>").
+  Digest id = oci::import_layer(repo, STDIN_FILENO, args.diff_id, ref, "oci import-layer: stdin");
+  print(std::string(algorithm_name(repo.algorithm())) + ":" + id.hex() + "\n");
+}
+
+void add_import_layer_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<ImportLayerArgs>(
+      oci_cmd, global, "import-layer",
+      "Store an uncompressed layer tar read from stdin as the layer DIFF_ID (its sha256 must "
+      "be DIFF_ID) and print the layer stream's object id (ALG:HEX); NAME also names it "
+      "streams/refs/NAME. A layer already stored is only named.",
+      run_import_layer);
+  cmd->add_option("DIFF_ID", args->diff_id, "sha256:… of the uncompressed tar")->required();
+  cmd->add_option("NAME", args->name, "Ref name below streams/refs");
 }
 
 // ---- mount -----------------------------------------------------------------------------
@@ -446,6 +574,7 @@ struct MountArgs {
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
   MountRequest request;
   request.command = "oci mount";
+  request.insecure = global.insecure;
   request.mountpoint = args.mountpoint;
   request.fuse = args.fuse ? "yes" : "auto";
   request.upperdir = args.upperdir;
@@ -672,6 +801,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   add_tag_commands(*oci_cmd, global);
   add_image_id_command(*oci_cmd, global);
   add_image_commands(*oci_cmd, global);
+  add_import_layer_command(*oci_cmd, global);
   add_mount_command(*oci_cmd, global);
   add_prepare_boot_command(*oci_cmd, global);
   add_boot_entry_commands(*oci_cmd, global);

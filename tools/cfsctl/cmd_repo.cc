@@ -25,6 +25,7 @@
 #include "dir_transform.h"
 #include "json_out.h"
 #include "mount_programs.h"
+#include "rs_dump.h"
 
 namespace cfs::cli {
 
@@ -296,6 +297,35 @@ void run_image_objects(const ImageObjectsArgs& args, const GlobalOptions& global
   print(out);
 }
 
+struct DumpFilesArgs {
+  std::string name;
+  std::vector<std::string> paths;
+  bool backing_path_only = false;
+};
+
+// composefs-rs' dump-files: for each PATH of an image, its dumpfile line (a directory: the
+// whole subtree), or with --backing-path-only "PATH inline" / "PATH xx/rest".
+void run_dump_files(const DumpFilesArgs& args, const GlobalOptions& global) {
+  store::Repository repo = open_repo(global, "dump-files");
+  erofs::Tree tree = store::open_image_reader(repo, args.name).to_tree();
+  std::string out;
+  for (const std::string& path : args.paths) {
+    std::string absolute = path.starts_with('/') ? path : "/" + path;
+    while (absolute.size() > 1 && absolute.ends_with('/')) absolute.pop_back();
+    if (absolute == "/")
+      throw Error("dump-files: '" + path + "' names no entry of a directory (give a path below /)");
+    const erofs::Inode* inode = tree.lookup(absolute);
+    if (!inode) throw Error("dump-files: " + path + " not found in image " + args.name);
+    if (args.backing_path_only) {
+      if (inode->is_dir()) throw Error("dump-files: " + path + " is a directory");
+      out += path + " " + (inode->is_external() ? inode->payload : std::string("inline")) + "\n";
+      continue;
+    }
+    append_rs_subtree(out, tree, *inode, path);
+  }
+  print(out);
+}
+
 struct MountArgs {
   MountRequest request;
 };
@@ -304,6 +334,7 @@ struct MountArgs {
 void run_mount(const MountArgs& args, const GlobalOptions& global) {
   MountRequest request = args.request;
   request.command = "mount";
+  request.insecure = global.insecure;
   choose_mount_program(request);  // before the repository is touched
   {
     // Upgraded and checked here, closed before the exec (the mount program locks it itself).
@@ -402,6 +433,18 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
       "List the object ids the files of an image (id or ref name) refer to, one per line",
       run_image_objects);
   objects_cmd->add_option("NAME", objects_args->name, "Image id or ref name")->required();
+
+  auto [dump_files_cmd, dump_files] = add_command<DumpFilesArgs>(
+      app, global, "dump-files",
+      "Print the dumpfile lines of files of an image (id or ref name), as composefs-rs "
+      "writes them: a directory with everything below it, a further name of a hardlinked "
+      "file as an '@120000' line naming the first",
+      run_dump_files);
+  dump_files_cmd->add_option("NAME", dump_files->name, "Image id or ref name")->required();
+  dump_files_cmd->add_option("PATHS", dump_files->paths, "Paths in the image");
+  dump_files_cmd->add_flag("--backing-path-only", dump_files->backing_path_only,
+                           "Print 'PATH inline' for data inside the image, else 'PATH xx/rest' "
+                           "(the object's path below objects/)");
 
   auto [cat_cmd, cat] = add_command<CatArgs>(
       app, global, "cat",

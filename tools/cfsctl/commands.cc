@@ -22,6 +22,10 @@ std::string require_repo(const GlobalOptions& global, const std::string& command
 
 store::Repository open_repo(const GlobalOptions& global, const std::string& command,
                             store::LockMode lock) {
+  if (global.no_repo)
+    throw UsageError(command +
+                     ": --no-repo is only supported for compute-id, compute-karg and "
+                     "create-dumpfile");
   std::string path = require_repo(global, command);
   store::Repository repo = store::Repository::open(
       path, lock, global.no_upgrade ? store::MissingMeta::refuse : store::MissingMeta::upgrade);
@@ -32,6 +36,7 @@ store::Repository open_repo(const GlobalOptions& global, const std::string& comm
   if (!global.hash.empty() && global.hash != algorithm_name(repo.algorithm()))
     throw Error(path + ": repository is configured for " + repo.meta().algorithm_string() +
                 " (from meta.json) but --hash " + global.hash + " was given");
+  if (global.insecure) repo.set_insecure();
   if (global.require_verity && !repo.secure())
     throw Error(path + ": repository does not have fs-verity enabled (--require-verity)");
   // composefs-rs: --erofs-version overrides meta.json's formats for this command only.

@@ -24,6 +24,7 @@ struct GlobalOptions {
   bool no_upgrade = false;      // --no-upgrade: refuse repositories without meta.json
   bool require_verity = false;  // --require-verity: refuse insecure repositories
   bool insecure = false;        // --insecure (hidden, composefs-rs compatibility)
+  bool no_repo = false;         // --no-repo: compute-id, compute-karg, create-dumpfile only
   // --erofs-version 0|1|2 (composefs-rs' spelling): the EROFS format compute-id computes,
   // and, for commands that open a repository, the one format images are written in and
   // looked up by instead of meta.json's erofs_formats (meta.json is not changed).

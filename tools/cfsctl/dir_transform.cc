@@ -51,7 +51,16 @@ store::TreeTransformFn dir_transform(const DirTransformArgs& args, const std::st
 
 HashAlgorithm dir_hash(const DirTransformArgs& args, const GlobalOptions& global) {
   if (!args.hash.empty()) return *parse_algorithm_name(args.hash);
-  if (!global.repo.empty()) return store::Repository::open(global.repo).algorithm();
+  // composefs-rs: the repository's algorithm (an explicit --hash must agree), else --hash,
+  // else sha512.
+  if (!global.repo.empty() && !global.no_repo) {
+    HashAlgorithm alg = store::Repository::open(global.repo).algorithm();
+    if (!global.hash.empty() && global.hash != algorithm_name(alg))
+      throw Error(global.repo + ": repository uses " + std::string(algorithm_name(alg)) +
+                  " but --hash " + global.hash + " was given");
+    return alg;
+  }
+  if (!global.hash.empty()) return *parse_algorithm_name(global.hash);
   return HashAlgorithm::sha512;
 }
 

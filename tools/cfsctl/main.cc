@@ -36,8 +36,13 @@ int run_cfsctl(int argc, char** argv) {
                "upgrade of repositories from before meta.json)");
   app.add_flag("--require-verity", global.require_verity,
                "Refuse a repository that does not have fs-verity enabled");
-  // composefs-rs keeps --insecure (hidden) for old scripts; security comes from meta.json.
+  // composefs-rs keeps --insecure (hidden) for old scripts: security comes from meta.json,
+  // and --insecure overrides it for this run (see cfsctl(1)).
   app.add_flag("--insecure", global.insecure, "")->group("");
+  app.add_flag("--no-repo", global.no_repo,
+               "Open no repository: compute-id, compute-karg and create-dumpfile then use "
+               "--hash (default sha512) instead of the repository's algorithm; other commands "
+               "refuse it");
   app.add_option("--erofs-version", global.erofs_version,
                  "EROFS format 0, 1 or 2 (composefs-rs' V2) of the images this command writes or "
                  "looks up, instead of the repository's erofs_formats (meta.json is not changed); "

@@ -88,6 +88,8 @@ std::string choose_mount_program(const MountRequest& r) {
 void exec_mount(const MountRequest& r) {
   std::string program = choose_mount_program(r);
   std::vector<std::string> args = {program, "--repo", r.repo, r.image, r.mountpoint};
+  const bool kernel = program.ends_with("/cfs-mount") || program == "cfs-mount";
+  if (r.insecure && kernel) args.push_back("--insecure");
   if (!r.upperdir.empty()) {
     args.insert(args.end(), {"--upperdir", r.upperdir, "--workdir", r.workdir});
     if (r.read_write) args.push_back("--rw");

@@ -20,6 +20,9 @@ struct MountRequest {
   std::string fuse = "auto";      // auto: the kernel as root, FUSE otherwise; yes; no
   std::string upperdir, workdir;  // a writable overlay upper layer (kernel mounts only)
   bool read_write = false;
+  // cfsctl --insecure: a kernel mount of a secure repository without verity=require (cfs-fuse
+  // checks object digests either way).
+  bool insecure = false;
   // Rootless overlay mode (cfs-fuse --overlay): its writable directory, whether missing
   // objects are allowed, and the command to run in the namespace where the mount lives.
   bool overlay = false;

@@ -144,6 +144,30 @@ XattrMode parse_xattr_mode(std::string_view name);
 erofs::Tree image_tree(const store::Repository& repo, std::string_view name, bool bootable,
                        XattrMode mode = XattrMode::allowlist_only);
 
+// ---- single layers (composefs-rs' oci import-layer and oci layer)
+
+// Stores an uncompressed layer tar read from fd (what names it in errors) as the stream
+// oci-layer-<diff_id>, checking that its sha256 is diff_id ("sha256:<hex>"); with ref, also
+// names it streams/refs/<ref>. A layer already stored is only named, fd is not read.
+// Returns the stream's object id.
+Digest import_layer(store::Repository& repo, int fd, std::string_view diff_id,
+                    std::optional<std::string_view> ref, const std::string& what);
+
+// composefs-rs' `oci layer --json` figures of a stored layer.
+struct LayerInfo {
+  std::string diff_id;
+  Digest stream;               // object id of the layer splitstream
+  uint64_t size = 0;           // bytes of the uncompressed tar
+  uint64_t entries = 0;        // tar entries (extension headers not counted)
+  uint64_t objects = 0;        // distinct objects the stream references
+  uint64_t external_size = 0;  // bytes of the regular files stored as objects
+};
+LayerInfo layer_info(const store::Repository& repo, std::string_view diff_id);
+
+// Calls fn for every entry of the stored layer, with every xattr it records.
+void for_each_stored_layer_entry(const store::Repository& repo, std::string_view diff_id,
+                                 const std::function<void(const TarEntry&)>& fn);
+
 // OCI-level consistency of one image or all tagged images: manifest bytes re-hashed against
 // their digest, config present and re-hashed, diff_ids match the manifest's layers, every
 // layer stream present and of content type ocilayer (and decoding to its diff_id unless

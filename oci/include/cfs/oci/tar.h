@@ -59,7 +59,8 @@ inline constexpr size_t kTarSparseEntriesMax = 1u << 20;
 // Which xattrs survive into the image (composefs-rs' xattr modes).
 enum class XattrMode {
   allowlist_only,   // only security.capability (the default)
-  keep_user_xattrs  // the allowlist plus user.*
+  keep_user_xattrs,  // the allowlist plus user.*
+  all                // every xattr the layer records (layer inspection; images never use it)
 };
 
 // Whether an xattr of a layer entry survives into the image in that mode.

@@ -124,6 +124,11 @@ class Repository {
   bool erofs_version_chosen() const noexcept;  // set_erofs_version() was called
   HashAlgorithm algorithm() const noexcept;
   bool secure() const noexcept;
+  // composefs-rs' hidden `cfsctl --insecure`: treats this open repository as insecure for
+  // the rest of the process (objects read without comparing the kernel's fs-verity
+  // measurement with their name, new objects named by userspace digests where fs-verity is
+  // refused). meta.json is not changed.
+  void set_insecure() noexcept;
   bool has_meta() const noexcept;  // false for inferred legacy repositories
   bool upgraded() const noexcept;  // true if open() wrote meta.json (MissingMeta::upgrade)
   // False when the filesystem is read-only, the directory is not writable or meta.json
