@@ -140,7 +140,8 @@ class RegistryClient {
   // the registry, the repository and the HTTP status.
   std::unique_ptr<http::Transfer> open(const Endpoint& e, const std::string& path,
                                        const std::vector<std::string>& headers,
-                                       uint64_t range_start, const std::string& what) {
+                                       uint64_t range_start, const std::string& what,
+                                       uint64_t range_end = 0) {
     bool authenticated_now = false;
     unsigned failures = 0;
     for (;;) {
@@ -151,6 +152,7 @@ class RegistryClient {
       if (std::string auth = auth_header(e.host); !auth.empty()) req.headers.push_back(auth);
       req.verify_tls = options_.tls_verify && !e.insecure;
       req.range_start = range_start;
+      req.range_end = range_end;
       req.max_recv_speed = options_.max_rate;
       auto t = std::make_unique<http::Transfer>(req);
       if (!t->wait_headers()) {
@@ -297,37 +299,44 @@ class RegistryClient {
   std::set<std::string> http_hosts_;         // insecure hosts that answered only over http
 };
 
-// One blob, streamed; a broken transfer is resumed with a ranged GET from the byte it
-// reached (a registry that ignores the range sends it all again and the prefix is skipped).
+// One blob, or the byte range [first, end) of it, streamed; a broken transfer is resumed with
+// a ranged GET from the byte it reached (a registry that ignores the range sends the blob
+// from its start again and the prefix is skipped).
 class RegistryBlobReader : public BlobReader {
  public:
-  RegistryBlobReader(RegistryClient& client, Descriptor blob)
+  RegistryBlobReader(RegistryClient& client, Descriptor blob, uint64_t first, uint64_t end)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " +
-              blob_.digest) {}
+        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest),
+        first_(first),
+        end_(end),
+        pos_(first) {
+    if (first_ > 0 || end_ < blob_.size)
+      what_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+  }
 
   size_t read(std::span<std::byte> buf) override {
     for (;;) {
+      if (pos_ >= end_) {
+        transfer_.reset();
+        return 0;
+      }
       if (!transfer_) start();
       size_t n = 0;
       std::string failure;
-      if (transfer_->read_some(buf, n)) {
-        if (n == 0 && pos_ >= blob_.size) return 0;
+      auto want = buf.first(static_cast<size_t>(std::min<uint64_t>(buf.size(), end_ - pos_)));
+      if (transfer_->read_some(want, n)) {
         if (n == 0) {
           failure = "the connection ended at byte " + std::to_string(pos_) + " of " +
-                    std::to_string(blob_.size);
+                    std::to_string(end_);
         } else {
-          if (pos_ + n > blob_.size)
-            throw Error(what_ + ": the registry sent more than the " + std::to_string(blob_.size) +
-                        " bytes the manifest gives");
           pos_ += n;
           failures_ = 0;  // progress: the retries start afresh
           return n;
         }
       } else {
         failure = transfer_->error().message + " at byte " + std::to_string(pos_) + " of " +
-                  std::to_string(blob_.size);
+                  std::to_string(end_);
       }
       transfer_.reset();
       if (failures_ >= client_.options().retries)
@@ -338,19 +347,21 @@ class RegistryBlobReader : public BlobReader {
 
  private:
   void start() {
+    bool whole = pos_ == 0 && end_ >= blob_.size;
     transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_,
-                             pos_ ? what_ + " from byte " + std::to_string(pos_) : what_);
-    if (pos_ == 0) return;
+                             pos_ > first_ ? what_ + " from byte " + std::to_string(pos_) : what_,
+                             whole || end_ >= blob_.size ? 0 : end_);
+    if (whole) return;
     if (transfer_->status() == 206) {
       std::string range = transfer_->header("content-range");
       std::string expect = "bytes " + std::to_string(pos_) + "-";
       if (!range.starts_with(expect))
         throw Error(what_ + ": asked for the bytes from " + std::to_string(pos_) +
                     ", the registry answered Content-Range '" + escape_for_log(range) + "'");
-      client_.notice(what_ + ": resumed at byte " + std::to_string(pos_));
+      if (pos_ > first_) client_.notice(what_ + ": resumed at byte " + std::to_string(pos_));
       return;
     }
-    // 200: the whole blob again; skip what was read already.
+    // 200: the whole blob again; skip up to where this reader is.
     client_.notice(what_ + ": the registry ignored the range; skipping " + std::to_string(pos_) +
                    " bytes");
     std::vector<std::byte> skip(1 << 16);
@@ -372,7 +383,9 @@ class RegistryBlobReader : public BlobReader {
   Descriptor blob_;
   std::string what_;
   std::unique_ptr<http::Transfer> transfer_;
-  uint64_t pos_ = 0;
+  uint64_t first_;
+  uint64_t end_;
+  uint64_t pos_;
   unsigned failures_ = 0;
 };
 
@@ -398,7 +411,17 @@ class RegistrySource : public ImageSource {
 
   std::unique_ptr<BlobReader> open_blob(const Descriptor& blob) override {
     validate_oci_digest(blob.digest, client_.spec());
-    return std::make_unique<RegistryBlobReader>(client_, blob);
+    return std::make_unique<RegistryBlobReader>(client_, blob, 0, blob.size);
+  }
+
+  std::unique_ptr<BlobReader> open_blob_range(const Descriptor& blob, uint64_t offset,
+                                              uint64_t length) override {
+    validate_oci_digest(blob.digest, client_.spec());
+    if (offset > blob.size || length > blob.size - offset)
+      throw Error(client_.spec() + ": blob " + blob.digest + ": range " + std::to_string(offset) +
+                  "+" + std::to_string(length) + " is beyond its " + std::to_string(blob.size) +
+                  " bytes");
+    return std::make_unique<RegistryBlobReader>(client_, blob, offset, offset + length);
   }
 
   std::string name() const override { return client_.spec(); }

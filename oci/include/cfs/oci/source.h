@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -23,6 +24,7 @@ struct Descriptor {
   std::string media_type;
   std::string digest;  // "sha256:<hex>"
   uint64_t size = 0;
+  std::map<std::string, std::string> annotations;  // string-valued ones of the manifest's
 };
 
 // Sequential reader of one blob.
@@ -41,6 +43,11 @@ class ImageSource {
   virtual std::string manifest() = 0;
   // Thread-safe: layers are read concurrently.
   virtual std::unique_ptr<BlobReader> open_blob(const Descriptor& blob) = 0;
+  // The bytes [offset, offset + length) of a blob, for partial pulls; nullptr where the
+  // source cannot read ranges (then the blob is read whole). Thread-safe like open_blob.
+  virtual std::unique_ptr<BlobReader> open_blob_range(const Descriptor&, uint64_t, uint64_t) {
+    return nullptr;
+  }
   // Called once all blobs are read (the skopeo proxy waits for the pipe's status here).
   virtual void finish_blob(BlobReader&) {}
   // The source string, used as the default tag.
