@@ -224,19 +224,49 @@ void ChunkedLayerReader::count(uint64_t n) {
 }
 
 void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>)>& feed) {
-  size_t i = 0;
-  while (i < segments_.size()) {
-    if (cancel_ && cancel_->load()) throw Error("cancelled");
+  // Runs of segments to fetch, [first, last) each; one GET serves up to kRangesPerRequest.
+  constexpr size_t kRangesPerRequest = 64;
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t i = 0; i < segments_.size();) {
     if (segments_[i].reuse) {
-      reuse(segments_[i], feed);
       ++i;
       continue;
     }
     size_t j = i;
     while (j < segments_.size() && !segments_[j].reuse) ++j;
-    fetch_run(i, j, feed);
+    runs.emplace_back(i, j);
     i = j;
   }
+  size_t next = 0;  // the next segment to produce
+  auto reuse_until = [&](size_t end) {
+    for (; next < end; ++next) {
+      if (cancel_ && cancel_->load()) throw Error("cancelled");
+      reuse(segments_[next], feed);
+    }
+  };
+  for (size_t r = 0; r < runs.size(); r += kRangesPerRequest) {
+    size_t r_end = std::min(runs.size(), r + kRangesPerRequest);
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (size_t k = r; k < r_end; ++k) {
+      uint64_t b = segments_[runs[k].first].begin, e = segments_[runs[k].second - 1].end;
+      ranges.emplace_back(b, e - b);
+    }
+    std::unique_ptr<BlobReader> reader;
+    if (ranges.size() > 1) reader = source_->open_blob_ranges(layer_, ranges);
+    if (reader) ++stats_.requests;
+    for (size_t k = r; k < r_end; ++k) {
+      reuse_until(runs[k].first);
+      std::unique_ptr<BlobReader> own;
+      if (!reader) {
+        own = source_->open_blob_range(layer_, ranges[k - r].first, ranges[k - r].second);
+        if (!own) throw Error(what_ + ": the source stopped serving byte ranges");
+        ++stats_.requests;
+      }
+      fetch_run(runs[k].first, runs[k].second, reader ? *reader : *own, feed);
+      next = runs[k].second;
+    }
+  }
+  reuse_until(segments_.size());
 }
 
 void ChunkedLayerReader::reuse(const Segment& s,
@@ -257,12 +287,8 @@ void ChunkedLayerReader::reuse(const Segment& s,
   stats_.bytes_reused += s.size;
 }
 
-void ChunkedLayerReader::fetch_run(size_t first, size_t last,
+void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
                                    const std::function<void(std::span<const std::byte>)>& feed) {
-  const uint64_t begin = segments_[first].begin, end = segments_[last - 1].end;
-  auto reader = source_->open_blob_range(layer_, begin, end - begin);
-  if (!reader) throw Error(what_ + ": the source stopped serving byte ranges");
-  ++stats_.requests;
   DCtx d(ZSTD_createDCtx());
   if (!d) throw Error(what_ + ": cannot allocate a zstd context");
   std::vector<std::byte> in(kBuffer), out(kBuffer);
@@ -285,7 +311,7 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last,
       if (cancel_ && cancel_->load()) throw Error("cancelled");
       size_t n = 0;
       if (left > 0) {
-        n = reader->read(
+        n = reader.read(
             std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
         if (n == 0)
           throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +

@@ -82,7 +82,7 @@ class ChunkedLayerReader {
         what_(std::move(what)),
         on_bytes_(std::move(on_bytes)),
         cancel_(cancel) {}
-  void fetch_run(size_t first, size_t last,
+  void fetch_run(size_t first, size_t last, BlobReader& reader,
                  const std::function<void(std::span<const std::byte>)>& feed);
   void reuse(const Segment& s, const std::function<void(std::span<const std::byte>)>& feed);
   void count(uint64_t n);

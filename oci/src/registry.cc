@@ -1,7 +1,9 @@
 // The registry v2 client behind `docker://` sources (see cfs/oci/registry.h).
 #include "cfs/oci/registry.h"
 
+#include <cctype>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -141,7 +143,7 @@ class RegistryClient {
   std::unique_ptr<http::Transfer> open(const Endpoint& e, const std::string& path,
                                        const std::vector<std::string>& headers,
                                        uint64_t range_start, const std::string& what,
-                                       uint64_t range_end = 0) {
+                                       uint64_t range_end = 0, const std::string& ranges = {}) {
     bool authenticated_now = false;
     unsigned failures = 0;
     for (;;) {
@@ -153,6 +155,7 @@ class RegistryClient {
       req.verify_tls = options_.tls_verify && !e.insecure;
       req.range_start = range_start;
       req.range_end = range_end;
+      req.ranges = ranges;
       req.max_recv_speed = options_.max_rate;
       auto t = std::make_unique<http::Transfer>(req);
       if (!t->wait_headers()) {
@@ -389,6 +392,180 @@ class RegistryBlobReader : public BlobReader {
   unsigned failures_ = 0;
 };
 
+// Several byte ranges of one blob in one GET ("Range: bytes=a-b,c-d,..."), read as their
+// concatenation. The answer may be multipart/byteranges (the parts must come in the order
+// asked), a single 206 part when one range is left, or the whole blob (200: the bytes between
+// the ranges are skipped). A broken transfer is resumed with the ranges not yet read.
+class RegistryRangesReader : public BlobReader {
+ public:
+  RegistryRangesReader(RegistryClient& client, Descriptor blob,
+                       std::vector<std::pair<uint64_t, uint64_t>> ranges)
+      : client_(client),
+        blob_(std::move(blob)),
+        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest +
+              " (" + std::to_string(ranges.size()) + " ranges)"),
+        ranges_(std::move(ranges)) {
+    if (!ranges_.empty()) pos_ = ranges_[0].first;
+  }
+
+  size_t read(std::span<std::byte> buf) override {
+    for (;;) {
+      if (cur_ >= ranges_.size()) {
+        transfer_.reset();
+        return 0;
+      }
+      std::string failure;
+      try {
+        if (!transfer_) start();
+        if (!in_part_) next_part();
+        uint64_t end = ranges_[cur_].first + ranges_[cur_].second;
+        size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos_));
+        size_t n = take(buf.first(want));
+        pos_ += n;
+        failures_ = 0;
+        if (pos_ == end) advance();
+        return n;
+      } catch (const Broken& b) {
+        failure = b.message;
+      }
+      transfer_.reset();
+      if (failures_ >= client_.options().retries)
+        throw Error(what_ + ": " + failure + RegistryClient::give_up(failures_));
+      client_.backoff(what_ + ": " + failure + "; resuming with a ranged GET", failures_++);
+    }
+  }
+
+ private:
+  struct Broken {
+    std::string message;
+  };
+
+  void advance() {
+    ++cur_;
+    in_part_ = false;
+    if (cur_ < ranges_.size()) pos_ = ranges_[cur_].first;
+  }
+
+  // Up to dst.size() body bytes (at least one); Broken when the transfer fails or ends.
+  size_t take(std::span<std::byte> dst) {
+    if (buf_pos_ < buf_.size()) {
+      size_t n = std::min(dst.size(), buf_.size() - buf_pos_);
+      std::memcpy(dst.data(), buf_.data() + buf_pos_, n);
+      buf_pos_ += n;
+      return n;
+    }
+    size_t n = 0;
+    if (!transfer_->read_some(dst, n))
+      throw Broken{transfer_->error().message + " at byte " + std::to_string(pos_)};
+    if (n == 0) throw Broken{"the connection ended at byte " + std::to_string(pos_)};
+    return n;
+  }
+
+  // One line of a multipart answer, without its CRLF.
+  std::string line() {
+    std::string out;
+    for (;;) {
+      std::byte c;
+      take(std::span(&c, 1));
+      if (c == std::byte{'\n'}) break;
+      out.push_back(static_cast<char>(c));
+      if (out.size() > 4096) throw Error(what_ + ": a multipart header line is too long");
+    }
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    return out;
+  }
+
+  void skip(uint64_t n) {
+    std::vector<std::byte> tmp(1 << 16);
+    while (n > 0)
+      n -= take(std::span(tmp).first(static_cast<size_t>(std::min<uint64_t>(n, tmp.size()))));
+  }
+
+  void start() {
+    std::string spec;
+    for (size_t i = cur_; i < ranges_.size(); ++i) {
+      uint64_t first = i == cur_ ? pos_ : ranges_[i].first;
+      uint64_t last = ranges_[i].first + ranges_[i].second - 1;
+      spec += (spec.empty() ? "" : ",") + std::to_string(first) + "-" + std::to_string(last);
+    }
+    buf_.clear();
+    buf_pos_ = 0;
+    in_part_ = false;
+    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, 0, what_, 0, spec);
+    std::string type = transfer_->header("content-type");
+    if (transfer_->status() == 200) {
+      mode_ = Mode::whole;
+      where_ = 0;
+    } else if (type.starts_with("multipart/byteranges")) {
+      mode_ = Mode::multipart;
+      size_t b = type.find("boundary=");
+      if (b == std::string::npos) throw Error(what_ + ": multipart answer without a boundary");
+      boundary_ = "--" + type.substr(b + 9);
+      if (boundary_.size() > 2 && boundary_[2] == '"') {
+        boundary_.erase(2, 1);
+        if (!boundary_.empty() && boundary_.back() == '"') boundary_.pop_back();
+      }
+    } else {
+      mode_ = Mode::single;
+      std::string range = transfer_->header("content-range");
+      uint64_t last = ranges_[cur_].first + ranges_[cur_].second - 1;
+      if (cur_ + 1 != ranges_.size() ||
+          !range.starts_with("bytes " + std::to_string(pos_) + "-" + std::to_string(last) + "/"))
+        throw Error(what_ + ": asked for " + std::to_string(ranges_.size() - cur_) +
+                    " ranges, the registry answered Content-Range '" + escape_for_log(range) + "'");
+      in_part_ = true;
+    }
+  }
+
+  // Positions the transfer at the first byte of the current range.
+  void next_part() {
+    if (mode_ == Mode::whole) {
+      if (where_ > pos_) throw Error(what_ + ": ranges out of order");
+      skip(pos_ - where_);
+      where_ = ranges_[cur_].first + ranges_[cur_].second;  // after this range is read
+      in_part_ = true;
+      return;
+    }
+    if (mode_ == Mode::single) throw Error(what_ + ": the registry sent one range of several");
+    // multipart: [CRLF] --boundary CRLF headers CRLF CRLF data
+    std::string l;
+    for (int i = 0; i < 3 && (l = line()).empty(); ++i) {
+    }
+    if (l != boundary_)
+      throw Error(what_ + ": expected the multipart boundary, got '" + escape_for_log(l) + "'");
+    std::string range;
+    for (int i = 0; i < 32; ++i) {
+      l = line();
+      if (l.empty()) break;
+      std::string lower = l;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (lower.starts_with("content-range:")) range = lower.substr(14);
+    }
+    while (!range.empty() && range.front() == ' ') range.erase(0, 1);
+    uint64_t last = ranges_[cur_].first + ranges_[cur_].second - 1;
+    if (!range.starts_with("bytes " + std::to_string(pos_) + "-" + std::to_string(last) + "/"))
+      throw Error(what_ + ": expected the part for bytes " + std::to_string(pos_) + "-" +
+                  std::to_string(last) + ", the registry sent '" + escape_for_log(range) + "'");
+    in_part_ = true;
+  }
+
+  enum class Mode { whole, multipart, single };
+  RegistryClient& client_;
+  Descriptor blob_;
+  std::string what_;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;
+  size_t cur_ = 0;
+  uint64_t pos_ = 0;    // next blob offset to hand out
+  uint64_t where_ = 0;  // whole mode: blob offset of the transfer
+  bool in_part_ = false;
+  Mode mode_ = Mode::whole;
+  std::string boundary_;
+  std::vector<std::byte> buf_;
+  size_t buf_pos_ = 0;
+  std::unique_ptr<http::Transfer> transfer_;
+  unsigned failures_ = 0;
+};
+
 class RegistrySource : public ImageSource {
  public:
   RegistrySource(std::string spec, Reference ref, std::vector<Endpoint> endpoints,
@@ -422,6 +599,19 @@ class RegistrySource : public ImageSource {
                   "+" + std::to_string(length) + " is beyond its " + std::to_string(blob.size) +
                   " bytes");
     return std::make_unique<RegistryBlobReader>(client_, blob, offset, offset + length);
+  }
+
+  std::unique_ptr<BlobReader> open_blob_ranges(
+      const Descriptor& blob, std::vector<std::pair<uint64_t, uint64_t>> ranges) override {
+    validate_oci_digest(blob.digest, client_.spec());
+    uint64_t prev = 0;
+    for (const auto& [offset, length] : ranges)
+      if (offset < prev || length == 0 || offset > blob.size || length > blob.size - offset)
+        throw Error(client_.spec() + ": blob " + blob.digest +
+                    ": ranges out of order or beyond its " + std::to_string(blob.size) + " bytes");
+      else
+        prev = offset + length;
+    return std::make_unique<RegistryRangesReader>(client_, blob, std::move(ranges));
   }
 
   std::string name() const override { return client_.spec(); }

@@ -17,6 +17,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cfs::oci {
 
@@ -46,6 +48,12 @@ class ImageSource {
   // The bytes [offset, offset + length) of a blob, for partial pulls; nullptr where the
   // source cannot read ranges (then the blob is read whole). Thread-safe like open_blob.
   virtual std::unique_ptr<BlobReader> open_blob_range(const Descriptor&, uint64_t, uint64_t) {
+    return nullptr;
+  }
+  // Several ascending, disjoint (offset, length) ranges in one request, read as their
+  // concatenation; nullptr where the source cannot (then open_blob_range serves each).
+  virtual std::unique_ptr<BlobReader> open_blob_ranges(const Descriptor&,
+                                                       std::vector<std::pair<uint64_t, uint64_t>>) {
     return nullptr;
   }
   // Called once all blobs are read (the skopeo proxy waits for the pipe's status here).
