@@ -96,8 +96,12 @@ Transfer::Transfer(const Request& request) : h_(std::make_unique<Handles>()) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
   }
-  if (request.range_start > 0) {
-    h_->range = std::to_string(request.range_start) + "-";
+  if (!request.ranges.empty()) {
+    h_->range = request.ranges;
+    curl_easy_setopt(e, CURLOPT_RANGE, h_->range.c_str());
+  } else if (request.range_start > 0 || request.range_end > 0) {
+    h_->range = std::to_string(request.range_start) + "-" +
+                (request.range_end > 0 ? std::to_string(request.range_end - 1) : std::string());
     curl_easy_setopt(e, CURLOPT_RANGE, h_->range.c_str());
   }
   if (request.max_recv_speed > 0)

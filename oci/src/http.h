@@ -19,6 +19,8 @@ struct Request {
   std::vector<std::string> headers;  // "Name: value"
   bool verify_tls = true;
   uint64_t range_start = 0;     // > 0: "Range: bytes=<start>-"
+  uint64_t range_end = 0;       // > 0: exclusive end, "Range: bytes=<start>-<end - 1>"
+  std::string ranges;           // non-empty: "Range: bytes=<ranges>" instead ("a-b,c-d,...")
   uint64_t max_recv_speed = 0;  // bytes/s, 0: unlimited
   long connect_timeout_s = 30;
   long low_speed_timeout_s = 60;  // abort when below 1 byte/s for this long

@@ -12,6 +12,8 @@
 #include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/refs.h"
+#include "chunked.h"
+#include "content_index.h"
 #include "fsutil.h"
 #include "internal.h"
 #include "json_util.h"
@@ -470,6 +472,7 @@ class ImageCheck {
     if (!check_manifest() || !check_config()) return;
     store::SplitStreamReader cs = repo_.open_stream("oci-config-" + config_digest_);
     for (const std::string& d : diff_ids_) check_layer(cs, d, metadata_only);
+    check_chunked_annotations();
     check_image_refs(cs);
   }
 
@@ -564,6 +567,25 @@ class ImageCheck {
     });
   }
 
+  // zstd:chunked layers: the annotations a partial pull trusted parse (the TOC digest and
+  // position; the content they vouched for is re-checked through the diff_id above).
+  void check_chunked_annotations() {
+    if (!manifest_.contains("layers") || !manifest_["layers"].is_array()) return;
+    for (const json& l : manifest_["layers"]) {
+      if (!l.is_object()) continue;
+      Descriptor d{
+          json_string(l, "mediaType", "", manifest_id_),
+          json_string(l, "digest", "", manifest_id_),
+          l.contains("size") && l["size"].is_number_unsigned() ? l["size"].get<uint64_t>() : 0,
+          {}};
+      if (auto a = l.find("annotations"); a != l.end() && a->is_object())
+        for (const auto& [k, v] : a->items())
+          if (v.is_string()) d.annotations.emplace(k, v.get<std::string>());
+      attempt("chunked-annotation-invalid",
+              [&] { (void)chunked_toc_of(d, manifest_id_ + ": layer " + d.digest); });
+    }
+  }
+
   // The config stream names a (plain) EROFS image, of any format, and every EROFS image it
   // names is present.
   void check_image_refs(const store::SplitStreamReader& cs) {
@@ -605,6 +627,12 @@ OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::stri
   for (const std::string& n : names) {
     ++report.images_checked;
     ImageCheck(repo, n, report).run(metadata_only);
+  }
+  if (!name && !metadata_only) {
+    content_index::CheckResult index = content_index::check(repo);
+    report.content_index_entries = index.entries;
+    report.content_index_stale = index.stale;
+    report.errors.insert(report.errors.end(), index.errors.begin(), index.errors.end());
   }
   return report;
 }

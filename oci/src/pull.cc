@@ -23,6 +23,8 @@
 #include "cfs/oci/tar.h"
 #include "cfs/store/images.h"
 #include "cfs/store/refs.h"
+#include "chunked.h"
+#include "content_index.h"
 #include "internal.h"
 #include "util.h"
 
@@ -70,8 +72,13 @@ ParsedImage parse_manifest(std::string bytes, const std::string& what) {
     if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string() ||
         !j.contains("size") || !j["size"].is_number_unsigned())
       throw Error(what + ": manifest descriptor without digest and size");
-    Descriptor d{json_string(j, "mediaType", "", what), j["digest"].get<std::string>(),
-                 j["size"].get<uint64_t>()};
+    Descriptor d{json_string(j, "mediaType", "", what),
+                 j["digest"].get<std::string>(),
+                 j["size"].get<uint64_t>(),
+                 {}};
+    if (auto a = j.find("annotations"); a != j.end() && a->is_object())
+      for (const auto& [k, v] : a->items())
+        if (v.is_string()) d.annotations.emplace(k, v.get<std::string>());
     validate_oci_digest(d.digest, what);
     return d;
   };
@@ -125,15 +132,36 @@ std::vector<std::string> config_diff_ids(std::string_view config, const std::str
 // Splits one layer: tar headers and small contents inline, large regular files as objects.
 class LayerSplitter : public TarHandler {
  public:
-  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer)
-      : repo_(repo), writer_(writer) {}
+  // index_content: also hash every object's content with sha256 for the content index
+  // (zstd:chunked layers, whose TOCs name files by that hash).
+  LayerSplitter(store::Repository& repo, store::SplitStreamWriter& writer,
+                bool index_content = false)
+      : repo_(repo), writer_(writer), index_content_(index_content) {}
   void inline_bytes(std::span<const std::byte> data) override { writer_.write_inline(data); }
-  void external_begin(const TarEntry&) override { object_.emplace(repo_.write_object()); }
-  void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
-  void external_zeros(uint64_t n) override { object_->write_zeros(n); }
+  void external_begin(const TarEntry&) override {
+    object_.emplace(repo_.write_object());
+    if (index_content_) content_hash_.emplace();
+  }
+  void external_bytes(std::span<const std::byte> data) override {
+    object_->write(data);
+    if (content_hash_) content_hash_->update(data);
+  }
+  void external_zeros(uint64_t n) override {
+    object_->write_zeros(n);
+    static constexpr std::byte kZeros[4096] = {};
+    for (uint64_t left = n; content_hash_ && left > 0;) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
+      content_hash_->update(std::span(kZeros, k));
+      left -= k;
+    }
+  }
   void external_end() override {
     last_object_ = object_->commit();
     object_.reset();
+    if (content_hash_) {
+      indexed.emplace_back(content_hash_->finish(), last_object_);
+      content_hash_.reset();
+    }
   }
   // Called after the content was streamed into its object and before the padding that
   // follows it, so the external chunk sits exactly where the content was in the tar.
@@ -148,11 +176,15 @@ class LayerSplitter : public TarHandler {
     }
   }
   uint64_t object_bytes = 0;
+  // (content sha256, object) of every object written, with index_content.
+  std::vector<std::pair<std::string, Digest>> indexed;
 
  private:
   store::Repository& repo_;
   store::SplitStreamWriter& writer_;
+  bool index_content_;
   std::optional<store::ObjectWriter> object_;
+  std::optional<Sha256> content_hash_;
   Digest last_object_;
 };
 
@@ -192,12 +224,62 @@ struct ImportedLayer {
   Digest stream;  // the layer splitstream, stored as an object but not named yet
   uint64_t bytes_read = 0;
   uint64_t object_bytes = 0;
+  bool partial = false;  // a zstd:chunked layer read through its TOC
+  uint64_t bytes_reused = 0;
+  uint64_t files_reused = 0;
 };
 
+void check_diff_id(Sha256& uncompressed, const std::string& diff_id, const std::string& what) {
+  std::string actual_diff = uncompressed.finish();
+  if (actual_diff != diff_id)
+    throw Error(what + ": uncompressed digest is " + actual_diff + ", the config's diff_id says " +
+                diff_id + " (corrupt or tampered)");
+}
+
+// A zstd:chunked layer through its TOC (chunked.h): only what the repository lacks is
+// fetched, the tar is rebuilt byte for byte and split exactly as a full import splits it, and
+// its diff_id is checked as a full import checks it. nullopt when the source cannot serve
+// byte ranges.
+std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, ImageSource& source,
+                                                  const Descriptor& blob, const ChunkedToc& toc,
+                                                  const std::string& diff_id, XattrMode xattrs,
+                                                  std::atomic<bool>& cancel,
+                                                  const std::function<void(uint64_t)>& on_bytes) {
+  std::string what = source.name() + ": layer " + blob.digest;
+  auto reader = ChunkedLayerReader::open(repo, source, blob, toc, what, on_bytes, &cancel);
+  if (!reader) return std::nullopt;
+  store::SplitStreamWriter stream(repo.algorithm(), store::kContentOciLayer);
+  LayerSplitter splitter(repo, stream, true);
+  TarParser parser(splitter, TarMode::split, what, xattrs);
+  Sha256 uncompressed;
+  reader->run([&](std::span<const std::byte> data) {
+    uncompressed.update(data);
+    parser.feed(data);
+  });
+  parser.finish();
+  check_diff_id(uncompressed, diff_id, what);
+  ImportedLayer out;
+  out.stream = repo.write_stream_object(stream);
+  repo.sync();
+  content_index::record(repo, splitter.indexed);
+  out.bytes_read = reader->stats().fetched;
+  out.object_bytes = splitter.object_bytes;
+  out.partial = true;
+  out.bytes_reused = reader->stats().bytes_reused;
+  out.files_reused = reader->stats().files_reused;
+  return out;
+}
+
 ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const Descriptor& blob,
-                           const std::string& diff_id, XattrMode xattrs, std::atomic<bool>& cancel,
+                           const std::string& diff_id, XattrMode xattrs, bool partial,
+                           std::atomic<bool>& cancel,
                            const std::function<void(uint64_t)>& on_bytes) {
   std::string what = source.name() + ": layer " + blob.digest;
+  std::optional<ChunkedToc> toc = chunked_toc_of(blob, what);
+  if (toc && partial)
+    if (auto layer =
+            import_chunked_layer(repo, source, blob, *toc, diff_id, xattrs, cancel, on_bytes))
+      return *layer;
   ImportedLayer out;
   store::SplitStreamWriter stream(repo.algorithm(), store::kContentOciLayer);
   auto reader = source.open_blob(blob);
@@ -214,7 +296,7 @@ ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const D
   };
 
   Sha256 uncompressed;
-  LayerSplitter splitter(repo, stream);
+  LayerSplitter splitter(repo, stream, toc.has_value());
   TarParser parser(splitter, TarMode::split, what, xattrs);
   check(archive_read_open(a.get(), &ctx, nullptr, archive_read_cb, nullptr), "open");
   archive_entry* entry = nullptr;
@@ -248,12 +330,10 @@ ImportedLayer import_layer(store::Repository& repo, ImageSource& source, const D
   if (actual != blob.digest)
     throw Error(what + ": blob digest is " + actual + ", the manifest says " + blob.digest +
                 " (corrupt or tampered)");
-  std::string actual_diff = uncompressed.finish();
-  if (actual_diff != diff_id)
-    throw Error(what + ": uncompressed digest is " + actual_diff + ", the config's diff_id says " +
-                diff_id + " (corrupt or tampered)");
+  check_diff_id(uncompressed, diff_id, what);
   out.stream = repo.write_stream_object(stream);
   repo.sync();
+  content_index::record(repo, splitter.indexed);
   out.bytes_read = ctx.bytes;
   out.object_bytes = splitter.object_bytes;
   return out;
@@ -442,8 +522,8 @@ std::vector<std::optional<ImportedLayer>> import_layers(
       if (k >= jobs.size() || cancel) return;
       size_t i = jobs[k];
       try {
-        imported[i] = import_layer(*own, source, layers[i], diff_ids[i], options.xattrs, cancel,
-                                   [&](uint64_t n) {
+        imported[i] = import_layer(*own, source, layers[i], diff_ids[i], options.xattrs,
+                                   options.partial, cancel, [&](uint64_t n) {
                                      reporter.report([&](PullProgress& p) {
                                        p.bytes_done += n;
                                        p.message.clear();
@@ -516,6 +596,11 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
     if (!imported[i]) continue;
     result.bytes_read += imported[i]->bytes_read;
     result.objects_bytes += imported[i]->object_bytes;
+    if (imported[i]->partial) {
+      ++result.layers_partial;
+      result.bytes_reused += imported[i]->bytes_reused;
+      result.files_reused += imported[i]->files_reused;
+    }
     ++result.layers_imported;
     new_streams[diff_ids[i]] = imported[i]->stream;
   }

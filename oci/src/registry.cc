@@ -1,7 +1,9 @@
 // The registry v2 client behind `docker://` sources (see cfs/oci/registry.h).
 #include "cfs/oci/registry.h"
 
+#include <cctype>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -140,7 +142,8 @@ class RegistryClient {
   // the registry, the repository and the HTTP status.
   std::unique_ptr<http::Transfer> open(const Endpoint& e, const std::string& path,
                                        const std::vector<std::string>& headers,
-                                       uint64_t range_start, const std::string& what) {
+                                       uint64_t range_start, const std::string& what,
+                                       uint64_t range_end = 0, const std::string& ranges = {}) {
     bool authenticated_now = false;
     unsigned failures = 0;
     for (;;) {
@@ -151,6 +154,8 @@ class RegistryClient {
       if (std::string auth = auth_header(e.host); !auth.empty()) req.headers.push_back(auth);
       req.verify_tls = options_.tls_verify && !e.insecure;
       req.range_start = range_start;
+      req.range_end = range_end;
+      req.ranges = ranges;
       req.max_recv_speed = options_.max_rate;
       auto t = std::make_unique<http::Transfer>(req);
       if (!t->wait_headers()) {
@@ -297,37 +302,44 @@ class RegistryClient {
   std::set<std::string> http_hosts_;         // insecure hosts that answered only over http
 };
 
-// One blob, streamed; a broken transfer is resumed with a ranged GET from the byte it
-// reached (a registry that ignores the range sends it all again and the prefix is skipped).
+// One blob, or the byte range [first, end) of it, streamed; a broken transfer is resumed with
+// a ranged GET from the byte it reached (a registry that ignores the range sends the blob
+// from its start again and the prefix is skipped).
 class RegistryBlobReader : public BlobReader {
  public:
-  RegistryBlobReader(RegistryClient& client, Descriptor blob)
+  RegistryBlobReader(RegistryClient& client, Descriptor blob, uint64_t first, uint64_t end)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " +
-              blob_.digest) {}
+        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest),
+        first_(first),
+        end_(end),
+        pos_(first) {
+    if (first_ > 0 || end_ < blob_.size)
+      what_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+  }
 
   size_t read(std::span<std::byte> buf) override {
     for (;;) {
+      if (pos_ >= end_) {
+        transfer_.reset();
+        return 0;
+      }
       if (!transfer_) start();
       size_t n = 0;
       std::string failure;
-      if (transfer_->read_some(buf, n)) {
-        if (n == 0 && pos_ >= blob_.size) return 0;
+      auto want = buf.first(static_cast<size_t>(std::min<uint64_t>(buf.size(), end_ - pos_)));
+      if (transfer_->read_some(want, n)) {
         if (n == 0) {
           failure = "the connection ended at byte " + std::to_string(pos_) + " of " +
-                    std::to_string(blob_.size);
+                    std::to_string(end_);
         } else {
-          if (pos_ + n > blob_.size)
-            throw Error(what_ + ": the registry sent more than the " + std::to_string(blob_.size) +
-                        " bytes the manifest gives");
           pos_ += n;
           failures_ = 0;  // progress: the retries start afresh
           return n;
         }
       } else {
         failure = transfer_->error().message + " at byte " + std::to_string(pos_) + " of " +
-                  std::to_string(blob_.size);
+                  std::to_string(end_);
       }
       transfer_.reset();
       if (failures_ >= client_.options().retries)
@@ -338,19 +350,21 @@ class RegistryBlobReader : public BlobReader {
 
  private:
   void start() {
+    bool whole = pos_ == 0 && end_ >= blob_.size;
     transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_,
-                             pos_ ? what_ + " from byte " + std::to_string(pos_) : what_);
-    if (pos_ == 0) return;
+                             pos_ > first_ ? what_ + " from byte " + std::to_string(pos_) : what_,
+                             whole || end_ >= blob_.size ? 0 : end_);
+    if (whole) return;
     if (transfer_->status() == 206) {
       std::string range = transfer_->header("content-range");
       std::string expect = "bytes " + std::to_string(pos_) + "-";
       if (!range.starts_with(expect))
         throw Error(what_ + ": asked for the bytes from " + std::to_string(pos_) +
                     ", the registry answered Content-Range '" + escape_for_log(range) + "'");
-      client_.notice(what_ + ": resumed at byte " + std::to_string(pos_));
+      if (pos_ > first_) client_.notice(what_ + ": resumed at byte " + std::to_string(pos_));
       return;
     }
-    // 200: the whole blob again; skip what was read already.
+    // 200: the whole blob again; skip up to where this reader is.
     client_.notice(what_ + ": the registry ignored the range; skipping " + std::to_string(pos_) +
                    " bytes");
     std::vector<std::byte> skip(1 << 16);
@@ -372,7 +386,183 @@ class RegistryBlobReader : public BlobReader {
   Descriptor blob_;
   std::string what_;
   std::unique_ptr<http::Transfer> transfer_;
-  uint64_t pos_ = 0;
+  uint64_t first_;
+  uint64_t end_;
+  uint64_t pos_;
+  unsigned failures_ = 0;
+};
+
+// Several byte ranges of one blob in one GET ("Range: bytes=a-b,c-d,..."), read as their
+// concatenation. The answer may be multipart/byteranges (the parts must come in the order
+// asked), a single 206 part when one range is left, or the whole blob (200: the bytes between
+// the ranges are skipped). A broken transfer is resumed with the ranges not yet read.
+class RegistryRangesReader : public BlobReader {
+ public:
+  RegistryRangesReader(RegistryClient& client, Descriptor blob,
+                       std::vector<std::pair<uint64_t, uint64_t>> ranges)
+      : client_(client),
+        blob_(std::move(blob)),
+        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest +
+              " (" + std::to_string(ranges.size()) + " ranges)"),
+        ranges_(std::move(ranges)) {
+    if (!ranges_.empty()) pos_ = ranges_[0].first;
+  }
+
+  size_t read(std::span<std::byte> buf) override {
+    for (;;) {
+      if (cur_ >= ranges_.size()) {
+        transfer_.reset();
+        return 0;
+      }
+      std::string failure;
+      try {
+        if (!transfer_) start();
+        if (!in_part_) next_part();
+        uint64_t end = ranges_[cur_].first + ranges_[cur_].second;
+        size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos_));
+        size_t n = take(buf.first(want));
+        pos_ += n;
+        failures_ = 0;
+        if (pos_ == end) advance();
+        return n;
+      } catch (const Broken& b) {
+        failure = b.message;
+      }
+      transfer_.reset();
+      if (failures_ >= client_.options().retries)
+        throw Error(what_ + ": " + failure + RegistryClient::give_up(failures_));
+      client_.backoff(what_ + ": " + failure + "; resuming with a ranged GET", failures_++);
+    }
+  }
+
+ private:
+  struct Broken {
+    std::string message;
+  };
+
+  void advance() {
+    ++cur_;
+    in_part_ = false;
+    if (cur_ < ranges_.size()) pos_ = ranges_[cur_].first;
+  }
+
+  // Up to dst.size() body bytes (at least one); Broken when the transfer fails or ends.
+  size_t take(std::span<std::byte> dst) {
+    if (buf_pos_ < buf_.size()) {
+      size_t n = std::min(dst.size(), buf_.size() - buf_pos_);
+      std::memcpy(dst.data(), buf_.data() + buf_pos_, n);
+      buf_pos_ += n;
+      return n;
+    }
+    size_t n = 0;
+    if (!transfer_->read_some(dst, n))
+      throw Broken{transfer_->error().message + " at byte " + std::to_string(pos_)};
+    if (n == 0) throw Broken{"the connection ended at byte " + std::to_string(pos_)};
+    return n;
+  }
+
+  // One line of a multipart answer, without its CRLF.
+  std::string line() {
+    std::string out;
+    for (;;) {
+      std::byte c;
+      take(std::span(&c, 1));
+      if (c == std::byte{'\n'}) break;
+      out.push_back(static_cast<char>(c));
+      if (out.size() > 4096) throw Error(what_ + ": a multipart header line is too long");
+    }
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    return out;
+  }
+
+  void skip(uint64_t n) {
+    std::vector<std::byte> tmp(1 << 16);
+    while (n > 0)
+      n -= take(std::span(tmp).first(static_cast<size_t>(std::min<uint64_t>(n, tmp.size()))));
+  }
+
+  void start() {
+    std::string spec;
+    for (size_t i = cur_; i < ranges_.size(); ++i) {
+      uint64_t first = i == cur_ ? pos_ : ranges_[i].first;
+      uint64_t last = ranges_[i].first + ranges_[i].second - 1;
+      spec += (spec.empty() ? "" : ",") + std::to_string(first) + "-" + std::to_string(last);
+    }
+    buf_.clear();
+    buf_pos_ = 0;
+    in_part_ = false;
+    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, 0, what_, 0, spec);
+    std::string type = transfer_->header("content-type");
+    if (transfer_->status() == 200) {
+      mode_ = Mode::whole;
+      where_ = 0;
+    } else if (type.starts_with("multipart/byteranges")) {
+      mode_ = Mode::multipart;
+      size_t b = type.find("boundary=");
+      if (b == std::string::npos) throw Error(what_ + ": multipart answer without a boundary");
+      boundary_ = "--" + type.substr(b + 9);
+      if (boundary_.size() > 2 && boundary_[2] == '"') {
+        boundary_.erase(2, 1);
+        if (!boundary_.empty() && boundary_.back() == '"') boundary_.pop_back();
+      }
+    } else {
+      mode_ = Mode::single;
+      std::string range = transfer_->header("content-range");
+      uint64_t last = ranges_[cur_].first + ranges_[cur_].second - 1;
+      if (cur_ + 1 != ranges_.size() ||
+          !range.starts_with("bytes " + std::to_string(pos_) + "-" + std::to_string(last) + "/"))
+        throw Error(what_ + ": asked for " + std::to_string(ranges_.size() - cur_) +
+                    " ranges, the registry answered Content-Range '" + escape_for_log(range) + "'");
+      in_part_ = true;
+    }
+  }
+
+  // Positions the transfer at the first byte of the current range.
+  void next_part() {
+    if (mode_ == Mode::whole) {
+      if (where_ > pos_) throw Error(what_ + ": ranges out of order");
+      skip(pos_ - where_);
+      where_ = ranges_[cur_].first + ranges_[cur_].second;  // after this range is read
+      in_part_ = true;
+      return;
+    }
+    if (mode_ == Mode::single) throw Error(what_ + ": the registry sent one range of several");
+    // multipart: [CRLF] --boundary CRLF headers CRLF CRLF data
+    std::string l;
+    for (int i = 0; i < 3 && (l = line()).empty(); ++i) {
+    }
+    if (l != boundary_)
+      throw Error(what_ + ": expected the multipart boundary, got '" + escape_for_log(l) + "'");
+    std::string range;
+    for (int i = 0; i < 32; ++i) {
+      l = line();
+      if (l.empty()) break;
+      std::string lower = l;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (lower.starts_with("content-range:")) range = lower.substr(14);
+    }
+    while (!range.empty() && range.front() == ' ') range.erase(0, 1);
+    uint64_t last = ranges_[cur_].first + ranges_[cur_].second - 1;
+    if (!range.starts_with("bytes " + std::to_string(pos_) + "-" + std::to_string(last) + "/"))
+      throw Error(what_ + ": expected the part for bytes " + std::to_string(pos_) + "-" +
+                  std::to_string(last) + ", the registry sent '" + escape_for_log(range) + "'");
+    in_part_ = true;
+  }
+
+  enum class Mode { whole, multipart, single };
+  RegistryClient& client_;
+  Descriptor blob_;
+  std::string what_;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;
+  size_t cur_ = 0;
+  uint64_t pos_ = 0;    // next blob offset to hand out
+  uint64_t where_ = 0;  // whole mode: blob offset of the transfer
+  bool in_part_ = false;
+  Mode mode_ = Mode::whole;
+  std::string boundary_;
+  std::vector<std::byte> buf_;
+  size_t buf_pos_ = 0;
+  std::unique_ptr<http::Transfer> transfer_;
   unsigned failures_ = 0;
 };
 
@@ -398,7 +588,30 @@ class RegistrySource : public ImageSource {
 
   std::unique_ptr<BlobReader> open_blob(const Descriptor& blob) override {
     validate_oci_digest(blob.digest, client_.spec());
-    return std::make_unique<RegistryBlobReader>(client_, blob);
+    return std::make_unique<RegistryBlobReader>(client_, blob, 0, blob.size);
+  }
+
+  std::unique_ptr<BlobReader> open_blob_range(const Descriptor& blob, uint64_t offset,
+                                              uint64_t length) override {
+    validate_oci_digest(blob.digest, client_.spec());
+    if (offset > blob.size || length > blob.size - offset)
+      throw Error(client_.spec() + ": blob " + blob.digest + ": range " + std::to_string(offset) +
+                  "+" + std::to_string(length) + " is beyond its " + std::to_string(blob.size) +
+                  " bytes");
+    return std::make_unique<RegistryBlobReader>(client_, blob, offset, offset + length);
+  }
+
+  std::unique_ptr<BlobReader> open_blob_ranges(
+      const Descriptor& blob, std::vector<std::pair<uint64_t, uint64_t>> ranges) override {
+    validate_oci_digest(blob.digest, client_.spec());
+    uint64_t prev = 0;
+    for (const auto& [offset, length] : ranges)
+      if (offset < prev || length == 0 || offset > blob.size || length > blob.size - offset)
+        throw Error(client_.spec() + ": blob " + blob.digest +
+                    ": ranges out of order or beyond its " + std::to_string(blob.size) + " bytes");
+      else
+        prev = offset + length;
+    return std::make_unique<RegistryRangesReader>(client_, blob, std::move(ranges));
   }
 
   std::string name() const override { return client_.spec(); }

@@ -83,6 +83,7 @@ struct PullArgs {
   std::string authfile;
   std::string registries_conf;
   std::string expected_digest;
+  bool no_partial = false;
 };
 
 // "2M", "512k", "1000": bytes per second (K/M/G are powers of 1024).
@@ -149,6 +150,7 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
   oci::PullOptions options;
   options.bootable = args.bootable;
   options.threads = args.threads;
+  options.partial = !args.no_partial;
   options.xattrs = oci::parse_xattr_mode(args.xattrs);
   options.registry.retries = args.retry_times;
   options.registry.retry_delay_ms = args.retry_delay_ms;
@@ -205,6 +207,10 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
            " imported, " + std::to_string(r.layers - r.layers_imported) + " already present), " +
            human_bytes(r.bytes_read) + " read, " + human_bytes(r.objects_bytes) +
            " in file objects\n";
+  if (!args.quiet && r.layers_partial)
+    out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked layers, " +
+           std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
+           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
   print(out);
 }
 
@@ -230,6 +236,9 @@ void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   add_xattrs_option(cmd, args->xattrs, "Xattrs the images keep");
   cmd->add_option("--threads", args->threads, "Parallel layer imports (default: CPUs)");
+  cmd->add_flag("--no-partial", args->no_partial,
+                "docker://: download zstd:chunked layers whole instead of fetching only the "
+                "files the repository does not hold");
   cmd->add_option("--retry-times", args->retry_times,
                   "docker://: further attempts after a network failure or a 429/5xx answer; a "
                   "broken blob transfer resumes where it stopped (default 3)");
@@ -763,6 +772,8 @@ void run_fsck(store::Repository& repo, const FsckArgs& args) {
                         {"images_checked", report.images_checked},
                         {"objects_checked", base.objects_checked},
                         {"streams_checked", base.streams_checked},
+                        {"content_index_entries", report.content_index_entries},
+                        {"content_index_stale", report.content_index_stale},
                         {"errors", errors}};
     print(json_text(j));
     return;
@@ -770,6 +781,9 @@ void run_fsck(store::Repository& repo, const FsckArgs& args) {
   std::string out = "objects: " + std::to_string(base.objects_checked) + " checked\n" +
                     "streams: " + std::to_string(base.streams_checked) + " checked\n" +
                     "oci images: " + std::to_string(report.images_checked) + " checked\n";
+  if (report.content_index_entries)
+    out += "content index: " + std::to_string(report.content_index_entries) + " entries (" +
+           std::to_string(report.content_index_stale) + " stale)\n";
   if (errors.empty()) {
     print(out + "status: ok\n");
     return;

@@ -72,6 +72,9 @@ struct PullOptions {
   std::function<void(const PullProgress&)> progress;
   // The registry client's settings (docker:// sources).
   RegistryOptions registry;
+  // zstd:chunked layers from sources that serve byte ranges: fetch only the files the
+  // repository lacks (false: download and decompress every layer whole).
+  bool partial = true;
 };
 
 struct PullResult {
@@ -87,8 +90,11 @@ struct PullResult {
   std::vector<std::pair<uint32_t, Digest>> boot_images;
   unsigned layers = 0;
   unsigned layers_imported = 0;
-  uint64_t bytes_read = 0;     // compressed bytes read from the source
-  uint64_t objects_bytes = 0;  // bytes of regular files stored as objects
+  uint64_t bytes_read = 0;      // compressed bytes read from the source
+  uint64_t objects_bytes = 0;   // bytes of regular files stored as objects
+  unsigned layers_partial = 0;  // zstd:chunked layers read through their TOC
+  uint64_t files_reused = 0;    // ... file contents taken from existing objects, not fetched
+  uint64_t bytes_reused = 0;    // ... and their bytes
 };
 
 // Pulls source (see source.h) into repo and tags it (default tag: the source string).
@@ -172,8 +178,13 @@ void for_each_stored_layer_entry(const store::Repository& repo, std::string_view
 // their digest, config present and re-hashed, diff_ids match the manifest's layers, every
 // layer stream present and of content type ocilayer (and decoding to its diff_id unless
 // metadata_only), EROFS image refs present. Error kinds as composefs-rs names them.
+// Also: zstd:chunked annotations of the stored manifests well-formed, and every entry of the
+// content index (sha256 -> object, used by partial pulls) naming an object whose content
+// hashes to it (entries whose object gc removed are counted as stale, not errors).
 struct OciFsckReport {
   unsigned images_checked = 0;
+  unsigned content_index_entries = 0;
+  unsigned content_index_stale = 0;
   std::vector<std::string> errors;
   bool ok() const noexcept { return errors.empty(); }
 };

@@ -12,10 +12,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cfs::oci {
 
@@ -23,6 +26,7 @@ struct Descriptor {
   std::string media_type;
   std::string digest;  // "sha256:<hex>"
   uint64_t size = 0;
+  std::map<std::string, std::string> annotations;  // string-valued ones of the manifest's
 };
 
 // Sequential reader of one blob.
@@ -41,6 +45,17 @@ class ImageSource {
   virtual std::string manifest() = 0;
   // Thread-safe: layers are read concurrently.
   virtual std::unique_ptr<BlobReader> open_blob(const Descriptor& blob) = 0;
+  // The bytes [offset, offset + length) of a blob, for partial pulls; nullptr where the
+  // source cannot read ranges (then the blob is read whole). Thread-safe like open_blob.
+  virtual std::unique_ptr<BlobReader> open_blob_range(const Descriptor&, uint64_t, uint64_t) {
+    return nullptr;
+  }
+  // Several ascending, disjoint (offset, length) ranges in one request, read as their
+  // concatenation; nullptr where the source cannot (then open_blob_range serves each).
+  virtual std::unique_ptr<BlobReader> open_blob_ranges(const Descriptor&,
+                                                       std::vector<std::pair<uint64_t, uint64_t>>) {
+    return nullptr;
+  }
   // Called once all blobs are read (the skopeo proxy waits for the pipe's status here).
   virtual void finish_blob(BlobReader&) {}
   // The source string, used as the default tag.

@@ -1,0 +1,344 @@
+#include "chunked.h"
+
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <nlohmann/json.hpp>
+
+#include "cfs/error.h"
+#include "cfs/escape.h"
+#include "cfs/oci/tar.h"
+#include "content_index.h"
+#include "json_util.h"
+#include "util.h"
+
+namespace cfs::oci {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kPrefixes[] = {"io.github.containers.zstd-chunked.",
+                                          "io.containers.zstd-chunked."};
+constexpr uint64_t kSkippableHeader = 8;  // magic + frame size before the compressed TOC
+// A reusable file content whose compressed frames are smaller than this is fetched anyway:
+// one ranged GET fewer is worth more than a few KiB.
+constexpr uint64_t kMinReuse = 4096;
+constexpr size_t kBuffer = 256 << 10;
+
+struct DCtxFree {
+  void operator()(ZSTD_DCtx* d) const noexcept { ZSTD_freeDCtx(d); }
+};
+using DCtx = std::unique_ptr<ZSTD_DCtx, DCtxFree>;
+
+uint64_t parse_u64(std::string_view s, const std::string& what) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty())
+    throw Error(what + ": '" + escape_for_log(s) + "' is not a number");
+  return v;
+}
+
+uint64_t uint_field(const json& e, const char* key, const std::string& what) {
+  auto it = e.find(key);
+  if (it == e.end()) return 0;
+  if (!it->is_number_unsigned()) {
+    if (it->is_number_integer() && it->get<int64_t>() == 0) return 0;
+    throw Error(what + ": '" + key + "' is not a non-negative integer");
+  }
+  return it->get<uint64_t>();
+}
+
+// Feeds a file content on, holding its last piece back until the whole content matched its
+// size and TOC digest: the tar parser completes a file's object only with its last byte.
+class PayloadCheck {
+ public:
+  PayloadCheck(const ChunkedLayerReader::Segment& s,
+               const std::function<void(std::span<const std::byte>)>& feed, std::string what)
+      : s_(s), feed_(feed), what_(std::move(what)) {}
+  void add(std::span<const std::byte> data) {
+    if (data.empty()) return;
+    n_ += data.size();
+    if (n_ > s_.size)
+      throw Error(what_ + ": more than the " + std::to_string(s_.size) + " bytes the TOC gives");
+    h_.update(data);
+    if (!pending_.empty()) feed_(pending_);
+    pending_.assign(data.begin(), data.end());
+  }
+  void finish() {
+    if (n_ != s_.size)
+      throw Error(what_ + ": " + std::to_string(n_) + " bytes, the TOC says " +
+                  std::to_string(s_.size) + " (corrupt or tampered)");
+    std::string actual = h_.finish();
+    if (actual != s_.digest)
+      throw Error(what_ + ": content hashes to " + actual + ", the TOC says " + s_.digest +
+                  " (corrupt or tampered)");
+    feed_(pending_);
+  }
+
+ private:
+  const ChunkedLayerReader::Segment& s_;
+  const std::function<void(std::span<const std::byte>)>& feed_;
+  std::string what_;
+  Sha256 h_;
+  uint64_t n_ = 0;
+  std::vector<std::byte> pending_;
+};
+
+std::string decompress_toc(std::span<const std::byte> in, uint64_t expect,
+                           const std::string& what) {
+  if (expect > store::kMaxJsonDocument)
+    throw Error(what + ": the TOC has " + std::to_string(expect) + " bytes, more than the " +
+                std::to_string(store::kMaxJsonDocument) + " this reader accepts");
+  DCtx d(ZSTD_createDCtx());
+  if (!d) throw Error(what + ": cannot allocate a zstd context");
+  std::string out(static_cast<size_t>(expect) + 1, '\0');
+  ZSTD_inBuffer ib{in.data(), in.size(), 0};
+  ZSTD_outBuffer ob{out.data(), out.size(), 0};
+  size_t ret = 1;
+  while (ib.pos < ib.size || (ret != 0 && ob.pos < ob.size)) {
+    size_t before_in = ib.pos, before_out = ob.pos;
+    ret = ZSTD_decompressStream(d.get(), &ob, &ib);
+    if (ZSTD_isError(ret))
+      throw Error(what + ": the TOC does not decompress: " + ZSTD_getErrorName(ret));
+    if (ib.pos == before_in && ob.pos == before_out) break;
+  }
+  if (ret != 0 || ob.pos != expect)
+    throw Error(what + ": the TOC decompresses to " + std::to_string(ob.pos) +
+                " bytes, the annotation says " + std::to_string(expect));
+  out.resize(ob.pos);
+  return out;
+}
+
+}  // namespace
+
+std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::string& what) {
+  if (layer.media_type != "application/vnd.oci.image.layer.v1.tar+zstd") return std::nullopt;
+  for (std::string_view prefix : kPrefixes) {
+    auto checksum = layer.annotations.find(std::string(prefix) + "manifest-checksum");
+    auto position = layer.annotations.find(std::string(prefix) + "manifest-position");
+    if (checksum == layer.annotations.end() && position == layer.annotations.end()) continue;
+    std::string w = what + ": annotation " + std::string(prefix);
+    if (checksum == layer.annotations.end() || position == layer.annotations.end())
+      throw Error(w + "*: manifest-checksum and manifest-position come together");
+    validate_oci_digest(checksum->second, w + "manifest-checksum");
+    // <offset>:<length>:<uncompressed length>:<type>, type 1 (the CRFS-style TOC).
+    std::vector<std::string_view> parts;
+    std::string_view s = position->second;
+    for (size_t p; (p = s.find(':')) != std::string_view::npos; s.remove_prefix(p + 1))
+      parts.push_back(s.substr(0, p));
+    parts.push_back(s);
+    if (parts.size() != 4)
+      throw Error(w + "manifest-position: '" + escape_for_log(position->second) +
+                  "' is not offset:length:uncompressed:type");
+    ChunkedToc toc;
+    toc.offset = parse_u64(parts[0], w + "manifest-position");
+    toc.length = parse_u64(parts[1], w + "manifest-position");
+    toc.uncompressed = parse_u64(parts[2], w + "manifest-position");
+    if (parse_u64(parts[3], w + "manifest-position") != 1)
+      throw Error(w + "manifest-position: TOC type " + std::string(parts[3]) +
+                  " is not the one known (1)");
+    toc.checksum = checksum->second;
+    if (toc.offset < kSkippableHeader || toc.offset > layer.size ||
+        toc.length > layer.size - toc.offset)
+      throw Error(w + "manifest-position: the TOC at " + std::to_string(toc.offset) + "+" +
+                  std::to_string(toc.length) + " is not inside the " + std::to_string(layer.size) +
+                  "-byte blob");
+    return toc;
+  }
+  return std::nullopt;
+}
+
+std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Repository& repo,
+                                                           ImageSource& source,
+                                                           const Descriptor& layer,
+                                                           const ChunkedToc& toc, std::string what,
+                                                           std::function<void(uint64_t)> on_bytes,
+                                                           std::atomic<bool>* cancel) {
+  constexpr uint64_t kMaxCompressedToc = 64u << 20;
+  if (toc.length > kMaxCompressedToc)
+    throw Error(what + ": the compressed TOC has " + std::to_string(toc.length) +
+                " bytes, more than this reader accepts");
+  auto reader = source.open_blob_range(layer, toc.offset, toc.length);
+  if (!reader) return std::nullopt;
+  ChunkedLayerReader r(repo, source, layer, std::move(what), std::move(on_bytes), cancel);
+  const std::string toc_what = r.what_ + ": zstd:chunked TOC";
+  std::vector<std::byte> compressed(static_cast<size_t>(toc.length));
+  size_t got = 0;
+  while (got < compressed.size()) {
+    size_t n = reader->read(std::span(compressed).subspan(got));
+    if (n == 0)
+      throw Error(toc_what + ": the registry sent " + std::to_string(got) + " of " +
+                  std::to_string(toc.length) + " bytes");
+    got += n;
+    r.count(n);
+  }
+  ++r.stats_.requests;
+  Sha256 h;
+  h.update(compressed);
+  if (std::string actual = h.finish(); actual != toc.checksum)
+    throw Error(toc_what + ": hashes to " + actual + ", the manifest-checksum annotation says " +
+                toc.checksum + " (corrupt or tampered)");
+  json doc =
+      store::parse_json_bounded(decompress_toc(compressed, toc.uncompressed, toc_what), toc_what);
+  if (!doc.is_object() || !doc.contains("entries") || !doc["entries"].is_array())
+    throw Error(toc_what + ": no 'entries' array");
+
+  // The tar's frames end where the TOC's skippable frame starts.
+  const uint64_t data_end = toc.offset - kSkippableHeader;
+  uint64_t pos = 0;
+  size_t index = 0;
+  for (const json& e : doc["entries"]) {
+    std::string ew = toc_what + ": entry " + std::to_string(index++);
+    if (!e.is_object()) throw Error(ew + ": not an object");
+    if (json_string(e, "type", "", ew) != "reg") continue;
+    uint64_t size = uint_field(e, "size", ew);
+    if (size == 0) continue;
+    Segment s;
+    s.payload = true;
+    s.size = size;
+    s.begin = uint_field(e, "offset", ew);
+    s.end = uint_field(e, "endOffset", ew);
+    s.digest = json_string(e, "digest", "", ew);
+    validate_oci_digest(s.digest,
+                        ew + " ('" + escape_for_log(json_string(e, "name", "", ew)) + "'): digest");
+    if (s.begin < pos || s.end <= s.begin || s.end > data_end)
+      throw Error(ew + ": content frames at " + std::to_string(s.begin) + "-" +
+                  std::to_string(s.end) + " are out of order or outside the tar's " +
+                  std::to_string(data_end) + " bytes");
+    if (s.begin > pos) r.segments_.push_back(Segment{pos, s.begin});
+    if (size > kTarInlineMax && s.end - s.begin >= kMinReuse)
+      s.reuse = content_index::lookup(repo, s.digest);
+    pos = s.end;
+    r.segments_.push_back(std::move(s));
+  }
+  if (pos < data_end) r.segments_.push_back(Segment{pos, data_end});
+  return r;
+}
+
+void ChunkedLayerReader::count(uint64_t n) {
+  stats_.fetched += n;
+  if (on_bytes_) on_bytes_(n);
+}
+
+void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>)>& feed) {
+  // Runs of segments to fetch, [first, last) each; one GET serves up to kRangesPerRequest.
+  constexpr size_t kRangesPerRequest = 64;
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t i = 0; i < segments_.size();) {
+    if (segments_[i].reuse) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < segments_.size() && !segments_[j].reuse) ++j;
+    runs.emplace_back(i, j);
+    i = j;
+  }
+  size_t next = 0;  // the next segment to produce
+  auto reuse_until = [&](size_t end) {
+    for (; next < end; ++next) {
+      if (cancel_ && cancel_->load()) throw Error("cancelled");
+      reuse(segments_[next], feed);
+    }
+  };
+  for (size_t r = 0; r < runs.size(); r += kRangesPerRequest) {
+    size_t r_end = std::min(runs.size(), r + kRangesPerRequest);
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (size_t k = r; k < r_end; ++k) {
+      uint64_t b = segments_[runs[k].first].begin, e = segments_[runs[k].second - 1].end;
+      ranges.emplace_back(b, e - b);
+    }
+    std::unique_ptr<BlobReader> reader;
+    if (ranges.size() > 1) reader = source_->open_blob_ranges(layer_, ranges);
+    if (reader) ++stats_.requests;
+    for (size_t k = r; k < r_end; ++k) {
+      reuse_until(runs[k].first);
+      std::unique_ptr<BlobReader> own;
+      if (!reader) {
+        own = source_->open_blob_range(layer_, ranges[k - r].first, ranges[k - r].second);
+        if (!own) throw Error(what_ + ": the source stopped serving byte ranges");
+        ++stats_.requests;
+      }
+      fetch_run(runs[k].first, runs[k].second, reader ? *reader : *own, feed);
+      next = runs[k].second;
+    }
+  }
+  reuse_until(segments_.size());
+}
+
+void ChunkedLayerReader::reuse(const Segment& s,
+                               const std::function<void(std::span<const std::byte>)>& feed) {
+  std::string w = what_ + ": object " + s.reuse->hex() + " reused for " + s.digest;
+  PayloadCheck check(s, feed, w + " (run oci fsck)");
+  UniqueFd fd = repo_->open_object(*s.reuse);
+  std::vector<std::byte> buf(kBuffer);
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw SystemError(errno, w);
+    if (n == 0) break;
+    check.add(std::span(buf).first(static_cast<size_t>(n)));
+  }
+  check.finish();
+  ++stats_.files_reused;
+  stats_.bytes_reused += s.size;
+}
+
+void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
+                                   const std::function<void(std::span<const std::byte>)>& feed) {
+  DCtx d(ZSTD_createDCtx());
+  if (!d) throw Error(what_ + ": cannot allocate a zstd context");
+  std::vector<std::byte> in(kBuffer), out(kBuffer);
+  for (size_t k = first; k < last; ++k) {
+    const Segment& s = segments_[k];
+    std::string w = what_ + ": bytes " + std::to_string(s.begin) + "-" + std::to_string(s.end);
+    std::optional<PayloadCheck> check;
+    if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
+    auto emit = [&](std::span<const std::byte> data) {
+      if (check)
+        check->add(data);
+      else if (!data.empty())
+        feed(data);
+    };
+    ZSTD_DCtx_reset(d.get(), ZSTD_reset_session_only);
+    uint64_t left = s.end - s.begin;
+    size_t ret = 0;
+    bool output_full = false;
+    while (left > 0 || output_full) {
+      if (cancel_ && cancel_->load()) throw Error("cancelled");
+      size_t n = 0;
+      if (left > 0) {
+        n = reader.read(
+            std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
+        if (n == 0)
+          throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +
+                      " bytes missing)");
+        left -= n;
+        count(n);
+      }
+      ZSTD_inBuffer ib{in.data(), n, 0};
+      do {
+        ZSTD_outBuffer ob{out.data(), out.size(), 0};
+        size_t before = ib.pos;
+        size_t r = ZSTD_decompressStream(d.get(), &ob, &ib);
+        if (ZSTD_isError(r))
+          throw Error(w + ": does not decompress: " + ZSTD_getErrorName(r) +
+                      " (corrupt or tampered)");
+        output_full = ob.pos == ob.size;
+        if (ib.pos == before && ob.pos == 0) break;  // nothing left to flush
+        ret = r;                                     // 0: the last frame is complete
+        emit(std::span(out).first(ob.pos));
+      } while (ib.pos < ib.size || (left == 0 && output_full));
+    }
+    if (ret != 0) throw Error(w + ": does not end at a zstd frame boundary (corrupt or tampered)");
+    if (check) {
+      check->finish();
+      ++stats_.files_fetched;
+    }
+  }
+}
+
+}  // namespace cfs::oci
