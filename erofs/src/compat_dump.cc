@@ -13,6 +13,7 @@
 #include "cfs/erofs/composefs.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/error.h"
+#include "reader_internal.h"
 
 namespace cfs::erofs {
 
@@ -28,16 +29,36 @@ namespace {
 // (its later names reuse the formatted fields), and the output is capped like `cfsctl dump`'s
 // decoded tree (32 x image size + 64 MiB), since a small image can share a large xattr value
 // with every inode.
+//
+// The same walk prints `cfsctl dump` (Style::tree): write_dumpfile(image.to_tree()) byte for
+// byte, each inode decoded as the tree holds it (detail::InodeDecoder), one at a time.
 class CompatDumper {
  public:
-  CompatDumper(const Image& image, OutputSink& out, std::span<const std::string> filter)
-      : image_(image), out_(out), filter_(filter), budget_(image.decode_budget()) {}
+  enum class Style { compat, tree };
+
+  CompatDumper(const Image& image, OutputSink& out, std::span<const std::string> filter,
+               Style style = Style::compat,
+               std::unordered_map<uint64_t, std::string> link_homes = {})
+      : image_(image),
+        out_(out),
+        filter_(filter),
+        budget_(image.decode_budget()),
+        style_(style),
+        decoder_(image, "decoded tree"),
+        link_homes_(std::move(link_homes)) {}
 
   void dump() {
     std::string path;
     InodeInfo root = image_.root();
+    if (style_ == Style::tree) {
+      Children children = children_of(root, true);
+      emit_tree(root, "/", nullptr, has_whiteout_child(children, true));
+      walk_dir(std::move(children), path);
+      flush();
+      return;
+    }
     emit(path, format(root), nullptr);
-    walk_dir(root, path);
+    walk_dir(children_of(root, true), path);
   }
 
  private:
@@ -187,16 +208,69 @@ class CompatDumper {
     return children;
   }
 
+  // Tree style: whether a directory with these entries has a whiteout among them (its
+  // opaque markers are then the writer's own, left out of the tree).
+  bool has_whiteout_child(const Children& children, bool root) const {
+    for (const auto& [name, nid] : children) {
+      InodeInfo child = image_.inode(nid);
+      if (root && decoder_.is_root_stub(name, child)) continue;
+      if (decoder_.is_whiteout(child)) return true;
+    }
+    return false;
+  }
+
+  // Tree style: one entry as write_dumpfile prints it from the tree.
+  void emit_tree(const InodeInfo& info, const std::string& path, const std::string* hardlink_to,
+                 bool has_whiteout_child) {
+    Inode inode;
+    decoder_.fill_stat(inode, info);
+    decoder_.map_xattrs(info, inode, has_whiteout_child);
+    emit_tree(inode, path, hardlink_to);
+  }
+
+  void emit_tree(const Inode& inode, const std::string& path, const std::string* hardlink_to) {
+    // The tree's directory nlink is 2 + subdirectories, which validation made the stored one.
+    append_dump_entry(buf_, path, inode, inode.nlink, hardlink_to,
+                      inode.content ? std::string_view(*inode.content) : std::string_view());
+    if (buf_.size() >= (1 << 20)) flush();
+  }
+
+  void flush() {
+    out_.write(buf_);
+    buf_.clear();
+  }
+
+  // Tree style: a hardlinked inode's name. Its full line goes to its home (link_homes_, else
+  // its first name), every other name is a '@' line, which may come before the home's.
+  void emit_tree_link(uint64_t nid, const InodeInfo& info, const std::string& path) {
+    auto it = tree_links_.find(nid);
+    if (it == tree_links_.end()) {
+      TreeLink link;
+      decoder_.fill_stat(link.inode, info);
+      decoder_.map_xattrs(info, link.inode, false);
+      auto home = link_homes_.find(nid);
+      link.home = home != link_homes_.end() ? home->second : path;
+      it = tree_links_.emplace(nid, std::move(link)).first;
+    }
+    TreeLink& link = it->second;
+    if (link.home == path) {
+      emit_tree(link.inode, path, nullptr);
+      link.inode.content.reset();  // no later line prints it
+    } else {
+      emit_tree(link.inode, path, &link.home);
+    }
+  }
+
   // Depth-first pre-order with an explicit stack: a hostile image may nest directories far
   // deeper than the call stack could follow.
-  void walk_dir(const InodeInfo& top, std::string& path) {
+  void walk_dir(Children top, std::string& path) {
     struct Frame {
       Children children;
       size_t next = 0;
       size_t path_len = 0;
     };
     std::vector<Frame> stack;
-    stack.push_back({children_of(top, true), 0, path.size()});
+    stack.push_back({std::move(top), 0, path.size()});
     while (!stack.empty()) {
       Frame& frame = stack.back();
       if (frame.next == frame.children.size()) {
@@ -211,6 +285,20 @@ class CompatDumper {
       path += '/';
       path += name;
       InodeInfo inode = image_.inode(nid);
+      if (style_ == Style::tree) {
+        if (in_root && decoder_.is_root_stub(name, inode)) continue;
+        decoder_.charge(name.size());
+        if (inode.is_dir()) {
+          Children children = children_of(inode, false);
+          emit_tree(inode, path, nullptr, has_whiteout_child(children, false));
+          stack.push_back({std::move(children), 0, path.size()});
+        } else if (inode.nlink > 1) {
+          emit_tree_link(nid, inode, path);
+        } else {
+          emit_tree(inode, path, nullptr, false);
+        }
+        continue;
+      }
       // C's reader skips every stored 0/0 device; validate() allowed them only as root stubs,
       // or anywhere in a V2 image (the tree's own whiteouts, which C skips as well).
       const bool v2 = !composefs::has_whiteout_stubs(image_.format_version());
@@ -237,6 +325,10 @@ class CompatDumper {
     std::string path;  // the first name, which later names point to
     Formatted fields;
   };
+  struct TreeLink {
+    std::string home;  // the name with the full line
+    Inode inode;
+  };
 
   const Image& image_;
   OutputSink& out_;
@@ -245,6 +337,11 @@ class CompatDumper {
   std::string line_;
   uint64_t budget_;
   uint64_t visited_ = 0;
+  Style style_;
+  detail::InodeDecoder decoder_;
+  std::unordered_map<uint64_t, std::string> link_homes_;  // tree style: nid -> home path
+  std::unordered_map<uint64_t, TreeLink> tree_links_;
+  std::string buf_;
 };
 
 }  // namespace
@@ -255,6 +352,11 @@ void write_compat_dump(const Image& image, OutputSink& out,
   // in the root).
   image.validate();
   CompatDumper(image, out, top_filter).dump();
+}
+
+void write_image_dumpfile(const Image& image, OutputSink& out) {
+  std::unordered_map<uint64_t, std::string> homes = detail::validate_and_find_link_homes(image);
+  CompatDumper(image, out, {}, CompatDumper::Style::tree, std::move(homes)).dump();
 }
 
 void write_compat_listing(const Tree& tree, OutputSink& out) {

@@ -78,8 +78,10 @@ void append_number(std::string& out, uint64_t v, int base = 10) {
   out.append(buf, end);
 }
 
-void append_entry(std::string& out, std::string_view path, const Tree& tree, const Inode& inode,
-                  const std::string* hardlink_target, std::string& content_buf) {
+}  // namespace
+
+void append_dump_entry(std::string& out, std::string_view path, const Inode& inode, uint32_t nlink,
+                       const std::string* hardlink_target, std::string_view content) {
   append_escaped(out, path, false);
   out += ' ';
   append_number(out, inode.is_symlink() ? inode.payload.size() : inode.size);
@@ -87,7 +89,7 @@ void append_entry(std::string& out, std::string_view path, const Tree& tree, con
   if (hardlink_target) out += '@';
   append_number(out, inode.mode, 8);
   out += ' ';
-  append_number(out, inode.is_dir() ? directory_nlink(inode) : inode.nlink);
+  append_number(out, nlink);
   out += ' ';
   append_number(out, inode.uid);
   out += ' ';
@@ -110,8 +112,7 @@ void append_entry(std::string& out, std::string_view path, const Tree& tree, con
   } else {
     append_field(out, inode.is_symlink() || inode.is_external() ? inode.payload : std::string());
     out += ' ';
-    append_field(out,
-                 inode.is_reg() ? tree.inline_content(inode, content_buf) : std::string_view());
+    append_field(out, inode.is_reg() ? content : std::string_view());
     out += ' ';
     if (inode.is_external() && inode.digest) {
       out += inode.digest->hex();
@@ -127,8 +128,6 @@ void append_entry(std::string& out, std::string_view path, const Tree& tree, con
   }
   out += '\n';
 }
-
-}  // namespace
 
 void write_dumpfile(const Tree& tree, OutputSink& out) {
   // Hardlinked inodes: the full line goes to the inode's home (the dirent not marked as a
@@ -152,7 +151,10 @@ void write_dumpfile(const Tree& tree, OutputSink& out) {
       const std::string& home_path = home.at(&e.inode).path;
       if (home_path != e.path) target = &home_path;
     }
-    append_entry(buf, e.path, tree, e.inode, target, content_buf);
+    const Inode& inode = e.inode;
+    append_dump_entry(
+        buf, e.path, inode, inode.is_dir() ? directory_nlink(inode) : inode.nlink, target,
+        inode.is_reg() ? tree.inline_content(inode, content_buf) : std::string_view());
     if (buf.size() >= (1 << 20)) {
       out.write(buf);
       buf.clear();

@@ -782,15 +782,149 @@ void Image::validate() const {
   walker.walk();
 }
 
+detail::InodeDecoder::InodeDecoder(const Image& image, std::string what)
+    : image_(image), what_(std::move(what)), budget_(image.decode_budget()) {}
+
+void detail::InodeDecoder::charge(uint64_t bytes) {
+  if (bytes > budget_)
+    throw Error(image_.name() + ": " + what_ + " exceeds " +
+                std::to_string(image_.decode_budget()) +
+                " bytes (xattrs or data shared implausibly often)");
+  budget_ -= bytes;
+}
+
+void detail::InodeDecoder::fill_stat(Inode& out, const InodeInfo& in) {
+  out.mode = in.mode;
+  out.nlink = in.nlink;
+  out.uid = in.uid;
+  out.gid = in.gid;
+  out.mtime_sec = in.mtime_sec;
+  out.mtime_nsec = in.mtime_nsec;
+  out.rdev = (in.type() == S_IFCHR || in.type() == S_IFBLK) ? in.rdev : 0;
+  switch (in.type()) {
+    case S_IFDIR:
+      out.size = in.size;
+      break;
+    case S_IFLNK:
+      out.payload = std::string(image_.symlink_target(in));
+      out.size = out.payload.size();
+      charge(out.payload.size());
+      break;
+    case S_IFREG:
+      out.size = in.size;
+      if (in.is_external()) {
+        if (auto r = image_.redirect(in)) out.payload = std::string(r->substr(1));
+        out.digest = image_.metacopy_digest(in);
+        charge(out.payload.size());
+      } else if (in.size > 0) {
+        charge(in.size);
+        std::string content(in.size, '\0');
+        size_t got = image_.read(in, 0, std::as_writable_bytes(std::span(content)));
+        if (got != content.size()) image_.fail(in.nid, "short inline data");
+        out.content = std::move(content);
+      }
+      break;
+    default:
+      out.size = 0;
+      break;
+  }
+}
+
+// The reverse of the writer's overlay xattr rewrite (composefs-c.md §2.1 step 3), dropping
+// the markers only where the writer itself would put them back, so that writing the
+// tree again reproduces the image.
+void detail::InodeDecoder::map_xattrs(const InodeInfo& in, Inode& out, bool has_whiteout_child) {
+  bool whiteout = false, user_whiteout = false;
+  XattrCursor cursor = image_.xattrs(in);
+  XattrView x;
+  const bool empty_regular = in.is_reg() && in.size == 0;
+  while (cursor.next(x)) {
+    charge(x.prefix().size() + x.suffix.size() + x.value.size());
+    switch (composefs::classify(x, empty_regular, image_.format_version())) {
+      case composefs::StoredXattr::redirect:
+      case composefs::StoredXattr::metacopy:
+        continue;
+      case composefs::StoredXattr::whiteout:
+        whiteout = true;
+        continue;
+      case composefs::StoredXattr::user_whiteout:
+        user_whiteout = true;
+        continue;
+      case composefs::StoredXattr::dir_marker:
+        if (has_whiteout_child) continue;
+        break;
+      case composefs::StoredXattr::user:
+        break;
+    }
+    // The writer's own trusted.overlay.* (root opaque) have no name here; it adds them again.
+    if (auto name = composefs::unescape_xattr_name(x.name()))
+      out.xattrs.push_back({std::move(*name), std::string(x.value)});
+  }
+  if (user_whiteout && !whiteout) out.xattrs.push_back({std::string(detail::kUserWhiteout), ""});
+  if (whiteout) {
+    out.mode = S_IFCHR | (out.mode & ~S_IFMT);
+    out.rdev = 0;
+    out.size = 0;
+    out.content.reset();
+  }
+  out.sort_xattrs();
+}
+
+bool detail::InodeDecoder::is_whiteout(const InodeInfo& in) const {
+  if (in.type() == S_IFCHR) return in.rdev == 0;
+  // Only an empty regular file can be a whiteout stored escaped (V0/V1).
+  if (!in.is_reg() || in.size != 0 || !composefs::has_whiteout_stubs(image_.format_version()))
+    return false;
+  XattrCursor cursor = image_.xattrs(in);
+  XattrView x;
+  while (cursor.next(x))
+    if (composefs::classify(x, true, image_.format_version()) == composefs::StoredXattr::whiteout)
+      return true;
+  return false;
+}
+
+bool detail::InodeDecoder::is_root_stub(std::string_view name, const InodeInfo& inode) const {
+  return cfs::erofs::is_root_stub(image_, name, inode);
+}
+
 namespace {
+
+// Indices (into nids, the named entries in walk order) of the names of hardlinked inodes that
+// are not their inode's home. The writer lays inodes out in the walk's (BFS) order of their
+// home dirents, so the homes, read in walk order, carry the image's nids in increasing order,
+// each once. The first name of a hardlinked inode met when its nid is the next one due is its
+// home; the others are aliases, so that writing the tree again places the inode where the
+// image has it (C mkcomposefs puts it at the dumpfile's target line, which need not be the
+// first name). Names met together in one run give the same layout whichever is the home.
+// If the image was not laid out that way, nothing is returned (the first name is the home).
+std::vector<size_t> hardlink_aliases(std::span<const uint64_t> nids_in_order,
+                                     const std::vector<bool>& hardlinked) {
+  if (std::find(hardlinked.begin(), hardlinked.end(), true) == hardlinked.end()) return {};
+  std::vector<uint64_t> nids(nids_in_order.begin(), nids_in_order.end());
+  std::sort(nids.begin(), nids.end());
+  nids.erase(std::unique(nids.begin(), nids.end()), nids.end());
+  std::vector<size_t> aliases;
+  size_t next = 0;
+  for (size_t i = 0; i < nids_in_order.size(); i++) {
+    if (next < nids.size() && nids_in_order[i] == nids[next]) {
+      next++;
+    } else if (hardlinked[i]) {
+      aliases.push_back(i);
+    } else {
+      return {};  // a singly-linked inode out of order: not the writer's layout
+    }
+  }
+  if (next != nids.size()) return {};
+  return aliases;
+}
 
 class TreeBuilder : public ImageWalker::Visitor {
  public:
-  explicit TreeBuilder(const Image& image) : image_(image), budget_(image.decode_budget()) {}
+  explicit TreeBuilder(const Image& image) : image_(image), decoder_(image, "decoded tree") {}
 
   void begin_dir(uint32_t index, const InodeInfo& dir) override {
     if (index == 0) {
-      fill_stat(*tree_.root, dir);
+      decoder_.fill_stat(*tree_.root, dir);
       dirs_.push_back(tree_.root.get());
     }
     dir_has_whiteout_ = false;
@@ -799,15 +933,17 @@ class TreeBuilder : public ImageWalker::Visitor {
   void entry(uint32_t dir_index, std::string_view name, const InodeInfo& child, bool first,
              uint32_t child_dir_index) override {
     const bool hardlinked = !child.is_dir() && child.nlink > 1;
-    order_.push_back({child.nid, hardlinked ? dirs_[dir_index] : nullptr,
+    order_.push_back({hardlinked ? dirs_[dir_index] : nullptr,
                       hardlinked ? dirs_[dir_index]->children.size() : 0});
+    nids_.push_back(child.nid);
+    hardlinked_.push_back(hardlinked);
     if (dir_index == 0 && is_root_stub(image_, name, child)) return;
     InodePtr inode;
     if (first) {
       inode = make_inode(child.mode);
-      fill_stat(*inode, child);
+      decoder_.fill_stat(*inode, child);
       if (!child.is_dir()) {
-        map_xattrs(child, *inode, false);
+        decoder_.map_xattrs(child, *inode, false);
         if (child.nlink > 1) links_.emplace(child.nid, inode);
       } else {
         if (dirs_.size() <= child_dir_index) dirs_.resize(child_dir_index + 1, nullptr);
@@ -821,153 +957,73 @@ class TreeBuilder : public ImageWalker::Visitor {
       inode = it->second;
     }
     if (inode->is_whiteout()) dir_has_whiteout_ = true;
-    charge(name.size());
+    decoder_.charge(name.size());
     dirs_[dir_index]->children.push_back({std::string(name), std::move(inode)});
   }
 
   void end_dir(uint32_t index, const InodeInfo& dir) override {
-    map_xattrs(dir, *dirs_[index], dir_has_whiteout_);
+    decoder_.map_xattrs(dir, *dirs_[index], dir_has_whiteout_);
   }
 
   Tree take() {
     // V2 is laid out depth-first, and its writer puts a hardlinked inode at its first name.
-    if (composefs::has_whiteout_stubs(image_.format_version())) mark_hardlink_homes();
+    if (composefs::has_whiteout_stubs(image_.format_version()))
+      for (size_t i : hardlink_aliases(nids_, hardlinked_))
+        order_[i].dir->children[order_[i].index].link = true;
     return std::move(tree_);
   }
 
  private:
-  // The writer lays inodes out in the walk's (BFS) order of their home dirents, so the
-  // homes, read in walk order, carry the image's nids in increasing order, each once. The
-  // first name of a hardlinked inode met when its nid is the next one due is its home; the
-  // others get Dirent::link, so writing the tree again places the inode where the image has
-  // it (C mkcomposefs puts it at the dumpfile's target line, which need not be the first
-  // name). Names met together in one run give the same layout whichever is the home. If the
-  // image was not laid out that way, nothing is marked (the first name is the home).
-  void mark_hardlink_homes() {
-    bool any_link = false;
-    std::vector<uint64_t> nids;
-    nids.reserve(order_.size());
-    for (const Named& n : order_) {
-      nids.push_back(n.nid);
-      any_link |= n.dir != nullptr;
-    }
-    if (!any_link) return;
-    std::sort(nids.begin(), nids.end());
-    nids.erase(std::unique(nids.begin(), nids.end()), nids.end());
-    std::vector<size_t> aliases;
-    size_t next = 0;
-    for (size_t i = 0; i < order_.size(); i++) {
-      if (next < nids.size() && order_[i].nid == nids[next]) {
-        next++;
-      } else if (order_[i].dir) {
-        aliases.push_back(i);
-      } else {
-        return;  // a singly-linked inode out of order: not the writer's layout
-      }
-    }
-    if (next != nids.size()) return;
-    for (size_t i : aliases) order_[i].dir->children[order_[i].index].link = true;
-  }
-
-  // Every named entry in walk order; dir/index locate the dirent of hardlinked ones.
+  // Where each named entry of a hardlinked inode (in walk order) is: its directory and index.
   struct Named {
-    uint64_t nid;
     Inode* dir;
     size_t index;
   };
   std::vector<Named> order_;
-
-  void charge(uint64_t bytes) {
-    if (bytes > budget_)
-      throw Error(image_.name() + ": decoded tree exceeds " +
-                  std::to_string(image_.decode_budget()) +
-                  " bytes (xattrs or data shared implausibly often)");
-    budget_ -= bytes;
-  }
-
-  void fill_stat(Inode& out, const InodeInfo& in) {
-    out.mode = in.mode;
-    out.nlink = in.nlink;
-    out.uid = in.uid;
-    out.gid = in.gid;
-    out.mtime_sec = in.mtime_sec;
-    out.mtime_nsec = in.mtime_nsec;
-    out.rdev = (in.type() == S_IFCHR || in.type() == S_IFBLK) ? in.rdev : 0;
-    switch (in.type()) {
-      case S_IFDIR:
-        out.size = in.size;
-        break;
-      case S_IFLNK:
-        out.payload = std::string(image_.symlink_target(in));
-        out.size = out.payload.size();
-        charge(out.payload.size());
-        break;
-      case S_IFREG:
-        out.size = in.size;
-        if (in.is_external()) {
-          if (auto r = image_.redirect(in)) out.payload = std::string(r->substr(1));
-          out.digest = image_.metacopy_digest(in);
-          charge(out.payload.size());
-        } else if (in.size > 0) {
-          charge(in.size);
-          std::string content(in.size, '\0');
-          size_t got = image_.read(in, 0, std::as_writable_bytes(std::span(content)));
-          if (got != content.size()) image_.fail(in.nid, "short inline data");
-          out.content = std::move(content);
-        }
-        break;
-      default:
-        out.size = 0;
-        break;
-    }
-  }
-
-  // The reverse of the writer's overlay xattr rewrite (composefs-c.md §2.1 step 3), dropping
-  // the markers only where the writer itself would put them back, so that writing the
-  // tree again reproduces the image.
-  void map_xattrs(const InodeInfo& in, Inode& out, bool has_whiteout_child) {
-    bool whiteout = false, user_whiteout = false;
-    XattrCursor cursor = image_.xattrs(in);
-    XattrView x;
-    const bool empty_regular = in.is_reg() && in.size == 0;
-    while (cursor.next(x)) {
-      charge(x.prefix().size() + x.suffix.size() + x.value.size());
-      switch (composefs::classify(x, empty_regular, image_.format_version())) {
-        case composefs::StoredXattr::redirect:
-        case composefs::StoredXattr::metacopy:
-          continue;
-        case composefs::StoredXattr::whiteout:
-          whiteout = true;
-          continue;
-        case composefs::StoredXattr::user_whiteout:
-          user_whiteout = true;
-          continue;
-        case composefs::StoredXattr::dir_marker:
-          if (has_whiteout_child) continue;
-          break;
-        case composefs::StoredXattr::user:
-          break;
-      }
-      // The writer's own trusted.overlay.* (root opaque) have no name here; it adds them again.
-      if (auto name = composefs::unescape_xattr_name(x.name()))
-        out.xattrs.push_back({std::move(*name), std::string(x.value)});
-    }
-    if (user_whiteout && !whiteout) out.xattrs.push_back({std::string(detail::kUserWhiteout), ""});
-    if (whiteout) {
-      out.mode = S_IFCHR | (out.mode & ~S_IFMT);
-      out.rdev = 0;
-      out.size = 0;
-      out.content.reset();
-    }
-    out.sort_xattrs();
-  }
+  std::vector<uint64_t> nids_;
+  std::vector<bool> hardlinked_;
 
   const Image& image_;
+  detail::InodeDecoder decoder_;
   Tree tree_;
   std::vector<Inode*> dirs_;  // by walker directory index
   std::unordered_map<uint64_t, InodePtr> links_;
   bool dir_has_whiteout_ = false;
-  uint64_t budget_;
+};
+
+// The walk behind link_homes(): the path of every name of a hardlinked inode.
+class LinkNamer : public ImageWalker::Visitor {
+ public:
+  explicit LinkNamer(const Image& image) : image_(image) { dir_paths_.emplace_back(); }
+
+  void entry(uint32_t dir_index, std::string_view name, const InodeInfo& child, bool,
+             uint32_t child_dir_index) override {
+    const bool hardlinked = !child.is_dir() && child.nlink > 1;
+    nids_.push_back(child.nid);
+    hardlinked_.push_back(hardlinked);
+    if (child.is_dir()) {
+      if (dir_paths_.size() <= child_dir_index) dir_paths_.resize(child_dir_index + 1);
+      dir_paths_[child_dir_index] = dir_paths_[dir_index] + '/' + std::string(name);
+    }
+    if (hardlinked && !(dir_index == 0 && is_root_stub(image_, name, child)))
+      paths_.emplace(nids_.size() - 1, dir_paths_[dir_index] + '/' + std::string(name));
+  }
+
+  std::unordered_map<uint64_t, std::string> homes() {
+    std::unordered_map<uint64_t, std::string> homes;
+    std::vector<size_t> aliases = hardlink_aliases(nids_, hardlinked_);
+    if (aliases.empty()) return homes;
+    for (size_t i : aliases) paths_.erase(i);
+    for (auto& [i, path] : paths_) homes.emplace(nids_[i], std::move(path));
+    return homes;
+  }
+
+ private:
+  const Image& image_;
+  std::vector<std::string> dir_paths_;  // by walker directory index; the root's is ""
+  std::vector<uint64_t> nids_;
+  std::vector<bool> hardlinked_;
+  std::unordered_map<size_t, std::string> paths_;  // index in nids_ -> path
 };
 
 class ObjectCollector : public ImageWalker::Visitor {
@@ -988,6 +1044,17 @@ Tree Image::to_tree() const {
   ImageWalker walker(*this, &builder);
   walker.walk();
   return builder.take();
+}
+
+std::unordered_map<uint64_t, std::string> detail::validate_and_find_link_homes(const Image& image) {
+  if (!composefs::has_whiteout_stubs(image.format_version())) {
+    image.validate();
+    return {};
+  }
+  LinkNamer namer(image);
+  ImageWalker walker(image, &namer);
+  walker.walk();
+  return namer.homes();
 }
 
 std::vector<std::string_view> Image::object_refs(bool unique) const {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "cfs/erofs/compat_dump.h"
 #include "cfs/erofs/composefs.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/writer.h"
@@ -67,6 +68,64 @@ TEST(Reader, VectorsRoundTrip) {
     zero_dir_sizes(*tree.root);
     zero_dir_sizes(*parsed.root);
     EXPECT_EQ(dumpfile_to_string(tree), dumpfile_to_string(parsed));
+  }
+}
+
+// `cfsctl dump` prints from the image without a tree: the same bytes as the tree's dumpfile,
+// for every vector written as C does (V0/V1: root stubs, escaped whiteouts, opaque markers,
+// hardlinks whose home is a later name) and as V2.
+TEST(Reader, StreamingDumpIsTheTreesDumpfile) {
+  size_t v2 = 0;
+  for (const auto& row : test::load_vectors()) {
+    SCOPED_TRACE(row.asset);
+    Tree parsed = parse_dumpfile(test::read_vector(row.asset), row.asset, parse_compat(row.strict));
+    std::vector<WriterOptions> layouts = {
+        {.min_version = row.min_version, .max_version = row.max_version}};
+    if (row.max_version >= 1) layouts.push_back({.min_version = 2, .max_version = 2});
+    for (const WriterOptions& wopt : layouts) {
+      SCOPED_TRACE("min_version " + std::to_string(wopt.min_version));
+      std::string bytes;
+      try {
+        bytes = image_to_string(parsed, wopt);
+      } catch (const Error&) {
+        ASSERT_EQ(wopt.min_version, 2u) << "only V2 may refuse a vector";
+        continue;
+      }
+      v2 += wopt.min_version == 2;
+      Image image = Image::from_bytes(bytes, row.asset, ReaderOptions::compat());
+      StringSink streamed;
+      write_image_dumpfile(image, streamed);
+      ASSERT_FALSE(streamed.str().empty());
+      EXPECT_EQ(streamed.str(), dumpfile_to_string(image.to_tree()));
+    }
+  }
+  EXPECT_GT(v2, 0u) << "no vector was written as V2";
+}
+
+// The same with hardlinks whose dumpfile target is not their first name, and whiteouts.
+TEST(Reader, StreamingDumpKeepsHardlinkHomesAndWhiteouts) {
+  const std::string dump =
+      "/ 0 40755 4 0 0 0 0.0 - - -\n"
+      "/a 0 40755 2 0 0 0 0.0 - - - trusted.overlay.opaque=y\n"
+      "/a/early 0 @100644 3 0 0 0 0.0 /z/home - -\n"
+      "/a/wh 0 20000 1 0 0 0 0.0 - - -\n"
+      "/b 0 @100644 3 0 0 0 0.0 /z/home - -\n"
+      "/z 0 40755 2 0 0 0 0.0 - - - user.x=1\n"
+      "/z/home 5 100644 3 0 0 0 0.0 - hello - user.y=2\n";
+  Tree parsed = parse_dumpfile(dump, "links.dump", parse_compat(true));
+  for (uint32_t version : {0u, 2u}) {
+    SCOPED_TRACE("version " + std::to_string(version));
+    std::string bytes =
+        image_to_string(parsed, {.min_version = version, .max_version = version == 2 ? 2u : 1u});
+    Image image = Image::from_bytes(bytes, "links.cfs", ReaderOptions::compat());
+    StringSink streamed;
+    write_image_dumpfile(image, streamed);
+    std::string tree_dump = dumpfile_to_string(image.to_tree());
+    EXPECT_EQ(streamed.str(), tree_dump);
+    EXPECT_THAT(tree_dump, HasSubstr("/a/wh 0 20000"));
+    if (version == 0) {
+      EXPECT_THAT(tree_dump, HasSubstr("/z/home 5 100644 3"));
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "cfs/erofs/compat_dump.h"
 #include "cfs/erofs/dumpfile.h"
 #include "cfs/erofs/reader.h"
 #include "cfs/erofs/scan.h"
@@ -30,12 +31,14 @@ struct DumpOptions {
 void run_dump(const DumpOptions& o, const GlobalOptions& global) {
   // An image file is read with the cfs rules (symlink targets of at most 1024 bytes,
   // redirects only to digest-named objects); with --repo, IMAGE is an image id or ref name.
-  erofs::Tree tree =
-      global.repo.empty()
-          ? erofs::Image::open(o.image, erofs::ReaderOptions{}).to_tree()
-          : store::open_image_reader(store::Repository::open(global.repo), o.image).to_tree();
+  // Printed while walking the image, without building its tree.
+  erofs::ReaderOptions options;
+  options.low_memory = true;  // validation, then one pass
+  erofs::Image image =
+      global.repo.empty() ? erofs::Image::open(o.image, options)
+                          : store::open_image_reader(store::Repository::open(global.repo), o.image);
   FdSink out(STDOUT_FILENO, "stdout");
-  erofs::write_dumpfile(tree, out);
+  erofs::write_image_dumpfile(image, out);
   out.flush();
 }
 

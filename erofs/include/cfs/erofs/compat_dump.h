@@ -18,6 +18,11 @@ namespace cfs::erofs {
 void write_compat_dump(const Image& image, OutputSink& out,
                        std::span<const std::string> top_filter = {});
 
+// `cfsctl dump`: the same text as write_dumpfile(image.to_tree()) (see dumpfile.h), printed
+// while walking the image instead of from a tree. The image is validated strictly first
+// (Image::validate); throws cfs::Error as to_tree() would.
+void write_image_dumpfile(const Image& image, OutputSink& out);
+
 // `composefs-info ls`: every path but the root; directories end in "/\t", symlinks show
 // "\t-> TARGET" and external files "\t@ OBJECT" (later hardlinks are bare names).
 void write_compat_listing(const Tree& tree, OutputSink& out);

@@ -54,6 +54,12 @@ Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions&
 void write_dumpfile(const Tree& tree, OutputSink& out);
 std::string dumpfile_to_string(const Tree& tree);
 
+// One line of write_dumpfile's output, appended to out: the entry at path, or with
+// hardlink_target a '@' line naming it. content is a regular file's inline data; nlink is
+// printed as given (write_dumpfile passes 2 + subdirectories for a directory).
+void append_dump_entry(std::string& out, std::string_view path, const Inode& inode, uint32_t nlink,
+                       const std::string* hardlink_target, std::string_view content);
+
 // Escaping as the C tools write it. xattr=true also escapes '='.
 void append_escaped(std::string& out, std::string_view bytes, bool xattr);
 // The same for composefs-info ls paths, which keep spaces readable.
