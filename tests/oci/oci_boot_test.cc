@@ -429,7 +429,11 @@ TEST_F(OciBootTest, TypeOneEntriesThatCannotBeRelocatedAreRefused) {
   refused("clash",
           "linux /usr/lib/modules/6.1.0-9/vmlinuz\ninitrd /usr/lib/modules/6.12.0-2/vmlinuz\n",
           "would both become /fedora-6.1/vmlinuz");
-  refused("v2", "linux /boot/vmlinuz-6.1.0-9\noptions composefs=abcd\n", "names a format V2 image");
+  refused("v2bad", "linux /boot/vmlinuz-6.1.0-9\noptions composefs=abcd\n",
+          "'composefs=abcd' is not composefs=[?]<hex digest>");
+  refused("v2other",
+          "linux /boot/vmlinuz-6.1.0-9\noptions composefs=" + std::string(64, 'c') + "\n",
+          "names two composefs images");
   refused("other",
           "linux /boot/vmlinuz-6.1.0-9\noptions rw\noptions composefs.digest=v1-sha256-12:" +
               std::string(64, 'b') + "\n",
