@@ -27,6 +27,16 @@ std::string oracle_path() {
   return env && *env ? env : "/var/tmp/rs-oracle/bin/rsoracle";
 }
 
+// Why the OCI tests cannot compare with rsoci here, or empty if they can.
+std::string why_rsoci_cannot_run(const std::string& rsoci) {
+  if (::access(rsoci.c_str(), X_OK) != 0)
+    return "the composefs-rs oracle is not built (" + rsoci +
+           " missing; shared/tools/rs-oracle/build.sh builds it, CFS_RS_ORACLE overrides the "
+           "directory)";
+  if (::geteuid() != 0) return "extracting layers keeps owners and devices: needs root";
+  return {};
+}
+
 std::string output_of(const std::string& command, bool may_fail = false) {
   std::string out;
   int status = run(command + " 2>&1", &out);
@@ -76,11 +86,7 @@ TEST(RsOracle, ComputeIdOfExtractedRoots) {
 
 TEST(RsOracle, OciImageIdsOfPulledLayouts) {
   const std::string rsoci = fs::path(oracle_path()).parent_path() / "rsoci";
-  if (::access(rsoci.c_str(), X_OK) != 0)
-    GTEST_SKIP() << "the composefs-rs oracle is not built (" << rsoci
-                 << " missing; shared/tools/rs-oracle/build.sh builds it, CFS_RS_ORACLE "
-                    "overrides the directory)";
-  if (::geteuid() != 0) GTEST_SKIP() << "extracting layers keeps owners and devices: needs root";
+  if (std::string why = why_rsoci_cannot_run(rsoci); !why.empty()) GTEST_SKIP() << why;
   TempDir tmp;
   fs::create_directory(tmp.path() + "/cfs");
   fs::create_directory(tmp.path() + "/rs");
@@ -128,11 +134,7 @@ TEST(RsOracle, OciImageIdsOfPulledLayouts) {
 
 TEST(RsOracle, OciImagesOfEveryConfiguredFormat) {
   const std::string rsoci = fs::path(oracle_path()).parent_path() / "rsoci";
-  if (::access(rsoci.c_str(), X_OK) != 0)
-    GTEST_SKIP() << "the composefs-rs oracle is not built (" << rsoci
-                 << " missing; shared/tools/rs-oracle/build.sh builds it, CFS_RS_ORACLE "
-                    "overrides the directory)";
-  if (::geteuid() != 0) GTEST_SKIP() << "extracting layers keeps owners and devices: needs root";
+  if (std::string why = why_rsoci_cannot_run(rsoci); !why.empty()) GTEST_SKIP() << why;
   struct Config {
     const char* name;
     const char* init;   // init options
