@@ -73,9 +73,10 @@ class Copier {
   std::string verified_bytes(const Digest& id) {
     UniqueFd fd = src_.open_object(id);
     std::string bytes = read_fd(fd.get(), what(id));
+    const bool present = dest_.has_object(id);
     check(id,
           dest_.ensure_object({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}));
-    if (seen_.insert(id).second) ++result_.objects_copied;
+    if (seen_.insert(id).second) ++(present ? result_.objects_present : result_.objects_copied);
     return bytes;
   }
 };
