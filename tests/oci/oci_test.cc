@@ -760,6 +760,140 @@ TEST_F(OciTest, CliComposefsRsOciCommands) {
   EXPECT_NE(out.find("no image tagged 'nosuch'"), std::string::npos) << out;
 }
 
+// composefs-rs' oci copy --from: the image copied from repository A into B has the same image
+// id, B passes fsck and oci fsck, and its image dumps and mounts. A corrupt object of the
+// source is refused with nothing tagged; repositories of different algorithms are refused.
+TEST_F(OciTest, CliCopyFromAnotherRepository) {
+  const std::string bin = std::string(CFS_BINDIR) + "/cfsctl --repo ";
+  const std::string a = bin + repo_path + " ", b = bin + (tmp / "b") + " ";
+  LayoutBuilder builder(layout);
+  BuiltImage img = builder.add_image(base_image_layers(), "base");
+  std::string out, id_a, id_b;
+  ASSERT_EQ(run(a + "init --insecure >/dev/null"), 0);
+  ASSERT_EQ(run(b + "init --insecure >/dev/null"), 0);
+  ASSERT_EQ(run(a + "oci pull -q oci:" + layout + ":base t 2>&1", &out), 0) << out;
+  ASSERT_EQ(run(b + "oci copy --from " + repo_path + " t --name copied 2>&1", &out), 0) << out;
+  EXPECT_NE(out.find("tagged as copied"), std::string::npos) << out;
+  ASSERT_EQ(run(a + "oci image-id t", &id_a), 0);
+  ASSERT_EQ(run(b + "oci image-id copied", &id_b), 0);
+  EXPECT_EQ(id_a, id_b);
+  ASSERT_EQ(run(b + "fsck 2>&1", &out), 0) << out;
+  ASSERT_EQ(run(b + "oci fsck copied 2>&1", &out), 0) << out;
+  EXPECT_NE(out.find("status: ok"), std::string::npos) << out;
+  std::string dump_a, dump_b;
+  ASSERT_EQ(run(a + "oci dump t", &dump_a), 0);
+  ASSERT_EQ(run(b + "oci dump copied", &dump_b), 0);
+  EXPECT_EQ(dump_a, dump_b);
+  // gc keeps everything the tag reaches: nothing of the copy was left unnamed.
+  ASSERT_EQ(run(b + "gc 2>&1", &out), 0) << out;
+  ASSERT_EQ(run(b + "oci fsck copied 2>&1", &out), 0) << out;
+  // A second copy (by manifest digest, untagged as in composefs-rs) finds every object there.
+  ASSERT_EQ(run(b + "oci copy --from " + repo_path + " @" + img.manifest_digest + " 2>&1", &out), 0)
+      << out;
+  EXPECT_NE(out.find("Objects copied:  0 ("), std::string::npos) << out;
+
+  if (::geteuid() == 0 && ::access((std::string(CFS_BINDIR) + "/cfs-mount").c_str(), X_OK) == 0) {
+    fs::create_directory(tmp / "mnt");
+    ASSERT_EQ(run(b + "oci mount --fuse=no copied " + tmp / "mnt" + " 2>&1", &out), 0) << out;
+    {
+      Repository repo = Repository::open(tmp / "b");
+      expect_mount_matches(repo, so::image_tree(repo, "copied", false), tmp / "mnt");
+    }
+    ASSERT_EQ(::umount2((tmp / "mnt").c_str(), MNT_DETACH), 0);
+  }
+
+  // A damaged object of A: refused, naming it; B gets no tag (and no streams).
+  const std::string c = bin + (tmp / "c") + " ";
+  ASSERT_EQ(run(c + "init --insecure >/dev/null"), 0);
+  std::string objects;
+  ASSERT_EQ(run(a + "image-objects " + trim(id_a), &objects), 0);
+  std::string victim = objects.substr(0, objects.find('\n'));
+  std::string path = repo_path + "/objects/" + victim.substr(0, 2) + "/" + victim.substr(2);
+  ASSERT_TRUE(fs::exists(path)) << path;
+  fs::permissions(path, fs::perms::owner_write, fs::perm_options::add);
+  test::write_file(path, read_file(path) + "x");
+  EXPECT_EQ(run(c + "oci copy --from " + repo_path + " t --name copied 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("content does not match its name"), std::string::npos) << out;
+  EXPECT_NE(out.find(victim.substr(2)), std::string::npos) << out;
+  ASSERT_EQ(run(c + "oci images", &out), 0);
+  EXPECT_EQ(out.find("copied"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp / "c/streams/refs/oci/copied"));
+  for (const auto& e : fs::directory_iterator(tmp / "c/streams"))
+    EXPECT_EQ(e.path().filename(), "refs") << "a stream was named: " << e.path();
+
+  // Repositories of different hash algorithms are refused before anything is read.
+  const std::string d = bin + (tmp / "d") + " ";
+  ASSERT_EQ(run(d + "init --insecure --algorithm=fsverity-sha256-12 >/dev/null"), 0);
+  EXPECT_EQ(run(d + "oci copy --from " + repo_path + " t --name x 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("different hash algorithms"), std::string::npos) << out;
+}
+
+// oci mount --fuse takes composefs-rs' auto|yes|no (a bare --fuse is yes, cfs' older
+// spelling), and --foreground keeps the FUSE server (and so cfsctl) running until unmounted.
+TEST_F(OciTest, CliMountFuseModesAndForeground) {
+  std::string fuse = std::string(CFS_BINDIR) + "/cfs-fuse";
+  if (::access(fuse.c_str(), X_OK) != 0 || ::access("/dev/fuse", R_OK | W_OK) != 0)
+    GTEST_SKIP() << "no cfs-fuse or /dev/fuse";
+  const std::string cfsctl = std::string(CFS_BINDIR) + "/cfsctl --repo " + repo_path + " ";
+  LayoutBuilder builder(layout);
+  builder.add_image(base_image_layers(), "base");
+  std::string out;
+  ASSERT_EQ(run(cfsctl + "init --insecure >/dev/null"), 0);
+  ASSERT_EQ(run(cfsctl + "oci pull -q oci:" + layout + ":base t 2>&1", &out), 0) << out;
+  const std::string mnt = tmp / "mnt";
+  fs::create_directory(mnt);
+  auto fuse_mounted = [&] {
+    std::string type;
+    run("findmnt -n -o FSTYPE " + mnt, &type);
+    return trim(type).starts_with("fuse");
+  };
+  for (std::string spelling : {"--fuse", "--fuse yes", "--fuse=yes"}) {
+    SCOPED_TRACE(spelling);
+    ASSERT_EQ(run(cfsctl + "oci mount " + spelling + " t " + mnt + " 2>&1", &out), 0) << out;
+    EXPECT_TRUE(fuse_mounted());
+    {
+      Repository repo = Repository::open(repo_path);
+      expect_mount_matches(repo, so::image_tree(repo, "t", false), mnt);
+    }
+    ASSERT_EQ(::umount2(mnt.c_str(), MNT_DETACH), 0);
+  }
+  // A bare --fuse before the positional arguments does not take the image name as its value.
+  ASSERT_EQ(run(cfsctl + "oci mount t --fuse " + mnt + " 2>&1", &out), 0) << out;
+  EXPECT_TRUE(fuse_mounted());
+  ASSERT_EQ(::umount2(mnt.c_str(), MNT_DETACH), 0);
+  EXPECT_EQ(run(cfsctl + "oci mount --fuse maybe t " + mnt + " 2>&1", &out), 2) << out;
+
+  // --foreground: cfsctl does not return while the image is mounted, and ends when unmounted.
+  std::string pid;
+  ASSERT_EQ(
+      run(cfsctl + "oci mount --fuse yes --foreground t " + mnt + " >/dev/null 2>&1 & echo $!",
+          &pid),
+      0);
+  pid = trim(pid);
+  bool mounted = false;
+  for (int i = 0; i < 100 && !(mounted = fuse_mounted()); ++i) ::usleep(100000);
+  ASSERT_TRUE(mounted);
+  EXPECT_EQ(run("kill -0 " + pid), 0) << "cfsctl --foreground returned while mounted";
+  ASSERT_EQ(::umount2(mnt.c_str(), MNT_DETACH), 0);
+  bool ended = false;
+  for (int i = 0; i < 100 && !(ended = run("kill -0 " + pid + " 2>/dev/null") != 0); ++i)
+    ::usleep(100000);
+  EXPECT_TRUE(ended) << "cfsctl --foreground still running after the unmount";
+  // The top-level mount takes the same spellings.
+  std::string id;
+  ASSERT_EQ(run(cfsctl + "oci image-id t", &id), 0);
+  ASSERT_EQ(run(cfsctl + "mount --fuse yes --foreground " + trim(id) + " " + mnt +
+                    " >/dev/null 2>&1 & echo $!",
+                &pid),
+            0);
+  pid = trim(pid);
+  mounted = false;
+  for (int i = 0; i < 100 && !(mounted = fuse_mounted()); ++i) ::usleep(100000);
+  ASSERT_TRUE(mounted);
+  EXPECT_EQ(run("kill -0 " + pid), 0);
+  ASSERT_EQ(::umount2(mnt.c_str(), MNT_DETACH), 0);
+}
+
 // --xattrs keep-user-xattrs: a second image variant (composefs-rs' ref name) that keeps user.*,
 // stored next to the default one in the same config stream; both survive gc through the tag.
 TEST_F(OciTest, CliXattrModes) {

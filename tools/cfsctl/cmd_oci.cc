@@ -364,6 +364,41 @@ void add_tag_commands(CLI::App& oci_cmd, const GlobalOptions& global) {
   untag_cmd->add_option("NAME", untag->tag, "Tag")->required();
 }
 
+// ---- copy ------------------------------------------------------------------------------
+
+struct CopyArgs {
+  std::string image;
+  std::string from;
+  std::string name;
+};
+
+void run_copy(store::Repository& repo, const CopyArgs& args) {
+  // The source is only read (a repository without meta.json is not upgraded for it).
+  store::Repository src = store::Repository::open(args.from, store::LockMode::shared);
+  oci::CopyResult r = oci::copy_image(repo, src, args.image,
+                                      args.name.empty() ? std::nullopt : std::optional(args.name));
+  std::string out = "Copied image " + args.image + " from " + args.from + " to " + repo.path() +
+                    (args.name.empty() ? "" : ", tagged as " + args.name) + "\n";
+  out += "Manifest digest: " + r.manifest_digest + "\n";
+  out += "Config digest:   " + r.config_digest + "\n";
+  out += "Objects copied:  " + std::to_string(r.objects_copied) + " (" +
+         std::to_string(r.objects_present) + " already present)\n";
+  print(out);
+}
+
+void add_copy_command(CLI::App& oci_cmd, const GlobalOptions& global) {
+  auto [cmd, args] = add_oci_command<CopyArgs>(
+      oci_cmd, global, "copy",
+      "Copy an image (its manifest, config and layer streams, EROFS images and objects) from "
+      "the repository --from into this one, each object checked against its name; nothing "
+      "is named before every object is stored, and --name is written last. Both "
+      "repositories must use the same hash algorithm.",
+      run_copy);
+  cmd->add_option("IMAGE", args->image, "Tag or @sha256:… manifest digest in --from")->required();
+  cmd->add_option("--from", args->from, "Source repository")->required()->type_name("DIR");
+  cmd->add_option("--name", args->name, "Tag the copy under this name (else it is untagged)");
+}
+
 // Which composefs image of a pulled OCI image: IMAGE [--bootable] [--xattrs MODE].
 struct ImageVariant {
   std::string name;
@@ -571,7 +606,8 @@ void add_import_layer_command(CLI::App& oci_cmd, const GlobalOptions& global) {
 struct MountArgs {
   ImageVariant image;
   std::string mountpoint;
-  bool fuse = false;
+  std::string fuse = "auto";
+  bool foreground = false;
   std::string upperdir, workdir;
   bool read_write = false;
   bool overlay = false;
@@ -585,7 +621,8 @@ void run_mount(const MountArgs& args, const GlobalOptions& global) {
   request.command = "oci mount";
   request.insecure = global.insecure;
   request.mountpoint = args.mountpoint;
-  request.fuse = args.fuse ? "yes" : "auto";
+  request.fuse = args.fuse;
+  request.foreground = args.foreground;
   request.upperdir = args.upperdir;
   request.workdir = args.workdir;
   request.read_write = args.read_write;
@@ -611,9 +648,16 @@ void add_mount_command(CLI::App& oci_cmd, const GlobalOptions& global) {
       "Mount an image: the kernel (cfs-mount) as root, cfs-fuse otherwise", run_mount);
   add_variant_options(cmd, args->image, "Mount the boot image");
   cmd->add_option("MOUNTPOINT", args->mountpoint, "Existing directory")->required();
-  cmd->add_flag("--fuse", args->fuse,
-                built_with_fuse() ? "Use cfs-fuse even as root"
-                                  : "Use cfs-fuse (not in this build: CFS_WITH_FUSE=OFF)");
+  // A bare --fuse (cfs' older spelling) is rewritten to --fuse=yes before parsing (main.cc).
+  cmd->add_option("--fuse", args->fuse,
+                  std::string("auto (the kernel as root, FUSE otherwise), yes or no; a bare "
+                              "--fuse means yes") +
+                      (built_with_fuse() ? "" : " (FUSE not in this build: CFS_WITH_FUSE=OFF)"))
+      ->check(CLI::IsMember({"auto", "yes", "no"}))
+      ->capture_default_str();
+  cmd->add_flag("--foreground", args->foreground,
+                "Keep cfs-fuse in the foreground until the image is unmounted (no effect on "
+                "kernel mounts)");
   cmd->add_option("--upperdir", args->upperdir, "Writable overlay upper directory (kernel mounts)");
   cmd->add_option("--workdir", args->workdir, "Overlay work directory (with --upperdir)");
   cmd->add_flag("--read-write", args->read_write, "Mount writable (needs --upperdir)");
@@ -813,6 +857,7 @@ void register_oci_commands(CLI::App& app, GlobalOptions& global) {
   add_images_command(*oci_cmd, global);
   add_inspect_command(*oci_cmd, global);
   add_tag_commands(*oci_cmd, global);
+  add_copy_command(*oci_cmd, global);
   add_image_id_command(*oci_cmd, global);
   add_image_commands(*oci_cmd, global);
   add_import_layer_command(*oci_cmd, global);

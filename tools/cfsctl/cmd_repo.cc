@@ -421,6 +421,9 @@ void register_repo_commands(CLI::App& app, GlobalOptions& global) {
                    "auto (the kernel as root, FUSE otherwise), yes or no")
       ->check(CLI::IsMember({"auto", "yes", "no"}))
       ->capture_default_str();
+  mount_cmd->add_flag("--foreground", mount->request.foreground,
+                      "Keep cfs-fuse in the foreground until the image is unmounted (no effect "
+                      "on kernel mounts)");
   mount_cmd->add_option("--upperdir", mount->request.upperdir,
                         "Writable overlay upper directory (kernel mounts)");
   mount_cmd->add_option("--workdir", mount->request.workdir,

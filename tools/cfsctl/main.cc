@@ -2,6 +2,7 @@
 // "mkcomposefs" or "composefs-info" (argv[0], e.g. through a symlink) it behaves like the
 // C tool; "cfsctl mkcomposefs ..." and "cfsctl composefs-info ..." do the same.
 #include <algorithm>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -57,10 +58,18 @@ int run_cfsctl(int argc, char** argv) {
   // command, which takes none; without the marker they stay with `oci mount`, which reads
   // everything after its IMAGE and MOUNTPOINT as the command.
   std::vector<char*> args(argv, argv + argc);
+  std::string fuse_yes = "--fuse=yes";
   for (int i = 2; i < argc; i++) {
     if (std::string_view(argv[i - 1]) == "oci" && std::string_view(argv[i]) == "mount") {
       auto marker = std::find_if(args.begin() + i, args.end(),
                                  [](const char* a) { return std::string_view(a) == "--"; });
+      // cfs' older bare `--fuse` flag means `--fuse yes` (composefs-rs' --fuse takes a value).
+      for (auto it = args.begin() + i; it != marker; ++it) {
+        if (std::string_view(*it) != "--fuse") continue;
+        auto next = it + 1;
+        std::string_view value = next != marker ? std::string_view(*next) : "";
+        if (value != "auto" && value != "yes" && value != "no") *it = fuse_yes.data();
+      }
       if (marker != args.end()) args.erase(marker);
       break;
     }

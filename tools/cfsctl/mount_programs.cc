@@ -90,6 +90,7 @@ void exec_mount(const MountRequest& r) {
   std::vector<std::string> args = {program, "--repo", r.repo, r.image, r.mountpoint};
   const bool kernel = program.ends_with("/cfs-mount") || program == "cfs-mount";
   if (r.insecure && kernel) args.push_back("--insecure");
+  if (r.foreground && !kernel && !r.overlay) args.push_back("-f");
   if (!r.upperdir.empty()) {
     args.insert(args.end(), {"--upperdir", r.upperdir, "--workdir", r.workdir});
     if (r.read_write) args.push_back("--rw");

@@ -20,6 +20,9 @@ struct MountRequest {
   std::string fuse = "auto";      // auto: the kernel as root, FUSE otherwise; yes; no
   std::string upperdir, workdir;  // a writable overlay upper layer (kernel mounts only)
   bool read_write = false;
+  // composefs-rs' --foreground: cfs-fuse stays in the foreground (-f) until unmounted; a
+  // kernel mount has no server, so it changes nothing there.
+  bool foreground = false;
   // cfsctl --insecure: a kernel mount of a secure repository without verity=require (cfs-fuse
   // checks object digests either way).
   bool insecure = false;

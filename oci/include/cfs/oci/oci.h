@@ -112,6 +112,23 @@ struct ImageSummary {
   std::optional<Digest> boot_image_id;
 };
 
+// composefs-rs' oci copy: the image name (a tag or "@sha256:…") of src, with its manifest,
+// config and layer streams, its EROFS images and every object they name, copied into dest,
+// then tagged tag (if given). Each object is checked against its name while copied (objects
+// dest already has are kept); objects are made durable before any stream or image is named,
+// and the tag comes last, so a failed copy names nothing. Both repositories must use the
+// same hash algorithm.
+struct CopyResult {
+  std::string manifest_digest;
+  std::string config_digest;
+  unsigned layers = 0;
+  unsigned images = 0;
+  uint64_t objects_copied = 0;
+  uint64_t objects_present = 0;  // already in dest
+};
+CopyResult copy_image(store::Repository& dest, const store::Repository& src, std::string_view name,
+                      std::optional<std::string> tag);
+
 // name: a tag, or "@sha256:<hex>" for a manifest digest.
 ImageSummary inspect(const store::Repository& repo, std::string_view name);
 std::vector<ImageSummary> list_images(const store::Repository& repo);
