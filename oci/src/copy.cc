@@ -137,6 +137,22 @@ CopyResult copy_image(store::Repository& dest, const store::Repository& src, std
   dest.link_stream(*config_object, config_id);
   dest.link_stream(*manifest_object, manifest_id);
   dest.sync();
+  // As composefs-rs, the destination gets its own EROFS formats: where its default format's
+  // image was not among those copied (the repositories' erofs_formats differ), it is built
+  // from the copied layers in each of the destination's formats (config and manifest streams
+  // are rewritten to name them, as a pull does).
+  const std::string by_digest = "@" + summary.manifest_digest;
+  const std::set<std::string> copied_refs = [&] {
+    std::set<std::string> names;
+    for (const store::NamedRef& ref : config.named_refs()) names.insert(ref.name);
+    return names;
+  }();
+  for (bool bootable : {false, true}) {
+    auto copied = [&](uint32_t version) {
+      return copied_refs.contains(image_ref_name(bootable, XattrMode::allowlist_only, version));
+    };
+    if (copied(1) || copied(2)) ensure_image(dest, by_digest, bootable);
+  }
   if (tag) {
     tag_image(dest, summary.manifest_digest, *tag);
     dest.sync();

@@ -802,6 +802,20 @@ TEST_F(OciTest, CliCopyFromAnotherRepository) {
     ASSERT_EQ(::umount2((tmp / "mnt").c_str(), MNT_DETACH), 0);
   }
 
+  // A repository of another EROFS format gets the image in its own format, built from the
+  // copied layers (composefs-rs), and it is the image a pull there gives.
+  const std::string v2 = bin + (tmp / "v2") + " ", v2pull = bin + (tmp / "v2pull") + " ";
+  ASSERT_EQ(run(v2 + "init --insecure --erofs-version 2 >/dev/null"), 0);
+  ASSERT_EQ(run(v2pull + "init --insecure --erofs-version 2 >/dev/null"), 0);
+  ASSERT_EQ(run(v2 + "oci copy --from " + repo_path + " t --name copied 2>&1", &out), 0) << out;
+  ASSERT_EQ(run(v2pull + "oci pull -q oci:" + layout + ":base t 2>&1", &out), 0) << out;
+  std::string id_v2, id_v2pull;
+  ASSERT_EQ(run(v2 + "oci image-id copied", &id_v2), 0);
+  ASSERT_EQ(run(v2pull + "oci image-id t", &id_v2pull), 0);
+  EXPECT_EQ(id_v2, id_v2pull);
+  EXPECT_NE(id_v2, id_a);
+  ASSERT_EQ(run(v2 + "oci fsck copied 2>&1", &out), 0) << out;
+
   // A damaged object of A: refused, naming it; B gets no tag (and no streams).
   const std::string c = bin + (tmp / "c") + " ";
   ASSERT_EQ(run(c + "init --insecure >/dev/null"), 0);
