@@ -70,15 +70,11 @@ void append_field(std::string& out, std::string_view bytes) {
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-namespace {
-
-void append_number(std::string& out, uint64_t v, int base = 10) {
+void append_number(std::string& out, uint64_t v, int base) {
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
   out.append(buf, end);
 }
-
-}  // namespace
 
 void append_dump_entry(std::string& out, std::string_view path, const Inode& inode, uint32_t nlink,
                        const std::string* hardlink_target, std::string_view content) {

@@ -1,6 +1,5 @@
 #include "rs_dump.h"
 
-#include <charconv>
 #include <functional>
 #include <unordered_map>
 
@@ -8,36 +7,26 @@
 
 namespace cfs::cli {
 
-namespace {
-
-void append_number(std::string& out, uint64_t v, int base = 10) {
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
-  out.append(buf, end);
-}
-
-}  // namespace
-
 void append_rs_entry(std::string& out, std::string_view path, const RsDumpEntry& e) {
   erofs::append_field(out, path);
   out += ' ';
-  append_number(out, e.size);
+  erofs::append_number(out, e.size);
   out += ' ';
-  append_number(out, e.mode, 8);
+  erofs::append_number(out, e.mode, 8);
   out += ' ';
-  append_number(out, e.nlink);
+  erofs::append_number(out, e.nlink);
   out += ' ';
-  append_number(out, e.uid);
+  erofs::append_number(out, e.uid);
   out += ' ';
-  append_number(out, e.gid);
+  erofs::append_number(out, e.gid);
   out += ' ';
-  append_number(out, e.rdev);
+  erofs::append_number(out, e.rdev);
   out += ' ';
   if (e.mtime_sec < 0) out += '-';
-  append_number(out, e.mtime_sec < 0 ? 0 - static_cast<uint64_t>(e.mtime_sec)
-                                     : static_cast<uint64_t>(e.mtime_sec));
+  erofs::append_number(out, e.mtime_sec < 0 ? 0 - static_cast<uint64_t>(e.mtime_sec)
+                                            : static_cast<uint64_t>(e.mtime_sec));
   out += '.';
-  append_number(out, e.mtime_nsec);
+  erofs::append_number(out, e.mtime_nsec);
   out += ' ';
   erofs::append_field(out, e.payload);
   out += ' ';

@@ -66,5 +66,7 @@ void append_escaped(std::string& out, std::string_view bytes, bool xattr);
 void append_listing_escaped(std::string& out, std::string_view bytes);
 // Field escaping: empty -> "-", exactly "-" -> "\x2d".
 void append_field(std::string& out, std::string_view bytes);
+// A number as the dumpfile writes it: no padding, base 10 or 8 (modes).
+void append_number(std::string& out, uint64_t v, int base = 10);
 
 }  // namespace cfs::erofs
