@@ -10,6 +10,7 @@
 #include "cfs/oci/oci.h"
 #include "cfs/store/images.h"
 #include "cfs/store/splitstream.h"
+#include "internal.h"
 
 namespace cfs::oci {
 
@@ -110,7 +111,7 @@ CopyResult copy_image(store::Repository& dest, const store::Repository& src, std
   std::map<std::string, Digest> layers;  // content id -> stream object
   store::SplitStreamReader config = copier.stream(*config_object, config_id);
   for (const store::NamedRef& ref : config.named_refs()) {
-    if (ref.name.starts_with("composefs.image")) {
+    if (is_image_ref_name(ref.name)) {
       copier.image(ref.target);
     } else if (ref.name.starts_with("sha256:")) {
       copier.stream(ref.target, "oci-layer-" + ref.name);

@@ -142,18 +142,6 @@ ImageRefs load(const store::Repository& repo, std::string_view name) {
   return r;
 }
 
-// "composefs.image" and the names below it (".v1", ".boot", ".xattrs=…"): the EROFS images
-// a config stream names. Layer refs are diff_ids ("sha256:…").
-bool is_image_ref_name(std::string_view name) {
-  return name == kImageRef ||
-         (name.starts_with(kImageRef) && name.substr(kImageRef.size()).starts_with('.'));
-}
-
-bool is_boot_image_ref_name(std::string_view name) {
-  return name == kBootImageRef ||
-         (name.starts_with(kBootImageRef) && name.substr(kBootImageRef.size()).starts_with('.'));
-}
-
 // The config stream's image of a variant: the repository's default format's, else (unless a
 // format was chosen for this handle) the other format's. nullptr if neither is there.
 const Digest* find_image_ref(const store::Repository& repo, const store::SplitStreamReader& cs,
@@ -165,6 +153,16 @@ const Digest* find_image_ref(const store::Repository& repo, const store::SplitSt
 }
 
 }  // namespace
+
+bool is_image_ref_name(std::string_view name) {
+  return name == kImageRef ||
+         (name.starts_with(kImageRef) && name.substr(kImageRef.size()).starts_with('.'));
+}
+
+bool is_boot_image_ref_name(std::string_view name) {
+  return name == kBootImageRef ||
+         (name.starts_with(kBootImageRef) && name.substr(kBootImageRef.size()).starts_with('.'));
+}
 
 std::string encode_tag(std::string_view tag) {
   std::string out;

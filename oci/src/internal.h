@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cfs/digest.h"
@@ -31,6 +32,11 @@ void for_each_layer_entry(const store::Repository& repo, const std::string& diff
 erofs::Tree merge_layers(const store::Repository& repo, const std::vector<std::string>& diff_ids,
                          const std::map<std::string, Digest>* imported,
                          XattrMode mode = XattrMode::keep_user_xattrs);
+
+// "composefs.image" and the names below it (".v1", ".boot", ".xattrs=…"): the EROFS images
+// a config stream names. Layer refs are diff_ids ("sha256:…").
+bool is_image_ref_name(std::string_view name);
+bool is_boot_image_ref_name(std::string_view name);
 
 // (format, image id) pairs, the default format first.
 using FormatImages = std::vector<std::pair<uint32_t, Digest>>;
