@@ -23,10 +23,8 @@ using nlohmann::json;
 constexpr std::string_view kPrefixes[] = {"io.github.containers.zstd-chunked.",
                                           "io.containers.zstd-chunked."};
 constexpr uint64_t kSkippableHeader = 8;  // magic + frame size before the compressed TOC
-// A reusable file content whose compressed frames are smaller than this is fetched anyway:
-// one ranged GET fewer is worth more than a few KiB.
-constexpr uint64_t kMinReuse = 4096;
 constexpr size_t kBuffer = 256 << 10;
+constexpr uint64_t kMaxCompressedToc = 64u << 20;
 
 struct DCtxFree {
   void operator()(ZSTD_DCtx* d) const noexcept { ZSTD_freeDCtx(d); }
@@ -39,16 +37,6 @@ uint64_t parse_u64(std::string_view s, const std::string& what) {
   if (ec != std::errc() || p != s.data() + s.size() || s.empty())
     throw Error(what + ": '" + escape_for_log(s) + "' is not a number");
   return v;
-}
-
-uint64_t uint_field(const json& e, const char* key, const std::string& what) {
-  auto it = e.find(key);
-  if (it == e.end()) return 0;
-  if (!it->is_number_unsigned()) {
-    if (it->is_number_integer() && it->get<int64_t>() == 0) return 0;
-    throw Error(what + ": '" + key + "' is not a non-negative integer");
-  }
-  return it->get<uint64_t>();
 }
 
 // Feeds a file content on, holding its last piece back until the whole content matched its
@@ -112,9 +100,56 @@ std::string decompress_toc(std::span<const std::byte> in, uint64_t expect,
   return out;
 }
 
+class ZstdDecoder final : public FrameDecoder {
+ public:
+  explicit ZstdDecoder(std::string what) : what_(std::move(what)), d_(ZSTD_createDCtx()) {
+    if (!d_) throw Error(what_ + ": cannot allocate a zstd context");
+  }
+  void reset() override {
+    ZSTD_DCtx_reset(d_.get(), ZSTD_reset_session_only);
+    complete_ = true;
+  }
+  void feed(std::span<const std::byte> in,
+            const std::function<void(std::span<const std::byte>)>& out) override {
+    ZSTD_inBuffer ib{in.data(), in.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer ob{buf_.data(), buf_.size(), 0};
+      size_t r = ZSTD_decompressStream(d_.get(), &ob, &ib);
+      if (ZSTD_isError(r))
+        throw Error(what_ + ": does not decompress: " + ZSTD_getErrorName(r) +
+                    " (corrupt or tampered)");
+      if (ob.pos > 0 || ib.pos > 0) complete_ = r == 0;
+      if (ob.pos > 0) out(std::span(buf_).first(ob.pos));
+      if (ib.pos == ib.size && ob.pos < ob.size) break;
+    }
+  }
+  bool at_boundary() const override { return complete_; }
+
+ private:
+  std::string what_;
+  DCtx d_;
+  bool complete_ = true;
+  std::vector<std::byte> buf_ = std::vector<std::byte>(kBuffer);
+};
+
 }  // namespace
 
+uint64_t toc_uint(const json& e, const char* key, const std::string& what) {
+  auto it = e.find(key);
+  if (it == e.end()) return 0;
+  if (!it->is_number_unsigned()) {
+    if (it->is_number_integer() && it->get<int64_t>() == 0) return 0;
+    throw Error(what + ": '" + key + "' is not a non-negative integer");
+  }
+  return it->get<uint64_t>();
+}
+
+std::unique_ptr<FrameDecoder> make_zstd_decoder(std::string what) {
+  return std::make_unique<ZstdDecoder>(std::move(what));
+}
+
 std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::string& what) {
+  if (auto estargz = estargz_toc_of(layer, what)) return estargz;
   if (layer.media_type != "application/vnd.oci.image.layer.v1.tar+zstd") return std::nullopt;
   for (std::string_view prefix : kPrefixes) {
     auto checksum = layer.annotations.find(std::string(prefix) + "manifest-checksum");
@@ -157,25 +192,42 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
                                                            const ChunkedToc& toc, std::string what,
                                                            std::function<void(uint64_t)> on_bytes,
                                                            std::atomic<bool>* cancel) {
-  constexpr uint64_t kMaxCompressedToc = 64u << 20;
-  if (toc.length > kMaxCompressedToc)
-    throw Error(what + ": the compressed TOC has " + std::to_string(toc.length) +
-                " bytes, more than this reader accepts");
-  auto reader = source.open_blob_range(layer, toc.offset, toc.length);
-  if (!reader) return std::nullopt;
+  // Whether the source reads ranges at all is asked with an empty range at the blob's end,
+  // so that a source that cannot costs nothing.
+  if (!source.open_blob_range(layer, layer.size, 0)) return std::nullopt;
   ChunkedLayerReader r(repo, source, layer, std::move(what), std::move(on_bytes), cancel);
-  const std::string toc_what = r.what_ + ": zstd:chunked TOC";
-  std::vector<std::byte> compressed(static_cast<size_t>(toc.length));
+  r.format_ = toc.format;
+  if (toc.format == TocFormat::estargz)
+    r.plan_estargz(toc);
+  else
+    r.plan_zstd_chunked(toc);
+  return r;
+}
+
+std::vector<std::byte> ChunkedLayerReader::fetch_exact(uint64_t offset, uint64_t length,
+                                                       const std::string& what) {
+  if (length > kMaxCompressedToc)
+    throw Error(what + ": " + std::to_string(length) + " bytes, more than the " +
+                std::to_string(kMaxCompressedToc) + " this reader accepts");
+  auto reader = source_->open_blob_range(layer_, offset, length);
+  if (!reader) throw Error(what_ + ": the source stopped serving byte ranges");
+  ++stats_.requests;
+  std::vector<std::byte> out(static_cast<size_t>(length));
   size_t got = 0;
-  while (got < compressed.size()) {
-    size_t n = reader->read(std::span(compressed).subspan(got));
+  while (got < out.size()) {
+    size_t n = reader->read(std::span(out).subspan(got));
     if (n == 0)
-      throw Error(toc_what + ": the registry sent " + std::to_string(got) + " of " +
-                  std::to_string(toc.length) + " bytes");
+      throw Error(what + ": the registry sent " + std::to_string(got) + " of " +
+                  std::to_string(length) + " bytes");
     got += n;
-    r.count(n);
+    count(n);
   }
-  ++r.stats_.requests;
+  return out;
+}
+
+void ChunkedLayerReader::plan_zstd_chunked(const ChunkedToc& toc) {
+  const std::string toc_what = what_ + ": zstd:chunked TOC";
+  std::vector<std::byte> compressed = fetch_exact(toc.offset, toc.length, toc_what);
   Sha256 h;
   h.update(compressed);
   if (std::string actual = h.finish(); actual != toc.checksum)
@@ -194,13 +246,13 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
     std::string ew = toc_what + ": entry " + std::to_string(index++);
     if (!e.is_object()) throw Error(ew + ": not an object");
     if (json_string(e, "type", "", ew) != "reg") continue;
-    uint64_t size = uint_field(e, "size", ew);
+    uint64_t size = toc_uint(e, "size", ew);
     if (size == 0) continue;
     Segment s;
     s.payload = true;
     s.size = size;
-    s.begin = uint_field(e, "offset", ew);
-    s.end = uint_field(e, "endOffset", ew);
+    s.begin = toc_uint(e, "offset", ew);
+    s.end = toc_uint(e, "endOffset", ew);
     s.digest = json_string(e, "digest", "", ew);
     validate_oci_digest(s.digest,
                         ew + " ('" + escape_for_log(json_string(e, "name", "", ew)) + "'): digest");
@@ -208,14 +260,13 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
       throw Error(ew + ": content frames at " + std::to_string(s.begin) + "-" +
                   std::to_string(s.end) + " are out of order or outside the tar's " +
                   std::to_string(data_end) + " bytes");
-    if (s.begin > pos) r.segments_.push_back(Segment{pos, s.begin});
+    if (s.begin > pos) segments_.push_back(Segment{pos, s.begin});
     if (size > kTarInlineMax && s.end - s.begin >= kMinReuse)
-      s.reuse = content_index::lookup(repo, s.digest);
+      s.reuse = content_index::lookup(*repo_, s.digest);
     pos = s.end;
-    r.segments_.push_back(std::move(s));
+    segments_.push_back(std::move(s));
   }
-  if (pos < data_end) r.segments_.push_back(Segment{pos, data_end});
-  return r;
+  if (pos < data_end) segments_.push_back(Segment{pos, data_end});
 }
 
 void ChunkedLayerReader::count(uint64_t n) {
@@ -267,6 +318,7 @@ void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>
     }
   }
   reuse_until(segments_.size());
+  if (!trailer_.empty()) feed(trailer_);
 }
 
 void ChunkedLayerReader::reuse(const Segment& s,
@@ -275,67 +327,77 @@ void ChunkedLayerReader::reuse(const Segment& s,
   PayloadCheck check(s, feed, w + " (run oci fsck)");
   UniqueFd fd = repo_->open_object(*s.reuse);
   std::vector<std::byte> buf(kBuffer);
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+  // Up to one byte more than the payload, so that an object longer than a whole-file
+  // payload is refused by the size check.
+  uint64_t pos = s.object_offset, end = s.object_offset + s.size + (s.tail ? 0 : 1);
+  while (pos < end) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+    ssize_t n = ::pread(fd.get(), buf.data(), want, static_cast<off_t>(pos));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw SystemError(errno, w);
     if (n == 0) break;
     check.add(std::span(buf).first(static_cast<size_t>(n)));
+    pos += static_cast<uint64_t>(n);
   }
   check.finish();
-  ++stats_.files_reused;
+  if (s.object_offset == 0) ++stats_.files_reused;
   stats_.bytes_reused += s.size;
 }
 
 void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
                                    const std::function<void(std::span<const std::byte>)>& feed) {
-  DCtx d(ZSTD_createDCtx());
-  if (!d) throw Error(what_ + ": cannot allocate a zstd context");
-  std::vector<std::byte> in(kBuffer), out(kBuffer);
+  std::vector<std::byte> in(kBuffer);
+  std::unique_ptr<FrameDecoder> decoder;
   for (size_t k = first; k < last; ++k) {
     const Segment& s = segments_[k];
     std::string w = what_ + ": bytes " + std::to_string(s.begin) + "-" + std::to_string(s.end);
+    if (!decoder)
+      decoder = format_ == TocFormat::estargz ? make_gzip_decoder(w) : make_zstd_decoder(w);
     std::optional<PayloadCheck> check;
     if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
+    uint64_t payload_left = s.payload ? s.size : 0;
+    bool checked = false;
+    // A payload's bytes go through its check; with a tail, what follows the payload is tar
+    // again, handed on once the payload is verified.
     auto emit = [&](std::span<const std::byte> data) {
-      if (check)
-        check->add(data);
-      else if (!data.empty())
-        feed(data);
-    };
-    ZSTD_DCtx_reset(d.get(), ZSTD_reset_session_only);
-    uint64_t left = s.end - s.begin;
-    size_t ret = 0;
-    bool output_full = false;
-    while (left > 0 || output_full) {
-      if (cancel_ && cancel_->load()) throw Error("cancelled");
-      size_t n = 0;
-      if (left > 0) {
-        n = reader.read(
-            std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
-        if (n == 0)
-          throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +
-                      " bytes missing)");
-        left -= n;
-        count(n);
+      if (!check || checked) {
+        if (!data.empty()) feed(data);
+        return;
       }
-      ZSTD_inBuffer ib{in.data(), n, 0};
-      do {
-        ZSTD_outBuffer ob{out.data(), out.size(), 0};
-        size_t before = ib.pos;
-        size_t r = ZSTD_decompressStream(d.get(), &ob, &ib);
-        if (ZSTD_isError(r))
-          throw Error(w + ": does not decompress: " + ZSTD_getErrorName(r) +
-                      " (corrupt or tampered)");
-        output_full = ob.pos == ob.size;
-        if (ib.pos == before && ob.pos == 0) break;  // nothing left to flush
-        ret = r;                                     // 0: the last frame is complete
-        emit(std::span(out).first(ob.pos));
-      } while (ib.pos < ib.size || (left == 0 && output_full));
+      if (!s.tail) {
+        check->add(data);
+        return;
+      }
+      size_t n = static_cast<size_t>(std::min<uint64_t>(payload_left, data.size()));
+      check->add(data.first(n));
+      payload_left -= n;
+      if (n < data.size()) {
+        check->finish();
+        checked = true;
+        feed(data.subspan(n));
+      }
+    };
+    decoder->reset();
+    uint64_t left = s.end - s.begin;
+    while (left > 0) {
+      if (cancel_ && cancel_->load()) throw Error("cancelled");
+      size_t n = reader.read(
+          std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
+      if (n == 0)
+        throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +
+                    " bytes missing)");
+      left -= n;
+      count(n);
+      decoder->feed(std::span(in).first(n), emit);
     }
-    if (ret != 0) throw Error(w + ": does not end at a zstd frame boundary (corrupt or tampered)");
-    if (check) {
+    if (!decoder->at_boundary())
+      throw Error(w + ": does not end at a " +
+                  (format_ == TocFormat::estargz ? "gzip member" : "zstd frame") +
+                  " boundary (corrupt or tampered)");
+    if (check && !checked) {
       check->finish();
+      ++stats_.files_fetched;
+    } else if (checked) {
       ++stats_.files_fetched;
     }
   }

@@ -1,7 +1,9 @@
 // Partial pulls of zstd:chunked layers (containers/storage's format: a tar compressed as a
 // sequence of zstd frames, every regular file's content in frames of its own, and a table of
 // contents (TOC) in a skippable frame after the tar, located and checksummed by annotations of
-// the layer's manifest descriptor).
+// the layer's manifest descriptor) and of eStargz layers (stargz-snapshotter's format: gzip
+// members instead of frames, the TOC in a tar entry of the last member but one, located by
+// a footer member and checksummed by an annotation; estargz.cc).
 //
 // ChunkedLayerReader fetches the TOC with a ranged GET, checks it against the
 // manifest-checksum annotation, and then produces the layer's uncompressed tar, byte for
@@ -16,10 +18,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "cfs/digest.h"
 #include "cfs/oci/source.h"
@@ -27,19 +32,49 @@
 
 namespace cfs::oci {
 
-// Where a zstd:chunked layer keeps its TOC, from the descriptor's annotations (the
+enum class TocFormat { zstd_chunked, estargz };
+
+// Where a layer keeps its TOC, from the descriptor's annotations. zstd:chunked: the
 // io.github.containers.zstd-chunked.* names, or the io.containers.zstd-chunked.* ones older
-// writers used, such as skopeo 1.9).
+// writers used, such as skopeo 1.9. eStargz: containerd.io/snapshot/stargz/toc.digest only
+// (the TOC's place is read from the blob's footer).
 struct ChunkedToc {
-  uint64_t offset = 0;        // of the zstd-compressed TOC inside its skippable frame
-  uint64_t length = 0;        // compressed
-  uint64_t uncompressed = 0;  // bytes of TOC JSON
-  std::string checksum;       // sha256 of the compressed TOC bytes, "sha256:<hex>"
+  TocFormat format = TocFormat::zstd_chunked;
+  uint64_t offset = 0;        // zstd:chunked: of the compressed TOC inside its skippable frame
+  uint64_t length = 0;        // zstd:chunked: compressed
+  uint64_t uncompressed = 0;  // zstd:chunked: bytes of TOC JSON
+  // "sha256:<hex>": zstd:chunked, of the compressed TOC bytes; eStargz, of the TOC JSON.
+  std::string checksum;
 };
 
-// nullopt when the descriptor is not a zstd:chunked layer; throws (naming what) for
-// annotations that claim to be and are malformed.
+// eStargz half of chunked_toc_of (estargz.cc).
+std::optional<ChunkedToc> estargz_toc_of(const Descriptor& layer, const std::string& what);
+
+// A TOC entry's non-negative integer field, 0 when absent; throws (naming what) otherwise.
+uint64_t toc_uint(const nlohmann::json& entry, const char* key, const std::string& what);
+
+// A reusable file content whose compressed frames are smaller than this is fetched anyway:
+// one ranged GET fewer is worth more than a few KiB.
+inline constexpr uint64_t kMinReuse = 4096;
+
+// nullopt when the descriptor is neither a zstd:chunked nor an eStargz layer; throws (naming
+// what) for annotations that claim to be and are malformed.
 std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::string& what);
+
+// Decompresses a run of whole frames (zstd) or members (gzip) fed in pieces; a segment of a
+// chunked layer always starts and ends at such a boundary.
+class FrameDecoder {
+ public:
+  virtual ~FrameDecoder() = default;
+  virtual void reset() = 0;  // at a segment's start
+  // Consumes all of in, handing the output on in pieces; throws (naming what) on bad data.
+  virtual void feed(std::span<const std::byte> in,
+                    const std::function<void(std::span<const std::byte>)>& out) = 0;
+  // Whether what was fed so far ends at a frame/member boundary.
+  virtual bool at_boundary() const = 0;
+};
+std::unique_ptr<FrameDecoder> make_zstd_decoder(std::string what);
+std::unique_ptr<FrameDecoder> make_gzip_decoder(std::string what);  // estargz.cc
 
 struct ChunkedStats {
   uint64_t fetched = 0;        // compressed bytes fetched (TOC included)
@@ -66,9 +101,13 @@ class ChunkedLayerReader {
   struct Segment {
     uint64_t begin = 0;  // compressed offsets in the blob; for reused files, what they replace
     uint64_t end = 0;
-    bool payload = false;         // a file content the TOC lists (else: headers, padding, ...)
-    std::string digest;           // payloads: "sha256:<hex>"
-    uint64_t size = 0;            // payloads: uncompressed bytes
+    bool payload = false;  // a file content (or chunk of one) the TOC lists (else: headers, ...)
+    std::string digest;    // payloads: "sha256:<hex>"
+    uint64_t size = 0;     // payloads: uncompressed bytes
+    // payloads: the segment decompresses to more than the payload; what follows it (padding,
+    // the next headers) is tar as well (eStargz: a file's last chunk shares its member).
+    bool tail = false;
+    uint64_t object_offset = 0;   // payloads: where in the file (and a reused object) it starts
     std::optional<Digest> reuse;  // payloads read from this object instead of fetched
   };
 
@@ -82,6 +121,9 @@ class ChunkedLayerReader {
         what_(std::move(what)),
         on_bytes_(std::move(on_bytes)),
         cancel_(cancel) {}
+  void plan_zstd_chunked(const ChunkedToc& toc);
+  void plan_estargz(const ChunkedToc& toc);  // estargz.cc
+  std::vector<std::byte> fetch_exact(uint64_t offset, uint64_t length, const std::string& what);
   void fetch_run(size_t first, size_t last, BlobReader& reader,
                  const std::function<void(std::span<const std::byte>)>& feed);
   void reuse(const Segment& s, const std::function<void(std::span<const std::byte>)>& feed);
@@ -93,7 +135,11 @@ class ChunkedLayerReader {
   std::string what_;
   std::function<void(uint64_t)> on_bytes_;
   std::atomic<bool>* cancel_;
+  TocFormat format_ = TocFormat::zstd_chunked;
   std::vector<Segment> segments_;
+  // Uncompressed tar that follows the segments, already fetched with the TOC (eStargz: the
+  // TOC's own tar entry and the end-of-archive blocks, which the diff_id covers).
+  std::vector<std::byte> trailer_;
   ChunkedStats stats_;
 };
 
