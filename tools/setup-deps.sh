@@ -12,6 +12,7 @@ packages="
   clang libclang-rt-14-dev clang-format
   erofs-utils attr e2fsprogs util-linux skopeo docker-registry
   python3 libcap2-bin libarchive-tools golang-go buildah time pax
+  golang-github-containerd-stargz-snapshotter-dev
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd initramfs-tools systemd udev
   systemd-boot-efi ovmf dosfstools mtools binutils
   debhelper dpkg-dev fakeroot lintian

@@ -1,5 +1,6 @@
 #include "chunked.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -102,10 +103,11 @@ std::string decompress_toc(std::span<const std::byte> in, uint64_t expect,
 
 class ZstdDecoder final : public FrameDecoder {
  public:
-  explicit ZstdDecoder(std::string what) : what_(std::move(what)), d_(ZSTD_createDCtx()) {
-    if (!d_) throw Error(what_ + ": cannot allocate a zstd context");
+  ZstdDecoder() : d_(ZSTD_createDCtx()) {
+    if (!d_) throw Error("cannot allocate a zstd context");
   }
-  void reset() override {
+  void reset(std::string what) override {
+    what_ = std::move(what);
     ZSTD_DCtx_reset(d_.get(), ZSTD_reset_session_only);
     complete_ = true;
   }
@@ -144,8 +146,8 @@ uint64_t toc_uint(const json& e, const char* key, const std::string& what) {
   return it->get<uint64_t>();
 }
 
-std::unique_ptr<FrameDecoder> make_zstd_decoder(std::string what) {
-  return std::make_unique<ZstdDecoder>(std::move(what));
+std::unique_ptr<FrameDecoder> make_zstd_decoder() {
+  return std::make_unique<ZstdDecoder>();
 }
 
 std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::string& what) {
@@ -251,6 +253,7 @@ void ChunkedLayerReader::plan_zstd_chunked(const ChunkedToc& toc) {
     Segment s;
     s.payload = true;
     s.size = size;
+    s.object_size = size;
     s.begin = toc_uint(e, "offset", ew);
     s.end = toc_uint(e, "endOffset", ew);
     s.digest = json_string(e, "digest", "", ew);
@@ -326,10 +329,13 @@ void ChunkedLayerReader::reuse(const Segment& s,
   std::string w = what_ + ": object " + s.reuse->hex() + " reused for " + s.digest;
   PayloadCheck check(s, feed, w + " (run oci fsck)");
   UniqueFd fd = repo_->open_object(*s.reuse);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw SystemError(errno, w);
+  if (static_cast<uint64_t>(st.st_size) != s.object_size)
+    throw Error(w + ": the object has " + std::to_string(st.st_size) + " bytes, the TOC says " +
+                std::to_string(s.object_size) + " (run oci fsck)");
   std::vector<std::byte> buf(kBuffer);
-  // Up to one byte more than the payload, so that an object longer than a whole-file
-  // payload is refused by the size check.
-  uint64_t pos = s.object_offset, end = s.object_offset + s.size + (s.tail ? 0 : 1);
+  uint64_t pos = s.object_offset, end = s.object_offset + s.size;
   while (pos < end) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
     ssize_t n = ::pread(fd.get(), buf.data(), want, static_cast<off_t>(pos));
@@ -347,12 +353,11 @@ void ChunkedLayerReader::reuse(const Segment& s,
 void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
                                    const std::function<void(std::span<const std::byte>)>& feed) {
   std::vector<std::byte> in(kBuffer);
-  std::unique_ptr<FrameDecoder> decoder;
+  std::unique_ptr<FrameDecoder> decoder =
+      format_ == TocFormat::estargz ? make_gzip_decoder() : make_zstd_decoder();
   for (size_t k = first; k < last; ++k) {
     const Segment& s = segments_[k];
     std::string w = what_ + ": bytes " + std::to_string(s.begin) + "-" + std::to_string(s.end);
-    if (!decoder)
-      decoder = format_ == TocFormat::estargz ? make_gzip_decoder(w) : make_zstd_decoder(w);
     std::optional<PayloadCheck> check;
     if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
     uint64_t payload_left = s.payload ? s.size : 0;
@@ -377,7 +382,7 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
         feed(data.subspan(n));
       }
     };
-    decoder->reset();
+    decoder->reset(w);
     uint64_t left = s.end - s.begin;
     while (left > 0) {
       if (cancel_ && cancel_->load()) throw Error("cancelled");

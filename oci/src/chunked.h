@@ -66,15 +66,15 @@ std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::str
 class FrameDecoder {
  public:
   virtual ~FrameDecoder() = default;
-  virtual void reset() = 0;  // at a segment's start
+  virtual void reset(std::string what) = 0;  // at a segment's start; what names it in errors
   // Consumes all of in, handing the output on in pieces; throws (naming what) on bad data.
   virtual void feed(std::span<const std::byte> in,
                     const std::function<void(std::span<const std::byte>)>& out) = 0;
   // Whether what was fed so far ends at a frame/member boundary.
   virtual bool at_boundary() const = 0;
 };
-std::unique_ptr<FrameDecoder> make_zstd_decoder(std::string what);
-std::unique_ptr<FrameDecoder> make_gzip_decoder(std::string what);  // estargz.cc
+std::unique_ptr<FrameDecoder> make_zstd_decoder();
+std::unique_ptr<FrameDecoder> make_gzip_decoder();  // estargz.cc
 
 struct ChunkedStats {
   uint64_t fetched = 0;        // compressed bytes fetched (TOC included)
@@ -108,6 +108,7 @@ class ChunkedLayerReader {
     // the next headers) is tar as well (eStargz: a file's last chunk shares its member).
     bool tail = false;
     uint64_t object_offset = 0;   // payloads: where in the file (and a reused object) it starts
+    uint64_t object_size = 0;     // payloads: the whole file's size (a reused object's)
     std::optional<Digest> reuse;  // payloads read from this object instead of fetched
   };
 

@@ -59,8 +59,9 @@ ZStream new_inflate(const std::string& what) {
 
 class GzipDecoder final : public FrameDecoder {
  public:
-  explicit GzipDecoder(std::string what) : what_(std::move(what)), z_(new_inflate(what_)) {}
-  void reset() override {
+  GzipDecoder() : z_(new_inflate("gzip")) {}
+  void reset(std::string what) override {
+    what_ = std::move(what);
     inflateReset(z_.get());
     ended_ = true;  // nothing fed: a boundary
     fresh_ = true;
@@ -175,8 +176,8 @@ uint64_t octal_field(std::span<const std::byte> f, const std::string& what) {
 
 }  // namespace
 
-std::unique_ptr<FrameDecoder> make_gzip_decoder(std::string what) {
-  return std::make_unique<GzipDecoder>(std::move(what));
+std::unique_ptr<FrameDecoder> make_gzip_decoder() {
+  return std::make_unique<GzipDecoder>();
 }
 
 std::optional<ChunkedToc> estargz_toc_of(const Descriptor& layer, const std::string& what) {
@@ -313,6 +314,7 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
     s.size = c.size;
     s.tail = c.last;
     s.object_offset = c.file_offset;
+    s.object_size = c.file_size;
     if (!c.last && !c.file_digest.empty() && c.file_size > kTarInlineMax &&
         s.end - s.begin >= kMinReuse) {
       if (looked_up != c.file_digest) {

@@ -208,7 +208,7 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
            human_bytes(r.bytes_read) + " read, " + human_bytes(r.objects_bytes) +
            " in file objects\n";
   if (!args.quiet && r.layers_partial)
-    out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked layers, " +
+    out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked or eStargz layers, " +
            std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
            " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
   print(out);

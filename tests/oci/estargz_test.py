@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Partial pulls of eStargz layers against a real registry (Debian's docker-registry on
+127.0.0.1, as in registry_test.py). The layers are written by stargz-snapshotter's estargz
+package (tests/oci/estargz-gen, built here with Debian's golang packages, GOPATH mode,
+offline), put into an OCI layout with the toc.digest and uncompressed-size annotations and
+pushed with skopeo, which keeps blobs and annotations as they are; no cfs code involved.
+
+eStargz keeps the tar padding and the headers that follow a file in the gzip member of the
+file's last chunk, so a byte-exact rebuild fetches that member; only the chunks before it
+can come from the repository (docs/CHUNKED.md). The layers here are built with 32 KiB
+chunks, so that files of a few hundred KiB span several.
+
+Checks: pull v1, then v2 sharing most files: v2 fetches at most 15% of its compressed size
+and gets the image id of a full (--no-partial) pull and of a partial pull into a fresh
+repository; the layer streams equal a full pull's; tampered file content, tampered TOC and a
+wrong toc.digest annotation are refused with nothing tagged and fsck/oci fsck clean.
+Exit 77 (skip) when docker-registry, skopeo, go or the estargz package is missing.
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import registry_test as rt  # noqa: E402
+
+check = rt.check
+GOPATH = "/usr/share/gocode"
+ESTARGZ_PKG = os.path.join(GOPATH, "src/github.com/containerd/stargz-snapshotter/estargz")
+CHUNK_SIZE = 32 << 10
+TOC_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
+SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"
+
+
+def build_generator(gen_dir):
+    """Builds estargz-gen into gen_dir (its Go cache stays there too); returns its path."""
+    gen_dir = os.path.abspath(gen_dir)
+    os.makedirs(gen_dir, exist_ok=True)
+    exe = os.path.join(gen_dir, "estargz-gen")
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOFLAGS="",
+               GOCACHE=os.path.join(gen_dir, "go-cache"), CGO_ENABLED="0")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "estargz-gen")
+    subprocess.run(["go", "build", "-o", exe, "."], cwd=src, env=env, check=True)
+    return exe
+
+
+def tar_of(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = set()
+        for path, data in files:
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+                    tar.addfile(info)
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_blob(layout, data):
+    return rt.write_blob(layout, data)
+
+
+def make_estargz_layout(gen, out, tag, layers, toc_override=None):
+    """An OCI layout whose layers (lists of (path, bytes)) are eStargz blobs made by gen."""
+    os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
+    with open(os.path.join(out, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    descs, diff_ids = [], []
+    for n, files in enumerate(layers):
+        tar_path = os.path.join(out, f"layer{n}.tar")
+        blob_path = os.path.join(out, f"layer{n}.esgz")
+        with open(tar_path, "wb") as f:
+            f.write(tar_of(files))
+        info = json.loads(subprocess.run([gen, "-chunk-size", str(CHUNK_SIZE), tar_path,
+                                          blob_path], check=True, capture_output=True).stdout)
+        with open(blob_path, "rb") as f:
+            data = f.read()
+        os.unlink(tar_path)
+        os.unlink(blob_path)
+        digest = write_blob(out, data)
+        assert digest == info["digest"]
+        toc = toc_override or info["toc_digest"]
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                      "digest": digest, "size": len(data),
+                      "annotations": {TOC_ANNOTATION: toc,
+                                      SIZE_ANNOTATION: str(info["uncompressed_size"])}})
+        diff_ids.append(info["diff_id"])
+    config = json.dumps({"architecture": rt.host_arch(), "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": write_blob(out, config), "size": len(config)},
+                           "layers": descs}).encode()
+    index = {"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": write_blob(out, manifest), "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f)
+    return descs
+
+
+def blob_path(reg, digest):
+    hexd = digest.split(":", 1)[1]
+    return os.path.join(reg.dir, "storage", "docker", "registry", "v2", "blobs", "sha256",
+                        hexd[:2], hexd, "data")
+
+
+def toc_of(path):
+    """(TOC member offset, TOC JSON) of an eStargz blob, read with Python's gzip/tarfile."""
+    import gzip
+    with open(path, "rb") as f:
+        data = f.read()
+    footer = data[-51:]
+    off = int(footer[16:32], 16)
+    tar = tarfile.open(fileobj=io.BytesIO(gzip.decompress(data[off:-51])))
+    return off, json.load(tar.extractfile("stargz.index.json"))
+
+
+def flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+def forge_member(path, begin, end, size):
+    """Replaces the gzip member [begin, end) with a well-formed member of other content of
+    size bytes and the same length (padded in the gzip extra field): it decompresses, but
+    not to what the TOC's chunkDigest says. Returns the bytes it replaced."""
+    import zlib
+    rnd = random.Random("forged")
+    content = rnd.randbytes(size)
+    c = zlib.compressobj(0, zlib.DEFLATED, -15)
+    body = c.compress(content) + c.flush()
+    xlen = (end - begin) - 10 - 2 - len(body) - 8
+    assert 0 <= xlen < 65536, "member too small to forge"
+    member = (bytes([0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 255]) + xlen.to_bytes(2, "little")
+              + bytes(xlen) + body + zlib.crc32(content).to_bytes(4, "little")
+              + (size & 0xffffffff).to_bytes(4, "little"))
+    with open(path, "r+b") as f:
+        f.seek(begin)
+        old = f.read(end - begin)
+        f.seek(begin)
+        f.write(member)
+    return old
+
+
+def restore(path, begin, data):
+    with open(path, "r+b") as f:
+        f.seek(begin)
+        f.write(data)
+
+
+def manifest_of(host, name):
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                          f"docker://{host}/{name}"], check=True, capture_output=True).stdout
+    return json.loads(out)
+
+
+def fetched_of(r):
+    partial = rt.field(r.stdout, "partial") or ""
+    return int(partial.split(" bytes fetched")[0].split(", ")[-1]) if partial else -1
+
+
+def missing_tools():
+    for tool in ("docker-registry", "skopeo", "go"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (tools/setup-deps.sh)"
+    if not os.path.isdir(ESTARGZ_PKG):
+        return "golang-github-containerd-stargz-snapshotter-dev is not installed"
+    return None
+
+
+def refused(cfs, host, ref, expect, what):
+    bad_repo = cfs.repo()
+    r = cfs.pull(bad_repo, f"docker://{host}/{ref}")
+    err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    print("     error: " + err)
+    check(r.returncode != 0 and any(e in err for e in expect), f"{what}: refused")
+    images = cfs.run(bad_repo, "oci", "images")
+    check(images.returncode == 0 and "pulled" not in images.stdout, f"{what}: nothing tagged")
+    check(cfs.run(bad_repo, "fsck").returncode == 0
+          and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
+          f"{what}: fsck and oci fsck pass")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cfsctl", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--gen-dir", required=True)
+    args = ap.parse_args()
+    missing = missing_tools()
+    if missing:
+        print("SKIP: " + missing)
+        return 77
+    gen = build_generator(args.gen_dir)
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    work = tempfile.mkdtemp(dir=args.work)
+    cfs = rt.Cfs(args.cfsctl, work)
+    reg = rt.Registry(work, rt.free_port())
+    try:
+        reg.start()
+        host = f"127.0.0.1:{reg.port}"
+        rnd = random.Random("estargz")
+        base = [("etc/os-release", b"ID=sample\n"), ("usr/bin/hello", b"#!/bin/sh\n")]
+        shared = [(f"usr/lib/f{i}", rnd.randbytes(rnd.randint(200000, 500000)))
+                  for i in range(24)]
+        small = [(f"usr/share/s{i}", rnd.randbytes(rnd.randint(1, 300))) for i in range(40)]
+        v2_files = shared[:23] + [("usr/lib/f23", rnd.randbytes(100000))]
+        v2_files += [("usr/lib/new", rnd.randbytes(30000))] + small
+        for name, files in (("v1", shared + small), ("v2", v2_files)):
+            layout = os.path.join(work, name)
+            make_estargz_layout(gen, layout, name, [base, files])
+            rt.skopeo_push(f"oci:{layout}:{name}", f"docker://{host}/test/estargz:{name}")
+        m2 = manifest_of(host, "test/estargz:v2")
+        local = json.load(open(os.path.join(work, "v2", "index.json")))["manifests"][0]
+        with open(os.path.join(work, "v2", "blobs", "sha256",
+                               local["digest"].split(":")[1]), "rb") as f:
+            local_manifest = json.load(f)
+        check(m2["layers"] == local_manifest["layers"],
+              "skopeo kept the eStargz blobs and their annotations as they are")
+        v2_size = sum(l["size"] for l in m2["layers"])
+
+        repo = cfs.repo()
+        r1 = cfs.pull(repo, f"docker://{host}/test/estargz:v1")
+        check(r1.returncode == 0 and rt.field(r1.stdout, "partial") is not None,
+              "v1: partial pull succeeds")
+        r2 = cfs.run(repo, "oci", "pull", f"docker://{host}/test/estargz:v2", "v2")
+        if r2.returncode != 0:
+            print(r2.stderr, file=sys.stderr)
+        print("     v2: " + (rt.field(r2.stdout, "partial") or ""))
+        fetched = fetched_of(r2)
+        check(r2.returncode == 0 and 0 < fetched <= 0.15 * v2_size,
+              f"v2 after v1: {fetched} bytes fetched of {v2_size} compressed (<= 15%)")
+
+        full_repo = cfs.repo()
+        full = cfs.pull(full_repo, f"docker://{host}/test/estargz:v2", "--no-partial")
+        check(full.returncode == 0 and rt.field(full.stdout, "partial") is None,
+              "v2 --no-partial: full pull succeeds")
+        check(rt.field(full.stdout, "image") == rt.field(r2.stdout, "image")
+              and rt.field(full.stdout, "image"),
+              "v2: partial pull gives the image id of a full pull")
+        fresh_repo = cfs.repo()
+        fresh = cfs.pull(fresh_repo, f"docker://{host}/test/estargz:v2")
+        check(fresh.returncode == 0 and rt.field(fresh.stdout, "partial") is not None
+              and rt.field(fresh.stdout, "image") == rt.field(full.stdout, "image"),
+              "v2 into a fresh repository: partial pull gives the full pull's image id")
+        for rp in (repo, full_repo, fresh_repo):
+            check(cfs.run(rp, "fsck").returncode == 0 and cfs.run(rp, "oci", "fsck").returncode == 0,
+                  "fsck and oci fsck pass after the pulls")
+        lay = sorted(s for s in os.listdir(os.path.join(repo, "streams")) if "layer" in s)
+        same = 0
+        for s in lay:
+            if os.path.exists(os.path.join(full_repo, "streams", s)):
+                a = subprocess.run([args.cfsctl, "--repo", repo, "cat", s], capture_output=True)
+                b = subprocess.run([args.cfsctl, "--repo", full_repo, "cat", s],
+                                   capture_output=True)
+                check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
+                same += 1
+        check(same == len(m2["layers"]), "every v2 layer stream compared with a full pull's")
+
+        # Tampering: a file content inside the blob, the TOC, the toc.digest annotation.
+        layer = max(m2["layers"], key=lambda l: l["size"])
+        data = blob_path(reg, layer["digest"])
+        toc_off, toc = toc_of(data)
+        offsets = sorted({e["offset"] for e in toc["entries"] if e.get("offset")})
+        victim = next(e for e in toc["entries"] if e.get("type") == "reg" and e.get("size", 0) > 10000)
+        nxt = next(o for o in offsets if o > victim["offset"])
+        for what, offset, expect in (
+                ("file content", (victim["offset"] + nxt) // 2, ["tampered"]),
+                ("TOC", toc_off + (os.path.getsize(data) - 51 - toc_off) // 2,
+                 ["tampered", "toc.digest"])):
+            flip(data, offset)
+            try:
+                refused(cfs, host, "test/estargz:v2", expect, f"tampered {what}")
+            finally:
+                flip(data, offset)
+        # A chunk's member replaced by a valid gzip member of other bytes: only the
+        # chunkDigest check can tell.
+        first = next(e for e in toc["entries"]
+                     if e.get("type") == "reg" and e.get("size", 0) > 2 * CHUNK_SIZE)
+        end = next(o for o in offsets if o > first["offset"])
+        old = forge_member(data, first["offset"], end, CHUNK_SIZE)
+        try:
+            refused(cfs, host, "test/estargz:v2", ["TOC says " + first["chunkDigest"]],
+                    "a chunk replaced by a well-formed gzip member")
+        finally:
+            restore(data, first["offset"], old)
+        wrong = os.path.join(work, "wrong")
+        make_estargz_layout(gen, wrong, "wrong", [base, v2_files],
+                            toc_override="sha256:" + hashlib.sha256(b"another").hexdigest())
+        rt.skopeo_push(f"oci:{wrong}:wrong", f"docker://{host}/test/estargz:wrong")
+        refused(cfs, host, "test/estargz:wrong", ["toc.digest annotation says"],
+                "wrong toc.digest annotation")
+    finally:
+        reg.kill()
+    if rt.FAILURES:
+        print(f"{len(rt.FAILURES)} check(s) failed")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
