@@ -252,10 +252,22 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   LayerSplitter splitter(repo, stream, true);
   TarParser parser(splitter, TarMode::split, what, xattrs);
   Sha256 uncompressed;
-  reader->run([&](std::span<const std::byte> data) {
-    uncompressed.update(data);
-    parser.feed(data);
-  });
+  try {
+    reader->run([&](std::span<const std::byte> data) {
+      uncompressed.update(data);
+      parser.feed(data);
+    });
+  } catch (...) {
+    // The objects completed so far each passed their TOC digest check and were hashed by the
+    // splitter: indexing them lets the next attempt (say, once the registry is back) fetch
+    // only what this one did not get. Nothing is named, so gc may take them meanwhile.
+    try {
+      repo.sync();
+      content_index::record(repo, splitter.indexed);
+    } catch (...) {
+    }
+    throw;
+  }
   parser.finish();
   check_diff_id(uncompressed, diff_id, what);
   ImportedLayer out;
