@@ -8,7 +8,9 @@
 #   (d) zstd:chunked: images v1 and v2 (v2 shares 95% of the files of v1, --size-mib MiB of
 #       incompressible files in one layer; written with Python's tarfile, made zstd:chunked by
 #       skopeo), v1 pulled first, then v2: the partial pull of v2 by cfsctl against
-#       `skopeo copy` of v2 to dir: (the peer, which downloads v2 whole).
+#       `skopeo copy` of v2 to dir: (the peer, which downloads v2 whole);
+#   (e) the same for eStargz layers (stargz-snapshotter's estargz package), with 4 MiB and
+#       64 KiB chunks.
 # Bytes are what each fetched from the registry (skopeo: the blobs it wrote).
 #
 #   bench/pull-registry.sh [--size-mib 128] [--layers 4] [--compress gzip|zstd] [--build DIR]
@@ -146,3 +148,53 @@ printf '%-52s %9.2f %10s %8s\n' "skopeo copy docker:// -> dir: v2 (peer)" "$t_cs
 printf '%-52s %9.2f %10s %8.2f\n' "cfsctl oci pull docker:// v2, partial (v1 present)" "$t_partial" "$(mib "$b_partial")" "$(echo "$t_partial / $t_cskopeo" | bc -l)"
 printf '%-52s %9.2f %10s %8.2f\n' "cfsctl oci pull --no-partial v2 (fresh repository)" "$t_cfull" "$(mib "$b_cskopeo")" "$(echo "$t_cfull / $t_cskopeo" | bc -l)"
 printf 'bytes fetched by the partial pull: %s of %s (%.1f%%)\n' "$b_partial" "$b_cskopeo" "$(echo "100 * $b_partial / $b_cskopeo" | bc -l)"
+
+# (e) eStargz v1 then v2 (the same files as (d)), written by stargz-snapshotter's estargz
+# package (tests/oci/estargz-gen, built here), twice: with the library's default 4 MiB chunks
+# and with 64 KiB chunks. A file's last chunk is always fetched (its gzip member carries the
+# tar headers that follow it; docs/CHUNKED.md), so with 4 MiB chunks the 256 KiB files here
+# are all fetched again.
+if command -v go > /dev/null && [ -d /usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz ]; then
+  python3 - "$dir" "$size_mib" "$here/tests/oci" <<'PY'
+import random, sys
+sys.path.insert(0, sys.argv[3])
+import estargz_test as et
+d, mib = sys.argv[1], int(sys.argv[2])
+gen = et.build_generator(f"{d}/estargz-gen")
+rnd = random.Random("bench")
+files = [(f"usr/lib/f{i}", rnd.randbytes(256 << 10)) for i in range(mib * 4)]
+v2 = list(files)
+for i in range(0, len(v2), 20):  # 5% of the files change
+    v2[i] = (v2[i][0], rnd.randbytes(256 << 10))
+base = [("etc/os-release", b"ID=bench\n")]
+for chunk in (0, 64 << 10):
+    et.CHUNK_SIZE = chunk
+    et.make_estargz_layout(gen, f"{d}/ev1-{chunk}", "v1", [base, files])
+    et.make_estargz_layout(gen, f"{d}/ev2-{chunk}", "v2", [base, v2])
+PY
+  printf '\neStargz v2 (%s MiB, 95%% of its files in v1) after v1, same registry\n' "$size_mib"
+  printf '%-52s %9s %10s %8s\n' "what" "seconds" "MiB read" "ratio"
+  for chunk in 0 65536; do
+    label=$([ "$chunk" = 0 ] && echo "4 MiB chunks" || echo "64 KiB chunks")
+    for v in v1 v2; do
+      skopeo copy -q --dest-tls-verify=false "oci:$dir/e$v-$chunk:$v" \
+        "docker://127.0.0.1:$port/bench/estargz-$chunk:$v"
+    done
+    eimage="docker://127.0.0.1:$port/bench/estargz-$chunk:v2"
+    t0=$(now)
+    skopeo copy -q --src-tls-verify=false "$eimage" "dir:$dir/skopeo-e$chunk" > /dev/null
+    t_eskopeo=$(elapsed "$t0" "$(now)")
+    b_eskopeo=$(find "$dir/skopeo-e$chunk" -type f -name '[0-9a-f]*' ! -name manifest.json -printf '%s\n' | awk '{s += $1} END {print s}')
+    "$cfsctl" --repo "$dir/repo-e$chunk" init --insecure > /dev/null
+    "$cfsctl" --repo "$dir/repo-e$chunk" oci pull -q "docker://127.0.0.1:$port/bench/estargz-$chunk:v1" v1 > /dev/null
+    t0=$(now)
+    out=$("$cfsctl" --repo "$dir/repo-e$chunk" oci pull "$eimage" v2 2> /dev/null)
+    t_epartial=$(elapsed "$t0" "$(now)")
+    b_epartial=$(sed -n 's/^partial .*, \([0-9]*\) bytes fetched.*/\1/p' <<< "$out")
+    printf '%-52s %9.2f %10s %8s\n' "skopeo copy docker:// -> dir: v2, $label (peer)" "$t_eskopeo" "$(mib "$b_eskopeo")" "1.00"
+    printf '%-52s %9.2f %10s %8.2f\n' "cfsctl oci pull docker:// v2, partial, $label" "$t_epartial" "$(mib "$b_epartial")" "$(echo "$t_epartial / $t_eskopeo" | bc -l)"
+    printf 'bytes fetched by the partial pull, %s: %s of %s (%.1f%%)\n' "$label" "$b_epartial" "$b_eskopeo" "$(echo "100 * $b_epartial / $b_eskopeo" | bc -l)"
+  done
+else
+  echo "(eStargz rows skipped: golang-go or golang-github-containerd-stargz-snapshotter-dev missing)"
+fi
