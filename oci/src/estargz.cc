@@ -138,23 +138,29 @@ std::pair<uint64_t, uint64_t> parse_footer(std::span<const std::byte> tail,
 // The TOC member, decompressed: it must be exactly one gzip member.
 std::vector<std::byte> gunzip_toc(std::span<const std::byte> in, const std::string& what) {
   ZStream z = new_inflate(what);
-  std::vector<std::byte> out(kMaxTocTar + 1);
+  std::vector<std::byte> out;
   z->next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data()));
   z->avail_in = static_cast<uInt>(in.size());
-  z->next_out = reinterpret_cast<Bytef*>(out.data());
-  z->avail_out = static_cast<uInt>(out.size());
-  int r = inflate(z.get(), Z_FINISH);
-  if (r != Z_STREAM_END) {
-    if (z->avail_out == 0)
+  for (;;) {
+    size_t have = out.size();
+    if (have > kMaxTocTar)
       throw Error(what + ": decompresses to more than the " + std::to_string(kMaxTocTar) +
                   " bytes this reader accepts");
-    throw Error(what + ": does not decompress as one gzip member: " +
-                (z->msg ? z->msg : "truncated") + " (corrupt or tampered)");
+    out.resize(std::min(kMaxTocTar + 1, std::max<size_t>(have * 2, 1 << 20)));
+    z->next_out = reinterpret_cast<Bytef*>(out.data() + have);
+    z->avail_out = static_cast<uInt>(out.size() - have);
+    int r = inflate(z.get(), Z_FINISH);
+    out.resize(out.size() - z->avail_out);
+    if (r == Z_STREAM_END) break;
+    if (r != Z_BUF_ERROR && r != Z_OK)
+      throw Error(what + ": does not decompress as one gzip member: " +
+                  (z->msg ? z->msg : "gzip error") + " (corrupt or tampered)");
+    if (z->avail_in == 0 && out.size() == have)
+      throw Error(what + ": truncated gzip member (corrupt or tampered)");
   }
   if (z->avail_in != 0)
     throw Error(what + ": " + std::to_string(z->avail_in) +
                 " bytes between the TOC member and the footer");
-  out.resize(out.size() - z->avail_out);
   return out;
 }
 
