@@ -12,7 +12,8 @@ chunks, so that files of a few hundred KiB span several.
 
 Checks: pull v1, then v2 sharing most files: v2 fetches at most 15% of its compressed size
 and gets the image id of a full (--no-partial) pull and of a partial pull into a fresh
-repository; the layer streams equal a full pull's; tampered file content, tampered TOC and a
+repository; the layer streams equal a full pull's; a legacy (47-byte) stargz footer is
+read as well; tampered file content, tampered TOC and a
 wrong toc.digest annotation are refused with nothing tagged and fsck/oci fsck clean.
 Exit 77 (skip) when docker-registry, skopeo, go or the estargz package is missing.
 """
@@ -74,8 +75,23 @@ def write_blob(layout, data):
     return rt.write_blob(layout, data)
 
 
-def make_estargz_layout(gen, out, tag, layers, toc_override=None):
-    """An OCI layout whose layers (lists of (path, bytes)) are eStargz blobs made by gen."""
+def legacy_footer(data):
+    """The blob with its 51-byte eStargz footer replaced by the 47-byte footer of legacy
+    stargz (the offset directly in the gzip extra field); the footer decompresses to nothing
+    either way, so the diff_id stays."""
+    import zlib
+    extra = data[-51 + 16:-51 + 38]  # "%016xSTARGZ"
+    assert extra.endswith(b"STARGZ")
+    footer = (bytes([0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 255]) + len(extra).to_bytes(2, "little")
+              + extra + b"\x01\x00\x00\xff\xff" + zlib.crc32(b"").to_bytes(4, "little")
+              + bytes(4))
+    assert len(footer) == 47
+    return data[:-51] + footer
+
+
+def make_estargz_layout(gen, out, tag, layers, toc_override=None, legacy=False):
+    """An OCI layout whose layers (lists of (path, bytes)) are eStargz blobs made by gen
+    (legacy: with legacy stargz footers)."""
     os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
     with open(os.path.join(out, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
@@ -91,8 +107,10 @@ def make_estargz_layout(gen, out, tag, layers, toc_override=None):
             data = f.read()
         os.unlink(tar_path)
         os.unlink(blob_path)
+        if legacy:
+            data = legacy_footer(data)
         digest = write_blob(out, data)
-        assert digest == info["digest"]
+        assert legacy or digest == info["digest"]
         toc = toc_override or info["toc_digest"]
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                       "digest": digest, "size": len(data),
@@ -277,6 +295,16 @@ def main():
                 check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
                 same += 1
         check(same == len(m2["layers"]), "every v2 layer stream compared with a full pull's")
+
+        # Legacy stargz footers (47 bytes) locate the TOC as well.
+        legacy = os.path.join(work, "legacy")
+        make_estargz_layout(gen, legacy, "legacy", [base, v2_files], legacy=True)
+        rt.skopeo_push(f"oci:{legacy}:legacy", f"docker://{host}/test/estargz:legacy")
+        lrepo = cfs.repo()
+        lr = cfs.pull(lrepo, f"docker://{host}/test/estargz:legacy")
+        check(lr.returncode == 0 and rt.field(lr.stdout, "partial") is not None
+              and rt.field(lr.stdout, "image") == rt.field(full.stdout, "image"),
+              "legacy stargz footer: partial pull gives v2's image id")
 
         # Tampering: a file content inside the blob, the TOC, the toc.digest annotation.
         layer = max(m2["layers"], key=lambda l: l["size"])
