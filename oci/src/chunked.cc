@@ -41,7 +41,9 @@ uint64_t parse_u64(std::string_view s, const std::string& what) {
   return v;
 }
 
-uint64_t uint_field(const json& e, const char* key, const std::string& what) {
+}  // namespace
+
+uint64_t toc_uint_field(const nlohmann::json& e, const char* key, const std::string& what) {
   auto it = e.find(key);
   if (it == e.end()) return 0;
   if (!it->is_number_unsigned()) {
@@ -50,6 +52,8 @@ uint64_t uint_field(const json& e, const char* key, const std::string& what) {
   }
   return it->get<uint64_t>();
 }
+
+namespace {
 
 // Feeds a file content on, holding its last piece back until the whole content matched its
 // size and TOC digest: the tar parser completes a file's object only with its last byte.
@@ -151,20 +155,16 @@ std::optional<ChunkedToc> chunked_toc_of(const Descriptor& layer, const std::str
   return std::nullopt;
 }
 
-std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Repository& repo,
-                                                           ImageSource& source,
-                                                           const Descriptor& layer,
-                                                           const ChunkedToc& toc, std::string what,
-                                                           std::function<void(uint64_t)> on_bytes,
-                                                           std::atomic<bool>* cancel) {
+std::optional<nlohmann::json> fetch_toc(ImageSource& source, const Descriptor& layer,
+                                        const ChunkedToc& toc, const std::string& what,
+                                        const std::function<void(uint64_t)>& count) {
   constexpr uint64_t kMaxCompressedToc = 64u << 20;
   if (toc.length > kMaxCompressedToc)
     throw Error(what + ": the compressed TOC has " + std::to_string(toc.length) +
                 " bytes, more than this reader accepts");
   auto reader = source.open_blob_range(layer, toc.offset, toc.length);
   if (!reader) return std::nullopt;
-  ChunkedLayerReader r(repo, source, layer, std::move(what), std::move(on_bytes), cancel);
-  const std::string toc_what = r.what_ + ": zstd:chunked TOC";
+  const std::string toc_what = what + ": zstd:chunked TOC";
   std::vector<std::byte> compressed(static_cast<size_t>(toc.length));
   size_t got = 0;
   while (got < compressed.size()) {
@@ -173,9 +173,8 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
       throw Error(toc_what + ": the registry sent " + std::to_string(got) + " of " +
                   std::to_string(toc.length) + " bytes");
     got += n;
-    r.count(n);
+    if (count) count(n);
   }
-  ++r.stats_.requests;
   Sha256 h;
   h.update(compressed);
   if (std::string actual = h.finish(); actual != toc.checksum)
@@ -185,22 +184,36 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
       store::parse_json_bounded(decompress_toc(compressed, toc.uncompressed, toc_what), toc_what);
   if (!doc.is_object() || !doc.contains("entries") || !doc["entries"].is_array())
     throw Error(toc_what + ": no 'entries' array");
+  return doc;
+}
+
+std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Repository& repo,
+                                                           ImageSource& source,
+                                                           const Descriptor& layer,
+                                                           const ChunkedToc& toc, std::string what,
+                                                           std::function<void(uint64_t)> on_bytes,
+                                                           std::atomic<bool>* cancel) {
+  ChunkedLayerReader r(repo, source, layer, std::move(what), std::move(on_bytes), cancel);
+  std::optional<json> doc = fetch_toc(source, layer, toc, r.what_, [&](uint64_t n) { r.count(n); });
+  if (!doc) return std::nullopt;
+  ++r.stats_.requests;
+  const std::string toc_what = r.what_ + ": zstd:chunked TOC";
 
   // The tar's frames end where the TOC's skippable frame starts.
   const uint64_t data_end = toc.offset - kSkippableHeader;
   uint64_t pos = 0;
   size_t index = 0;
-  for (const json& e : doc["entries"]) {
+  for (const json& e : (*doc)["entries"]) {
     std::string ew = toc_what + ": entry " + std::to_string(index++);
     if (!e.is_object()) throw Error(ew + ": not an object");
     if (json_string(e, "type", "", ew) != "reg") continue;
-    uint64_t size = uint_field(e, "size", ew);
+    uint64_t size = toc_uint_field(e, "size", ew);
     if (size == 0) continue;
     Segment s;
     s.payload = true;
     s.size = size;
-    s.begin = uint_field(e, "offset", ew);
-    s.end = uint_field(e, "endOffset", ew);
+    s.begin = toc_uint_field(e, "offset", ew);
+    s.end = toc_uint_field(e, "endOffset", ew);
     s.digest = json_string(e, "digest", "", ew);
     validate_oci_digest(s.digest,
                         ew + " ('" + escape_for_log(json_string(e, "name", "", ew)) + "'): digest");
@@ -287,53 +300,64 @@ void ChunkedLayerReader::reuse(const Segment& s,
   stats_.bytes_reused += s.size;
 }
 
+FrameDecoder::FrameDecoder() : dctx_(ZSTD_createDCtx()), in_(kBuffer), out_(kBuffer) {
+  if (!dctx_) throw Error("cannot allocate a zstd context");
+}
+
+void FrameDecoder::run(BlobReader& reader, uint64_t length, const std::string& what,
+                       const std::function<void(uint64_t)>& count,
+                       const std::function<void(std::span<const std::byte>)>& emit,
+                       std::atomic<bool>* cancel) {
+  ZSTD_DCtx_reset(dctx_.get(), ZSTD_reset_session_only);
+  uint64_t left = length;
+  size_t ret = 0;
+  bool output_full = false;
+  while (left > 0 || output_full) {
+    if (cancel && cancel->load()) throw Error("cancelled");
+    size_t n = 0;
+    if (left > 0) {
+      n = reader.read(
+          std::span(in_).first(static_cast<size_t>(std::min<uint64_t>(left, in_.size()))));
+      if (n == 0)
+        throw Error(what + ": the registry sent less than asked for (" + std::to_string(left) +
+                    " bytes missing)");
+      left -= n;
+      if (count) count(n);
+    }
+    ZSTD_inBuffer ib{in_.data(), n, 0};
+    do {
+      ZSTD_outBuffer ob{out_.data(), out_.size(), 0};
+      size_t before = ib.pos;
+      size_t r = ZSTD_decompressStream(dctx_.get(), &ob, &ib);
+      if (ZSTD_isError(r))
+        throw Error(what + ": does not decompress: " + ZSTD_getErrorName(r) +
+                    " (corrupt or tampered)");
+      output_full = ob.pos == ob.size;
+      if (ib.pos == before && ob.pos == 0) break;  // nothing left to flush
+      ret = r;                                     // 0: the last frame is complete
+      emit(std::span(out_).first(ob.pos));
+    } while (ib.pos < ib.size || (left == 0 && output_full));
+  }
+  if (ret != 0) throw Error(what + ": does not end at a zstd frame boundary (corrupt or tampered)");
+}
+
 void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
                                    const std::function<void(std::span<const std::byte>)>& feed) {
-  DCtx d(ZSTD_createDCtx());
-  if (!d) throw Error(what_ + ": cannot allocate a zstd context");
-  std::vector<std::byte> in(kBuffer), out(kBuffer);
+  FrameDecoder decoder;
   for (size_t k = first; k < last; ++k) {
     const Segment& s = segments_[k];
     std::string w = what_ + ": bytes " + std::to_string(s.begin) + "-" + std::to_string(s.end);
     std::optional<PayloadCheck> check;
     if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
-    auto emit = [&](std::span<const std::byte> data) {
-      if (check)
-        check->add(data);
-      else if (!data.empty())
-        feed(data);
-    };
-    ZSTD_DCtx_reset(d.get(), ZSTD_reset_session_only);
-    uint64_t left = s.end - s.begin;
-    size_t ret = 0;
-    bool output_full = false;
-    while (left > 0 || output_full) {
-      if (cancel_ && cancel_->load()) throw Error("cancelled");
-      size_t n = 0;
-      if (left > 0) {
-        n = reader.read(
-            std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
-        if (n == 0)
-          throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +
-                      " bytes missing)");
-        left -= n;
-        count(n);
-      }
-      ZSTD_inBuffer ib{in.data(), n, 0};
-      do {
-        ZSTD_outBuffer ob{out.data(), out.size(), 0};
-        size_t before = ib.pos;
-        size_t r = ZSTD_decompressStream(d.get(), &ob, &ib);
-        if (ZSTD_isError(r))
-          throw Error(w + ": does not decompress: " + ZSTD_getErrorName(r) +
-                      " (corrupt or tampered)");
-        output_full = ob.pos == ob.size;
-        if (ib.pos == before && ob.pos == 0) break;  // nothing left to flush
-        ret = r;                                     // 0: the last frame is complete
-        emit(std::span(out).first(ob.pos));
-      } while (ib.pos < ib.size || (left == 0 && output_full));
-    }
-    if (ret != 0) throw Error(w + ": does not end at a zstd frame boundary (corrupt or tampered)");
+    decoder.run(
+        reader, s.end - s.begin, w, [&](uint64_t n) { count(n); },
+        [&](std::span<const std::byte> data) {
+          if (check)
+            check->add(data);
+          else if (!data.empty())
+            feed(data);
+        },
+        cancel_);
     if (check) {
       check->finish();
       ++stats_.files_fetched;

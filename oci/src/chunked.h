@@ -13,9 +13,12 @@
 // The caller hashes the whole stream against the diff_id, as a full pull does.
 #pragma once
 
+#include <zstd.h>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -47,6 +50,34 @@ struct ChunkedStats {
   uint64_t files_fetched = 0;  // file contents fetched
   uint64_t files_reused = 0;   // file contents read from existing objects
   uint64_t bytes_reused = 0;   // their uncompressed bytes
+};
+
+// A TOC entry's unsigned integer field; 0 when absent.
+uint64_t toc_uint_field(const nlohmann::json& entry, const char* key, const std::string& what);
+
+// Fetches the layer's compressed TOC with one ranged GET (count is told the bytes), checks
+// it against the manifest-checksum annotation, decompresses and parses it; the result has an
+// "entries" array. nullopt (nothing fetched) when the source cannot read byte ranges.
+std::optional<nlohmann::json> fetch_toc(ImageSource& source, const Descriptor& layer,
+                                        const ChunkedToc& toc, const std::string& what,
+                                        const std::function<void(uint64_t)>& count);
+
+// Decompresses a byte range of zstd frames read from a BlobReader: the range must end at a
+// frame boundary. One decoder per thread; reusable for consecutive ranges.
+class FrameDecoder {
+ public:
+  FrameDecoder();
+  // Reads length bytes from reader (count is told each piece), hands the output to emit.
+  void run(BlobReader& reader, uint64_t length, const std::string& what,
+           const std::function<void(uint64_t)>& count,
+           const std::function<void(std::span<const std::byte>)>& emit, std::atomic<bool>* cancel);
+
+ private:
+  struct Free {
+    void operator()(ZSTD_DCtx* d) const noexcept { ZSTD_freeDCtx(d); }
+  };
+  std::unique_ptr<ZSTD_DCtx, Free> dctx_;
+  std::vector<std::byte> in_, out_;
 };
 
 class ChunkedLayerReader {
