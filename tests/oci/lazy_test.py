@@ -185,7 +185,7 @@ def main():
             ct.flip(blob, where)
     finally:
         for p in pulls:
-            p.stop()
+            print(p.stop()[2], file=sys.stderr)
         reg.kill()
     if rt.FAILURES:
         print(f"{len(rt.FAILURES)} check(s) failed")

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 
@@ -18,9 +19,14 @@ namespace cfs::cli {
 static_assert(fuse::kPendingRedirectPrefix.substr(1, oci::kPendingRedirectDir.size()) ==
               oci::kPendingRedirectDir);
 
-int run_lazy_pull(store::Repository& repo, const LazyPullRequest& request) {
+int run_lazy_pull(store::Repository& given, const LazyPullRequest& request) {
   fuse::check_mountpoint(request.mountpoint);
   fuse::check_fuse_device();
+  // libfuse moves the process to / when it starts serving, and the fetching threads open the
+  // repository by its path: an absolute one.
+  store::Repository repo =
+      store::Repository::open(std::filesystem::absolute(given.path()), store::LockMode::shared);
+  if (!given.secure()) repo.set_insecure();
   std::unique_ptr<oci::LazyPull> lazy = oci::LazyPull::open(repo, request.source, request.options);
   const std::string name = lazy->source_name();
 
