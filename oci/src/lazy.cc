@@ -153,6 +153,7 @@ struct LazyPull::State {
   mutable std::mutex mutex;
   std::unordered_map<std::string, Digest> done;
   std::unordered_map<std::string, std::shared_future<Digest>> in_flight;
+  std::vector<std::pair<std::string, Digest>> unrecorded;  // content sha256, object
   LazyStats stats;
 
   // Reads one pending content from reader (positioned at its frames) into a new object of
@@ -162,9 +163,13 @@ struct LazyPull::State {
   // Takes hex for this thread unless it is done or being fetched (then its future is set).
   bool claim(const std::string& hex, std::promise<Digest>& promise,
              std::shared_future<Digest>& other);
-  // Records durable objects in the content index and as done, and wakes their waiters.
-  void settle(store::Repository& repo, std::vector<std::pair<std::string, Digest>>& fetched,
+  // Marks fetched contents done and wakes their waiters; their content index entries wait in
+  // unrecorded for the next record_durable().
+  void settle(std::vector<std::pair<std::string, Digest>>& fetched,
               std::vector<std::promise<Digest>>& promises, bool background);
+  // Syncs the repository, then records the contents fetched so far in the content index (an
+  // entry only ever names a durable object). One sync per many contents: syncfs is costly.
+  void record_durable(store::Repository& repo);
   void fail(const std::vector<std::string>& hexes, std::vector<std::promise<Digest>>& promises);
   Digest resolve(const std::string& hex);
   // Fetches up to kBatch pending contents of one layer from order[first...] with one request;
@@ -224,20 +229,27 @@ bool LazyPull::State::claim(const std::string& hex, std::promise<Digest>& promis
   return true;
 }
 
-void LazyPull::State::settle(store::Repository& repo,
-                             std::vector<std::pair<std::string, Digest>>& fetched,
+void LazyPull::State::settle(std::vector<std::pair<std::string, Digest>>& fetched,
                              std::vector<std::promise<Digest>>& promises, bool background) {
-  repo.sync();
-  std::vector<std::pair<std::string, Digest>> entries;
-  for (const auto& [hex, id] : fetched) entries.emplace_back("sha256:" + hex, id);
-  content_index::record(repo, entries);
   std::lock_guard lock(mutex);
   for (size_t i = 0; i < fetched.size(); ++i) {
     done.emplace(fetched[i].first, fetched[i].second);
     in_flight.erase(fetched[i].first);
+    unrecorded.emplace_back("sha256:" + fetched[i].first, fetched[i].second);
     ++(background ? stats.background : stats.on_demand);
     promises[i].set_value(fetched[i].second);
   }
+}
+
+void LazyPull::State::record_durable(store::Repository& repo) {
+  std::vector<std::pair<std::string, Digest>> entries;
+  {
+    std::lock_guard lock(mutex);
+    entries.swap(unrecorded);
+  }
+  if (entries.empty()) return;
+  repo.sync();
+  content_index::record(repo, entries);
 }
 
 void LazyPull::State::fail(const std::vector<std::string>& hexes,
@@ -262,7 +274,7 @@ Digest LazyPull::State::resolve(const std::string& hex) {
     std::vector<std::pair<std::string, Digest>> fetched;
     fetched.emplace_back(hex, write_content(hex, *reader, repo, decoder));
     Digest id = fetched[0].second;
-    settle(repo, fetched, promises, false);
+    settle(fetched, promises, false);
     return id;
   } catch (...) {
     fail({hex}, promises);
@@ -309,7 +321,7 @@ size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Rep
       fetched.emplace_back(claimed[i],
                            write_content(claimed[i], reader ? *reader : *own, repo, decoder));
     }
-    settle(repo, fetched, promises, true);
+    settle(fetched, promises, true);
   } catch (...) {
     fail(claimed, promises);
     throw;
@@ -422,24 +434,37 @@ PullResult LazyPull::finish(std::optional<std::string> tag, uint64_t rate_limit,
   uint64_t budget = 0;  // compressed bytes of contents fetched by this loop
   store::Repository repo = store::Repository::open(s.repo_path);
   FrameDecoder decoder;
-  for (size_t k = 0; k < s.order.size();) {
-    if (cancel && cancel->load()) throw Error("cancelled");
-    // Throttled: requests of about a quarter of a second's worth each.
-    size_t next = s.fetch_batch(k, rate_limit / 4, repo, decoder);
-    for (; k < next; ++k) {
-      const PendingContent& p = s.pending.at(s.order[k]);
-      budget += p.end - p.begin;
-    }
-    if (!rate_limit) continue;
-    auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(
-                           static_cast<double>(budget) / static_cast<double>(rate_limit) * 1e9));
-    while (std::chrono::steady_clock::now() < due) {
+  try {
+    constexpr uint64_t kRecordEvery = 256u << 20;  // compressed bytes between syncs
+    uint64_t recorded_at = 0;
+    for (size_t k = 0; k < s.order.size();) {
       if (cancel && cancel->load()) throw Error("cancelled");
-      std::chrono::steady_clock::duration left = due - std::chrono::steady_clock::now();
-      std::this_thread::sleep_for(
-          std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(50)));
+      if (budget - recorded_at >= kRecordEvery) {
+        s.record_durable(repo);
+        recorded_at = budget;
+      }
+      // Throttled: requests of about a quarter of a second's worth each.
+      size_t next = s.fetch_batch(k, rate_limit / 4, repo, decoder);
+      for (; k < next; ++k) {
+        const PendingContent& p = s.pending.at(s.order[k]);
+        budget += p.end - p.begin;
+      }
+      if (!rate_limit) continue;
+      auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(
+                             static_cast<double>(budget) / static_cast<double>(rate_limit) * 1e9));
+      while (std::chrono::steady_clock::now() < due) {
+        if (cancel && cancel->load()) throw Error("cancelled");
+        std::chrono::steady_clock::duration left = due - std::chrono::steady_clock::now();
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(50)));
+      }
     }
+  } catch (...) {
+    // What was fetched stays, indexed, for a later pull to reuse (or gc to remove).
+    s.record_durable(repo);
+    throw;
   }
+  s.record_durable(repo);
   PullOptions options = s.options;
   options.expect_manifest_digest = s.image.manifest_digest;
   return pull(*s.repo, s.spec, std::move(tag), options);
