@@ -37,6 +37,10 @@ size_t ObjectStore::VersionKeyHash::operator()(const VersionKey& k) const noexce
   return h;
 }
 
+void ObjectStore::set_pending_resolver(PendingResolver resolver) {
+  pending_resolver_ = std::move(resolver);
+}
+
 uint64_t ObjectStore::digests_computed() const {
   std::lock_guard lock(mutex_);
   return digests_computed_;
@@ -53,19 +57,35 @@ bool ObjectStore::exists(std::string_view object_path) const {
 UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest>& metacopy,
                            uint64_t size) const {
   // Only "/" + the object path of a digest is accepted: anything else could name a file the
-  // image author does not vouch for by content.
+  // image author does not vouch for by content. A lazy pull's provisional image also has
+  // pending contents, which its resolver turns into objects first.
+  std::optional<Digest> named;
+  std::string resolved_path;
   std::string_view path = redirect;
-  if (!path.starts_with('/'))
-    throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
-                      "' is not an object path");
-  path.remove_prefix(1);
-  auto named = Digest::from_object_path(path);
-  if (!named || named->object_path() != path)
-    throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
-                      "' is not a lowercase hex object path");
-  if (metacopy && *metacopy != *named)
-    throw ObjectError(name_ + "/" + std::string(path) +
-                      ": the image's metacopy digest differs from the object name");
+  if (pending_resolver_ && redirect.starts_with(kPendingRedirectPrefix)) {
+    if (metacopy)
+      throw ObjectError(name_ + ": pending redirect '" + escape_for_log(redirect) +
+                        "' with a metacopy digest");
+    try {
+      named = pending_resolver_(redirect.substr(kPendingRedirectPrefix.size()));
+    } catch (const std::exception& e) {
+      throw ObjectError(e.what());
+    }
+    resolved_path = named->object_path();
+    path = resolved_path;
+  } else {
+    if (!path.starts_with('/'))
+      throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
+                        "' is not an object path");
+    path.remove_prefix(1);
+    named = Digest::from_object_path(path);
+    if (!named || named->object_path() != path)
+      throw ObjectError(name_ + ": redirect '" + escape_for_log(redirect) +
+                        "' is not a lowercase hex object path");
+    if (metacopy && *metacopy != *named)
+      throw ObjectError(name_ + "/" + std::string(path) +
+                        ": the image's metacopy digest differs from the object name");
+  }
   const std::string object = name_ + "/" + std::string(path);
 
   // The one confined open (cfs/safe_open.h): beneath the object directory, no symlinks, a

@@ -513,6 +513,7 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   std::jthread hook;
   if (options.in_mount) hook = std::jthread([&] { hook_rc = options.in_mount(); });
   int rc = fuse_session_loop_mt(se.get(), &config);
+  if (options.on_stopped) options.on_stopped();
   if (hook.joinable()) {
     hook.join();
     return *hook_rc;

@@ -126,6 +126,7 @@ class ZstdDecoder final : public FrameDecoder {
     }
   }
   bool at_boundary() const override { return complete_; }
+  const char* unit() const noexcept override { return "zstd frame"; }
 
  private:
   std::string what_;
@@ -206,14 +207,14 @@ std::optional<ChunkedLayerReader> ChunkedLayerReader::open(const store::Reposito
   return r;
 }
 
-std::vector<std::byte> ChunkedLayerReader::fetch_exact(uint64_t offset, uint64_t length,
-                                                       const std::string& what) {
+std::vector<std::byte> fetch_range_exact(ImageSource& source, const Descriptor& layer,
+                                         uint64_t offset, uint64_t length, const std::string& what,
+                                         const std::function<void(uint64_t)>& count) {
   if (length > kMaxCompressedToc)
     throw Error(what + ": " + std::to_string(length) + " bytes, more than the " +
                 std::to_string(kMaxCompressedToc) + " this reader accepts");
-  auto reader = source_->open_blob_range(layer_, offset, length);
-  if (!reader) throw Error(what_ + ": the source stopped serving byte ranges");
-  ++stats_.requests;
+  auto reader = source.open_blob_range(layer, offset, length);
+  if (!reader) throw Error(what + ": the source stopped serving byte ranges");
   std::vector<std::byte> out(static_cast<size_t>(length));
   size_t got = 0;
   while (got < out.size()) {
@@ -222,14 +223,23 @@ std::vector<std::byte> ChunkedLayerReader::fetch_exact(uint64_t offset, uint64_t
       throw Error(what + ": the registry sent " + std::to_string(got) + " of " +
                   std::to_string(length) + " bytes");
     got += n;
-    count(n);
+    if (count) count(n);
   }
   return out;
 }
 
-void ChunkedLayerReader::plan_zstd_chunked(const ChunkedToc& toc) {
-  const std::string toc_what = what_ + ": zstd:chunked TOC";
-  std::vector<std::byte> compressed = fetch_exact(toc.offset, toc.length, toc_what);
+std::vector<std::byte> ChunkedLayerReader::fetch_exact(uint64_t offset, uint64_t length,
+                                                       const std::string& what) {
+  ++stats_.requests;
+  return fetch_range_exact(*source_, layer_, offset, length, what, [&](uint64_t n) { count(n); });
+}
+
+nlohmann::json fetch_zstd_chunked_toc(ImageSource& source, const Descriptor& layer,
+                                      const ChunkedToc& toc, const std::string& what,
+                                      const std::function<void(uint64_t)>& count) {
+  const std::string toc_what = what + ": zstd:chunked TOC";
+  std::vector<std::byte> compressed =
+      fetch_range_exact(source, layer, toc.offset, toc.length, toc_what, count);
   Sha256 h;
   h.update(compressed);
   if (std::string actual = h.finish(); actual != toc.checksum)
@@ -239,6 +249,13 @@ void ChunkedLayerReader::plan_zstd_chunked(const ChunkedToc& toc) {
       store::parse_json_bounded(decompress_toc(compressed, toc.uncompressed, toc_what), toc_what);
   if (!doc.is_object() || !doc.contains("entries") || !doc["entries"].is_array())
     throw Error(toc_what + ": no 'entries' array");
+  return doc;
+}
+
+void ChunkedLayerReader::plan_zstd_chunked(const ChunkedToc& toc) {
+  const std::string toc_what = what_ + ": zstd:chunked TOC";
+  ++stats_.requests;
+  json doc = fetch_zstd_chunked_toc(*source_, layer_, toc, what_, [&](uint64_t n) { count(n); });
 
   // The tar's frames end where the TOC's skippable frame starts.
   const uint64_t data_end = toc.offset - kSkippableHeader;
@@ -350,6 +367,28 @@ void ChunkedLayerReader::reuse(const Segment& s,
   stats_.bytes_reused += s.size;
 }
 
+void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
+                  const std::string& what, std::span<std::byte> buffer,
+                  const std::function<void(uint64_t)>& count,
+                  const std::function<void(std::span<const std::byte>)>& emit,
+                  const std::atomic<bool>* cancel) {
+  decoder.reset(what);
+  uint64_t left = length;
+  while (left > 0) {
+    if (cancel && cancel->load()) throw Error("cancelled");
+    size_t n =
+        reader.read(buffer.first(static_cast<size_t>(std::min<uint64_t>(left, buffer.size()))));
+    if (n == 0)
+      throw Error(what + ": the registry sent less than asked for (" + std::to_string(left) +
+                  " bytes missing)");
+    left -= n;
+    if (count) count(n);
+    decoder.feed(buffer.first(n), emit);
+  }
+  if (!decoder.at_boundary())
+    throw Error(what + ": does not end at a " + decoder.unit() + " boundary (corrupt or tampered)");
+}
+
 void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader,
                                    const std::function<void(std::span<const std::byte>)>& feed) {
   std::vector<std::byte> in(kBuffer);
@@ -382,23 +421,8 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
         feed(data.subspan(n));
       }
     };
-    decoder->reset(w);
-    uint64_t left = s.end - s.begin;
-    while (left > 0) {
-      if (cancel_ && cancel_->load()) throw Error("cancelled");
-      size_t n = reader.read(
-          std::span(in).first(static_cast<size_t>(std::min<uint64_t>(left, in.size()))));
-      if (n == 0)
-        throw Error(w + ": the registry sent less than asked for (" + std::to_string(left) +
-                    " bytes missing)");
-      left -= n;
-      count(n);
-      decoder->feed(std::span(in).first(n), emit);
-    }
-    if (!decoder->at_boundary())
-      throw Error(w + ": does not end at a " +
-                  (format_ == TocFormat::estargz ? "gzip member" : "zstd frame") +
-                  " boundary (corrupt or tampered)");
+    decode_range(
+        *decoder, reader, s.end - s.begin, w, in, [&](uint64_t n) { count(n); }, emit, cancel_);
     if (check && !checked) {
       check->finish();
       ++stats_.files_fetched;

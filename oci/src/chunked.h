@@ -72,9 +72,30 @@ class FrameDecoder {
                     const std::function<void(std::span<const std::byte>)>& out) = 0;
   // Whether what was fed so far ends at a frame/member boundary.
   virtual bool at_boundary() const = 0;
+  virtual const char* unit() const noexcept = 0;  // "zstd frame" or "gzip member", for errors
 };
 std::unique_ptr<FrameDecoder> make_zstd_decoder();
 std::unique_ptr<FrameDecoder> make_gzip_decoder();  // estargz.cc
+
+// Reads length compressed bytes from reader (through buffer) into decoder, handing the output
+// to emit; the range must end at a frame/member boundary. Throws naming what.
+void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
+                  const std::string& what, std::span<std::byte> buffer,
+                  const std::function<void(uint64_t)>& count,
+                  const std::function<void(std::span<const std::byte>)>& emit,
+                  const std::atomic<bool>* cancel);
+
+// Exactly length bytes of the blob from offset, with one ranged GET (bounded by the TOC
+// limit); count gets the bytes as they arrive.
+std::vector<std::byte> fetch_range_exact(ImageSource& source, const Descriptor& layer,
+                                         uint64_t offset, uint64_t length, const std::string& what,
+                                         const std::function<void(uint64_t)>& count);
+
+// A zstd:chunked layer's TOC: fetched, checked against the manifest-checksum annotation,
+// decompressed and parsed (an object with an "entries" array).
+nlohmann::json fetch_zstd_chunked_toc(ImageSource& source, const Descriptor& layer,
+                                      const ChunkedToc& toc, const std::string& what,
+                                      const std::function<void(uint64_t)>& count);
 
 struct ChunkedStats {
   uint64_t fetched = 0;        // compressed bytes fetched (TOC included)

@@ -92,6 +92,7 @@ class GzipDecoder final : public FrameDecoder {
     }
   }
   bool at_boundary() const override { return ended_; }
+  const char* unit() const noexcept override { return "gzip member"; }
 
  private:
   std::string what_;

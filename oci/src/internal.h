@@ -10,6 +10,7 @@
 
 #include "cfs/digest.h"
 #include "cfs/erofs/tree.h"
+#include "cfs/oci/source.h"
 #include "cfs/oci/tar.h"
 #include "cfs/oci/tree.h"
 #include "cfs/store/repository.h"
@@ -66,5 +67,13 @@ StoredImage store_image(store::Repository& repo, const std::string& manifest,
                         const std::string& config_digest, const std::vector<std::string>& diff_ids,
                         const std::map<std::string, Digest>& layer_streams, const ImageIds& ids,
                         XattrMode mode);
+
+// An image's manifest digest, layers and diff_ids as pull() reads and checks them.
+struct SourceLayers {
+  std::string manifest_digest;
+  std::vector<Descriptor> layers;
+  std::vector<std::string> diff_ids;
+};
+SourceLayers read_source_layers(ImageSource& source);
 
 }  // namespace cfs::oci

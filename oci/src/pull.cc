@@ -583,6 +583,11 @@ std::map<std::string, Digest> name_layer_streams(
 
 }  // namespace
 
+SourceLayers read_source_layers(ImageSource& source) {
+  SourceImage image = read_source_image(source);
+  return {image.parsed.manifest_digest, image.parsed.layers, image.diff_ids};
+}
+
 PullResult pull(store::Repository& repo, std::string_view source_spec,
                 std::optional<std::string> tag, const PullOptions& options) {
   repo.require_writable();
@@ -595,6 +600,9 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
   const ParsedImage& img = image.parsed;
   const std::vector<std::string>& diff_ids = image.diff_ids;
   result.manifest_digest = img.manifest_digest;
+  if (options.expect_manifest_digest && *options.expect_manifest_digest != img.manifest_digest)
+    throw Error(source->name() + ": the manifest is now " + img.manifest_digest + ", not " +
+                *options.expect_manifest_digest + " (the image changed during the pull)");
   result.config_digest = img.config.digest;
   result.layers = static_cast<unsigned>(img.layers.size());
 

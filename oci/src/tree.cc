@@ -85,7 +85,9 @@ erofs::InodePtr make_leaf(const TarEntry& e, const std::string& path, const std:
   switch (e.type) {
     case TarEntryType::regular:
       inode->size = e.size;
-      if (e.external()) {
+      if (e.pending && e.size > 0) {
+        inode->payload = *e.pending;
+      } else if (e.external()) {
         if (!e.object) throw Error(what + ": " + path + ": large file without an object");
         inode->payload = e.object->object_path();
         inode->digest = *e.object;

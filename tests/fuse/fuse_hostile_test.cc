@@ -332,6 +332,47 @@ TEST(FuseHostile, VerdictsAreCachedPerObjectVersion) {
   }
 }
 
+// Lazy pulls' pending redirects (cfs/oci/lazy.h): refused as any non-object path by a store
+// without a resolver; with one, opened through the object it names, verified as usual.
+TEST(FuseHostile, PendingRedirectsNeedAResolverAndAreVerifiedLikeObjects) {
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "objects").c_str(), 0755), 0);
+  std::string content(5000, 'p');
+  Digest d = fsverity_digest(content);
+  store_object(dir / "objects", d, content);
+  const std::string hex(64, 'a');
+  const std::string pending = std::string(fuse::kPendingRedirectPrefix) + hex;
+  fuse::ObjectStore plain(open_file(dir / "objects", O_PATH | O_DIRECTORY), dir / "objects",
+                          fuse::VerityPolicy::userspace);
+  EXPECT_THROW(plain.open(pending, std::nullopt, content.size()), fuse::ObjectError);
+
+  fuse::ObjectStore store(open_file(dir / "objects", O_PATH | O_DIRECTORY), dir / "objects",
+                          fuse::VerityPolicy::userspace);
+  std::vector<std::string> asked;
+  Digest answer = d;
+  store.set_pending_resolver([&](std::string_view h) {
+    asked.emplace_back(h);
+    if (h != hex) throw Error("usr/lib/x: content hashes to something else (corrupt or tampered)");
+    return answer;
+  });
+  EXPECT_TRUE(store.open(pending, std::nullopt, content.size()));
+  EXPECT_EQ(asked, std::vector<std::string>{hex});
+  // The resolver's failure is an ObjectError carrying its message (logged, EIO to the reader).
+  try {
+    store.open(std::string(fuse::kPendingRedirectPrefix) + std::string(64, 'b'), std::nullopt,
+               content.size());
+    ADD_FAILURE() << "a failing resolver was not reported";
+  } catch (const fuse::ObjectError& e) {
+    EXPECT_NE(std::string(e.what()).find("usr/lib/x"), std::string::npos) << e.what();
+  }
+  // The object it names is still checked: size, and fs-verity digest against the name.
+  EXPECT_THROW(store.open(pending, std::nullopt, content.size() + 1), fuse::ObjectError);
+  write_file(dir / "objects/" + d.object_path(), std::string(5000, 'q'));
+  EXPECT_THROW(store.open(pending, std::nullopt, content.size()), fuse::ObjectError);
+  // A metacopy digest never comes with a pending redirect.
+  EXPECT_THROW(store.open(pending, d, content.size()), fuse::ObjectError);
+}
+
 // A directory's overlay marker xattrs are the user's unless the directory holds a whiteout;
 // that answer is computed once per directory (getxattr scanned all 500k entries of a huge
 // directory on every call; bench/fuse-xattr.sh times it).

@@ -24,9 +24,13 @@
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/repository.h"
+#include "cfsctl/build_config.h"
 #include "commands.h"
 #include "json_out.h"
 #include "mount_programs.h"
+#if CFS_WITH_FUSE
+#include "lazy_pull.h"
+#endif
 #include "rs_dump.h"
 
 namespace cfs::cli {
@@ -84,6 +88,9 @@ struct PullArgs {
   std::string registries_conf;
   std::string expected_digest;
   bool no_partial = false;
+  bool lazy = false;
+  std::string mount;
+  std::string lazy_rate_limit;
 };
 
 // "2M", "512k", "1000": bytes per second (K/M/G are powers of 1024).
@@ -146,6 +153,30 @@ std::string find_boot_image(store::Repository& repo, const std::string& tag,
               " (tried " + std::to_string(tried) + " mode/version combinations)");
 }
 
+// What a pull prints once it is done.
+std::string pull_summary(const oci::PullResult& r, bool quiet) {
+  std::string out = "manifest " + r.manifest_digest + "\nconfig " + r.config_digest + "\nimage " +
+                    r.image_id.hex() + "\n";
+  if (r.boot_image_id) out += "boot-image " + r.boot_image_id->hex() + "\n";
+  // The images of the repository's extra formats (erofs_formats.extra).
+  for (bool boot : {false, true})
+    for (const auto& [version, id] : boot ? r.boot_images : r.images)
+      if (id != (boot ? *r.boot_image_id : r.image_id))
+        out += std::string(boot ? "boot-image" : "image") + "-v" + std::to_string(version) + " " +
+               id.hex() + "\n";
+  out += "tagged " + r.tag + "\n";
+  if (!quiet)
+    out += "layers " + std::to_string(r.layers) + " (" + std::to_string(r.layers_imported) +
+           " imported, " + std::to_string(r.layers - r.layers_imported) + " already present), " +
+           human_bytes(r.bytes_read) + " read, " + human_bytes(r.objects_bytes) +
+           " in file objects\n";
+  if (!quiet && r.layers_partial)
+    out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked or eStargz layers, " +
+           std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
+           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
+  return out;
+}
+
 void run_pull(store::Repository& repo, const PullArgs& args) {
   oci::PullOptions options;
   options.bootable = args.bootable;
@@ -181,6 +212,28 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
   }
   std::optional<std::string> tag;
   if (!args.tag.empty()) tag = args.tag;
+  if (args.lazy) {
+    if (args.mount.empty()) throw UsageError("oci pull: --lazy needs --mount DIR");
+    if (!args.expected_digest.empty() || args.bootable)
+      throw UsageError("oci pull: --lazy does not take --bootable or --expected-digest");
+#if CFS_WITH_FUSE
+    LazyPullRequest request;
+    request.source = args.source;
+    request.tag = tag;
+    request.options = options;
+    request.options.progress = nullptr;
+    request.mountpoint = args.mount;
+    if (!args.lazy_rate_limit.empty()) request.rate_limit = parse_rate(args.lazy_rate_limit);
+    request.summary = [&](const oci::PullResult& r) { return pull_summary(r, args.quiet); };
+    int rc = run_lazy_pull(repo, request);
+    if (rc != 0) throw Error("oci pull --lazy: the pull did not complete (see above)");
+    return;
+#else
+    throw Error("oci pull: --lazy: this cfsctl is built without FUSE (CFS_WITH_FUSE=OFF)");
+#endif
+  }
+  if (!args.mount.empty() || !args.lazy_rate_limit.empty())
+    throw UsageError("oci pull: --mount and --lazy-rate-limit need --lazy");
   oci::PullResult r;
   try {
     r = oci::pull(repo, args.source, tag, options);
@@ -192,26 +245,7 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
   if (!args.expected_digest.empty()) {
     print(find_boot_image(repo, r.tag, args.expected_digest));
   }
-  std::string out = "manifest " + r.manifest_digest + "\nconfig " + r.config_digest + "\nimage " +
-                    r.image_id.hex() + "\n";
-  if (r.boot_image_id) out += "boot-image " + r.boot_image_id->hex() + "\n";
-  // The images of the repository's extra formats (erofs_formats.extra).
-  for (bool boot : {false, true})
-    for (const auto& [version, id] : boot ? r.boot_images : r.images)
-      if (id != (boot ? *r.boot_image_id : r.image_id))
-        out += std::string(boot ? "boot-image" : "image") + "-v" + std::to_string(version) + " " +
-               id.hex() + "\n";
-  out += "tagged " + r.tag + "\n";
-  if (!args.quiet)
-    out += "layers " + std::to_string(r.layers) + " (" + std::to_string(r.layers_imported) +
-           " imported, " + std::to_string(r.layers - r.layers_imported) + " already present), " +
-           human_bytes(r.bytes_read) + " read, " + human_bytes(r.objects_bytes) +
-           " in file objects\n";
-  if (!args.quiet && r.layers_partial)
-    out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked or eStargz layers, " +
-           std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
-           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
-  print(out);
+  print(pull_summary(r, args.quiet));
 }
 
 void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
@@ -236,9 +270,19 @@ void add_pull_command(CLI::App& oci_cmd, const GlobalOptions& global) {
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   add_xattrs_option(cmd, args->xattrs, "Xattrs the images keep");
   cmd->add_option("--threads", args->threads, "Parallel layer imports (default: CPUs)");
-  cmd->add_flag("--no-partial", args->no_partial,
-                "docker://: download zstd:chunked layers whole instead of fetching only the "
-                "files the repository does not hold");
+  cmd->add_flag(
+      "--no-partial", args->no_partial,
+      "docker://: download zstd:chunked and eStargz layers whole instead of fetching only the "
+      "files the repository does not hold");
+  cmd->add_flag("--lazy", args->lazy,
+                "docker://, zstd:chunked layers only: mount the image at --mount DIR (through "
+                "FUSE, in this process) as soon as the layers' tables of contents are read; files "
+                "are fetched when first opened and all others in the background, then the pull "
+                "completes and tags as usual; serves until DIR is unmounted");
+  cmd->add_option("--mount", args->mount, "With --lazy: where to mount the image");
+  cmd->add_option("--lazy-rate-limit", args->lazy_rate_limit,
+                  "With --lazy: compressed bytes per second for the background fetch (K, M, G "
+                  "suffixes); files opened through the mount are fetched at once regardless");
   cmd->add_option("--retry-times", args->retry_times,
                   "docker://: further attempts after a network failure or a 429/5xx answer; a "
                   "broken blob transfer resumes where it stopped (default 3)");

@@ -35,6 +35,15 @@ class ObjectError : public cfs::Error {
   using cfs::Error::Error;
 };
 
+// A lazy pull's provisional image (cfs/oci/lazy.h) redirects a file whose content is not
+// local yet to this directory + "<sha256 hex of the content>": two hex digits never spell it,
+// so no object path can be mistaken for it. Accepted only by a store given a resolver.
+inline constexpr std::string_view kPendingRedirectPrefix = "/pending-sha256/";
+
+// Returns the object holding the content whose sha256 is the hex given (fetching and
+// verifying it first if need be); throws cfs::Error naming the file and the problem.
+using PendingResolver = std::function<Digest(std::string_view sha256_hex)>;
+
 class ObjectStore {
  public:
   // dir: an open directory (O_PATH is enough); name is used in messages.
@@ -51,6 +60,9 @@ class ObjectStore {
   // Whether DIR/object_path ("ab/cdef…") exists at all (a missing object, as opposed to one
   // that fails its checks). Throws ObjectError on errors other than ENOENT.
   bool exists(std::string_view object_path) const;
+
+  // Serve pending redirects through resolver (set before serving).
+  void set_pending_resolver(PendingResolver resolver);
 
   const std::string& name() const noexcept { return name_; }
   VerityPolicy policy() const noexcept { return policy_; }
@@ -74,6 +86,7 @@ class ObjectStore {
   UniqueFd dir_;
   std::string name_;
   VerityPolicy policy_;
+  PendingResolver pending_resolver_;
   mutable std::mutex mutex_;
   // Concurrent opens of one object wait for a single digest computation.
   mutable std::unordered_map<VersionKey, std::shared_future<bool>, VersionKeyHash> verdicts_;

@@ -39,6 +39,9 @@ struct ServerOptions {
   // keeps the connection alive when it returns: serve() then waits for the connection to end
   // and returns its value.
   std::function<int()> in_mount;
+  // Called once the connection has ended (unmounted, or a signal), before waiting for
+  // in_mount: e.g. to tell it to stop.
+  std::function<void()> on_stopped;
   // Notices about the connection (FUSE passthrough on or off, and why).
   std::function<void(const std::string&)> log;
 };

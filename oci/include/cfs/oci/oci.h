@@ -75,6 +75,8 @@ struct PullOptions {
   // zstd:chunked layers from sources that serve byte ranges: fetch only the files the
   // repository lacks (false: download and decompress every layer whole).
   bool partial = true;
+  // Refuse (before importing anything) unless the source's manifest has this digest.
+  std::optional<std::string> expect_manifest_digest;
 };
 
 struct PullResult {

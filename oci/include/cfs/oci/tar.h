@@ -58,7 +58,7 @@ inline constexpr size_t kTarSparseEntriesMax = 1u << 20;
 
 // Which xattrs survive into the image (composefs-rs' xattr modes).
 enum class XattrMode {
-  allowlist_only,   // only security.capability (the default)
+  allowlist_only,    // only security.capability (the default)
   keep_user_xattrs,  // the allowlist plus user.*
   all                // every xattr the layer records (layer inspection; images never use it)
 };
@@ -84,7 +84,11 @@ struct TarEntry {
   std::optional<std::string> content;  // regular files of at most kTarInlineMax bytes
   std::optional<Digest> object;        // regular files larger than that (read-back mode)
   bool sparse = false;                 // a sparse member: size is the expanded size
-  uint64_t header_offset = 0;          // tar offset of the entry's own header block
+  // Lazy pulls (lazy.h): a regular file whose content is not local yet, stored whatever its
+  // size as an external file redirected to this path below the object directory
+  // (kPendingRedirectDir + "/<sha256 hex>"), without a metacopy digest.
+  std::optional<std::string> pending;
+  uint64_t header_offset = 0;  // tar offset of the entry's own header block
 
   bool external() const noexcept { return type == TarEntryType::regular && size > kTarInlineMax; }
 };

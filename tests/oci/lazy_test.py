@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""`cfsctl oci pull --lazy` against a real registry (Debian's docker-registry on 127.0.0.1,
+images made zstd:chunked by skopeo, as in chunked_test.py).
+
+Checks: the provisional image is mounted (FUSE, in cfsctl's process) before the contents are
+fetched; with the background fetch throttled (--lazy-rate-limit), the last file in TOC order
+is read first and so is fetched on demand (the pull's "lazy" line counts it); `ls` and every
+file's content through the mount equal the image's files; the pull then tags the image with
+the image id of a normal (--no-partial) pull, fsck and oci fsck pass; a tampered content is
+refused on demand with EIO, the pull ends without tagging and the repository stays clean.
+Exit 77 (skip) when docker-registry, skopeo, zstd or FUSE is missing.
+"""
+import argparse
+import errno
+import os
+import queue
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chunked_test as ct  # noqa: E402
+import registry_test as rt  # noqa: E402
+
+check = rt.check
+
+
+class LazyPull:
+    """cfsctl oci pull --lazy running in the background; its stdout read line by line."""
+
+    def __init__(self, cfsctl, repo, source, mnt, *opts):
+        self.mnt = mnt
+        self.proc = subprocess.Popen(
+            [cfsctl, "--repo", repo, "oci", "pull", source, "lazy", "--lazy", "--mount", mnt,
+             *opts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        self.out = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, prefix, timeout):
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            self.out.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def stop(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        while self.wait_for("\0", 1) is not None:
+            pass
+        return self.proc.returncode, "\n".join(self.out), self.proc.stderr.read()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cfsctl", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    for tool in ("docker-registry", "skopeo", "zstd", "fusermount3"):
+        if not shutil.which(tool):
+            print(f"SKIP: {tool} is not installed (tools/setup-deps.sh)")
+            return 77
+    if not os.path.exists("/dev/fuse"):
+        print("SKIP: no /dev/fuse")
+        return 77
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    work = tempfile.mkdtemp(dir=args.work)
+    cfs = rt.Cfs(args.cfsctl, work)
+    reg = rt.Registry(work, rt.free_port())
+    tarfile.RECORDSIZE = tarfile.BLOCKSIZE  # see chunked_test.py
+    pulls = []
+    try:
+        reg.start()
+        host = f"127.0.0.1:{reg.port}"
+        rnd = random.Random("lazy")
+        base = [("etc/os-release", b"ID=lazy\n"), ("usr/bin/hello", b"#!/bin/sh\necho hi\n")]
+        files = [(f"usr/lib/f{i:02}", rnd.randbytes(rnd.randint(20000, 80000)))
+                 for i in range(30)]
+        files += [(f"usr/share/s{i}", rnd.randbytes(rnd.randint(1, 300))) for i in range(10)]
+        expected = dict(base + files)
+        layout = os.path.join(work, "img")
+        rt.make_layout(layout, "v1", [base, files], compress=False)
+        source = f"docker://{host}/test/lazy:v1"
+        rt.skopeo_push(f"oci:{layout}:v1", source, "--dest-compress-format", "zstd:chunked")
+        m = ct.manifest_of(host, "test/lazy:v1")
+        top = m["layers"][-1]
+        total = sum(l["size"] for l in m["layers"])
+        _, _, toc = ct.toc_of(ct.blob_path(reg, top["digest"]), top)
+        last = [e for e in toc["entries"] if e.get("type") == "reg" and e.get("size", 0) > 64][-1]
+        last_name = last["name"].lstrip("./")
+
+        # The background fetch takes about 8 s at this rate: the last file is read long before.
+        repo = cfs.repo()
+        mnt = tempfile.mkdtemp(dir=work)
+        lazy = LazyPull(args.cfsctl, repo, source, mnt, "--lazy-rate-limit", str(total // 8))
+        pulls.append(lazy)
+        serving = lazy.wait_for("serving ", 60)
+        check(serving is not None, f"the provisional image is served: {serving}")
+        with open(os.path.join(mnt, last_name), "rb") as f:
+            data = f.read()
+        check(data == expected[last_name], f"{last_name} (last in TOC order) read first")
+        check(sorted(os.listdir(os.path.join(mnt, "usr", "lib"))) ==
+              sorted(n.split("/")[-1] for n in expected if n.startswith("usr/lib/")),
+              "ls of the mount lists the image's files")
+        done = lazy.wait_for("image ", 120)
+        check(done is not None and "wholly local" in (lazy.wait_for("image ", 30) or ""),
+              "the pull ends with the image wholly local")
+        for name, content in expected.items():
+            with open(os.path.join(mnt, name), "rb") as f:
+                if f.read() != content:
+                    check(False, f"{name}: content through the mount")
+                    break
+        else:
+            check(True, f"all {len(expected)} files read through the mount equal the image's")
+        rc, out, err = lazy.stop()
+        pulls.remove(lazy)
+        if rc != 0:
+            print(err, file=sys.stderr)
+        lazy_line = rt.field(out, "lazy") or ""
+        print("     lazy " + lazy_line)
+        on_demand = int(lazy_line.split(" fetched on demand")[0].split()[-1]) if lazy_line else 0
+        check(rc == 0 and on_demand >= 1, "exit 0; the file read first was fetched on demand")
+        full_repo = cfs.repo()
+        full = cfs.pull(full_repo, source, "--no-partial")
+        check(full.returncode == 0 and rt.field(full.stdout, "image") == rt.field(out, "image"),
+              f"same image id as a full pull ({rt.field(full.stdout, 'image')})")
+        images = cfs.run(repo, "oci", "images")
+        check("lazy" in images.stdout, "the lazy pull tagged its image")
+        check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
+              "fsck and oci fsck pass after the lazy pull")
+
+        # A tampered content: EIO on demand, nothing tagged, the repository consistent.
+        blob = ct.blob_path(reg, top["digest"])
+        where = (last["offset"] + last["endOffset"]) // 2
+        ct.flip(blob, where)
+        try:
+            bad_repo = cfs.repo()
+            mnt2 = tempfile.mkdtemp(dir=work)
+            lazy = LazyPull(args.cfsctl, bad_repo, source, mnt2, "--lazy-rate-limit",
+                            str(total // 8))
+            pulls.append(lazy)
+            check(lazy.wait_for("serving ", 60) is not None, "tampered: served")
+            try:
+                with open(os.path.join(mnt2, last_name), "rb") as f:
+                    f.read()
+                code = 0
+            except OSError as e:
+                code = e.errno
+            check(code == errno.EIO, f"tampered: reading {last_name} gives EIO ({code})")
+            ok = os.path.join(mnt2, "usr", "share", "s0")
+            with open(ok, "rb") as f:
+                check(f.read() == expected["usr/share/s0"], "tampered: other files still read")
+            rc, out, err = lazy.stop()
+            pulls.remove(lazy)
+            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
+            check(rc != 0 and "tampered" in err and last_name in err,
+                  "tampered: the pull fails naming the file")
+            images = cfs.run(bad_repo, "oci", "images")
+            check(images.returncode == 0 and "lazy" not in images.stdout,
+                  "tampered: nothing tagged")
+            check(cfs.run(bad_repo, "fsck").returncode == 0
+                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
+                  "tampered: fsck and oci fsck pass")
+        finally:
+            ct.flip(blob, where)
+    finally:
+        for p in pulls:
+            print(p.stop()[2], file=sys.stderr)
+        reg.kill()
+    if rt.FAILURES:
+        print(f"{len(rt.FAILURES)} check(s) failed")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
