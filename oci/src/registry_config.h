@@ -34,10 +34,16 @@ struct Endpoint {
 };
 
 struct RegistryEntry {
-  std::string prefix;  // what it matches ("example.com/ns" or "example.com"); defaults to location
-  std::string location;  // what it rewrites the prefix to
+  // What it matches: "example.com/ns", "example.com", or "*.example.com" (any subdomain of
+  // example.com, not example.com itself); defaults to location.
+  std::string prefix;
+  // What the matched part of the name is rewritten to; empty for a wildcard prefix without a
+  // location (the name is used as it is, the entry's other settings apply).
+  std::string location;
   bool insecure = false;
   bool blocked = false;
+  bool mirror_by_digest_only = false;  // mirrors only for references with a digest
+  bool wildcard() const { return prefix.starts_with("*."); }
   struct Mirror {
     std::string location;
     bool insecure = false;
@@ -56,6 +62,10 @@ class RegistriesConf {
   // then the *.conf drop-ins of /etc/containers/registries.conf.d and
   // ~/.config/containers/registries.conf.d in name order. Missing files are skipped.
   static RegistriesConf load_default();
+  // The entry for the reference: the longest match of "registry/repository" (a prefix matches
+  // at a path-component boundary; a wildcard prefix matches the host name); on a tie a plain
+  // prefix wins over a wildcard, and a longer wildcard over a shorter one. nullptr if none.
+  const RegistryEntry* find(const Reference& ref) const;
   // Mirrors first (in file order), then the registry; throws if the entry is blocked.
   std::vector<Endpoint> endpoints(const Reference& ref) const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
