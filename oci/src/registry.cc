@@ -150,6 +150,7 @@ class RegistryClient {
       std::string scheme = scheme_for(e);
       http::Request req;
       req.url = scheme + "://" + e.host + "/v2/" + e.repository + path;
+      req.pool = &pool_;
       req.headers = headers;
       if (std::string auth = auth_header(e.host); !auth.empty()) req.headers.push_back(auth);
       req.verify_tls = options_.tls_verify && !e.insecure;
@@ -259,6 +260,7 @@ class RegistryClient {
     for (;;) {
       http::Request req;
       req.url = url;
+      req.pool = &pool_;
       if (!basic.empty()) req.headers.push_back(basic);
       req.verify_tls = options_.tls_verify && !e.insecure;
       http::Transfer t(req);
@@ -300,6 +302,7 @@ class RegistryClient {
   std::mutex mutex_;  // guards auth_ and http_hosts_ (blobs are read by several threads)
   std::map<std::string, std::string> auth_;  // host -> "Authorization: …"
   std::set<std::string> http_hosts_;         // insecure hosts that answered only over http
+  http::ConnectionPool pool_;                // connections kept open between requests
 };
 
 // One blob, or the byte range [first, end) of it, streamed; a broken transfer is resumed with

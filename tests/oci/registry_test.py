@@ -167,6 +167,62 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class CountingForwarder:
+    """A TCP forwarder in front of a registry that counts the connections made through it and
+    the HTTP requests sent on them (the client's bytes are kept; requests are small)."""
+
+    def __init__(self, port, upstream):
+        self.upstream = upstream
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.lock = threading.Lock()
+        self.sent = []  # the client's bytes, one bytearray per connection
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            sent = bytearray()
+            with self.lock:
+                self.sent.append(sent)
+            threading.Thread(target=self.pipe, args=(client, server, sent), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, None), daemon=True).start()
+
+    def pipe(self, src, dst, record):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record is not None:
+                    with self.lock:
+                        record.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def counts(self):
+        """(plain HTTP connections, requests) so far; the TLS probe a client makes before it
+        falls back to http on a loopback registry is not counted."""
+        with self.lock:
+            plain = [bytes(b) for b in self.sent if b.startswith(b"GET ")]
+            return len(plain), sum(b.count(b"GET /v2/") for b in plain)
+
+    def close(self):
+        self.sock.close()
+
+
 class Cfs:
     def __init__(self, cfsctl, work):
         self.cfsctl = cfsctl
@@ -354,6 +410,18 @@ def main():
         r = cfs.pull(cfs.repo(), f"docker://{host}/test/img@{host_manifest}")
         check(r.returncode == 0 and field(r.stdout, "manifest") == host_manifest,
               "pull by manifest digest")
+
+        # Connections are kept open between requests: a pull through a forwarder that counts
+        # them makes several requests on each (layers are fetched by two threads at most).
+        fwd = CountingForwarder(free_port(), reg.port)
+        fhost = f"127.0.0.1:{fwd.sock.getsockname()[1]}"
+        r = cfs.pull(cfs.repo(), f"docker://{fhost}/test/img:v1", "--threads", "2")
+        conns, reqs = fwd.counts()
+        print(f"     {reqs} requests on {conns} connections")
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and reqs >= 4 and 1 <= conns <= 2,
+              "connection reuse: a pull's requests share at most one connection per thread")
+        fwd.close()
 
         # HTTP errors name the registry, the repository and the status.
         r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:nope")
