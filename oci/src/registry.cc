@@ -89,6 +89,39 @@ class RegistryClient {
   }
   std::string where() const { return where(active()); }
   const Endpoint& active() const { return endpoints_[active_]; }
+  size_t active_index() const { return active_; }
+  const Endpoint& endpoint(size_t i) const { return endpoints_[i]; }
+  // "docker://NAME: registry H, repository R: subject" for location i.
+  std::string what(size_t location, const std::string& subject) const {
+    return "docker://" + ref_.name() + ": " + where(endpoints_[location]) + ": " + subject;
+  }
+
+  // A GET of a blob (by digest, so any location holding it serves the same bytes, and the
+  // pull verifies them): from location, and when that answers with an error (a mirror that
+  // lacks the blob: 404) or fails after its retries, from the next locations in order (later
+  // mirrors, then the registry itself). location is left at the one that answered. what(loc)
+  // names the request at a location; the error after the last names every failure.
+  template <typename What>
+  std::unique_ptr<http::Transfer> open_blob(size_t& location, const std::string& digest,
+                                            const What& what, uint64_t range_start,
+                                            uint64_t range_end = 0,
+                                            const std::string& ranges = {}) {
+    std::string errors;
+    for (;;) {
+      try {
+        return open(endpoints_[location], "/blobs/" + digest, {}, range_start, what(location),
+                    range_end, ranges);
+      } catch (const Error& e) {
+        if (location + 1 >= endpoints_.size()) {
+          if (errors.empty()) throw;
+          throw Error(errors + "; " + e.what());
+        }
+        errors += (errors.empty() ? "" : "; ") + std::string(e.what());
+        notice(std::string(e.what()) + "; trying the next location for this blob");
+        ++location;
+      }
+    }
+  }
 
   // The manifest bytes for the reference, trying the mirrors first.
   std::string fetch_manifest(std::string& media_type) {
@@ -313,12 +346,14 @@ class RegistryBlobReader : public BlobReader {
   RegistryBlobReader(RegistryClient& client, Descriptor blob, uint64_t first, uint64_t end)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest),
+        subject_("blob " + blob_.digest),
+        location_(client.active_index()),
         first_(first),
         end_(end),
         pos_(first) {
     if (first_ > 0 || end_ < blob_.size)
-      what_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+      subject_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+    what_ = client_.what(location_, subject_);
   }
 
   size_t read(std::span<std::byte> buf) override {
@@ -354,9 +389,13 @@ class RegistryBlobReader : public BlobReader {
  private:
   void start() {
     bool whole = pos_ == 0 && end_ >= blob_.size;
-    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_,
-                             pos_ > first_ ? what_ + " from byte " + std::to_string(pos_) : what_,
-                             whole || end_ >= blob_.size ? 0 : end_);
+    auto what = [&](size_t location) {
+      std::string w = client_.what(location, subject_);
+      return pos_ > first_ ? w + " from byte " + std::to_string(pos_) : w;
+    };
+    transfer_ = client_.open_blob(location_, blob_.digest, what, pos_,
+                                  whole || end_ >= blob_.size ? 0 : end_);
+    what_ = client_.what(location_, subject_);
     if (whole) return;
     if (transfer_->status() == 206) {
       std::string range = transfer_->header("content-range");
@@ -387,7 +426,9 @@ class RegistryBlobReader : public BlobReader {
 
   RegistryClient& client_;
   Descriptor blob_;
-  std::string what_;
+  std::string subject_;  // "blob D[ bytes A-B]"
+  size_t location_;      // the endpoint it is read from
+  std::string what_;     // subject_ at location_, for messages
   std::unique_ptr<http::Transfer> transfer_;
   uint64_t first_;
   uint64_t end_;
@@ -405,8 +446,9 @@ class RegistryRangesReader : public BlobReader {
                        std::vector<std::pair<uint64_t, uint64_t>> ranges)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest +
-              " (" + std::to_string(ranges.size()) + " ranges)"),
+        subject_("blob " + blob_.digest + " (" + std::to_string(ranges.size()) + " ranges)"),
+        location_(client.active_index()),
+        what_(client.what(location_, subject_)),
         ranges_(std::move(ranges)) {
     if (!ranges_.empty()) pos_ = ranges_[0].first;
   }
@@ -494,7 +536,10 @@ class RegistryRangesReader : public BlobReader {
     buf_.clear();
     buf_pos_ = 0;
     in_part_ = false;
-    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, 0, what_, 0, spec);
+    transfer_ = client_.open_blob(
+        location_, blob_.digest, [&](size_t location) { return client_.what(location, subject_); },
+        0, 0, spec);
+    what_ = client_.what(location_, subject_);
     std::string type = transfer_->header("content-type");
     if (transfer_->status() == 200) {
       mode_ = Mode::whole;
@@ -555,7 +600,9 @@ class RegistryRangesReader : public BlobReader {
   enum class Mode { whole, multipart, single };
   RegistryClient& client_;
   Descriptor blob_;
-  std::string what_;
+  std::string subject_;  // "blob D (N ranges)"
+  size_t location_;      // the endpoint it is read from
+  std::string what_;     // subject_ at location_, for messages
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;
   size_t cur_ = 0;
   uint64_t pos_ = 0;    // next blob offset to hand out

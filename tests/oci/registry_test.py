@@ -489,6 +489,45 @@ def main():
         check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image"),
               "registries.conf: pulled through the mirror")
 
+        # A mirror (a second docker-registry) that lacks one layer: that blob comes from the
+        # next location, the registry itself; the others from the mirror.
+        mreg = Registry(work, free_port())
+        mreg.start()
+        try:
+            mhost = f"127.0.0.1:{mreg.port}"
+            skopeo_push(f"oci:{v1}:v1", f"docker://{mhost}/test/img:v1")
+            req = urllib.request.Request(f"http://{mhost}/v2/test/img/manifests/v1", headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json"})
+            layers = [l["digest"] for l in json.load(urllib.request.urlopen(req))["layers"]]
+            missing = layers[-1]
+            shutil.rmtree(os.path.join(mreg.dir, "storage/docker/registry/v2/repositories/test/img",
+                                       "_layers/sha256", missing.split(":")[1]))
+            conf2 = os.path.join(work, "registries-partial-mirror.conf")
+            with open(conf2, "w") as f:
+                f.write(f'[[registry]]\nlocation = "{host}/test"\n'
+                        f'[[registry.mirror]]\nlocation = "{mhost}/test"\n')
+            r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:v1", "--registries-conf", conf2,
+                         "--retry-times", "0")
+            check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+                  and f"registry {mhost}, repository test/img: blob {missing}" in r.stderr
+                  and "HTTP 404" in r.stderr and "trying the next location" in r.stderr,
+                  "registries.conf: a blob the mirror lacks comes from the registry")
+            # The same with the registry itself down: the error names both locations.
+            with open(conf2, "w") as f:
+                f.write(f'[[registry]]\nlocation = "127.0.0.1:{dead}/gone"\n'
+                        f'[[registry.mirror]]\nlocation = "{mhost}/test"\n')
+            repo = cfs.repo()
+            r = cfs.pull(repo, f"docker://127.0.0.1:{dead}/gone/img:v1", "--registries-conf",
+                         conf2, "--retry-times", "0")
+            err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+            check(r.returncode != 0 and f"registry {mhost}, repository test/img: blob {missing}"
+                  in err and "HTTP 404" in err and f"registry 127.0.0.1:{dead}" in err
+                  and "pulled" not in cfs.run(repo, "oci", "images").stdout,
+                  "registries.conf: a blob no location has: the error names each location")
+            print("     error: " + err)
+        finally:
+            mreg.kill()
+
         # Killed mid-pull and back within the retries: the transfer resumes.
         big_ref = cfs.pull(cfs.repo(), f"oci:{big}:v1")
         repo = cfs.repo()
