@@ -90,6 +90,7 @@ struct Transfer::Handles {
   std::unique_ptr<CURL, EasyFree> easy;
   std::unique_ptr<curl_slist, SlistFree> headers;
   std::string range;
+  std::string body;
   char errbuf[CURL_ERROR_SIZE] = {};
   bool attached = false;
   CURLM* multi() const { return slot->multi.get(); }
@@ -137,6 +138,11 @@ Transfer::Transfer(const Request& request) : pool_(request.pool), h_(std::make_u
     h_->range = std::to_string(request.range_start) + "-" +
                 (request.range_end > 0 ? std::to_string(request.range_end - 1) : std::string());
     curl_easy_setopt(e, CURLOPT_RANGE, h_->range.c_str());
+  }
+  if (!request.form_body.empty()) {
+    h_->body = request.form_body;
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(h_->body.size()));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, h_->body.c_str());
   }
   if (request.max_recv_speed > 0)
     curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE,

@@ -1,6 +1,6 @@
-// A streamed HTTP GET on libcurl, read like a file: the registry client's only transport.
-// One Transfer owns its curl easy handle and a multi handle (RAII); data is pulled by read(),
-// and the transfer is paused while the caller does not keep up, so memory stays bounded.
+// A streamed HTTP GET (or form POST) on libcurl, read like a file: the registry client's only
+// transport. One Transfer owns its curl easy handle and a multi handle (RAII); data is pulled by
+// read(), and the transfer is paused while the caller does not keep up, so memory stays bounded.
 // Transfers given a ConnectionPool borrow its multi handles, whose connection caches keep
 // TCP (and TLS) connections open from one request to the next.
 #pragma once
@@ -46,6 +46,8 @@ struct Request {
   std::string url;
   ConnectionPool* pool = nullptr;    // null: a connection of the transfer's own
   std::vector<std::string> headers;  // "Name: value"
+  // Non-empty: a POST of this application/x-www-form-urlencoded body instead of a GET.
+  std::string form_body;
   bool verify_tls = true;
   uint64_t range_start = 0;     // > 0: "Range: bytes=<start>-"
   uint64_t range_end = 0;       // > 0: exclusive end, "Range: bytes=<start>-<end - 1>"

@@ -267,13 +267,16 @@ class RegistryClient {
   void authenticate(const Endpoint& e, const std::string& header, const std::string& what) {
     registry::Challenge c = registry::parse_challenge(header, what);
     auto creds = creds_for(e.host);
-    std::string basic = creds ? "Authorization: Basic " +
-                                    http::base64_encode(creds->username + ":" + creds->password)
-                              : "";
+    bool has_password = creds && !creds->username.empty();
+    std::string basic =
+        has_password
+            ? "Authorization: Basic " + http::base64_encode(creds->username + ":" + creds->password)
+            : "";
     if (c.scheme == "basic") {
-      if (!creds)
-        throw Error(what + ": HTTP 401 (the registry wants a password; none for " + e.host +
-                    " in the auth files)");
+      if (!has_password)
+        throw Error(
+            what + ": HTTP 401 (the registry wants a password; none for " + e.host +
+            (creds ? " in " + creds->source + ", only an identity token)" : " in the auth files)"));
       std::lock_guard lock(mutex_);
       auth_[e.host] = basic;
       return;
@@ -284,17 +287,25 @@ class RegistryClient {
     std::string realm = c.params["realm"];
     if (!realm.starts_with("https://") && !realm.starts_with("http://"))
       throw Error(what + ": bearer challenge without an http(s) realm");
-    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+    std::string query;
     if (c.params.contains("service"))
-      url += "service=" + http::url_escape(c.params["service"]) + "&";
-    url += "scope=" + http::url_escape("repository:" + e.repository + ":pull");
+      query += "service=" + http::url_escape(c.params["service"]) + "&";
+    query += "scope=" + http::url_escape("repository:" + e.repository + ":pull");
+    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + query;
     std::string token_what = what + ": token from " + realm;
+    // An identity token is exchanged with a form POST (OAuth2 grant_type=refresh_token);
+    // a token server without POST (404, 405) gets the GET below instead.
+    bool post = creds && !creds->identity_token.empty();
     unsigned failures = 0;
     for (;;) {
       http::Request req;
-      req.url = url;
+      req.url = post ? realm : url;
       req.pool = &pool_;
-      if (!basic.empty()) req.headers.push_back(basic);
+      if (post)
+        req.form_body = "grant_type=refresh_token&client_id=cfs&refresh_token=" +
+                        http::url_escape(creds->identity_token) + "&" + query;
+      else if (!basic.empty())
+        req.headers.push_back(basic);
       req.verify_tls = options_.tls_verify && !e.insecure;
       http::Transfer t(req);
       std::string body;
@@ -302,6 +313,12 @@ class RegistryClient {
         if (failures >= options_.retries)
           throw Error(token_what + ": " + t.error().message + give_up(failures));
         backoff(token_what + ": " + t.error().message, failures++);
+        continue;
+      }
+      if (post && (t.status() == 404 || t.status() == 405)) {
+        notice(token_what + ": HTTP " + std::to_string(t.status()) +
+               " to the identity token's POST; asking with a GET");
+        post = false;
         continue;
       }
       if (t.status() != 200) {

@@ -13,6 +13,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "credential_helper.h"
 #include "http.h"
 #include "util.h"
 
@@ -349,18 +350,36 @@ std::optional<Credentials> find_credentials(std::string_view json_text, const st
                                             const Reference& ref) {
   nlohmann::json j = store::parse_json_bounded(json_text, file);
   if (!j.is_object()) throw Error(file + ": not a JSON object");
-  auto auths = j.find("auths");
-  if (auths == j.end()) return std::nullopt;
-  if (!auths->is_object()) throw Error(file + ": 'auths' is not an object");
-  // Normalised key -> entry; a legacy key ("https://host/v1/") names the whole registry.
-  std::map<std::string, const nlohmann::json*> keys;
-  for (auto it = auths->begin(); it != auths->end(); ++it) {
-    std::string key = it.key();
+  auto normal_key = [](std::string key) {
     bool legacy = key.starts_with("http://") || key.starts_with("https://");
     key = strip_location(key);
     if (legacy) key = key.substr(0, key.find('/'));
     if (key == "index.docker.io" || key == "registry-1.docker.io") key = "docker.io";
-    keys.emplace(key, &it.value());
+    return key;
+  };
+  auto helper = [&](const std::string& name) {
+    Credentials c;
+    c.helper = name;
+    c.source = file;
+    return c;
+  };
+  if (auto helpers = j.find("credHelpers"); helpers != j.end()) {
+    if (!helpers->is_object()) throw Error(file + ": 'credHelpers' is not an object");
+    for (auto it = helpers->begin(); it != helpers->end(); ++it)
+      if (normal_key(it.key()) == ref.registry) {
+        if (!it->is_string() || it->get<std::string>().empty())
+          throw Error(file + ": credHelpers." + it.key() + " is not a helper name");
+        return helper(it->get<std::string>());
+      }
+  }
+  std::string store = json_string(j, "credsStore", "", file);
+  auto auths = j.find("auths");
+  if (auths == j.end()) return store.empty() ? std::nullopt : std::optional(helper(store));
+  if (!auths->is_object()) throw Error(file + ": 'auths' is not an object");
+  // Normalised key -> entry; a legacy key ("https://host/v1/") names the whole registry.
+  std::map<std::string, const nlohmann::json*> keys;
+  for (auto it = auths->begin(); it != auths->end(); ++it) {
+    keys.emplace(normal_key(it.key()), &it.value());
   }
   std::string name = ref.name();
   for (;;) {
@@ -369,14 +388,22 @@ std::optional<Credentials> find_credentials(std::string_view json_text, const st
       std::string what = file + ": auths." + k->first;
       if (!entry.is_object()) throw Error(what + ": not an object");
       std::string auth = json_string(entry, "auth", "", what);
-      if (auth.empty()) return std::nullopt;  // e.g. an identity token only: anonymous
-      std::string decoded = http::base64_decode(auth, what + ".auth");
-      auto colon = decoded.find(':');
-      if (colon == std::string::npos) throw Error(what + ".auth: not base64 of user:password");
-      return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1), file};
+      Credentials c;
+      c.source = file;
+      c.identity_token = json_string(entry, "identitytoken", "", what);
+      if (!auth.empty()) {
+        std::string decoded = http::base64_decode(auth, what + ".auth");
+        auto colon = decoded.find(':');
+        if (colon == std::string::npos) throw Error(what + ".auth: not base64 of user:password");
+        c.username = decoded.substr(0, colon);
+        c.password = decoded.substr(colon + 1);
+      }
+      if (!auth.empty() || !c.identity_token.empty()) return c;
+      // An empty entry (docker writes them next to a credsStore): the store's.
     }
     auto slash = name.rfind('/');
-    if (slash == std::string::npos) return std::nullopt;
+    if (slash == std::string::npos)
+      return store.empty() ? std::nullopt : std::optional(helper(store));
     name.resize(slash);
   }
 }
@@ -386,7 +413,9 @@ std::optional<Credentials> lookup_credentials(const std::vector<std::string>& fi
   for (const std::string& f : files) {
     auto text = read_optional(f);
     if (!text) continue;
-    if (auto c = find_credentials(*text, f, ref)) return c;
+    auto c = find_credentials(*text, f, ref);
+    if (c && !c->helper.empty()) c = run_credential_helper(c->helper, ref.registry, f);
+    if (c) return c;
   }
   return std::nullopt;
 }

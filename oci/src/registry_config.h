@@ -77,18 +77,26 @@ class RegistriesConf {
 struct Credentials {
   std::string username;
   std::string password;
-  std::string source;  // the file they came from
+  // An identity token (auth.json "identitytoken", or a helper's "<token>" user): exchanged at
+  // the registry's token server for access tokens (OAuth2 grant_type=refresh_token).
+  std::string identity_token;
+  // find_credentials only: the credentials are docker-credential-<helper>'s ("credHelpers"
+  // for the registry, else "credsStore"); lookup_credentials runs it.
+  std::string helper;
+  std::string source;  // the file (and helper) they came from
 };
 
 // The auth files consulted, in order: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
 // ~/.config/containers/auth.json, ~/.docker/config.json.
 std::vector<std::string> default_auth_files();
-// Credentials for "registry/repository" from one auth file's JSON text: the most specific key
-// of "auths" wins ("reg/ns/repo", "reg/ns", "reg"; legacy "https://reg/v1/" keys match the
-// registry). nullopt if the file has none for it.
+// Credentials for "registry/repository" from one auth file's JSON text: a "credHelpers" entry
+// for the registry host first; then the most specific key of "auths" ("reg/ns/repo", "reg/ns",
+// "reg"; legacy "https://reg/v1/" keys match the registry) with an "auth" (user:password) or an
+// "identitytoken"; then the "credsStore" helper. nullopt if the file has none for it.
 std::optional<Credentials> find_credentials(std::string_view json_text, const std::string& file,
                                             const Reference& ref);
-// The first credentials any of the files holds; unreadable JSON is an error naming the file.
+// The first credentials any of the files holds, credential helpers run; unreadable JSON or a
+// failing helper is an error naming the file (and the helper).
 std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
                                               const Reference& ref);
 

@@ -252,7 +252,10 @@ TEST(AuthJson, MostSpecificKeyWins) {
   c = find_credentials(text, "a.json", parse_reference("debian"));
   ASSERT_TRUE(c);
   EXPECT_EQ(c->username, "hub");
-  EXPECT_FALSE(find_credentials(text, "a.json", parse_reference("other.example/x")));
+  c = find_credentials(text, "a.json", parse_reference("other.example/x"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->identity_token, "x");
+  EXPECT_EQ(c->username, "");
   EXPECT_FALSE(find_credentials(text, "a.json", parse_reference("none.example/x")));
   EXPECT_FALSE(find_credentials("{}", "a.json", parse_reference("none.example/x")));
 
@@ -264,6 +267,36 @@ TEST(AuthJson, MostSpecificKeyWins) {
                                 parse_reference("x.io/y")),
                Error);
   EXPECT_THROW(find_credentials("not json", "a.json", parse_reference("x.io/y")), Error);
+}
+
+TEST(AuthJson, CredentialHelpers) {
+  // credHelpers for the registry first, then auths, then credsStore; an empty auths entry (as
+  // docker writes next to a store) defers to the store.
+  std::string text =
+      "{\"credHelpers\":{\"helped.example\":\"pass\","
+      "\"https://index.docker.io/v1/\":\"hub\"},"
+      "\"credsStore\":\"desktop\",\"auths\":{\"plain.example\":" +
+      auth("u:p") + ",\"stored.example\":{}}}";
+  auto c = find_credentials(text, "h.json", parse_reference("helped.example/app"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->helper, "pass");
+  EXPECT_EQ(c->source, "h.json");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("debian"))->helper, "hub");
+  c = find_credentials(text, "h.json", parse_reference("plain.example/app"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->helper, "");
+  EXPECT_EQ(c->username, "u");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("stored.example/x"))->helper,
+            "desktop");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("other.example/x"))->helper,
+            "desktop");
+  EXPECT_FALSE(find_credentials("{\"credHelpers\":{\"a.example\":\"x\"}}", "h.json",
+                                parse_reference("b.example/x")));
+  EXPECT_THROW(find_credentials("{\"credHelpers\":[]}", "h.json", parse_reference("b.io/x")),
+               Error);
+  EXPECT_THROW(
+      find_credentials("{\"credHelpers\":{\"b.io\":3}}", "h.json", parse_reference("b.io/x")),
+      Error);
 }
 
 TEST(AuthJson, FilesInOrder) {

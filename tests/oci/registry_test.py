@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 FAILURES = []
@@ -106,6 +107,8 @@ class BearerProxy(http.server.ThreadingHTTPServer):
         self.token = "tok-" + str(random.getrandbits(64))
         self.token_requests = []  # (authorization, query)
         self.tamper = None  # "manifests" or "blobs": bodies of those answers get altered
+        self.identity_token = "idt-" + str(random.getrandbits(64))
+        self.refuse_post = False  # a token server without the OAuth2 POST
         super().__init__(("127.0.0.1", port), ProxyHandler)
 
 
@@ -156,6 +159,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 break
             self.wfile.write(chunk)
         conn.close()
+
+    def do_POST(self):
+        # OAuth2 token requests: grant_type=refresh_token with the identity token.
+        srv = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        srv.token_requests.append(("POST", body))
+        if not self.path.startswith("/token") or srv.refuse_post:
+            return self.reply(404, b'{"errors":[{"code":"NOT_FOUND","message":"no POST"}]}')
+        form = urllib.parse.parse_qs(body)
+        if form.get("grant_type") != ["refresh_token"] or \
+                form.get("refresh_token") != [srv.identity_token]:
+            return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"bad token"}]}')
+        return self.reply(200, json.dumps({"access_token": srv.token}).encode())
 
     def reply(self, status, body, headers=None):
         self.send_response(status)
@@ -459,6 +475,63 @@ def main():
                      "--retry-times", "0", env=env_none)
         check(r.returncode != 0 and "HTTP 401" in r.stderr and bad in r.stderr,
               "bearer auth: refused credentials name their auth file")
+
+        # Credential helpers (real executables on PATH) and identity tokens.
+        helper_bin = os.path.join(work, "bin")
+        os.makedirs(helper_bin)
+        for name, user, secret in (("cfstest", "alice", "s3cret"),
+                                   ("cfstoken", "<token>", proxy.identity_token)):
+            path = os.path.join(helper_bin, "docker-credential-" + name)
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r host\n"
+                        f'echo "$host" >> "{path}.log"\n'
+                        f'if [ "$host" = "{phost}" ]; then\n'
+                        f"  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\","
+                        f"\"Secret\":\"{secret}\"}}' \"$host\"\n"
+                        "else\n  echo 'credentials not found in native keychain'; exit 1\nfi\n")
+            os.chmod(path, 0o755)
+
+        def pull_with_auth(name, content, *opts):
+            path = os.path.join(work, name)
+            with open(path, "w") as f:
+                json.dump(content, f)
+            henv = dict(env_none, PATH=helper_bin + ":" + os.environ.get("PATH", ""),
+                        REGISTRY_AUTH_FILE=path)
+            proxy.token_requests.clear()
+            r = cfs.pull(cfs.repo(), f"docker://{phost}/test/img:v1", "--retry-times", "0",
+                         *opts, env=henv)
+            check("s3cret" not in r.stderr + r.stdout
+                  and proxy.identity_token not in r.stderr + r.stdout,
+                  f"{name}: no secret in the output")
+            return r, path
+
+        r, _ = pull_with_auth("helper-auth.json", {"credHelpers": {phost: "cfstest"}})
+        with open(os.path.join(helper_bin, "docker-credential-cfstest.log")) as f:
+            asked = f.read().split()
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and asked == [phost] and any(a == proxy.basic for a, _ in proxy.token_requests),
+              "credHelpers: the helper's user and password, asked for the registry host")
+        r, _ = pull_with_auth("store-auth.json", {"credsStore": "cfstoken", "auths": {}})
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and any(a == "POST" and "grant_type=refresh_token" in q and "service=test" in q
+                      for a, q in proxy.token_requests),
+              "credsStore: a helper's identity token exchanged with an OAuth2 POST")
+        r, _ = pull_with_auth("idtoken-auth.json",
+                              {"auths": {phost: {"identitytoken": proxy.identity_token}}})
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image"),
+              "auth.json identitytoken: exchanged with an OAuth2 POST")
+        proxy.refuse_post = True
+        r, _ = pull_with_auth("idtoken-auth.json",
+                              {"auths": {phost: {"identitytoken": proxy.identity_token}}})
+        check(r.returncode != 0 and "asking with a GET" in r.stderr and "HTTP 401" in r.stderr
+              and any(a != "POST" for a, _ in proxy.token_requests),
+              "identity token, token server without POST: falls back to a GET")
+        proxy.refuse_post = False
+        r, path = pull_with_auth("missing-helper.json", {"credHelpers": {phost: "nosuch"}})
+        check(r.returncode != 0 and "docker-credential-nosuch" in r.stderr and path in r.stderr
+              and phost in r.stderr,
+              "a helper that is not installed: error naming it, the registry and the auth file")
+        print("     error: " + r.stderr.strip().splitlines()[-1])
 
         # Tampered answers: manifests are checked against the digest asked for or the
         # registry's Docker-Content-Digest, blobs against the manifest's digest.
