@@ -13,6 +13,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "credential_helper.h"
 #include "http.h"
 #include "registry_config.h"
 #include "util.h"
@@ -75,7 +76,8 @@ class RegistryClient {
       Reference r = ref_;
       r.registry = e.host == "registry-1.docker.io" ? "docker.io" : e.host;
       r.repository = e.repository;
-      if (!creds_.contains(e.host)) creds_[e.host] = registry::lookup_credentials(files, r);
+      // Credential helpers run only when a registry asks for credentials (creds_for).
+      if (!creds_.contains(e.host)) creds_[e.host] = registry::lookup_credentials(files, r, false);
     }
   }
 
@@ -243,9 +245,15 @@ class RegistryClient {
   }
 
  private:
-  std::optional<registry::Credentials> creds_for(const std::string& host) const {
+  std::optional<registry::Credentials> creds_for(const std::string& host) {
+    std::lock_guard lock(mutex_);
     auto it = creds_.find(host);
-    return it != creds_.end() ? it->second : std::nullopt;
+    if (it == creds_.end()) return std::nullopt;
+    std::optional<registry::Credentials>& c = it->second;
+    if (c && !c->helper.empty())
+      c = registry::run_credential_helper(
+          c->helper, host == "registry-1.docker.io" ? "docker.io" : host, c->source);
+    return c;
   }
 
   std::string scheme_for(const Endpoint& e) {
@@ -349,7 +357,7 @@ class RegistryClient {
   RegistryOptions options_;
   std::map<std::string, std::optional<registry::Credentials>> creds_;  // by endpoint host
   size_t active_ = 0;
-  std::mutex mutex_;  // guards auth_ and http_hosts_ (blobs are read by several threads)
+  std::mutex mutex_;  // guards creds_, auth_ and http_hosts_ (blobs are read by several threads)
   std::map<std::string, std::string> auth_;  // host -> "Authorization: …"
   std::set<std::string> http_hosts_;         // insecure hosts that answered only over http
   http::ConnectionPool pool_;                // connections kept open between requests

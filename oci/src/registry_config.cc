@@ -409,12 +409,13 @@ std::optional<Credentials> find_credentials(std::string_view json_text, const st
 }
 
 std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
-                                              const Reference& ref) {
+                                              const Reference& ref, bool run_helpers) {
   for (const std::string& f : files) {
     auto text = read_optional(f);
     if (!text) continue;
     auto c = find_credentials(*text, f, ref);
-    if (c && !c->helper.empty()) c = run_credential_helper(c->helper, ref.registry, f);
+    if (c && !c->helper.empty() && run_helpers)
+      c = run_credential_helper(c->helper, ref.registry, f);
     if (c) return c;
   }
   return std::nullopt;

@@ -95,10 +95,12 @@ std::vector<std::string> default_auth_files();
 // "identitytoken"; then the "credsStore" helper. nullopt if the file has none for it.
 std::optional<Credentials> find_credentials(std::string_view json_text, const std::string& file,
                                             const Reference& ref);
-// The first credentials any of the files holds, credential helpers run; unreadable JSON or a
-// failing helper is an error naming the file (and the helper).
+// The first credentials any of the files holds; unreadable JSON is an error naming the file.
+// run_helpers: a credential helper is run (one without credentials for the registry defers to
+// the next file; a failing one is an error naming the file and the helper); otherwise the
+// credentials name it (helper) for run_credential_helper later.
 std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
-                                              const Reference& ref);
+                                              const Reference& ref, bool run_helpers = true);
 
 // A WWW-Authenticate challenge: the scheme ("bearer", lowercase) and its parameters.
 struct Challenge {

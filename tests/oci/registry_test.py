@@ -532,6 +532,13 @@ def main():
               and phost in r.stderr,
               "a helper that is not installed: error naming it, the registry and the auth file")
         print("     error: " + r.stderr.strip().splitlines()[-1])
+        # Helpers run only when a registry asks for credentials.
+        store_only = os.path.join(work, "store-only.json")
+        with open(store_only, "w") as f:
+            json.dump({"credsStore": "nosuch"}, f)
+        nenv = dict(env_none, REGISTRY_AUTH_FILE=store_only)
+        r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:v1", env=nenv)
+        check(r.returncode == 0, "a registry without auth: the auth file's helper is not run")
 
         # Tampered answers: manifests are checked against the digest asked for or the
         # registry's Docker-Content-Digest, blobs against the manifest's digest.
