@@ -79,8 +79,7 @@ std::unique_ptr<ConnectionPool::Slot> ConnectionPool::take() {
   return std::make_unique<Slot>();
 }
 
-void ConnectionPool::give_back(std::unique_ptr<Slot> slot, uint64_t connects) {
-  opened_ += connects;
+void ConnectionPool::give_back(std::unique_ptr<Slot> slot) {
   std::lock_guard lock(mutex_);
   if (idle_.size() < kMaxIdleSlots) idle_.push_back(std::move(slot));
 }
@@ -164,12 +163,10 @@ Transfer::~Transfer() {
   // non-blocking round completes it, so its connection stays in the cache for the next.
   int running = 0;
   if (!done_ && headers_done_ && !paused_) curl_multi_perform(h_->multi(), &running);
-  long connects = 0;
-  curl_easy_getinfo(h_->easy.get(), CURLINFO_NUM_CONNECTS, &connects);
   curl_multi_remove_handle(h_->multi(), h_->easy.get());
   h_->attached = false;
   h_->easy.reset();
-  pool_->give_back(std::move(h_->slot), static_cast<uint64_t>(std::max(connects, 0L)));
+  pool_->give_back(std::move(h_->slot));
 }
 
 size_t Transfer::on_header(char* p, size_t size, size_t n, void* self_ptr) {

@@ -5,7 +5,6 @@
 // TCP (and TLS) connections open from one request to the next.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -28,18 +27,15 @@ class ConnectionPool {
   ~ConnectionPool();
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
-  // Connections the transfers on this pool opened (TCP connects, redirects included).
-  uint64_t connections_opened() const { return opened_.load(); }
   struct Slot;  // one multi handle (defined in http.cc)
 
  private:
   friend class Transfer;
   std::unique_ptr<Slot> take();
-  void give_back(std::unique_ptr<Slot> slot, uint64_t connects);
+  void give_back(std::unique_ptr<Slot> slot);
 
   std::mutex mutex_;
   std::vector<std::unique_ptr<Slot>> idle_;
-  std::atomic<uint64_t> opened_{0};
 };
 
 struct Request {
