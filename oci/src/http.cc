@@ -52,23 +52,57 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
-struct Transfer::Handles {
+// Idle multi handles a pool keeps beyond this many are closed with their connections.
+constexpr size_t kMaxIdleSlots = 8;
+
+struct ConnectionPool::Slot {
   std::unique_ptr<CURLM, MultiFree> multi;
-  std::unique_ptr<CURL, EasyFree> easy;
-  std::unique_ptr<curl_slist, SlistFree> headers;
-  std::string range;
-  char errbuf[CURL_ERROR_SIZE] = {};
-  bool attached = false;
-  ~Handles() {
-    if (attached) curl_multi_remove_handle(multi.get(), easy.get());
+  Slot() : multi(curl_multi_init()) {
+    if (!multi) throw Error("libcurl: out of memory");
+    // A few hosts per pool: the registry, its token realm, a blob storage redirect.
+    curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, 4L);
   }
 };
 
-Transfer::Transfer(const Request& request) : h_(std::make_unique<Handles>()) {
+ConnectionPool::ConnectionPool() = default;
+ConnectionPool::~ConnectionPool() = default;
+
+std::unique_ptr<ConnectionPool::Slot> ConnectionPool::take() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      std::unique_ptr<Slot> slot = std::move(idle_.back());
+      idle_.pop_back();
+      return slot;
+    }
+  }
+  return std::make_unique<Slot>();
+}
+
+void ConnectionPool::give_back(std::unique_ptr<Slot> slot) {
+  std::lock_guard lock(mutex_);
+  if (idle_.size() < kMaxIdleSlots) idle_.push_back(std::move(slot));
+}
+
+struct Transfer::Handles {
+  std::unique_ptr<ConnectionPool::Slot> slot;
+  std::unique_ptr<CURL, EasyFree> easy;
+  std::unique_ptr<curl_slist, SlistFree> headers;
+  std::string range;
+  std::string body;
+  char errbuf[CURL_ERROR_SIZE] = {};
+  bool attached = false;
+  CURLM* multi() const { return slot->multi.get(); }
+  ~Handles() {
+    if (attached) curl_multi_remove_handle(multi(), easy.get());
+  }
+};
+
+Transfer::Transfer(const Request& request) : pool_(request.pool), h_(std::make_unique<Handles>()) {
   global_init();
-  h_->multi.reset(curl_multi_init());
+  h_->slot = pool_ ? pool_->take() : std::make_unique<ConnectionPool::Slot>();
   h_->easy.reset(curl_easy_init());
-  if (!h_->multi || !h_->easy) throw Error(request.url + ": libcurl: out of memory");
+  if (!h_->easy) throw Error(request.url + ": libcurl: out of memory");
   CURL* e = h_->easy.get();
   for (const std::string& line : request.headers) {
     curl_slist* next = curl_slist_append(h_->headers.get(), line.c_str());
@@ -104,6 +138,11 @@ Transfer::Transfer(const Request& request) : h_(std::make_unique<Handles>()) {
                 (request.range_end > 0 ? std::to_string(request.range_end - 1) : std::string());
     curl_easy_setopt(e, CURLOPT_RANGE, h_->range.c_str());
   }
+  if (!request.form_body.empty()) {
+    h_->body = request.form_body;
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(h_->body.size()));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, h_->body.c_str());
+  }
   if (request.max_recv_speed > 0)
     curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE,
                      static_cast<curl_off_t>(request.max_recv_speed));
@@ -113,12 +152,22 @@ Transfer::Transfer(const Request& request) : h_(std::make_unique<Handles>()) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
-  if (curl_multi_add_handle(h_->multi.get(), e) != CURLM_OK)
+  if (curl_multi_add_handle(h_->multi(), e) != CURLM_OK)
     throw Error(request.url + ": libcurl: cannot start the transfer");
   h_->attached = true;
 }
 
-Transfer::~Transfer() = default;
+Transfer::~Transfer() {
+  if (!pool_) return;
+  // A response whose last bytes are in the socket but not yet taken by libcurl: one
+  // non-blocking round completes it, so its connection stays in the cache for the next.
+  int running = 0;
+  if (!done_ && headers_done_ && !paused_) curl_multi_perform(h_->multi(), &running);
+  curl_multi_remove_handle(h_->multi(), h_->easy.get());
+  h_->attached = false;
+  h_->easy.reset();
+  pool_->give_back(std::move(h_->slot));
+}
 
 size_t Transfer::on_header(char* p, size_t size, size_t n, void* self_ptr) {
   auto* self = static_cast<Transfer*>(self_ptr);
@@ -158,15 +207,15 @@ bool Transfer::pump() {
     curl_easy_pause(h_->easy.get(), CURLPAUSE_CONT);
   }
   int running = 0;
-  CURLMcode mc = curl_multi_perform(h_->multi.get(), &running);
+  CURLMcode mc = curl_multi_perform(h_->multi(), &running);
   if (mc != CURLM_OK) {
     error_ = {0, std::string("libcurl: ") + curl_multi_strerror(mc)};
     done_ = true;
     return false;
   }
   int left = 0;
-  while (CURLMsg* msg = curl_multi_info_read(h_->multi.get(), &left)) {
-    if (msg->msg != CURLMSG_DONE) continue;
+  while (CURLMsg* msg = curl_multi_info_read(h_->multi(), &left)) {
+    if (msg->msg != CURLMSG_DONE || msg->easy_handle != h_->easy.get()) continue;
     done_ = true;
     CURLcode rc = msg->data.result;
     if (rc != CURLE_OK) {
@@ -181,7 +230,7 @@ bool Transfer::pump() {
     return true;
   }
   if (running && buffer_pos_ == buffer_.size()) {
-    mc = curl_multi_poll(h_->multi.get(), nullptr, 0, 1000, nullptr);
+    mc = curl_multi_poll(h_->multi(), nullptr, 0, 1000, nullptr);
     if (mc != CURLM_OK) {
       error_ = {0, std::string("libcurl: ") + curl_multi_strerror(mc)};
       done_ = true;

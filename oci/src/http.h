@@ -1,12 +1,15 @@
-// A streamed HTTP GET on libcurl, read like a file: the registry client's only transport.
-// One Transfer owns its curl easy and multi handles (RAII); data is pulled by read(), and the
-// transfer is paused while the caller does not keep up, so memory stays bounded.
+// A streamed HTTP GET (or form POST) on libcurl, read like a file: the registry client's only
+// transport. One Transfer owns its curl easy handle and a multi handle (RAII); data is pulled by
+// read(), and the transfer is paused while the caller does not keep up, so memory stays bounded.
+// Transfers given a ConnectionPool borrow its multi handles, whose connection caches keep
+// TCP (and TLS) connections open from one request to the next.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -14,9 +17,33 @@
 
 namespace cfs::oci::http {
 
+// Open connections kept between transfers: a set of idle curl multi handles, each with its
+// own connection (and DNS) cache. A Transfer takes one for its lifetime and gives it back, so
+// threads never share a handle and the next request to the same host reuses a connection
+// whose response was read to its end. Thread-safe.
+class ConnectionPool {
+ public:
+  ConnectionPool();
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+  struct Slot;  // one multi handle (defined in http.cc)
+
+ private:
+  friend class Transfer;
+  std::unique_ptr<Slot> take();
+  void give_back(std::unique_ptr<Slot> slot);
+
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Slot>> idle_;
+};
+
 struct Request {
   std::string url;
+  ConnectionPool* pool = nullptr;    // null: a connection of the transfer's own
   std::vector<std::string> headers;  // "Name: value"
+  // Non-empty: a POST of this application/x-www-form-urlencoded body instead of a GET.
+  std::string form_body;
   bool verify_tls = true;
   uint64_t range_start = 0;     // > 0: "Range: bytes=<start>-"
   uint64_t range_end = 0;       // > 0: exclusive end, "Range: bytes=<start>-<end - 1>"
@@ -60,6 +87,7 @@ class Transfer {
   static size_t on_data(char* p, size_t size, size_t n, void* self);
   static size_t on_header(char* p, size_t size, size_t n, void* self);
 
+  ConnectionPool* pool_;
   std::unique_ptr<Handles> h_;
   std::string buffer_;
   size_t buffer_pos_ = 0;

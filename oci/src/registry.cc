@@ -13,6 +13,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "credential_helper.h"
 #include "http.h"
 #include "registry_config.h"
 #include "util.h"
@@ -75,7 +76,8 @@ class RegistryClient {
       Reference r = ref_;
       r.registry = e.host == "registry-1.docker.io" ? "docker.io" : e.host;
       r.repository = e.repository;
-      if (!creds_.contains(e.host)) creds_[e.host] = registry::lookup_credentials(files, r);
+      // Credential helpers run only when a registry asks for credentials (creds_for).
+      if (!creds_.contains(e.host)) creds_[e.host] = registry::lookup_credentials(files, r, false);
     }
   }
 
@@ -89,6 +91,39 @@ class RegistryClient {
   }
   std::string where() const { return where(active()); }
   const Endpoint& active() const { return endpoints_[active_]; }
+  size_t active_index() const { return active_; }
+  const Endpoint& endpoint(size_t i) const { return endpoints_[i]; }
+  // "docker://NAME: registry H, repository R: subject" for location i.
+  std::string what(size_t location, const std::string& subject) const {
+    return "docker://" + ref_.name() + ": " + where(endpoints_[location]) + ": " + subject;
+  }
+
+  // A GET of a blob (by digest, so any location holding it serves the same bytes, and the
+  // pull verifies them): from location, and when that answers with an error (a mirror that
+  // lacks the blob: 404) or fails after its retries, from the next locations in order (later
+  // mirrors, then the registry itself). location is left at the one that answered. what(loc)
+  // names the request at a location; the error after the last names every failure.
+  template <typename What>
+  std::unique_ptr<http::Transfer> open_blob(size_t& location, const std::string& digest,
+                                            const What& what, uint64_t range_start,
+                                            uint64_t range_end = 0,
+                                            const std::string& ranges = {}) {
+    std::string errors;
+    for (;;) {
+      try {
+        return open(endpoints_[location], "/blobs/" + digest, {}, range_start, what(location),
+                    range_end, ranges);
+      } catch (const Error& e) {
+        if (location + 1 >= endpoints_.size()) {
+          if (errors.empty()) throw;
+          throw Error(errors + "; " + e.what());
+        }
+        errors += (errors.empty() ? "" : "; ") + std::string(e.what());
+        notice(std::string(e.what()) + "; trying the next location for this blob");
+        ++location;
+      }
+    }
+  }
 
   // The manifest bytes for the reference, trying the mirrors first.
   std::string fetch_manifest(std::string& media_type) {
@@ -150,6 +185,7 @@ class RegistryClient {
       std::string scheme = scheme_for(e);
       http::Request req;
       req.url = scheme + "://" + e.host + "/v2/" + e.repository + path;
+      req.pool = &pool_;
       req.headers = headers;
       if (std::string auth = auth_header(e.host); !auth.empty()) req.headers.push_back(auth);
       req.verify_tls = options_.tls_verify && !e.insecure;
@@ -209,9 +245,15 @@ class RegistryClient {
   }
 
  private:
-  std::optional<registry::Credentials> creds_for(const std::string& host) const {
+  std::optional<registry::Credentials> creds_for(const std::string& host) {
+    std::lock_guard lock(mutex_);
     auto it = creds_.find(host);
-    return it != creds_.end() ? it->second : std::nullopt;
+    if (it == creds_.end()) return std::nullopt;
+    std::optional<registry::Credentials>& c = it->second;
+    if (c && !c->helper.empty())
+      c = registry::run_credential_helper(
+          c->helper, host == "registry-1.docker.io" ? "docker.io" : host, c->source);
+    return c;
   }
 
   std::string scheme_for(const Endpoint& e) {
@@ -233,13 +275,16 @@ class RegistryClient {
   void authenticate(const Endpoint& e, const std::string& header, const std::string& what) {
     registry::Challenge c = registry::parse_challenge(header, what);
     auto creds = creds_for(e.host);
-    std::string basic = creds ? "Authorization: Basic " +
-                                    http::base64_encode(creds->username + ":" + creds->password)
-                              : "";
+    bool has_password = creds && !creds->username.empty();
+    std::string basic =
+        has_password
+            ? "Authorization: Basic " + http::base64_encode(creds->username + ":" + creds->password)
+            : "";
     if (c.scheme == "basic") {
-      if (!creds)
-        throw Error(what + ": HTTP 401 (the registry wants a password; none for " + e.host +
-                    " in the auth files)");
+      if (!has_password)
+        throw Error(
+            what + ": HTTP 401 (the registry wants a password; none for " + e.host +
+            (creds ? " in " + creds->source + ", only an identity token)" : " in the auth files)"));
       std::lock_guard lock(mutex_);
       auth_[e.host] = basic;
       return;
@@ -250,16 +295,25 @@ class RegistryClient {
     std::string realm = c.params["realm"];
     if (!realm.starts_with("https://") && !realm.starts_with("http://"))
       throw Error(what + ": bearer challenge without an http(s) realm");
-    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+    std::string query;
     if (c.params.contains("service"))
-      url += "service=" + http::url_escape(c.params["service"]) + "&";
-    url += "scope=" + http::url_escape("repository:" + e.repository + ":pull");
+      query += "service=" + http::url_escape(c.params["service"]) + "&";
+    query += "scope=" + http::url_escape("repository:" + e.repository + ":pull");
+    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + query;
     std::string token_what = what + ": token from " + realm;
+    // An identity token is exchanged with a form POST (OAuth2 grant_type=refresh_token);
+    // a token server without POST (404, 405) gets the GET below instead.
+    bool post = creds && !creds->identity_token.empty();
     unsigned failures = 0;
     for (;;) {
       http::Request req;
-      req.url = url;
-      if (!basic.empty()) req.headers.push_back(basic);
+      req.url = post ? realm : url;
+      req.pool = &pool_;
+      if (post)
+        req.form_body = "grant_type=refresh_token&client_id=cfs&refresh_token=" +
+                        http::url_escape(creds->identity_token) + "&" + query;
+      else if (!basic.empty())
+        req.headers.push_back(basic);
       req.verify_tls = options_.tls_verify && !e.insecure;
       http::Transfer t(req);
       std::string body;
@@ -267,6 +321,12 @@ class RegistryClient {
         if (failures >= options_.retries)
           throw Error(token_what + ": " + t.error().message + give_up(failures));
         backoff(token_what + ": " + t.error().message, failures++);
+        continue;
+      }
+      if (post && (t.status() == 404 || t.status() == 405)) {
+        notice(token_what + ": HTTP " + std::to_string(t.status()) +
+               " to the identity token's POST; asking with a GET");
+        post = false;
         continue;
       }
       if (t.status() != 200) {
@@ -297,9 +357,10 @@ class RegistryClient {
   RegistryOptions options_;
   std::map<std::string, std::optional<registry::Credentials>> creds_;  // by endpoint host
   size_t active_ = 0;
-  std::mutex mutex_;  // guards auth_ and http_hosts_ (blobs are read by several threads)
+  std::mutex mutex_;  // guards creds_, auth_ and http_hosts_ (blobs are read by several threads)
   std::map<std::string, std::string> auth_;  // host -> "Authorization: …"
   std::set<std::string> http_hosts_;         // insecure hosts that answered only over http
+  http::ConnectionPool pool_;                // connections kept open between requests
 };
 
 // One blob, or the byte range [first, end) of it, streamed; a broken transfer is resumed with
@@ -310,12 +371,14 @@ class RegistryBlobReader : public BlobReader {
   RegistryBlobReader(RegistryClient& client, Descriptor blob, uint64_t first, uint64_t end)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest),
+        subject_("blob " + blob_.digest),
+        location_(client.active_index()),
         first_(first),
         end_(end),
         pos_(first) {
     if (first_ > 0 || end_ < blob_.size)
-      what_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+      subject_ += " bytes " + std::to_string(first_) + "-" + std::to_string(end_);
+    what_ = client_.what(location_, subject_);
   }
 
   size_t read(std::span<std::byte> buf) override {
@@ -351,9 +414,13 @@ class RegistryBlobReader : public BlobReader {
  private:
   void start() {
     bool whole = pos_ == 0 && end_ >= blob_.size;
-    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, pos_,
-                             pos_ > first_ ? what_ + " from byte " + std::to_string(pos_) : what_,
-                             whole || end_ >= blob_.size ? 0 : end_);
+    auto what = [&](size_t location) {
+      std::string w = client_.what(location, subject_);
+      return pos_ > first_ ? w + " from byte " + std::to_string(pos_) : w;
+    };
+    transfer_ = client_.open_blob(location_, blob_.digest, what, pos_,
+                                  whole || end_ >= blob_.size ? 0 : end_);
+    what_ = client_.what(location_, subject_);
     if (whole) return;
     if (transfer_->status() == 206) {
       std::string range = transfer_->header("content-range");
@@ -384,7 +451,9 @@ class RegistryBlobReader : public BlobReader {
 
   RegistryClient& client_;
   Descriptor blob_;
-  std::string what_;
+  std::string subject_;  // "blob D[ bytes A-B]"
+  size_t location_;      // the endpoint it is read from
+  std::string what_;     // subject_ at location_, for messages
   std::unique_ptr<http::Transfer> transfer_;
   uint64_t first_;
   uint64_t end_;
@@ -402,8 +471,9 @@ class RegistryRangesReader : public BlobReader {
                        std::vector<std::pair<uint64_t, uint64_t>> ranges)
       : client_(client),
         blob_(std::move(blob)),
-        what_("docker://" + client.ref().name() + ": " + client.where() + ": blob " + blob_.digest +
-              " (" + std::to_string(ranges.size()) + " ranges)"),
+        subject_("blob " + blob_.digest + " (" + std::to_string(ranges.size()) + " ranges)"),
+        location_(client.active_index()),
+        what_(client.what(location_, subject_)),
         ranges_(std::move(ranges)) {
     if (!ranges_.empty()) pos_ = ranges_[0].first;
   }
@@ -491,7 +561,10 @@ class RegistryRangesReader : public BlobReader {
     buf_.clear();
     buf_pos_ = 0;
     in_part_ = false;
-    transfer_ = client_.open(client_.active(), "/blobs/" + blob_.digest, {}, 0, what_, 0, spec);
+    transfer_ = client_.open_blob(
+        location_, blob_.digest, [&](size_t location) { return client_.what(location, subject_); },
+        0, 0, spec);
+    what_ = client_.what(location_, subject_);
     std::string type = transfer_->header("content-type");
     if (transfer_->status() == 200) {
       mode_ = Mode::whole;
@@ -552,7 +625,9 @@ class RegistryRangesReader : public BlobReader {
   enum class Mode { whole, multipart, single };
   RegistryClient& client_;
   Descriptor blob_;
-  std::string what_;
+  std::string subject_;  // "blob D (N ranges)"
+  size_t location_;      // the endpoint it is read from
+  std::string what_;     // subject_ at location_, for messages
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;
   size_t cur_ = 0;
   uint64_t pos_ = 0;    // next blob offset to hand out

@@ -13,6 +13,7 @@
 #include "cfs/error.h"
 #include "cfs/escape.h"
 #include "cfs/fd.h"
+#include "credential_helper.h"
 #include "http.h"
 #include "util.h"
 
@@ -115,10 +116,36 @@ std::string strip_location(std::string loc) {
   return loc;
 }
 
-// A prefix matches the name itself or the name below it at a path-component boundary.
-bool prefix_matches(std::string_view prefix, std::string_view name) {
-  if (!name.starts_with(prefix)) return false;
-  return name.size() == prefix.size() || name[prefix.size()] == '/' || prefix.ends_with('/');
+// How many leading characters of name ("registry/repository") the prefix matches, 0 for none.
+// A plain prefix matches the name itself or the name below it at a path-component boundary;
+// "*.example.com" matches a registry host name that ends in ".example.com" with at least one
+// more label before it (a port after it is not part of the match).
+size_t prefix_match(const RegistryEntry& e, std::string_view name) {
+  if (e.wildcard()) {
+    std::string_view suffix = std::string_view(e.prefix).substr(1);  // ".example.com"
+    std::string_view host = name.substr(0, name.find('/'));
+    host = host.substr(0, host.find(':'));
+    return host.size() > suffix.size() && host.ends_with(suffix) ? host.size() : 0;
+  }
+  std::string_view prefix = e.prefix;
+  if (!name.starts_with(prefix)) return 0;
+  if (name.size() == prefix.size() || name[prefix.size()] == '/' || prefix.ends_with('/'))
+    return prefix.size();
+  return 0;
+}
+
+// "*.host" with a host name after it and nothing else; a '*' anywhere else is an error.
+void validate_prefix(const std::string& prefix, const std::string& what) {
+  std::string_view rest = prefix;
+  if (rest.starts_with("*.")) rest.remove_prefix(2);
+  bool ok = !rest.empty() && rest.find('*') == std::string_view::npos;
+  if (ok && prefix.starts_with("*."))
+    ok = rest.find_first_of("/:@") == std::string_view::npos && rest.front() != '.' &&
+         valid_host(rest);
+  if (!ok)
+    throw Error(what + ": prefix '" + escape_for_log(prefix) +
+                "' is not valid (a wildcard is allowed only as a leading '*.' before a host "
+                "name, as in '*.example.com')");
 }
 
 Endpoint make_endpoint(const std::string& rewritten, bool insecure, bool mirror,
@@ -199,10 +226,14 @@ void RegistriesConf::add(std::string_view text, const std::string& what) {
     e.prefix = strip_location(toml_get<std::string>(*t, "prefix", "", what));
     if (e.prefix.empty()) e.prefix = e.location;
     if (e.prefix.empty()) throw Error(what + ": a [[registry]] has neither location nor prefix");
-    if (e.prefix.starts_with("*.")) continue;  // wildcard prefixes are not supported: skipped
-    if (e.location.empty()) e.location = e.prefix;
+    validate_prefix(e.prefix, what);
+    if (e.location.find('*') != std::string::npos)
+      throw Error(what + ": location '" + escape_for_log(e.location) +
+                  "' is not valid (only a prefix can have a wildcard)");
+    if (e.location.empty() && !e.wildcard()) e.location = e.prefix;
     e.insecure = toml_get<bool>(*t, "insecure", false, what);
     e.blocked = toml_get<bool>(*t, "blocked", false, what);
+    e.mirror_by_digest_only = toml_get<bool>(*t, "mirror-by-digest-only", false, what);
     if (const toml::node* mirrors = t->get("mirror")) {
       const toml::array* ml = mirrors->as_array();
       if (!ml) throw Error(what + ": 'mirror' of " + e.prefix + " must be [[registry.mirror]]");
@@ -219,6 +250,9 @@ void RegistriesConf::add(std::string_view text, const std::string& what) {
             m.pull_from_mirror != "digest-only" && m.pull_from_mirror != "tag-only")
           throw Error(what + ": pull-from-mirror '" + escape_for_log(m.pull_from_mirror) +
                       "' is not all, digest-only or tag-only");
+        if (!m.pull_from_mirror.empty() && e.mirror_by_digest_only)
+          throw Error(what + ": a mirror of " + e.prefix +
+                      " sets pull-from-mirror, which is not allowed with mirror-by-digest-only");
         e.mirrors.push_back(std::move(m));
       }
     }
@@ -251,26 +285,51 @@ RegistriesConf RegistriesConf::load_default() {
   return conf;
 }
 
-std::vector<Endpoint> RegistriesConf::endpoints(const Reference& ref) const {
+const RegistryEntry* RegistriesConf::find(const Reference& ref) const {
   std::string name = ref.name();
   const RegistryEntry* best = nullptr;
-  for (const RegistryEntry& e : entries_)
-    if (prefix_matches(e.prefix, name) && (!best || e.prefix.size() > best->prefix.size()))
+  size_t best_len = 0;
+  for (const RegistryEntry& e : entries_) {
+    size_t len = prefix_match(e, name);
+    if (len == 0) continue;
+    bool better = !best || len > best_len;
+    if (best && len == best_len)
+      better =
+          best->wildcard() != e.wildcard() ? !e.wildcard() : e.prefix.size() > best->prefix.size();
+    if (better) {
       best = &e;
+      best_len = len;
+    }
+  }
+  return best;
+}
+
+std::vector<Endpoint> RegistriesConf::endpoints(const Reference& ref) const {
+  std::string name = ref.name();
   std::string what = "docker://" + name;
+  const RegistryEntry* best = find(ref);
   if (!best) return {make_endpoint(name, false, false, what)};
   if (best->blocked)
     throw Error(what + ": the registry is blocked in registries.conf ([[registry]] prefix '" +
                 best->prefix + "')");
-  std::string rest = name.substr(best->prefix.size());
-  if (!rest.empty() && rest.front() != '/' && !best->prefix.ends_with('/')) rest.insert(0, "/");
+  size_t matched = prefix_match(*best, name);
+  std::string rest = name.substr(matched);
+  std::string location = best->location.empty() ? name.substr(0, matched) : best->location;
+  bool rewrites = !best->location.empty() || !best->mirrors.empty();
+  if (best->wildcard() && rewrites && rest.starts_with(':'))
+    throw Error(what + ": the host has a port, so the wildcard prefix '" + best->prefix +
+                "' cannot rewrite it to its location or mirrors");
+  if (!best->wildcard() && !rest.empty() && rest.front() != '/' && !best->prefix.ends_with('/'))
+    rest.insert(0, "/");
   std::vector<Endpoint> out;
-  for (const RegistryEntry::Mirror& m : best->mirrors) {
-    if (m.pull_from_mirror == "digest-only" && ref.digest.empty()) continue;
-    if (m.pull_from_mirror == "tag-only" && !ref.digest.empty()) continue;
-    out.push_back(make_endpoint(m.location + rest, m.insecure, true, what));
+  if (!best->mirror_by_digest_only || !ref.digest.empty()) {
+    for (const RegistryEntry::Mirror& m : best->mirrors) {
+      if (m.pull_from_mirror == "digest-only" && ref.digest.empty()) continue;
+      if (m.pull_from_mirror == "tag-only" && !ref.digest.empty()) continue;
+      out.push_back(make_endpoint(m.location + rest, m.insecure, true, what));
+    }
   }
-  out.push_back(make_endpoint(best->location + rest, best->insecure, false, what));
+  out.push_back(make_endpoint(location + rest, best->insecure, false, what));
   return out;
 }
 
@@ -291,18 +350,36 @@ std::optional<Credentials> find_credentials(std::string_view json_text, const st
                                             const Reference& ref) {
   nlohmann::json j = store::parse_json_bounded(json_text, file);
   if (!j.is_object()) throw Error(file + ": not a JSON object");
-  auto auths = j.find("auths");
-  if (auths == j.end()) return std::nullopt;
-  if (!auths->is_object()) throw Error(file + ": 'auths' is not an object");
-  // Normalised key -> entry; a legacy key ("https://host/v1/") names the whole registry.
-  std::map<std::string, const nlohmann::json*> keys;
-  for (auto it = auths->begin(); it != auths->end(); ++it) {
-    std::string key = it.key();
+  auto normal_key = [](std::string key) {
     bool legacy = key.starts_with("http://") || key.starts_with("https://");
     key = strip_location(key);
     if (legacy) key = key.substr(0, key.find('/'));
     if (key == "index.docker.io" || key == "registry-1.docker.io") key = "docker.io";
-    keys.emplace(key, &it.value());
+    return key;
+  };
+  auto helper = [&](const std::string& name) {
+    Credentials c;
+    c.helper = name;
+    c.source = file;
+    return c;
+  };
+  if (auto helpers = j.find("credHelpers"); helpers != j.end()) {
+    if (!helpers->is_object()) throw Error(file + ": 'credHelpers' is not an object");
+    for (auto it = helpers->begin(); it != helpers->end(); ++it)
+      if (normal_key(it.key()) == ref.registry) {
+        if (!it->is_string() || it->get<std::string>().empty())
+          throw Error(file + ": credHelpers." + it.key() + " is not a helper name");
+        return helper(it->get<std::string>());
+      }
+  }
+  std::string store = json_string(j, "credsStore", "", file);
+  auto auths = j.find("auths");
+  if (auths == j.end()) return store.empty() ? std::nullopt : std::optional(helper(store));
+  if (!auths->is_object()) throw Error(file + ": 'auths' is not an object");
+  // Normalised key -> entry; a legacy key ("https://host/v1/") names the whole registry.
+  std::map<std::string, const nlohmann::json*> keys;
+  for (auto it = auths->begin(); it != auths->end(); ++it) {
+    keys.emplace(normal_key(it.key()), &it.value());
   }
   std::string name = ref.name();
   for (;;) {
@@ -311,24 +388,35 @@ std::optional<Credentials> find_credentials(std::string_view json_text, const st
       std::string what = file + ": auths." + k->first;
       if (!entry.is_object()) throw Error(what + ": not an object");
       std::string auth = json_string(entry, "auth", "", what);
-      if (auth.empty()) return std::nullopt;  // e.g. an identity token only: anonymous
-      std::string decoded = http::base64_decode(auth, what + ".auth");
-      auto colon = decoded.find(':');
-      if (colon == std::string::npos) throw Error(what + ".auth: not base64 of user:password");
-      return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1), file};
+      Credentials c;
+      c.source = file;
+      c.identity_token = json_string(entry, "identitytoken", "", what);
+      if (!auth.empty()) {
+        std::string decoded = http::base64_decode(auth, what + ".auth");
+        auto colon = decoded.find(':');
+        if (colon == std::string::npos) throw Error(what + ".auth: not base64 of user:password");
+        c.username = decoded.substr(0, colon);
+        c.password = decoded.substr(colon + 1);
+      }
+      if (!auth.empty() || !c.identity_token.empty()) return c;
+      // An empty entry (docker writes them next to a credsStore): the store's.
     }
     auto slash = name.rfind('/');
-    if (slash == std::string::npos) return std::nullopt;
+    if (slash == std::string::npos)
+      return store.empty() ? std::nullopt : std::optional(helper(store));
     name.resize(slash);
   }
 }
 
 std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
-                                              const Reference& ref) {
+                                              const Reference& ref, bool run_helpers) {
   for (const std::string& f : files) {
     auto text = read_optional(f);
     if (!text) continue;
-    if (auto c = find_credentials(*text, f, ref)) return c;
+    auto c = find_credentials(*text, f, ref);
+    if (c && !c->helper.empty() && run_helpers)
+      c = run_credential_helper(c->helper, ref.registry, f);
+    if (c) return c;
   }
   return std::nullopt;
 }

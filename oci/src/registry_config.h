@@ -34,10 +34,16 @@ struct Endpoint {
 };
 
 struct RegistryEntry {
-  std::string prefix;  // what it matches ("example.com/ns" or "example.com"); defaults to location
-  std::string location;  // what it rewrites the prefix to
+  // What it matches: "example.com/ns", "example.com", or "*.example.com" (any subdomain of
+  // example.com, not example.com itself); defaults to location.
+  std::string prefix;
+  // What the matched part of the name is rewritten to; empty for a wildcard prefix without a
+  // location (the name is used as it is, the entry's other settings apply).
+  std::string location;
   bool insecure = false;
   bool blocked = false;
+  bool mirror_by_digest_only = false;  // mirrors only for references with a digest
+  bool wildcard() const { return prefix.starts_with("*."); }
   struct Mirror {
     std::string location;
     bool insecure = false;
@@ -56,6 +62,10 @@ class RegistriesConf {
   // then the *.conf drop-ins of /etc/containers/registries.conf.d and
   // ~/.config/containers/registries.conf.d in name order. Missing files are skipped.
   static RegistriesConf load_default();
+  // The entry for the reference: the longest match of "registry/repository" (a prefix matches
+  // at a path-component boundary; a wildcard prefix matches the host name); on a tie a plain
+  // prefix wins over a wildcard, and a longer wildcard over a shorter one. nullptr if none.
+  const RegistryEntry* find(const Reference& ref) const;
   // Mirrors first (in file order), then the registry; throws if the entry is blocked.
   std::vector<Endpoint> endpoints(const Reference& ref) const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
@@ -67,20 +77,30 @@ class RegistriesConf {
 struct Credentials {
   std::string username;
   std::string password;
-  std::string source;  // the file they came from
+  // An identity token (auth.json "identitytoken", or a helper's "<token>" user): exchanged at
+  // the registry's token server for access tokens (OAuth2 grant_type=refresh_token).
+  std::string identity_token;
+  // find_credentials only: the credentials are docker-credential-<helper>'s ("credHelpers"
+  // for the registry, else "credsStore"); lookup_credentials runs it.
+  std::string helper;
+  std::string source;  // the file (and helper) they came from
 };
 
 // The auth files consulted, in order: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
 // ~/.config/containers/auth.json, ~/.docker/config.json.
 std::vector<std::string> default_auth_files();
-// Credentials for "registry/repository" from one auth file's JSON text: the most specific key
-// of "auths" wins ("reg/ns/repo", "reg/ns", "reg"; legacy "https://reg/v1/" keys match the
-// registry). nullopt if the file has none for it.
+// Credentials for "registry/repository" from one auth file's JSON text: a "credHelpers" entry
+// for the registry host first; then the most specific key of "auths" ("reg/ns/repo", "reg/ns",
+// "reg"; legacy "https://reg/v1/" keys match the registry) with an "auth" (user:password) or an
+// "identitytoken"; then the "credsStore" helper. nullopt if the file has none for it.
 std::optional<Credentials> find_credentials(std::string_view json_text, const std::string& file,
                                             const Reference& ref);
 // The first credentials any of the files holds; unreadable JSON is an error naming the file.
+// run_helpers: a credential helper is run (one without credentials for the registry defers to
+// the next file; a failing one is an error naming the file and the helper); otherwise the
+// credentials name it (helper) for run_credential_helper later.
 std::optional<Credentials> lookup_credentials(const std::vector<std::string>& files,
-                                              const Reference& ref);
+                                              const Reference& ref, bool run_helpers = true);
 
 // A WWW-Authenticate challenge: the scheme ("bearer", lowercase) and its parameters.
 struct Challenge {

@@ -102,6 +102,119 @@ blocked = true
   EXPECT_NO_THROW(conf.endpoints(parse_reference("evil.example/x")));
 }
 
+TEST(RegistriesConf, WildcardPrefixes) {
+  RegistriesConf conf;
+  conf.add(R"(
+[[registry]]
+prefix = "*.example.com"
+insecure = true
+[[registry.mirror]]
+location = "cache.local/any"
+
+[[registry]]
+prefix = "*.team.example.com"
+location = "team-registry.local"
+
+[[registry]]
+prefix = "exact.team.example.com"
+blocked = true
+location = "exact.team.example.com"
+
+[[registry]]
+prefix = "*.blocked.test"
+blocked = true
+)",
+           "wild.conf");
+  ASSERT_EQ(conf.entries().size(), 4u);
+
+  // A subdomain at any depth; no location: the name is used as it is, the settings apply.
+  auto eps = conf.endpoints(parse_reference("a.b.example.com/ns/app:1"));
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0].host, "cache.local");
+  EXPECT_EQ(eps[0].repository, "any/ns/app");
+  EXPECT_TRUE(eps[0].mirror);
+  EXPECT_EQ(eps[1].host, "a.b.example.com");
+  EXPECT_EQ(eps[1].repository, "ns/app");
+  EXPECT_TRUE(eps[1].insecure);
+
+  // Not the domain itself, nor a name that merely ends the same way.
+  eps = conf.endpoints(parse_reference("example.com/ns/app"));
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_FALSE(eps[0].insecure);
+  EXPECT_EQ(conf.find(parse_reference("notexample.com/app")), nullptr);
+  EXPECT_EQ(conf.find(parse_reference("reg.local/x.example.com/app")), nullptr);
+
+  // The longer wildcard wins for its subdomains and rewrites the matched host.
+  eps = conf.endpoints(parse_reference("x.team.example.com/app"));
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_EQ(eps[0].host, "team-registry.local");
+  EXPECT_EQ(eps[0].repository, "app");
+  EXPECT_FALSE(eps[0].insecure);
+
+  // A plain prefix of the same host wins over the wildcards.
+  EXPECT_EQ(conf.find(parse_reference("exact.team.example.com/app"))->prefix,
+            "exact.team.example.com");
+  EXPECT_THROW(conf.endpoints(parse_reference("exact.team.example.com/app")), Error);
+  EXPECT_THROW(conf.endpoints(parse_reference("deep.host.blocked.test/app")), Error);
+
+  // A port after the host: matched; used as it is without a location, but a rewrite with a
+  // port is refused clearly.
+  RegistriesConf plain;
+  plain.add("[[registry]]\nprefix = \"*.local.test\"\ninsecure = true\n", "p.conf");
+  eps = plain.endpoints(parse_reference("r.local.test:5000/app"));
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_EQ(eps[0].host, "r.local.test:5000");
+  EXPECT_TRUE(eps[0].insecure);
+  try {
+    conf.endpoints(parse_reference("x.team.example.com:5000/app"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("*.team.example.com"), std::string::npos) << e.what();
+  }
+
+  // Wildcards anywhere but a leading "*." before a bare host are refused, naming the file.
+  for (const char* bad : {"example.*.com", "*.example.com/foo", "*.example.com:5000", "*", "*.",
+                          "**.example.com", "example.com/*"}) {
+    try {
+      RegistriesConf c;
+      c.add(std::string("[[registry]]\nprefix = \"") + bad + "\"\nlocation = \"x.test\"\n",
+            "bad.conf");
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.conf"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(plain.add("[[registry]]\nprefix = \"a.test\"\nlocation = \"*.b.test\"\n", "t"),
+               Error);
+}
+
+TEST(RegistriesConf, MirrorByDigestOnly) {
+  RegistriesConf conf;
+  conf.add(R"(
+[[registry]]
+location = "example.com"
+mirror-by-digest-only = true
+[[registry.mirror]]
+location = "m1.local"
+[[registry.mirror]]
+location = "m2.local"
+)",
+           "d.conf");
+  auto eps = conf.endpoints(parse_reference("example.com/app:1"));
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_EQ(eps[0].host, "example.com");
+  eps = conf.endpoints(parse_reference("example.com/app@sha256:" + std::string(64, 'c')));
+  ASSERT_EQ(eps.size(), 3u);
+  EXPECT_EQ(eps[0].host, "m1.local");
+  EXPECT_EQ(eps[1].host, "m2.local");
+  // pull-from-mirror is not allowed together with mirror-by-digest-only.
+  EXPECT_THROW(conf.add("[[registry]]\nlocation = \"x.test\"\nmirror-by-digest-only = true\n"
+                        "[[registry.mirror]]\nlocation = \"y.test\"\n"
+                        "pull-from-mirror = \"tag-only\"\n",
+                        "t"),
+               Error);
+}
+
 TEST(RegistriesConf, ErrorsNameTheFile) {
   RegistriesConf conf;
   try {
@@ -139,7 +252,10 @@ TEST(AuthJson, MostSpecificKeyWins) {
   c = find_credentials(text, "a.json", parse_reference("debian"));
   ASSERT_TRUE(c);
   EXPECT_EQ(c->username, "hub");
-  EXPECT_FALSE(find_credentials(text, "a.json", parse_reference("other.example/x")));
+  c = find_credentials(text, "a.json", parse_reference("other.example/x"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->identity_token, "x");
+  EXPECT_EQ(c->username, "");
   EXPECT_FALSE(find_credentials(text, "a.json", parse_reference("none.example/x")));
   EXPECT_FALSE(find_credentials("{}", "a.json", parse_reference("none.example/x")));
 
@@ -151,6 +267,36 @@ TEST(AuthJson, MostSpecificKeyWins) {
                                 parse_reference("x.io/y")),
                Error);
   EXPECT_THROW(find_credentials("not json", "a.json", parse_reference("x.io/y")), Error);
+}
+
+TEST(AuthJson, CredentialHelpers) {
+  // credHelpers for the registry first, then auths, then credsStore; an empty auths entry (as
+  // docker writes next to a store) defers to the store.
+  std::string text =
+      "{\"credHelpers\":{\"helped.example\":\"pass\","
+      "\"https://index.docker.io/v1/\":\"hub\"},"
+      "\"credsStore\":\"desktop\",\"auths\":{\"plain.example\":" +
+      auth("u:p") + ",\"stored.example\":{}}}";
+  auto c = find_credentials(text, "h.json", parse_reference("helped.example/app"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->helper, "pass");
+  EXPECT_EQ(c->source, "h.json");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("debian"))->helper, "hub");
+  c = find_credentials(text, "h.json", parse_reference("plain.example/app"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->helper, "");
+  EXPECT_EQ(c->username, "u");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("stored.example/x"))->helper,
+            "desktop");
+  EXPECT_EQ(find_credentials(text, "h.json", parse_reference("other.example/x"))->helper,
+            "desktop");
+  EXPECT_FALSE(find_credentials("{\"credHelpers\":{\"a.example\":\"x\"}}", "h.json",
+                                parse_reference("b.example/x")));
+  EXPECT_THROW(find_credentials("{\"credHelpers\":[]}", "h.json", parse_reference("b.io/x")),
+               Error);
+  EXPECT_THROW(
+      find_credentials("{\"credHelpers\":{\"b.io\":3}}", "h.json", parse_reference("b.io/x")),
+      Error);
 }
 
 TEST(AuthJson, FilesInOrder) {

@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 FAILURES = []
@@ -106,6 +107,8 @@ class BearerProxy(http.server.ThreadingHTTPServer):
         self.token = "tok-" + str(random.getrandbits(64))
         self.token_requests = []  # (authorization, query)
         self.tamper = None  # "manifests" or "blobs": bodies of those answers get altered
+        self.identity_token = "idt-" + str(random.getrandbits(64))
+        self.refuse_post = False  # a token server without the OAuth2 POST
         super().__init__(("127.0.0.1", port), ProxyHandler)
 
 
@@ -157,6 +160,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         conn.close()
 
+    def do_POST(self):
+        # OAuth2 token requests: grant_type=refresh_token with the identity token.
+        srv = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        srv.token_requests.append(("POST", body))
+        if not self.path.startswith("/token") or srv.refuse_post:
+            return self.reply(404, b'{"errors":[{"code":"NOT_FOUND","message":"no POST"}]}')
+        form = urllib.parse.parse_qs(body)
+        if form.get("grant_type") != ["refresh_token"] or \
+                form.get("refresh_token") != [srv.identity_token]:
+            return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"bad token"}]}')
+        return self.reply(200, json.dumps({"access_token": srv.token}).encode())
+
     def reply(self, status, body, headers=None):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -165,6 +181,62 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+
+class CountingForwarder:
+    """A TCP forwarder in front of a registry that counts the connections made through it and
+    the HTTP requests sent on them (the client's bytes are kept; requests are small)."""
+
+    def __init__(self, port, upstream):
+        self.upstream = upstream
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.lock = threading.Lock()
+        self.sent = []  # the client's bytes, one bytearray per connection
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            sent = bytearray()
+            with self.lock:
+                self.sent.append(sent)
+            threading.Thread(target=self.pipe, args=(client, server, sent), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, None), daemon=True).start()
+
+    def pipe(self, src, dst, record):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record is not None:
+                    with self.lock:
+                        record.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def counts(self):
+        """(plain HTTP connections, requests) so far; the TLS probe a client makes before it
+        falls back to http on a loopback registry is not counted."""
+        with self.lock:
+            plain = [bytes(b) for b in self.sent if b.startswith(b"GET ")]
+            return len(plain), sum(b.count(b"GET /v2/") for b in plain)
+
+    def close(self):
+        self.sock.close()
 
 
 class Cfs:
@@ -355,6 +427,18 @@ def main():
         check(r.returncode == 0 and field(r.stdout, "manifest") == host_manifest,
               "pull by manifest digest")
 
+        # Connections are kept open between requests: a pull through a forwarder that counts
+        # them makes several requests on each (layers are fetched by two threads at most).
+        fwd = CountingForwarder(free_port(), reg.port)
+        fhost = f"127.0.0.1:{fwd.sock.getsockname()[1]}"
+        r = cfs.pull(cfs.repo(), f"docker://{fhost}/test/img:v1", "--threads", "2")
+        conns, reqs = fwd.counts()
+        print(f"     {reqs} requests on {conns} connections")
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and reqs >= 4 and 1 <= conns <= 2,
+              "connection reuse: a pull's requests share at most one connection per thread")
+        fwd.close()
+
         # HTTP errors name the registry, the repository and the status.
         r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:nope")
         check(r.returncode != 0 and f"registry {host}, repository test/img" in r.stderr
@@ -392,6 +476,70 @@ def main():
         check(r.returncode != 0 and "HTTP 401" in r.stderr and bad in r.stderr,
               "bearer auth: refused credentials name their auth file")
 
+        # Credential helpers (real executables on PATH) and identity tokens.
+        helper_bin = os.path.join(work, "bin")
+        os.makedirs(helper_bin)
+        for name, user, secret in (("cfstest", "alice", "s3cret"),
+                                   ("cfstoken", "<token>", proxy.identity_token)):
+            path = os.path.join(helper_bin, "docker-credential-" + name)
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r host\n"
+                        f'echo "$host" >> "{path}.log"\n'
+                        f'if [ "$host" = "{phost}" ]; then\n'
+                        f"  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\","
+                        f"\"Secret\":\"{secret}\"}}' \"$host\"\n"
+                        "else\n  echo 'credentials not found in native keychain'; exit 1\nfi\n")
+            os.chmod(path, 0o755)
+
+        def pull_with_auth(name, content, *opts):
+            path = os.path.join(work, name)
+            with open(path, "w") as f:
+                json.dump(content, f)
+            henv = dict(env_none, PATH=helper_bin + ":" + os.environ.get("PATH", ""),
+                        REGISTRY_AUTH_FILE=path)
+            proxy.token_requests.clear()
+            r = cfs.pull(cfs.repo(), f"docker://{phost}/test/img:v1", "--retry-times", "0",
+                         *opts, env=henv)
+            check("s3cret" not in r.stderr + r.stdout
+                  and proxy.identity_token not in r.stderr + r.stdout,
+                  f"{name}: no secret in the output")
+            return r, path
+
+        r, _ = pull_with_auth("helper-auth.json", {"credHelpers": {phost: "cfstest"}})
+        with open(os.path.join(helper_bin, "docker-credential-cfstest.log")) as f:
+            asked = f.read().split()
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and asked == [phost] and any(a == proxy.basic for a, _ in proxy.token_requests),
+              "credHelpers: the helper's user and password, asked for the registry host")
+        r, _ = pull_with_auth("store-auth.json", {"credsStore": "cfstoken", "auths": {}})
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+              and any(a == "POST" and "grant_type=refresh_token" in q and "service=test" in q
+                      for a, q in proxy.token_requests),
+              "credsStore: a helper's identity token exchanged with an OAuth2 POST")
+        r, _ = pull_with_auth("idtoken-auth.json",
+                              {"auths": {phost: {"identitytoken": proxy.identity_token}}})
+        check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image"),
+              "auth.json identitytoken: exchanged with an OAuth2 POST")
+        proxy.refuse_post = True
+        r, _ = pull_with_auth("idtoken-auth.json",
+                              {"auths": {phost: {"identitytoken": proxy.identity_token}}})
+        check(r.returncode != 0 and "asking with a GET" in r.stderr and "HTTP 401" in r.stderr
+              and any(a != "POST" for a, _ in proxy.token_requests),
+              "identity token, token server without POST: falls back to a GET")
+        proxy.refuse_post = False
+        r, path = pull_with_auth("missing-helper.json", {"credHelpers": {phost: "nosuch"}})
+        check(r.returncode != 0 and "docker-credential-nosuch" in r.stderr and path in r.stderr
+              and phost in r.stderr,
+              "a helper that is not installed: error naming it, the registry and the auth file")
+        print("     error: " + r.stderr.strip().splitlines()[-1])
+        # Helpers run only when a registry asks for credentials.
+        store_only = os.path.join(work, "store-only.json")
+        with open(store_only, "w") as f:
+            json.dump({"credsStore": "nosuch"}, f)
+        nenv = dict(env_none, REGISTRY_AUTH_FILE=store_only)
+        r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:v1", env=nenv)
+        check(r.returncode == 0, "a registry without auth: the auth file's helper is not run")
+
         # Tampered answers: manifests are checked against the digest asked for or the
         # registry's Docker-Content-Digest, blobs against the manifest's digest.
         proxy.tamper = "manifests"
@@ -420,6 +568,45 @@ def main():
                      "--registries-conf", conf, "--retry-times", "0")
         check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image"),
               "registries.conf: pulled through the mirror")
+
+        # A mirror (a second docker-registry) that lacks one layer: that blob comes from the
+        # next location, the registry itself; the others from the mirror.
+        mreg = Registry(work, free_port())
+        mreg.start()
+        try:
+            mhost = f"127.0.0.1:{mreg.port}"
+            skopeo_push(f"oci:{v1}:v1", f"docker://{mhost}/test/img:v1")
+            req = urllib.request.Request(f"http://{mhost}/v2/test/img/manifests/v1", headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json"})
+            layers = [l["digest"] for l in json.load(urllib.request.urlopen(req))["layers"]]
+            missing = layers[-1]
+            shutil.rmtree(os.path.join(mreg.dir, "storage/docker/registry/v2/repositories/test/img",
+                                       "_layers/sha256", missing.split(":")[1]))
+            conf2 = os.path.join(work, "registries-partial-mirror.conf")
+            with open(conf2, "w") as f:
+                f.write(f'[[registry]]\nlocation = "{host}/test"\n'
+                        f'[[registry.mirror]]\nlocation = "{mhost}/test"\n')
+            r = cfs.pull(cfs.repo(), f"docker://{host}/test/img:v1", "--registries-conf", conf2,
+                         "--retry-times", "0")
+            check(r.returncode == 0 and field(r.stdout, "image") == field(ref.stdout, "image")
+                  and f"registry {mhost}, repository test/img: blob {missing}" in r.stderr
+                  and "HTTP 404" in r.stderr and "trying the next location" in r.stderr,
+                  "registries.conf: a blob the mirror lacks comes from the registry")
+            # The same with the registry itself down: the error names both locations.
+            with open(conf2, "w") as f:
+                f.write(f'[[registry]]\nlocation = "127.0.0.1:{dead}/gone"\n'
+                        f'[[registry.mirror]]\nlocation = "{mhost}/test"\n')
+            repo = cfs.repo()
+            r = cfs.pull(repo, f"docker://127.0.0.1:{dead}/gone/img:v1", "--registries-conf",
+                         conf2, "--retry-times", "0")
+            err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+            check(r.returncode != 0 and f"registry {mhost}, repository test/img: blob {missing}"
+                  in err and "HTTP 404" in err and f"registry 127.0.0.1:{dead}" in err
+                  and "pulled" not in cfs.run(repo, "oci", "images").stdout,
+                  "registries.conf: a blob no location has: the error names each location")
+            print("     error: " + err)
+        finally:
+            mreg.kill()
 
         # Killed mid-pull and back within the retries: the transfer resumes.
         big_ref = cfs.pull(cfs.repo(), f"oci:{big}:v1")

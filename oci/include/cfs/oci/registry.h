@@ -1,9 +1,11 @@
 // A native OCI distribution client (registry HTTP API v2 on libcurl): `docker://` sources
 // without skopeo. Manifests by tag or digest (image indexes resolved to linux/<host arch>),
 // blobs streamed with ranged GETs that resume where a broken transfer stopped, bearer-token
-// and basic auth from the usual auth.json files, registries.conf mirrors and insecure
-// registries (http and unverified TLS; always for 127.0.0.0/8 and localhost). Manifests
-// fetched by digest are verified here; blob digests are verified by the pull as it streams.
+// and basic auth from the usual auth.json files (credential helpers, identity tokens),
+// registries.conf mirrors (a blob a mirror lacks comes from the next location) and insecure
+// registries (http and unverified TLS; always for 127.0.0.0/8 and localhost); connections
+// are kept open between requests. Manifests fetched by digest are verified here; blob
+// digests are verified by the pull as it streams.
 #pragma once
 
 #include <cstdint>
