@@ -313,8 +313,10 @@ struct DumpfileParser::State {
     std::string payload = unescape(fields[8], "payload", true);
     bool has_content = fields[9] != "-";
     // Referenced content is unescaped into scratch only to check it and learn its length.
-    const bool reference = has_content && line_offset >= 0 && inode.is_reg() &&
-                           fields[9].size() <= kInlineContentMax * 4;
+    const bool reference =
+        has_content && line_offset >= 0 && inode.is_reg() &&
+        fields[9].size() <= std::min<size_t>(kInlineContentMax * 4, ContentRef::kMaxLength) &&
+        static_cast<uint64_t>(line_offset) + line_start.size() <= ContentRef::kMaxOffset;
     std::string content;
     if (reference)
       unescape_to(fields[9], "content", scratch);

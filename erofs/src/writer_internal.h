@@ -307,13 +307,18 @@ class ImageWriter {
   void collect_xattrs(uint32_t r, std::vector<XattrView>& out) const;
 
   // Counting table: open addressing, linear probing; a slot names its pair by
-  // (record, source) so equal hashes are confirmed against the real bytes.
+  // (record, source) so a matching tag is confirmed against the real bytes. 8 bytes a slot:
+  // the table holds every distinct pair of the image (two for each external file).
   struct CountSlot {
-    uint64_t hash = 0;
     uint32_t record = 0;
     uint16_t source = 0;
-    uint16_t count = 0;  // saturates at 2: only "used more than once" matters
+    // 14 bits of the pair's hash (those not used for the slot index) << 2 | count; the
+    // count saturates at 2 (only "used more than once" matters), 0 marks an empty slot.
+    uint16_t tag_count = 0;
+    uint32_t count() const noexcept { return tag_count & 3u; }
+    uint16_t tag() const noexcept { return static_cast<uint16_t>(tag_count >> 2); }
   };
+  static_assert(sizeof(CountSlot) == 8);
 
   size_t slot_for(uint64_t hash, size_t capacity) const;
   uint32_t count_pair(uint32_t record, const XattrView& x);

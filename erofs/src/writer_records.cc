@@ -14,8 +14,7 @@ uint64_t hash_pair(const XattrView& x, std::vector<char>& scratch) {
   size_t n = x.name.copy_to(scratch.data());
   scratch[n++] = '\0';
   x.value.copy_to(scratch.data() + n);
-  uint64_t h = XXH3_64bits(scratch.data(), scratch.size());
-  return h == 0 ? 1 : h;  // 0 marks an empty slot
+  return XXH3_64bits(scratch.data(), scratch.size());
 }
 
 }  // namespace
@@ -212,16 +211,18 @@ size_t ImageWriter::slot_for(uint64_t hash, size_t capacity) const {
 uint32_t ImageWriter::count_pair(uint32_t record, const XattrView& x) {
   const uint64_t hash = hash_pair(x, scratch_);
   const size_t cap = count_table_.size();
+  // slot_for uses the high bits; the tag comes from the low ones.
+  const auto tag = static_cast<uint16_t>(hash & 0x3fff);
   for (size_t i = slot_for(hash, cap);; i = i + 1 == cap ? 0 : i + 1) {
     CountSlot& slot = count_table_[i];
-    if (slot.hash == 0) {
-      slot = {hash, record, x.source, 1};
+    if (slot.count() == 0) {
+      slot = {record, x.source, static_cast<uint16_t>(tag << 2 | 1)};
       return static_cast<uint32_t>(i);
     }
-    if (slot.hash == hash) {
+    if (slot.tag() == tag) {
       XattrView other = resolve(slot.record, slot.source);
       if (equal(other.name, x.name) && equal(other.value, x.value)) {
-        slot.count = 2;
+        slot.tag_count = static_cast<uint16_t>(tag << 2 | 2);
         return static_cast<uint32_t>(i);
       }
     }
@@ -231,7 +232,7 @@ uint32_t ImageWriter::count_pair(uint32_t record, const XattrView& x) {
 void ImageWriter::build_shared_table() {
   for (size_t i = 0; i < count_table_.size(); i++) {
     const CountSlot& slot = count_table_[i];
-    if (slot.count > 1)
+    if (slot.count() > 1)
       shared_xattrs_.push_back({resolve(slot.record, slot.source), static_cast<uint32_t>(i), 0});
   }
 
@@ -259,7 +260,7 @@ void ImageWriter::build_shared_table() {
     count_table_[shared_xattrs_[k].slot].record = k;
   for (PairRef& p : pairs_) {
     const CountSlot& slot = count_table_[p.slot];
-    p.slot = slot.count > 1 ? slot.record : kNotShared;
+    p.slot = slot.count() > 1 ? slot.record : kNotShared;
   }
   std::vector<CountSlot>().swap(count_table_);
 }

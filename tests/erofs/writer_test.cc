@@ -167,6 +167,30 @@ TEST(ErofsWriter, ContentReferencedInTheDumpfileGivesTheSameImage) {
   EXPECT_GT(referenced, 0u) << "no vector had its inline content referenced";
 }
 
+// Inode::content is one pointer wide but keeps optional<string>'s meaning: copies of an inode
+// (OCI layer merges and libcomposefs copy trees) own their bytes.
+TEST(ErofsWriter, InlineContentCopiesAreIndependent) {
+  Inode a;
+  EXPECT_FALSE(a.content);
+  EXPECT_TRUE(a.content == std::nullopt);
+  a.content = "abc";
+  Inode b = a;
+  b.content->append("d");
+  EXPECT_EQ(*a.content, "abc");
+  EXPECT_EQ(b.content, "abcd");
+  EXPECT_FALSE(a.content == b.content);
+  b = a;
+  EXPECT_TRUE(a.content == b.content);
+  a.content.reset();
+  EXPECT_EQ(b.content, std::string("abc"));
+  EXPECT_FALSE(a.content == b.content);
+  a.content = std::optional<std::string>(std::string(3, '\0'));
+  EXPECT_EQ(a.content->size(), 3u);
+  a.content = std::nullopt;
+  EXPECT_FALSE(a.content.has_value());
+  EXPECT_LE(sizeof(Inode), 208u) << "Inode grew: the tree holds one per entry";
+}
+
 TEST(ErofsWriter, ReferencedContentChangedAfterParsingIsAnError) {
   test::TempDir dir;
   const std::string path = dir.path() + "/input.dump";

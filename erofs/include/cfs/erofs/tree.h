@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cfs/digest.h"
@@ -31,9 +32,67 @@ using InodePtr = std::shared_ptr<Inode>;
 // Inline content of a regular file left in the dumpfile the tree was parsed from (see
 // DumpfileParseOptions::reference_content) instead of being copied into memory: the byte
 // range of its escaped CONTENT field. Unescaped, it is Inode::size bytes. length 0: none.
+// 8 bytes (the tree holds one per entry): offsets below 2^48, escaped lengths below 2^16
+// (inline content is at most kInlineContentMax bytes, 4 escaped characters each).
 struct ContentRef {
-  uint64_t offset = 0;
-  uint32_t length = 0;
+  static constexpr uint64_t kMaxOffset = (uint64_t{1} << 48) - 1;
+  static constexpr uint32_t kMaxLength = UINT16_MAX;
+  uint64_t offset : 48 = 0;
+  uint64_t length : 16 = 0;
+};
+static_assert(sizeof(ContentRef) == 8);
+
+// A regular file's inline bytes held in memory: the interface of std::optional<std::string>
+// (which Inode::content was), one pointer wide, since most inodes have none and the tree
+// holds one Inode per entry. Copies are deep.
+class InlineContent {
+ public:
+  InlineContent() = default;
+  InlineContent(std::nullopt_t) noexcept {}  // NOLINT: implicit, as optional's
+  InlineContent(std::string bytes)           // NOLINT
+      : bytes_(std::make_unique<std::string>(std::move(bytes))) {}
+  InlineContent(const char* bytes) : InlineContent(std::string(bytes)) {}  // NOLINT
+  InlineContent(std::optional<std::string> bytes) {                        // NOLINT
+    if (bytes) bytes_ = std::make_unique<std::string>(std::move(*bytes));
+  }
+  InlineContent(const InlineContent& other)
+      : bytes_(other.bytes_ ? std::make_unique<std::string>(*other.bytes_) : nullptr) {}
+  InlineContent(InlineContent&&) noexcept = default;
+  InlineContent& operator=(const InlineContent& other) {
+    if (this != &other)
+      bytes_ = other.bytes_ ? std::make_unique<std::string>(*other.bytes_) : nullptr;
+    return *this;
+  }
+  InlineContent& operator=(InlineContent&&) noexcept = default;
+
+  explicit operator bool() const noexcept { return bytes_ != nullptr; }
+  bool has_value() const noexcept { return bytes_ != nullptr; }
+  // Precondition, as for optional: has_value().
+  std::string& operator*() noexcept { return *bytes_; }
+  const std::string& operator*() const noexcept { return *bytes_; }
+  std::string* operator->() noexcept { return bytes_.get(); }
+  const std::string* operator->() const noexcept { return bytes_.get(); }
+  template <typename... Args>
+  std::string& emplace(Args&&... args) {
+    bytes_ = std::make_unique<std::string>(std::forward<Args>(args)...);
+    return *bytes_;
+  }
+  void reset() noexcept { bytes_.reset(); }
+
+  friend bool operator==(const InlineContent& a, const InlineContent& b) {
+    return a.bytes_ ? b.bytes_ && *a.bytes_ == *b.bytes_ : !b.bytes_;
+  }
+  friend bool operator==(const InlineContent& a, std::string_view b) {
+    return a.bytes_ && *a.bytes_ == b;
+  }
+  friend bool operator==(const InlineContent& a, const std::string& b) {
+    return a == std::string_view(b);
+  }
+  friend bool operator==(const InlineContent& a, const char* b) { return a == std::string_view(b); }
+  friend bool operator==(const InlineContent& a, std::nullopt_t) noexcept { return !a.bytes_; }
+
+ private:
+  std::unique_ptr<std::string> bytes_;
 };
 
 // Reads back the content a tree references (Tree::content_source).
@@ -70,13 +129,14 @@ struct Inode {
   // the object directory ("ab/cdef…"). Empty otherwise.
   std::string payload;
   // Regular files stored inline in the image: the bytes, or where they sit in the tree's
-  // content_source (content_ref.length > 0; content is then nullopt). See has_content().
-  std::optional<std::string> content;
+  // content_source (content_ref.length > 0; content is then empty). See has_content().
+  InlineContent content;
   ContentRef content_ref;
-  // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
-  std::optional<Digest> digest;
   std::vector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
   std::vector<Dirent> children;  // directories only; sorted by name
+  // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
+  // Last: its 66 bytes have no alignment, so nothing after it pads.
+  std::optional<Digest> digest;
 
   uint32_t type() const noexcept { return mode & S_IFMT; }
   bool is_dir() const noexcept { return type() == S_IFDIR; }
