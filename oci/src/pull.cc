@@ -25,6 +25,7 @@
 #include "cfs/store/refs.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "internal.h"
 #include "util.h"
 
@@ -274,6 +275,7 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   out.stream = repo.write_stream_object(stream);
   repo.sync();
   content_index::record(repo, splitter.indexed);
+  estargz_tails::record(repo, reader->tails());
   out.bytes_read = reader->stats().fetched;
   out.object_bytes = splitter.object_bytes;
   out.partial = true;
