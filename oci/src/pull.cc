@@ -261,10 +261,13 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   } catch (...) {
     // The objects completed so far each passed their TOC digest check and were hashed by the
     // splitter: indexing them lets the next attempt (say, once the registry is back) fetch
-    // only what this one did not get. Nothing is named, so gc may take them meanwhile.
+    // only what this one did not get. Nothing is named, so gc may take them meanwhile. The
+    // eStargz tails fetched so far are recorded too: each is checked against its member's
+    // gzip trailer before any use, and the diff_id stays the gate.
     try {
       repo.sync();
       content_index::record(repo, splitter.indexed);
+      estargz_tails::record(repo, reader->tails());
     } catch (...) {
     }
     throw;
