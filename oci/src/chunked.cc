@@ -473,10 +473,12 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
     } else if (checked) {
       ++stats_.files_fetched;
     }
-    if (s.tail && keep_tail && s.end - s.begin >= last8.size())
+    // A tail that its range's last member does not wholly cover (the writer put part of it
+    // in a member of its own) could never pass the trailer check: not recorded.
+    uint32_t isize = estargz_tails::le32(std::span(last8).subspan(4));
+    if (s.tail && keep_tail && s.end - s.begin >= last8.size() && tail.size() <= isize)
       tails_.push_back(estargz_tails::Tail{s.digest, estargz_tails::le32(std::span(last8).first(4)),
-                                           estargz_tails::le32(std::span(last8).subspan(4)),
-                                           std::move(tail)});
+                                           isize, std::move(tail)});
   }
 }
 

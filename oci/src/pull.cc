@@ -228,6 +228,8 @@ struct ImportedLayer {
   bool partial = false;  // a zstd:chunked layer read through its TOC
   uint64_t bytes_reused = 0;
   uint64_t files_reused = 0;
+  uint64_t tails_rebuilt = 0;
+  uint64_t tails_refused = 0;
 };
 
 void check_diff_id(Sha256& uncompressed, const std::string& diff_id, const std::string& what) {
@@ -284,6 +286,8 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   out.partial = true;
   out.bytes_reused = reader->stats().bytes_reused;
   out.files_reused = reader->stats().files_reused;
+  out.tails_rebuilt = reader->stats().tails_rebuilt;
+  out.tails_refused = reader->stats().tails_refused;
   return out;
 }
 
@@ -617,6 +621,8 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
       ++result.layers_partial;
       result.bytes_reused += imported[i]->bytes_reused;
       result.files_reused += imported[i]->files_reused;
+      result.tails_rebuilt += imported[i]->tails_rebuilt;
+      result.tails_refused += imported[i]->tails_refused;
     }
     ++result.layers_imported;
     new_streams[diff_ids[i]] = imported[i]->stream;

@@ -210,7 +210,12 @@ void run_pull(store::Repository& repo, const PullArgs& args) {
   if (!args.quiet && r.layers_partial)
     out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked or eStargz layers, " +
            std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
-           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
+           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository" +
+           (r.tails_rebuilt || r.tails_refused
+                ? ", " + std::to_string(r.tails_rebuilt) + " eStargz tails rebuilt, " +
+                      std::to_string(r.tails_refused) + " refused"
+                : std::string()) +
+           "\n";
   print(out);
 }
 
