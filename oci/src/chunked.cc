@@ -4,6 +4,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <nlohmann/json.hpp>
@@ -228,6 +230,45 @@ std::vector<std::byte> fetch_range_exact(ImageSource& source, const Descriptor& 
   return out;
 }
 
+std::vector<std::byte> ChunkedLayerReader::fetch_ranges(
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const std::string& what) {
+  constexpr size_t kRangesPerRequest = 64;
+  std::vector<std::byte> out;
+  for (size_t r = 0; r < ranges.size(); r += kRangesPerRequest) {
+    std::vector<std::pair<uint64_t, uint64_t>> batch(
+        ranges.begin() + static_cast<ptrdiff_t>(r),
+        ranges.begin() + static_cast<ptrdiff_t>(std::min(ranges.size(), r + kRangesPerRequest)));
+    uint64_t total = 0;
+    for (const auto& [offset, length] : batch) total += length;
+    if (total > kMaxCompressedToc)
+      throw Error(what + ": " + std::to_string(total) + " bytes, more than the " +
+                  std::to_string(kMaxCompressedToc) + " this reader accepts");
+    std::unique_ptr<BlobReader> reader;
+    if (batch.size() > 1) reader = source_->open_blob_ranges(layer_, batch);
+    if (!reader && batch.size() > 1) {  // one GET per range
+      for (const auto& [offset, length] : batch) {
+        std::vector<std::byte> one = fetch_exact(offset, length, what);
+        out.insert(out.end(), one.begin(), one.end());
+      }
+      continue;
+    }
+    if (!reader) reader = source_->open_blob_range(layer_, batch[0].first, batch[0].second);
+    if (!reader) throw Error(what_ + ": the source stopped serving byte ranges");
+    ++stats_.requests;
+    size_t got = out.size();
+    out.resize(got + static_cast<size_t>(total));
+    while (got < out.size()) {
+      size_t n = reader->read(std::span(out).subspan(got));
+      if (n == 0)
+        throw Error(what + ": the registry sent less than asked for (" +
+                    std::to_string(out.size() - got) + " bytes missing)");
+      got += n;
+      count(n);
+    }
+  }
+  return out;
+}
+
 std::vector<std::byte> ChunkedLayerReader::fetch_exact(uint64_t offset, uint64_t length,
                                                        const std::string& what) {
   ++stats_.requests;
@@ -363,13 +404,17 @@ void ChunkedLayerReader::reuse(const Segment& s,
     pos += static_cast<uint64_t>(n);
   }
   check.finish();
+  if (s.tail) {
+    if (!s.tail_bytes.empty()) feed(s.tail_bytes);
+    ++stats_.tails_rebuilt;
+  }
   if (s.object_offset == 0) ++stats_.files_reused;
   stats_.bytes_reused += s.size;
 }
 
 void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
                   const std::string& what, std::span<std::byte> buffer,
-                  const std::function<void(uint64_t)>& count,
+                  const std::function<void(std::span<const std::byte>)>& on_input,
                   const std::function<void(std::span<const std::byte>)>& emit,
                   const std::atomic<bool>* cancel) {
   decoder.reset(what);
@@ -382,7 +427,7 @@ void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
       throw Error(what + ": the registry sent less than asked for (" + std::to_string(left) +
                   " bytes missing)");
     left -= n;
-    if (count) count(n);
+    if (on_input) on_input(buffer.first(n));
     decoder.feed(buffer.first(n), emit);
   }
   if (!decoder.at_boundary())
@@ -401,10 +446,25 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
     if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
     uint64_t payload_left = s.payload ? s.size : 0;
     bool checked = false;
+    // eStargz last chunks: the tail, and the segment's last 8 bytes, the gzip trailer of its
+    // last member (which zlib checks), for the tail cache.
+    std::array<std::byte, 8> last8{};
+    std::vector<std::byte> tail;
+    bool keep_tail = s.tail;
+    auto to_tail = [&](std::span<const std::byte> data) {
+      if (!keep_tail) return;
+      if (tail.size() + data.size() > estargz_tails::kMaxTail) {
+        keep_tail = false;
+        tail = {};
+        return;
+      }
+      tail.insert(tail.end(), data.begin(), data.end());
+    };
     // A payload's bytes go through its check; with a tail, what follows the payload is tar
     // again, handed on once the payload is verified.
     auto emit = [&](std::span<const std::byte> data) {
       if (!check || checked) {
+        if (checked) to_tail(data);
         if (!data.empty()) feed(data);
         return;
       }
@@ -418,17 +478,34 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
       if (n < data.size()) {
         check->finish();
         checked = true;
+        to_tail(data.subspan(n));
         feed(data.subspan(n));
       }
     };
     decode_range(
-        *decoder, reader, s.end - s.begin, w, in, [&](uint64_t n) { count(n); }, emit, cancel_);
+        *decoder, reader, s.end - s.begin, w, in,
+        [&](std::span<const std::byte> raw) {
+          count(raw.size());
+          if (s.tail) {  // keep the last 8 bytes read
+            size_t keep = std::min(raw.size(), last8.size());
+            std::move(last8.begin() + static_cast<ptrdiff_t>(keep), last8.end(), last8.begin());
+            std::copy(raw.end() - static_cast<ptrdiff_t>(keep), raw.end(),
+                      last8.end() - static_cast<ptrdiff_t>(keep));
+          }
+        },
+        emit, cancel_);
     if (check && !checked) {
       check->finish();
       ++stats_.files_fetched;
     } else if (checked) {
       ++stats_.files_fetched;
     }
+    // A tail that its range's last member does not wholly cover (the writer put part of it
+    // in a member of its own) could never pass the trailer check: not recorded.
+    uint32_t isize = estargz_tails::le32(std::span(last8).subspan(4));
+    if (s.tail && keep_tail && s.end - s.begin >= last8.size() && tail.size() <= isize)
+      tails_.push_back(estargz_tails::Tail{s.digest, estargz_tails::le32(std::span(last8).first(4)),
+                                           isize, std::move(tail)});
   }
 }
 

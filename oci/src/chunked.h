@@ -29,6 +29,7 @@
 #include "cfs/digest.h"
 #include "cfs/oci/source.h"
 #include "cfs/store/repository.h"
+#include "estargz_tails.h"
 
 namespace cfs::oci {
 
@@ -77,11 +78,12 @@ class FrameDecoder {
 std::unique_ptr<FrameDecoder> make_zstd_decoder();
 std::unique_ptr<FrameDecoder> make_gzip_decoder();  // estargz.cc
 
-// Reads length compressed bytes from reader (through buffer) into decoder, handing the output
-// to emit; the range must end at a frame/member boundary. Throws naming what.
+// Reads length compressed bytes from reader (through buffer) into decoder, handing each piece
+// read to on_input and the output to emit; the range must end at a frame/member boundary.
+// Throws naming what.
 void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
                   const std::string& what, std::span<std::byte> buffer,
-                  const std::function<void(uint64_t)>& count,
+                  const std::function<void(std::span<const std::byte>)>& on_input,
                   const std::function<void(std::span<const std::byte>)>& emit,
                   const std::atomic<bool>* cancel);
 
@@ -103,6 +105,10 @@ struct ChunkedStats {
   uint64_t files_fetched = 0;  // file contents fetched
   uint64_t files_reused = 0;   // file contents read from existing objects
   uint64_t bytes_reused = 0;   // their uncompressed bytes
+  // eStargz: last-chunk members rebuilt from an object and a recorded tail (not fetched), and
+  // those whose recorded tail did not give the member's CRC-32 and size (fetched instead).
+  uint64_t tails_rebuilt = 0;
+  uint64_t tails_refused = 0;
 };
 
 class ChunkedLayerReader {
@@ -118,6 +124,9 @@ class ChunkedLayerReader {
   // Streams the uncompressed layer tar into feed, in order.
   void run(const std::function<void(std::span<const std::byte>)>& feed);
   const ChunkedStats& stats() const noexcept { return stats_; }
+  // eStargz: the tails of the last-chunk members fetched whole, for estargz_tails::record
+  // once the layer passed its diff_id check.
+  const std::vector<estargz_tails::Tail>& tails() const noexcept { return tails_; }
 
   struct Segment {
     uint64_t begin = 0;  // compressed offsets in the blob; for reused files, what they replace
@@ -131,6 +140,9 @@ class ChunkedLayerReader {
     uint64_t object_offset = 0;   // payloads: where in the file (and a reused object) it starts
     uint64_t object_size = 0;     // payloads: the whole file's size (a reused object's)
     std::optional<Digest> reuse;  // payloads read from this object instead of fetched
+    // reused payloads with tail: the bytes after the payload (estargz_tails), checked with
+    // the payload against the member's gzip trailer when planned
+    std::vector<std::byte> tail_bytes;
   };
 
  private:
@@ -146,6 +158,10 @@ class ChunkedLayerReader {
   void plan_zstd_chunked(const ChunkedToc& toc);
   void plan_estargz(const ChunkedToc& toc);  // estargz.cc
   std::vector<std::byte> fetch_exact(uint64_t offset, uint64_t length, const std::string& what);
+  // The concatenated bytes of small ranges (offset, length), up to 64 in one GET.
+  std::vector<std::byte> fetch_ranges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                                      const std::string& what);
+  void rebuild_tails(const std::vector<size_t>& candidates);  // estargz.cc
   void fetch_run(size_t first, size_t last, BlobReader& reader,
                  const std::function<void(std::span<const std::byte>)>& feed);
   void reuse(const Segment& s, const std::function<void(std::span<const std::byte>)>& feed);
@@ -162,6 +178,7 @@ class ChunkedLayerReader {
   // Uncompressed tar that follows the segments, already fetched with the TOC (eStargz: the
   // TOC's own tar entry and the end-of-archive blocks, which the diff_id covers).
   std::vector<std::byte> trailer_;
+  std::vector<estargz_tails::Tail> tails_;
   ChunkedStats stats_;
 };
 

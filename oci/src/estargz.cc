@@ -14,8 +14,10 @@
 // member ends where the next chunk's begins (or the TOC member); chunkOffset/chunkSize say
 // which bytes of the content it holds (chunkSize 0: up to the end), chunkDigest is their
 // sha256, digest the whole content's.
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -24,6 +26,7 @@
 #include "cfs/oci/tar.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "json_util.h"
 #include "util.h"
 
@@ -305,11 +308,13 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
   end_file(toc_what);
 
   // A non-last chunk's member holds exactly the chunk and may be read from an object that
-  // holds the whole content; a last chunk's member also holds the tar that follows the
-  // content, which only that member has, so it is always fetched.
+  // holds the whole content. A last chunk's member also holds the tar that follows the
+  // content: it is rebuilt only when a recorded tail for it gives the member's gzip trailer
+  // (rebuild_tails), else fetched.
   uint64_t pos = 0;
   std::optional<Digest> object;
   std::string looked_up;
+  std::vector<size_t> candidates;  // indexes into segments_
   for (size_t i = 0; i < chunks.size(); ++i) {
     const Chunk& c = chunks[i];
     if (c.offset > pos) segments_.push_back(Segment{pos, c.offset});
@@ -322,18 +327,67 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
     s.tail = c.last;
     s.object_offset = c.file_offset;
     s.object_size = c.file_size;
-    if (!c.last && !c.file_digest.empty() && c.file_size > kTarInlineMax &&
-        s.end - s.begin >= kMinReuse) {
+    if (!c.file_digest.empty() && c.file_size > kTarInlineMax && s.end - s.begin >= kMinReuse &&
+        (!c.last || estargz_tails::known(*repo_, c.digest))) {
       if (looked_up != c.file_digest) {
         object = content_index::lookup(*repo_, c.file_digest);
         looked_up = c.file_digest;
       }
       s.reuse = object;
+      if (c.last && object) candidates.push_back(segments_.size());
     }
     pos = s.end;
     segments_.push_back(std::move(s));
   }
   if (pos < toc_offset) segments_.push_back(Segment{pos, toc_offset});
+  rebuild_tails(candidates);
+}
+
+void ChunkedLayerReader::rebuild_tails(const std::vector<size_t>& candidates) {
+  if (candidates.empty()) return;
+  // Each candidate range's last gzip trailer (RFC 1952: CRC-32 and ISIZE, little-endian):
+  // its last 8 bytes; all fetched in a few multi-range GETs.
+  constexpr uint64_t kTrailer = 8;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (size_t k : candidates) ranges.emplace_back(segments_[k].end - kTrailer, kTrailer);
+  std::vector<std::byte> trailers = fetch_ranges(ranges, what_ + ": eStargz member trailers");
+  std::vector<std::byte> buf(256 << 10);
+  for (size_t n = 0; n < candidates.size(); ++n) {
+    Segment& s = segments_[candidates[n]];
+    std::span<const std::byte> t = std::span(trailers).subspan(n * kTrailer, kTrailer);
+    uint32_t crc = estargz_tails::le32(t.first(4)), isize = estargz_tails::le32(t.subspan(4));
+    std::optional<std::vector<std::byte>> tail =
+        estargz_tails::lookup(*repo_, s.digest, crc, isize);
+    // The last member holds the whole tail and the chunk's last isize - tail bytes (a member
+    // starts with the chunk, so no more than the chunk). Those bytes as the object holds them
+    // (checked against the chunkDigest when read again for the tar), then the tail, must
+    // give the member's CRC-32.
+    bool ok = false;
+    if (tail && tail->size() <= isize && isize - tail->size() <= s.size) {
+      std::string w = what_ + ": object " + s.reuse->hex();
+      UniqueFd fd = repo_->open_object(*s.reuse);
+      uLong c = crc32(0, nullptr, 0);
+      uint64_t end = s.object_offset + s.size;
+      uint64_t at = end - (isize - tail->size());
+      while (at < end) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - at));
+        ssize_t got = ::pread(fd.get(), buf.data(), want, static_cast<off_t>(at));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) throw SystemError(errno, w);
+        if (got == 0) break;
+        c = crc32_z(c, reinterpret_cast<const Bytef*>(buf.data()), static_cast<size_t>(got));
+        at += static_cast<uint64_t>(got);
+      }
+      c = crc32_z(c, reinterpret_cast<const Bytef*>(tail->data()), tail->size());
+      ok = at == end && static_cast<uint32_t>(c) == crc;
+    }
+    if (ok) {
+      s.tail_bytes = std::move(*tail);
+    } else {
+      if (tail) ++stats_.tails_refused;
+      s.reuse.reset();
+    }
+  }
 }
 
 }  // namespace cfs::oci

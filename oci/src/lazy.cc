@@ -194,9 +194,9 @@ Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader
   uint64_t n = 0;
   decode_range(
       *decoder.decoder, reader, p.end - p.begin, what, decoder.buffer,
-      [&](uint64_t bytes) {
+      [&](std::span<const std::byte> raw) {
         std::lock_guard lock(mutex);
-        stats.bytes_fetched += bytes;
+        stats.bytes_fetched += raw.size();
       },
       [&](std::span<const std::byte> data) {
         n += data.size();

@@ -25,6 +25,7 @@
 #include "cfs/store/refs.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "internal.h"
 #include "util.h"
 
@@ -227,6 +228,8 @@ struct ImportedLayer {
   bool partial = false;  // a zstd:chunked layer read through its TOC
   uint64_t bytes_reused = 0;
   uint64_t files_reused = 0;
+  uint64_t tails_rebuilt = 0;
+  uint64_t tails_refused = 0;
 };
 
 void check_diff_id(Sha256& uncompressed, const std::string& diff_id, const std::string& what) {
@@ -260,10 +263,13 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   } catch (...) {
     // The objects completed so far each passed their TOC digest check and were hashed by the
     // splitter: indexing them lets the next attempt (say, once the registry is back) fetch
-    // only what this one did not get. Nothing is named, so gc may take them meanwhile.
+    // only what this one did not get. Nothing is named, so gc may take them meanwhile. The
+    // eStargz tails fetched so far are recorded too: each is checked against its member's
+    // gzip trailer before any use, and the diff_id stays the gate.
     try {
       repo.sync();
       content_index::record(repo, splitter.indexed);
+      estargz_tails::record(repo, reader->tails());
     } catch (...) {
     }
     throw;
@@ -274,11 +280,14 @@ std::optional<ImportedLayer> import_chunked_layer(store::Repository& repo, Image
   out.stream = repo.write_stream_object(stream);
   repo.sync();
   content_index::record(repo, splitter.indexed);
+  estargz_tails::record(repo, reader->tails());
   out.bytes_read = reader->stats().fetched;
   out.object_bytes = splitter.object_bytes;
   out.partial = true;
   out.bytes_reused = reader->stats().bytes_reused;
   out.files_reused = reader->stats().files_reused;
+  out.tails_rebuilt = reader->stats().tails_rebuilt;
+  out.tails_refused = reader->stats().tails_refused;
   return out;
 }
 
@@ -620,6 +629,8 @@ PullResult pull(store::Repository& repo, std::string_view source_spec,
       ++result.layers_partial;
       result.bytes_reused += imported[i]->bytes_reused;
       result.files_reused += imported[i]->files_reused;
+      result.tails_rebuilt += imported[i]->tails_rebuilt;
+      result.tails_refused += imported[i]->tails_refused;
     }
     ++result.layers_imported;
     new_streams[diff_ids[i]] = imported[i]->stream;

@@ -6,15 +6,18 @@ offline), put into an OCI layout with the toc.digest and uncompressed-size annot
 pushed with skopeo, which keeps blobs and annotations as they are; no cfs code involved.
 
 eStargz keeps the tar padding and the headers that follow a file in the gzip member of the
-file's last chunk, so a byte-exact rebuild fetches that member; only the chunks before it
-can come from the repository (docs/CHUNKED.md). The layers here are built with 32 KiB
-chunks, so that files of a few hundred KiB span several.
+file's last chunk; a pull rebuilds that member from the file's object and the tail an
+earlier pull recorded (oci/estargz-tails), proven by the member's gzip trailer, else fetches
+it (docs/CHUNKED.md). The layers here are built with the library's default chunk size
+(4 MiB), as real writers make them, so every file is one chunk, its last.
 
 Checks: pull v1, then v2 sharing most files: v2 fetches at most 15% of its compressed size
 and gets the image id of a full (--no-partial) pull and of a partial pull into a fresh
-repository; the layer streams equal a full pull's; a legacy (47-byte) stargz footer is
-read as well; tampered file content, tampered TOC and a
-wrong toc.digest annotation are refused with nothing tagged and fsck/oci fsck clean.
+repository; the layer streams equal a full pull's; with every recorded tail tampered, v2
+still pulls to the same image id, fetching those members instead; a legacy (47-byte)
+stargz footer is read as well; tampered file content, a member forged with other content,
+tampered TOC and a wrong toc.digest annotation are refused with nothing tagged and
+fsck/oci fsck clean.
 Exit 77 (skip) when docker-registry, skopeo, go or the estargz package is missing.
 """
 import argparse
@@ -35,7 +38,6 @@ import registry_test as rt  # noqa: E402
 check = rt.check
 GOPATH = "/usr/share/gocode"
 ESTARGZ_PKG = os.path.join(GOPATH, "src/github.com/containerd/stargz-snapshotter/estargz")
-CHUNK_SIZE = 32 << 10
 TOC_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"
 
@@ -89,9 +91,9 @@ def legacy_footer(data):
     return data[:-51] + footer
 
 
-def make_estargz_layout(gen, out, tag, layers, toc_override=None, legacy=False):
+def make_estargz_layout(gen, out, tag, layers, toc_override=None, legacy=False, chunk_size=0):
     """An OCI layout whose layers (lists of (path, bytes)) are eStargz blobs made by gen
-    (legacy: with legacy stargz footers)."""
+    (legacy: with legacy stargz footers; chunk_size 0: the library's default)."""
     os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
     with open(os.path.join(out, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
@@ -101,7 +103,7 @@ def make_estargz_layout(gen, out, tag, layers, toc_override=None, legacy=False):
         blob_path = os.path.join(out, f"layer{n}.esgz")
         with open(tar_path, "wb") as f:
             f.write(tar_of(files))
-        info = json.loads(subprocess.run([gen, "-chunk-size", str(CHUNK_SIZE), tar_path,
+        info = json.loads(subprocess.run([gen, "-chunk-size", str(chunk_size), tar_path,
                                           blob_path], check=True, capture_output=True).stdout)
         with open(blob_path, "rb") as f:
             data = f.read()
@@ -267,6 +269,8 @@ def main():
             print(r2.stderr, file=sys.stderr)
         print("     v2: " + (rt.field(r2.stdout, "partial") or ""))
         fetched = fetched_of(r2)
+        check(r2.returncode == 0 and "eStargz tails rebuilt" in r2.stdout,
+              "v2 after v1: last-chunk members rebuilt from recorded tails")
         check(r2.returncode == 0 and 0 < fetched <= 0.15 * v2_size,
               f"v2 after v1: {fetched} bytes fetched of {v2_size} compressed (<= 15%)")
 
@@ -282,7 +286,28 @@ def main():
         check(fresh.returncode == 0 and rt.field(fresh.stdout, "partial") is not None
               and rt.field(fresh.stdout, "image") == rt.field(full.stdout, "image"),
               "v2 into a fresh repository: partial pull gives the full pull's image id")
-        for rp in (repo, full_repo, fresh_repo):
+        # Every recorded tail tampered: the trailer check refuses each, the members are
+        # fetched, the image is the same.
+        trepo = cfs.repo()
+        check(cfs.pull(trepo, f"docker://{host}/test/estargz:v1").returncode == 0,
+              "v1 into another repository")
+        tails_dir = os.path.join(trepo, "oci", "estargz-tails")
+        tampered = 0
+        for root, _, names in os.walk(tails_dir):
+            for n in names:
+                p = os.path.join(root, n)
+                if os.path.getsize(p) > 0:
+                    flip(p, os.path.getsize(p) // 2)
+                    tampered += 1
+        check(tampered >= 20, f"v1 recorded the tails of its files ({tampered})")
+        tr = cfs.pull(trepo, f"docker://{host}/test/estargz:v2")
+        print("     v2, tails tampered: " + (rt.field(tr.stdout, "partial") or ""))
+        refused_tails = (rt.field(tr.stdout, "partial") or "").split(" refused")[0].split(", ")[-1]
+        check(tr.returncode == 0 and rt.field(tr.stdout, "image") == rt.field(full.stdout, "image")
+              and fetched_of(tr) > 4 * fetched and refused_tails.isdigit()
+              and int(refused_tails) >= 20,
+              "tampered tails: v2 fetches the members instead and gets the full pull's image id")
+        for rp in (repo, full_repo, fresh_repo, trepo):
             check(cfs.run(rp, "fsck").returncode == 0 and cfs.run(rp, "oci", "fsck").returncode == 0,
                   "fsck and oci fsck pass after the pulls")
         lay = sorted(s for s in os.listdir(os.path.join(repo, "streams")) if "layer" in s)
@@ -322,12 +347,12 @@ def main():
                 refused(cfs, host, "test/estargz:v2", expect, f"tampered {what}")
             finally:
                 flip(data, offset)
-        # A chunk's member replaced by a valid gzip member of other bytes: only the
-        # chunkDigest check can tell.
+        # A chunk's member replaced by a valid gzip member of other bytes (as many as the
+        # chunk has): only the chunkDigest check can tell.
         first = next(e for e in toc["entries"]
-                     if e.get("type") == "reg" and e.get("size", 0) > 2 * CHUNK_SIZE)
+                     if e.get("type") == "reg" and e.get("size", 0) > 10000)
         end = next(o for o in offsets if o > first["offset"])
-        old = forge_member(data, first["offset"], end, CHUNK_SIZE)
+        old = forge_member(data, first["offset"], end, first["size"])
         try:
             refused(cfs, host, "test/estargz:v2", ["TOC says " + first["chunkDigest"]],
                     "a chunk replaced by a well-formed gzip member")

@@ -173,7 +173,12 @@ std::string pull_summary(const oci::PullResult& r, bool quiet) {
   if (!quiet && r.layers_partial)
     out += "partial " + std::to_string(r.layers_partial) + " zstd:chunked or eStargz layers, " +
            std::to_string(r.bytes_read) + " bytes fetched, " + std::to_string(r.files_reused) +
-           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository\n";
+           " files (" + human_bytes(r.bytes_reused) + ") reused from the repository" +
+           (r.tails_rebuilt || r.tails_refused
+                ? ", " + std::to_string(r.tails_rebuilt) + " eStargz tails rebuilt, " +
+                      std::to_string(r.tails_refused) + " refused"
+                : std::string()) +
+           "\n";
   return out;
 }
 

@@ -97,6 +97,10 @@ struct PullResult {
   unsigned layers_partial = 0;  // zstd:chunked layers read through their TOC
   uint64_t files_reused = 0;    // ... file contents taken from existing objects, not fetched
   uint64_t bytes_reused = 0;    // ... and their bytes
+  // eStargz: last-chunk members rebuilt from an object and a recorded tail (not fetched), and
+  // those whose recorded tail failed the gzip trailer check (fetched instead)
+  uint64_t tails_rebuilt = 0;
+  uint64_t tails_refused = 0;
 };
 
 // Pulls source (see source.h) into repo and tags it (default tag: the source string).
