@@ -54,25 +54,6 @@ def build_generator(gen_dir):
     return exe
 
 
-def tar_of(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        dirs = set()
-        for path, data in files:
-            parts = path.split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
-                    tar.addfile(info)
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def write_blob(layout, data):
     return rt.write_blob(layout, data)
 
@@ -102,7 +83,7 @@ def make_estargz_layout(gen, out, tag, layers, toc_override=None, legacy=False, 
         tar_path = os.path.join(out, f"layer{n}.tar")
         blob_path = os.path.join(out, f"layer{n}.esgz")
         with open(tar_path, "wb") as f:
-            f.write(tar_of(files))
+            f.write(rt.tar_of(files))
         info = json.loads(subprocess.run([gen, "-chunk-size", str(chunk_size), tar_path,
                                           blob_path], check=True, capture_output=True).stdout)
         with open(blob_path, "rb") as f:

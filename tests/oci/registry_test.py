@@ -282,6 +282,27 @@ def write_blob(layout, data):
     return "sha256:" + digest
 
 
+def tar_of(files):
+    """A PAX tar (Python's tarfile) of (path, bytes) regular files, with their parent
+    directories, fixed modes and mtimes, ending right after its end-of-archive blocks."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = set()
+        for path, data in files:
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+                    tar.addfile(info)
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def make_layout(out, tag, layers, compress=True):
     """An OCI layout (Python's tarfile and gzip, no cfs code) with one image named tag;
     layers: lists of (path, bytes) regular files."""
@@ -290,22 +311,7 @@ def make_layout(out, tag, layers, compress=True):
         f.write('{"imageLayoutVersion":"1.0.0"}')
     descs, diff_ids = [], []
     for files in layers:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            dirs = set()
-            for path, data in files:
-                parts = path.split("/")[:-1]
-                for i in range(1, len(parts) + 1):
-                    d = "/".join(parts[:i])
-                    if d not in dirs:
-                        dirs.add(d)
-                        info = tarfile.TarInfo(d)
-                        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
-                        tar.addfile(info)
-                info = tarfile.TarInfo(path)
-                info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
-                tar.addfile(info, io.BytesIO(data))
-        raw = buf.getvalue()
+        raw = tar_of(files)
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
         blob = gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw
         media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
