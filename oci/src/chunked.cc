@@ -230,9 +230,23 @@ std::vector<std::byte> fetch_range_exact(ImageSource& source, const Descriptor& 
   return out;
 }
 
+RangeBatch::RangeBatch(ImageSource& source, const Descriptor& blob,
+                       std::vector<std::pair<uint64_t, uint64_t>> ranges, std::string what)
+    : source_(&source), blob_(&blob), ranges_(std::move(ranges)), what_(std::move(what)) {
+  if (ranges_.size() > 1) shared_ = source_->open_blob_ranges(*blob_, ranges_);
+  if (shared_) ++requests_;
+}
+
+BlobReader& RangeBatch::at(size_t i) {
+  if (shared_) return *shared_;
+  own_ = source_->open_blob_range(*blob_, ranges_.at(i).first, ranges_[i].second);
+  if (!own_) throw Error(what_ + ": the source stopped serving byte ranges");
+  ++requests_;
+  return *own_;
+}
+
 std::vector<std::byte> ChunkedLayerReader::fetch_ranges(
     const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const std::string& what) {
-  constexpr size_t kRangesPerRequest = 64;
   std::vector<std::byte> out;
   for (size_t r = 0; r < ranges.size(); r += kRangesPerRequest) {
     std::vector<std::pair<uint64_t, uint64_t>> batch(
@@ -243,28 +257,21 @@ std::vector<std::byte> ChunkedLayerReader::fetch_ranges(
     if (total > kMaxCompressedToc)
       throw Error(what + ": " + std::to_string(total) + " bytes, more than the " +
                   std::to_string(kMaxCompressedToc) + " this reader accepts");
-    std::unique_ptr<BlobReader> reader;
-    if (batch.size() > 1) reader = source_->open_blob_ranges(layer_, batch);
-    if (!reader && batch.size() > 1) {  // one GET per range
-      for (const auto& [offset, length] : batch) {
-        std::vector<std::byte> one = fetch_exact(offset, length, what);
-        out.insert(out.end(), one.begin(), one.end());
+    RangeBatch readers(*source_, layer_, batch, what_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      BlobReader& reader = readers.at(i);
+      size_t got = out.size();
+      out.resize(got + static_cast<size_t>(batch[i].second));
+      while (got < out.size()) {
+        size_t n = reader.read(std::span(out).subspan(got));
+        if (n == 0)
+          throw Error(what + ": the registry sent less than asked for (" +
+                      std::to_string(out.size() - got) + " bytes missing)");
+        got += n;
+        count(n);
       }
-      continue;
     }
-    if (!reader) reader = source_->open_blob_range(layer_, batch[0].first, batch[0].second);
-    if (!reader) throw Error(what_ + ": the source stopped serving byte ranges");
-    ++stats_.requests;
-    size_t got = out.size();
-    out.resize(got + static_cast<size_t>(total));
-    while (got < out.size()) {
-      size_t n = reader->read(std::span(out).subspan(got));
-      if (n == 0)
-        throw Error(what + ": the registry sent less than asked for (" +
-                    std::to_string(out.size() - got) + " bytes missing)");
-      got += n;
-      count(n);
-    }
+    stats_.requests += readers.requests();
   }
   return out;
 }
@@ -337,7 +344,6 @@ void ChunkedLayerReader::count(uint64_t n) {
 
 void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>)>& feed) {
   // Runs of segments to fetch, [first, last) each; one GET serves up to kRangesPerRequest.
-  constexpr size_t kRangesPerRequest = 64;
   std::vector<std::pair<size_t, size_t>> runs;
   for (size_t i = 0; i < segments_.size();) {
     if (segments_[i].reuse) {
@@ -363,20 +369,13 @@ void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>
       uint64_t b = segments_[runs[k].first].begin, e = segments_[runs[k].second - 1].end;
       ranges.emplace_back(b, e - b);
     }
-    std::unique_ptr<BlobReader> reader;
-    if (ranges.size() > 1) reader = source_->open_blob_ranges(layer_, ranges);
-    if (reader) ++stats_.requests;
+    RangeBatch readers(*source_, layer_, std::move(ranges), what_);
     for (size_t k = r; k < r_end; ++k) {
       reuse_until(runs[k].first);
-      std::unique_ptr<BlobReader> own;
-      if (!reader) {
-        own = source_->open_blob_range(layer_, ranges[k - r].first, ranges[k - r].second);
-        if (!own) throw Error(what_ + ": the source stopped serving byte ranges");
-        ++stats_.requests;
-      }
-      fetch_run(runs[k].first, runs[k].second, reader ? *reader : *own, feed);
+      fetch_run(runs[k].first, runs[k].second, readers.at(k - r), feed);
       next = runs[k].second;
     }
+    stats_.requests += readers.requests();
   }
   reuse_until(segments_.size());
   if (!trailer_.empty()) feed(trailer_);

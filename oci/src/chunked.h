@@ -87,6 +87,29 @@ void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
                   const std::function<void(std::span<const std::byte>)>& emit,
                   const std::atomic<bool>* cancel);
 
+// How many byte ranges one GET asks for (a multipart/byteranges request).
+inline constexpr size_t kRangesPerRequest = 64;
+
+// Reads a batch of byte ranges of a blob, in order: with one multi-range GET where the source
+// offers it, else with one GET per range, opened as each range is reached.
+class RangeBatch {
+ public:
+  RangeBatch(ImageSource& source, const Descriptor& blob,
+             std::vector<std::pair<uint64_t, uint64_t>> ranges, std::string what);
+  // A reader at range i's first byte, good for that range's bytes; ranges are taken in order.
+  BlobReader& at(size_t i);
+  uint64_t requests() const noexcept { return requests_; }  // GETs sent so far
+
+ private:
+  ImageSource* source_;
+  const Descriptor* blob_;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;
+  std::string what_;
+  std::unique_ptr<BlobReader> shared_;  // the multi-range reader, if the source offered one
+  std::unique_ptr<BlobReader> own_;     // else the current range's
+  uint64_t requests_ = 0;
+};
+
 // Exactly length bytes of the blob from offset, with one ranged GET (bounded by the TOC
 // limit); count gets the bytes as they arrive.
 std::vector<std::byte> fetch_range_exact(ImageSource& source, const Descriptor& layer,

@@ -178,9 +178,9 @@ struct LazyPull::State {
   void record_durable(store::Repository& repo);
   void fail(const std::vector<std::string>& hexes, std::vector<std::promise<Digest>>& promises);
   Digest resolve(const std::string& hex);
-  // Fetches up to kBatch pending contents of one layer from order[first...] with one request;
-  // returns the index after the last content looked at.
-  // max_bytes bounds the compressed bytes of one request (0: no bound; at least one content).
+  // Fetches up to kRangesPerRequest pending contents of one layer from order[first...] with one
+  // request; returns the index after the last content looked at. max_bytes bounds the compressed
+  // bytes of one request (0: no bound; at least one content).
   size_t fetch_batch(size_t first, uint64_t max_bytes, store::Repository& repo, Decoding& decoder);
 };
 
@@ -289,13 +289,12 @@ Digest LazyPull::State::resolve(const std::string& hex) {
 
 size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Repository& repo,
                                     Decoding& decoder) {
-  constexpr size_t kBatch = 64;  // ranges per request, as a partial pull sends them
   std::vector<std::string> claimed;
   std::vector<std::promise<Digest>> promises;
   size_t k = first;
   const size_t layer = pending.at(order[first]).layer;
   uint64_t bytes = 0;
-  for (; k < order.size() && claimed.size() < kBatch; ++k) {
+  for (; k < order.size() && claimed.size() < kRangesPerRequest; ++k) {
     const PendingContent& p = pending.at(order[k]);
     if (p.layer != layer || (max_bytes && bytes > 0 && bytes + (p.end - p.begin) > max_bytes))
       break;
@@ -313,19 +312,10 @@ size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Rep
       const PendingContent& p = pending.at(hex);
       ranges.emplace_back(p.begin, p.end - p.begin);
     }
-    const Descriptor& blob = image.layers[layer];
-    std::unique_ptr<BlobReader> reader;
-    if (ranges.size() > 1) reader = source->open_blob_ranges(blob, ranges);
+    RangeBatch readers(*source, image.layers[layer], std::move(ranges), source->name());
     std::vector<std::pair<std::string, Digest>> fetched;
-    for (size_t i = 0; i < claimed.size(); ++i) {
-      std::unique_ptr<BlobReader> own;
-      if (!reader) {
-        own = source->open_blob_range(blob, ranges[i].first, ranges[i].second);
-        if (!own) throw Error(source->name() + ": the source does not serve byte ranges");
-      }
-      fetched.emplace_back(claimed[i],
-                           write_content(claimed[i], reader ? *reader : *own, repo, decoder));
-    }
+    for (size_t i = 0; i < claimed.size(); ++i)
+      fetched.emplace_back(claimed[i], write_content(claimed[i], readers.at(i), repo, decoder));
     settle(fetched, promises, true);
   } catch (...) {
     fail(claimed, promises);
