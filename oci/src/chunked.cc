@@ -42,42 +42,6 @@ uint64_t parse_u64(std::string_view s, const std::string& what) {
   return v;
 }
 
-// Feeds a file content on, holding its last piece back until the whole content matched its
-// size and TOC digest: the tar parser completes a file's object only with its last byte.
-class PayloadCheck {
- public:
-  PayloadCheck(const ChunkedLayerReader::Segment& s,
-               const std::function<void(std::span<const std::byte>)>& feed, std::string what)
-      : s_(s), feed_(feed), what_(std::move(what)) {}
-  void add(std::span<const std::byte> data) {
-    if (data.empty()) return;
-    n_ += data.size();
-    if (n_ > s_.size)
-      throw Error(what_ + ": more than the " + std::to_string(s_.size) + " bytes the TOC gives");
-    h_.update(data);
-    if (!pending_.empty()) feed_(pending_);
-    pending_.assign(data.begin(), data.end());
-  }
-  void finish() {
-    if (n_ != s_.size)
-      throw Error(what_ + ": " + std::to_string(n_) + " bytes, the TOC says " +
-                  std::to_string(s_.size) + " (corrupt or tampered)");
-    std::string actual = h_.finish();
-    if (actual != s_.digest)
-      throw Error(what_ + ": content hashes to " + actual + ", the TOC says " + s_.digest +
-                  " (corrupt or tampered)");
-    feed_(pending_);
-  }
-
- private:
-  const ChunkedLayerReader::Segment& s_;
-  const std::function<void(std::span<const std::byte>)>& feed_;
-  std::string what_;
-  Sha256 h_;
-  uint64_t n_ = 0;
-  std::vector<std::byte> pending_;
-};
-
 std::string decompress_toc(std::span<const std::byte> in, uint64_t expect,
                            const std::string& what) {
   if (expect > store::kMaxJsonDocument)
@@ -138,6 +102,28 @@ class ZstdDecoder final : public FrameDecoder {
 };
 
 }  // namespace
+
+void ContentCheck::add(std::span<const std::byte> data) {
+  if (data.empty()) return;
+  n_ += data.size();
+  if (n_ > size_)
+    throw Error(what_ + ": more than the " + std::to_string(size_) +
+                " bytes the TOC gives (corrupt or tampered)");
+  h_.update(data);
+  if (!pending_.empty()) feed_(pending_);
+  pending_.assign(data.begin(), data.end());
+}
+
+void ContentCheck::finish() {
+  if (n_ != size_)
+    throw Error(what_ + ": " + std::to_string(n_) + " bytes, the TOC says " +
+                std::to_string(size_) + " (corrupt or tampered)");
+  std::string actual = h_.finish();
+  if (actual != digest_)
+    throw Error(what_ + ": content hashes to " + actual + ", the TOC says " + digest_ +
+                " (corrupt or tampered)");
+  feed_(pending_);
+}
 
 uint64_t toc_uint(const json& e, const char* key, const std::string& what) {
   auto it = e.find(key);
@@ -384,7 +370,7 @@ void ChunkedLayerReader::run(const std::function<void(std::span<const std::byte>
 void ChunkedLayerReader::reuse(const Segment& s,
                                const std::function<void(std::span<const std::byte>)>& feed) {
   std::string w = what_ + ": object " + s.reuse->hex() + " reused for " + s.digest;
-  PayloadCheck check(s, feed, w + " (run oci fsck)");
+  ContentCheck check(s.size, s.digest, feed, w + " (run oci fsck)");
   UniqueFd fd = repo_->open_object(*s.reuse);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw SystemError(errno, w);
@@ -441,8 +427,8 @@ void ChunkedLayerReader::fetch_run(size_t first, size_t last, BlobReader& reader
   for (size_t k = first; k < last; ++k) {
     const Segment& s = segments_[k];
     std::string w = what_ + ": bytes " + std::to_string(s.begin) + "-" + std::to_string(s.end);
-    std::optional<PayloadCheck> check;
-    if (s.payload) check.emplace(s, feed, w + " (content " + s.digest + ")");
+    std::optional<ContentCheck> check;
+    if (s.payload) check.emplace(s.size, s.digest, feed, w + " (content " + s.digest + ")");
     uint64_t payload_left = s.payload ? s.size : 0;
     bool checked = false;
     // eStargz last chunks: the tail, and the segment's last 8 bytes, the gzip trailer of its

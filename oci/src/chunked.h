@@ -30,6 +30,7 @@
 #include "cfs/oci/source.h"
 #include "cfs/store/repository.h"
 #include "estargz_tails.h"
+#include "util.h"
 
 namespace cfs::oci {
 
@@ -86,6 +87,27 @@ void decode_range(FrameDecoder& decoder, BlobReader& reader, uint64_t length,
                   const std::function<void(std::span<const std::byte>)>& on_input,
                   const std::function<void(std::span<const std::byte>)>& emit,
                   const std::atomic<bool>* cancel);
+
+// Hands a file content on, holding its last piece back until the whole content matched its
+// size and TOC digest: whatever consumes it (the tar parser, an object writer) completes only
+// with the last byte, so a wrong content never completes an object.
+class ContentCheck {
+ public:
+  ContentCheck(uint64_t size, std::string digest,
+               std::function<void(std::span<const std::byte>)> feed, std::string what)
+      : size_(size), digest_(std::move(digest)), feed_(std::move(feed)), what_(std::move(what)) {}
+  void add(std::span<const std::byte> data);  // throws (naming what) past the TOC's size
+  void finish();                              // throws unless size and digest match
+
+ private:
+  uint64_t size_;
+  std::string digest_;  // "sha256:<hex>"
+  std::function<void(std::span<const std::byte>)> feed_;
+  std::string what_;
+  Sha256 h_;
+  uint64_t n_ = 0;
+  std::vector<std::byte> pending_;
+};
 
 // How many byte ranges one GET asks for (a multipart/byteranges request).
 inline constexpr size_t kRangesPerRequest = 64;

@@ -190,28 +190,17 @@ Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader
   std::string what = source->name() + ": layer " + image.layers[p.layer].digest + ": " +
                      escape_for_log(p.name) + " (content sha256:" + hex + ")";
   store::ObjectWriter object = repo.write_object();
-  Sha256 h;
-  uint64_t n = 0;
+  ContentCheck check(
+      p.size, "sha256:" + hex, [&object](std::span<const std::byte> data) { object.write(data); },
+      what);
   decode_range(
       *decoder.decoder, reader, p.end - p.begin, what, decoder.buffer,
       [&](std::span<const std::byte> raw) {
         std::lock_guard lock(mutex);
         stats.bytes_fetched += raw.size();
       },
-      [&](std::span<const std::byte> data) {
-        n += data.size();
-        if (n > p.size)
-          throw Error(what + ": more than the " + std::to_string(p.size) +
-                      " bytes the TOC gives (corrupt or tampered)");
-        h.update(data);
-        object.write(data);
-      },
-      nullptr);
-  if (n != p.size)
-    throw Error(what + ": " + std::to_string(n) + " bytes, the TOC says " + std::to_string(p.size) +
-                " (corrupt or tampered)");
-  if (std::string actual = h.finish(); actual != "sha256:" + hex)
-    throw Error(what + ": content hashes to " + actual + " (corrupt or tampered)");
+      [&check](std::span<const std::byte> data) { check.add(data); }, nullptr);
+  check.finish();
   return object.commit();
 }
 
