@@ -192,11 +192,7 @@ def main():
     finally:
         reg.kill()
         proxy.close()
-    if rt.FAILURES:
-        print(f"{len(rt.FAILURES)} check(s) failed")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return rt.result(work)
 
 
 if __name__ == "__main__":

@@ -193,11 +193,7 @@ def main():
               "oci fsck names a content index entry whose object hashes otherwise")
     finally:
         reg.kill()
-    if rt.FAILURES:
-        print(f"{len(rt.FAILURES)} check(s) failed")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return rt.result(work)
 
 
 if __name__ == "__main__":

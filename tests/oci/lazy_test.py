@@ -187,11 +187,7 @@ def main():
         for p in pulls:
             print(p.stop()[2], file=sys.stderr)
         reg.kill()
-    if rt.FAILURES:
-        print(f"{len(rt.FAILURES)} check(s) failed")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return rt.result(work)
 
 
 if __name__ == "__main__":

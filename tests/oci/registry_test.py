@@ -282,6 +282,16 @@ def write_blob(layout, data):
     return "sha256:" + digest
 
 
+def result(work):
+    """The test's exit status: 1 if a check failed (its work directory is kept for a look),
+    else 0 with the work directory removed."""
+    if FAILURES:
+        print(f"{len(FAILURES)} check(s) failed")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def tar_of(files):
     """A PAX tar (Python's tarfile) of (path, bytes) regular files, with their parent
     directories, fixed modes and mtimes, ending right after its end-of-archive blocks."""
@@ -666,11 +676,7 @@ def main():
         if proxy:
             proxy.shutdown()
         reg.kill()
-    if FAILURES:
-        print(f"{len(FAILURES)} check(s) failed")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return result(work)
 
 
 if __name__ == "__main__":
