@@ -268,6 +268,7 @@ Digest LazyPull::State::resolve(const std::string& hex) {
     std::vector<std::pair<std::string, Digest>> fetched;
     fetched.emplace_back(hex, write_content(hex, *reader, repo, decoder));
     Digest id = fetched[0].second;
+    repo.sync();  // linked under its name before anyone is told it is there
     settle(fetched, promises, false);
     return id;
   } catch (...) {
@@ -305,6 +306,9 @@ size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Rep
     std::vector<std::pair<std::string, Digest>> fetched;
     for (size_t i = 0; i < claimed.size(); ++i)
       fetched.emplace_back(claimed[i], write_content(claimed[i], readers.at(i), repo, decoder));
+    // The store links new objects under their names only at a barrier: before it, an open
+    // through the mount would find nothing there.
+    repo.sync();
     settle(fetched, promises, true);
   } catch (...) {
     fail(claimed, promises);
