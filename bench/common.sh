@@ -28,3 +28,32 @@ parse_options() {
     shift 2
   done
 }
+
+# start_registry SCRIPT DIR: Debian's docker-registry serving DIR/storage on 127.0.0.1 at a
+# free port in 15000-15999, logging to DIR/registry.log; sets port and registry_pid (the
+# caller stops it by that pid) and returns once it answers /v2/.
+start_registry() {
+  local script=$1 dir=$2 p
+  port=""
+  for _ in $(seq 100); do
+    p=$((15000 + RANDOM % 1000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+  done
+  [ -n "$port" ] || { echo "$script: no free port" >&2; exit 1; }
+  cat > "$dir/config.yml" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:$port
+CONF
+  docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 200); do
+    curl -sf "http://127.0.0.1:$port/v2/" > /dev/null && break
+    sleep 0.05
+  done
+}

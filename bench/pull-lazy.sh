@@ -38,28 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=""
-for _ in $(seq 100); do
-  p=$((15000 + RANDOM % 1000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "bench/pull-lazy.sh: no free port" >&2; exit 1; }
-cat > "$dir/config.yml" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$port
-CONF
-docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$port/v2/" > /dev/null && break
-  sleep 0.05
-done
+start_registry bench/pull-lazy.sh "$dir"
 
 echo "generating a $size_mib MiB zstd:chunked image in $dir ..." >&2
 # The tar ends right after its end-of-archive blocks (see docs/CHUNKED.md, Limits).

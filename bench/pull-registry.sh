@@ -37,33 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=""
-for _ in $(seq 100); do
-  p=$((15000 + RANDOM % 1000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "bench/pull-registry.sh: no free port" >&2; exit 1; }
-cat > "$dir/config.yml" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$port
-CONF
+start_registry bench/pull-registry.sh "$dir"
 # skopeo's image proxy takes no --tls-verify: the registry is declared insecure for it in
 # the registries.conf of a HOME of its own (skopeo 1.9 ignores $CONTAINERS_REGISTRIES_CONF).
 mkdir -p "$dir/home/.config/containers"
 printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port" \
   > "$dir/home/.config/containers/registries.conf"
-docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$port/v2/" > /dev/null && break
-  sleep 0.05
-done
 
 echo "generating a $size_mib MiB, $layers-layer $compress layout in $dir ..." >&2
 "$here/tests/oci/make-sample-layout.sh" "$dir/layout" --layers "$layers" --size-mib "$size_mib" \
