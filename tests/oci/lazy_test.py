@@ -7,7 +7,9 @@ fetched; with the background fetch throttled (--lazy-rate-limit), the last file 
 is read first and so is fetched on demand (the pull's "lazy" line counts it); `ls` and every
 file's content through the mount equal the image's files; the pull then tags the image with
 the image id of a normal (--no-partial) pull, fsck and oci fsck pass; a tampered content is
-refused on demand with EIO, the pull ends without tagging and the repository stays clean.
+refused on demand with EIO, the pull ends without tagging and the repository stays clean;
+unthrottled, every file reads correctly right after the mount appears (contents the
+background fetched are opened by their object names).
 Exit 77 (skip) when docker-registry, skopeo, zstd or FUSE is missing.
 """
 import argparse
@@ -148,6 +150,29 @@ def main():
         check("lazy" in images.stdout, "the lazy pull tagged its image")
         check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
               "fsck and oci fsck pass after the lazy pull")
+
+        # Unthrottled, the background fetches everything at once, so these reads open contents
+        # it fetched: each must be linked under its object name before it counts as fetched.
+        fast_repo = cfs.repo()
+        fast_mnt = tempfile.mkdtemp(dir=work)
+        fast = LazyPull(args.cfsctl, fast_repo, source, fast_mnt)
+        pulls.append(fast)
+        check(fast.wait_for("serving ", 60) is not None, "unthrottled: served")
+        unreadable = []
+        for name, content in expected.items():
+            try:
+                with open(os.path.join(fast_mnt, name), "rb") as f:
+                    if f.read() != content:
+                        unreadable.append(name)
+            except OSError as e:
+                unreadable.append(f"{name} ({e.strerror})")
+        check(not unreadable, f"unthrottled: every file reads as the image's ({unreadable[:3]})")
+        fast.wait_for("image ", 120)
+        check("wholly local" in (fast.wait_for("image ", 30) or ""),
+              "unthrottled: the pull ends with the image wholly local")
+        rc, _, err = fast.stop()
+        pulls.remove(fast)
+        check(rc == 0, f"unthrottled: exit 0 ({err.strip()[-200:]})")
 
         # A tampered content: EIO on demand, nothing tagged, the repository consistent.
         blob = ct.blob_path(reg, top["digest"])
