@@ -47,7 +47,7 @@ inline constexpr std::string_view kPendingRedirectDir = "pending-sha256";
 
 struct LazyStats {
   uint64_t pending = 0;           // contents not local when the provisional image was written
-  uint64_t on_demand = 0;         // ... fetched by resolve() before the background got there
+  uint64_t on_demand = 0;         // ... fetched by resolve() or begun by a read (open_pending)
   uint64_t background = 0;        // ... fetched by finish()
   uint64_t bytes_fetched = 0;     // compressed bytes of the TOCs and of those contents
   uint64_t chunks_on_demand = 0;  // chunks of large contents fetched for reads (ensure())
