@@ -228,11 +228,12 @@ def read_at(path, offset, length):
 
 
 def large_file(args, cfs, reg, work, pulls):
-    """A 32 MiB incompressible file, served chunk by chunk while the background crawls."""
+    """A 32 MiB incompressible file with a run of zeros (a "zeros" chunk), served chunk by
+    chunk while the background crawls."""
     host = f"127.0.0.1:{reg.port}"
     rnd = random.Random("large")
     size = 32 << 20
-    big = rnd.randbytes(size)
+    big = rnd.randbytes(8 << 20) + bytes(1 << 20) + rnd.randbytes(size - (9 << 20))
     name = "usr/lib/big.bin"
     layout = os.path.join(work, "big")
     rt.make_layout(layout, "v1", [[(name, big), ("etc/small", b"small\n")]], compress=False)
@@ -243,8 +244,10 @@ def large_file(args, cfs, reg, work, pulls):
     _, _, toc = ct.toc_of(ct.blob_path(reg, layer["digest"]), layer)
     entries = [e for e in toc["entries"] if e.get("name", "").lstrip("./") == name]
     chunks = [(e.get("chunkOffset", 0), e["offset"]) for e in entries]
-    check(len(chunks) >= 16 and all(e.get("chunkDigest") for e in entries),
-          f"containers/storage split the large file into {len(chunks)} chunks with digests")
+    zeros = sum(e.get("chunkType") == "zeros" for e in entries)
+    check(len(chunks) >= 16 and all(e.get("chunkDigest") for e in entries) and zeros >= 1,
+          f"containers/storage split the large file into {len(chunks)} chunks with digests, "
+          f"{zeros} of them zeros")
 
     fwd = rt.CountingForwarder(rt.free_port(), reg.port)
     source = f"docker://127.0.0.1:{fwd.sock.getsockname()[1]}/test/big:v1"
