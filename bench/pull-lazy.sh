@@ -8,18 +8,23 @@
 #   (c) `cfsctl oci pull --lazy --mount DIR` into a fresh repository: seconds from its start
 #       to the first `ls` of the mount, to the first read of a whole file (the last one in the
 #       layer, fetched on demand), and to the image being wholly local (pulled and tagged).
+# With --large-file-mib N the image is one incompressible file of N MiB instead (containers/
+# storage splits it into chunks of its own), and the first read is 4 KiB in its middle: with
+# --lazy that read fetches the chunks around it, not the file.
 # Root, or a user who may mount through FUSE.
 #
-#   bench/pull-lazy.sh [--size-mib 1024] [--build DIR] [--workdir DIR]
+#   bench/pull-lazy.sh [--size-mib 1024 | --large-file-mib 512] [--build DIR] [--workdir DIR]
 set -euo pipefail
 
 size_mib=1024
+large_file_mib=0
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
 build=$here/build
 workdir=${TMPDIR:-/var/tmp}
-parse_options bench/pull-lazy.sh "size-mib build workdir" "$@"
+parse_options bench/pull-lazy.sh "size-mib large-file-mib build workdir" "$@"
+[ "$large_file_mib" -eq 0 ] || size_mib=$large_file_mib
 require_cfsctl bench/pull-lazy.sh "$build"
 for tool in docker-registry skopeo fusermount3 bc; do
   command -v "$tool" > /dev/null || { echo "bench/pull-lazy.sh: $tool is not installed" >&2; exit 1; }
@@ -42,14 +47,17 @@ start_registry bench/pull-lazy.sh "$dir"
 
 echo "generating a $size_mib MiB zstd:chunked image in $dir ..." >&2
 # The tar ends right after its end-of-archive blocks (see docs/CHUNKED.md, Limits).
-python3 - "$dir" "$size_mib" "$here/tests/oci" <<'PY'
+python3 - "$dir" "$size_mib" "$here/tests/oci" "$large_file_mib" <<'PY'
 import random, sys, tarfile
 sys.path.insert(0, sys.argv[3])
 import registry_test as rt
 tarfile.RECORDSIZE = tarfile.BLOCKSIZE
-d, mib = sys.argv[1], int(sys.argv[2])
+d, mib, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
 rnd = random.Random("lazy-bench")
-files = [(f"usr/lib/f{i:05}", rnd.randbytes(256 << 10)) for i in range(mib * 4)]
+if large:
+    files = [("usr/lib/large", b"".join(rnd.randbytes(1 << 20) for _ in range(large)))]
+else:
+    files = [(f"usr/lib/f{i:05}", rnd.randbytes(256 << 10)) for i in range(mib * 4)]
 rt.make_layout(f"{d}/layout", "v1", [[("etc/os-release", b"ID=bench\n")], files], compress=False)
 PY
 image="docker://127.0.0.1:$port/bench/lazy:v1"
@@ -83,7 +91,13 @@ until grep -q '^serving ' "$dir/lazy.out"; do
 done
 ls "$dir/mnt/usr/lib" > /dev/null
 t_ls=$(elapsed "$t0" "$(now)")
-cat "$dir/mnt/usr/lib/$last" > /dev/null
+if [ "$large_file_mib" -eq 0 ]; then
+  cat "$dir/mnt/usr/lib/$last" > /dev/null
+  what_read="first read of a file (256 KiB)"
+else
+  dd if="$dir/mnt/usr/lib/large" of=/dev/null bs=4096 skip=$((large_file_mib * 128)) count=1 status=none
+  what_read="first 4 KiB read (middle of one $large_file_mib MiB file)"
+fi
 t_read=$(elapsed "$t0" "$(now)")
 until grep -q 'wholly local' "$dir/lazy.out"; do
   kill -0 "$lazy_pid" 2>/dev/null || { cat "$dir/lazy.err" >&2; exit 1; }
@@ -99,6 +113,6 @@ printf '%-58s %9s %8s\n' "what" "seconds" "ratio"
 printf '%-58s %9.2f %8s\n' "skopeo copy docker:// -> dir: (peer)" "$t_skopeo" "1.00"
 printf '%-58s %9.2f %8.2f\n' "cfsctl oci pull (not lazy)" "$t_full" "$(echo "$t_full / $t_skopeo" | bc -l)"
 printf '%-58s %9.2f %8.3f\n' "cfsctl oci pull --lazy: first ls of the mount" "$t_ls" "$(echo "$t_ls / $t_skopeo" | bc -l)"
-printf '%-58s %9.2f %8.3f\n' "cfsctl oci pull --lazy: first read of a file (256 KiB)" "$t_read" "$(echo "$t_read / $t_skopeo" | bc -l)"
+printf '%-58s %9.2f %8.3f\n' "cfsctl oci pull --lazy: $what_read" "$t_read" "$(echo "$t_read / $t_skopeo" | bc -l)"
 printf '%-58s %9.2f %8.2f\n' "cfsctl oci pull --lazy: wholly local and tagged" "$t_local" "$(echo "$t_local / $t_skopeo" | bc -l)"
 grep '^lazy ' "$dir/lazy.out"

@@ -345,7 +345,8 @@ int ImageFs::open(uint64_t ino, int flags, std::unique_ptr<FileHandle>& out) con
         return EIO;
       }
       try {
-        handle->object = objects_->open(*redirect, image_.metacopy_digest(inode), inode.size);
+        handle->object =
+            objects_->open(*redirect, image_.metacopy_digest(inode), inode.size, &handle->pending);
       } catch (const ObjectError& e) {
         if (log_) log_(e.what());
         return EIO;
@@ -372,6 +373,16 @@ int ImageFs::read_inline(const FileHandle& file, uint64_t offset, size_t size,
     return settled();
   } catch (const std::exception& e) {
     return image_error(numbers_.ino(file.inode.nid), e);
+  }
+}
+
+int ImageFs::ensure(const FileHandle& file, uint64_t offset, size_t size) const {
+  try {
+    file.pending->ensure(offset, size);
+    return 0;
+  } catch (const std::exception& e) {
+    if (log_) log_(e.what());
+    return EIO;
   }
 }
 

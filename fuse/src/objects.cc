@@ -55,7 +55,7 @@ bool ObjectStore::exists(std::string_view object_path) const {
 }
 
 UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest>& metacopy,
-                           uint64_t size) const {
+                           uint64_t size, std::shared_ptr<PendingFile>* pending) const {
   // Only "/" + the object path of a digest is accepted: anything else could name a file the
   // image author does not vouch for by content. A lazy pull's provisional image also has
   // pending contents, which its resolver turns into objects first.
@@ -66,11 +66,28 @@ UniqueFd ObjectStore::open(std::string_view redirect, const std::optional<Digest
     if (metacopy)
       throw ObjectError(name_ + ": pending redirect '" + escape_for_log(redirect) +
                         "' with a metacopy digest");
+    PendingAnswer answer;
     try {
-      named = pending_resolver_(redirect.substr(kPendingRedirectPrefix.size()));
+      answer = pending_resolver_(redirect.substr(kPendingRedirectPrefix.size()));
     } catch (const std::exception& e) {
       throw ObjectError(e.what());
     }
+    if (answer.file) {
+      const std::string what = name_ + ": pending content " + escape_for_log(redirect);
+      if (!pending) throw ObjectError(what + ": not local yet");
+      struct stat st;
+      if (::fstat(answer.file->fd(), &st) != 0)
+        throw ObjectError(what + ": fstat: " + errno_text(errno));
+      if (static_cast<uint64_t>(st.st_size) != size)
+        throw ObjectError(what + ": " + std::to_string(st.st_size) + " bytes, the image says " +
+                          std::to_string(size));
+      *pending = std::move(answer.file);
+      return {};
+    }
+    if (!answer.object)
+      throw ObjectError(name_ + ": pending redirect '" + escape_for_log(redirect) +
+                        "': the resolver gave nothing");
+    named = answer.object;
     resolved_path = named->object_path();
     path = resolved_path;
   } else {

@@ -251,11 +251,18 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_in
     return;
   }
   size = static_cast<size_t>(std::min<uint64_t>(size, file_size - off));
-  if (file.object) {
+  if (file.pending) {
+    // A lazy pull's content not local yet: its chunks are fetched and verified first.
+    if (int err = session_of(req).fs.ensure(file, off, size); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  if (file.object || file.pending) {
     // libfuse preads the object into its buffer, or splices it when --splice asked for that.
     fuse_bufvec data = FUSE_BUFVEC_INIT(size);
     data.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    data.buf[0].fd = file.object.get();
+    data.buf[0].fd = file.object ? file.object.get() : file.pending->fd();
     data.buf[0].pos = offset;
     fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
     return;

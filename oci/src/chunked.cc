@@ -82,11 +82,15 @@ class ZstdDecoder final : public FrameDecoder {
     ZSTD_inBuffer ib{in.data(), in.size(), 0};
     for (;;) {
       ZSTD_outBuffer ob{buf_.data(), buf_.size(), 0};
+      const size_t consumed = ib.pos;
       size_t r = ZSTD_decompressStream(d_.get(), &ob, &ib);
       if (ZSTD_isError(r))
         throw Error(what_ + ": does not decompress: " + ZSTD_getErrorName(r) +
                     " (corrupt or tampered)");
-      if (ob.pos > 0 || ib.pos > 0) complete_ = r == 0;
+      // Only a call that made progress says where the stream is: after a frame whose output
+      // filled the buffer exactly, one more call (to see whether output is left) reads
+      // nothing and answers for a next frame.
+      if (ob.pos > 0 || ib.pos > consumed) complete_ = r == 0;
       if (ob.pos > 0) out(std::span(buf_).first(ob.pos));
       if (ib.pos == ib.size && ob.pos < ob.size) break;
     }

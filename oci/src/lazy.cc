@@ -5,7 +5,12 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <ctime>
 #include <future>
 #include <map>
@@ -40,12 +45,71 @@ struct Decoding {
   std::vector<std::byte> buffer = std::vector<std::byte>(256 << 10);
 };
 
+// A piece of a pending content with frames of its own: zstd:chunked writes one zstd frame per
+// chunk ("reg" entry, then "chunk" entries); a content without chunk entries is one chunk.
+struct PendingChunk {
+  uint64_t offset = 0, size = 0;  // uncompressed, in the file
+  uint64_t begin = 0, end = 0;    // compressed range in the layer blob
+  std::string digest;             // "sha256:<hex>" chunkDigest, empty if the TOC gives none
+};
+
 struct PendingContent {
   size_t layer = 0;
-  uint64_t begin = 0, end = 0;  // compressed range in the layer blob
-  uint64_t size = 0;            // uncompressed bytes
-  std::string name;             // the first path the TOC gives it, for messages
+  uint64_t size = 0;  // uncompressed bytes
+  std::string name;   // the first path the TOC gives it, for messages
+  std::vector<PendingChunk> chunks;
+  uint64_t begin() const { return chunks.front().begin; }
+  uint64_t end() const { return chunks.back().end; }
 };
+
+// Contents at most this large are fetched whole on first open (one GET either way).
+constexpr uint64_t kWholeFileMax = 1 << 20;
+// An on-demand read fetches at least this much of the content from its offset (the kernel
+// reads ahead in 128 KiB requests; one GET per chunk would be slow).
+constexpr uint64_t kReadAhead = 512 << 10;
+// Compressed bytes one unthrottled ensure() round claims, so reads elsewhere in the same file
+// do not wait for the background's whole fetch.
+constexpr uint64_t kRoundMax = 8 << 20;
+
+// Whether a content is served chunk by chunk (open_pending) rather than whole.
+bool by_chunks(const PendingContent& p) {
+  if (p.size <= kWholeFileMax || p.chunks.size() < 2) return false;
+  for (const PendingChunk& c : p.chunks)
+    if (c.digest.empty()) return false;
+  return true;
+}
+
+// Completes a content's chunk list from its TOC entries (the "reg" entry's chunk first):
+// chunk entries of containers/storage give no endOffset (a chunk's frames end where the
+// next chunk's start, the last one's at the "reg" entry's endOffset), and chunkSize may be
+// absent for the last one. Throws naming what unless the chunks tile the content in order.
+void finish_chunks(PendingContent& p, uint64_t reg_end, uint64_t data_end,
+                   const std::string& what) {
+  auto& c = p.chunks;
+  for (size_t i = 0; i < c.size(); ++i) {
+    bool last = i + 1 == c.size();
+    if (c[i].end == 0) c[i].end = last ? reg_end : c[i + 1].begin;
+    if (c[i].size == 0) {
+      uint64_t next = last ? p.size : c[i + 1].offset;
+      if (next <= c[i].offset)
+        throw Error(what + ": chunk " + std::to_string(i) + " at " + std::to_string(c[i].offset) +
+                    " is empty or out of order");
+      c[i].size = next - c[i].offset;
+    }
+    uint64_t expect = i == 0 ? 0 : c[i - 1].offset + c[i - 1].size;
+    uint64_t min_begin = i == 0 ? 0 : c[i - 1].end;
+    if (c[i].offset != expect || c[i].size > p.size - c[i].offset || c[i].begin < min_begin ||
+        c[i].end <= c[i].begin || c[i].end > data_end)
+      throw Error(what + ": chunk " + std::to_string(i) + " (bytes " + std::to_string(c[i].offset) +
+                  "+" + std::to_string(c[i].size) + ", frames " + std::to_string(c[i].begin) + "-" +
+                  std::to_string(c[i].end) +
+                  ") does not follow the previous one inside the tar's " +
+                  std::to_string(data_end) + " bytes and the file's " + std::to_string(p.size));
+  }
+  if (c.back().offset + c.back().size != p.size)
+    throw Error(what + ": the chunks cover " + std::to_string(c.back().offset + c.back().size) +
+                " bytes of " + std::to_string(p.size));
+}
 
 // RFC 3339 as Go writes it ("2006-01-02T15:04:05.999999999Z07:00") -> seconds, nanoseconds.
 std::pair<int64_t, uint32_t> parse_rfc3339(std::string_view s, const std::string& what) {
@@ -182,7 +246,263 @@ struct LazyPull::State {
   // request; returns the index after the last content looked at. max_bytes bounds the compressed
   // bytes of one request (0: no bound; at least one content).
   size_t fetch_batch(size_t first, uint64_t max_bytes, store::Repository& repo, Decoding& decoder);
+
+  // Contents served chunk by chunk (by_chunks) that are begun and not yet objects.
+  struct Partial;
+  std::unordered_map<std::string, std::shared_ptr<Partial>> partials;
+  std::condition_variable chunk_cv;  // a chunk or a partial content changed state
+
+  std::string describe(const std::string& hex) const;
+  // hex's Partial, begun now if need be (its temporary file created). mutex held.
+  std::shared_ptr<Partial> partial_of(const std::string& hex, bool on_demand);
+  // Makes the chunks covering [offset, offset + length) of p present. A read (for_read) also
+  // fetches up to kReadAhead from offset when it fetches at all; otherwise the range must be
+  // the whole content and p ends as an object. round_max bounds the compressed bytes one
+  // request claims; paced is told the bytes of each round (and may sleep or throw).
+  void ensure(Partial& p, uint64_t offset, uint64_t length, bool for_read, uint64_t round_max,
+              const std::function<void(uint64_t)>& paced);
+  // Fetches, checks and writes the chunks given (ascending indexes, marked fetching); on a
+  // failure the rest go back to missing and error/failed say what and where.
+  void fetch_chunks(Partial& p, const std::vector<size_t>& chunks, bool for_read,
+                    std::exception_ptr& error, size_t& failed);
+  void write_chunk(Partial& p, size_t index, BlobReader& reader, Decoding& decoder);
+  // All chunks present: checks the whole content against the TOC, writes its object, syncs.
+  void complete(Partial& p);
 };
+
+struct LazyPull::State::Partial : PendingChunks {
+  enum : uint8_t { kMissing, kFetching, kPresent };
+  State* state = nullptr;
+  std::string hex;
+  const PendingContent* content = nullptr;
+  UniqueFd file;
+  // Guarded by State::mutex:
+  std::vector<uint8_t> chunk_state;
+  size_t present = 0;
+  bool completing = false, completed = false;
+  bool on_demand = false;  // begun by a read (counted as fetched on demand)
+
+  int fd() const noexcept override { return file.get(); }
+  void ensure(uint64_t offset, uint64_t length) override {
+    state->ensure(*this, offset, length, true, kRoundMax, nullptr);
+  }
+};
+
+std::string LazyPull::State::describe(const std::string& hex) const {
+  const PendingContent& p = pending.at(hex);
+  return source->name() + ": layer " + image.layers[p.layer].digest + ": " +
+         escape_for_log(p.name) + " (content sha256:" + hex + ")";
+}
+
+std::shared_ptr<LazyPull::State::Partial> LazyPull::State::partial_of(const std::string& hex,
+                                                                      bool on_demand) {
+  std::shared_ptr<Partial>& p = partials[hex];
+  if (p) return p;
+  auto fresh = std::make_shared<Partial>();
+  fresh->state = this;
+  fresh->hex = hex;
+  fresh->content = &pending.at(hex);
+  fresh->chunk_state.assign(fresh->content->chunks.size(), Partial::kMissing);
+  fresh->on_demand = on_demand;
+  // Beside the objects (where ObjectWriter keeps its temporary files), else in memory.
+  const std::string what = describe(hex) + ": temporary file";
+  int fd = ::open((repo_path + "/objects").c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+    fd = ::memfd_create("cfs-lazy-chunks", MFD_CLOEXEC);
+  if (fd < 0) {
+    partials.erase(hex);
+    throw_errno(what);
+  }
+  fresh->file = UniqueFd(fd);
+  if (::ftruncate(fd, static_cast<off_t>(fresh->content->size)) != 0) {
+    partials.erase(hex);
+    throw_errno(what + ": ftruncate");
+  }
+  p = std::move(fresh);
+  return p;
+}
+
+void LazyPull::State::ensure(Partial& p, uint64_t offset, uint64_t length, bool for_read,
+                             uint64_t round_max, const std::function<void(uint64_t)>& paced) {
+  const std::vector<PendingChunk>& ch = p.content->chunks;
+  const uint64_t size = p.content->size;
+  if (offset >= size || length == 0) return;
+  const uint64_t last = offset + std::min(length, size - offset);
+  auto index_of = [&ch](uint64_t pos) {  // the chunk holding byte pos
+    auto it = std::upper_bound(ch.begin(), ch.end(), pos,
+                               [](uint64_t v, const PendingChunk& c) { return v < c.offset; });
+    return static_cast<size_t>(it - ch.begin()) - 1;
+  };
+  const size_t first = index_of(offset), need_end = index_of(last - 1) + 1;
+  size_t ahead_end = for_read
+                         ? std::max(need_end, index_of(std::min(size, offset + kReadAhead) - 1) + 1)
+                         : need_end;
+  std::unique_lock lock(mutex);
+  for (;;) {
+    if (p.completed) return;
+    std::vector<size_t> mine;
+    bool wait = false;
+    uint64_t bytes = 0;
+    auto take = [&](size_t i) {
+      if (round_max && !mine.empty() && bytes + (ch[i].end - ch[i].begin) > round_max) return false;
+      p.chunk_state[i] = Partial::kFetching;
+      mine.push_back(i);
+      bytes += ch[i].end - ch[i].begin;
+      return true;
+    };
+    for (size_t i = first; i < need_end; ++i) {
+      if (p.chunk_state[i] == Partial::kFetching) wait = true;
+      if (p.chunk_state[i] == Partial::kMissing && !take(i)) break;
+    }
+    // Read ahead only when this read fetches anyway, and only chunks nobody has.
+    if (!mine.empty() && mine.back() + 1 == need_end)
+      for (size_t i = need_end; i < ahead_end && p.chunk_state[i] == Partial::kMissing; ++i)
+        if (!take(i)) break;
+    if (mine.empty()) {
+      if (!wait) break;
+      chunk_cv.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    std::exception_ptr error;
+    size_t failed = 0;
+    fetch_chunks(p, mine, for_read, error, failed);
+    if (paced) paced(bytes);
+    lock.lock();
+    if (error) {
+      if (failed < need_end) std::rethrow_exception(error);
+      ahead_end = need_end;  // a chunk read ahead failed: this read does not need it
+    }
+  }
+  // The range is present. The content becomes an object once every chunk is: by whoever
+  // sees that first (a failed completion is retried by the next one).
+  for (;;) {
+    if (p.completed || p.present != ch.size()) return;
+    if (!p.completing) break;
+    if (for_read) return;
+    chunk_cv.wait(lock);
+  }
+  p.completing = true;
+  lock.unlock();
+  try {
+    complete(p);
+  } catch (...) {
+    lock.lock();
+    p.completing = false;
+    chunk_cv.notify_all();
+    throw;
+  }
+  lock.lock();
+  p.completing = false;
+  p.completed = true;
+  chunk_cv.notify_all();
+}
+
+void LazyPull::State::fetch_chunks(Partial& p, const std::vector<size_t>& chunks, bool for_read,
+                                   std::exception_ptr& error, size_t& failed) {
+  const std::vector<PendingChunk>& ch = p.content->chunks;
+  // Runs of chunks whose frames are adjacent in the blob, [first, last) in chunks: one range.
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t k = 0; k < chunks.size();) {
+    size_t j = k + 1;
+    while (j < chunks.size() && chunks[j] == chunks[j - 1] + 1 &&
+           ch[chunks[j]].begin == ch[chunks[j - 1]].end)
+      ++j;
+    runs.emplace_back(k, j);
+    k = j;
+  }
+  size_t next = 0;  // in chunks: the first not present yet
+  try {
+    Decoding decoder;
+    for (size_t r = 0; r < runs.size(); r += kRangesPerRequest) {
+      const size_t r_end = std::min(runs.size(), r + kRangesPerRequest);
+      std::vector<std::pair<uint64_t, uint64_t>> ranges;
+      for (size_t q = r; q < r_end; ++q) {
+        uint64_t b = ch[chunks[runs[q].first]].begin, e = ch[chunks[runs[q].second - 1]].end;
+        ranges.emplace_back(b, e - b);
+      }
+      RangeBatch readers(*source, image.layers[p.content->layer], std::move(ranges),
+                         source->name());
+      for (size_t q = r; q < r_end; ++q) {
+        BlobReader& reader = readers.at(q - r);
+        for (size_t k = runs[q].first; k < runs[q].second; ++k) {
+          write_chunk(p, chunks[k], reader, decoder);
+          std::lock_guard lock(mutex);
+          p.chunk_state[chunks[k]] = Partial::kPresent;
+          ++p.present;
+          if (for_read) ++stats.chunks_on_demand;
+          next = k + 1;
+          chunk_cv.notify_all();
+        }
+      }
+    }
+  } catch (...) {
+    error = std::current_exception();
+    failed = chunks[next];
+    std::lock_guard lock(mutex);
+    for (size_t k = next; k < chunks.size(); ++k) p.chunk_state[chunks[k]] = Partial::kMissing;
+    chunk_cv.notify_all();
+  }
+}
+
+void LazyPull::State::write_chunk(Partial& p, size_t index, BlobReader& reader, Decoding& decoder) {
+  const PendingChunk& c = p.content->chunks[index];
+  const std::string what = describe(p.hex) + ": chunk " + std::to_string(index) + " (bytes " +
+                           std::to_string(c.offset) + "+" + std::to_string(c.size) + ")";
+  Sha256 h;
+  uint64_t n = 0;
+  decode_range(
+      *decoder.decoder, reader, c.end - c.begin, what, decoder.buffer,
+      [&](std::span<const std::byte> raw) {
+        std::lock_guard lock(mutex);
+        stats.bytes_fetched += raw.size();
+      },
+      [&](std::span<const std::byte> data) {
+        if (data.size() > c.size - n)
+          throw Error(what + ": more than the TOC's chunkSize (corrupt or tampered)");
+        for (size_t done_bytes = 0; done_bytes < data.size();) {
+          ssize_t w = ::pwrite(p.file.get(), data.data() + done_bytes, data.size() - done_bytes,
+                               static_cast<off_t>(c.offset + n + done_bytes));
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) throw_errno(what + ": writing the temporary file");
+          done_bytes += static_cast<size_t>(w);
+        }
+        h.update(data);
+        n += data.size();
+      },
+      nullptr);
+  if (n != c.size)
+    throw Error(what + ": " + std::to_string(n) + " bytes, the TOC says " + std::to_string(c.size) +
+                " (corrupt or tampered)");
+  if (std::string actual = h.finish(); actual != c.digest)
+    throw Error(what + ": hashes to " + actual + ", the TOC's chunkDigest is " + c.digest +
+                " (corrupt or tampered)");
+}
+
+void LazyPull::State::complete(Partial& p) {
+  const PendingContent& c = *p.content;
+  const std::string what = describe(p.hex);
+  store::Repository repo = store::Repository::open(repo_path);
+  store::ObjectWriter object = repo.write_object();
+  ContentCheck check(
+      c.size, "sha256:" + p.hex, [&object](std::span<const std::byte> data) { object.write(data); },
+      what);
+  std::vector<std::byte> buffer(1 << 20);
+  for (uint64_t pos = 0; pos < c.size;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), c.size - pos));
+    pread_exact(p.file.get(), std::span(buffer).first(n), pos, what + ": temporary file");
+    check.add(std::span(buffer).first(n));
+    pos += n;
+  }
+  check.finish();
+  Digest id = object.commit();
+  repo.sync();  // linked under its name before anyone is told it is there
+  std::lock_guard lock(mutex);
+  done.emplace(p.hex, id);
+  unrecorded.emplace_back("sha256:" + p.hex, id);
+  ++(p.on_demand ? stats.on_demand : stats.background);
+  partials.erase(p.hex);  // open handles keep their temporary file
+}
 
 Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader,
                                       store::Repository& repo, Decoding& decoder) {
@@ -194,7 +514,7 @@ Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader
       p.size, "sha256:" + hex, [&object](std::span<const std::byte> data) { object.write(data); },
       what);
   decode_range(
-      *decoder.decoder, reader, p.end - p.begin, what, decoder.buffer,
+      *decoder.decoder, reader, p.end() - p.begin(), what, decoder.buffer,
       [&](std::span<const std::byte> raw) {
         std::lock_guard lock(mutex);
         stats.bytes_fetched += raw.size();
@@ -256,12 +576,23 @@ void LazyPull::State::fail(const std::vector<std::string>& hexes,
 }
 
 Digest LazyPull::State::resolve(const std::string& hex) {
+  if (auto it = pending.find(hex); it != pending.end() && by_chunks(it->second)) {
+    std::shared_ptr<Partial> p;
+    {
+      std::lock_guard lock(mutex);
+      if (auto d = done.find(hex); d != done.end()) return d->second;
+      p = partial_of(hex, true);
+    }
+    ensure(*p, 0, it->second.size, false, kRoundMax, nullptr);
+    std::lock_guard lock(mutex);
+    return done.at(hex);
+  }
   std::vector<std::promise<Digest>> promises(1);
   std::shared_future<Digest> other;
   if (!claim(hex, promises[0], other)) return other.get();
   try {
     const PendingContent& p = pending.at(hex);
-    auto reader = source->open_blob_range(image.layers[p.layer], p.begin, p.end - p.begin);
+    auto reader = source->open_blob_range(image.layers[p.layer], p.begin(), p.end() - p.begin());
     if (!reader) throw Error(source->name() + ": the source does not serve byte ranges");
     store::Repository repo = store::Repository::open(repo_path);
     Decoding decoder;
@@ -286,21 +617,22 @@ size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Rep
   uint64_t bytes = 0;
   for (; k < order.size() && claimed.size() < kRangesPerRequest; ++k) {
     const PendingContent& p = pending.at(order[k]);
-    if (p.layer != layer || (max_bytes && bytes > 0 && bytes + (p.end - p.begin) > max_bytes))
+    if (p.layer != layer || by_chunks(p) ||
+        (max_bytes && bytes > 0 && bytes + (p.end() - p.begin()) > max_bytes))
       break;
     std::promise<Digest> promise;
     std::shared_future<Digest> other;
     if (!claim(order[k], promise, other)) continue;
     claimed.push_back(order[k]);
     promises.push_back(std::move(promise));
-    bytes += p.end - p.begin;
+    bytes += p.end() - p.begin();
   }
   if (claimed.empty()) return k;
   try {
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     for (const std::string& hex : claimed) {
       const PendingContent& p = pending.at(hex);
-      ranges.emplace_back(p.begin, p.end - p.begin);
+      ranges.emplace_back(p.begin(), p.end() - p.begin());
     }
     RangeBatch readers(*source, image.layers[layer], std::move(ranges), source->name());
     std::vector<std::pair<std::string, Digest>> fetched;
@@ -352,11 +684,41 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
     json doc = fetch_zstd_chunked_toc(*s->source, layer, *toc, what,
                                       [&](uint64_t n) { s->stats.bytes_fetched += n; });
     const uint64_t data_end = toc->offset - 8;
+    // The content whose chunk entries follow (a new pending one), and its frames' end.
+    PendingContent* open_content = nullptr;
+    uint64_t open_end = 0;
+    std::string open_what;
+    auto close_content = [&] {
+      if (open_content) finish_chunks(*open_content, open_end, data_end, open_what);
+      open_content = nullptr;
+    };
+    auto chunk_of = [&](const json& e, const std::string& ew) {
+      std::string type = json_string(e, "chunkType", "", ew);
+      if (!type.empty() && type != "data" && type != "zeros")
+        throw Error(ew + ": chunkType '" + escape_for_log(type) +
+                    "' is not supported by --lazy (pull without --lazy)");
+      PendingChunk c{toc_uint(e, "chunkOffset", ew), toc_uint(e, "chunkSize", ew),
+                     toc_uint(e, "offset", ew), 0, json_string(e, "chunkDigest", "", ew)};
+      if (!c.digest.empty()) {
+        validate_oci_digest(c.digest, ew + ": chunkDigest");
+        if (!c.digest.starts_with("sha256:"))
+          throw Error(ew + ": chunkDigest " + c.digest + " is not a sha256 digest");
+      }
+      return c;
+    };
     size_t index = 0;
     for (const json& e : doc["entries"]) {
       std::string ew = what + ": zstd:chunked TOC: entry " + std::to_string(index++);
       if (!e.is_object()) throw Error(ew + ": not an object");
-      if (json_string(e, "type", "", ew) == "chunk") continue;
+      if (json_string(e, "type", "", ew) == "chunk") {
+        if (open_content) {
+          PendingChunk c = chunk_of(e, ew);
+          c.end = toc_uint(e, "endOffset", ew);
+          open_content->chunks.push_back(std::move(c));
+        }
+        continue;
+      }
+      close_content();
       TarEntry t = toc_entry(e, ew);
       if (t.type == TarEntryType::regular && t.size > 0) {
         std::string digest = json_string(e, "digest", "", ew);
@@ -369,18 +731,25 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
         if (local) {
           t.object = *local;
         } else {
-          PendingContent p{i, toc_uint(e, "offset", ew), toc_uint(e, "endOffset", ew), t.size,
-                           t.path};
-          if (p.end <= p.begin || p.end > data_end)
-            throw Error(ew + ": content frames at " + std::to_string(p.begin) + "-" +
-                        std::to_string(p.end) + " are outside the tar's " +
-                        std::to_string(data_end) + " bytes");
-          if (s->pending.emplace(hex, p).second) s->order.push_back(hex);
+          PendingContent p{i, t.size, t.path, {chunk_of(e, ew)}};
+          p.chunks[0].offset = 0;  // the "reg" entry's chunk starts the file
+          uint64_t end = toc_uint(e, "endOffset", ew);
+          if (end <= p.begin() || end > data_end)
+            throw Error(ew + ": content frames at " + std::to_string(p.begin()) + "-" +
+                        std::to_string(end) + " are outside the tar's " + std::to_string(data_end) +
+                        " bytes");
+          if (auto [it, added] = s->pending.emplace(hex, std::move(p)); added) {
+            s->order.push_back(hex);
+            open_content = &it->second;
+            open_end = end;
+            open_what = ew + " ('" + escape_for_log(t.path) + "')";
+          }
           t.pending = std::string(kPendingRedirectDir) + "/" + hex;
         }
       }
       merger.apply(t, what);
     }
+    close_content();
   }
   merger.finish();
   s->stats.pending = s->pending.size();
@@ -413,6 +782,23 @@ Digest LazyPull::resolve(std::string_view sha256_hex) {
   return state_->resolve(std::string(sha256_hex));
 }
 
+PendingOpen LazyPull::open_pending(std::string_view sha256_hex) {
+  if (!is_sha256_hex(sha256_hex))
+    throw Error(source_name() + ": '" + escape_for_log(sha256_hex) +
+                "' is not a lowercase sha256 hex digest");
+  State& s = *state_;
+  std::string hex(sha256_hex);
+  {
+    std::lock_guard lock(s.mutex);
+    if (auto d = s.done.find(hex); d != s.done.end()) return {d->second, nullptr};
+    auto it = s.pending.find(hex);
+    if (it == s.pending.end())
+      throw Error(s.source->name() + ": sha256:" + hex + " is not a pending content of the image");
+    if (by_chunks(it->second)) return {std::nullopt, s.partial_of(hex, true)};
+  }
+  return {s.resolve(hex), nullptr};
+}
+
 LazyStats LazyPull::stats() const {
   std::lock_guard lock(state_->mutex);
   return state_->stats;
@@ -428,19 +814,10 @@ PullResult LazyPull::finish(std::optional<std::string> tag, uint64_t rate_limit,
   try {
     constexpr uint64_t kRecordEvery = 256u << 20;  // compressed bytes between syncs
     uint64_t recorded_at = 0;
-    for (size_t k = 0; k < s.order.size();) {
-      if (cancel && cancel->load()) throw Error("cancelled");
-      if (budget - recorded_at >= kRecordEvery) {
-        s.record_durable(repo);
-        recorded_at = budget;
-      }
-      // Throttled: requests of about a quarter of a second's worth each.
-      size_t next = s.fetch_batch(k, rate_limit / 4, repo, decoder);
-      for (; k < next; ++k) {
-        const PendingContent& p = s.pending.at(s.order[k]);
-        budget += p.end - p.begin;
-      }
-      if (!rate_limit) continue;
+    // Throttled: requests of about a quarter of a second's worth each.
+    auto pace = [&](uint64_t bytes) {
+      budget += bytes;
+      if (!rate_limit) return;
       auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(
                              static_cast<double>(budget) / static_cast<double>(rate_limit) * 1e9));
       while (std::chrono::steady_clock::now() < due) {
@@ -449,6 +826,34 @@ PullResult LazyPull::finish(std::optional<std::string> tag, uint64_t rate_limit,
         std::this_thread::sleep_for(
             std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(50)));
       }
+    };
+    const uint64_t round_max = rate_limit ? std::max<uint64_t>(rate_limit / 4, 1) : kRoundMax;
+    for (size_t k = 0; k < s.order.size();) {
+      if (cancel && cancel->load()) throw Error("cancelled");
+      if (budget - recorded_at >= kRecordEvery) {
+        s.record_durable(repo);
+        recorded_at = budget;
+      }
+      const PendingContent& first = s.pending.at(s.order[k]);
+      if (by_chunks(first)) {
+        // Chunk by chunk, so that reads of the same file interleave; chunks read on demand
+        // already are not fetched again.
+        std::shared_ptr<State::Partial> p;
+        {
+          std::lock_guard lock(s.mutex);
+          if (!s.done.contains(s.order[k])) p = s.partial_of(s.order[k], false);
+        }
+        if (p) s.ensure(*p, 0, first.size, false, round_max, pace);
+        ++k;
+        continue;
+      }
+      size_t next = s.fetch_batch(k, rate_limit / 4, repo, decoder);
+      uint64_t bytes = 0;
+      for (; k < next; ++k) {
+        const PendingContent& p = s.pending.at(s.order[k]);
+        bytes += p.end() - p.begin();
+      }
+      pace(bytes);
     }
   } catch (...) {
     // What was fetched stays, indexed, for a later pull to reuse (or gc to remove).

@@ -2,6 +2,7 @@
 // missing, tampered, resized or planted objects, and corrupt metadata. Each must end in EIO
 // or a refusal to mount, never in data from outside or a crash.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -353,7 +354,7 @@ TEST(FuseHostile, PendingRedirectsNeedAResolverAndAreVerifiedLikeObjects) {
   store.set_pending_resolver([&](std::string_view h) {
     asked.emplace_back(h);
     if (h != hex) throw Error("usr/lib/x: content hashes to something else (corrupt or tampered)");
-    return answer;
+    return fuse::PendingAnswer{answer, nullptr};
   });
   EXPECT_TRUE(store.open(pending, std::nullopt, content.size()));
   EXPECT_EQ(asked, std::vector<std::string>{hex});
@@ -371,6 +372,66 @@ TEST(FuseHostile, PendingRedirectsNeedAResolverAndAreVerifiedLikeObjects) {
   EXPECT_THROW(store.open(pending, std::nullopt, content.size()), fuse::ObjectError);
   // A metacopy digest never comes with a pending redirect.
   EXPECT_THROW(store.open(pending, d, content.size()), fuse::ObjectError);
+}
+
+// A pending content served before it is local (a lazy pull's large file, fetched chunk by
+// chunk): the open gets the resolver's file instead of an object, its size checked; every read
+// asks it for the range first, and a failure is EIO with one log line naming the file.
+TEST(FuseHostile, PendingFilesAreReadOnlyThroughEnsure) {
+  struct Chunks : fuse::PendingFile {
+    UniqueFd file;
+    std::vector<std::pair<uint64_t, uint64_t>> asked;
+    int fd() const noexcept override { return file.get(); }
+    void ensure(uint64_t offset, uint64_t length) override {
+      asked.emplace_back(offset, length);
+      if (offset >= 8192) throw Error("usr/lib/big: chunk 2 hashes to x (corrupt or tampered)");
+      std::string data(length, 'c');
+      ASSERT_EQ(::pwrite(file.get(), data.data(), data.size(), static_cast<off_t>(offset)),
+                static_cast<ssize_t>(length));
+    }
+  };
+  const std::string hex(64, 'c');
+  std::string dump = "/ 0 40755 2 0 0 0 0.0 - - -\n/big 12288 100644 1 0 0 0 0.0 " +
+                     std::string(fuse::kPendingRedirectPrefix.substr(1)) + hex + " - -\n";
+  erofs::ReaderOptions options;
+  options.object_redirects_only = false;
+  erofs::Image image = erofs::Image::from_bytes(
+      erofs::image_to_string(erofs::parse_dumpfile(dump, "t.dump")), "t.cfs", options);
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "objects").c_str(), 0755), 0);
+  auto chunks = std::make_shared<Chunks>();
+  chunks->file = UniqueFd(::memfd_create("chunks", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(chunks->file.get(), 12288), 0);
+  auto store = std::make_unique<fuse::ObjectStore>(open_file(dir / "objects", O_PATH | O_DIRECTORY),
+                                                   dir / "objects", fuse::VerityPolicy::userspace);
+  store->set_pending_resolver([&](std::string_view h) {
+    if (h != hex) throw Error("not pending");
+    return fuse::PendingAnswer{std::nullopt, chunks};
+  });
+  // Without a place for the file, such an answer is refused; with a wrong size, too.
+  EXPECT_THROW(store->open(std::string(fuse::kPendingRedirectPrefix) + hex, std::nullopt, 12288),
+               fuse::ObjectError);
+  std::shared_ptr<fuse::PendingFile> got;
+  EXPECT_THROW(
+      store->open(std::string(fuse::kPendingRedirectPrefix) + hex, std::nullopt, 4096, &got),
+      fuse::ObjectError);
+  EXPECT_FALSE(got);
+
+  std::vector<std::string> logged;
+  fuse::ImageFs fs(std::move(image), std::move(store),
+                   [&](const std::string& line) { logged.push_back(line); });
+  struct stat st;
+  ASSERT_EQ(fs.lookup(fuse::kRootIno, "big", st), 0);
+  std::unique_ptr<fuse::FileHandle> file;
+  ASSERT_EQ(fs.open(st.st_ino, O_RDONLY, file), 0);
+  EXPECT_FALSE(file->object);
+  ASSERT_EQ(file->pending, chunks);
+  EXPECT_EQ(fs.ensure(*file, 4096, 4096), 0);
+  EXPECT_EQ(chunks->asked, (std::vector<std::pair<uint64_t, uint64_t>>{{4096, 4096}}));
+  EXPECT_TRUE(logged.empty());
+  EXPECT_EQ(fs.ensure(*file, 8192, 4096), EIO);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_NE(logged[0].find("usr/lib/big"), std::string::npos) << logged[0];
 }
 
 // A directory's overlay marker xattrs are the user's unless the directory holds a whiteout;

@@ -9,7 +9,10 @@ file's content through the mount equal the image's files; the pull then tags the
 the image id of a normal (--no-partial) pull, fsck and oci fsck pass; a tampered content is
 refused on demand with EIO, the pull ends without tagging and the repository stays clean;
 unthrottled, every file reads correctly right after the mount appears (contents the
-background fetched are opened by their object names).
+background fetched are opened by their object names). A large file (which containers/storage
+splits into many chunks) is served chunk by chunk: a 4 KiB read in its middle fetches a small
+part of it (bytes counted by a forwarder in front of the registry), a tampered chunk gives EIO
+for a read in it while reads elsewhere in the file succeed.
 Exit 77 (skip) when docker-registry, skopeo, zstd or FUSE is missing.
 """
 import argparse
@@ -208,11 +211,107 @@ def main():
                   "tampered: fsck and oci fsck pass")
         finally:
             ct.flip(blob, where)
+        large_file(args, cfs, reg, work, pulls)
     finally:
         for p in pulls:
             print(p.stop()[2], file=sys.stderr)
         reg.kill()
     return rt.result(work)
+
+
+def read_at(path, offset, length):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+def large_file(args, cfs, reg, work, pulls):
+    """A 32 MiB incompressible file with a run of zeros (a "zeros" chunk), served chunk by
+    chunk while the background crawls."""
+    host = f"127.0.0.1:{reg.port}"
+    rnd = random.Random("large")
+    size = 32 << 20
+    big = rnd.randbytes(8 << 20) + bytes(1 << 20) + rnd.randbytes(size - (9 << 20))
+    name = "usr/lib/big.bin"
+    layout = os.path.join(work, "big")
+    rt.make_layout(layout, "v1", [[(name, big), ("etc/small", b"small\n")]], compress=False)
+    rt.skopeo_push(f"oci:{layout}:v1", f"docker://{host}/test/big:v1", "--dest-compress-format",
+                   "zstd:chunked")
+    m = ct.manifest_of(host, "test/big:v1")
+    layer = m["layers"][-1]
+    _, _, toc = ct.toc_of(ct.blob_path(reg, layer["digest"]), layer)
+    entries = [e for e in toc["entries"] if e.get("name", "").lstrip("./") == name]
+    chunks = [(e.get("chunkOffset", 0), e["offset"]) for e in entries]
+    zeros = sum(e.get("chunkType") == "zeros" for e in entries)
+    check(len(chunks) >= 16 and all(e.get("chunkDigest") for e in entries) and zeros >= 1,
+          f"containers/storage split the large file into {len(chunks)} chunks with digests, "
+          f"{zeros} of them zeros")
+
+    fwd = rt.CountingForwarder(rt.free_port(), reg.port)
+    source = f"docker://127.0.0.1:{fwd.sock.getsockname()[1]}/test/big:v1"
+    try:
+        repo = cfs.repo()
+        mnt = tempfile.mkdtemp(dir=work)
+        lazy = LazyPull(args.cfsctl, repo, source, mnt, "--lazy-rate-limit", "65536")
+        pulls.append(lazy)
+        check(lazy.wait_for("serving ", 60) is not None, "large: served")
+        middle = size // 2 + 12345
+        data = read_at(os.path.join(mnt, name), middle, 4096)
+        fetched = fwd.bytes_received()
+        check(data == big[middle:middle + 4096] and fetched < size // 8,
+              f"large: a 4 KiB read in the middle is right after {fetched} bytes of "
+              f"{size} were fetched")
+        with open(os.path.join(mnt, name), "rb") as f:
+            check(f.read() == big, "large: the whole file reads as the image's")
+        check("wholly local" in (lazy.wait_for("image ", 120) or "") + (lazy.wait_for("image ", 30) or ""),
+              "large: the pull ends with the image wholly local")
+        rc, out, err = lazy.stop()
+        pulls.remove(lazy)
+        lazy_line = rt.field(out, "lazy") or ""
+        print("     lazy " + lazy_line)
+        reads = int(lazy_line.split(" chunks fetched for reads")[0].split()[-1]) if lazy_line else 0
+        check(rc == 0 and reads >= 16, f"large: exit 0, chunks fetched for reads ({err.strip()[-200:]})")
+        check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
+              "large: fsck and oci fsck pass")
+
+        # One chunk in the middle tampered: reads in it fail, reads elsewhere do not.
+        k = len(chunks) // 2
+        (bad_at, frame), (next_at, next_frame) = chunks[k], chunks[k + 1]
+        blob = ct.blob_path(reg, layer["digest"])
+        where = (frame + next_frame) // 2
+        ct.flip(blob, where)
+        try:
+            bad_repo = cfs.repo()
+            mnt2 = tempfile.mkdtemp(dir=work)
+            lazy = LazyPull(args.cfsctl, bad_repo, source, mnt2, "--lazy-rate-limit", "65536")
+            pulls.append(lazy)
+            check(lazy.wait_for("serving ", 60) is not None, "large tampered: served")
+            try:
+                read_at(os.path.join(mnt2, name), bad_at, 4096)
+                code = 0
+            except OSError as e:
+                code = e.errno
+            check(code == errno.EIO, f"large tampered: a read in chunk {k} gives EIO ({code})")
+            good = chunks[2][0]
+            check(read_at(os.path.join(mnt2, name), good, 4096) == big[good:good + 4096],
+                  "large tampered: a read in another chunk of the file succeeds")
+            rc, out, err = lazy.stop()
+            pulls.remove(lazy)
+            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
+            check(rc != 0 and "tampered" in err and name in err,
+                  "large tampered: the read's failure is logged naming the file")
+            images = cfs.run(bad_repo, "oci", "images")
+            check(images.returncode == 0 and "lazy" not in images.stdout,
+                  "large tampered: nothing tagged")
+            check(cfs.run(bad_repo, "fsck").returncode == 0
+                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
+                  "large tampered: fsck and oci fsck pass")
+        finally:
+            ct.flip(blob, where)
+    finally:
+        fwd.close()
 
 
 if __name__ == "__main__":

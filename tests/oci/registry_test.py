@@ -195,6 +195,7 @@ class CountingForwarder:
         self.sock.listen(64)
         self.lock = threading.Lock()
         self.sent = []  # the client's bytes, one bytearray per connection
+        self.received = 0  # bytes the registry sent back, all connections
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def accept_loop(self):
@@ -216,9 +217,11 @@ class CountingForwarder:
                 data = src.recv(65536)
                 if not data:
                     break
-                if record is not None:
-                    with self.lock:
+                with self.lock:
+                    if record is not None:
                         record.extend(data)
+                    else:
+                        self.received += len(data)
                 dst.sendall(data)
         except OSError:
             pass
@@ -234,6 +237,10 @@ class CountingForwarder:
         with self.lock:
             plain = [bytes(b) for b in self.sent if b.startswith(b"GET ")]
             return len(plain), sum(b.count(b"GET /v2/") for b in plain)
+
+    def bytes_received(self):
+        with self.lock:
+            return self.received
 
     def close(self):
         self.sock.close()

@@ -43,7 +43,22 @@ int run_lazy_pull(store::Repository& given, const LazyPullRequest& request) {
       open_dir_beneath(repo.dirfd(), "objects", repo.path() + "/objects", true),
       repo.path() + "/objects",
       repo.secure() ? fuse::VerityPolicy::kernel : fuse::VerityPolicy::userspace);
-  objects->set_pending_resolver([&lazy](std::string_view hex) { return lazy->resolve(hex); });
+  // A large content still being fetched is served chunk by chunk (each verified as it comes).
+  struct ChunkedFile : fuse::PendingFile {
+    std::shared_ptr<oci::PendingChunks> chunks;
+    int fd() const noexcept override { return chunks->fd(); }
+    void ensure(uint64_t offset, uint64_t length) override { chunks->ensure(offset, length); }
+  };
+  objects->set_pending_resolver([&lazy](std::string_view hex) {
+    oci::PendingOpen open = lazy->open_pending(hex);
+    fuse::PendingAnswer answer{open.object, nullptr};
+    if (open.chunks) {
+      auto file = std::make_shared<ChunkedFile>();
+      file->chunks = std::move(open.chunks);
+      answer.file = std::move(file);
+    }
+    return answer;
+  });
 
   std::mutex log_mutex;
   auto log = [&log_mutex](const std::string& line) {
@@ -69,7 +84,8 @@ int run_lazy_pull(store::Repository& given, const LazyPullRequest& request) {
       oci::LazyStats s = lazy->stats();
       std::string out = request.summary(r);
       out += "lazy " + std::to_string(s.pending) + " contents: " + std::to_string(s.on_demand) +
-             " fetched on demand, " + std::to_string(s.background) + " in the background\n";
+             " fetched on demand, " + std::to_string(s.background) + " in the background; " +
+             std::to_string(s.chunks_on_demand) + " chunks fetched for reads\n";
       out += "image " + r.image_id.hex() + " is wholly local; serving " + request.mountpoint +
              " until it is unmounted\n";
       std::fputs(out.c_str(), stdout);

@@ -72,7 +72,8 @@ using DirSink = std::function<bool(const DirItem&)>;
 // An open regular file: inline data comes from the image, external data from its object.
 struct FileHandle {
   erofs::InodeInfo inode;
-  UniqueFd object;  // external files only
+  UniqueFd object;                       // external files only
+  std::shared_ptr<PendingFile> pending;  // or, a lazy pull's content not local yet
 };
 
 class ImageFs {
@@ -116,6 +117,10 @@ class ImageFs {
   // Inline data: the pieces of [offset, offset + size) inside the image (no copy).
   int read_inline(const FileHandle& file, uint64_t offset, size_t size,
                   std::vector<std::span<const std::byte>>& pieces) const;
+
+  // A pending file: makes [offset, offset + size) valid in file.pending->fd(); EIO (and one
+  // log line naming the file) when its chunks cannot be fetched or verified.
+  int ensure(const FileHandle& file, uint64_t offset, size_t size) const;
 
   void statfs(struct statvfs& st) const;
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -40,9 +41,26 @@ class ObjectError : public cfs::Error {
 // so no object path can be mistaken for it. Accepted only by a store given a resolver.
 inline constexpr std::string_view kPendingRedirectPrefix = "/pending-sha256/";
 
-// Returns the object holding the content whose sha256 is the hex given (fetching and
-// verifying it first if need be); throws cfs::Error naming the file and the problem.
-using PendingResolver = std::function<Digest(std::string_view sha256_hex)>;
+// A pending content served before it is wholly local: a file of the content's size whose
+// bytes are valid (fetched and verified) in the ranges ensure() returned for.
+class PendingFile {
+ public:
+  virtual ~PendingFile() = default;
+  virtual int fd() const noexcept = 0;
+  // Throws cfs::Error naming the file and the problem.
+  virtual void ensure(uint64_t offset, uint64_t length) = 0;
+};
+
+// What a resolver gives for a pending content: the object holding it (fetched and verified
+// first if need be), or a PendingFile.
+struct PendingAnswer {
+  std::optional<Digest> object;
+  std::shared_ptr<PendingFile> file;
+};
+
+// Answers for the content whose sha256 is the hex given; throws cfs::Error naming the file
+// and the problem.
+using PendingResolver = std::function<PendingAnswer(std::string_view sha256_hex)>;
 
 class ObjectStore {
  public:
@@ -53,9 +71,11 @@ class ObjectStore {
 
   // Opens the object a trusted.overlay.redirect value names, checked against expected (the
   // metacopy digest, or else the digest the object's name spells) and against the size the
-  // image records. Throws ObjectError naming the object and the problem.
-  UniqueFd open(std::string_view redirect, const std::optional<Digest>& metacopy,
-                uint64_t size) const;
+  // image records. Throws ObjectError naming the object and the problem. A pending redirect
+  // the resolver answers with a PendingFile gives an empty fd and that file in *pending (its
+  // size checked too; refused when pending is null).
+  UniqueFd open(std::string_view redirect, const std::optional<Digest>& metacopy, uint64_t size,
+                std::shared_ptr<PendingFile>* pending = nullptr) const;
 
   // Whether DIR/object_path ("ab/cdef…") exists at all (a missing object, as opposed to one
   // that fails its checks). Throws ObjectError on errors other than ENOENT.
