@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <chrono>
 #include <ctime>
 #include <future>
@@ -23,6 +24,7 @@
 #include "cfs/output.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "internal.h"
 #include "tar_fields.h"
 #include "util.h"
@@ -33,18 +35,62 @@ namespace {
 
 using nlohmann::json;
 
-// Where a pending content's frames are.
-// A zstd decoder with its read buffer, one per fetching thread.
+// The decoders of one fetching thread, made as a layer of their format is reached, and their
+// read buffer.
 struct Decoding {
-  std::unique_ptr<FrameDecoder> decoder = make_zstd_decoder();
+  std::unique_ptr<FrameDecoder> zstd, gzip;
   std::vector<std::byte> buffer = std::vector<std::byte>(256 << 10);
+  FrameDecoder& decoder(TocFormat format) {
+    std::unique_ptr<FrameDecoder>& d = format == TocFormat::estargz ? gzip : zstd;
+    if (!d) d = format == TocFormat::estargz ? make_gzip_decoder() : make_zstd_decoder();
+    return *d;
+  }
+};
+
+// A piece of a pending content and where its compressed bytes are. A content's chunks follow
+// each other in the blob without gaps.
+struct PendingChunk {
+  uint64_t offset = 0, size = 0;  // uncompressed: where in the content, how many bytes
+  uint64_t begin = 0, end = 0;    // compressed range in the layer blob
+  std::string digest;             // "sha256:<hex>" chunkDigest, empty if the TOC gives none
 };
 
 struct PendingContent {
   size_t layer = 0;
-  uint64_t begin = 0, end = 0;  // compressed range in the layer blob
-  uint64_t size = 0;            // uncompressed bytes
-  std::string name;             // the first path the TOC gives it, for messages
+  uint64_t size = 0;  // uncompressed bytes
+  std::string name;   // the first path the TOC gives it, for messages
+  std::vector<PendingChunk> chunks;
+  uint64_t begin() const { return chunks.front().begin; }
+  uint64_t end() const { return chunks.back().end; }
+};
+
+// The tar entry of an eStargz layer's TOC member (stargz.index.json), which every pull keeps
+// as a file of the layer: its content (the TOC JSON, checked against the toc.digest
+// annotation) is written as an object, the entry goes to the merger.
+class TocEntryHandler final : public TarHandler {
+ public:
+  TocEntryHandler(store::Repository& repo, LayerMerger& merger, std::string what)
+      : repo_(&repo), merger_(&merger), what_(std::move(what)) {}
+  void external_begin(const TarEntry&) override { object_.emplace(repo_->write_object()); }
+  void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
+  void external_end() override {
+    digest_ = object_->commit();
+    object_.reset();
+  }
+  void entry(TarEntry& t) override {
+    if (t.external()) t.object = digest_;
+    merger_->apply(t, what_);
+    written_ = written_ || t.external();
+  }
+  bool written() const noexcept { return written_; }
+
+ private:
+  store::Repository* repo_;
+  LayerMerger* merger_;
+  std::string what_;
+  std::optional<store::ObjectWriter> object_;
+  std::optional<Digest> digest_;
+  bool written_ = false;
 };
 
 // RFC 3339 as Go writes it ("2006-01-02T15:04:05.999999999Z07:00") -> seconds, nanoseconds.
@@ -152,6 +198,7 @@ struct LazyPull::State {
   PullOptions options;
   std::unique_ptr<ImageSource> source;
   SourceLayers image;
+  std::vector<TocFormat> formats;  // per layer
   UniqueFd image_fd;
   std::unordered_map<std::string, PendingContent> pending;
   std::vector<std::string> order;  // pending contents in layer and TOC order
@@ -160,6 +207,9 @@ struct LazyPull::State {
   std::unordered_map<std::string, Digest> done;
   std::unordered_map<std::string, std::shared_future<Digest>> in_flight;
   std::vector<std::pair<std::string, Digest>> unrecorded;  // content sha256, object
+  // eStargz: the tails of the last chunks fetched, recorded with the content index entries
+  // so the final pull rebuilds those members instead of fetching them again.
+  std::vector<estargz_tails::Tail> tails;
   LazyStats stats;
 
   // Reads one pending content from reader (positioned at its frames) into a new object of
@@ -185,23 +235,78 @@ struct LazyPull::State {
 };
 
 Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader,
-                                      store::Repository& repo, Decoding& decoder) {
+                                      store::Repository& repo, Decoding& decoding) {
   const PendingContent& p = pending.at(hex);
+  const TocFormat format = formats[p.layer];
   std::string what = source->name() + ": layer " + image.layers[p.layer].digest + ": " +
                      escape_for_log(p.name) + " (content sha256:" + hex + ")";
   store::ObjectWriter object = repo.write_object();
   ContentCheck check(
       p.size, "sha256:" + hex, [&object](std::span<const std::byte> data) { object.write(data); },
       what);
-  decode_range(
-      *decoder.decoder, reader, p.end - p.begin, what, decoder.buffer,
-      [&](std::span<const std::byte> raw) {
-        std::lock_guard lock(mutex);
-        stats.bytes_fetched += raw.size();
-      },
-      [&check](std::span<const std::byte> data) { check.add(data); }, nullptr);
+  FrameDecoder& decoder = decoding.decoder(format);
+  std::vector<estargz_tails::Tail> new_tails;
+  for (size_t k = 0; k < p.chunks.size(); ++k) {
+    const PendingChunk& c = p.chunks[k];
+    std::string cw = c.digest.empty() ? what
+                                      : what + ": chunk " + std::to_string(c.offset) + "+" +
+                                            std::to_string(c.size) + " (" + c.digest + ")";
+    std::optional<ContentCheck> chunk_check;
+    if (!c.digest.empty())
+      chunk_check.emplace(
+          c.size, c.digest, [&check](std::span<const std::byte> data) { check.add(data); }, cw);
+    // eStargz: after a chunk its member may hold tar (the last chunk's: padding and the
+    // headers that follow), which is not content; it is kept as the member's tail.
+    const bool tar_follows = format == TocFormat::estargz;
+    const bool last = tar_follows && k + 1 == p.chunks.size();
+    uint64_t left = c.size;
+    std::vector<std::byte> tail;
+    bool keep_tail = last;
+    std::array<std::byte, 8> last8{};
+    decode_range(
+        decoder, reader, c.end - c.begin, cw, decoding.buffer,
+        [&](std::span<const std::byte> raw) {
+          {
+            std::lock_guard lock(mutex);
+            stats.bytes_fetched += raw.size();
+          }
+          size_t n = std::min(raw.size(), last8.size());
+          std::move(last8.begin() + static_cast<ptrdiff_t>(n), last8.end(), last8.begin());
+          std::copy(raw.end() - static_cast<ptrdiff_t>(n), raw.end(),
+                    last8.end() - static_cast<ptrdiff_t>(n));
+        },
+        [&](std::span<const std::byte> data) {
+          size_t n = tar_follows ? static_cast<size_t>(std::min<uint64_t>(left, data.size()))
+                                 : data.size();
+          left -= std::min<uint64_t>(left, n);
+          if (chunk_check)
+            chunk_check->add(data.first(n));
+          else
+            check.add(data.first(n));
+          if (!keep_tail || n == data.size()) return;
+          if (tail.size() + (data.size() - n) > estargz_tails::kMaxTail) {
+            keep_tail = false;
+            tail = {};
+            return;
+          }
+          tail.insert(tail.end(), data.begin() + static_cast<ptrdiff_t>(n), data.end());
+        },
+        nullptr);
+    if (chunk_check) chunk_check->finish();
+    // As a partial pull records them (chunked.cc): only a tail its range's last member
+    // wholly covers can later pass the trailer check.
+    uint32_t isize = estargz_tails::le32(std::span(last8).subspan(4));
+    if (keep_tail && c.end - c.begin >= last8.size() && tail.size() <= isize)
+      new_tails.push_back(estargz_tails::Tail{
+          c.digest, estargz_tails::le32(std::span(last8).first(4)), isize, std::move(tail)});
+  }
   check.finish();
-  return object.commit();
+  Digest id = object.commit();
+  if (!new_tails.empty()) {
+    std::lock_guard lock(mutex);
+    for (estargz_tails::Tail& t : new_tails) tails.push_back(std::move(t));
+  }
+  return id;
 }
 
 bool LazyPull::State::claim(const std::string& hex, std::promise<Digest>& promise,
@@ -237,10 +342,14 @@ void LazyPull::State::settle(std::vector<std::pair<std::string, Digest>>& fetche
 
 void LazyPull::State::record_durable(store::Repository& repo) {
   std::vector<std::pair<std::string, Digest>> entries;
+  std::vector<estargz_tails::Tail> new_tails;
   {
     std::lock_guard lock(mutex);
     entries.swap(unrecorded);
+    new_tails.swap(tails);
   }
+  // A cache checked at every use (estargz_tails.h): needs no sync.
+  if (!new_tails.empty()) estargz_tails::record(repo, new_tails);
   if (entries.empty()) return;
   repo.sync();
   content_index::record(repo, entries);
@@ -261,7 +370,7 @@ Digest LazyPull::State::resolve(const std::string& hex) {
   if (!claim(hex, promises[0], other)) return other.get();
   try {
     const PendingContent& p = pending.at(hex);
-    auto reader = source->open_blob_range(image.layers[p.layer], p.begin, p.end - p.begin);
+    auto reader = source->open_blob_range(image.layers[p.layer], p.begin(), p.end() - p.begin());
     if (!reader) throw Error(source->name() + ": the source does not serve byte ranges");
     store::Repository repo = store::Repository::open(repo_path);
     Decoding decoder;
@@ -286,21 +395,21 @@ size_t LazyPull::State::fetch_batch(size_t first, uint64_t max_bytes, store::Rep
   uint64_t bytes = 0;
   for (; k < order.size() && claimed.size() < kRangesPerRequest; ++k) {
     const PendingContent& p = pending.at(order[k]);
-    if (p.layer != layer || (max_bytes && bytes > 0 && bytes + (p.end - p.begin) > max_bytes))
+    if (p.layer != layer || (max_bytes && bytes > 0 && bytes + (p.end() - p.begin()) > max_bytes))
       break;
     std::promise<Digest> promise;
     std::shared_future<Digest> other;
     if (!claim(order[k], promise, other)) continue;
     claimed.push_back(order[k]);
     promises.push_back(std::move(promise));
-    bytes += p.end - p.begin;
+    bytes += p.end() - p.begin();
   }
   if (claimed.empty()) return k;
   try {
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     for (const std::string& hex : claimed) {
       const PendingContent& p = pending.at(hex);
-      ranges.emplace_back(p.begin, p.end - p.begin);
+      ranges.emplace_back(p.begin(), p.end() - p.begin());
     }
     RangeBatch readers(*source, image.layers[layer], std::move(ranges), source->name());
     std::vector<std::pair<std::string, Digest>> fetched;
@@ -338,23 +447,31 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
     const Descriptor& layer = s->image.layers[i];
     std::string what = name + ": layer " + layer.digest;
     std::optional<ChunkedToc> toc = chunked_toc_of(layer, what);
-    if (!toc || toc->format != TocFormat::zstd_chunked)
+    if (!toc)
       throw Error(what +
-                  (toc ? ": an eStargz layer; --lazy serves zstd:chunked layers only"
-                       : ": not a zstd:chunked layer; --lazy needs every layer in that "
-                         "format") +
-                  " (pull without --lazy)");
+                  ": neither a zstd:chunked nor an eStargz layer; --lazy needs every layer in "
+                  "one of those formats (pull without --lazy)");
+    s->formats.push_back(toc->format);
+    const bool estargz = toc->format == TocFormat::estargz;
     // An empty range at the blob's end asks whether the source reads ranges at all.
     if (!s->source->open_blob_range(layer, layer.size, 0))
       throw Error(what +
                   ": the source does not serve byte ranges, which --lazy needs (pull "
                   "without --lazy)");
-    json doc = fetch_zstd_chunked_toc(*s->source, layer, *toc, what,
-                                      [&](uint64_t n) { s->stats.bytes_fetched += n; });
-    const uint64_t data_end = toc->offset - 8;
+    auto count = [&](uint64_t n) { s->stats.bytes_fetched += n; };
+    const std::string toc_what = what + (estargz ? ": eStargz TOC" : ": zstd:chunked TOC");
+    EstargzTocMember member;
+    json doc = estargz ? fetch_estargz_toc(*s->source, layer, *toc, what, count, member)
+                       : fetch_zstd_chunked_toc(*s->source, layer, *toc, what, count);
+    // eStargz: every content's chunks, in TOC order (the partial pull's reading of the TOC).
+    std::vector<EstargzChunk> chunks;
+    if (estargz) chunks = estargz_chunks(doc, member.offset, toc_what);
+    size_t next_chunk = 0;
+    const uint64_t data_end = estargz ? member.offset : toc->offset - 8;
     size_t index = 0;
     for (const json& e : doc["entries"]) {
-      std::string ew = what + ": zstd:chunked TOC: entry " + std::to_string(index++);
+      const size_t here = index;
+      std::string ew = toc_what + ": entry " + std::to_string(index++);
       if (!e.is_object()) throw Error(ew + ": not an object");
       if (json_string(e, "type", "", ew) == "chunk") continue;
       TarEntry t = toc_entry(e, ew);
@@ -363,23 +480,42 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
         validate_oci_digest(digest, ew + " ('" + escape_for_log(t.path) + "'): digest");
         if (!digest.starts_with("sha256:"))
           throw Error(ew + ": digest " + digest + " is not a sha256 digest");
+        std::vector<PendingChunk> pieces;
+        if (estargz) {
+          for (; next_chunk < chunks.size() && chunks[next_chunk].entry == here; ++next_chunk) {
+            const EstargzChunk& c = chunks[next_chunk];
+            pieces.push_back(PendingChunk{c.file_offset, c.size, c.begin, c.end, c.digest});
+          }
+          if (pieces.empty()) throw Error(ew + ": a regular file without chunks");
+        } else {
+          pieces.push_back(
+              PendingChunk{0, t.size, toc_uint(e, "offset", ew), toc_uint(e, "endOffset", ew), {}});
+          const PendingChunk& c = pieces.back();
+          if (c.end <= c.begin || c.end > data_end)
+            throw Error(ew + ": content frames at " + std::to_string(c.begin) + "-" +
+                        std::to_string(c.end) + " are outside the tar's " +
+                        std::to_string(data_end) + " bytes");
+        }
         std::string hex = hex_of(digest);
         std::optional<Digest> local;
         if (t.size > kTarInlineMax) local = content_index::lookup(repo, digest);
         if (local) {
           t.object = *local;
         } else {
-          PendingContent p{i, toc_uint(e, "offset", ew), toc_uint(e, "endOffset", ew), t.size,
-                           t.path};
-          if (p.end <= p.begin || p.end > data_end)
-            throw Error(ew + ": content frames at " + std::to_string(p.begin) + "-" +
-                        std::to_string(p.end) + " are outside the tar's " +
-                        std::to_string(data_end) + " bytes");
-          if (s->pending.emplace(hex, p).second) s->order.push_back(hex);
+          PendingContent p{i, t.size, t.path, std::move(pieces)};
+          if (s->pending.emplace(hex, std::move(p)).second) s->order.push_back(hex);
           t.pending = std::string(kPendingRedirectDir) + "/" + hex;
         }
       }
       merger.apply(t, what);
+    }
+    if (estargz) {
+      // The TOC's own tar entry ends the layer's tar; it is no TOC entry.
+      TocEntryHandler handler(repo, merger, what);
+      TarParser parser(handler, TarMode::split, what + ": eStargz TOC member", options.xattrs);
+      parser.feed(member.tar);
+      parser.finish();
+      if (handler.written()) repo.sync();  // its object is opened by name through the mount
     }
   }
   merger.finish();
@@ -438,7 +574,7 @@ PullResult LazyPull::finish(std::optional<std::string> tag, uint64_t rate_limit,
       size_t next = s.fetch_batch(k, rate_limit / 4, repo, decoder);
       for (; k < next; ++k) {
         const PendingContent& p = s.pending.at(s.order[k]);
-        budget += p.end - p.begin;
+        budget += p.end() - p.begin();
       }
       if (!rate_limit) continue;
       auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(

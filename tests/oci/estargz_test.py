@@ -21,6 +21,7 @@ fsck/oci fsck clean.
 Exit 77 (skip) when docker-registry, skopeo, go or the estargz package is missing.
 """
 import argparse
+import errno
 import hashlib
 import io
 import json
@@ -202,6 +203,131 @@ def refused(cfs, host, ref, expect, what):
           f"{what}: fsck and oci fsck pass")
 
 
+def image_files(reg, layers):
+    """{path: bytes or None (directories)} of an image whose layers add files only (no
+    whiteouts), read from the registry's blobs with Python's gzip and tarfile: what a full
+    pull's image holds (the eStargz TOC entry and landmark file included)."""
+    files = {}
+    for layer in layers:
+        with tarfile.open(blob_path(reg, layer["digest"]), "r:gz") as tar:
+            for m in tar.getmembers():
+                name = (m.name[2:] if m.name.startswith("./") else m.name).strip("/")
+                parts = name.split("/")
+                for i in range(1, len(parts)):
+                    files.setdefault("/".join(parts[:i]), None)
+                files[name] = tar.extractfile(m).read() if m.isreg() else None
+    return files
+
+
+def mount_files(mnt):
+    """{path: bytes or None (directories)} of everything under mnt."""
+    files = {}
+    for root, dirs, names in os.walk(mnt):
+        rel = os.path.relpath(root, mnt)
+        for d in dirs:
+            files[os.path.normpath(os.path.join(rel, d))] = None
+        for n in names:
+            with open(os.path.join(root, n), "rb") as f:
+                files[os.path.normpath(os.path.join(rel, n))] = f.read()
+    return files
+
+
+def lazy_checks(cfsctl, cfs, reg, host, work, m2, full_image):
+    """oci pull --lazy of the eStargz image v2 (docs/CHUNKED.md "Lazy pulls")."""
+    import lazy_test as lt
+    source = f"docker://{host}/test/estargz:v2"
+    expected = image_files(reg, m2["layers"])
+    check("stargz.index.json" in expected and ".no.prefetch.landmark" in expected,
+          f"lazy: the image's tars hold the TOC entry and the landmark ({len(expected)} paths)")
+    total = sum(l["size"] for l in m2["layers"])
+    top = m2["layers"][-1]
+    _, toc = toc_of(blob_path(reg, top["digest"]))
+    offsets = sorted({e["offset"] for e in toc["entries"] if e.get("offset")})
+    last = [e for e in toc["entries"] if e.get("type") == "reg" and e.get("size", 0) > 10000][-1]
+    last_name = last["name"].lstrip("./")
+    pulls = []
+    try:
+        # The background fetch takes about 6 s at this rate: the last file is read long before.
+        repo = cfs.repo()
+        mnt = tempfile.mkdtemp(dir=work)
+        lazy = lt.LazyPull(cfsctl, repo, source, mnt, "--lazy-rate-limit", str(total // 6))
+        pulls.append(lazy)
+        check(lazy.wait_for("serving ", 60) is not None, "lazy: the provisional image is served")
+        with open(os.path.join(mnt, last_name), "rb") as f:
+            check(f.read() == expected[last_name], f"lazy: {last_name} (last in TOC order) read")
+        check(sorted(os.listdir(mnt)) == sorted(n for n in expected if "/" not in n),
+              f"lazy: ls of the mount's root lists the image's ({sorted(os.listdir(mnt))})")
+        check(lazy.wait_for("image ", 120) is not None
+              and "wholly local" in (lazy.wait_for("image ", 30) or ""),
+              "lazy: the pull ends with the image wholly local")
+        got = mount_files(mnt)
+        diff = sorted(n for n in set(got) | set(expected) if got.get(n, 0) != expected.get(n, 0))
+        check(not diff, f"lazy: all {len(expected)} paths through the mount equal the image's "
+              f"({diff[:3]})")
+        rc, out, err = lazy.stop()
+        pulls.remove(lazy)
+        if rc != 0:
+            print(err, file=sys.stderr)
+        lazy_line = rt.field(out, "lazy") or ""
+        print("     lazy " + lazy_line)
+        print("     lazy, final pull: " + (rt.field(out, "partial") or ""))
+        on_demand = int(lazy_line.split(" fetched on demand")[0].split()[-1]) if lazy_line else 0
+        check(rc == 0 and on_demand >= 1, "lazy: exit 0; the file read first was fetched on demand")
+        check("eStargz tails rebuilt" in out,
+              "lazy: the final pull rebuilds last-chunk members from the tails the lazy fetch kept")
+        check(rt.field(out, "image") == full_image,
+              f"lazy: the image id of a --no-partial pull ({full_image})")
+        check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
+              "lazy: fsck and oci fsck pass")
+
+        # A tampered chunk: EIO on demand naming the file, nothing tagged, fsck clean.
+        blob = blob_path(reg, top["digest"])
+        where = (last["offset"] + next(o for o in offsets if o > last["offset"])) // 2
+        flip(blob, where)
+        try:
+            bad_repo = cfs.repo()
+            mnt2 = tempfile.mkdtemp(dir=work)
+            lazy = lt.LazyPull(cfsctl, bad_repo, source, mnt2, "--lazy-rate-limit",
+                               str(total // 6))
+            pulls.append(lazy)
+            check(lazy.wait_for("serving ", 60) is not None, "lazy, tampered: served")
+            try:
+                with open(os.path.join(mnt2, last_name), "rb") as f:
+                    f.read()
+                code = 0
+            except OSError as e:
+                code = e.errno
+            check(code == errno.EIO, f"lazy, tampered: reading {last_name} gives EIO ({code})")
+            rc, out, err = lazy.stop()
+            pulls.remove(lazy)
+            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
+            check(rc != 0 and "tampered" in err and last_name in err,
+                  "lazy, tampered: the pull fails naming the file")
+            images = cfs.run(bad_repo, "oci", "images")
+            check(images.returncode == 0 and "lazy" not in images.stdout,
+                  "lazy, tampered: nothing tagged")
+            check(cfs.run(bad_repo, "fsck").returncode == 0
+                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
+                  "lazy, tampered: fsck and oci fsck pass")
+        finally:
+            flip(blob, where)
+
+        # A plain gzip layer (no TOC) is refused, saying why.
+        plain = os.path.join(work, "plain")
+        rt.make_layout(plain, "plain", [[("etc/os-release", b"ID=plain\n")]])
+        rt.skopeo_push(f"oci:{plain}:plain", f"docker://{host}/test/plain:v1")
+        mnt3 = tempfile.mkdtemp(dir=work)
+        r = subprocess.run([cfsctl, "--repo", cfs.repo(), "oci", "pull",
+                            f"docker://{host}/test/plain:v1", "lazy", "--lazy", "--mount", mnt3],
+                           capture_output=True, text=True, timeout=120)
+        print("     plain gzip: " + r.stderr.strip()[-160:])
+        check(r.returncode != 0 and "neither a zstd:chunked nor an eStargz layer" in r.stderr,
+              "lazy: a plain gzip layer is refused with the reason")
+    finally:
+        for p in pulls:
+            print(p.stop()[2], file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cfsctl", required=True)
@@ -301,6 +427,11 @@ def main():
                 check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
                 same += 1
         check(same == len(m2["layers"]), "every v2 layer stream compared with a full pull's")
+
+        if shutil.which("fusermount3") and os.path.exists("/dev/fuse"):
+            lazy_checks(args.cfsctl, cfs, reg, host, work, m2, rt.field(full.stdout, "image"))
+        else:
+            print("SKIP (lazy part): no FUSE (fusermount3, /dev/fuse)")
 
         # Legacy stargz footers (47 bytes) locate the TOC as well.
         legacy = os.path.join(work, "legacy")
