@@ -232,7 +232,7 @@ def mount_files(mnt):
     return files
 
 
-def lazy_checks(cfsctl, cfs, reg, host, work, m2, full_image):
+def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
     """oci pull --lazy of the eStargz image v2 (docs/CHUNKED.md "Lazy pulls")."""
     import lazy_test as lt
     source = f"docker://{host}/test/estargz:v2"
@@ -311,6 +311,71 @@ def lazy_checks(cfsctl, cfs, reg, host, work, m2, full_image):
                   "lazy, tampered: fsck and oci fsck pass")
         finally:
             flip(blob, where)
+
+        # Files of several chunks (64 KiB chunks), read through the mount as soon as it is
+        # served (most on demand), in an image with a zstd:chunked layer under the eStargz one.
+        rnd = random.Random("chunks")
+        chunky = [(f"opt/c{i}", rnd.randbytes(rnd.randint(100000, 300000))) for i in range(6)]
+        lower = [("etc/os-release", b"ID=mixed\n")] + [
+            (f"opt/z{i}", rnd.randbytes(20000)) for i in range(4)]
+        zl = os.path.join(work, "zlayer")
+        # skopeo's zstd:chunked conversion drops zero records after the end-of-archive blocks
+        # (chunked_test.py): a tar without them.
+        record_size, tarfile.RECORDSIZE = tarfile.RECORDSIZE, tarfile.BLOCKSIZE
+        try:
+            rt.make_layout(zl, "z", [lower], compress=False)
+            lower_diff_id = "sha256:" + hashlib.sha256(rt.tar_of(lower)).hexdigest()
+        finally:
+            tarfile.RECORDSIZE = record_size
+        rt.skopeo_push(f"oci:{zl}:z", f"docker://{host}/test/zlayer:v1",
+                       "--dest-compress-format", "zstd:chunked")
+        zdesc = manifest_of(host, "test/zlayer:v1")["layers"][0]
+        mixed = os.path.join(work, "mixed")
+        make_estargz_layout(gen, mixed, "mixed", [chunky], chunk_size=65536)
+        # The zstd:chunked layer goes under the eStargz one: its blob, descriptor and diff_id.
+        with open(blob_path(reg, zdesc["digest"]), "rb") as f:
+            write_blob(mixed, f.read())
+        with open(os.path.join(mixed, "index.json")) as f:
+            index = json.load(f)
+        mpath = os.path.join(mixed, "blobs", "sha256", index["manifests"][0]["digest"][7:])
+        with open(mpath) as f:
+            manifest = json.load(f)
+        with open(os.path.join(mixed, "blobs", "sha256", manifest["config"]["digest"][7:])) as f:
+            config = json.load(f)
+        config["rootfs"]["diff_ids"].insert(0, lower_diff_id)
+        cbytes = json.dumps(config).encode()
+        manifest["config"].update(digest=write_blob(mixed, cbytes), size=len(cbytes))
+        manifest["layers"].insert(0, zdesc)
+        mbytes = json.dumps(manifest).encode()
+        index["manifests"][0].update(digest=write_blob(mixed, mbytes), size=len(mbytes))
+        with open(os.path.join(mixed, "index.json"), "w") as f:
+            json.dump(index, f)
+        rt.skopeo_push(f"oci:{mixed}:mixed", f"docker://{host}/test/mixed:v1")
+        msrc = f"docker://{host}/test/mixed:v1"
+        _, mtoc = toc_of(blob_path(reg, manifest["layers"][1]["digest"]))
+        check(sum(e.get("type") == "chunk" for e in mtoc["entries"]) >= 6,
+              "lazy, chunks: the eStargz layer has files of several chunks")
+        mfull = cfs.pull(cfs.repo(), msrc, "--no-partial")
+        check(mfull.returncode == 0, "mixed zstd:chunked and eStargz image: --no-partial pull")
+        mrepo = cfs.repo()
+        mnt4 = tempfile.mkdtemp(dir=work)
+        mtotal = sum(l["size"] for l in manifest["layers"])
+        lazy = lt.LazyPull(cfsctl, mrepo, msrc, mnt4, "--lazy-rate-limit", str(mtotal // 4))
+        pulls.append(lazy)
+        check(lazy.wait_for("serving ", 60) is not None, "lazy, chunks: served")
+        got = mount_files(mnt4)
+        want = dict(lower + chunky)
+        check(all(got.get(n) == c for n, c in want.items()),
+              "lazy, chunks: every file through the mount equals the image's")
+        lazy.wait_for("image ", 120)
+        rc, out, err = lazy.stop()
+        pulls.remove(lazy)
+        print("     lazy, chunks: " + (rt.field(out, "lazy") or err.strip()[-300:]))
+        check(rc == 0 and rt.field(out, "image") == rt.field(mfull.stdout, "image")
+              and rt.field(out, "image"),
+              "lazy, chunks: the image id of a --no-partial pull")
+        check(cfs.run(mrepo, "fsck").returncode == 0
+              and cfs.run(mrepo, "oci", "fsck").returncode == 0, "lazy, chunks: fsck clean")
 
         # A plain gzip layer (no TOC) is refused, saying why.
         plain = os.path.join(work, "plain")
@@ -429,7 +494,7 @@ def main():
         check(same == len(m2["layers"]), "every v2 layer stream compared with a full pull's")
 
         if shutil.which("fusermount3") and os.path.exists("/dev/fuse"):
-            lazy_checks(args.cfsctl, cfs, reg, host, work, m2, rt.field(full.stdout, "image"))
+            lazy_checks(args.cfsctl, gen, cfs, reg, host, work, m2, rt.field(full.stdout, "image"))
         else:
             print("SKIP (lazy part): no FUSE (fusermount3, /dev/fuse)")
 
