@@ -393,6 +393,77 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
             print(p.stop()[2], file=sys.stderr)
 
 
+def tail_files(repo):
+    """{chunk hex: [tail file names]} of a repository's eStargz tail cache."""
+    top = os.path.join(repo, "oci", "estargz-tails")
+    return {d: sorted(os.listdir(os.path.join(top, d))) for d in os.listdir(top)} \
+        if os.path.isdir(top) else {}
+
+
+def gc_count(out, what):
+    """N of gc's line "<what>: N removed" / "N would be removed"."""
+    line = next((l for l in out.splitlines() if l.startswith(what + ": ")), "")
+    return int(line.split(": ")[1].split()[0]) if line else -1
+
+
+def tail_cache_checks(cfs, repo):
+    """gc and oci fsck know the tail cache (docs/CHUNKED.md "The tail cache and gc")."""
+    index = set(os.listdir(os.path.join(repo, "oci", "content-sha256")))
+    before = tail_files(repo)
+    fsck = cfs.run(repo, "oci", "fsck")
+    n = sum(len(v) for v in before.values())
+    check(fsck.returncode == 0 and f"estargz tails: {n}" in fsck.stdout,
+          f"oci fsck counts the {n} recorded tails")
+    # Images kept: the tails of files the content index maps to objects stay; those of
+    # small files (inline in the image, never rebuilt from an object) go.
+    useless = sum(len(v) for d, v in before.items() if d not in index)
+    dry = cfs.run(repo, "gc", "--dry-run")
+    check(dry.returncode == 0 and gc_count(dry.stdout, "eStargz tails") == useless
+          and tail_files(repo) == before,
+          f"gc --dry-run counts the {useless} tails no indexed file uses and removes nothing")
+    gc = cfs.run(repo, "gc")
+    after = tail_files(repo)
+    check(gc.returncode == 0 and gc_count(gc.stdout, "eStargz tails") == useless
+          and after == {d: v for d, v in before.items() if d in index} and len(after) >= 20,
+          f"gc keeps the {sum(len(v) for v in after.values())} tails of indexed files and "
+          "removes the others")
+    # Nothing tagged: the objects go, and with them their index entries and tails.
+    for tag in [l.split()[0] for l in cfs.run(repo, "oci", "images").stdout.splitlines()[1:]]:
+        cfs.run(repo, "oci", "untag", tag)
+    kept = sum(len(v) for v in after.values())
+    dry = cfs.run(repo, "gc", "--dry-run")
+    check(gc_count(dry.stdout, "eStargz tails") == kept
+          and gc_count(dry.stdout, "Content index entries") >= len(after)
+          and tail_files(repo) == after, f"untagged: gc --dry-run counts all {kept} tails")
+    gc = cfs.run(repo, "gc")
+    check(gc.returncode == 0 and tail_files(repo) == {}
+          and os.listdir(os.path.join(repo, "oci", "content-sha256")) == []
+          and cfs.run(repo, "fsck").returncode == 0
+          and cfs.run(repo, "oci", "fsck").returncode == 0,
+          "untagged: gc removes every tail and index entry; fsck and oci fsck pass")
+    # Malformed entries: oci fsck reports each (as it does content index entries); gc leaves
+    # them alone.
+    top = os.path.join(repo, "oci", "estargz-tails")
+    hexd = "ab" * 32
+    os.makedirs(os.path.join(top, "not-a-digest"))
+    os.makedirs(os.path.join(top, hexd))
+    with open(os.path.join(top, hexd, "nonsense"), "wb") as f:
+        f.write(b"x")
+    with open(os.path.join(top, hexd, "0badc0de-100000"), "wb") as f:
+        f.write(bytes(70000))
+    bad = cfs.run(repo, "oci", "fsck")
+    print("     " + "\n     ".join(l for l in bad.stdout.splitlines() if "estargz-tail" in l))
+    check(bad.returncode != 0 and bad.stdout.count("estargz-tail-invalid") == 3
+          and "not-a-digest" in bad.stdout and "nonsense" in bad.stdout
+          and "more than the 65536" in bad.stdout,
+          "oci fsck reports a bad directory name, a bad file name and an oversize tail")
+    gc = cfs.run(repo, "gc")
+    check(gc.returncode == 0 and os.listdir(os.path.join(top, hexd)) == ["nonsense"]
+          and os.path.isdir(os.path.join(top, "not-a-digest")),
+          "gc removes the well-named tail of an unused chunk, leaves malformed names to fsck")
+    shutil.rmtree(top)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cfsctl", required=True)
@@ -492,6 +563,8 @@ def main():
                 check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
                 same += 1
         check(same == len(m2["layers"]), "every v2 layer stream compared with a full pull's")
+
+        tail_cache_checks(cfs, repo)
 
         if shutil.which("fusermount3") and os.path.exists("/dev/fuse"):
             lazy_checks(args.cfsctl, gen, cfs, reg, host, work, m2, rt.field(full.stdout, "image"))
