@@ -116,6 +116,10 @@ uint64_t prune(const store::Repository& repo,
   for (const std::string& chunk : content_index::directory_names(top.get(), what)) {
     if (!is_hex(chunk, 64) || wanted(chunk)) continue;
     std::string dir = std::string(kDir) + "/" + chunk;
+    struct stat dst {};
+    if (::fstatat(top.get(), chunk.c_str(), &dst, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(dst.st_mode))
+      continue;  // gone meanwhile, or not a directory: fsck's to report
     UniqueFd d =
         open_beneath_if_exists(repo.dirfd(), dir, O_RDONLY | O_DIRECTORY, repo.path() + "/" + dir);
     if (!d) continue;  // not a directory: fsck's to report

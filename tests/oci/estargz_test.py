@@ -453,6 +453,8 @@ def tail_cache_checks(cfs, repo):
     top = os.path.join(repo, "oci", "estargz-tails")
     hexd = "ab" * 32
     os.makedirs(os.path.join(top, "not-a-digest"))
+    with open(os.path.join(top, "cd" * 32), "wb") as f:
+        f.write(b"a file where a directory belongs")
     os.makedirs(os.path.join(top, hexd))
     with open(os.path.join(top, hexd, "nonsense"), "wb") as f:
         f.write(b"x")
@@ -460,13 +462,15 @@ def tail_cache_checks(cfs, repo):
         f.write(bytes(70000))
     bad = cfs.run(repo, "oci", "fsck")
     print("     " + "\n     ".join(l for l in bad.stdout.splitlines() if "estargz-tail" in l))
-    check(bad.returncode != 0 and bad.stdout.count("estargz-tail-invalid") == 3
+    check(bad.returncode != 0 and bad.stdout.count("estargz-tail-invalid") == 4
           and "not-a-digest" in bad.stdout and "nonsense" in bad.stdout
-          and "more than the 65536" in bad.stdout,
-          "oci fsck reports a bad directory name, a bad file name and an oversize tail")
+          and "more than the 65536" in bad.stdout and "not a directory" in bad.stdout,
+          "oci fsck reports a bad directory name, a file for a directory, a bad file name and "
+          "an oversize tail")
     gc = cfs.run(repo, "gc")
     check(gc.returncode == 0 and os.listdir(os.path.join(top, hexd)) == ["nonsense"]
-          and os.path.isdir(os.path.join(top, "not-a-digest")),
+          and os.path.isdir(os.path.join(top, "not-a-digest"))
+          and os.path.isfile(os.path.join(top, "cd" * 32)),
           "gc removes the well-named tail of an unused chunk, leaves malformed names to fsck")
     shutil.rmtree(top)
 
