@@ -144,6 +144,43 @@ nlohmann::json fetch_zstd_chunked_toc(ImageSource& source, const Descriptor& lay
                                       const ChunkedToc& toc, const std::string& what,
                                       const std::function<void(uint64_t)>& count);
 
+// An eStargz layer's TOC member (estargz.cc).
+struct EstargzTocMember {
+  uint64_t offset = 0;  // in the blob: where the tar's members end
+  // Decompressed: the tar entry stargz.index.json (the TOC JSON) and the end-of-archive
+  // blocks, which the layer's diff_id covers.
+  std::vector<std::byte> tar;
+};
+
+// An eStargz layer's TOC: the footer and the TOC member fetched (count gets the bytes), the
+// JSON checked against the toc.digest annotation and parsed (an object with an "entries"
+// array). Throws naming what.
+nlohmann::json fetch_estargz_toc(ImageSource& source, const Descriptor& layer,
+                                 const ChunkedToc& toc, const std::string& what,
+                                 const std::function<void(uint64_t)>& count,
+                                 EstargzTocMember& member);
+
+// One chunk of a regular file's content in an eStargz layer.
+struct EstargzChunk {
+  uint64_t begin = 0, end = 0;  // compressed range: its member up to the next chunk's (or TOC's)
+  uint64_t file_offset = 0;     // where in the file the chunk starts
+  uint64_t size = 0;            // its uncompressed bytes
+  std::string digest;           // chunkDigest, "sha256:<hex>"
+  std::string file_digest;      // the file's digest ("" when the TOC gives none)
+  std::string name;             // the file's TOC name
+  uint64_t file_size = 0;
+  size_t entry = 0;  // index in the TOC's entries of the file's reg entry
+  // The file's last chunk: its range also holds the tar padding and the headers that
+  // follow, up to the next content.
+  bool last = false;
+};
+
+// Every chunk of the TOC's non-empty regular files, in blob order; throws (naming toc_what)
+// for chunks that do not continue their file, members out of order or past toc_offset, and
+// missing or malformed chunkDigests.
+std::vector<EstargzChunk> estargz_chunks(const nlohmann::json& doc, uint64_t toc_offset,
+                                         const std::string& toc_what);
+
 struct ChunkedStats {
   uint64_t fetched = 0;        // compressed bytes fetched (TOC included)
   uint64_t requests = 0;       // ranged GETs

@@ -63,23 +63,7 @@ CheckResult check(const store::Repository& repo) {
   std::string what = repo.path() + ": " + std::string(kDir);
   UniqueFd dir = open_beneath_if_exists(repo.dirfd(), kDir, O_RDONLY | O_DIRECTORY, what);
   if (!dir) return result;
-  std::vector<std::string> names;
-  {
-    int fd = dup(dir.get());
-    if (fd < 0) throw SystemError(errno, what + ": dup");
-    DIR* d = fdopendir(fd);
-    if (!d) {
-      int e = errno;
-      close(fd);
-      throw SystemError(e, what + ": opendir");
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> guard(d, closedir);
-    while (dirent* ent = readdir(d)) {
-      std::string_view n = ent->d_name;
-      if (n == "." || n == ".." || n.starts_with(".")) continue;  // temporaries
-      names.emplace_back(n);
-    }
-  }
+  std::vector<std::string> names = directory_names(dir.get(), what);
   std::vector<std::byte> buf(1 << 20);
   for (const std::string& name : names) {
     ++result.entries;
@@ -113,6 +97,49 @@ CheckResult check(const store::Repository& repo) {
                               ", whose content hashes to " + actual);
   }
   return result;
+}
+
+std::vector<std::string> directory_names(int dirfd, const std::string& what) {
+  std::vector<std::string> names;
+  int fd = dup(dirfd);
+  if (fd < 0) throw SystemError(errno, what + ": dup");
+  DIR* d = fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    close(fd);
+    throw SystemError(e, what + ": opendir");
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> guard(d, closedir);
+  rewinddir(d);
+  while (dirent* ent = readdir(d)) {
+    std::string_view n = ent->d_name;
+    if (n == "." || n == ".." || n.starts_with(".")) continue;  // temporaries
+    names.emplace_back(n);
+  }
+  return names;
+}
+
+uint64_t prune(const store::Repository& repo, const std::function<bool(const Digest&)>& kept,
+               bool dry_run, std::vector<std::string>& survivors) {
+  std::string what = repo.path() + ": " + std::string(kDir);
+  UniqueFd dir = open_beneath_if_exists(repo.dirfd(), kDir, O_RDONLY | O_DIRECTORY, what);
+  if (!dir) return 0;
+  uint64_t removed = 0;
+  for (const std::string& name : directory_names(dir.get(), what)) {
+    if (!valid_hex64(name)) continue;  // fsck's to report
+    std::string entry = entry_path(name);
+    auto target = readlink_beneath(repo.dirfd(), entry, what);
+    if (!target) continue;  // not a symlink: fsck's to report
+    std::optional<Digest> id = target_object(repo, *target);
+    if (!id) continue;
+    if (kept(*id) && repo.has_object(*id)) {
+      survivors.push_back(name);
+      continue;
+    }
+    ++removed;
+    if (!dry_run) unlink_beneath(repo.dirfd(), entry, 0, what);
+  }
+  return removed;
 }
 
 }  // namespace cfs::oci::content_index

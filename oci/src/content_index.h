@@ -8,6 +8,8 @@
 // reuses against the table of contents. `oci fsck` re-hashes every entry's object.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,5 +37,14 @@ struct CheckResult {
 };
 // Every entry: a well-formed name and target; an existing object must hash to the name.
 CheckResult check(const store::Repository& repo);
+
+// Removes the entries whose object kept() rejects or that name no object (gc: an entry for an
+// object gc removes is dead weight); malformed entries are left for fsck. Returns how many
+// it removed (would remove, on a dry run); survivors gets the names (hex) of the others.
+uint64_t prune(const store::Repository& repo, const std::function<bool(const Digest&)>& kept,
+               bool dry_run, std::vector<std::string>& survivors);
+
+// The names in the directory dirfd (without ".", ".." and dot-named temporaries).
+std::vector<std::string> directory_names(int dirfd, const std::string& what);
 
 }  // namespace cfs::oci::content_index

@@ -209,22 +209,26 @@ std::optional<ChunkedToc> estargz_toc_of(const Descriptor& layer, const std::str
   return toc;
 }
 
-void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
-  const std::string toc_what = what_ + ": eStargz TOC";
+nlohmann::json fetch_estargz_toc(ImageSource& source, const Descriptor& layer,
+                                 const ChunkedToc& toc, const std::string& what,
+                                 const std::function<void(uint64_t)>& count,
+                                 EstargzTocMember& member) {
+  const std::string toc_what = what + ": eStargz TOC";
   // The annotations do not say where the TOC is, so the footer is fetched first.
-  uint64_t tail_size = std::min(layer_.size, kFooterSize);
-  std::vector<std::byte> tail =
-      fetch_exact(layer_.size - tail_size, tail_size, what_ + ": eStargz footer");
-  auto [toc_offset, footer_size] = parse_footer(tail, what_ + ": eStargz footer");
-  if (toc_offset >= layer_.size - footer_size)
-    throw Error(what_ + ": eStargz footer: the TOC offset " + std::to_string(toc_offset) +
-                " is not inside the " + std::to_string(layer_.size) + "-byte blob");
-
-  trailer_ = gunzip_toc(fetch_exact(toc_offset, layer_.size - footer_size - toc_offset, toc_what),
-                        toc_what);
+  uint64_t tail_size = std::min(layer.size, kFooterSize);
+  std::vector<std::byte> tail = fetch_range_exact(source, layer, layer.size - tail_size, tail_size,
+                                                  what + ": eStargz footer", count);
+  auto [toc_offset, footer_size] = parse_footer(tail, what + ": eStargz footer");
+  if (toc_offset >= layer.size - footer_size)
+    throw Error(what + ": eStargz footer: the TOC offset " + std::to_string(toc_offset) +
+                " is not inside the " + std::to_string(layer.size) + "-byte blob");
+  member.offset = toc_offset;
+  member.tar = gunzip_toc(fetch_range_exact(source, layer, toc_offset,
+                                            layer.size - footer_size - toc_offset, toc_what, count),
+                          toc_what);
   // One tar header (name stargz.index.json, a regular file), the JSON, then the padding and
   // end-of-archive blocks the diff_id covers.
-  std::span<const std::byte> tar(trailer_);
+  std::span<const std::byte> tar(member.tar);
   if (tar.size() < kTarBlock) throw Error(toc_what + ": shorter than a tar header");
   std::string_view name(reinterpret_cast<const char*>(tar.data()), 100);
   name = name.substr(0, name.find('\0'));
@@ -246,17 +250,16 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
   json doc = store::parse_json_bounded(text, toc_what);
   if (!doc.is_object() || !doc.contains("entries") || !doc["entries"].is_array())
     throw Error(toc_what + ": no 'entries' array");
+  return doc;
+}
 
+std::vector<EstargzChunk> estargz_chunks(const nlohmann::json& doc, uint64_t toc_offset,
+                                         const std::string& toc_what) {
   // The chunks, in blob order; each runs from its offset to the next one's (or the TOC's).
-  struct Chunk {
-    uint64_t offset, file_offset, size;
-    std::string digest, file_digest, name;
-    uint64_t file_size;
-    bool last = false;
-  };
-  std::vector<Chunk> chunks;
+  std::vector<EstargzChunk> chunks;
   std::string file_digest, file_name;
   uint64_t file_size = 0, covered = 0;
+  size_t file_entry = 0;
   bool in_file = false;
   auto end_file = [&](const std::string& ew) {
     if (in_file && covered != file_size)
@@ -277,14 +280,15 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
       file_name = json_string(e, "name", "", ew);
       file_size = toc_uint(e, "size", ew);
       file_digest = json_string(e, "digest", "", ew);
+      file_entry = index - 1;
       if (!file_digest.empty())
         validate_oci_digest(file_digest, ew + " ('" + escape_for_log(file_name) + "'): digest");
       covered = 0;
     } else if (!in_file) {
       throw Error(ew + ": a chunk entry without a regular file before it");
     }
-    Chunk c;
-    c.offset = toc_uint(e, "offset", ew);
+    EstargzChunk c;
+    c.begin = toc_uint(e, "offset", ew);
     c.file_offset = toc_uint(e, "chunkOffset", ew);
     c.size = toc_uint(e, "chunkSize", ew);
     if (c.size == 0 && c.file_offset < file_size) c.size = file_size - c.file_offset;
@@ -292,20 +296,34 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
     c.file_digest = file_digest;
     c.name = file_name;
     c.file_size = file_size;
+    c.entry = file_entry;
     validate_oci_digest(c.digest, ew + " ('" + escape_for_log(file_name) + "'): chunkDigest");
     if (c.file_offset != covered || c.size > file_size - covered)
       throw Error(ew + " ('" + escape_for_log(file_name) + "'): chunk " +
                   std::to_string(c.file_offset) + "+" + std::to_string(c.size) +
                   " does not continue the file's " + std::to_string(file_size) + " bytes");
     covered += c.size;
-    uint64_t prev = chunks.empty() ? 0 : chunks.back().offset;
-    if (c.offset <= prev || c.offset >= toc_offset)
+    uint64_t prev = chunks.empty() ? 0 : chunks.back().begin;
+    if (c.begin <= prev || c.begin >= toc_offset)
       throw Error(ew + " ('" + escape_for_log(file_name) + "'): member offset " +
-                  std::to_string(c.offset) + " is out of order or outside the tar's " +
+                  std::to_string(c.begin) + " is out of order or outside the tar's " +
                   std::to_string(toc_offset) + " bytes");
+    if (!chunks.empty()) chunks.back().end = c.begin;
     chunks.push_back(std::move(c));
   }
   end_file(toc_what);
+  if (!chunks.empty()) chunks.back().end = toc_offset;
+  return chunks;
+}
+
+void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
+  EstargzTocMember member;
+  stats_.requests += 2;  // the footer, the TOC member
+  json doc = fetch_estargz_toc(
+      *source_, layer_, toc, what_, [&](uint64_t n) { count(n); }, member);
+  const uint64_t toc_offset = member.offset;
+  trailer_ = std::move(member.tar);
+  std::vector<EstargzChunk> chunks = estargz_chunks(doc, toc_offset, what_ + ": eStargz TOC");
 
   // A non-last chunk's member holds exactly the chunk and may be read from an object that
   // holds the whole content. A last chunk's member also holds the tar that follows the
@@ -316,11 +334,11 @@ void ChunkedLayerReader::plan_estargz(const ChunkedToc& toc) {
   std::string looked_up;
   std::vector<size_t> candidates;  // indexes into segments_
   for (size_t i = 0; i < chunks.size(); ++i) {
-    const Chunk& c = chunks[i];
-    if (c.offset > pos) segments_.push_back(Segment{pos, c.offset});
+    const EstargzChunk& c = chunks[i];
+    if (c.begin > pos) segments_.push_back(Segment{pos, c.begin});
     Segment s;
-    s.begin = c.offset;
-    s.end = i + 1 < chunks.size() ? chunks[i + 1].offset : toc_offset;
+    s.begin = c.begin;
+    s.end = c.end;
     s.payload = true;
     s.digest = c.digest;
     s.size = c.size;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -53,5 +54,18 @@ inline uint32_t le32(std::span<const std::byte> b) {
 
 // Writes the tails (each file appears complete under its name or not at all).
 void record(const store::Repository& repo, const std::vector<Tail>& tails);
+
+// gc: removes the tails of every chunk whose sha256 (hex) wanted() rejects; malformed entries
+// are left for fsck. Returns how many tail files it removed (would remove, on a dry run).
+uint64_t prune(const store::Repository& repo,
+               const std::function<bool(std::string_view chunk_hex)>& wanted, bool dry_run);
+
+struct CheckResult {
+  unsigned entries = 0;             // tail files
+  std::vector<std::string> errors;  // "estargz-tail-invalid: <path>: <problem>"
+};
+// fsck: every entry a directory named by a sha256 hex holding regular files named
+// <8 hex digits>-<decimal isize> of at most kMaxTail bytes (and no more than isize).
+CheckResult check(const store::Repository& repo);
 
 }  // namespace cfs::oci::estargz_tails

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
 
 #include "cfs/erofs/writer.h"
 #include "cfs/error.h"
@@ -14,6 +15,7 @@
 #include "cfs/store/refs.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "fsutil.h"
 #include "internal.h"
 #include "json_util.h"
@@ -631,8 +633,27 @@ OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::stri
     report.content_index_entries = index.entries;
     report.content_index_stale = index.stale;
     report.errors.insert(report.errors.end(), index.errors.begin(), index.errors.end());
+    estargz_tails::CheckResult tails = estargz_tails::check(repo);
+    report.estargz_tails = tails.entries;
+    report.errors.insert(report.errors.end(), tails.errors.begin(), tails.errors.end());
   }
   return report;
+}
+
+CachePruneResult prune_caches(const store::Repository& repo,
+                              const std::function<bool(const Digest&)>& kept, bool dry_run) {
+  CachePruneResult result;
+  std::vector<std::string> survivors;
+  result.content_index_entries = content_index::prune(repo, kept, dry_run, survivors);
+  // A tail is used only for a file whose content the index maps to an object (estargz.cc),
+  // and only for its last chunk. With one chunk (every file under the writer's chunk size,
+  // 4 MiB by default) the chunk's sha256 is the content's, so such a tail lives exactly as
+  // long as its file's index entry. The last chunk of a longer file names no object: its
+  // tail goes at every gc and the next pull fetches that one member again.
+  std::unordered_set<std::string> live(survivors.begin(), survivors.end());
+  result.estargz_tails = estargz_tails::prune(
+      repo, [&live](std::string_view hex) { return live.contains(std::string(hex)); }, dry_run);
+  return result;
 }
 
 }  // namespace cfs::oci

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -28,6 +29,7 @@
 #include "cfs/output.h"
 #include "chunked.h"
 #include "content_index.h"
+#include "estargz_tails.h"
 #include "internal.h"
 #include "tar_fields.h"
 #include "util.h"
@@ -38,17 +40,24 @@ namespace {
 
 using nlohmann::json;
 
-// Where a pending content's frames are.
-// A zstd decoder with its read buffer, one per fetching thread.
+// The decoders of one fetching thread, made as a layer of their format is reached, and their
+// read buffer.
 struct Decoding {
-  std::unique_ptr<FrameDecoder> decoder = make_zstd_decoder();
+  std::unique_ptr<FrameDecoder> zstd, gzip;
   std::vector<std::byte> buffer = std::vector<std::byte>(256 << 10);
+  FrameDecoder& decoder(TocFormat format) {
+    std::unique_ptr<FrameDecoder>& d = format == TocFormat::estargz ? gzip : zstd;
+    if (!d) d = format == TocFormat::estargz ? make_gzip_decoder() : make_zstd_decoder();
+    return *d;
+  }
 };
 
-// A piece of a pending content with frames of its own: zstd:chunked writes one zstd frame per
-// chunk ("reg" entry, then "chunk" entries); a content without chunk entries is one chunk.
+// A piece of a pending content and where its compressed bytes are. A content's chunks follow
+// each other in the blob without gaps. zstd:chunked writes one zstd frame per chunk (the "reg"
+// entry, then "chunk" entries), eStargz one gzip member per chunk; a content without chunk
+// entries is one chunk.
 struct PendingChunk {
-  uint64_t offset = 0, size = 0;  // uncompressed, in the file
+  uint64_t offset = 0, size = 0;  // uncompressed: where in the content, how many bytes
   uint64_t begin = 0, end = 0;    // compressed range in the layer blob
   std::string digest;             // "sha256:<hex>" chunkDigest, empty if the TOC gives none
 };
@@ -60,6 +69,35 @@ struct PendingContent {
   std::vector<PendingChunk> chunks;
   uint64_t begin() const { return chunks.front().begin; }
   uint64_t end() const { return chunks.back().end; }
+};
+
+// The tar entry of an eStargz layer's TOC member (stargz.index.json), which every pull keeps
+// as a file of the layer: its content (the TOC JSON, checked against the toc.digest
+// annotation) is written as an object, the entry goes to the merger.
+class TocEntryHandler final : public TarHandler {
+ public:
+  TocEntryHandler(store::Repository& repo, LayerMerger& merger, std::string what)
+      : repo_(&repo), merger_(&merger), what_(std::move(what)) {}
+  void external_begin(const TarEntry&) override { object_.emplace(repo_->write_object()); }
+  void external_bytes(std::span<const std::byte> data) override { object_->write(data); }
+  void external_end() override {
+    digest_ = object_->commit();
+    object_.reset();
+  }
+  void entry(TarEntry& t) override {
+    if (t.external()) t.object = digest_;
+    merger_->apply(t, what_);
+    written_ = written_ || t.external();
+  }
+  bool written() const noexcept { return written_; }
+
+ private:
+  store::Repository* repo_;
+  LayerMerger* merger_;
+  std::string what_;
+  std::optional<store::ObjectWriter> object_;
+  std::optional<Digest> digest_;
+  bool written_ = false;
 };
 
 // Contents at most this large are fetched whole on first open (one GET either way).
@@ -216,6 +254,7 @@ struct LazyPull::State {
   PullOptions options;
   std::unique_ptr<ImageSource> source;
   SourceLayers image;
+  std::vector<TocFormat> formats;  // per layer
   UniqueFd image_fd;
   std::unordered_map<std::string, PendingContent> pending;
   std::vector<std::string> order;  // pending contents in layer and TOC order
@@ -224,6 +263,9 @@ struct LazyPull::State {
   std::unordered_map<std::string, Digest> done;
   std::unordered_map<std::string, std::shared_future<Digest>> in_flight;
   std::vector<std::pair<std::string, Digest>> unrecorded;  // content sha256, object
+  // eStargz: the tails of the last chunks fetched, recorded with the content index entries
+  // so the final pull rebuilds those members instead of fetching them again.
+  std::vector<estargz_tails::Tail> tails;
   LazyStats stats;
 
   // Reads one pending content from reader (positioned at its frames) into a new object of
@@ -449,15 +491,20 @@ void LazyPull::State::write_chunk(Partial& p, size_t index, BlobReader& reader, 
   const PendingChunk& c = p.content->chunks[index];
   const std::string what = describe(p.hex) + ": chunk " + std::to_string(index) + " (bytes " +
                            std::to_string(c.offset) + "+" + std::to_string(c.size) + ")";
+  // eStargz: after a chunk's bytes its gzip member may hold tar (the padding and headers that
+  // follow a file's last chunk), which is not content; zstd:chunked frames hold the chunk only.
+  const bool tar_follows = formats[p.content->layer] == TocFormat::estargz;
   Sha256 h;
   uint64_t n = 0;
   decode_range(
-      *decoder.decoder, reader, c.end - c.begin, what, decoder.buffer,
+      decoder.decoder(formats[p.content->layer]), reader, c.end - c.begin, what, decoder.buffer,
       [&](std::span<const std::byte> raw) {
         std::lock_guard lock(mutex);
         stats.bytes_fetched += raw.size();
       },
       [&](std::span<const std::byte> data) {
+        if (tar_follows)
+          data = data.first(static_cast<size_t>(std::min<uint64_t>(data.size(), c.size - n)));
         if (data.size() > c.size - n)
           throw Error(what + ": more than the TOC's chunkSize (corrupt or tampered)");
         for (size_t done_bytes = 0; done_bytes < data.size();) {
@@ -505,23 +552,78 @@ void LazyPull::State::complete(Partial& p) {
 }
 
 Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader,
-                                      store::Repository& repo, Decoding& decoder) {
+                                      store::Repository& repo, Decoding& decoding) {
   const PendingContent& p = pending.at(hex);
+  const TocFormat format = formats[p.layer];
   std::string what = source->name() + ": layer " + image.layers[p.layer].digest + ": " +
                      escape_for_log(p.name) + " (content sha256:" + hex + ")";
   store::ObjectWriter object = repo.write_object();
   ContentCheck check(
       p.size, "sha256:" + hex, [&object](std::span<const std::byte> data) { object.write(data); },
       what);
-  decode_range(
-      *decoder.decoder, reader, p.end() - p.begin(), what, decoder.buffer,
-      [&](std::span<const std::byte> raw) {
-        std::lock_guard lock(mutex);
-        stats.bytes_fetched += raw.size();
-      },
-      [&check](std::span<const std::byte> data) { check.add(data); }, nullptr);
+  FrameDecoder& decoder = decoding.decoder(format);
+  std::vector<estargz_tails::Tail> new_tails;
+  for (size_t k = 0; k < p.chunks.size(); ++k) {
+    const PendingChunk& c = p.chunks[k];
+    std::string cw = c.digest.empty() ? what
+                                      : what + ": chunk " + std::to_string(c.offset) + "+" +
+                                            std::to_string(c.size) + " (" + c.digest + ")";
+    std::optional<ContentCheck> chunk_check;
+    if (!c.digest.empty())
+      chunk_check.emplace(
+          c.size, c.digest, [&check](std::span<const std::byte> data) { check.add(data); }, cw);
+    // eStargz: after a chunk its member may hold tar (the last chunk's: padding and the
+    // headers that follow), which is not content; it is kept as the member's tail.
+    const bool tar_follows = format == TocFormat::estargz;
+    const bool last = tar_follows && k + 1 == p.chunks.size();
+    uint64_t left = c.size;
+    std::vector<std::byte> tail;
+    bool keep_tail = last;
+    std::array<std::byte, 8> last8{};
+    decode_range(
+        decoder, reader, c.end - c.begin, cw, decoding.buffer,
+        [&](std::span<const std::byte> raw) {
+          {
+            std::lock_guard lock(mutex);
+            stats.bytes_fetched += raw.size();
+          }
+          size_t n = std::min(raw.size(), last8.size());
+          std::move(last8.begin() + static_cast<ptrdiff_t>(n), last8.end(), last8.begin());
+          std::copy(raw.end() - static_cast<ptrdiff_t>(n), raw.end(),
+                    last8.end() - static_cast<ptrdiff_t>(n));
+        },
+        [&](std::span<const std::byte> data) {
+          size_t n = tar_follows ? static_cast<size_t>(std::min<uint64_t>(left, data.size()))
+                                 : data.size();
+          left -= std::min<uint64_t>(left, n);
+          if (chunk_check)
+            chunk_check->add(data.first(n));
+          else
+            check.add(data.first(n));
+          if (!keep_tail || n == data.size()) return;
+          if (tail.size() + (data.size() - n) > estargz_tails::kMaxTail) {
+            keep_tail = false;
+            tail = {};
+            return;
+          }
+          tail.insert(tail.end(), data.begin() + static_cast<ptrdiff_t>(n), data.end());
+        },
+        nullptr);
+    if (chunk_check) chunk_check->finish();
+    // As a partial pull records them (chunked.cc): only a tail its range's last member
+    // wholly covers can later pass the trailer check.
+    uint32_t isize = estargz_tails::le32(std::span(last8).subspan(4));
+    if (keep_tail && c.end - c.begin >= last8.size() && tail.size() <= isize)
+      new_tails.push_back(estargz_tails::Tail{
+          c.digest, estargz_tails::le32(std::span(last8).first(4)), isize, std::move(tail)});
+  }
   check.finish();
-  return object.commit();
+  Digest id = object.commit();
+  if (!new_tails.empty()) {
+    std::lock_guard lock(mutex);
+    for (estargz_tails::Tail& t : new_tails) tails.push_back(std::move(t));
+  }
+  return id;
 }
 
 bool LazyPull::State::claim(const std::string& hex, std::promise<Digest>& promise,
@@ -557,10 +659,14 @@ void LazyPull::State::settle(std::vector<std::pair<std::string, Digest>>& fetche
 
 void LazyPull::State::record_durable(store::Repository& repo) {
   std::vector<std::pair<std::string, Digest>> entries;
+  std::vector<estargz_tails::Tail> new_tails;
   {
     std::lock_guard lock(mutex);
     entries.swap(unrecorded);
+    new_tails.swap(tails);
   }
+  // A cache checked at every use (estargz_tails.h): needs no sync.
+  if (!new_tails.empty()) estargz_tails::record(repo, new_tails);
   if (entries.empty()) return;
   repo.sync();
   content_index::record(repo, entries);
@@ -670,20 +776,27 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
     const Descriptor& layer = s->image.layers[i];
     std::string what = name + ": layer " + layer.digest;
     std::optional<ChunkedToc> toc = chunked_toc_of(layer, what);
-    if (!toc || toc->format != TocFormat::zstd_chunked)
+    if (!toc)
       throw Error(what +
-                  (toc ? ": an eStargz layer; --lazy serves zstd:chunked layers only"
-                       : ": not a zstd:chunked layer; --lazy needs every layer in that "
-                         "format") +
-                  " (pull without --lazy)");
+                  ": neither a zstd:chunked nor an eStargz layer; --lazy needs every layer in "
+                  "one of those formats (pull without --lazy)");
+    s->formats.push_back(toc->format);
+    const bool estargz = toc->format == TocFormat::estargz;
     // An empty range at the blob's end asks whether the source reads ranges at all.
     if (!s->source->open_blob_range(layer, layer.size, 0))
       throw Error(what +
                   ": the source does not serve byte ranges, which --lazy needs (pull "
                   "without --lazy)");
-    json doc = fetch_zstd_chunked_toc(*s->source, layer, *toc, what,
-                                      [&](uint64_t n) { s->stats.bytes_fetched += n; });
-    const uint64_t data_end = toc->offset - 8;
+    auto count = [&](uint64_t n) { s->stats.bytes_fetched += n; };
+    const std::string toc_what = what + (estargz ? ": eStargz TOC" : ": zstd:chunked TOC");
+    EstargzTocMember member;
+    json doc = estargz ? fetch_estargz_toc(*s->source, layer, *toc, what, count, member)
+                       : fetch_zstd_chunked_toc(*s->source, layer, *toc, what, count);
+    // eStargz: every content's chunks, in TOC order (the partial pull's reading of the TOC).
+    std::vector<EstargzChunk> chunks;
+    if (estargz) chunks = estargz_chunks(doc, member.offset, toc_what);
+    size_t next_chunk = 0;
+    const uint64_t data_end = estargz ? member.offset : toc->offset - 8;
     // The content whose chunk entries follow (a new pending one), and its frames' end.
     PendingContent* open_content = nullptr;
     uint64_t open_end = 0;
@@ -708,7 +821,8 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
     };
     size_t index = 0;
     for (const json& e : doc["entries"]) {
-      std::string ew = what + ": zstd:chunked TOC: entry " + std::to_string(index++);
+      const size_t here = index;
+      std::string ew = toc_what + ": entry " + std::to_string(index++);
       if (!e.is_object()) throw Error(ew + ": not an object");
       if (json_string(e, "type", "", ew) == "chunk") {
         if (open_content) {
@@ -725,24 +839,37 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
         validate_oci_digest(digest, ew + " ('" + escape_for_log(t.path) + "'): digest");
         if (!digest.starts_with("sha256:"))
           throw Error(ew + ": digest " + digest + " is not a sha256 digest");
+        std::vector<PendingChunk> pieces;
+        uint64_t reg_end = 0;  // zstd:chunked: where the content's last frame ends
+        if (estargz) {
+          for (; next_chunk < chunks.size() && chunks[next_chunk].entry == here; ++next_chunk) {
+            const EstargzChunk& c = chunks[next_chunk];
+            pieces.push_back(PendingChunk{c.file_offset, c.size, c.begin, c.end, c.digest});
+          }
+          if (pieces.empty()) throw Error(ew + ": a regular file without chunks");
+        } else {
+          pieces.push_back(chunk_of(e, ew));
+          pieces.back().offset = 0;  // the "reg" entry's chunk starts the file
+          reg_end = toc_uint(e, "endOffset", ew);
+          if (reg_end <= pieces.back().begin || reg_end > data_end)
+            throw Error(ew + ": content frames at " + std::to_string(pieces.back().begin) + "-" +
+                        std::to_string(reg_end) + " are outside the tar's " +
+                        std::to_string(data_end) + " bytes");
+        }
         std::string hex = hex_of(digest);
         std::optional<Digest> local;
         if (t.size > kTarInlineMax) local = content_index::lookup(repo, digest);
         if (local) {
           t.object = *local;
         } else {
-          PendingContent p{i, t.size, t.path, {chunk_of(e, ew)}};
-          p.chunks[0].offset = 0;  // the "reg" entry's chunk starts the file
-          uint64_t end = toc_uint(e, "endOffset", ew);
-          if (end <= p.begin() || end > data_end)
-            throw Error(ew + ": content frames at " + std::to_string(p.begin()) + "-" +
-                        std::to_string(end) + " are outside the tar's " + std::to_string(data_end) +
-                        " bytes");
+          PendingContent p{i, t.size, t.path, std::move(pieces)};
           if (auto [it, added] = s->pending.emplace(hex, std::move(p)); added) {
             s->order.push_back(hex);
-            open_content = &it->second;
-            open_end = end;
-            open_what = ew + " ('" + escape_for_log(t.path) + "')";
+            if (!estargz) {  // its "chunk" entries follow
+              open_content = &it->second;
+              open_end = reg_end;
+              open_what = ew + " ('" + escape_for_log(t.path) + "')";
+            }
           }
           t.pending = std::string(kPendingRedirectDir) + "/" + hex;
         }
@@ -750,6 +877,14 @@ std::unique_ptr<LazyPull> LazyPull::open(store::Repository& repo, std::string_vi
       merger.apply(t, what);
     }
     close_content();
+    if (estargz) {
+      // The TOC's own tar entry ends the layer's tar; it is no TOC entry.
+      TocEntryHandler handler(repo, merger, what);
+      TarParser parser(handler, TarMode::split, what + ": eStargz TOC member", options.xattrs);
+      parser.feed(member.tar);
+      parser.finish();
+      if (handler.written()) repo.sync();  // its object is opened by name through the mount
+    }
   }
   merger.finish();
   s->stats.pending = s->pending.size();

@@ -69,8 +69,12 @@ class Collector {
     }
   }
 
-  GcResult sweep(bool dry_run) {
+  GcResult sweep(bool dry_run, const GcOptions& options) {
     GcResult result;
+    // 0. Caches naming objects: before the objects, like every name.
+    if (options.prune_caches)
+      result.cache_entries_removed =
+          options.prune_caches([this](const Digest& id) { return live_.count(id) > 0; }, dry_run);
     // 1. Names first: after this no surviving name points at anything about to go.
     for (const Digest& id : image_entries_) {
       if (live_images_.count(id)) continue;
@@ -320,7 +324,7 @@ GcResult collect_garbage(Repository& repo, const GcOptions& options) {
   Collector collector(repo);
   collector.index();
   collector.mark_roots(options.extra_roots);
-  return collector.sweep(options.dry_run);
+  return collector.sweep(options.dry_run, options);
 }
 
 }  // namespace cfs::store

@@ -97,43 +97,7 @@ def main():
         check(any(k.endswith("zstd-chunked.manifest-checksum")
                   for k in big_layer.get("annotations", {})),
               "skopeo pushed zstd:chunked layers (TOC annotations present)")
-        v2_size = sum(l["size"] for l in m2["layers"])
-
-        repo = cfs.repo()
-        r1 = cfs.pull(repo, f"docker://{host}/test/chunked:v1")
-        check(r1.returncode == 0 and rt.field(r1.stdout, "partial") is not None,
-              "v1: partial pull succeeds")
-        r2 = cfs.run(repo, "oci", "pull", f"docker://{host}/test/chunked:v2", "v2")
-        if r2.returncode != 0:
-            print(r2.stderr, file=sys.stderr)
-        partial = rt.field(r2.stdout, "partial") or ""
-        print("     v2: " + partial)
-        fetched = int(partial.split(" bytes fetched")[0].split(", ")[-1]) if partial else -1
-        check(r2.returncode == 0 and 0 < fetched <= 0.15 * v2_size,
-              f"v2 after v1: {fetched} bytes fetched of {v2_size} compressed (<= 15%)")
-
-        full_repo = cfs.repo()
-        full = cfs.pull(full_repo, f"docker://{host}/test/chunked:v2", "--no-partial")
-        check(full.returncode == 0 and rt.field(full.stdout, "partial") is None,
-              "v2 --no-partial: full pull succeeds")
-        check(rt.field(full.stdout, "image") == rt.field(r2.stdout, "image")
-              and rt.field(full.stdout, "image"),
-              "v2: partial pull gives the image id of a full pull")
-        fresh_repo = cfs.repo()
-        fresh = cfs.pull(fresh_repo, f"docker://{host}/test/chunked:v2")
-        check(fresh.returncode == 0
-              and rt.field(fresh.stdout, "image") == rt.field(full.stdout, "image"),
-              "v2 into a fresh repository: partial pull gives the full pull's image id")
-        for rp in (repo, full_repo):
-            check(cfs.run(rp, "fsck").returncode == 0 and cfs.run(rp, "oci", "fsck").returncode == 0,
-                  "fsck and oci fsck pass after the pulls")
-        # The layers are stored as a full pull stores them.
-        lay = sorted(s for s in os.listdir(os.path.join(repo, "streams")) if "layer" in s)
-        for s in lay:
-            a = subprocess.run([args.cfsctl, "--repo", repo, "cat", s], capture_output=True)
-            b = subprocess.run([args.cfsctl, "--repo", full_repo, "cat", s], capture_output=True)
-            if os.path.exists(os.path.join(full_repo, "streams", s)):
-                check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
+        repo, full_repo, _, full = rt.v2_after_v1(cfs, host, "test/chunked", m2["layers"])
 
         # Tampering: a file content inside the blob, then the TOC.
         layer = max(m2["layers"], key=lambda l: l["size"])

@@ -348,6 +348,55 @@ def make_layout(out, tag, layers, compress=True):
         json.dump(index, f)
 
 
+def v2_after_v1(cfs, host, name, v2_layers, extra=None):
+    """The partial-pull sequence chunked_test.py and estargz_test.py share, for the images
+    docker://host/name:v1 and :v2 (v2 sharing most files): v1 then v2 into one repository,
+    v2 fetching at most 15% of its compressed size (v2_layers: its manifest's layers; extra:
+    (r2 -> (ok, what)) checks more of that pull); a --no-partial pull and a partial pull into
+    a fresh repository give the same image id; fsck and oci fsck pass; every v2 layer stream
+    equals the full pull's. Returns (repo, full_repo, fetched bytes of v2, full pull)."""
+    v2_size = sum(l["size"] for l in v2_layers)
+    repo = cfs.repo()
+    r1 = cfs.pull(repo, f"docker://{host}/{name}:v1")
+    check(r1.returncode == 0 and field(r1.stdout, "partial") is not None,
+          "v1: partial pull succeeds")
+    r2 = cfs.run(repo, "oci", "pull", f"docker://{host}/{name}:v2", "v2")
+    if r2.returncode != 0:
+        print(r2.stderr, file=sys.stderr)
+    partial = field(r2.stdout, "partial") or ""
+    print("     v2: " + partial)
+    fetched = int(partial.split(" bytes fetched")[0].split(", ")[-1]) if partial else -1
+    if extra:
+        ok, what = extra(r2)
+        check(r2.returncode == 0 and ok, "v2 after v1: " + what)
+    check(r2.returncode == 0 and 0 < fetched <= 0.15 * v2_size,
+          f"v2 after v1: {fetched} bytes fetched of {v2_size} compressed (<= 15%)")
+    full_repo = cfs.repo()
+    full = cfs.pull(full_repo, f"docker://{host}/{name}:v2", "--no-partial")
+    check(full.returncode == 0 and field(full.stdout, "partial") is None,
+          "v2 --no-partial: full pull succeeds")
+    check(field(full.stdout, "image") == field(r2.stdout, "image") and field(full.stdout, "image"),
+          "v2: partial pull gives the image id of a full pull")
+    fresh_repo = cfs.repo()
+    fresh = cfs.pull(fresh_repo, f"docker://{host}/{name}:v2")
+    check(fresh.returncode == 0 and field(fresh.stdout, "partial") is not None
+          and field(fresh.stdout, "image") == field(full.stdout, "image"),
+          "v2 into a fresh repository: partial pull gives the full pull's image id")
+    for rp in (repo, full_repo, fresh_repo):
+        check(cfs.run(rp, "fsck").returncode == 0 and cfs.run(rp, "oci", "fsck").returncode == 0,
+              "fsck and oci fsck pass after the pulls")
+    # The layers are stored as a full pull stores them.
+    same = 0
+    for s in sorted(s for s in os.listdir(os.path.join(repo, "streams")) if "layer" in s):
+        if os.path.exists(os.path.join(full_repo, "streams", s)):
+            a = subprocess.run([cfs.cfsctl, "--repo", repo, "cat", s], capture_output=True)
+            b = subprocess.run([cfs.cfsctl, "--repo", full_repo, "cat", s], capture_output=True)
+            check(a.returncode == 0 and a.stdout == b.stdout, f"{s}: same tar as a full pull")
+            same += 1
+    check(same == len(v2_layers), "every v2 layer stream compared with a full pull's")
+    return repo, full_repo, fetched, full
+
+
 def sample_files(seed, count, size):
     rnd = random.Random(seed)
     return [(f"usr/share/{seed}/f{i}", rnd.randbytes(rnd.randint(1, size))) for i in range(count)]

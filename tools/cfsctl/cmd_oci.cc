@@ -867,6 +867,7 @@ void run_fsck(store::Repository& repo, const FsckArgs& args) {
                         {"streams_checked", base.streams_checked},
                         {"content_index_entries", report.content_index_entries},
                         {"content_index_stale", report.content_index_stale},
+                        {"estargz_tails", report.estargz_tails},
                         {"errors", errors}};
     print(json_text(j));
     return;
@@ -877,6 +878,7 @@ void run_fsck(store::Repository& repo, const FsckArgs& args) {
   if (report.content_index_entries)
     out += "content index: " + std::to_string(report.content_index_entries) + " entries (" +
            std::to_string(report.content_index_stale) + " stale)\n";
+  if (report.estargz_tails) out += "estargz tails: " + std::to_string(report.estargz_tails) + "\n";
   if (errors.empty()) {
     print(out + "status: ok\n");
     return;

@@ -15,6 +15,7 @@
 
 #include "cfs/erofs/reader.h"
 #include "cfs/error.h"
+#include "cfs/oci/oci.h"
 #include "cfs/output.h"
 #include "cfs/store/fsck.h"
 #include "cfs/store/gc.h"
@@ -230,6 +231,12 @@ void run_gc(const GcArgs& args, const GlobalOptions& global) {
     std::fprintf(stderr, "%s\n", message.c_str());
   };
   const bool dry_run = args.dry_run;
+  oci::CachePruneResult caches;
+  options.prune_caches = [&caches, &repo](const std::function<bool(const Digest&)>& kept,
+                                          bool dry) {
+    caches = oci::prune_caches(repo, kept, dry);
+    return caches.content_index_entries + caches.estargz_tails;
+  };
   store::GcResult r = store::collect_garbage(repo, options);
   const char* verb = dry_run ? "would be removed" : "removed";
   std::string out;
@@ -239,6 +246,9 @@ void run_gc(const GcArgs& args, const GlobalOptions& global) {
   out += "Streams: " + std::to_string(r.streams_removed) + " " + verb + "\n";
   out += "Broken refs: " + std::to_string(r.refs_pruned) + " " + verb + "\n";
   out += "Temporary files: " + std::to_string(r.temp_files_removed) + " " + verb + "\n";
+  out +=
+      "Content index entries: " + std::to_string(caches.content_index_entries) + " " + verb + "\n";
+  out += "eStargz tails: " + std::to_string(caches.estargz_tails) + " " + verb + "\n";
   print(out);
 }
 

@@ -1,7 +1,7 @@
 // Lazy pulls (cfsctl oci pull --lazy): an image usable before its pull finishes.
 //
 // LazyPull::open fetches the manifest, the config and the TOC of every layer (all layers must
-// be zstd:chunked), merges the TOC entries with the layer-merge rules of every pull
+// be zstd:chunked or eStargz), merges the TOC entries with the layer-merge rules of every pull
 // (LayerMerger) and writes a provisional EROFS image to an unlinked private file. Regular
 // files whose content the repository already holds (content index) are ordinary external
 // files; every other non-empty regular file is "pending": it is redirected to
@@ -9,8 +9,9 @@
 // it can never be an object path) and has no metacopy digest. The image's id is not the
 // final one and it is never stored in the repository.
 //
-// resolve() turns a pending content into an object: it fetches that file's frames with one
-// ranged GET, checks size and sha256 against the TOC, writes the object (its fs-verity digest
+// resolve() turns a pending content into an object: it fetches that file's frames (eStargz:
+// gzip members) with one ranged GET, checks each eStargz chunk against its chunkDigest and
+// the whole content's size and sha256 against the TOC, writes the object (its fs-verity digest
 // computed as it is written) and records it in the content index. Concurrent calls for one
 // content fetch it once; a failure is not cached (a later call retries).
 //
@@ -24,7 +25,8 @@
 //
 // finish() resolves every pending content in TOC order (optionally throttled), then runs the
 // normal pull of the same source (pull()), which now finds every content locally and
-// fetches only headers and padding: the layer streams, diff_id checks, EROFS images and the
+// fetches only headers and padding (eStargz: the last chunks' members are rebuilt from the
+// tails recorded as they were fetched): the layer streams, diff_id checks, EROFS images and the
 // tag are exactly a normal pull's. It refuses if the source's manifest changed meanwhile.
 #pragma once
 

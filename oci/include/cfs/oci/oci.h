@@ -203,15 +203,29 @@ void for_each_stored_layer_entry(const store::Repository& repo, std::string_view
 // metadata_only), EROFS image refs present. Error kinds as composefs-rs names them.
 // Also: zstd:chunked annotations of the stored manifests well-formed, and every entry of the
 // content index (sha256 -> object, used by partial pulls) naming an object whose content
-// hashes to it (entries whose object gc removed are counted as stale, not errors).
+// hashes to it (entries whose object gc removed are counted as stale, not errors), and every
+// eStargz tail (oci/estargz-tails) well-formed: named by a chunk sha256 and its member's gzip
+// trailer, a regular file no longer than a tail may be (estargz-tail-invalid).
 struct OciFsckReport {
   unsigned images_checked = 0;
   unsigned content_index_entries = 0;
   unsigned content_index_stale = 0;
+  unsigned estargz_tails = 0;
   std::vector<std::string> errors;
   bool ok() const noexcept { return errors.empty(); }
 };
 OciFsckReport fsck_images(const store::Repository& repo, std::optional<std::string_view> name,
                           bool metadata_only = false);
+
+// gc of the caches partial pulls keep beside the store (docs/CHUNKED.md): content index
+// entries whose object kept() rejects (or that is gone), then the eStargz tails of every chunk
+// that no surviving content index entry names. Meant for store::GcOptions::prune_caches (the
+// exclusive lock held); malformed entries are left for fsck_images to report.
+struct CachePruneResult {
+  uint64_t content_index_entries = 0;  // removed (would be, on a dry run)
+  uint64_t estargz_tails = 0;          // tail files removed (would be)
+};
+CachePruneResult prune_caches(const store::Repository& repo,
+                              const std::function<bool(const Digest&)>& kept, bool dry_run);
 
 }  // namespace cfs::oci

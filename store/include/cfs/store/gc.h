@@ -31,6 +31,12 @@ struct GcOptions {
   std::optional<std::chrono::milliseconds> lock_timeout;
   // Told, while gc waits for the lock, which processes hold it (called again if they change).
   std::function<void(const std::string& message)> on_wait;
+  // Caches kept beside the store whose entries name objects (the OCI content index and eStargz
+  // tails: oci::prune_caches). Called with the exclusive lock held, after the marking and
+  // before anything is removed, with whether an object survives the collection; returns how
+  // many entries it removed (would remove, on a dry run).
+  std::function<uint64_t(const std::function<bool(const Digest&)>& kept, bool dry_run)>
+      prune_caches;
 };
 
 struct GcResult {
@@ -41,6 +47,7 @@ struct GcResult {
   uint64_t streams_removed = 0;
   uint64_t refs_pruned = 0;  // broken refs below images/refs and streams/refs
   uint64_t temp_files_removed = 0;
+  uint64_t cache_entries_removed = 0;  // by GcOptions::prune_caches
 };
 
 // Takes the exclusive repository lock for the collection (not for a dry run; see
