@@ -34,6 +34,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -323,6 +324,8 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
         # served (most on demand), in an image with a zstd:chunked layer under the eStargz one.
         rnd = random.Random("chunks")
         chunky = [(f"opt/c{i}", rnd.randbytes(rnd.randint(100000, 300000))) for i in range(6)]
+        # Over 1 MiB: served chunk by chunk (each read fetches the chunks it covers).
+        chunky.append(("opt/big", rnd.randbytes(1536 * 1024 + 123)))
         lower = [("etc/os-release", b"ID=mixed\n")] + [
             (f"opt/z{i}", rnd.randbytes(20000)) for i in range(4)]
         zl = os.path.join(work, "zlayer")
@@ -370,6 +373,12 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
         lazy = lt.LazyPull(cfsctl, mrepo, msrc, mnt4, "--lazy-rate-limit", str(mtotal // 4))
         pulls.append(lazy)
         check(lazy.wait_for("serving ", 60) is not None, "lazy, chunks: served")
+        # Its last 4 KiB first (the background reaches them last): the last chunk's gzip
+        # member also holds the tar padding and headers after the file.
+        big = dict(chunky)["opt/big"]
+        with open(os.path.join(mnt4, "opt", "big"), "rb") as f:
+            f.seek(len(big) - 4096)
+            check(f.read() == big[-4096:], "lazy, chunks: the end of a file over 1 MiB reads right")
         got = mount_files(mnt4)
         want = dict(lower + chunky)
         check(all(got.get(n) == c for n, c in want.items()),
@@ -378,6 +387,9 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
         rc, out, err = lazy.stop()
         pulls.remove(lazy)
         print("     lazy, chunks: " + (rt.field(out, "lazy") or err.strip()[-300:]))
+        reads = re.search(r"(\d+) chunks fetched for reads", rt.field(out, "lazy") or "")
+        check(reads is not None and int(reads.group(1)) > 0,
+              "lazy, chunks: the file over 1 MiB was served chunk by chunk")
         check(rc == 0 and rt.field(out, "image") == rt.field(mfull.stdout, "image")
               and rt.field(out, "image"),
               "lazy, chunks: the image id of a --no-partial pull")
