@@ -68,7 +68,7 @@ struct Args {
   std::optional<std::string> repo, basedir;
   std::string image, mountpoint;
   std::vector<std::string> mount_options;
-  bool foreground = false, debug = false, splice = false, passthrough = true;
+  bool foreground = false, debug = false, splice = false, passthrough = true, stats = false;
   unsigned threads = 8;
   bool overlay = false, allow_missing_objects = false;
   std::optional<std::string> upper;
@@ -139,6 +139,9 @@ Args parse_args(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--splice", a.splice,
                "splice object data into /dev/fuse (slower here than copying)");
+  app.add_flag("--stats", a.stats,
+               "when the mount ends, log how many requests of each kind were served (and "
+               "getxattr per attribute name)");
   bool no_passthrough = false;
   app.add_flag("--no-passthrough", no_passthrough,
                "serve object data from this process even where FUSE passthrough is available "
@@ -283,6 +286,7 @@ int run(const Args& args) {
   options.splice = args.splice;
   options.passthrough = args.passthrough;
   options.idle_threads = args.threads;
+  options.stats = args.stats;
   options.log = [&logger](const std::string& line) { logger.log(line); };
   options.on_serving = [&] {
     if (!args.foreground) logger.use_syslog();

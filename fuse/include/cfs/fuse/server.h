@@ -30,6 +30,8 @@ struct ServerOptions {
   // it; false keeps every read in the server (for comparisons and debugging).
   bool passthrough = true;
   unsigned idle_threads = 8;
+  // Log the requests served, per opcode (and getxattr per name), when the session ends.
+  bool stats = false;
   double cache_seconds = 365.0 * 24 * 3600;  // entry/attr/negative-lookup timeouts
   // Called once the mount is up and the process is final (after daemonising), before
   // requests are served: e.g. to switch logging to syslog.
