@@ -133,7 +133,9 @@ Args parse_args(int argc, char** argv) {
                  "default_permissions are always set (rw, suid and dev are refused)")
       ->type_name("OPTIONS")
       ->allow_extra_args(false);
-  app.add_option("--threads", a.threads, "idle worker threads kept")
+  app.add_option(
+         "--threads", a.threads,
+         "idle worker threads kept (--overlay answers its metadata requests with one thread)")
       ->type_name("N")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();

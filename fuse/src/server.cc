@@ -551,7 +551,8 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   std::optional<int> hook_rc;
   std::jthread hook;
   if (options.in_mount) hook = std::jthread([&] { hook_rc = options.in_mount(); });
-  int rc = fuse_session_loop_mt(se.get(), &config);
+  int rc = options.single_threaded ? fuse_session_loop(se.get())
+                                   : fuse_session_loop_mt(se.get(), &config);
   if (options.on_stopped) options.on_stopped();
   if (options.stats && options.log) {
     std::string report = session.stats.report();
