@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -240,7 +241,12 @@ std::string resolve_repo_image(const cfs::store::Repository& repo, const std::st
 int run(const Args& args) {
   Logger logger;
   const std::string& image_arg = args.image;
-  const std::string& mountpoint = args.mountpoint;
+  // libfuse moves the server to "/" (even with -f) and unmounts by this name when the session
+  // ends: a relative name would then miss, leaving a dead mount behind.
+  const std::string mountpoint =
+      args.mountpoint.empty()
+          ? args.mountpoint
+          : std::filesystem::absolute(args.mountpoint).lexically_normal().string();
   // C-made images use the C tools' limits; external data is still accepted only through
   // object-named redirects (ObjectStore), so compat validation opens no extra door.
   const auto reader_options = cfs::erofs::ReaderOptions::compat();

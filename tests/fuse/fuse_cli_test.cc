@@ -291,6 +291,28 @@ TEST(FusePassthrough, StackedObjectDirectoryFallsBackToTheServer) {
   EXPECT_GE(count_of(log, "opcode: READ (15)"), 1u) << log;
 }
 
+// libfuse moves the server to "/", also in the foreground: a relative mountpoint must still be
+// unmounted when the server stops (it used to be left behind, "not connected").
+TEST(FuseCli, RelativeMountpointIsUnmountedOnExit) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(cwd);
+  ASSERT_EQ(::chdir(dir.path().c_str()), 0);
+  struct Return {
+    int fd;
+    ~Return() { EXPECT_EQ(::fchdir(fd), 0); }
+  } back{cwd.get()};
+  FuseProcess fuse({image, "mnt", "-f", "--basedir", dir / "objects"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  EXPECT_EQ(read_file(dir / "mnt/inline"), "inline data\n");
+  ASSERT_EQ(::kill(fuse.pid(), SIGTERM), 0);
+  EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+  EXPECT_FALSE(is_mounted(dir / "mnt")) << fuse.log();
+  EXPECT_EQ(fuse.log().find("failed to unmount"), std::string::npos) << fuse.log();
+}
+
 // The number --stats logged for a counter ("cfs-fuse:   read      12"), or -1 if absent.
 long long stat_of(const std::string& log, const std::string& counter) {
   std::string key = "cfs-fuse:   " + counter + " ";
