@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,7 +69,7 @@ struct Args {
   std::optional<std::string> repo, basedir;
   std::string image, mountpoint;
   std::vector<std::string> mount_options;
-  bool foreground = false, debug = false, splice = false, passthrough = true;
+  bool foreground = false, debug = false, splice = false, passthrough = true, stats = false;
   unsigned threads = 8;
   bool overlay = false, allow_missing_objects = false;
   std::optional<std::string> upper;
@@ -133,12 +134,17 @@ Args parse_args(int argc, char** argv) {
                  "default_permissions are always set (rw, suid and dev are refused)")
       ->type_name("OPTIONS")
       ->allow_extra_args(false);
-  app.add_option("--threads", a.threads, "idle worker threads kept")
+  app.add_option(
+         "--threads", a.threads,
+         "idle worker threads kept (--overlay answers its metadata requests with one thread)")
       ->type_name("N")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
   app.add_flag("--splice", a.splice,
                "splice object data into /dev/fuse (slower here than copying)");
+  app.add_flag("--stats", a.stats,
+               "when the mount ends, log how many requests of each kind were served (and "
+               "getxattr per attribute name)");
   bool no_passthrough = false;
   app.add_flag("--no-passthrough", no_passthrough,
                "serve object data from this process even where FUSE passthrough is available "
@@ -235,7 +241,12 @@ std::string resolve_repo_image(const cfs::store::Repository& repo, const std::st
 int run(const Args& args) {
   Logger logger;
   const std::string& image_arg = args.image;
-  const std::string& mountpoint = args.mountpoint;
+  // libfuse moves the server to "/" (even with -f) and unmounts by this name when the session
+  // ends: a relative name would then miss, leaving a dead mount behind.
+  const std::string mountpoint =
+      args.mountpoint.empty()
+          ? args.mountpoint
+          : std::filesystem::absolute(args.mountpoint).lexically_normal().string();
   // C-made images use the C tools' limits; external data is still accepted only through
   // object-named redirects (ObjectStore), so compat validation opens no extra door.
   const auto reader_options = cfs::erofs::ReaderOptions::compat();
@@ -283,6 +294,7 @@ int run(const Args& args) {
   options.splice = args.splice;
   options.passthrough = args.passthrough;
   options.idle_threads = args.threads;
+  options.stats = args.stats;
   options.log = [&logger](const std::string& line) { logger.log(line); };
   options.on_serving = [&] {
     if (!args.foreground) logger.use_syslog();

@@ -17,6 +17,7 @@
 
 #include "cfs/error.h"
 #include "passthrough.h"
+#include "request_stats.h"
 
 namespace cfs::fuse {
 
@@ -62,10 +63,15 @@ struct Session {
   // The kernel takes ENOSYS from OPENDIR as "no opendir/releasedir ever again" and then
   // caches directory contents as if FOPEN_CACHE_DIR|FOPEN_KEEP_CACHE had been given.
   std::atomic<bool> no_opendir{false};
+  RequestStats stats{options.stats};
 };
 
 Session& session_of(fuse_req_t req) {
   return *static_cast<Session*>(fuse_req_userdata(req));
+}
+
+void count(fuse_req_t req, Request r) {
+  session_of(req).stats.add(r);
 }
 
 double timeout(fuse_req_t req) {
@@ -74,6 +80,7 @@ double timeout(fuse_req_t req) {
 
 void op_init(void* userdata, fuse_conn_info* conn) {
   auto& s = *static_cast<Session*>(userdata);
+  s.stats.add(Request::init);
   // Two requests fewer per directory (a third of a cold `find` over a tree's requests):
   // readdir is stateless, resuming from the offset alone.
   if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) s.no_opendir = true;
@@ -100,9 +107,11 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  count(req, Request::lookup);
   fuse_entry_param e{};
   int err = session_of(req).fs.lookup(parent, name, e.attr);
   if (err == ENOENT) {
+    count(req, Request::lookup_negative);
     // A negative entry: the kernel remembers the miss as long as a hit.
     e.ino = 0;
     e.entry_timeout = timeout(req);
@@ -120,6 +129,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  count(req, Request::getattr);
   struct stat st;
   int err = session_of(req).fs.getattr(ino, st);
   if (err != 0)
@@ -129,6 +139,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  count(req, Request::readlink);
   std::string_view target;
   int err = session_of(req).fs.readlink(ino, target);
   if (err != 0) {
@@ -140,6 +151,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  count(req, Request::opendir);
   if (session_of(req).no_opendir) {
     fuse_reply_err(req, ENOSYS);
     return;
@@ -159,6 +171,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
                 bool plus) {
+  count(req, plus ? Request::readdirplus : Request::readdir);
   // Without OPENDIR (fh 0) each call reads from a cursor of its own, placed at the offset.
   std::unique_ptr<DirStream> own;
   if (fi->fh == 0) {
@@ -212,6 +225,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  count(req, Request::releasedir);
   session_of(req).dirs.remove(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -222,6 +236,7 @@ void release_file(Session& s, uint64_t fh) {
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  count(req, Request::open);
   std::unique_ptr<FileHandle> file;
   int err = session_of(req).fs.open(ino, fi->flags, file);
   if (err != 0) {
@@ -243,6 +258,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
+  count(req, Request::read);
   const auto& file = HandleTable<FileHandle>::get(fi->fh);
   uint64_t file_size = file.inode.size;
   auto off = static_cast<uint64_t>(offset);
@@ -281,6 +297,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_in
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  count(req, Request::release);
   release_file(session_of(req), fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -295,8 +312,13 @@ void reply_sized(fuse_req_t req, const std::string& value, size_t size) {
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto& stats = session_of(req).stats;
+  stats.add(Request::getxattr);
+  if (size == 0) stats.add(Request::getxattr_size_query);
+  stats.add_xattr_name(name);
   std::string value;
   int err = session_of(req).fs.getxattr(ino, name, value);
+  if (err == ENODATA) stats.add(Request::getxattr_missing);
   if (err != 0)
     fuse_reply_err(req, err);
   else
@@ -304,6 +326,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  count(req, Request::listxattr);
   std::string names;
   int err = session_of(req).fs.listxattr(ino, names);
   if (err != 0)
@@ -313,57 +336,73 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t) {
+  count(req, Request::statfs);
   struct statvfs st;
   session_of(req).fs.statfs(st);
   fuse_reply_statfs(req, &st);
 }
 
 void op_access(fuse_req_t req, fuse_ino_t, int mask) {
+  count(req, Request::access);
   fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
 }
 
 // Every modifying request: the filesystem is read-only by nature, not by mount option.
 void deny_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_unlink(fuse_req_t req, fuse_ino_t, const char*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec*, off_t, fuse_file_info*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_removexattr(fuse_req_t req, fuse_ino_t, const char*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 void deny_copy_file_range(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse_ino_t, off_t,
                           fuse_file_info*, size_t, int) {
+  count(req, Request::denied);
   fuse_reply_err(req, EROFS);
 }
 
@@ -519,8 +558,18 @@ int serve(const ImageFs& fs, const ServerOptions& options) {
   std::optional<int> hook_rc;
   std::jthread hook;
   if (options.in_mount) hook = std::jthread([&] { hook_rc = options.in_mount(); });
-  int rc = fuse_session_loop_mt(se.get(), &config);
+  int rc = options.single_threaded ? fuse_session_loop(se.get())
+                                   : fuse_session_loop_mt(se.get(), &config);
   if (options.on_stopped) options.on_stopped();
+  if (options.stats && options.log) {
+    std::string report = session.stats.report();
+    options.log("requests served:");
+    for (size_t at = 0; at < report.size();) {
+      size_t end = report.find('\n', at);
+      options.log(report.substr(at, end - at));
+      at = end + 1;
+    }
+  }
   if (hook.joinable()) {
     hook.join();
     return *hook_rc;

@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -287,6 +289,71 @@ TEST(FusePassthrough, StackedObjectDirectoryFallsBackToTheServer) {
   EXPECT_EQ(count_of(log, "FUSE passthrough refused"), 1u) << log;
   EXPECT_NE(log.find("stacked filesystem"), std::string::npos) << log;
   EXPECT_GE(count_of(log, "opcode: READ (15)"), 1u) << log;
+}
+
+// libfuse moves the server to "/", also in the foreground: a relative mountpoint must still be
+// unmounted when the server stops (it used to be left behind, "not connected").
+TEST(FuseCli, RelativeMountpointIsUnmountedOnExit) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(cwd);
+  ASSERT_EQ(::chdir(dir.path().c_str()), 0);
+  struct Return {
+    int fd;
+    ~Return() { EXPECT_EQ(::fchdir(fd), 0); }
+  } back{cwd.get()};
+  FuseProcess fuse({image, "mnt", "-f", "--basedir", dir / "objects"}, dir / "mnt", dir / "log");
+  ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+  EXPECT_EQ(read_file(dir / "mnt/inline"), "inline data\n");
+  ASSERT_EQ(::kill(fuse.pid(), SIGTERM), 0);
+  EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+  EXPECT_FALSE(is_mounted(dir / "mnt")) << fuse.log();
+  EXPECT_EQ(fuse.log().find("failed to unmount"), std::string::npos) << fuse.log();
+}
+
+// The number --stats logged for a counter ("cfs-fuse:   read      12"), or -1 if absent.
+long long stat_of(const std::string& log, const std::string& counter) {
+  std::string key = "cfs-fuse:   " + counter + " ";
+  size_t at = log.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(log.substr(at + key.size()));
+}
+
+// --stats counts every request by kind. Reading a file six times costs the server the READs of
+// one reading (the kernel serves the rest from its page cache: keep_cache) but six OPENs.
+TEST(FuseCli, StatsCountRequestsAndCachedReadsNeverReachTheServer) {
+  require_fuse();
+  TempDir dir;
+  std::string image = make_image(dir);
+  std::map<int, std::string> logs;
+  for (int readings : {1, 6}) {
+    std::string log = dir / ("log" + std::to_string(readings));
+    FuseProcess fuse(
+        {image, dir / "mnt", "-f", "--stats", "--no-passthrough", "--basedir", dir / "objects"},
+        dir / "mnt", log);
+    ASSERT_TRUE(fuse.wait_mounted()) << fuse.log();
+    for (int i = 0; i < readings; i++)
+      EXPECT_EQ(read_file(dir / "mnt/external"), std::string(10000, 'e'));
+    char value[8];
+    EXPECT_EQ(::lgetxattr((dir / "mnt/inline").c_str(), "user.absent", value, 0), -1);
+    EXPECT_EQ(errno, ENODATA);
+    ASSERT_EQ(::kill(fuse.pid(), SIGTERM), 0);
+    EXPECT_EQ(fuse.wait_exit(), 0) << fuse.log();
+    logs[readings] = fuse.log();
+  }
+  const std::string& once = logs[1];
+  const std::string& six = logs[6];
+  EXPECT_NE(once.find("requests served:"), std::string::npos) << once;
+  EXPECT_EQ(stat_of(once, "open"), 1) << once;
+  EXPECT_EQ(stat_of(six, "open"), 6) << six;
+  EXPECT_GE(stat_of(once, "read"), 1) << once;
+  EXPECT_EQ(stat_of(six, "read"), stat_of(once, "read")) << once << six;
+  EXPECT_EQ(stat_of(six, "getxattr"), 1) << six;
+  EXPECT_EQ(stat_of(six, "  of which size queries"), 1) << six;
+  EXPECT_EQ(stat_of(six, "  of which ENODATA"), 1) << six;
+  EXPECT_NE(six.find("getxattr user.absent: 1"), std::string::npos) << six;
 }
 
 // The pid of the process whose command line is exactly args (the daemon we started).
