@@ -269,7 +269,7 @@ int composefs_info_main(int argc, char** argv) {
       filter_top_level(tree, filters);
       erofs::walk(tree, [&](const erofs::WalkEntry& entry) {
         if (entry.first_visit && entry.inode.is_reg() && !entry.inode.payload.empty())
-          objects.push_back(entry.inode.payload);
+          objects.push_back(entry.inode.payload.str());
       });
       continue;
     }
