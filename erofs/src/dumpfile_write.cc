@@ -106,7 +106,8 @@ void append_dump_entry(std::string& out, std::string_view path, const Inode& ino
     append_field(out, *hardlink_target);
     out += " - -";
   } else {
-    append_field(out, inode.is_symlink() || inode.is_external() ? inode.payload : std::string());
+    append_field(
+        out, inode.is_symlink() || inode.is_external() ? inode.payload.view() : std::string_view());
     out += ' ';
     append_field(out, inode.is_reg() ? content : std::string_view());
     out += ' ';

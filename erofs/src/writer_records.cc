@@ -127,10 +127,11 @@ XattrView ImageWriter::generated_xattr(const Inode& owner, uint16_t source) cons
   switch (source) {
     case kSrcMetacopy: {
       if (!owner.digest) return {{composefs::kMetacopyXattr, {}}, {}, source};
-      const Digest& d = *owner.digest;
-      std::string_view bytes(reinterpret_cast<const char*>(d.bytes().data()), d.size());
+      // Views of the inode's own digest bytes (*owner.digest would be a temporary copy).
+      const std::span<const uint8_t> digest = owner.digest.bytes();
+      std::string_view bytes(reinterpret_cast<const char*>(digest.data()), digest.size());
       return {{composefs::kMetacopyXattr, {}},
-              {composefs::metacopy_header_bytes(d.algorithm()), bytes},
+              {composefs::metacopy_header_bytes(owner.digest.algorithm()), bytes},
               source};
     }
     case kSrcRedirect:

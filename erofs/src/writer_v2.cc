@@ -226,10 +226,12 @@ class V2Writer {
     // composefs-rs' order: metacopy and redirect first, then the user's, sorted by name.
     if (is_external_v2(inode)) {
       if (inode.digest) {
-        const Digest& d = *inode.digest;
-        std::string_view bytes(reinterpret_cast<const char*>(d.bytes().data()), d.size());
+        // Views of the inode's own digest bytes (*inode.digest would be a temporary copy).
+        const std::span<const uint8_t> digest = inode.digest.bytes();
+        std::string_view bytes(reinterpret_cast<const char*>(digest.data()), digest.size());
         add_xattr({composefs::kMetacopyXattr, {}},
-                  {composefs::metacopy_header_bytes(d.algorithm()), bytes});
+                  {composefs::metacopy_header_bytes(inode.digest.algorithm()), bytes});
+        const Digest d = *inode.digest;
         // composefs-rs names the object after the digest.
         owned_.push_back(d.object_path());
         add_xattr({composefs::kRedirectXattr, {}}, {"/", owned_.back()});

@@ -82,7 +82,7 @@ class FromTree {
     if (inode.content && !inode.content->empty()) node->content = *inode.content;
     if (inode.digest) {
       node->head.digest_set = true;
-      std::memcpy(node->head.digest, inode.digest->bytes().data(), LCFS_DIGEST_SIZE);
+      std::memcpy(node->head.digest, inode.digest.bytes().data(), LCFS_DIGEST_SIZE);
     }
     for (const erofs::Xattr& x : inode.xattrs) {
       // The budget lcfs_node_set_xattr keeps, so later edits see the same limits as in C.

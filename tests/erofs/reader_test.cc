@@ -154,7 +154,8 @@ TEST(Reader, ObjectsListsRedirectsOnce) {
   std::vector<std::string> want;
   std::function<void(const Inode&)> collect = [&](const Inode& dir) {
     for (const auto& d : dir.children) {
-      if (d.inode->is_external() && !d.inode->payload.empty()) want.push_back(d.inode->payload);
+      if (d.inode->is_external() && !d.inode->payload.empty())
+        want.push_back(d.inode->payload.str());
       if (d.inode->is_dir()) collect(*d.inode);
     }
   };

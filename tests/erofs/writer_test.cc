@@ -188,7 +188,48 @@ TEST(ErofsWriter, InlineContentCopiesAreIndependent) {
   EXPECT_EQ(a.content->size(), 3u);
   a.content = std::nullopt;
   EXPECT_FALSE(a.content.has_value());
-  EXPECT_LE(sizeof(Inode), 208u) << "Inode grew: the tree holds one per entry";
+  EXPECT_LE(sizeof(Inode), 120u) << "Inode grew: the tree holds one per entry";
+}
+
+// Inode::payload and Inode::digest are one pointer wide each, with string's and
+// optional<Digest>'s meaning: copies are deep, empty/absent costs no allocation, and the
+// bytes (embedded NULs, both digest algorithms) come back exactly.
+TEST(ErofsWriter, CompactPayloadAndDigestKeepTheirValues) {
+  Inode a;
+  EXPECT_TRUE(a.payload.empty());
+  EXPECT_EQ(a.payload.view(), "");
+  EXPECT_STREQ(a.payload.c_str(), "");
+  EXPECT_FALSE(a.digest);
+  EXPECT_TRUE(a.digest == std::nullopt);
+  const std::string with_nul("ab\0cd", 5);
+  a.payload = with_nul;
+  EXPECT_EQ(a.payload.size(), 5u);
+  EXPECT_EQ(a.payload.view(), with_nul);
+  Inode b = a;
+  b.payload = "01/" + std::string(62, 'f');
+  EXPECT_EQ(a.payload, with_nul);
+  EXPECT_EQ("/" + b.payload, "/01/" + std::string(62, 'f'));
+  EXPECT_STREQ(b.payload.c_str(), ("01/" + std::string(62, 'f')).c_str());
+  b.payload = "";
+  EXPECT_TRUE(b.payload.empty());
+
+  std::vector<uint8_t> bytes(64);
+  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = static_cast<uint8_t>(i * 7 + 1);
+  const Digest sha256(HashAlgorithm::sha256, std::span(bytes).first(32));
+  const Digest sha512(HashAlgorithm::sha512, bytes);
+  a.digest = sha256;
+  b = a;
+  b.digest = sha512;
+  EXPECT_EQ(*a.digest, sha256);
+  EXPECT_EQ(a.digest->hex(), sha256.hex());
+  EXPECT_EQ(*b.digest, sha512);
+  EXPECT_EQ(b.digest->algorithm(), HashAlgorithm::sha512);
+  EXPECT_FALSE(a.digest == b.digest);
+  std::optional<Digest> as_optional = b.digest;
+  EXPECT_EQ(as_optional, sha512);
+  b.digest = std::optional<Digest>();
+  EXPECT_FALSE(b.digest.has_value());
+  EXPECT_LE(sizeof(Inode::payload) + sizeof(Inode::digest), 2 * sizeof(void*));
 }
 
 TEST(ErofsWriter, ReferencedContentChangedAfterParsingIsAnError) {

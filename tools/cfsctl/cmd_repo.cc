@@ -328,7 +328,8 @@ void run_dump_files(const DumpFilesArgs& args, const GlobalOptions& global) {
     if (!inode) throw Error("dump-files: " + path + " not found in image " + args.name);
     if (args.backing_path_only) {
       if (inode->is_dir()) throw Error("dump-files: " + path + " is a directory");
-      out += path + " " + (inode->is_external() ? inode->payload : std::string("inline")) + "\n";
+      out +=
+          path + " " + (inode->is_external() ? inode->payload.str() : std::string("inline")) + "\n";
       continue;
     }
     append_rs_subtree(out, tree, *inode, path);

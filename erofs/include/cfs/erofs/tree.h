@@ -8,9 +8,12 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -95,6 +98,180 @@ class InlineContent {
   std::unique_ptr<std::string> bytes_;
 };
 
+// Inode::payload: a byte string with the interface of the std::string it was (as far as the
+// tree's users need it), one pointer wide: empty is a null pointer, anything else one heap
+// block holding the length and the bytes (the tree holds one per entry, most of them empty).
+class InodeString {
+ public:
+  InodeString() = default;
+  InodeString(std::string_view bytes) { assign(bytes); }  // NOLINT: implicit, as string's
+  InodeString(const std::string& bytes) : InodeString(std::string_view(bytes)) {}  // NOLINT
+  InodeString(const char* bytes) : InodeString(std::string_view(bytes)) {}         // NOLINT
+  InodeString(const InodeString& other) : InodeString(other.view()) {}
+  InodeString(InodeString&&) noexcept = default;
+  InodeString& operator=(const InodeString& other) {
+    if (this != &other) assign(other.view());
+    return *this;
+  }
+  InodeString& operator=(InodeString&&) noexcept = default;
+  InodeString& operator=(std::string_view bytes) {
+    assign(bytes);
+    return *this;
+  }
+  InodeString& operator=(const std::string& bytes) { return *this = std::string_view(bytes); }
+  InodeString& operator=(const char* bytes) { return *this = std::string_view(bytes); }
+
+  std::string_view view() const noexcept {
+    if (!block_) return {};
+    uint32_t n;
+    std::memcpy(&n, block_.get(), sizeof n);
+    return {block_.get() + sizeof n, n};
+  }
+  operator std::string_view() const noexcept { return view(); }  // NOLINT
+  std::string str() const { return std::string(view()); }
+  size_t size() const noexcept { return view().size(); }
+  size_t length() const noexcept { return size(); }
+  bool empty() const noexcept { return !block_; }
+  const char* data() const noexcept { return view().data(); }
+  // NUL-terminated, as std::string's.
+  const char* c_str() const noexcept { return block_ ? block_.get() + sizeof(uint32_t) : ""; }
+  auto begin() const noexcept { return view().begin(); }
+  auto end() const noexcept { return view().end(); }
+  char operator[](size_t i) const noexcept { return view()[i]; }
+  size_t find(char c, size_t pos = 0) const noexcept { return view().find(c, pos); }
+  size_t find(std::string_view s, size_t pos = 0) const noexcept { return view().find(s, pos); }
+  bool starts_with(std::string_view s) const noexcept { return view().starts_with(s); }
+  bool starts_with(char c) const noexcept { return view().starts_with(c); }
+  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const {
+    return view().substr(pos, n);
+  }
+  void clear() noexcept { block_.reset(); }
+
+  friend bool operator==(const InodeString& a, const InodeString& b) noexcept {
+    return a.view() == b.view();
+  }
+  friend bool operator==(const InodeString& a, std::string_view b) noexcept {
+    return a.view() == b;
+  }
+  friend bool operator==(const InodeString& a, const std::string& b) noexcept {
+    return a.view() == b;
+  }
+  friend bool operator==(const InodeString& a, const char* b) noexcept {
+    return a.view() == std::string_view(b);
+  }
+  friend auto operator<=>(const InodeString& a, const InodeString& b) noexcept {
+    return a.view() <=> b.view();
+  }
+  friend std::string operator+(std::string_view a, const InodeString& b) {
+    std::string out(a);
+    out += b.view();
+    return out;
+  }
+  friend std::string operator+(const InodeString& a, std::string_view b) {
+    std::string out(a.view());
+    out += b;
+    return out;
+  }
+  friend std::string operator+(const char* a, const InodeString& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(const std::string& a, const InodeString& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(const InodeString& a, const char* b) {
+    return a + std::string_view(b);
+  }
+  friend std::string operator+(const InodeString& a, const std::string& b) {
+    return a + std::string_view(b);
+  }
+
+ private:
+  void assign(std::string_view bytes) {
+    if (bytes.empty()) {
+      block_.reset();
+      return;
+    }
+    if (bytes.size() > UINT32_MAX) throw std::length_error("InodeString: too long");
+    auto block = std::make_unique_for_overwrite<char[]>(sizeof(uint32_t) + bytes.size() + 1);
+    const auto n = static_cast<uint32_t>(bytes.size());
+    std::memcpy(block.get(), &n, sizeof n);
+    std::memcpy(block.get() + sizeof n, bytes.data(), bytes.size());
+    block[sizeof n + bytes.size()] = '\0';
+    block_ = std::move(block);
+  }
+  std::unique_ptr<char[]> block_;
+};
+
+// An external regular file's fs-verity digest: the interface of std::optional<Digest> (which
+// Inode::digest was), one pointer wide. Most entries have none, and one that has it keeps
+// only the algorithm and the digest's own bytes on the heap (33 bytes for SHA-256 rather
+// than Digest's 65). Dereferencing yields a Digest by value; copies are deep.
+class InodeDigest {
+ public:
+  InodeDigest() = default;
+  InodeDigest(std::nullopt_t) noexcept {}             // NOLINT: implicit, as optional's
+  InodeDigest(const Digest& digest) { set(digest); }  // NOLINT
+  InodeDigest(const std::optional<Digest>& digest) {  // NOLINT
+    if (digest) set(*digest);
+  }
+  InodeDigest(const InodeDigest& other) {
+    if (other) set(*other);
+  }
+  InodeDigest(InodeDigest&&) noexcept = default;
+  InodeDigest& operator=(const InodeDigest& other) {
+    if (this != &other) {
+      if (other)
+        set(*other);
+      else
+        bytes_.reset();
+    }
+    return *this;
+  }
+  InodeDigest& operator=(InodeDigest&&) noexcept = default;
+
+  explicit operator bool() const noexcept { return bytes_ != nullptr; }
+  bool has_value() const noexcept { return bytes_ != nullptr; }
+  // Precondition, as for optional: has_value().
+  Digest operator*() const { return Digest(algorithm(), bytes()); }
+  Digest value() const { return **this; }
+  // The algorithm and the digest's bytes, held by this object (unlike a dereferenced Digest,
+  // which is a copy): views of them stay valid as long as the digest is not reassigned.
+  // Precondition: has_value().
+  HashAlgorithm algorithm() const noexcept { return static_cast<HashAlgorithm>(bytes_[0]); }
+  std::span<const uint8_t> bytes() const noexcept {
+    return {bytes_.get() + 1, digest_size(algorithm())};
+  }
+  // `digest->hex()`: the Digest lives in the returned proxy for the full expression.
+  struct Arrow {
+    Digest digest;
+    const Digest* operator->() const noexcept { return &digest; }
+  };
+  Arrow operator->() const { return {**this}; }
+  operator std::optional<Digest>() const {  // NOLINT: implicit, for optional<Digest> users
+    if (!bytes_) return std::nullopt;
+    return **this;
+  }
+  void reset() noexcept { bytes_.reset(); }
+
+  friend bool operator==(const InodeDigest& a, const InodeDigest& b) {
+    return a ? b && *a == *b : !b;
+  }
+  friend bool operator==(const InodeDigest& a, const Digest& b) { return a && *a == b; }
+  friend bool operator==(const InodeDigest& a, const std::optional<Digest>& b) {
+    return a ? b && *a == *b : !b;
+  }
+  friend bool operator==(const InodeDigest& a, std::nullopt_t) noexcept { return !a; }
+
+ private:
+  void set(const Digest& digest) {
+    auto bytes = std::make_unique_for_overwrite<uint8_t[]>(1 + digest.size());
+    bytes[0] = static_cast<uint8_t>(digest.algorithm());
+    std::copy(digest.bytes().begin(), digest.bytes().end(), bytes.get() + 1);
+    bytes_ = std::move(bytes);
+  }
+  std::unique_ptr<uint8_t[]> bytes_;
+};
+
 // Reads back the content a tree references (Tree::content_source).
 class ContentSource {
  public:
@@ -127,7 +304,7 @@ struct Inode {
   uint64_t size = 0;      // regular files: data size; symlinks: target length; directories: unused
   // Symlink target, or for externally stored regular files the backing path relative to
   // the object directory ("ab/cdef…"). Empty otherwise.
-  std::string payload;
+  InodeString payload;
   // Regular files stored inline in the image: the bytes, or where they sit in the tree's
   // content_source (content_ref.length > 0; content is then empty). See has_content().
   InlineContent content;
@@ -135,8 +312,7 @@ struct Inode {
   std::vector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
   std::vector<Dirent> children;  // directories only; sorted by name
   // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
-  // Last: its 66 bytes have no alignment, so nothing after it pads.
-  std::optional<Digest> digest;
+  InodeDigest digest;
 
   uint32_t type() const noexcept { return mode & S_IFMT; }
   bool is_dir() const noexcept { return type() == S_IFDIR; }
