@@ -299,24 +299,9 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
                                str(total // 6))
             pulls.append(lazy)
             check(lazy.wait_for("serving ", 60) is not None, "lazy, tampered: served")
-            try:
-                with open(os.path.join(mnt2, last_name), "rb") as f:
-                    f.read()
-                code = 0
-            except OSError as e:
-                code = e.errno
+            code = lt.read_errno(os.path.join(mnt2, last_name))
             check(code == errno.EIO, f"lazy, tampered: reading {last_name} gives EIO ({code})")
-            rc, out, err = lazy.stop()
-            pulls.remove(lazy)
-            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
-            check(rc != 0 and "tampered" in err and last_name in err,
-                  "lazy, tampered: the pull fails naming the file")
-            images = cfs.run(bad_repo, "oci", "images")
-            check(images.returncode == 0 and "lazy" not in images.stdout,
-                  "lazy, tampered: nothing tagged")
-            check(cfs.run(bad_repo, "fsck").returncode == 0
-                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
-                  "lazy, tampered: fsck and oci fsck pass")
+            lt.check_refused(cfs, lazy, pulls, bad_repo, last_name, "lazy, tampered")
         finally:
             flip(blob, where)
 

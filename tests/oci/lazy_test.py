@@ -188,27 +188,12 @@ def main():
                             str(total // 8))
             pulls.append(lazy)
             check(lazy.wait_for("serving ", 60) is not None, "tampered: served")
-            try:
-                with open(os.path.join(mnt2, last_name), "rb") as f:
-                    f.read()
-                code = 0
-            except OSError as e:
-                code = e.errno
+            code = read_errno(os.path.join(mnt2, last_name))
             check(code == errno.EIO, f"tampered: reading {last_name} gives EIO ({code})")
             ok = os.path.join(mnt2, "usr", "share", "s0")
             with open(ok, "rb") as f:
                 check(f.read() == expected["usr/share/s0"], "tampered: other files still read")
-            rc, out, err = lazy.stop()
-            pulls.remove(lazy)
-            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
-            check(rc != 0 and "tampered" in err and last_name in err,
-                  "tampered: the pull fails naming the file")
-            images = cfs.run(bad_repo, "oci", "images")
-            check(images.returncode == 0 and "lazy" not in images.stdout,
-                  "tampered: nothing tagged")
-            check(cfs.run(bad_repo, "fsck").returncode == 0
-                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
-                  "tampered: fsck and oci fsck pass")
+            check_refused(cfs, lazy, pulls, bad_repo, last_name, "tampered")
         finally:
             ct.flip(blob, where)
         large_file(args, cfs, reg, work, pulls)
@@ -225,6 +210,33 @@ def read_at(path, offset, length):
         return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+def read_errno(path, offset=0, length=None):
+    """0 when path reads (length bytes from offset; None: all of it), else the errno of the
+    failure."""
+    try:
+        if length is None:
+            with open(path, "rb") as f:
+                f.read()
+        else:
+            read_at(path, offset, length)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def check_refused(cfs, lazy, pulls, repo, name, label):
+    """A lazy pull that met tampered content ends failing, naming the file, with nothing
+    tagged and fsck and oci fsck clean."""
+    rc, out, err = lazy.stop()
+    pulls.remove(lazy)
+    print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
+    check(rc != 0 and "tampered" in err and name in err, f"{label}: the pull fails naming the file")
+    images = cfs.run(repo, "oci", "images")
+    check(images.returncode == 0 and "lazy" not in images.stdout, f"{label}: nothing tagged")
+    check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
+          f"{label}: fsck and oci fsck pass")
 
 
 def large_file(args, cfs, reg, work, pulls):
@@ -288,26 +300,12 @@ def large_file(args, cfs, reg, work, pulls):
             lazy = LazyPull(args.cfsctl, bad_repo, source, mnt2, "--lazy-rate-limit", "65536")
             pulls.append(lazy)
             check(lazy.wait_for("serving ", 60) is not None, "large tampered: served")
-            try:
-                read_at(os.path.join(mnt2, name), bad_at, 4096)
-                code = 0
-            except OSError as e:
-                code = e.errno
+            code = read_errno(os.path.join(mnt2, name), bad_at, 4096)
             check(code == errno.EIO, f"large tampered: a read in chunk {k} gives EIO ({code})")
             good = chunks[2][0]
             check(read_at(os.path.join(mnt2, name), good, 4096) == big[good:good + 4096],
                   "large tampered: a read in another chunk of the file succeeds")
-            rc, out, err = lazy.stop()
-            pulls.remove(lazy)
-            print("     " + "\n     ".join(err.strip().splitlines()[-2:]))
-            check(rc != 0 and "tampered" in err and name in err,
-                  "large tampered: the read's failure is logged naming the file")
-            images = cfs.run(bad_repo, "oci", "images")
-            check(images.returncode == 0 and "lazy" not in images.stdout,
-                  "large tampered: nothing tagged")
-            check(cfs.run(bad_repo, "fsck").returncode == 0
-                  and cfs.run(bad_repo, "oci", "fsck").returncode == 0,
-                  "large tampered: fsck and oci fsck pass")
+            check_refused(cfs, lazy, pulls, bad_repo, name, "large tampered")
         finally:
             ct.flip(blob, where)
     finally:
