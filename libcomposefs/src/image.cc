@@ -58,8 +58,7 @@ lcfs_node_s* load(std::span<const uint8_t> bytes, const lcfs_read_options_s* opt
   if (opts != nullptr && opts->toplevel_entries != nullptr) {
     std::unordered_set<std::string_view> keep;
     for (const char* const* it = opts->toplevel_entries; *it != nullptr; ++it) keep.insert(*it);
-    std::erase_if(tree.root->children,
-                  [&](const erofs::Dirent& d) { return !keep.contains(d.name); });
+    erase_if(tree.root->children, [&](const erofs::Dirent& d) { return !keep.contains(d.name); });
   }
   return from_tree(tree);
 }

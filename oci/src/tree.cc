@@ -336,7 +336,7 @@ void transform_for_oci(erofs::Tree& tree) {
 
 void filter_xattrs(erofs::Tree& tree, XattrMode mode) {
   for_each_inode(tree, [&](erofs::Inode& inode) {
-    std::erase_if(inode.xattrs, [&](const erofs::Xattr& x) { return !xattr_kept(x.name, mode); });
+    erase_if(inode.xattrs, [&](const erofs::Xattr& x) { return !xattr_kept(x.name, mode); });
   });
 }
 

@@ -188,7 +188,7 @@ TEST(ErofsWriter, InlineContentCopiesAreIndependent) {
   EXPECT_EQ(a.content->size(), 3u);
   a.content = std::nullopt;
   EXPECT_FALSE(a.content.has_value());
-  EXPECT_LE(sizeof(Inode), 120u) << "Inode grew: the tree holds one per entry";
+  EXPECT_LE(sizeof(Inode), 88u) << "Inode grew: the tree holds one per entry";
 }
 
 // Inode::payload and Inode::digest are one pointer wide each, with string's and
@@ -230,6 +230,67 @@ TEST(ErofsWriter, CompactPayloadAndDigestKeepTheirValues) {
   b.digest = std::optional<Digest>();
   EXPECT_FALSE(b.digest.has_value());
   EXPECT_LE(sizeof(Inode::payload) + sizeof(Inode::digest), 2 * sizeof(void*));
+}
+
+// Inode::xattrs and Inode::children are one pointer wide (CompactVector) and a Dirent is 32
+// bytes (DirentName holds names up to 14 bytes inline): vector and string semantics hold,
+// including copies, growth, insertion, erasure and names on either side of the inline limit.
+TEST(ErofsWriter, CompactVectorsAndDirentNamesKeepTheirValues) {
+  EXPECT_EQ(sizeof(Inode::xattrs) + sizeof(Inode::children), 2 * sizeof(void*));
+  EXPECT_EQ(sizeof(Dirent), 32u);
+  Inode dir;
+  EXPECT_TRUE(dir.children.empty());
+  EXPECT_EQ(dir.children.capacity(), 0u);
+  std::vector<std::string> names;
+  for (int i = 0; i < 300; i++) {
+    // Lengths 1..40 on both sides of DirentName::kInlineMax, inserted out of order.
+    std::string name = std::to_string((i * 37) % 300);
+    name += std::string(static_cast<size_t>(i % 40), static_cast<char>('a' + i % 26));
+    names.push_back(name);
+    dir.set_child(name, make_inode(S_IFREG | 0644));
+  }
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(dir.children.size(), names.size());
+  for (size_t i = 0; i < names.size(); i++) {
+    EXPECT_EQ(dir.children[i].name, names[i]);
+    EXPECT_EQ(dir.children[i].name.size(), names[i].size());
+    EXPECT_EQ(dir.find(names[i]), dir.children[i].inode.get());
+  }
+  Inode copy = dir;
+  ASSERT_EQ(copy.children.size(), dir.children.size());
+  for (size_t i = 0; i < names.size(); i++) {
+    EXPECT_EQ(copy.children[i].name, dir.children[i].name);
+    EXPECT_NE(copy.children[i].name.data(), dir.children[i].name.data()) << "copies are deep";
+  }
+  EXPECT_TRUE(copy.remove_child(names[10]));
+  EXPECT_FALSE(copy.remove_child(names[10]));
+  EXPECT_EQ(copy.children.size(), names.size() - 1);
+  EXPECT_EQ(dir.children.size(), names.size());
+  EXPECT_EQ(copy.children[10].name, names[11]);
+  EXPECT_EQ(copy.children[10].inode, dir.children[11].inode) << "copies share inodes";
+  DirentName long_name(std::string(200, 'x'));
+  DirentName moved = std::move(long_name);
+  EXPECT_EQ(moved, std::string(200, 'x'));
+  EXPECT_TRUE(long_name.empty());
+  moved = "short";
+  EXPECT_EQ("/" + moved, "/short");
+
+  Inode a;
+  a.set_xattr("user.b", std::string("v\0b", 3));
+  a.set_xattr("user.a", "1");
+  a.xattrs.push_back({"user.c", "3"});
+  ASSERT_EQ(a.xattrs.size(), 3u);
+  EXPECT_EQ(a.xattrs[0].name, "user.a");
+  EXPECT_EQ(a.xattrs[1].value, std::string("v\0b", 3));
+  Inode b = a;
+  EXPECT_TRUE(b.remove_xattr("user.a"));
+  EXPECT_EQ(a.xattrs.size(), 3u);
+  EXPECT_EQ(b.xattrs.front().name, "user.b");
+  EXPECT_EQ(b.xattrs.back().name, "user.c");
+  b.xattrs.clear();
+  EXPECT_TRUE(b.xattrs.empty());
+  b = a;
+  EXPECT_TRUE(b.xattrs == a.xattrs);
 }
 
 TEST(ErofsWriter, ReferencedContentChangedAfterParsingIsAnError) {

@@ -79,7 +79,7 @@ void append_rs_subtree(std::string& out, const erofs::Tree& tree, const erofs::I
           e.size = inode.payload.size();
           e.payload = inode.payload;
         }
-        e.xattrs = inode.xattrs;
+        e.xattrs.assign(inode.xattrs.begin(), inode.xattrs.end());
         append_rs_entry(out, path, e);
         if (!inode.is_dir()) return;
         std::string prefix = path.ends_with('/') ? path : path + "/";

@@ -7,11 +7,17 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
+#include <iosfwd>
 #include <memory>
+#include <new>
 #include <optional>
+#include <ostream>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -272,6 +278,337 @@ class InodeDigest {
   std::unique_ptr<uint8_t[]> bytes_;
 };
 
+// A vector one pointer wide (Inode::xattrs, Inode::children): empty is a null pointer,
+// anything else one heap block holding size, capacity and the elements. The tree holds two
+// per entry and most of them are empty. The interface is std::vector's, as far as the tree's
+// users need it; iterators are pointers, copies are deep.
+template <typename T>
+class CompactVector {
+  static_assert(alignof(T) <= alignof(std::max_align_t));
+  struct Header {
+    uint32_t size;
+    uint32_t capacity;
+  };
+  static constexpr size_t kOffset = (sizeof(Header) + alignof(T) - 1) / alignof(T) * alignof(T);
+
+ public:
+  using value_type = T;
+  using size_type = size_t;
+  using difference_type = std::ptrdiff_t;
+  using reference = T&;
+  using const_reference = const T&;
+  using pointer = T*;
+  using const_pointer = const T*;
+  using iterator = T*;
+  using const_iterator = const T*;
+
+  CompactVector() = default;
+  CompactVector(std::initializer_list<T> items) {
+    reserve(items.size());
+    for (const T& item : items) push_back(item);
+  }
+  CompactVector(std::vector<T>&& items) {  // NOLINT: implicit, from the vector it was
+    reserve(items.size());
+    for (T& item : items) push_back(std::move(item));
+  }
+  CompactVector(const std::vector<T>& items) {  // NOLINT
+    reserve(items.size());
+    for (const T& item : items) push_back(item);
+  }
+  CompactVector(const CompactVector& other) {
+    reserve(other.size());
+    for (const T& item : other) push_back(item);
+  }
+  CompactVector(CompactVector&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
+  CompactVector& operator=(const CompactVector& other) {
+    if (this != &other) {
+      CompactVector copy(other);
+      swap(copy);
+    }
+    return *this;
+  }
+  CompactVector& operator=(CompactVector&& other) noexcept {
+    if (this != &other) {
+      CompactVector gone(std::move(*this));
+      swap(other);
+    }
+    return *this;
+  }
+  CompactVector& operator=(std::vector<T>&& items) {
+    return *this = CompactVector(std::move(items));
+  }
+  CompactVector& operator=(const std::vector<T>& items) { return *this = CompactVector(items); }
+  ~CompactVector() {
+    if (!block_) return;
+    std::destroy(begin(), end());
+    ::operator delete(block_);
+  }
+  void swap(CompactVector& other) noexcept { std::swap(block_, other.block_); }
+
+  size_t size() const noexcept { return block_ ? header()->size : 0; }
+  size_t capacity() const noexcept { return block_ ? header()->capacity : 0; }
+  bool empty() const noexcept { return size() == 0; }
+  T* data() noexcept {
+    return block_ ? std::launder(reinterpret_cast<T*>(block_ + kOffset)) : nullptr;
+  }
+  const T* data() const noexcept {
+    return block_ ? std::launder(reinterpret_cast<const T*>(block_ + kOffset)) : nullptr;
+  }
+  T* begin() noexcept { return data(); }
+  T* end() noexcept { return data() + size(); }
+  const T* begin() const noexcept { return data(); }
+  const T* end() const noexcept { return data() + size(); }
+  const T* cbegin() const noexcept { return begin(); }
+  const T* cend() const noexcept { return end(); }
+  T& operator[](size_t i) noexcept { return data()[i]; }
+  const T& operator[](size_t i) const noexcept { return data()[i]; }
+  T& front() noexcept { return *begin(); }
+  const T& front() const noexcept { return *begin(); }
+  T& back() noexcept { return end()[-1]; }
+  const T& back() const noexcept { return end()[-1]; }
+
+  void reserve(size_t n) {
+    if (n <= capacity()) return;
+    if (n > UINT32_MAX) throw std::length_error("CompactVector: too many elements");
+    auto* block = static_cast<std::byte*>(::operator new(kOffset + n * sizeof(T)));
+    auto* items = reinterpret_cast<T*>(block + kOffset);
+    const size_t count = size();
+    if (block_) {
+      std::uninitialized_move(begin(), end(), items);
+      std::destroy(begin(), end());
+      ::operator delete(block_);
+    }
+    block_ = block;
+    *header() = {static_cast<uint32_t>(count), static_cast<uint32_t>(n)};
+  }
+  template <typename... Args>
+  T& emplace_back(Args&&... args) {
+    if (size() == capacity()) {
+      // Built from a value first: args may refer to an element that growing moves.
+      T value(std::forward<Args>(args)...);
+      grow();
+      return append(std::move(value));
+    }
+    return append(std::forward<Args>(args)...);
+  }
+  void push_back(const T& value) { emplace_back(value); }
+  void push_back(T&& value) { emplace_back(std::move(value)); }
+  void pop_back() noexcept {
+    std::destroy_at(end() - 1);
+    --header()->size;
+  }
+  T* insert(const T* pos, T value) {
+    const size_t i = static_cast<size_t>(pos - begin());
+    emplace_back(std::move(value));
+    std::rotate(begin() + i, end() - 1, end());
+    return begin() + i;
+  }
+  T* erase(const T* first, const T* last) {
+    T* out = begin() + (first - begin());
+    const size_t n = static_cast<size_t>(last - first);
+    if (n == 0) return out;
+    std::move(out + n, end(), out);
+    std::destroy(end() - n, end());
+    header()->size -= static_cast<uint32_t>(n);
+    return out;
+  }
+  T* erase(const T* pos) { return erase(pos, pos + 1); }
+  void resize(size_t n) {
+    while (size() > n) pop_back();
+    reserve(n);
+    while (size() < n) emplace_back();
+  }
+  // Destroys the elements and keeps the capacity, as std::vector's.
+  void clear() noexcept {
+    if (!block_) return;
+    std::destroy(begin(), end());
+    header()->size = 0;
+  }
+
+  // Removes the elements pred accepts (std::erase_if's meaning); returns how many.
+  template <typename Pred>
+  friend size_t erase_if(CompactVector& v, Pred pred) {
+    T* kept = std::remove_if(v.begin(), v.end(), pred);
+    const auto n = static_cast<size_t>(v.end() - kept);
+    v.erase(kept, v.end());
+    return n;
+  }
+
+  friend bool operator==(const CompactVector& a, const CompactVector& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+
+ private:
+  Header* header() const noexcept { return reinterpret_cast<Header*>(block_); }
+  template <typename... Args>
+  T& append(Args&&... args) {
+    T* item = std::construct_at(end(), std::forward<Args>(args)...);
+    ++header()->size;
+    return *item;
+  }
+  void grow() {
+    const size_t n = capacity();
+    reserve(n < 4 ? n + 1 : n + n / 2);
+  }
+  std::byte* block_ = nullptr;
+};
+
+// Dirent::name: a byte string with the interface of the std::string it was (as far as the
+// tree's users need it) in 15 bytes, so that a Dirent is 32: names up to 14 bytes are held
+// inline (most are), longer ones in one heap block. Copies are deep.
+class DirentName {
+ public:
+  static constexpr size_t kInlineMax = 14;
+
+  DirentName() noexcept { bytes_[kTag] = 0; }
+  DirentName(std::string_view name) { set(name); }  // NOLINT: implicit, as string's
+  DirentName(const std::string& name) : DirentName(std::string_view(name)) {}  // NOLINT
+  DirentName(const char* name) : DirentName(std::string_view(name)) {}         // NOLINT
+  DirentName(const DirentName& other) : DirentName(other.view()) {}
+  DirentName(DirentName&& other) noexcept {
+    std::memcpy(bytes_, other.bytes_, sizeof bytes_);
+    other.bytes_[kTag] = 0;
+  }
+  DirentName& operator=(const DirentName& other) {
+    if (this != &other) *this = DirentName(other);
+    return *this;
+  }
+  DirentName& operator=(DirentName&& other) noexcept {
+    if (this != &other) {
+      release();
+      std::memcpy(bytes_, other.bytes_, sizeof bytes_);
+      other.bytes_[kTag] = 0;
+    }
+    return *this;
+  }
+  DirentName& operator=(std::string_view name) { return *this = DirentName(name); }
+  DirentName& operator=(const std::string& name) { return *this = std::string_view(name); }
+  DirentName& operator=(const char* name) { return *this = std::string_view(name); }
+  ~DirentName() { release(); }
+
+  std::string_view view() const noexcept {
+    if (!heap()) return {reinterpret_cast<const char*>(bytes_), bytes_[kTag]};
+    return {heap_pointer(), heap_length()};
+  }
+  operator std::string_view() const noexcept { return view(); }  // NOLINT
+  explicit operator std::string() const { return str(); }
+  std::string str() const { return std::string(view()); }
+  size_t size() const noexcept { return view().size(); }
+  size_t length() const noexcept { return size(); }
+  bool empty() const noexcept { return size() == 0; }
+  const char* data() const noexcept { return view().data(); }
+  auto begin() const noexcept { return view().begin(); }
+  auto end() const noexcept { return view().end(); }
+  char operator[](size_t i) const noexcept { return view()[i]; }
+  size_t find(char c, size_t pos = 0) const noexcept { return view().find(c, pos); }
+  size_t find(std::string_view s, size_t pos = 0) const noexcept { return view().find(s, pos); }
+  bool starts_with(std::string_view s) const noexcept { return view().starts_with(s); }
+  bool starts_with(char c) const noexcept { return view().starts_with(c); }
+  bool ends_with(std::string_view s) const noexcept { return view().ends_with(s); }
+  size_t find_first_of(std::string_view s, size_t pos = 0) const noexcept {
+    return view().find_first_of(s, pos);
+  }
+  size_t rfind(char c, size_t pos = std::string_view::npos) const noexcept {
+    return view().rfind(c, pos);
+  }
+  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const {
+    return view().substr(pos, n);
+  }
+  int compare(std::string_view s) const noexcept { return view().compare(s); }
+
+  friend bool operator==(const DirentName& a, const DirentName& b) noexcept {
+    return a.view() == b.view();
+  }
+  friend bool operator==(const DirentName& a, std::string_view b) noexcept { return a.view() == b; }
+  friend bool operator==(const DirentName& a, const std::string& b) noexcept {
+    return a.view() == b;
+  }
+  friend bool operator==(const DirentName& a, const char* b) noexcept {
+    return a.view() == std::string_view(b);
+  }
+  friend auto operator<=>(const DirentName& a, const DirentName& b) noexcept {
+    return a.view() <=> b.view();
+  }
+  friend auto operator<=>(const DirentName& a, std::string_view b) noexcept {
+    return a.view() <=> b;
+  }
+  friend auto operator<=>(const DirentName& a, const std::string& b) noexcept {
+    return a.view() <=> std::string_view(b);
+  }
+  friend auto operator<=>(const DirentName& a, const char* b) noexcept {
+    return a.view() <=> std::string_view(b);
+  }
+  friend std::string operator+(std::string_view a, const DirentName& b) {
+    std::string out(a);
+    out += b.view();
+    return out;
+  }
+  friend std::string operator+(const DirentName& a, std::string_view b) {
+    std::string out(a.view());
+    out += b;
+    return out;
+  }
+  friend std::string operator+(const char* a, const DirentName& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(const std::string& a, const DirentName& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(const DirentName& a, const char* b) {
+    return a + std::string_view(b);
+  }
+  friend std::string operator+(const DirentName& a, const std::string& b) {
+    return a + std::string_view(b);
+  }
+  friend std::string operator+(const DirentName& a, char b) {
+    std::string out(a.view());
+    out += b;
+    return out;
+  }
+  friend std::string& operator+=(std::string& a, const DirentName& b) { return a += b.view(); }
+  friend std::ostream& operator<<(std::ostream& out, const DirentName& name) {
+    return out << name.view();
+  }
+
+ private:
+  // bytes_[kTag]: the inline length (0..kInlineMax), or kHeap with the heap block's address
+  // in bytes_[0..7] and the length in bytes_[8..11].
+  static constexpr size_t kTag = kInlineMax;
+  static constexpr uint8_t kHeap = 0xff;
+  bool heap() const noexcept { return bytes_[kTag] == kHeap; }
+  char* heap_pointer() const noexcept {
+    char* p;
+    std::memcpy(&p, bytes_, sizeof p);
+    return p;
+  }
+  uint32_t heap_length() const noexcept {
+    uint32_t n;
+    std::memcpy(&n, bytes_ + sizeof(char*), sizeof n);
+    return n;
+  }
+  void set(std::string_view name) {
+    if (name.size() <= kInlineMax) {
+      std::memcpy(bytes_, name.data(), name.size());
+      bytes_[kTag] = static_cast<uint8_t>(name.size());
+      return;
+    }
+    if (name.size() > UINT32_MAX) throw std::length_error("DirentName: too long");
+    auto block = std::make_unique_for_overwrite<char[]>(name.size());
+    std::memcpy(block.get(), name.data(), name.size());
+    char* p = block.release();
+    const auto n = static_cast<uint32_t>(name.size());
+    std::memcpy(bytes_, &p, sizeof p);
+    std::memcpy(bytes_ + sizeof p, &n, sizeof n);
+    bytes_[kTag] = kHeap;
+  }
+  void release() noexcept {
+    if (heap()) std::unique_ptr<char[]>(heap_pointer()).reset();
+    bytes_[kTag] = 0;
+  }
+  uint8_t bytes_[kInlineMax + 1];
+};
+static_assert(sizeof(DirentName) == 15 && alignof(DirentName) == 1);
+
 // Reads back the content a tree references (Tree::content_source).
 class ContentSource {
  public:
@@ -281,14 +618,19 @@ class ContentSource {
 };
 
 struct Dirent {
-  std::string name;
-  InodePtr inode;
+  Dirent() = default;
+  Dirent(DirentName name, InodePtr inode, bool link = false) noexcept
+      : name(std::move(name)), link(link), inode(std::move(inode)) {}
+
+  DirentName name;
   // A further name of a hardlinked inode whose home is another dirent (a dumpfile '@' line).
   // C mkcomposefs places the inode at its target's dirent, not at its first name in sorted
   // order, so the writer needs to know which one that is. Trees without marks (directory
   // scans, images) place a hardlinked inode at its first name in DFS order.
   bool link = false;
+  InodePtr inode;
 };
+static_assert(sizeof(Dirent) == 32, "the tree holds one Dirent per entry");
 
 struct Inode {
   uint32_t mode = 0;   // st_mode: file type bits + permissions
@@ -309,8 +651,8 @@ struct Inode {
   // content_source (content_ref.length > 0; content is then empty). See has_content().
   InlineContent content;
   ContentRef content_ref;
-  std::vector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
-  std::vector<Dirent> children;  // directories only; sorted by name
+  CompactVector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
+  CompactVector<Dirent> children;  // directories only; sorted by name
   // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
   InodeDigest digest;
 
