@@ -104,10 +104,90 @@ class InlineContent {
   std::unique_ptr<std::string> bytes_;
 };
 
+// The read-only std::string interface the tree's users need, for the compact strings below
+// (InodeString, DirentName): everything derives from Derived::view().
+template <typename Derived>
+class StringLike {
+ public:
+  operator std::string_view() const noexcept { return v(); }  // NOLINT: implicit, as string's
+  explicit operator std::string() const { return str(); }
+  std::string str() const { return std::string(v()); }
+  size_t size() const noexcept { return v().size(); }
+  size_t length() const noexcept { return size(); }
+  const char* data() const noexcept { return v().data(); }
+  auto begin() const noexcept { return v().begin(); }
+  auto end() const noexcept { return v().end(); }
+  char operator[](size_t i) const noexcept { return v()[i]; }
+  size_t find(char c, size_t pos = 0) const noexcept { return v().find(c, pos); }
+  size_t find(std::string_view s, size_t pos = 0) const noexcept { return v().find(s, pos); }
+  bool starts_with(std::string_view s) const noexcept { return v().starts_with(s); }
+  bool starts_with(char c) const noexcept { return v().starts_with(c); }
+  bool ends_with(std::string_view s) const noexcept { return v().ends_with(s); }
+  size_t find_first_of(std::string_view s, size_t pos = 0) const noexcept {
+    return v().find_first_of(s, pos);
+  }
+  size_t rfind(char c, size_t pos = std::string_view::npos) const noexcept {
+    return v().rfind(c, pos);
+  }
+  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const {
+    return v().substr(pos, n);
+  }
+  int compare(std::string_view s) const noexcept { return v().compare(s); }
+
+  friend bool operator==(const Derived& a, const Derived& b) noexcept {
+    return a.view() == b.view();
+  }
+  friend bool operator==(const Derived& a, std::string_view b) noexcept { return a.view() == b; }
+  friend bool operator==(const Derived& a, const std::string& b) noexcept {
+    return a.view() == std::string_view(b);
+  }
+  friend bool operator==(const Derived& a, const char* b) noexcept {
+    return a.view() == std::string_view(b);
+  }
+  friend auto operator<=>(const Derived& a, const Derived& b) noexcept {
+    return a.view() <=> b.view();
+  }
+  friend auto operator<=>(const Derived& a, std::string_view b) noexcept { return a.view() <=> b; }
+  friend auto operator<=>(const Derived& a, const std::string& b) noexcept {
+    return a.view() <=> std::string_view(b);
+  }
+  friend auto operator<=>(const Derived& a, const char* b) noexcept {
+    return a.view() <=> std::string_view(b);
+  }
+  friend std::string operator+(std::string_view a, const Derived& b) {
+    std::string out(a);
+    out += b.view();
+    return out;
+  }
+  friend std::string operator+(const Derived& a, std::string_view b) {
+    std::string out(a.view());
+    out += b;
+    return out;
+  }
+  friend std::string operator+(const char* a, const Derived& b) { return std::string_view(a) + b; }
+  friend std::string operator+(const std::string& a, const Derived& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(const Derived& a, const char* b) { return a + std::string_view(b); }
+  friend std::string operator+(const Derived& a, const std::string& b) {
+    return a + std::string_view(b);
+  }
+  friend std::string operator+(const Derived& a, char b) {
+    std::string out(a.view());
+    out += b;
+    return out;
+  }
+  friend std::string& operator+=(std::string& a, const Derived& b) { return a += b.view(); }
+  friend std::ostream& operator<<(std::ostream& out, const Derived& s) { return out << s.view(); }
+
+ private:
+  std::string_view v() const noexcept { return static_cast<const Derived&>(*this).view(); }
+};
+
 // Inode::payload: a byte string with the interface of the std::string it was (as far as the
 // tree's users need it), one pointer wide: empty is a null pointer, anything else one heap
 // block holding the length and the bytes (the tree holds one per entry, most of them empty).
-class InodeString {
+class InodeString : public StringLike<InodeString> {
  public:
   InodeString() = default;
   InodeString(std::string_view bytes) { assign(bytes); }  // NOLINT: implicit, as string's
@@ -133,63 +213,10 @@ class InodeString {
     std::memcpy(&n, block_.get(), sizeof n);
     return {block_.get() + sizeof n, n};
   }
-  operator std::string_view() const noexcept { return view(); }  // NOLINT
-  std::string str() const { return std::string(view()); }
-  size_t size() const noexcept { return view().size(); }
-  size_t length() const noexcept { return size(); }
   bool empty() const noexcept { return !block_; }
-  const char* data() const noexcept { return view().data(); }
   // NUL-terminated, as std::string's.
   const char* c_str() const noexcept { return block_ ? block_.get() + sizeof(uint32_t) : ""; }
-  auto begin() const noexcept { return view().begin(); }
-  auto end() const noexcept { return view().end(); }
-  char operator[](size_t i) const noexcept { return view()[i]; }
-  size_t find(char c, size_t pos = 0) const noexcept { return view().find(c, pos); }
-  size_t find(std::string_view s, size_t pos = 0) const noexcept { return view().find(s, pos); }
-  bool starts_with(std::string_view s) const noexcept { return view().starts_with(s); }
-  bool starts_with(char c) const noexcept { return view().starts_with(c); }
-  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const {
-    return view().substr(pos, n);
-  }
   void clear() noexcept { block_.reset(); }
-
-  friend bool operator==(const InodeString& a, const InodeString& b) noexcept {
-    return a.view() == b.view();
-  }
-  friend bool operator==(const InodeString& a, std::string_view b) noexcept {
-    return a.view() == b;
-  }
-  friend bool operator==(const InodeString& a, const std::string& b) noexcept {
-    return a.view() == b;
-  }
-  friend bool operator==(const InodeString& a, const char* b) noexcept {
-    return a.view() == std::string_view(b);
-  }
-  friend auto operator<=>(const InodeString& a, const InodeString& b) noexcept {
-    return a.view() <=> b.view();
-  }
-  friend std::string operator+(std::string_view a, const InodeString& b) {
-    std::string out(a);
-    out += b.view();
-    return out;
-  }
-  friend std::string operator+(const InodeString& a, std::string_view b) {
-    std::string out(a.view());
-    out += b;
-    return out;
-  }
-  friend std::string operator+(const char* a, const InodeString& b) {
-    return std::string_view(a) + b;
-  }
-  friend std::string operator+(const std::string& a, const InodeString& b) {
-    return std::string_view(a) + b;
-  }
-  friend std::string operator+(const InodeString& a, const char* b) {
-    return a + std::string_view(b);
-  }
-  friend std::string operator+(const InodeString& a, const std::string& b) {
-    return a + std::string_view(b);
-  }
 
  private:
   void assign(std::string_view bytes) {
@@ -456,7 +483,7 @@ class CompactVector {
 // Dirent::name: a byte string with the interface of the std::string it was (as far as the
 // tree's users need it) in 15 bytes, so that a Dirent is 32: names up to 14 bytes are held
 // inline (most are), longer ones in one heap block. Copies are deep.
-class DirentName {
+class DirentName : public StringLike<DirentName> {
  public:
   static constexpr size_t kInlineMax = 14;
 
@@ -490,85 +517,7 @@ class DirentName {
     if (!heap()) return {reinterpret_cast<const char*>(bytes_), bytes_[kTag]};
     return {heap_pointer(), heap_length()};
   }
-  operator std::string_view() const noexcept { return view(); }  // NOLINT
-  explicit operator std::string() const { return str(); }
-  std::string str() const { return std::string(view()); }
-  size_t size() const noexcept { return view().size(); }
-  size_t length() const noexcept { return size(); }
   bool empty() const noexcept { return size() == 0; }
-  const char* data() const noexcept { return view().data(); }
-  auto begin() const noexcept { return view().begin(); }
-  auto end() const noexcept { return view().end(); }
-  char operator[](size_t i) const noexcept { return view()[i]; }
-  size_t find(char c, size_t pos = 0) const noexcept { return view().find(c, pos); }
-  size_t find(std::string_view s, size_t pos = 0) const noexcept { return view().find(s, pos); }
-  bool starts_with(std::string_view s) const noexcept { return view().starts_with(s); }
-  bool starts_with(char c) const noexcept { return view().starts_with(c); }
-  bool ends_with(std::string_view s) const noexcept { return view().ends_with(s); }
-  size_t find_first_of(std::string_view s, size_t pos = 0) const noexcept {
-    return view().find_first_of(s, pos);
-  }
-  size_t rfind(char c, size_t pos = std::string_view::npos) const noexcept {
-    return view().rfind(c, pos);
-  }
-  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const {
-    return view().substr(pos, n);
-  }
-  int compare(std::string_view s) const noexcept { return view().compare(s); }
-
-  friend bool operator==(const DirentName& a, const DirentName& b) noexcept {
-    return a.view() == b.view();
-  }
-  friend bool operator==(const DirentName& a, std::string_view b) noexcept { return a.view() == b; }
-  friend bool operator==(const DirentName& a, const std::string& b) noexcept {
-    return a.view() == b;
-  }
-  friend bool operator==(const DirentName& a, const char* b) noexcept {
-    return a.view() == std::string_view(b);
-  }
-  friend auto operator<=>(const DirentName& a, const DirentName& b) noexcept {
-    return a.view() <=> b.view();
-  }
-  friend auto operator<=>(const DirentName& a, std::string_view b) noexcept {
-    return a.view() <=> b;
-  }
-  friend auto operator<=>(const DirentName& a, const std::string& b) noexcept {
-    return a.view() <=> std::string_view(b);
-  }
-  friend auto operator<=>(const DirentName& a, const char* b) noexcept {
-    return a.view() <=> std::string_view(b);
-  }
-  friend std::string operator+(std::string_view a, const DirentName& b) {
-    std::string out(a);
-    out += b.view();
-    return out;
-  }
-  friend std::string operator+(const DirentName& a, std::string_view b) {
-    std::string out(a.view());
-    out += b;
-    return out;
-  }
-  friend std::string operator+(const char* a, const DirentName& b) {
-    return std::string_view(a) + b;
-  }
-  friend std::string operator+(const std::string& a, const DirentName& b) {
-    return std::string_view(a) + b;
-  }
-  friend std::string operator+(const DirentName& a, const char* b) {
-    return a + std::string_view(b);
-  }
-  friend std::string operator+(const DirentName& a, const std::string& b) {
-    return a + std::string_view(b);
-  }
-  friend std::string operator+(const DirentName& a, char b) {
-    std::string out(a.view());
-    out += b;
-    return out;
-  }
-  friend std::string& operator+=(std::string& a, const DirentName& b) { return a += b.view(); }
-  friend std::ostream& operator<<(std::ostream& out, const DirentName& name) {
-    return out << name.view();
-  }
 
  private:
   // bytes_[kTag]: the inline length (0..kInlineMax), or kHeap with the heap block's address
