@@ -34,7 +34,6 @@ import io
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -272,15 +271,10 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
         diff = sorted(n for n in set(got) | set(expected) if got.get(n, 0) != expected.get(n, 0))
         check(not diff, f"lazy: all {len(expected)} paths through the mount equal the image's "
               f"({diff[:3]})")
-        rc, out, err = lazy.stop()
-        pulls.remove(lazy)
-        if rc != 0:
-            print(err, file=sys.stderr)
-        lazy_line = rt.field(out, "lazy") or ""
-        print("     lazy " + lazy_line)
+        rc, out, err, counts = lt.finish_pull(lazy, pulls)
         print("     lazy, final pull: " + (rt.field(out, "partial") or ""))
-        on_demand = int(lazy_line.split(" fetched on demand")[0].split()[-1]) if lazy_line else 0
-        check(rc == 0 and on_demand >= 1, "lazy: exit 0; the file read first was fetched on demand")
+        check(rc == 0 and counts["on demand"] >= 1,
+              "lazy: exit 0; the file read first was fetched on demand")
         check("eStargz tails rebuilt" in out,
               "lazy: the final pull rebuilds last-chunk members from the tails the lazy fetch kept")
         check(rt.field(out, "image") == full_image,
@@ -369,11 +363,8 @@ def lazy_checks(cfsctl, gen, cfs, reg, host, work, m2, full_image):
         check(all(got.get(n) == c for n, c in want.items()),
               "lazy, chunks: every file through the mount equals the image's")
         lazy.wait_for("image ", 120)
-        rc, out, err = lazy.stop()
-        pulls.remove(lazy)
-        print("     lazy, chunks: " + (rt.field(out, "lazy") or err.strip()[-300:]))
-        reads = re.search(r"(\d+) chunks fetched for reads", rt.field(out, "lazy") or "")
-        check(reads is not None and int(reads.group(1)) > 0,
+        rc, out, err, counts = lt.finish_pull(lazy, pulls, "lazy, chunks")
+        check(counts["chunks for reads"] > 0,
               "lazy, chunks: the file over 1 MiB was served chunk by chunk")
         check(rc == 0 and rt.field(out, "image") == rt.field(mfull.stdout, "image")
               and rt.field(out, "image"),

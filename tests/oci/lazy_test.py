@@ -20,6 +20,7 @@ import errno
 import os
 import queue
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -137,14 +138,9 @@ def main():
                     break
         else:
             check(True, f"all {len(expected)} files read through the mount equal the image's")
-        rc, out, err = lazy.stop()
-        pulls.remove(lazy)
-        if rc != 0:
-            print(err, file=sys.stderr)
-        lazy_line = rt.field(out, "lazy") or ""
-        print("     lazy " + lazy_line)
-        on_demand = int(lazy_line.split(" fetched on demand")[0].split()[-1]) if lazy_line else 0
-        check(rc == 0 and on_demand >= 1, "exit 0; the file read first was fetched on demand")
+        rc, out, err, counts = finish_pull(lazy, pulls)
+        check(rc == 0 and counts["on demand"] >= 1,
+              "exit 0; the file read first was fetched on demand")
         full_repo = cfs.repo()
         full = cfs.pull(full_repo, source, "--no-partial")
         check(full.returncode == 0 and rt.field(full.stdout, "image") == rt.field(out, "image"),
@@ -226,6 +222,23 @@ def read_errno(path, offset=0, length=None):
         return e.errno
 
 
+def finish_pull(lazy, pulls, label="lazy"):
+    """Stops a lazy pull; returns rc, out, err and the counts of its "lazy" line
+    ({"on demand": N, "chunks for reads": N}; 0 where the line lacks them)."""
+    rc, out, err = lazy.stop()
+    pulls.remove(lazy)
+    if rc != 0:
+        print(err, file=sys.stderr)
+    line = rt.field(out, "lazy") or ""
+    print(f"     {label}: {line}")
+    counts = {}
+    for key, pattern in (("on demand", r"(\d+) fetched on demand"),
+                         ("chunks for reads", r"(\d+) chunks fetched for reads")):
+        m = re.search(pattern, line)
+        counts[key] = int(m.group(1)) if m else 0
+    return rc, out, err, counts
+
+
 def check_refused(cfs, lazy, pulls, repo, name, label):
     """A lazy pull that met tampered content ends failing, naming the file, with nothing
     tagged and fsck and oci fsck clean."""
@@ -279,12 +292,9 @@ def large_file(args, cfs, reg, work, pulls):
             check(f.read() == big, "large: the whole file reads as the image's")
         check("wholly local" in (lazy.wait_for("image ", 120) or "") + (lazy.wait_for("image ", 30) or ""),
               "large: the pull ends with the image wholly local")
-        rc, out, err = lazy.stop()
-        pulls.remove(lazy)
-        lazy_line = rt.field(out, "lazy") or ""
-        print("     lazy " + lazy_line)
-        reads = int(lazy_line.split(" chunks fetched for reads")[0].split()[-1]) if lazy_line else 0
-        check(rc == 0 and reads >= 16, f"large: exit 0, chunks fetched for reads ({err.strip()[-200:]})")
+        rc, out, err, counts = finish_pull(lazy, pulls, "large")
+        check(rc == 0 and counts["chunks for reads"] >= 16,
+              f"large: exit 0, chunks fetched for reads ({err.strip()[-200:]})")
         check(cfs.run(repo, "fsck").returncode == 0 and cfs.run(repo, "oci", "fsck").returncode == 0,
               "large: fsck and oci fsck pass")
 
