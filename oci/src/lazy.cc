@@ -312,7 +312,7 @@ struct LazyPull::State {
   void complete(Partial& p);
 };
 
-struct LazyPull::State::Partial : PendingChunks {
+struct LazyPull::State::Partial : PendingFile {
   enum : uint8_t { kMissing, kFetching, kPresent };
   State* state = nullptr;
   std::string hex;
@@ -917,7 +917,7 @@ Digest LazyPull::resolve(std::string_view sha256_hex) {
   return state_->resolve(std::string(sha256_hex));
 }
 
-PendingOpen LazyPull::open_pending(std::string_view sha256_hex) {
+PendingAnswer LazyPull::open_pending(std::string_view sha256_hex) {
   if (!is_sha256_hex(sha256_hex))
     throw Error(source_name() + ": '" + escape_for_log(sha256_hex) +
                 "' is not a lowercase sha256 hex digest");

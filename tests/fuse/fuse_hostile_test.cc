@@ -354,7 +354,7 @@ TEST(FuseHostile, PendingRedirectsNeedAResolverAndAreVerifiedLikeObjects) {
   store.set_pending_resolver([&](std::string_view h) {
     asked.emplace_back(h);
     if (h != hex) throw Error("usr/lib/x: content hashes to something else (corrupt or tampered)");
-    return fuse::PendingAnswer{answer, nullptr};
+    return PendingAnswer{answer, nullptr};
   });
   EXPECT_TRUE(store.open(pending, std::nullopt, content.size()));
   EXPECT_EQ(asked, std::vector<std::string>{hex});
@@ -378,7 +378,7 @@ TEST(FuseHostile, PendingRedirectsNeedAResolverAndAreVerifiedLikeObjects) {
 // chunk): the open gets the resolver's file instead of an object, its size checked; every read
 // asks it for the range first, and a failure is EIO with one log line naming the file.
 TEST(FuseHostile, PendingFilesAreReadOnlyThroughEnsure) {
-  struct Chunks : fuse::PendingFile {
+  struct Chunks : PendingFile {
     UniqueFd file;
     std::vector<std::pair<uint64_t, uint64_t>> asked;
     int fd() const noexcept override { return file.get(); }
@@ -406,12 +406,12 @@ TEST(FuseHostile, PendingFilesAreReadOnlyThroughEnsure) {
                                                    dir / "objects", fuse::VerityPolicy::userspace);
   store->set_pending_resolver([&](std::string_view h) {
     if (h != hex) throw Error("not pending");
-    return fuse::PendingAnswer{std::nullopt, chunks};
+    return PendingAnswer{std::nullopt, chunks};
   });
   // Without a place for the file, such an answer is refused; with a wrong size, too.
   EXPECT_THROW(store->open(std::string(fuse::kPendingRedirectPrefix) + hex, std::nullopt, 12288),
                fuse::ObjectError);
-  std::shared_ptr<fuse::PendingFile> got;
+  std::shared_ptr<PendingFile> got;
   EXPECT_THROW(
       store->open(std::string(fuse::kPendingRedirectPrefix) + hex, std::nullopt, 4096, &got),
       fuse::ObjectError);

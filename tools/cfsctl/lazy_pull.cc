@@ -44,21 +44,7 @@ int run_lazy_pull(store::Repository& given, const LazyPullRequest& request) {
       repo.path() + "/objects",
       repo.secure() ? fuse::VerityPolicy::kernel : fuse::VerityPolicy::userspace);
   // A large content still being fetched is served chunk by chunk (each verified as it comes).
-  struct ChunkedFile : fuse::PendingFile {
-    std::shared_ptr<oci::PendingChunks> chunks;
-    int fd() const noexcept override { return chunks->fd(); }
-    void ensure(uint64_t offset, uint64_t length) override { chunks->ensure(offset, length); }
-  };
-  objects->set_pending_resolver([&lazy](std::string_view hex) {
-    oci::PendingOpen open = lazy->open_pending(hex);
-    fuse::PendingAnswer answer{open.object, nullptr};
-    if (open.chunks) {
-      auto file = std::make_shared<ChunkedFile>();
-      file->chunks = std::move(open.chunks);
-      answer.file = std::move(file);
-    }
-    return answer;
-  });
+  objects->set_pending_resolver([&lazy](std::string_view hex) { return lazy->open_pending(hex); });
 
   std::mutex log_mutex;
   auto log = [&log_mutex](const std::string& line) {

@@ -17,6 +17,7 @@
 #include "cfs/digest.h"
 #include "cfs/error.h"
 #include "cfs/fd.h"
+#include "cfs/pending_file.h"
 
 namespace cfs::fuse {
 
@@ -40,23 +41,6 @@ class ObjectError : public cfs::Error {
 // local yet to this directory + "<sha256 hex of the content>": two hex digits never spell it,
 // so no object path can be mistaken for it. Accepted only by a store given a resolver.
 inline constexpr std::string_view kPendingRedirectPrefix = "/pending-sha256/";
-
-// A pending content served before it is wholly local: a file of the content's size whose
-// bytes are valid (fetched and verified) in the ranges ensure() returned for.
-class PendingFile {
- public:
-  virtual ~PendingFile() = default;
-  virtual int fd() const noexcept = 0;
-  // Throws cfs::Error naming the file and the problem.
-  virtual void ensure(uint64_t offset, uint64_t length) = 0;
-};
-
-// What a resolver gives for a pending content: the object holding it (fetched and verified
-// first if need be), or a PendingFile.
-struct PendingAnswer {
-  std::optional<Digest> object;
-  std::shared_ptr<PendingFile> file;
-};
 
 // Answers for the content whose sha256 is the hex given; throws cfs::Error naming the file
 // and the problem.

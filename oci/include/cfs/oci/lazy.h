@@ -17,9 +17,9 @@
 //
 // open_pending() serves a large file whose TOC splits it into chunks with a chunkDigest each
 // (zstd:chunked writes one frame per chunk) without waiting for all of it: the answer is a
-// PendingChunks, a temporary file of the content's size whose bytes are valid in the ranges
-// ensure() returned for. ensure() fetches the chunks covering a range that are not there yet
-// (adjacent ones with one ranged GET), checks each against its chunkDigest and writes it in
+// PendingFile (cfs/pending_file.h), a temporary file of the content's size whose bytes are valid in
+// the ranges ensure() returned for. ensure() fetches the chunks covering a range that are not there
+// yet (adjacent ones with one ranged GET), checks each against its chunkDigest and writes it in
 // place. When the last chunk is there, the whole content is checked against its TOC size and
 // sha256, copied into an object and recorded as resolve() does; later opens get the object.
 //
@@ -40,6 +40,7 @@
 #include "cfs/digest.h"
 #include "cfs/fd.h"
 #include "cfs/oci/oci.h"
+#include "cfs/pending_file.h"
 #include "cfs/store/repository.h"
 
 namespace cfs::oci {
@@ -53,23 +54,6 @@ struct LazyStats {
   uint64_t background = 0;        // ... fetched by finish()
   uint64_t bytes_fetched = 0;     // compressed bytes of the TOCs and of those contents
   uint64_t chunks_on_demand = 0;  // chunks of large contents fetched for reads (ensure())
-};
-
-// A pending content served chunk by chunk (LazyPull::open_pending).
-class PendingChunks {
- public:
-  virtual ~PendingChunks() = default;
-  // The temporary file (the content's size; read-only use): valid where ensure() returned.
-  virtual int fd() const noexcept = 0;
-  // Makes [offset, offset + length) of the content present and verified. Thread-safe; throws
-  // cfs::Error naming the file and the problem (a failure is not cached).
-  virtual void ensure(uint64_t offset, uint64_t length) = 0;
-};
-
-// What open_pending() gives: the object when the content is local, else its chunks.
-struct PendingOpen {
-  std::optional<Digest> object;
-  std::shared_ptr<PendingChunks> chunks;
 };
 
 class LazyPull {
@@ -88,9 +72,9 @@ class LazyPull {
   // The object holding the pending content sha256_hex (64 lowercase hex digits), fetched now
   // if it is not local yet. Thread-safe. Throws cfs::Error naming the file and the problem.
   Digest resolve(std::string_view sha256_hex);
-  // resolve() for small files and files without per-chunk digests; the PendingChunks of a
-  // large chunked file that is not wholly local yet. Thread-safe.
-  PendingOpen open_pending(std::string_view sha256_hex);
+  // resolve() for small files and files without per-chunk digests; the PendingFile
+  // (cfs/pending_file.h) of a large chunked file that is not wholly local yet. Thread-safe.
+  PendingAnswer open_pending(std::string_view sha256_hex);
 
   // Fetches every pending content not fetched yet (at most rate_limit compressed bytes per
   // second when non-zero), then pulls and tags as pull() does. cancel stops it between
