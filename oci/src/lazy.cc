@@ -555,8 +555,7 @@ Digest LazyPull::State::write_content(const std::string& hex, BlobReader& reader
                                       store::Repository& repo, Decoding& decoding) {
   const PendingContent& p = pending.at(hex);
   const TocFormat format = formats[p.layer];
-  std::string what = source->name() + ": layer " + image.layers[p.layer].digest + ": " +
-                     escape_for_log(p.name) + " (content sha256:" + hex + ")";
+  const std::string what = describe(hex);
   store::ObjectWriter object = repo.write_object();
   ContentCheck check(
       p.size, "sha256:" + hex, [&object](std::span<const std::byte> data) { object.write(data); },
@@ -910,19 +909,23 @@ std::string LazyPull::source_name() const {
   return state_->source->name();
 }
 
-Digest LazyPull::resolve(std::string_view sha256_hex) {
+namespace {
+// The hex digest a caller of resolve() / open_pending() gives, checked.
+std::string pending_hex(std::string_view sha256_hex, const std::string& source_name) {
   if (!is_sha256_hex(sha256_hex))
-    throw Error(source_name() + ": '" + escape_for_log(sha256_hex) +
+    throw Error(source_name + ": '" + escape_for_log(sha256_hex) +
                 "' is not a lowercase sha256 hex digest");
-  return state_->resolve(std::string(sha256_hex));
+  return std::string(sha256_hex);
+}
+}  // namespace
+
+Digest LazyPull::resolve(std::string_view sha256_hex) {
+  return state_->resolve(pending_hex(sha256_hex, source_name()));
 }
 
 PendingAnswer LazyPull::open_pending(std::string_view sha256_hex) {
-  if (!is_sha256_hex(sha256_hex))
-    throw Error(source_name() + ": '" + escape_for_log(sha256_hex) +
-                "' is not a lowercase sha256 hex digest");
   State& s = *state_;
-  std::string hex(sha256_hex);
+  const std::string hex = pending_hex(sha256_hex, source_name());
   {
     std::lock_guard lock(s.mutex);
     if (auto d = s.done.find(hex); d != s.done.end()) return {d->second, nullptr};
