@@ -546,29 +546,38 @@ Tree parse_dumpfile_fd(int fd, std::string filename, const DumpfileParseOptions&
     if (!dup) throw_errno(filename);
     source = std::make_shared<DumpfileContent>(std::move(dup), filename);
   }
+  // One buffer holds the unparsed bytes, buf[start, end). It grows past a read's size only
+  // for a line longer than that: the parse keeps no more of the file in memory.
+  constexpr size_t kReadSize = 64 * 1024;
   uint64_t consumed = 0;  // file offset of buf[0]
   std::string buf;
-  std::vector<char> chunk(1 << 20);
   size_t start = 0;
+  size_t end = 0;
   for (;;) {
-    ssize_t n = ::read(fd, chunk.data(), chunk.size());
+    if (start > 0) {
+      std::memmove(buf.data(), buf.data() + start, end - start);
+      end -= start;
+      consumed += start;
+      start = 0;
+    }
+    if (buf.size() < end + kReadSize) buf.resize(end + kReadSize);
+    ssize_t n = ::read(fd, buf.data() + end, kReadSize);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(filename);
     }
     if (n == 0) break;
-    buf.erase(0, start);
-    consumed += start;
-    start = 0;
-    buf.append(chunk.data(), static_cast<size_t>(n));
+    end += static_cast<size_t>(n);
+    const std::string_view data(buf.data(), end);
     for (;;) {
-      size_t nl = buf.find('\n', start);
-      if (nl == std::string::npos) break;
+      size_t nl = data.find('\n', start);
+      if (nl == std::string_view::npos) break;
       if (source) state.line_offset = static_cast<int64_t>(consumed + start);
-      parser.parse_line(std::string_view(buf).substr(start, nl - start));
+      parser.parse_line(data.substr(start, nl - start));
       start = nl + 1;
     }
   }
+  buf.resize(end);
   if (start < buf.size()) {
     if (source) state.line_offset = static_cast<int64_t>(consumed + start);
     parser.parse_line(std::string_view(buf).substr(start));

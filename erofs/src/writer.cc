@@ -26,6 +26,7 @@ ImageWriter::ImageWriter(const Tree& tree, const WriterOptions& options) : tree_
                 " is not supported by the V0/V1 writer");
   version_ = options.min_version;
   max_version_ = std::max(options.max_version, options.min_version);
+  compute_digest_ = options.compute_digest;
 }
 
 WriteResult ImageWriter::write(OutputSink& out) {
@@ -33,16 +34,10 @@ WriteResult ImageWriter::write(OutputSink& out) {
   build_records();
   build_shared_table();
   compute_layout();
-  VeritySink verity(&out);
-  Emitter emit(verity);
-  emit_image(emit);
-  emit.flush();
-  verity.flush();
-  WriteResult result;
-  result.version = version_;
-  result.size = verity.size();
-  result.digest = verity.finish();
-  return result;
+  return stream_image(out, compute_digest_, [this](Emitter& emit) {
+    emit_image(emit);
+    return version_;
+  });
 }
 
 void ImageWriter::fail(const std::string& path, const std::string& what) {
@@ -109,23 +104,11 @@ void ImageWriter::validate_inode(const std::string& path, const Inode& inode) {
   }
 }
 
-size_t ImageWriter::pair_bound(const Inode& inode) {
-  size_t generated = 0;
-  if (inode.is_dir())
-    generated = 5;
-  else if (inode.is_external())
-    generated = 2;
-  else if (inode.is_whiteout())
-    generated = 2;
-  return inode.xattrs.size() + generated;
-}
-
 void ImageWriter::scan_tree() {
   const Inode& root = *tree_.root;
   validate_inode("/", root);
   if (!root.is_dir()) fail("/", "the root must be a directory");
   if (tree_.root.use_count() > 1) shared_.emplace(&root, SharedInode{});
-  pair_bound_ = pair_bound(root) + composefs::kWhiteoutStubCount;
 
   struct Frame {
     const Inode* dir;
@@ -166,7 +149,6 @@ void ImageWriter::scan_tree() {
     }
     const Inode& inode = *d.inode;
     validate_inode(path, inode);
-    pair_bound_ += pair_bound(inode);
     n_inodes_++;
     if (inode.is_whiteout()) has_whiteout_ = true;
     if (inode.is_dir()) {
@@ -211,7 +193,7 @@ WriteResult write_image(const Tree& tree, OutputSink& out, const WriterOptions& 
     throw Error("composefs image: format version " +
                 std::to_string(std::max(options.min_version, options.max_version)) +
                 " is not supported (maximum " + std::to_string(kFormatVersionMax) + ")");
-  if (options.min_version == kComposefsVersionV2) return writer_impl::write_image_v2(tree, out);
+  if (options.min_version == kComposefsVersionV2) return writer_impl::write_image_v2(tree, out, options.compute_digest);
   if (options.max_version == kComposefsVersionV2)
     throw Error(
         "composefs image: format version 2 is chosen with min_version 2; no tree is "

@@ -254,6 +254,22 @@ class Emitter {
   uint64_t written_ = 0;
 };
 
+// Streams an image: body(Emitter&) emits it, and the bytes are counted and, if asked, hashed
+// on their way to out.
+template <typename Body>
+WriteResult stream_image(OutputSink& out, bool compute_digest, Body&& body) {
+  VeritySink verity(&out, compute_digest ? std::optional(HashAlgorithm::sha256) : std::nullopt);
+  Emitter emit(verity);
+  const uint32_t version = body(emit);
+  emit.flush();
+  verity.flush();
+  WriteResult result;
+  result.version = version;
+  result.size = verity.size();
+  if (verity.hashing()) result.digest = verity.finish();
+  return result;
+}
+
 class ImageWriter {
  public:
   ImageWriter(const Tree& tree, const WriterOptions& options);
@@ -265,9 +281,6 @@ class ImageWriter {
   void validate_name(const std::string& path, std::string_view name);
   void validate_inode(const std::string& path, const Inode& inode);
 
-  // Upper bound of the xattr pairs an inode contributes (sizes the pair-count table):
-  // its own, plus metacopy/redirect, whiteout markers, or a directory's markers and opaque.
-  static size_t pair_bound(const Inode& inode);
   void scan_tree();
   bool is_primary(const Dirent& d) const;
 
@@ -381,9 +394,9 @@ class ImageWriter {
   const Tree& tree_;
   uint32_t version_ = 0;
   uint32_t max_version_ = 1;
+  bool compute_digest_ = true;
   bool has_whiteout_ = false;
   bool has_acl_ = false;
-  size_t pair_bound_ = 0;
   size_t n_inodes_ = 1;
   int root_selinux_ = -1;
   // Signed: C compares time_t values, so an inode before 1970 sets the build time.
@@ -404,6 +417,6 @@ class ImageWriter {
 };
 
 // Format V2 (composefs-rs' layout): writer_v2.cc.
-WriteResult write_image_v2(const Tree& tree, OutputSink& out);
+WriteResult write_image_v2(const Tree& tree, OutputSink& out, bool compute_digest);
 
 }  // namespace cfs::erofs::writer_impl

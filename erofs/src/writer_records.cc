@@ -33,12 +33,15 @@ void ImageWriter::build_records() {
   for (size_t i = 0; i < root.xattrs.size(); i++)
     if (root.xattrs[i].name == kSelinuxName) root_selinux_ = static_cast<int>(i);
 
-  count_table_.assign(pair_bound_ * 10 / 7 + 64, CountSlot{});
-  pairs_.reserve(pair_bound_);
   records_.reserve(n_inodes_ + composefs::kWhiteoutStubCount);
   min_mtime_ = {root.mtime_sec, root.mtime_nsec};
   records_.push_back(Record{.inode = &root, .flags = kRoot, .file_type = kFtDir});
+  // First the record table in BFS order, with each record's number of xattrs after the
+  // rewrite (a directory's flags are known once its children are listed); then the pairs are
+  // counted in a table sized by their exact number, which an upper bound taken from the tree
+  // overestimated by half on real images.
   std::vector<XattrView> xattrs;
+  size_t n_pairs = 0;
   for (size_t i = 0; i < records_.size(); i++) {
     const Record rec = records_[i];
     if (rec.inode && rec.inode->is_dir()) {
@@ -88,6 +91,14 @@ void ImageWriter::build_records() {
     }
     collect_xattrs(static_cast<uint32_t>(i), xattrs);
     records_[i].n_pairs = static_cast<uint16_t>(xattrs.size());
+    n_pairs += xattrs.size();
+  }
+
+  count_table_.assign(n_pairs * 10 / 7 + 64, CountSlot{});
+  pairs_.reserve(n_pairs);
+  for (size_t i = 0; i < records_.size(); i++) {
+    if (records_[i].n_pairs == 0) continue;
+    collect_xattrs(static_cast<uint32_t>(i), xattrs);
     for (const XattrView& x : xattrs) {
       const XattrKey key = xattr_key(x.name);
       const size_t entry_size =

@@ -86,20 +86,14 @@ class V2Writer {
  public:
   explicit V2Writer(const Tree& tree) : tree_(tree) {}
 
-  WriteResult write(OutputSink& sink) {
+  WriteResult write(OutputSink& sink, bool compute_digest) {
     collect();
     share();
     layout();
-    VeritySink verity(&sink);
-    Emitter out(verity);
-    emit(out);
-    out.flush();
-    verity.flush();
-    WriteResult result;
-    result.version = kComposefsVersionV2;
-    result.size = verity.size();
-    result.digest = verity.finish();
-    return result;
+    return stream_image(sink, compute_digest, [this](Emitter& out) {
+      emit(out);
+      return kComposefsVersionV2;
+    });
   }
 
  private:
@@ -557,8 +551,8 @@ class V2Writer {
 
 }  // namespace
 
-WriteResult write_image_v2(const Tree& tree, OutputSink& out) {
-  return V2Writer(tree).write(out);
+WriteResult write_image_v2(const Tree& tree, OutputSink& out, bool compute_digest) {
+  return V2Writer(tree).write(out, compute_digest);
 }
 
 }  // namespace cfs::erofs::writer_impl

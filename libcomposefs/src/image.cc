@@ -109,9 +109,10 @@ int lcfs_write_to(lcfs_node_s* root, lcfs_write_options_s* options) {
         cfs::erofs::Tree tree = cfs::lcfs::to_tree(root);
         cfs::lcfs::CallbackSink sink(options->file, options->file_write_cb);
         cfs::erofs::WriterOptions wo{options->version, options->max_version};
+        wo.compute_digest = options->digest_out != nullptr;
         cfs::erofs::WriteResult result = cfs::erofs::write_image(tree, sink, wo);
-        if (options->digest_out != nullptr)
-          std::memcpy(options->digest_out, result.digest.bytes().data(), LCFS_DIGEST_SIZE);
+        if (result.digest)
+          std::memcpy(options->digest_out, result.digest->bytes().data(), LCFS_DIGEST_SIZE);
         return 0;
       },
       -1);

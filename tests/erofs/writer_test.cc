@@ -84,6 +84,26 @@ TEST(ErofsWriter, ExternalFileWithDigest) {
             "341efab043259c82d7eeb853a3b4c8932ecf0a8d22a912b58ba6782c78187b5a");
 }
 
+TEST(ErofsWriter, WithoutDigestWritesTheSameBytesAndNoDigest) {
+  Tree t = root_only();
+  t.root->set_child("wh", make_inode(S_IFCHR | 0644));
+  t.root->set_child("f", make_inode(S_IFREG | 0644));
+  for (uint32_t version : {0u, 2u}) {
+    WriterOptions with = WriterOptions::for_erofs_version(version);
+    WriterOptions without = with;
+    without.compute_digest = false;
+    StringSink a, b;
+    WriteResult hashed = write_image(t, a, with);
+    WriteResult plain = write_image(t, b, without);
+    ASSERT_TRUE(hashed.digest) << "version " << version;
+    EXPECT_FALSE(plain.digest) << "version " << version;
+    EXPECT_EQ(a.str(), b.str()) << "version " << version;
+    EXPECT_EQ(plain.size, b.str().size());
+    EXPECT_EQ(plain.version, hashed.version);
+    EXPECT_EQ(hashed.digest->hex(), verity_hex(a.str()));
+  }
+}
+
 TEST(ErofsWriter, WhiteoutRaisesVersion) {
   Tree t = root_only();
   t.root->set_child("wh", make_inode(S_IFCHR | 0644));
@@ -91,8 +111,8 @@ TEST(ErofsWriter, WhiteoutRaisesVersion) {
   WriteResult r = write_image(t, sink);
   EXPECT_EQ(r.version, 1u);
   EXPECT_EQ(r.size, sink.str().size());
-  EXPECT_EQ(r.digest.hex(), "7470c92de2d37d9315817ca2988d4fafe04b235401018faf302c127eb2486685");
-  EXPECT_EQ(verity_hex(sink.str()), r.digest.hex());
+  EXPECT_EQ(r.digest->hex(), "7470c92de2d37d9315817ca2988d4fafe04b235401018faf302c127eb2486685");
+  EXPECT_EQ(verity_hex(sink.str()), r.digest->hex());
 
   // max_version 0 keeps format 0 (no opaque markers), so the bytes differ.
   WriteResult v0 = write_image(t, sink, {.min_version = 0, .max_version = 0});
@@ -131,7 +151,7 @@ TEST(ErofsWriter, AllReferenceVectorsAreByteIdentical) {
   ASSERT_EQ(all_vectors().size(), 14u);
   for (const auto& v : all_vectors()) {
     SCOPED_TRACE(v.row.asset);
-    EXPECT_EQ(v.result.digest.hex(), v.row.fsverity);
+    EXPECT_EQ(v.result.digest->hex(), v.row.fsverity);
     EXPECT_EQ(verity_hex(v.image), v.row.fsverity);
     EXPECT_EQ(test::sha256_hex(v.image), v.row.sha256);
     EXPECT_EQ(v.result.size, v.image.size());
@@ -704,7 +724,7 @@ TEST(ErofsWriter, TimesTheDeveloperImage) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   start)
                 .count();
-  EXPECT_EQ(r.digest.hex(), "c2891b9a6ce8f676ce63aeaeb7df329695db705d5d1a6a8160f8ed3ec188c5ba");
+  EXPECT_EQ(r.digest->hex(), "c2891b9a6ce8f676ce63aeaeb7df329695db705d5d1a6a8160f8ed3ec188c5ba");
   RecordProperty("write_ms", static_cast<int>(ms));
   std::printf("cs9-x86_64-developer: %zu bytes written in %lld ms\n", sink.str().size(),
               static_cast<long long>(ms));
@@ -758,7 +778,7 @@ TEST(ErofsWriterFidelity, DeviceWithZeroLow32BitsIsAWhiteoutAsInC) {
   StringSink sink;
   result = write_image(tree, sink);
   EXPECT_EQ(result.version, 1u);
-  EXPECT_EQ(result.digest.hex(),
+  EXPECT_EQ(result.digest->hex(),
             "afb37eb29a63f142be0c66c3f979fb7b5ca451dbc1710ba221d3331407b731c1");
   // cfs's own strict reader takes what cfs wrote.
   Tree back = Image::from_bytes(sink.str(), "t.cfs").to_tree();

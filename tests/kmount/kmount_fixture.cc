@@ -73,7 +73,7 @@ BuiltImage build_image(const std::string& src, const std::string& objects,
   FdSink file(out.get(), image);
   erofs::WriteResult result = erofs::write_image(tree, file);
   file.flush();
-  return {image, objects, result.digest};
+  return {image, objects, result.digest.value()};
 }
 
 std::map<std::string, std::string> describe_tree(const std::string& root) {

@@ -167,6 +167,7 @@ int mkcomposefs_main(int argc, char** argv) {
         ("SOURCE '" + o.source + "' is a file; add --from-file if it is a dumpfile").c_str());
   erofs::Tree tree = o.from_file ? read_dumpfile(o.source) : scan_source(o);
   erofs::WriterOptions version = version_range(o);
+  version.compute_digest = o.print_digest || o.print_digest_only;
 
   // The writer hands its sink 256 KiB pieces, which FdSink writes straight through when they
   // do not fit its buffer: a small one saves the default megabyte of peak memory.
@@ -186,7 +187,7 @@ int mkcomposefs_main(int argc, char** argv) {
     out.flush();
     file.commit();
   }
-  if (o.print_digest || o.print_digest_only) print_digest(result.digest);
+  if (result.digest) print_digest(*result.digest);
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,25 +53,33 @@ class FdSink : public OutputSink {
   size_t used_ = 0;
 };
 
-// Forwards to another sink (optional) while computing the fs-verity digest of the bytes.
+// Forwards to another sink (optional) while counting the bytes and computing their fs-verity
+// digest. With alg nullopt it only counts: no hashing, and OpenSSL is never initialised.
 class VeritySink : public OutputSink {
  public:
-  explicit VeritySink(OutputSink* next, HashAlgorithm alg = HashAlgorithm::sha256)
-      : next_(next), hasher_(alg) {}
+  explicit VeritySink(OutputSink* next,
+                      std::optional<HashAlgorithm> alg = HashAlgorithm::sha256)
+      : next_(next) {
+    if (alg) hasher_.emplace(*alg);
+  }
   using OutputSink::write;
   void write(std::span<const std::byte> data) override {
-    hasher_.update(data);
+    size_ += data.size();
+    if (hasher_) hasher_->update(data);
     if (next_) next_->write(data);
   }
   void flush() override {
     if (next_) next_->flush();
   }
-  uint64_t size() const noexcept { return hasher_.size(); }
-  Digest finish() { return hasher_.finish(); }
+  uint64_t size() const noexcept { return size_; }
+  bool hashing() const noexcept { return hasher_.has_value(); }
+  // Only when hashing().
+  Digest finish() { return hasher_.value().finish(); }
 
  private:
   OutputSink* next_;
-  FsVerityHasher hasher_;
+  uint64_t size_ = 0;
+  std::optional<FsVerityHasher> hasher_;
 };
 
 }  // namespace cfs

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "cfs/digest.h"
@@ -21,6 +22,11 @@ struct WriterOptions {
   uint32_t min_version = 0;
   uint32_t max_version = 1;
 
+  // Whether to compute the image's fs-verity digest (WriteResult::digest). mkcomposefs
+  // without --print-digest does not need it, and skipping it saves hashing the whole image
+  // and OpenSSL's start-up.
+  bool compute_digest = true;
+
   // composefs-rs' --erofs-version N: 0 = C's default (V0, raised to V1 by whiteouts),
   // 1 = V1, 2 = V2. Throws cfs::Error for other values.
   static WriterOptions for_erofs_version(uint32_t version);
@@ -29,7 +35,8 @@ struct WriterOptions {
 struct WriteResult {
   uint32_t version = 0;  // format version written
   uint64_t size = 0;     // image bytes
-  Digest digest;         // fs-verity SHA-256 of the image: the composefs image id
+  // fs-verity SHA-256 of the image, the composefs image id; only with compute_digest.
+  std::optional<Digest> digest;
 };
 
 // Streams the image to out. The tree is not modified. Throws cfs::Error for trees that
