@@ -354,9 +354,11 @@ struct DumpfileParser::State {
             fail("inline content length " + std::to_string(content_size) + " differs from size " +
                  std::to_string(inode.size));
           if (reference && content_size > 0) {
-            inode.content_ref.offset = static_cast<uint64_t>(line_offset) +
-                                       static_cast<uint64_t>(fields[9].data() - line_start.data());
-            inode.content_ref.length = static_cast<uint32_t>(fields[9].size());
+            ContentRef ref;
+            ref.offset = static_cast<uint64_t>(line_offset) +
+                         static_cast<uint64_t>(fields[9].data() - line_start.data());
+            ref.length = static_cast<uint32_t>(fields[9].size());
+            inode.content.set_ref(ref);
           } else {
             inode.content = std::move(content);
           }

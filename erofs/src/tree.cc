@@ -17,7 +17,7 @@ auto xattr_less = [](const Xattr& x, std::string_view name) {
 }  // namespace
 
 InodePtr make_inode(uint32_t mode) {
-  auto inode = std::make_shared<Inode>();
+  InodePtr inode(std::make_unique<InodePtr::Box>().release());
   inode->mode = mode;
   return inode;
 }
@@ -83,9 +83,10 @@ void Inode::sort_xattrs() {
 
 std::string_view Tree::inline_content(const Inode& inode, std::string& buf) const {
   if (inode.content) return *inode.content;
-  if (inode.content_ref.length == 0) return {};
+  const ContentRef ref = inode.content.ref();
+  if (ref.length == 0) return {};
   if (!content_source) throw Error("composefs tree: inline content without a content source");
-  content_source->read(inode.content_ref, inode.size, buf);
+  content_source->read(ref, inode.size, buf);
   return buf;
 }
 

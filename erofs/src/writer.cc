@@ -193,7 +193,8 @@ WriteResult write_image(const Tree& tree, OutputSink& out, const WriterOptions& 
     throw Error("composefs image: format version " +
                 std::to_string(std::max(options.min_version, options.max_version)) +
                 " is not supported (maximum " + std::to_string(kFormatVersionMax) + ")");
-  if (options.min_version == kComposefsVersionV2) return writer_impl::write_image_v2(tree, out, options.compute_digest);
+  if (options.min_version == kComposefsVersionV2)
+    return writer_impl::write_image_v2(tree, out, options.compute_digest);
   if (options.max_version == kComposefsVersionV2)
     throw Error(
         "composefs image: format version 2 is chosen with min_version 2; no tree is "

@@ -174,7 +174,7 @@ TEST(ErofsWriter, ContentReferencedInTheDumpfileGivesTheSameImage) {
     Tree tree = parse_dumpfile_fd(fd.get(), path, options);
     fd.reset();  // the tree keeps its own descriptor
     walk(tree, [&](const WalkEntry& e) {
-      if (e.inode.content_ref.length > 0) {
+      if (e.inode.content.ref().length > 0) {
         referenced++;
         EXPECT_FALSE(e.inode.content) << e.path;
       }
@@ -208,7 +208,72 @@ TEST(ErofsWriter, InlineContentCopiesAreIndependent) {
   EXPECT_EQ(a.content->size(), 3u);
   a.content = std::nullopt;
   EXPECT_FALSE(a.content.has_value());
-  EXPECT_LE(sizeof(Inode), 88u) << "Inode grew: the tree holds one per entry";
+  EXPECT_LE(sizeof(Inode), 80u) << "Inode grew: the tree holds one per entry";
+}
+
+// Inode::content holds bytes or a reference into the tree's content source in one word;
+// setting either replaces the other, and a copy of a reference is the same reference.
+TEST(ErofsWriter, InlineContentHoldsBytesOrOneReference) {
+  Inode a;
+  EXPECT_FALSE(a.has_content());
+  ContentRef far;
+  far.offset = ContentRef::kMaxOffset;
+  far.length = ContentRef::kMaxLength;
+  a.content.set_ref(far);
+  a.mode = S_IFREG | 0644;
+  EXPECT_TRUE(a.has_content());
+  EXPECT_FALSE(a.content) << "a reference is not bytes held in memory";
+  EXPECT_EQ(a.content.ref().offset, ContentRef::kMaxOffset);
+  EXPECT_EQ(a.content.ref().length, ContentRef::kMaxLength);
+  Inode b = a;
+  EXPECT_EQ(b.content.ref().offset, ContentRef::kMaxOffset);
+  EXPECT_TRUE(a.content == b.content);
+  b.content = "xyz";
+  EXPECT_EQ(b.content.ref().length, 0u);
+  EXPECT_EQ(*b.content, "xyz");
+  EXPECT_FALSE(a.content == b.content);
+  ContentRef near;
+  near.offset = 7;
+  near.length = 3;
+  b.content.set_ref(near);
+  EXPECT_FALSE(b.content);
+  EXPECT_EQ(b.content.ref().offset, 7u);
+  b.content.set_ref({});
+  EXPECT_FALSE(b.has_content()) << "a reference of length 0 is no content";
+  Inode c = std::move(a);
+  EXPECT_EQ(c.content.ref().length, ContentRef::kMaxLength);
+}
+
+// InodePtr shares one inode among dirents (hardlinks) with an atomic count in the inode's
+// own allocation; the last owner frees it.
+TEST(ErofsWriter, InodePtrSharesAndCountsOneInode) {
+  static_assert(sizeof(InodePtr) == sizeof(void*));
+  InodePtr none;
+  EXPECT_FALSE(none);
+  EXPECT_EQ(none.use_count(), 0);
+  EXPECT_TRUE(none == nullptr);
+  InodePtr a = make_inode(S_IFREG | 0600);
+  EXPECT_EQ(a.use_count(), 1);
+  {
+    InodePtr b = a;
+    EXPECT_EQ(a.use_count(), 2);
+    EXPECT_TRUE(a == b);
+    EXPECT_EQ(b.get(), a.get());
+    b->nlink = 2;
+    InodePtr c = std::move(b);
+    EXPECT_FALSE(b);
+    EXPECT_EQ(a.use_count(), 2);
+    c = make_inode(S_IFDIR | 0755);
+    EXPECT_EQ(a.use_count(), 1);
+    EXPECT_TRUE(c->is_dir());
+  }
+  EXPECT_EQ(a->nlink, 2u);
+  InodePtr d = a;
+  a = a;  // self-assignment keeps the count
+  EXPECT_EQ(d.use_count(), 2);
+  a.reset();
+  EXPECT_EQ(d.use_count(), 1);
+  EXPECT_TRUE(d->is_reg());
 }
 
 // Inode::payload and Inode::digest are one pointer wide each, with string's and
@@ -257,7 +322,7 @@ TEST(ErofsWriter, CompactPayloadAndDigestKeepTheirValues) {
 // including copies, growth, insertion, erasure and names on either side of the inline limit.
 TEST(ErofsWriter, CompactVectorsAndDirentNamesKeepTheirValues) {
   EXPECT_EQ(sizeof(Inode::xattrs) + sizeof(Inode::children), 2 * sizeof(void*));
-  EXPECT_EQ(sizeof(Dirent), 32u);
+  EXPECT_EQ(sizeof(Dirent), 24u);
   Inode dir;
   EXPECT_TRUE(dir.children.empty());
   EXPECT_EQ(dir.children.capacity(), 0u);
@@ -319,7 +384,7 @@ TEST(ErofsWriter, ReferencedContentChangedAfterParsingIsAnError) {
   test::write_file(path, "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - hello -\n");
   UniqueFd fd = open_file(path, O_RDONLY);
   Tree tree = parse_dumpfile_fd(fd.get(), path, {.reference_content = true});
-  ASSERT_GT(tree.lookup("/f")->content_ref.length, 0u);
+  ASSERT_GT(tree.lookup("/f")->content.ref().length, 0u);
   EXPECT_EQ(dumpfile_to_string(tree),
             "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - hello -\n");
   test::write_file(path, "/ 0 40755 2 0 0 0 0.0 - - -\n/f 5 100644 1 0 0 0 0.0 - he\\q -\n");

@@ -57,8 +57,7 @@ class FdSink : public OutputSink {
 // digest. With alg nullopt it only counts: no hashing, and OpenSSL is never initialised.
 class VeritySink : public OutputSink {
  public:
-  explicit VeritySink(OutputSink* next,
-                      std::optional<HashAlgorithm> alg = HashAlgorithm::sha256)
+  explicit VeritySink(OutputSink* next, std::optional<HashAlgorithm> alg = HashAlgorithm::sha256)
       : next_(next) {
     if (alg) hasher_.emplace(*alg);
   }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -36,73 +37,165 @@ struct Xattr {
 };
 
 struct Inode;
-using InodePtr = std::shared_ptr<Inode>;
+
+// Shared ownership of an Inode (a hardlinked inode is held by several Dirents), one pointer
+// wide: the count sits in the inode's own allocation, with no control block and no second
+// pointer as std::shared_ptr has (the tree holds one per entry). Counting is atomic, as
+// shared_ptr's is.
+class InodePtr {
+ public:
+  InodePtr() noexcept = default;
+  InodePtr(std::nullptr_t) noexcept {}  // NOLINT: implicit, as shared_ptr's
+  InodePtr(const InodePtr& other) noexcept : box_(other.box_) { acquire(); }
+  InodePtr(InodePtr&& other) noexcept : box_(std::exchange(other.box_, nullptr)) {}
+  InodePtr& operator=(const InodePtr& other) noexcept {
+    InodePtr(other).swap(*this);
+    return *this;
+  }
+  InodePtr& operator=(InodePtr&& other) noexcept {
+    InodePtr(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~InodePtr() { release(); }
+
+  inline Inode* get() const noexcept;
+  Inode& operator*() const noexcept { return *get(); }
+  Inode* operator->() const noexcept { return get(); }
+  explicit operator bool() const noexcept { return box_ != nullptr; }
+  // How many InodePtrs share the inode (1: not a hardlink); 0 for a null pointer.
+  inline long use_count() const noexcept;
+  void reset() noexcept { InodePtr().swap(*this); }
+  void swap(InodePtr& other) noexcept { std::swap(box_, other.box_); }
+
+  friend bool operator==(const InodePtr& a, const InodePtr& b) noexcept { return a.box_ == b.box_; }
+  friend bool operator==(const InodePtr& a, std::nullptr_t) noexcept { return !a.box_; }
+
+ private:
+  struct Box;
+  friend InodePtr make_inode(uint32_t mode);
+  explicit InodePtr(Box* box) noexcept : box_(box) {}
+  inline void acquire() const noexcept;
+  inline void release() noexcept;
+  Box* box_ = nullptr;
+};
 
 // Inline content of a regular file left in the dumpfile the tree was parsed from (see
 // DumpfileParseOptions::reference_content) instead of being copied into memory: the byte
 // range of its escaped CONTENT field. Unescaped, it is Inode::size bytes. length 0: none.
-// 8 bytes (the tree holds one per entry): offsets below 2^48, escaped lengths below 2^16
+// Offsets below 2^47 (InlineContent keeps a tag bit beside them), escaped lengths below 2^16
 // (inline content is at most kInlineContentMax bytes, 4 escaped characters each).
 struct ContentRef {
-  static constexpr uint64_t kMaxOffset = (uint64_t{1} << 48) - 1;
+  static constexpr uint64_t kMaxOffset = (uint64_t{1} << 47) - 1;
   static constexpr uint32_t kMaxLength = UINT16_MAX;
   uint64_t offset : 48 = 0;
   uint64_t length : 16 = 0;
 };
 static_assert(sizeof(ContentRef) == 8);
 
-// A regular file's inline bytes held in memory: the interface of std::optional<std::string>
-// (which Inode::content was), one pointer wide, since most inodes have none and the tree
-// holds one Inode per entry. Copies are deep.
+// A regular file's inline content, one word wide (the tree holds one per entry, and most
+// have none): nothing, the bytes held in memory, or a ContentRef into the tree's
+// content_source. For the bytes held in memory it has the interface of
+// std::optional<std::string> (which Inode::content was): operator bool, * and -> see only
+// those. Copies are deep.
 class InlineContent {
  public:
   InlineContent() = default;
   InlineContent(std::nullopt_t) noexcept {}  // NOLINT: implicit, as optional's
-  InlineContent(std::string bytes)           // NOLINT
-      : bytes_(std::make_unique<std::string>(std::move(bytes))) {}
+  InlineContent(std::string bytes) {         // NOLINT
+    hold(std::make_unique<std::string>(std::move(bytes)));
+  }
   InlineContent(const char* bytes) : InlineContent(std::string(bytes)) {}  // NOLINT
   InlineContent(std::optional<std::string> bytes) {                        // NOLINT
-    if (bytes) bytes_ = std::make_unique<std::string>(std::move(*bytes));
+    if (bytes) hold(std::make_unique<std::string>(std::move(*bytes)));
   }
-  InlineContent(const InlineContent& other)
-      : bytes_(other.bytes_ ? std::make_unique<std::string>(*other.bytes_) : nullptr) {}
-  InlineContent(InlineContent&&) noexcept = default;
+  InlineContent(const InlineContent& other) { copy_from(other); }
+  InlineContent(InlineContent&& other) noexcept : word_(std::exchange(other.word_, 0)) {}
   InlineContent& operator=(const InlineContent& other) {
-    if (this != &other)
-      bytes_ = other.bytes_ ? std::make_unique<std::string>(*other.bytes_) : nullptr;
+    if (this != &other) {
+      reset();
+      copy_from(other);
+    }
     return *this;
   }
-  InlineContent& operator=(InlineContent&&) noexcept = default;
+  InlineContent& operator=(InlineContent&& other) noexcept {
+    if (this != &other) {
+      reset();
+      word_ = std::exchange(other.word_, 0);
+    }
+    return *this;
+  }
+  ~InlineContent() { reset(); }
 
-  explicit operator bool() const noexcept { return bytes_ != nullptr; }
-  bool has_value() const noexcept { return bytes_ != nullptr; }
+  explicit operator bool() const noexcept { return bytes() != nullptr; }
+  bool has_value() const noexcept { return bytes() != nullptr; }
   // Precondition, as for optional: has_value().
-  std::string& operator*() noexcept { return *bytes_; }
-  const std::string& operator*() const noexcept { return *bytes_; }
-  std::string* operator->() noexcept { return bytes_.get(); }
-  const std::string* operator->() const noexcept { return bytes_.get(); }
+  std::string& operator*() noexcept { return *bytes(); }
+  const std::string& operator*() const noexcept { return *bytes(); }
+  std::string* operator->() noexcept { return bytes(); }
+  const std::string* operator->() const noexcept { return bytes(); }
   template <typename... Args>
   std::string& emplace(Args&&... args) {
-    bytes_ = std::make_unique<std::string>(std::forward<Args>(args)...);
-    return *bytes_;
+    hold(std::make_unique<std::string>(std::forward<Args>(args)...));
+    return *bytes();
   }
-  void reset() noexcept { bytes_.reset(); }
+  // Drops the bytes or the reference.
+  void reset() noexcept {
+    std::unique_ptr<std::string> owned(bytes());
+    word_ = 0;
+  }
+
+  // Where the content sits in the tree's content_source; length 0 when it is not there.
+  ContentRef ref() const noexcept {
+    if (!(word_ & kRefTag)) return {};
+    ContentRef r;
+    r.offset = word_ >> 17;
+    r.length = (word_ >> 1) & 0xffff;
+    return r;
+  }
+  // Replaces the bytes or reference; a length of 0 leaves nothing. Precondition:
+  // ref.offset <= ContentRef::kMaxOffset.
+  void set_ref(ContentRef r) noexcept {
+    reset();
+    if (r.length > 0) word_ = uint64_t{r.offset} << 17 | uint64_t{r.length} << 1 | kRefTag;
+  }
+  // Bytes held or a reference.
+  bool present() const noexcept { return word_ != 0; }
 
   friend bool operator==(const InlineContent& a, const InlineContent& b) {
-    return a.bytes_ ? b.bytes_ && *a.bytes_ == *b.bytes_ : !b.bytes_;
+    if (a.bytes() && b.bytes()) return *a.bytes() == *b.bytes();
+    return a.word_ == b.word_;
   }
   friend bool operator==(const InlineContent& a, std::string_view b) {
-    return a.bytes_ && *a.bytes_ == b;
+    return a.bytes() && *a.bytes() == b;
   }
   friend bool operator==(const InlineContent& a, const std::string& b) {
     return a == std::string_view(b);
   }
   friend bool operator==(const InlineContent& a, const char* b) { return a == std::string_view(b); }
-  friend bool operator==(const InlineContent& a, std::nullopt_t) noexcept { return !a.bytes_; }
+  friend bool operator==(const InlineContent& a, std::nullopt_t) noexcept { return !a.bytes(); }
 
  private:
-  std::unique_ptr<std::string> bytes_;
+  // Bit 0 tells a reference (offset << 17 | length << 1 | 1) from a std::string*, whose
+  // alignment keeps that bit clear.
+  static constexpr uint64_t kRefTag = 1;
+  static_assert(alignof(std::string) > 1);
+
+  std::string* bytes() const noexcept {
+    return word_ & kRefTag ? nullptr : reinterpret_cast<std::string*>(word_);
+  }
+  void hold(std::unique_ptr<std::string> bytes) noexcept {
+    reset();
+    word_ = reinterpret_cast<uint64_t>(bytes.release());
+  }
+  void copy_from(const InlineContent& other) {
+    if (const std::string* b = other.bytes())
+      hold(std::make_unique<std::string>(*b));
+    else
+      word_ = other.word_;
+  }
+  uint64_t word_ = 0;
 };
+static_assert(sizeof(InlineContent) == 8);
 
 // The read-only std::string interface the tree's users need, for the compact strings below
 // (InodeString, DirentName): everything derives from Derived::view().
@@ -579,7 +672,7 @@ struct Dirent {
   bool link = false;
   InodePtr inode;
 };
-static_assert(sizeof(Dirent) == 32, "the tree holds one Dirent per entry");
+static_assert(sizeof(Dirent) == 24, "the tree holds one Dirent per entry");
 
 struct Inode {
   uint32_t mode = 0;   // st_mode: file type bits + permissions
@@ -597,9 +690,8 @@ struct Inode {
   // the object directory ("ab/cdef…"). Empty otherwise.
   InodeString payload;
   // Regular files stored inline in the image: the bytes, or where they sit in the tree's
-  // content_source (content_ref.length > 0; content is then empty). See has_content().
+  // content_source (content.ref().length > 0; *content is then absent). See has_content().
   InlineContent content;
-  ContentRef content_ref;
   CompactVector<Xattr> xattrs;     // kept sorted by name (see sort_xattrs)
   CompactVector<Dirent> children;  // directories only; sorted by name
   // fs-verity digest of an external regular file's data (goes into the metacopy xattr).
@@ -614,8 +706,8 @@ struct Inode {
   bool is_whiteout() const noexcept { return type() == S_IFCHR && rdev == 0; }
   // A regular file whose data lives outside the image (in the object store).
   bool is_external() const noexcept { return is_reg() && !has_content() && size > 0; }
-  // Whether a regular file's data is inline (held in content or referenced by content_ref).
-  bool has_content() const noexcept { return content || content_ref.length > 0; }
+  // Whether a regular file's data is inline (held in content or referenced by it).
+  bool has_content() const noexcept { return content.present(); }
 
   // Child lookup by name (binary search), nullptr if absent.
   Inode* find(std::string_view name) const;
@@ -630,6 +722,25 @@ struct Inode {
   bool remove_xattr(std::string_view name);
   void sort_xattrs();
 };
+
+struct InodePtr::Box {
+  std::atomic<uint32_t> count{1};
+  Inode inode;
+};
+Inode* InodePtr::get() const noexcept {
+  return box_ ? &box_->inode : nullptr;
+}
+long InodePtr::use_count() const noexcept {
+  return box_ ? box_->count.load(std::memory_order_relaxed) : 0;
+}
+void InodePtr::acquire() const noexcept {
+  if (box_) box_->count.fetch_add(1, std::memory_order_relaxed);
+}
+void InodePtr::release() noexcept {
+  if (box_ && box_->count.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    std::unique_ptr<Box> last(box_);
+  box_ = nullptr;
+}
 
 InodePtr make_inode(uint32_t mode);
 
