@@ -317,7 +317,7 @@ TEST(ErofsWriter, CompactPayloadAndDigestKeepTheirValues) {
   EXPECT_LE(sizeof(Inode::payload) + sizeof(Inode::digest), 2 * sizeof(void*));
 }
 
-// Inode::xattrs and Inode::children are one pointer wide (CompactVector) and a Dirent is 32
+// Inode::xattrs and Inode::children are one pointer wide (CompactVector) and a Dirent is 24
 // bytes (DirentName holds names up to 14 bytes inline): vector and string semantics hold,
 // including copies, growth, insertion, erasure and names on either side of the inline limit.
 TEST(ErofsWriter, CompactVectorsAndDirentNamesKeepTheirValues) {

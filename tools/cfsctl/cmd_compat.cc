@@ -166,8 +166,8 @@ int mkcomposefs_main(int argc, char** argv) {
     return usage_error(
         ("SOURCE '" + o.source + "' is a file; add --from-file if it is a dumpfile").c_str());
   erofs::Tree tree = o.from_file ? read_dumpfile(o.source) : scan_source(o);
-  erofs::WriterOptions version = version_range(o);
-  version.compute_digest = o.print_digest || o.print_digest_only;
+  erofs::WriterOptions writer_options = version_range(o);
+  writer_options.compute_digest = o.print_digest || o.print_digest_only;
 
   // The writer hands its sink 256 KiB pieces, which FdSink writes straight through when they
   // do not fit its buffer: a small one saves the default megabyte of peak memory.
@@ -175,15 +175,15 @@ int mkcomposefs_main(int argc, char** argv) {
   erofs::WriteResult result;
   if (o.print_digest_only) {
     DiscardSink discard;
-    result = erofs::write_image(tree, discard, version);
+    result = erofs::write_image(tree, discard, writer_options);
   } else if (o.image == "-") {
     FdSink out(STDOUT_FILENO, "stdout", kSinkBuffer);
-    result = erofs::write_image(tree, out, version);
+    result = erofs::write_image(tree, out, writer_options);
     out.flush();
   } else {
     AtomicFile file(o.image);
     FdSink out(file.fd(), o.image, kSinkBuffer);
-    result = erofs::write_image(tree, out, version);
+    result = erofs::write_image(tree, out, writer_options);
     out.flush();
     file.commit();
   }

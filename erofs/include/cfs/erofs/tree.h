@@ -574,7 +574,7 @@ class CompactVector {
 };
 
 // Dirent::name: a byte string with the interface of the std::string it was (as far as the
-// tree's users need it) in 15 bytes, so that a Dirent is 32: names up to 14 bytes are held
+// tree's users need it) in 15 bytes, so that a Dirent is 24: names up to 14 bytes are held
 // inline (most are), longer ones in one heap block. Copies are deep.
 class DirentName : public StringLike<DirentName> {
  public:
